@@ -1,0 +1,80 @@
+"""What every stage writes next to its Hugging Face checkpoint: `rlhfkit.json` (provenance and results)."""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from dataclasses import asdict, is_dataclass
+from pathlib import Path
+from typing import Any
+
+MANIFEST = "rlhfkit.json"
+
+
+def write_manifest(
+    out_dir: str | Path,
+    *,
+    stage: str,
+    config: Any,
+    seed: int,
+    parent: str | None = None,
+    data_fingerprint: str | None = None,
+    metrics: dict | None = None,
+    extra: dict | None = None,
+) -> Path:
+    """Record stage, parent artifact, config, seed, data fingerprint and final metrics of an artifact."""
+    import torch
+
+    from rlhfkit import __version__
+
+    cfg = asdict(config) if is_dataclass(config) else dict(config)
+    record = {
+        "stage": stage,
+        "parent": parent,
+        "config": _jsonable(cfg),
+        "seed": seed,
+        "data_fingerprint": data_fingerprint,
+        "metrics": _jsonable(metrics or {}),
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "versions": {"rlhfkit": __version__, "torch": torch.__version__, "python": platform.python_version()},
+        **(extra or {}),
+    }
+    path = Path(out_dir) / MANIFEST
+    path.write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n")
+    return path
+
+
+def read_manifest(model_dir: str | Path) -> dict:
+    path = Path(model_dir) / MANIFEST
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def save_hf_checkpoint(model, tokenizer, out_dir: str | Path, eos_token_ids: list[int] | None = None) -> None:
+    """`save_pretrained` for model, tokenizer and a generation config that stops at end of turn."""
+    from transformers import GenerationConfig
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out, safe_serialization=True)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(out)
+        ids = eos_token_ids or [tokenizer.eos_token_id]
+        gen = GenerationConfig(
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=[i for i in ids if i is not None],
+            pad_token_id=tokenizer.pad_token_id,
+        )
+        gen.save_pretrained(out)
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, float | int | str | bool) or obj is None:
+        return obj
+    return str(obj)

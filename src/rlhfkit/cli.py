@@ -1,0 +1,83 @@
+"""The `rlhfkit` command.
+
+Each stage lives in its own module and contributes a subcommand through ``register(subparsers)``;
+the subcommand's handler is stored with ``set_defaults(func=...)`` and receives the parsed namespace.
+Modules are imported lazily-by-listing here so `rlhfkit --help` stays fast and a broken optional stage
+cannot break the others.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from rlhfkit.errors import RlhfkitError
+
+# One line per command module; each module exposes `register(subparsers)`.
+COMMAND_MODULES = [
+    "rlhfkit.commands.tokenizer_cmd",
+    "rlhfkit.commands.pretrain_cmd",
+    "rlhfkit.world.commands",
+    "rlhfkit.commands.reward_cmd",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rlhfkit",
+        description="Turn a raw text corpus into a helpful assistant: pretrain, SFT, reward model, PPO, CAI.",
+    )
+    parser.add_argument("--version", action="version", version=f"rlhfkit {_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name and name.startswith(exc.name):  # module not written yet; other commands still work
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def _quiet_libraries() -> None:
+    """Keep library chatter (long-sequence warnings while packing, shard-writing bars) out of our progress output."""
+    import os
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass
+
+
+def _version() -> str:
+    from rlhfkit import __version__
+
+    return __version__
+
+
+def main(argv: list[str] | None = None) -> int:
+    _quiet_libraries()
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        result = args.func(args)
+    except RlhfkitError as exc:
+        print(f"rlhfkit: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("rlhfkit: interrupted", file=sys.stderr)
+        return 130
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

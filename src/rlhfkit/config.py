@@ -1,0 +1,104 @@
+"""Stage configs are dataclasses; this turns them into CLI flags and reads TOML overrides.
+
+Every field of a stage config becomes `--field-name` (underscores become dashes). Fields of nested config
+dataclasses (e.g. the shared `LoopConfig`) are flattened to the same level: `--max-steps`, `--lr`. A
+`--config FILE.toml` provides values too; flags given on the command line win over the file, the file wins over
+the defaults. In TOML, nested configs are tables: `[loop] max_steps = 500`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import tomllib
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+from rlhfkit.errors import RlhfkitError
+
+
+def _is_config(tp) -> bool:
+    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
+
+
+def _leaf_fields(cls) -> list[tuple[tuple[str, ...], dataclasses.Field, Any]]:
+    hints = typing.get_type_hints(cls)
+    out = []
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if _is_config(tp):
+            out.extend(((f.name, *path), ff, t) for path, ff, t in _leaf_fields(tp))
+        else:
+            out.append(((f.name,), f, tp))
+    return out
+
+
+def _scalar_type(tp):
+    """The base type of `X | None`, `list[X]` etc., and whether it is a list."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _scalar_type(args[0])
+    if origin in (list, tuple):
+        return typing.get_args(tp)[0], True
+    return tp, False
+
+
+def add_config_args(parser: argparse.ArgumentParser, cls, help_overrides: dict[str, str] | None = None) -> None:
+    """Add one flag per (flattened) config field, defaulting to None so we can tell what the user set."""
+    help_overrides = help_overrides or {}
+    parser.add_argument("--config", metavar="FILE.toml", help="read options from a TOML file (flags override it)")
+    for path, f, tp in _leaf_fields(cls):
+        name = path[-1]
+        base, is_list = _scalar_type(tp)
+        flag = "--" + name.replace("_", "-")
+        default = f.default if f.default is not dataclasses.MISSING else None
+        help_text = help_overrides.get(name, "") + (f" (default: {default})" if default not in (None, "") else "")
+        if base is bool:
+            parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        elif is_list:
+            parser.add_argument(flag, dest=name, nargs="*", type=base, default=None, help=help_text)
+        else:
+            parser.add_argument(flag, dest=name, type=base, default=None, help=help_text)
+
+
+def config_from_args(cls, args: argparse.Namespace):
+    """Build a config: defaults, then the TOML file (if any), then the flags that were given."""
+    values: dict[str, Any] = {}
+    if getattr(args, "config", None):
+        values = load_toml(args.config)
+    flat_given = {k: v for k, v in vars(args).items() if v is not None}
+    return _build(cls, values, flat_given, source=getattr(args, "config", None))
+
+
+def load_toml(path: str | Path) -> dict:
+    p = Path(path)
+    if not p.exists():
+        raise RlhfkitError(f"{p}: config file not found")
+    try:
+        return tomllib.loads(p.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise RlhfkitError(f"{p}: invalid TOML ({exc})") from None
+
+
+def _build(cls, file_values: dict, flags: dict, source=None):
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(file_values) - names
+    if unknown:
+        raise RlhfkitError(f"{source}: unknown option(s) for {cls.__name__}: {', '.join(sorted(unknown))}")
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if _is_config(tp):
+            sub = file_values.get(f.name, {})
+            if not isinstance(sub, dict):
+                raise RlhfkitError(f"{source}: field '{f.name}' must be a table")
+            kwargs[f.name] = _build(tp, sub, flags, source)
+        elif f.name in flags:
+            kwargs[f.name] = flags[f.name]
+        elif f.name in file_values:
+            kwargs[f.name] = file_values[f.name]
+    return cls(**kwargs)

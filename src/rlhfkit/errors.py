@@ -1,0 +1,20 @@
+"""One project error type: the CLI prints its message on one line and exits non-zero, no traceback."""
+
+from __future__ import annotations
+
+
+class RlhfkitError(Exception):
+    """A problem the user can fix (bad input, missing file, wrong option).
+
+    Build messages that name the file, the line and the field when there is one,
+    and say what was expected: ``RlhfkitError.at("data.jsonl", 12, "messages", "expected a list")``.
+    """
+
+    @classmethod
+    def at(cls, path: object, line: int | None = None, field: str | None = None, problem: str = "") -> RlhfkitError:
+        where = str(path)
+        if line is not None:
+            where += f":{line}"
+        if field:
+            where += f": field '{field}'"
+        return cls(f"{where}: {problem}" if problem else where)

@@ -1,0 +1,161 @@
+"""Train and load byte-level BPE tokenizers with chat special tokens and a chat template.
+
+Why byte-level BPE: every string round-trips (no unknown tokens), and a small vocabulary (a few thousand
+tokens) keeps the embedding and LM head cheap, which dominates the cost of tiny models on a CPU.
+
+The saved folder is a plain Hugging Face tokenizer (``tokenizer.json`` + ``tokenizer_config.json`` with the
+chat template), so ``transformers.AutoTokenizer.from_pretrained(DIR).apply_chat_template`` works on it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+from rlhfkit.errors import RlhfkitError
+
+# The special tokens. `<|endoftext|>` separates pretraining documents and doubles as BOS; `<|end|>` closes
+# a chat turn and is what generation stops on.
+ENDOFTEXT = "<|endoftext|>"
+PAD = "<|pad|>"
+SYSTEM = "<|system|>"
+USER = "<|user|>"
+ASSISTANT = "<|assistant|>"
+END_OF_TURN = "<|end|>"
+SPECIAL_TOKENS = [ENDOFTEXT, PAD, SYSTEM, USER, ASSISTANT, END_OF_TURN]
+
+# Each message is `<|role|>content<|end|>`; a generation prompt opens the assistant turn.
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|' + message['role'] + '|>' + message['content'] + '<|end|>' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|assistant|>' }}{% endif %}"
+)
+
+# Byte-level BPE needs its 256 byte symbols plus the special tokens; anything smaller cannot encode text.
+MIN_VOCAB = 256 + len(SPECIAL_TOKENS)
+
+
+def iter_corpus_texts(data: str | Path) -> Iterator[tuple[Path, str]]:
+    """Yield (file, document text) from a .txt/.jsonl file or a directory of them.
+
+    `.txt` files are one document each; `.jsonl` files hold `{"text": ...}` per line (other keys ignored).
+    Raises a precise RlhfkitError for missing, empty, binary or malformed input.
+    """
+    files = corpus_files(data)
+    for path in files:
+        if path.suffix == ".jsonl":
+            with path.open(encoding="utf-8") as fh:
+                for lineno, line in enumerate(fh, 1):
+                    if not line.strip():
+                        continue
+                    try:
+                        record = json.loads(line)
+                    except json.JSONDecodeError as exc:
+                        raise RlhfkitError.at(path, lineno, None, f"not valid JSON ({exc.msg})") from None
+                    text = record.get("text") if isinstance(record, dict) else None
+                    if not isinstance(text, str):
+                        raise RlhfkitError.at(path, lineno, "text", "expected a string")
+                    yield path, text
+        else:
+            yield path, read_text_file(path)
+
+
+def corpus_files(data: str | Path) -> list[Path]:
+    """The corpus files behind a path: the file itself, or the .txt/.jsonl files under a directory."""
+    path = Path(data)
+    if not path.exists():
+        raise RlhfkitError(f"{path}: corpus not found")
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in (".txt", ".jsonl"))
+        if not files:
+            raise RlhfkitError(f"{path}: directory holds no .txt or .jsonl files")
+        return files
+    return [path]
+
+
+def read_text_file(path: Path) -> str:
+    raw = path.read_bytes()
+    if not raw.strip():
+        raise RlhfkitError(f"{path}: corpus file is empty")
+    if b"\x00" in raw[:65536]:
+        raise RlhfkitError(f"{path}: looks like a binary file, expected UTF-8 text")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RlhfkitError(f"{path}: not UTF-8 text (bad byte at offset {exc.start})") from None
+
+
+def train_tokenizer(data: str | Path, vocab_size: int, out_dir: str | Path, model_max_length: int = 2048):
+    """Train a byte-level BPE tokenizer on a corpus and save it as a Hugging Face tokenizer folder."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    if vocab_size < MIN_VOCAB:
+        raise RlhfkitError(
+            f"--vocab-size {vocab_size} is smaller than the {MIN_VOCAB} tokens a byte-level BPE needs "
+            f"(256 bytes + {len(SPECIAL_TOKENS)} special tokens)"
+        )
+    texts = [text for _, text in iter_corpus_texts(data)]
+    if not any(t.strip() for t in texts):
+        raise RlhfkitError(f"{data}: corpus holds no text")
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer=trainer)
+    hf_tok = wrap_tokenizer(tok, model_max_length)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    hf_tok.save_pretrained(out)
+    return hf_tok
+
+
+def wrap_tokenizer(tok, model_max_length: int = 2048):
+    """Wrap a `tokenizers.Tokenizer` as a transformers fast tokenizer with our special tokens and template."""
+    from transformers import PreTrainedTokenizerFast
+
+    hf_tok = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token=ENDOFTEXT,
+        eos_token=END_OF_TURN,
+        unk_token=None,
+        pad_token=PAD,
+        additional_special_tokens=[SYSTEM, USER, ASSISTANT, ENDOFTEXT],
+        model_max_length=model_max_length,
+        padding_side="left",  # generation pads on the left; training code pads explicitly
+        clean_up_tokenization_spaces=False,
+    )
+    hf_tok.chat_template = CHAT_TEMPLATE
+    return hf_tok
+
+
+def load_tokenizer(path: str | Path):
+    """Load any Hugging Face tokenizer folder (ours or a user's), with a clear error if it is not one."""
+    from transformers import AutoTokenizer
+
+    p = Path(path)
+    if not p.is_dir() or not ((p / "tokenizer.json").exists() or (p / "tokenizer_config.json").exists()):
+        raise RlhfkitError(f"{p}: not a tokenizer folder (no tokenizer.json or tokenizer_config.json)")
+    tok = AutoTokenizer.from_pretrained(str(p))
+    if tok.pad_token is None:
+        # Many HF tokenizers ship without a pad token; the eos token is the customary stand-in.
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def document_separator_id(tok) -> int:
+    """The id placed between packed documents: `<|endoftext|>` if present, else the tokenizer's eos/bos."""
+    tid = tok.convert_tokens_to_ids(ENDOFTEXT)
+    if isinstance(tid, int) and tid != tok.unk_token_id and tid is not None and tid >= 0:
+        return tid
+    for cand in (tok.eos_token_id, tok.bos_token_id):
+        if cand is not None:
+            return cand
+    raise RlhfkitError("tokenizer has no <|endoftext|>, eos or bos token to separate documents")

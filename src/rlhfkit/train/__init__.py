@@ -1,0 +1,1 @@
+"""Training stages: the shared loop (loop.py) and one module per stage."""

@@ -1,0 +1,245 @@
+"""The shared training loop used by every stage (pretrain, SFT, reward model, ...).
+
+A stage hands the loop three functions and a config:
+
+* ``get_batch(step, rank, world_size) -> list[micro_batch]``: this rank's micro-batches of optimizer step
+  `step`. Batches are a pure function of (seed, step), so resuming at step `s` replays exactly the data a
+  run that never stopped would have seen, and a torchrun run with N ranks sees the same *global* batch as
+  one process (each rank takes its slice).
+* ``loss_fn(model, micro_batch) -> (loss_sum, count, metrics)``: the summed loss over the micro-batch's
+  `count` items (tokens for language modelling, pairs for a reward model). The loop divides by the global
+  count of the step, so gradient accumulation and DDP give exactly the gradient of one big batch even when
+  micro-batches hold different numbers of tokens (SFT masks).
+* ``evaluate(model) -> dict`` (optional) and ``sample(model) -> list[str]`` (optional), run every
+  ``eval_every`` steps on rank 0 with the model in eval mode.
+
+What the loop owns: AdamW with decoupled weight decay (none on norms and biases), linear warmup then cosine
+decay to ``min_lr_ratio * lr``, gradient clipping, a rich progress bar with items/s and ETA, `metrics.jsonl`,
+and an atomic checkpoint every ``save_every`` steps that a restarted run resumes from.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from rlhfkit.train.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
+from rlhfkit.train.distributed import DistInfo, all_reduce_sum
+
+
+@dataclass
+class LoopConfig:
+    max_steps: int = 1000
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.1
+    warmup_steps: int = 50
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0
+    eval_every: int = 100
+    save_every: int = 200
+    log_every: int = 10
+    seed: int = 0
+
+
+MicroBatch = Any
+GetBatch = Callable[[int, int, int], list[MicroBatch]]
+LossFn = Callable[[torch.nn.Module, MicroBatch], tuple[torch.Tensor, torch.Tensor, dict]]
+
+
+def set_seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def make_optimizer(model: torch.nn.Module, cfg: LoopConfig) -> torch.optim.Optimizer:
+    """AdamW; matrices decay, vectors (norms, biases) do not. Tied weights appear once."""
+    decay, no_decay, seen = [], [], set()
+    for p in model.parameters():
+        if not p.requires_grad or id(p) in seen:
+            continue
+        seen.add(id(p))
+        (decay if p.dim() >= 2 else no_decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    # The fused kernel updates all parameters in one pass: much less per-tensor overhead on a CPU.
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=True)
+
+
+def lr_at(step: int, cfg: LoopConfig) -> float:
+    """Linear warmup for `warmup_steps`, then cosine decay to `min_lr_ratio * lr` at `max_steps`."""
+    if cfg.warmup_steps > 0 and step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    span = max(1, cfg.max_steps - cfg.warmup_steps)
+    progress = min(1.0, (step - cfg.warmup_steps) / span)
+    floor = cfg.lr * cfg.min_lr_ratio
+    return floor + 0.5 * (cfg.lr - floor) * (1 + math.cos(math.pi * progress))
+
+
+class MetricsLog:
+    """Appends one JSON object per logged step to `metrics.jsonl`; on resume drops lines past the checkpoint."""
+
+    def __init__(self, path: Path, resume_step: int | None, enabled: bool = True):
+        self.path = Path(path)
+        self.enabled = enabled
+        if not enabled:
+            return
+        if resume_step is None:
+            self.path.write_text("")
+        elif self.path.exists():
+            kept = [ln for ln in self.path.read_text().splitlines() if ln and json.loads(ln).get("step", 0) <= resume_step]
+            self.path.write_text("".join(ln + "\n" for ln in kept))
+
+    def write(self, record: dict) -> None:
+        if self.enabled:
+            with self.path.open("a") as fh:
+                fh.write(json.dumps(record) + "\n")
+
+
+def _progress(total: int, enabled: bool):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        disable=not enabled,
+        transient=False,
+    )
+
+
+def train_loop(
+    model: torch.nn.Module,
+    cfg: LoopConfig,
+    out_dir: Path,
+    get_batch: GetBatch,
+    loss_fn: LossFn,
+    *,
+    evaluate: Callable[[torch.nn.Module], dict] | None = None,
+    sample: Callable[[torch.nn.Module], list[str]] | None = None,
+    dist_info: DistInfo | None = None,
+    items_name: str = "tok",
+    description: str = "train",
+    on_log: Callable[[dict], None] | None = None,
+) -> dict:
+    """Run (or resume) training to `cfg.max_steps`. Returns the last logged metrics (with eval results).
+
+    `model` may be wrapped in DistributedDataParallel; checkpoints store the unwrapped weights.
+    """
+    info = dist_info or DistInfo()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    raw_model = getattr(model, "module", model)
+    optimizer = make_optimizer(raw_model, cfg)
+
+    start_step = 0
+    ckpt = find_checkpoint(out_dir)
+    if ckpt is not None:
+        start_step, _ = load_checkpoint(ckpt, raw_model, optimizer)
+    log = MetricsLog(out_dir / "metrics.jsonl", start_step if ckpt is not None else None, enabled=info.is_main)
+    if ckpt is not None and info.is_main:
+        print(f"resuming from {ckpt} at step {start_step}/{cfg.max_steps}")
+
+    last: dict = {}
+    window_items, window_time = 0.0, 0.0
+    t_start = time.perf_counter()
+    model.train()
+    with _progress(cfg.max_steps, info.is_main) as progress:
+        task = progress.add_task(description, total=cfg.max_steps, completed=start_step, info="")
+        for step in range(start_step, cfg.max_steps):
+            t0 = time.perf_counter()
+            lr = lr_at(step, cfg)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            micro_batches = get_batch(step, info.rank, info.world_size)
+            loss_sum, count, step_metrics = _accumulate(model, micro_batches, loss_fn, info)
+            grad_norm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), cfg.grad_clip)
+            if torch.isfinite(grad_norm):
+                optimizer.step()
+            elif info.is_main:
+                print(f"step {step}: non-finite gradient norm, update skipped")
+            optimizer.zero_grad(set_to_none=True)
+
+            dt = time.perf_counter() - t0
+            window_items += count
+            window_time += dt
+            loss = loss_sum / max(count, 1e-9)
+            done = step + 1
+            rate = window_items / max(window_time, 1e-9)
+            progress.update(task, completed=done, info=f"loss {loss:.3f} | {rate:,.0f} {items_name}/s")
+
+            if done % cfg.log_every == 0 or done == cfg.max_steps or done == start_step + 1:
+                last = {
+                    "step": done,
+                    "time": round(time.perf_counter() - t_start, 3),
+                    "loss": loss,
+                    "lr": lr,
+                    "grad_norm": float(grad_norm),
+                    f"{items_name}_per_s": rate,
+                    **step_metrics,
+                }
+                window_items, window_time = 0.0, 0.0
+            eval_now = evaluate is not None and (done % cfg.eval_every == 0 or done == cfg.max_steps)
+            if eval_now and info.is_main:
+                model.eval()
+                with torch.no_grad():
+                    last.update({"step": done, **evaluate(raw_model)})
+                    if sample is not None:
+                        samples = sample(raw_model)
+                        last["samples"] = samples
+                        progress.console.print(f"[dim]step {done} samples:[/dim]")
+                        for s in samples:
+                            progress.console.print("  " + repr(s)[:200])
+                model.train()
+                shown = {k: round(v, 4) for k, v in last.items() if k.startswith("val_") and isinstance(v, float)}
+                progress.console.print(f"step {done}: {shown}")
+            if last.get("step") == done:
+                log.write(last)
+                if on_log is not None:
+                    on_log(last)
+            if (done % cfg.save_every == 0 or done == cfg.max_steps) and info.is_main:
+                save_checkpoint(out_dir, raw_model, optimizer, done, {"config": asdict(cfg)})
+    return last
+
+
+def _accumulate(model, micro_batches, loss_fn, info: DistInfo) -> tuple[float, float, dict]:
+    """Forward/backward every micro-batch, scaling each so the summed gradient is the global-batch mean."""
+    # Counts are known before any forward (they depend only on the data), so we can all-reduce them first.
+    counts = [float(_count_of(mb)) for mb in micro_batches]
+    total = all_reduce_sum(torch.tensor(sum(counts), dtype=torch.float64), info).item()
+    loss_total, metrics = 0.0, {}
+    n = len(micro_batches)
+    for i, mb in enumerate(micro_batches):
+        # DDP averages gradients over ranks; multiply by world size so the result is sum/total.
+        sync = not info.enabled or i == n - 1
+        ctx = model.no_sync() if (info.enabled and not sync) else nullcontext()
+        with ctx:
+            loss_sum, count, m = loss_fn(model, mb)
+            (loss_sum * (info.world_size / max(total, 1e-9))).backward()
+        loss_total += float(loss_sum.detach())
+        for k, v in m.items():
+            metrics[k] = metrics.get(k, 0.0) + float(v) / n
+    loss_t = all_reduce_sum(torch.tensor(loss_total, dtype=torch.float64), info).item()
+    return loss_t, total, metrics
+
+
+def _count_of(mb) -> float:
+    """Items a micro-batch contributes to the loss: its `count` entry (e.g. unmasked tokens or pairs)."""
+    if isinstance(mb, dict) and "count" in mb:
+        return float(mb["count"])
+    raise TypeError("a micro-batch must be a dict with a 'count' entry (the number of loss items)")

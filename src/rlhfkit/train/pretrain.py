@@ -1,0 +1,193 @@
+"""Stage 1: pretraining — next-token prediction on raw text gives a *base model* (a text completer).
+
+`run(PretrainConfig) -> Path` tokenizes the corpus into a packed stream (cached), builds a preset model (or
+continues from an existing Hugging Face checkpoint), trains it with the shared loop, and writes a Hugging Face
+checkpoint plus `rlhfkit.json`. Validation loss is also reported in bits per byte, which does not depend on
+the tokenizer, so runs with different vocabularies (or nanoGPT's character model) compare directly.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from rlhfkit.artifacts import save_hf_checkpoint, write_manifest
+from rlhfkit.errors import RlhfkitError
+from rlhfkit.models import build_model, count_parameters, load_causal_lm
+from rlhfkit.tokenizer import END_OF_TURN, ENDOFTEXT, load_tokenizer
+from rlhfkit.train.distributed import init_distributed, pick_device
+from rlhfkit.train.lm_data import build_streams, eval_windows, sample_windows
+from rlhfkit.train.loop import LoopConfig, set_seed, train_loop
+
+
+@dataclass
+class PretrainConfig:
+    data: str = ""  # .txt/.jsonl file or folder of them
+    tokenizer: str = ""  # tokenizer folder (from `rlhfkit tokenizer train`)
+    out: str = "runs/pretrain"
+    preset: str = "small"
+    init_from: str | None = None  # continue pretraining an existing HF checkpoint instead of a fresh preset
+    seq_len: int = 256
+    batch_size: int = 32  # sequences per optimizer step (global, across ranks and accumulation)
+    micro_batch_size: int = 32  # sequences per forward pass; batch_size / micro_batch_size = accumulation
+    val_fraction: float = 0.1
+    eval_tokens: int = 65536  # validation tokens per evaluation (fixed windows)
+    sample_prompts: list[str] = field(default_factory=list)  # defaults to starts of validation documents
+    sample_tokens: int = 48
+    device: str = "auto"
+    compile: bool = False  # torch.compile the model (pays a one-off compile for faster steps)
+    loop: LoopConfig = field(default_factory=LoopConfig)
+
+
+def run(cfg: PretrainConfig) -> Path:
+    out = Path(cfg.out)
+    device = pick_device(cfg.device)
+    info = init_distributed(device)
+    set_seed(cfg.loop.seed)
+    tokenizer = load_tokenizer(cfg.tokenizer)
+    if cfg.batch_size % (cfg.micro_batch_size * info.world_size) and cfg.batch_size % info.world_size:
+        raise RlhfkitError(f"--batch-size {cfg.batch_size} must divide evenly across {info.world_size} processes")
+
+    streams = build_streams(cfg.data, tokenizer, cfg.val_fraction, out / "data_cache", cfg.tokenizer)
+    if len(streams.train) < cfg.seq_len + 2:
+        raise RlhfkitError(
+            f"{cfg.data}: only {len(streams.train)} training tokens, fewer than one sequence of {cfg.seq_len + 1}; "
+            "use more text or a smaller --seq-len"
+        )
+    if cfg.init_from:
+        model = load_causal_lm(cfg.init_from)
+        if model.get_input_embeddings().weight.shape[0] < len(tokenizer):
+            raise RlhfkitError(f"{cfg.init_from}: model vocabulary is smaller than the tokenizer's ({len(tokenizer)})")
+    else:
+        model = build_model(cfg.preset, len(tokenizer), max(cfg.seq_len, 512), tokenizer, seed=cfg.loop.seed)
+    model.to(device)
+    n_params = count_parameters(model)
+    if info.is_main:
+        print(
+            f"pretrain: {n_params:,} parameters, {len(streams.train):,} train / {len(streams.val):,} val tokens "
+            f"({streams.num_documents} documents), device {device}, {info.world_size} process(es)"
+        )
+
+    train_model = model
+    if cfg.compile:
+        train_model = torch.compile(model)
+    if info.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+
+        train_model = DistributedDataParallel(train_model)
+
+    per_rank = cfg.batch_size // info.world_size
+    micro = min(cfg.micro_batch_size, per_rank)
+
+    def get_batch(step: int, rank: int, world: int) -> list[dict]:
+        windows = sample_windows(streams.train, cfg.seq_len, cfg.batch_size, cfg.loop.seed, step)
+        mine = torch.from_numpy(windows[rank * per_rank : (rank + 1) * per_rank].astype(np.int64))
+        return [_lm_batch(mine[i : i + micro], device) for i in range(0, per_rank, micro)]
+
+    val = torch.from_numpy(eval_windows(streams.val, cfg.seq_len, cfg.eval_tokens).astype(np.int64))
+    # Bits per byte of the evaluated windows: scale nats/token by tokens per byte of the validation text.
+    tokens_per_byte = len(streams.val) / max(streams.val_bytes, 1)
+
+    def evaluate(m) -> dict:
+        total, count = 0.0, 0
+        for i in range(0, len(val), micro):
+            b = _lm_batch(val[i : i + micro], device)
+            loss_sum, n, _ = lm_loss(m, b)
+            total += float(loss_sum)
+            count += int(n)
+        nats = total / count
+        return {"val_loss": nats, "val_bpb": nats * tokens_per_byte / math.log(2), "val_ppl": math.exp(min(nats, 50))}
+
+    prompts = cfg.sample_prompts or _default_prompts(streams.val, tokenizer)
+
+    def sample(m) -> list[str]:
+        return sample_text(m, tokenizer, prompts, cfg.sample_tokens, seed=cfg.loop.seed)
+
+    t0 = time.perf_counter()
+    last = train_loop(
+        train_model,
+        cfg.loop,
+        out,
+        get_batch,
+        lm_loss,
+        evaluate=evaluate,
+        sample=sample,
+        dist_info=info,
+        items_name="tok",
+        description="pretrain",
+    )
+    if info.is_main:
+        eos = [tokenizer.convert_tokens_to_ids(t) for t in (END_OF_TURN, ENDOFTEXT)]
+        save_hf_checkpoint(model, tokenizer, out, eos_token_ids=[i for i in eos if isinstance(i, int) and i >= 0])
+        metrics = {k: v for k, v in last.items() if k != "samples"}
+        metrics.update({"parameters": n_params, "wall_seconds": round(time.perf_counter() - t0, 2)})
+        write_manifest(
+            out,
+            stage="pretrain",
+            config=cfg,
+            seed=cfg.loop.seed,
+            parent=cfg.init_from or cfg.tokenizer,
+            data_fingerprint=streams.fingerprint,
+            metrics=metrics,
+        )
+    return out
+
+
+def _lm_batch(windows: torch.Tensor, device) -> dict:
+    x = windows[:, :-1].to(device)
+    y = windows[:, 1:].to(device)
+    return {"input_ids": x, "labels": y, "count": y.numel()}
+
+
+def lm_loss(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """Summed next-token cross-entropy (labels already shifted; -100 ignored) and the number of tokens."""
+    logits = model(input_ids=batch["input_ids"], use_cache=False).logits
+    labels = batch["labels"]
+    loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), labels.reshape(-1), ignore_index=-100, reduction="sum")
+    return loss, (labels != -100).sum(), {}
+
+
+def _default_prompts(val: np.ndarray, tokenizer, n: int = 3, length: int = 8) -> list[str]:
+    """Starts of validation documents (text after a separator), so samples show how the model continues."""
+    from rlhfkit.tokenizer import document_separator_id
+
+    sep = document_separator_id(tokenizer)
+    starts = [0] + [int(i) + 1 for i in np.flatnonzero(val == sep)[: n * 4]]
+    prompts = []
+    for s in starts:
+        ids = val[s : s + length]
+        if len(ids) == length and sep not in ids:
+            prompts.append(tokenizer.decode(ids.tolist()))
+        if len(prompts) == n:
+            break
+    return prompts or [""]
+
+
+@torch.no_grad()
+def sample_text(model, tokenizer, prompts: list[str], max_new_tokens: int, seed: int = 0) -> list[str]:
+    """Seeded temperature sampling of short continuations, to watch what the model has learned."""
+    device = next(model.parameters()).device
+    stop = [i for i in (tokenizer.eos_token_id, tokenizer.bos_token_id) if i is not None]
+    outs = []
+    for prompt in prompts:
+        torch.manual_seed(seed)  # same prompts, same seed: samples comparable across evaluations
+        ids = tokenizer(prompt, add_special_tokens=False)["input_ids"] or stop[-1:]
+        x = torch.tensor([ids], device=device)
+        y = model.generate(
+            x,
+            attention_mask=torch.ones_like(x),
+            max_new_tokens=max_new_tokens,
+            do_sample=True,
+            temperature=0.8,
+            top_k=0,
+            eos_token_id=stop,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+        outs.append(prompt + tokenizer.decode(y[0, len(ids) :].tolist(), skip_special_tokens=True))
+    return outs

@@ -1,0 +1,71 @@
+"""Bad input gives a one-line message naming the problem, a non-zero exit and no traceback."""
+
+from __future__ import annotations
+
+import pytest
+
+from rlhfkit.cli import main
+
+
+@pytest.fixture
+def run_cli(capsys):
+    def run(*argv):
+        code = main([str(a) for a in argv])
+        err = capsys.readouterr().err
+        return code, err
+
+    return run
+
+
+def _pretrain(corpus, tok, out, *extra):
+    return ("pretrain", "--data", corpus, "--tokenizer", tok, "--out", out, "--preset", "micro", "--max-steps", "1", *extra)
+
+
+def test_missing_corpus(run_cli, tokenizer_dir, tmp_path):
+    code, err = run_cli(*_pretrain(tmp_path / "nope.txt", tokenizer_dir, tmp_path / "o"))
+    assert code == 1 and "nope.txt: corpus not found" in err and "Traceback" not in err
+
+
+def test_empty_corpus(run_cli, tokenizer_dir, tmp_path):
+    (tmp_path / "empty.txt").write_text("  \n")
+    code, err = run_cli(*_pretrain(tmp_path / "empty.txt", tokenizer_dir, tmp_path / "o"))
+    assert code == 1 and "empty.txt: corpus file is empty" in err
+
+
+def test_binary_corpus(run_cli, tokenizer_dir, tmp_path):
+    (tmp_path / "blob.txt").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" * 50)
+    code, err = run_cli(*_pretrain(tmp_path / "blob.txt", tokenizer_dir, tmp_path / "o"))
+    assert code == 1 and "blob.txt: looks like a binary file" in err
+
+
+def test_malformed_jsonl_corpus_names_line_and_field(run_cli, tokenizer_dir, tmp_path):
+    (tmp_path / "c.jsonl").write_text('{"text": "fine"}\n{"txt": "oops"}\n')
+    code, err = run_cli(*_pretrain(tmp_path / "c.jsonl", tokenizer_dir, tmp_path / "o"))
+    assert code == 1 and "c.jsonl:2: field 'text': expected a string" in err
+
+
+def test_unknown_preset(run_cli, corpus_file, tokenizer_dir, tmp_path):
+    code, err = run_cli(*_pretrain(corpus_file, tokenizer_dir, tmp_path / "o"), "--preset", "gigantic")
+    assert code == 1 and "unknown preset 'gigantic'" in err and "micro" in err
+
+
+def test_checkpoint_dir_that_is_not_a_model(run_cli, corpus_file, tokenizer_dir, tmp_path):
+    (tmp_path / "notamodel").mkdir()
+    code, err = run_cli(*_pretrain(corpus_file, tokenizer_dir, tmp_path / "o"), "--init-from", tmp_path / "notamodel")
+    assert code == 1 and "notamodel: not a model checkpoint" in err
+
+
+def test_tokenizer_dir_that_is_not_a_tokenizer(run_cli, corpus_file, tmp_path):
+    code, err = run_cli(*_pretrain(corpus_file, tmp_path, tmp_path / "o"))
+    assert code == 1 and "not a tokenizer folder" in err
+
+
+def test_vocab_smaller_than_special_tokens(run_cli, corpus_file, tmp_path):
+    code, err = run_cli("tokenizer", "train", "--data", corpus_file, "--vocab-size", "100", "--out", tmp_path / "t")
+    assert code == 1 and "--vocab-size 100 is smaller than" in err
+
+
+def test_bad_toml_config(run_cli, corpus_file, tokenizer_dir, tmp_path):
+    (tmp_path / "c.toml").write_text("max_stepz = 3\n")
+    code, err = run_cli(*_pretrain(corpus_file, tokenizer_dir, tmp_path / "o"), "--config", tmp_path / "c.toml")
+    assert code == 1 and "unknown option(s)" in err and "max_stepz" in err
