@@ -18,8 +18,11 @@ from rlhfkit.errors import RlhfkitError
 COMMAND_MODULES = [
     "rlhfkit.commands.tokenizer_cmd",
     "rlhfkit.commands.pretrain_cmd",
+    "rlhfkit.commands.sft_cmd",
+    "rlhfkit.commands.chat_cmd",
     "rlhfkit.world.commands",
     "rlhfkit.commands.reward_cmd",
+    "rlhfkit.annotate.commands",
 ]
 
 

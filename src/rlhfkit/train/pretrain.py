@@ -52,7 +52,9 @@ def run(cfg: PretrainConfig) -> Path:
     set_seed(cfg.loop.seed)
     tokenizer = load_tokenizer(cfg.tokenizer)
     if cfg.batch_size % (cfg.micro_batch_size * info.world_size) and cfg.batch_size % info.world_size:
-        raise RlhfkitError(f"--batch-size {cfg.batch_size} must divide evenly across {info.world_size} processes")
+        raise RlhfkitError(
+            f"--batch-size {cfg.batch_size} must divide evenly across {info.world_size} processes"
+        )
 
     streams = build_streams(cfg.data, tokenizer, cfg.val_fraction, out / "data_cache", cfg.tokenizer)
     if len(streams.train) < cfg.seq_len + 2:
@@ -63,7 +65,9 @@ def run(cfg: PretrainConfig) -> Path:
     if cfg.init_from:
         model = load_causal_lm(cfg.init_from)
         if model.get_input_embeddings().weight.shape[0] < len(tokenizer):
-            raise RlhfkitError(f"{cfg.init_from}: model vocabulary is smaller than the tokenizer's ({len(tokenizer)})")
+            raise RlhfkitError(
+                f"{cfg.init_from}: model vocabulary is smaller than the tokenizer's ({len(tokenizer)})"
+            )
     else:
         model = build_model(cfg.preset, len(tokenizer), max(cfg.seq_len, 512), tokenizer, seed=cfg.loop.seed)
     model.to(device)
@@ -102,7 +106,11 @@ def run(cfg: PretrainConfig) -> Path:
             total += float(loss_sum)
             count += int(n)
         nats = total / count
-        return {"val_loss": nats, "val_bpb": nats * tokens_per_byte / math.log(2), "val_ppl": math.exp(min(nats, 50))}
+        return {
+            "val_loss": nats,
+            "val_bpb": nats * tokens_per_byte / math.log(2),
+            "val_ppl": math.exp(min(nats, 50)),
+        }
 
     prompts = cfg.sample_prompts or _default_prompts(streams.val, tokenizer)
 
@@ -124,7 +132,9 @@ def run(cfg: PretrainConfig) -> Path:
     )
     if info.is_main:
         eos = [tokenizer.convert_tokens_to_ids(t) for t in (END_OF_TURN, ENDOFTEXT)]
-        save_hf_checkpoint(model, tokenizer, out, eos_token_ids=[i for i in eos if isinstance(i, int) and i >= 0])
+        save_hf_checkpoint(
+            model, tokenizer, out, eos_token_ids=[i for i in eos if isinstance(i, int) and i >= 0]
+        )
         metrics = {k: v for k, v in last.items() if k != "samples"}
         metrics.update({"parameters": n_params, "wall_seconds": round(time.perf_counter() - t0, 2)})
         write_manifest(
@@ -146,11 +156,29 @@ def _lm_batch(windows: torch.Tensor, device) -> dict:
 
 
 def lm_loss(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor, dict]:
-    """Summed next-token cross-entropy (labels already shifted; -100 ignored) and the number of tokens."""
-    logits = model(input_ids=batch["input_ids"], use_cache=False).logits
+    """Summed next-token cross-entropy (labels already shifted; -100 ignored) and the number of tokens.
+
+    Batches are right-padded, so causal attention never lets a real token see a pad: no attention mask is
+    needed (and building one costs time). For a plain Hugging Face model the LM head runs only on positions
+    that have a label — in SFT most positions are prompt tokens, and the head is the costliest matmul of a
+    tiny model.
+    """
     labels = batch["labels"]
-    loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), labels.reshape(-1), ignore_index=-100, reduction="sum")
-    return loss, (labels != -100).sum(), {}
+    keep = labels != -100
+    body, head = getattr(model, "model", None), getattr(model, "lm_head", None)
+    if body is not None and head is not None and not keep.all():
+        hidden = body(input_ids=batch["input_ids"], use_cache=False).last_hidden_state
+        logits = head(hidden[keep])
+        loss = F.cross_entropy(logits.float(), labels[keep], reduction="sum")
+    else:
+        logits = model(input_ids=batch["input_ids"], use_cache=False).logits
+        loss = F.cross_entropy(
+            logits.reshape(-1, logits.size(-1)).float(),
+            labels.reshape(-1),
+            ignore_index=-100,
+            reduction="sum",
+        )
+    return loss, keep.sum(), {}
 
 
 def _default_prompts(val: np.ndarray, tokenizer, n: int = 3, length: int = 8) -> list[str]:

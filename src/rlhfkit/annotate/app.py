@@ -1,0 +1,152 @@
+"""The FastAPI application: wiring, authentication, body limits and error mapping.
+
+Routes live in ``api.py`` (JSON under ``/api/``, documented at ``/docs`` and ``/openapi.json``) and
+``pages.py`` (server-rendered HTML). Pages never render untrusted text client-side: Jinja2 autoescaping
+turns a ``<script>`` in a response into visible text, and the small script on the labelling page only
+reads data attributes and calls the JSON API.
+
+Authentication: each person has a random token (only its SHA-256 is stored). A login link
+``/login?token=...`` puts it in an HttpOnly, SameSite=Strict cookie; scripts send
+``Authorization: Bearer TOKEN``. No or unknown token -> 401; an annotator asking for admin routes -> 403.
+SameSite=Strict keeps other sites from posting forms with the cookie, and the JSON API needs a JSON body,
+which a cross-site form cannot send.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+
+from rlhfkit.annotate.campaigns import AnnotateError, authenticate
+from rlhfkit.annotate.store import Annotator, Store, open_store
+
+HERE = Path(__file__).parent
+COOKIE = "rlhfkit_token"
+MAX_BODY = 1 << 20  # 1 MiB for labels and forms
+MAX_UPLOAD = 64 << 20  # 64 MiB for campaign creation (a candidates file)
+UPLOAD_PATHS = ("/api/campaigns", "/admin/campaigns")
+
+templates = Jinja2Templates(directory=str(HERE / "templates"))
+
+
+class BodyLimit:
+    """ASGI middleware: answer 413 to bodies over the limit (declared or streamed) before any parsing."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Callable[[], Awaitable[dict]], send: Callable) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            await self.app(scope, receive, send)
+            return
+        limit = MAX_UPLOAD if scope["path"] in UPLOAD_PATHS else MAX_BODY
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        try:
+            too_big = declared is not None and int(declared) > limit
+        except ValueError:
+            await _plain(send, 400, "invalid Content-Length header")
+            return
+        if too_big:
+            await _plain(send, 413, f"request body over {limit} bytes")
+            return
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > limit:
+                await _plain(send, 413, f"request body over {limit} bytes")
+                return
+            if not message.get("more_body"):
+                break
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay() -> dict:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+
+async def _plain(send: Callable, status: int, detail: str) -> None:
+    body = json.dumps({"detail": detail}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def request_token(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    if header.lower().startswith("bearer "):
+        return header[7:].strip()
+    return request.cookies.get(COOKIE)
+
+
+def current_user(request: Request) -> Annotator:
+    """FastAPI dependency: the authenticated person, or 401."""
+    token = request_token(request)
+    if not token:
+        raise AnnotateError(
+            "login required: open your personal login link, or send 'Authorization: Bearer TOKEN'", 401
+        )
+    store: Store = request.app.state.store
+    with store.transaction() as session:
+        user = authenticate(session, token)
+    if user is None:
+        raise AnnotateError("unknown or revoked token", 401)
+    return user
+
+
+def require_admin(request: Request) -> Annotator:
+    user = current_user(request)
+    if user.role != "admin":
+        raise AnnotateError("admins only", 403)
+    return user
+
+
+User = Annotated[Annotator, Depends(current_user)]  # route parameter: any logged-in person
+Admin = Annotated[Annotator, Depends(require_admin)]  # route parameter: an admin
+
+
+def create_app(db: str | Store) -> FastAPI:
+    """Build the web app over a database URL (or an open Store). Tables are created if missing."""
+    from rlhfkit.annotate import api, pages
+
+    store = db if isinstance(db, Store) else open_store(db)
+    app = FastAPI(
+        title="rlhfkit annotate",
+        description="Compare model responses; export comparisons for reward-model training.",
+        version="1",
+    )
+    app.state.store = store
+    app.add_middleware(BodyLimit)
+    app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
+    app.include_router(api.router)
+    app.include_router(pages.router)
+
+    @app.exception_handler(AnnotateError)
+    async def _annotate_error(request: Request, exc: AnnotateError) -> Response:
+        if request.url.path.startswith("/api/") or "text/html" not in request.headers.get("accept", ""):
+            return JSONResponse({"detail": str(exc)}, status_code=exc.status)
+        return error_page(request, exc.status, str(exc))
+
+    return app
+
+
+def error_page(request: Request, status: int, message: str) -> HTMLResponse:
+    return templates.TemplateResponse(
+        request, "error.html", {"status": status, "message": message, "user": None}, status_code=status
+    )

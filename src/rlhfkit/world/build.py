@@ -1,0 +1,94 @@
+"""``build_world``: write the demo world's files into a folder, deterministically and in seconds.
+
+Files: ``corpus.jsonl`` (pretraining documents, ``{"text": ...}``), ``sft.jsonl`` and ``sft_val.jsonl``
+(demonstration chats), ``prompts.jsonl`` (RL / sampling prompts), ``eval_prompts.jsonl`` (held-out evaluation
+prompts) and ``world.json`` (seed, size, counts per file and category, imperfection rates, a fingerprint).
+Every random choice comes from a ``random.Random`` seeded by ``(seed, stream name)`` and nothing depends on
+time or dict order, so the same seed writes the same bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from rlhfkit.world.chats import CATEGORY_WEIGHTS, IMPERFECTION_RATES, demonstrations
+from rlhfkit.world.corpus import documents
+from rlhfkit.world.knowledge import CATALOGUE_SEED, load_knowledge
+from rlhfkit.world.prompts import prompt_records
+
+WORLD_VERSION = 1
+
+
+@dataclass(frozen=True)
+class WorldSize:
+    """How much to generate. ``corpus_bytes`` is the text budget of the pretraining corpus."""
+
+    corpus_bytes: int
+    sft: int
+    sft_val: int
+    prompts: int
+    eval_prompts: int
+
+
+SIZES = {
+    "small": WorldSize(corpus_bytes=200_000, sft=600, sft_val=60, prompts=200, eval_prompts=80),
+    "default": WorldSize(corpus_bytes=2_500_000, sft=10_000, sft_val=500, prompts=2_000, eval_prompts=500),
+    "large": WorldSize(corpus_bytes=15_000_000, sft=30_000, sft_val=1_500, prompts=5_000, eval_prompts=1_000),
+}
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> None:
+    with path.open("w", encoding="utf-8", newline="\n") as fh:
+        for row in rows:
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def build_world(out_dir: str | Path, seed: int = 0, size: str = "default") -> dict:
+    """Generate the world into ``out_dir`` and return the content of its ``world.json``."""
+    if size not in SIZES:
+        raise ValueError(f"size must be one of {sorted(SIZES)}, got {size!r}")
+    spec = SIZES[size]
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    kb = load_knowledge()
+
+    def rng(stream: str) -> random.Random:
+        return random.Random(f"rlhfkit-world:{seed}:{stream}")
+
+    corpus = [{"text": t} for t in documents(kb, rng("corpus"), spec.corpus_bytes)]
+    files = {
+        "corpus.jsonl": corpus,
+        "sft.jsonl": demonstrations(spec.sft, rng("sft"), "sft"),
+        "sft_val.jsonl": demonstrations(spec.sft_val, rng("sft_val"), "sft-val"),
+        "prompts.jsonl": prompt_records(spec.prompts, rng("prompts"), "train", "prompt"),
+        "eval_prompts.jsonl": prompt_records(spec.eval_prompts, rng("eval"), "eval", "eval"),
+    }
+    info: dict = {"version": WORLD_VERSION, "seed": seed, "size": size, "spec": asdict(spec),
+                  "catalogue_seed": CATALOGUE_SEED, "files": {}}  # fmt: skip
+    for name, rows in files.items():
+        path = out / name
+        _write_jsonl(path, rows)
+        entry = {"count": len(rows), "bytes": path.stat().st_size, "sha256": _sha256(path)}
+        if name == "corpus.jsonl":
+            entry["text_bytes"] = sum(len(r["text"].encode("utf-8")) for r in rows)
+        else:
+            entry["categories"] = dict(sorted(Counter(r["category"] for r in rows).items()))
+        if name.startswith("sft"):
+            entry["quality"] = dict(sorted(Counter(r["quality"] for r in rows).items()))
+        info["files"][name] = entry
+    info["sft_category_weights"] = CATEGORY_WEIGHTS
+    info["imperfection_rates"] = {c: dict(r) for c, r in IMPERFECTION_RATES.items()}
+    info["fingerprint"] = hashlib.sha256(
+        "".join(info["files"][n]["sha256"] for n in sorted(info["files"])).encode()
+    ).hexdigest()
+    (out / "world.json").write_text(json.dumps(info, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return info
