@@ -20,9 +20,14 @@ COMMAND_MODULES = [
     "rlhfkit.commands.pretrain_cmd",
     "rlhfkit.commands.sft_cmd",
     "rlhfkit.commands.chat_cmd",
+    "rlhfkit.commands.pipeline_cmd",
+    "rlhfkit.commands.generate_cmd",
     "rlhfkit.world.commands",
     "rlhfkit.commands.reward_cmd",
+    "rlhfkit.ppo.commands",
     "rlhfkit.annotate.commands",
+    "rlhfkit.evaluate.commands",
+    "rlhfkit.serve.commands",
 ]
 
 

@@ -1,0 +1,119 @@
+"""`rlhfkit generate`: K sampled responses per prompt, written as candidates for comparisons.
+
+Reads chat records (`{"messages": [...], "id", "category", "meta"}`); a trailing assistant turn is dropped,
+so SFT data works as prompts too. Writes one candidates record per prompt:
+`{"id", "prompt": [messages], "completions": [[{"role": "assistant", "content": str}], ... K],
+"category", "meta"}`, where `meta` is the prompt's own meta plus a `generation` entry recording the model,
+the sampling settings and each completion's finish reason.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "generate",
+        help="sample K responses per prompt (candidates for comparisons)",
+        description="Sample --n responses to each chat prompt in --prompts with the model in --model and write "
+        "them as candidates JSONL to --out.",
+    )
+    p.add_argument("--model", required=True, help="model folder (Hugging Face causal LM with a tokenizer)")
+    p.add_argument(
+        "--prompts", required=True, help="chat JSONL: {'messages': [...], 'id', 'category', 'meta'}"
+    )
+    p.add_argument("--out", required=True, help="candidates JSONL to write")
+    p.add_argument("--n", type=int, default=1, help="responses per prompt (default 1)")
+    p.add_argument("--temperature", type=float, default=1.0, help="0 = greedy (default 1.0)")
+    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (default 1.0: off)")
+    p.add_argument(
+        "--top-k", type=int, default=0, help="sample among the k most likely tokens (default 0: off)"
+    )
+    p.add_argument("--max-new-tokens", type=int, default=128, help="length limit per response (default 128)")
+    p.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    p.add_argument("--batch-size", type=int, default=64, help="sequences decoded together (default 64)")
+    p.set_defaults(func=_run)
+
+
+def _prompt_messages(record: dict) -> list[dict]:
+    messages = list(record["messages"])
+    if messages and messages[-1]["role"] == "assistant":
+        messages.pop()
+    return messages
+
+
+def _run(args: argparse.Namespace) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from rlhfkit.data.chats import load_chats
+    from rlhfkit.data.jsonl import write_jsonl
+    from rlhfkit.errors import RlhfkitError
+    from rlhfkit.generation import SamplingParams, generate_chat
+    from rlhfkit.models import load_causal_lm
+    from rlhfkit.tokenizer import load_tokenizer
+
+    if args.n < 1:
+        raise RlhfkitError(f"--n: expected an integer >= 1, got {args.n}")
+    params = SamplingParams(
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        stop_strings=tuple(args.stop),
+        seed=args.seed,
+    )
+    records = load_chats(args.prompts)
+    model = load_causal_lm(args.model).eval()
+    tokenizer = load_tokenizer(args.model)
+    if not getattr(tokenizer, "chat_template", None):
+        raise RlhfkitError(f"{args.model}: the tokenizer has no chat template; chat prompts need one")
+    prompts = [_prompt_messages(record) for record in records]
+    chats = [messages for messages in prompts for _ in range(args.n)]  # prompt-major: K in a row
+
+    with Progress(
+        TextColumn("generate"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("responses"),
+        TimeRemainingColumn(),
+    ) as progress:
+        task = progress.add_task("generate", total=len(chats))
+        completions = generate_chat(
+            model,
+            tokenizer,
+            chats,
+            params,
+            batch_size=args.batch_size,
+            on_chunk=lambda done: progress.update(task, completed=done),
+        )
+
+    stem = Path(args.prompts).stem
+    settings = {
+        "model": str(args.model),
+        "n": args.n,
+        "temperature": args.temperature,
+        "top_p": args.top_p,
+        "top_k": args.top_k,
+        "max_new_tokens": args.max_new_tokens,
+        "seed": args.seed,
+    }
+    out_records = []
+    for index, (record, messages) in enumerate(zip(records, prompts)):
+        group = completions[index * args.n : (index + 1) * args.n]
+        meta = dict(record["meta"]) if isinstance(record.get("meta"), dict) else {}
+        meta["generation"] = {**settings, "finish_reasons": [c.finish_reason for c in group]}
+        out_records.append(
+            {
+                "id": record.get("id", f"{stem}-{index}"),
+                "prompt": messages,
+                "completions": [[{"role": "assistant", "content": c.text}] for c in group],
+                "category": record.get("category", ""),
+                "meta": meta,
+            }
+        )
+    count = write_jsonl(args.out, out_records)
+    print(f"generate: {count} prompts x {args.n} responses written to {args.out}")
+    return 0

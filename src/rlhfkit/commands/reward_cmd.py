@@ -1,0 +1,193 @@
+"""`rlhfkit reward train|eval|score` (Stage 3b) and `rlhfkit data convert|check` (comparison data)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from rlhfkit.config import add_config_args, config_from_args
+from rlhfkit.errors import RlhfkitError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from rlhfkit.train.reward import RewardConfig
+
+    reward = sub.add_parser("reward", help="train, evaluate and apply reward models")
+    rsub = reward.add_subparsers(dest="reward_command", metavar="COMMAND", required=True)
+
+    train = rsub.add_parser(
+        "train",
+        help="train a reward model on comparisons (resumes from its last checkpoint)",
+        description="Bradley-Terry training of a scalar head on any Hugging Face backbone. Rankings of K "
+        "responses count as one batch element holding all C(K,2) pairs. Re-running the same command after a "
+        "crash continues from the last checkpoint in --out.",
+    )
+    add_config_args(
+        train,
+        RewardConfig,
+        {
+            "model": "backbone model folder (base/SFT checkpoint or any Hugging Face encoder/decoder)",
+            "data": "comparisons JSONL (pairs and/or rankings)",
+            "out": "output folder",
+            "eval_data": "held-out comparisons JSONL",
+            "calibration": "responses of the policy (candidates/chats JSONL) that should average score 0",
+        },
+    )
+    train.set_defaults(func=_train)
+
+    ev = rsub.add_parser("eval", help="accuracy, calibration and score distributions on comparisons (JSON)")
+    ev.add_argument("--model", required=True, help="reward model folder")
+    ev.add_argument("--data", required=True, help="comparisons JSONL")
+    ev.add_argument("--out", help="also write the JSON report to this file")
+    _scoring_args(ev)
+    ev.set_defaults(func=_eval)
+
+    score = rsub.add_parser(
+        "score",
+        help="add reward scores to each line of a JSONL file",
+        description="Chats (last message the assistant's) and prompt/completion records get 'reward'; candidates "
+        "and rankings ('completions') get 'rewards', one per completion; pairs get 'reward_chosen' and "
+        "'reward_rejected'.",
+    )
+    score.add_argument("--model", required=True, help="reward model folder")
+    score.add_argument("--in", dest="input", required=True, help="input JSONL")
+    score.add_argument("--out", required=True, help="output JSONL")
+    _scoring_args(score)
+    score.set_defaults(func=_score)
+
+    data = sub.add_parser("data", help="convert and check datasets")
+    dsub = data.add_subparsers(dest="data_command", metavar="COMMAND", required=True)
+    conv = dsub.add_parser("convert", help="convert HH-RLHF or TRL preference data to rlhfkit pairs")
+    conv.add_argument("--from", dest="fmt", required=True, choices=["hh", "trl"], help="input format")
+    conv.add_argument("--in", dest="input", required=True, help="input JSONL")
+    conv.add_argument("--out", required=True, help="output comparisons JSONL")
+    conv.set_defaults(func=_convert)
+    check = dsub.add_parser(
+        "check", help="validate a chats or comparisons file (errors name file, line, field)"
+    )
+    check.add_argument("--kind", required=True, choices=["chats", "comparisons"])
+    check.add_argument("file")
+    check.set_defaults(func=_check)
+
+
+def _scoring_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--max-length", type=int, help="tokens per conversation (default: the model's training value)"
+    )
+    p.add_argument("--batch-size", type=int, default=16, help="conversations per forward pass (default: 16)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
+
+
+def _load(args):
+    from rlhfkit.artifacts import read_manifest
+    from rlhfkit.reward_model import default_max_length, load_reward_model
+    from rlhfkit.train.distributed import pick_device
+
+    model, tokenizer = load_reward_model(args.model, pick_device(args.device))
+    wanted = args.max_length or read_manifest(args.model).get("max_length") or 512
+    return model, tokenizer, default_max_length(model, tokenizer, wanted)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from rlhfkit.train.reward import RewardConfig, run
+
+    out = run(config_from_args(RewardConfig, args))
+    print(f"reward: reward model written to {out}")
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from rlhfkit.data.comparisons import load_comparisons
+    from rlhfkit.reward_eval import evaluate_reward_model
+
+    groups = load_comparisons(args.data)
+    model, tokenizer, max_length = _load(args)
+    report = evaluate_reward_model(model, tokenizer, groups, max_length, args.batch_size)
+    text = json.dumps(report, indent=2, ensure_ascii=False)
+    if args.out:
+        Path(args.out).write_text(text + "\n", encoding="utf-8")
+    print(text)
+    return 0
+
+
+def _score_items(record: dict, path: str, line: int) -> tuple[list[tuple[list, list]], list[str]]:
+    """(prompt, response) items of one record and the keys their scores go to ('rewards' for a list)."""
+    from rlhfkit.data.chats import check_messages
+
+    if "completions" in record:
+        prompt = check_messages(record.get("prompt"), path, line, "prompt")
+        if not isinstance(record["completions"], list) or not record["completions"]:
+            raise RlhfkitError.at(path, line, "completions", "expected a non-empty list of completions")
+        items = [
+            (prompt, check_messages(c, path, line, f"completions[{i}]"))
+            for i, c in enumerate(record["completions"])
+        ]
+        return items, ["rewards"] * len(items)
+    if "chosen" in record:
+        prompt = check_messages(record.get("prompt"), path, line, "prompt")
+        items = [(prompt, check_messages(record.get(k), path, line, k)) for k in ("chosen", "rejected")]
+        return items, ["reward_chosen", "reward_rejected"]
+    if "completion" in record:
+        prompt = check_messages(record.get("prompt"), path, line, "prompt")
+        return [(prompt, check_messages(record["completion"], path, line, "completion"))], ["reward"]
+    if "messages" in record:
+        msgs = check_messages(record["messages"], path, line, "messages")
+        if msgs[-1]["role"] != "assistant":
+            raise RlhfkitError.at(
+                path, line, "messages", "expected the last message to be the assistant's response"
+            )
+        return [(msgs[:-1], msgs[-1:])], ["reward"]
+    raise RlhfkitError.at(
+        path, line, None, "expected 'messages', 'prompt'+'completion', 'completions' or 'chosen'/'rejected'"
+    )
+
+
+def _score(args: argparse.Namespace) -> int:
+    from rlhfkit.data.jsonl import read_jsonl, write_jsonl
+    from rlhfkit.reward_model import score_conversations
+
+    records, items, keys = [], [], []
+    for line, rec in read_jsonl(args.input):
+        its, ks = _score_items(rec, args.input, line)
+        records.append(rec)
+        items.extend(its)
+        keys.append(ks)
+    model, tokenizer, max_length = _load(args)
+    scores = iter(score_conversations(model, tokenizer, items, max_length, args.batch_size))
+    for rec, ks in zip(records, keys):
+        for key in ks:
+            value = next(scores)
+            if key == "rewards":
+                rec.setdefault("rewards", []).append(value)
+            else:
+                rec[key] = value
+    n = write_jsonl(args.out, records)
+    print(f"reward: scored {len(items)} responses in {n} records -> {args.out}")
+    return 0
+
+
+def _convert(args: argparse.Namespace) -> int:
+    from rlhfkit.data.convert import convert_records
+    from rlhfkit.data.jsonl import write_jsonl
+
+    # Convert everything before writing, so a bad line leaves no half-written output behind.
+    records = list(convert_records(args.fmt, args.input))
+    n = write_jsonl(args.out, records)
+    print(f"data: converted {n} {args.fmt} records -> {args.out}")
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    if args.kind == "chats":
+        from rlhfkit.data.chats import load_chats
+
+        print(f"{args.file}: {len(load_chats(args.file))} valid chats")
+    else:
+        from rlhfkit.data.comparisons import load_comparisons
+
+        groups = load_comparisons(args.file)
+        pairs = sum(len(g.pairs) for g in groups)
+        print(f"{args.file}: {len(groups)} valid comparisons ({pairs} judged pairs)")
+    return 0

@@ -1,0 +1,105 @@
+"""`rlhfkit evaluate` (compare models on held-out prompts) and `rlhfkit report` (rebuild report.html)."""
+
+from __future__ import annotations
+
+import argparse
+
+from rlhfkit.errors import RlhfkitError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    ev = sub.add_parser(
+        "evaluate",
+        help="compare models head to head on held-out prompts (win rates, ranking, probes)",
+        description="Sample every --model on the same --prompts, score the responses with --judge, and write "
+        "results.json (win rates, Bradley-Terry/Elo ranking with bootstrap intervals, per-category results, "
+        "probe rates) and responses.jsonl (side-by-side responses) to --out.",
+    )
+    ev.add_argument(
+        "--model",
+        action="append",
+        default=[],
+        metavar="NAME=DIR",
+        required=True,
+        help="a model to evaluate, named for the tables (repeatable; order = table order, e.g. base, sft, ppo)",
+    )
+    ev.add_argument("--prompts", required=True, help="chat JSONL of prompts (e.g. world/eval_prompts.jsonl)")
+    ev.add_argument(
+        "--judge", default="gold", help="'gold' (demo-world gold judge) or 'reward:DIR' (default gold)"
+    )
+    ev.add_argument("--out", required=True, help="output folder for results.json and responses.jsonl")
+    ev.add_argument(
+        "--n-prompts", type=int, default=0, help="use N prompts, round-robin over categories (0 = all)"
+    )
+    ev.add_argument(
+        "--temperature", type=float, default=0.7, help="sampling temperature, 0 = greedy (default 0.7)"
+    )
+    ev.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (default 1.0: off)")
+    ev.add_argument("--max-new-tokens", type=int, default=128, help="length limit per response (default 128)")
+    ev.add_argument("--batch-size", type=int, default=32, help="sequences decoded together (default 32)")
+    ev.add_argument(
+        "--bootstrap", type=int, default=1000, help="bootstrap resamples for intervals (default 1000)"
+    )
+    ev.add_argument("--seed", type=int, default=0, help="sampling and bootstrap seed (default 0)")
+    ev.add_argument("--report", action="store_true", help="also write report.html into --out")
+    ev.set_defaults(func=_evaluate)
+
+    rep = sub.add_parser(
+        "report",
+        help="(re)build report.html for a run folder",
+        description="Write RUN/report.html: a static page with every stage's curves and numbers, the "
+        "evaluation's win rates, ranking and probes, and side-by-side responses. Opens offline.",
+    )
+    rep.add_argument(
+        "run_dir", nargs="?", metavar="RUN", help="run folder (runs/NAME) or an evaluation folder"
+    )
+    rep.add_argument("--run", dest="run_flag", metavar="RUN", help="the same, as an option")
+    rep.set_defaults(func=_report)
+
+
+def parse_models(specs: list[str]) -> dict[str, str]:
+    """{name: folder} from NAME=DIR strings, in the given order; names must be unique."""
+    models: dict[str, str] = {}
+    for spec in specs:
+        name, sep, folder = spec.partition("=")
+        name, folder = name.strip(), folder.strip()
+        if not sep or not name or not folder:
+            raise RlhfkitError(f"--model: expected NAME=DIR (e.g. sft=runs/demo/sft), got '{spec}'")
+        if name in models:
+            raise RlhfkitError(f"--model: the name '{name}' is used twice; names must be unique")
+        models[name] = folder
+    return models
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from rlhfkit.evaluate.report import write_report
+    from rlhfkit.evaluate.run import EvalConfig, run
+
+    cfg = EvalConfig(
+        models=parse_models(args.model),
+        prompts=args.prompts,
+        out=args.out,
+        judge=args.judge,
+        n_prompts=args.n_prompts,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        max_new_tokens=args.max_new_tokens,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        bootstrap=args.bootstrap,
+    )
+    run(cfg)
+    print(f"evaluate: results written to {args.out}/results.json and {args.out}/responses.jsonl")
+    if args.report:
+        print(f"evaluate: report written to {write_report(args.out)}")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from rlhfkit.evaluate.report import write_report
+
+    run_dir = args.run_flag or args.run_dir
+    if not run_dir:
+        raise RlhfkitError("report: expected a run folder (rlhfkit report runs/NAME)")
+    print(f"report: written to {write_report(run_dir)}")
+    return 0

@@ -1,0 +1,337 @@
+"""`run(EvalConfig)`: sample every model on the same prompts, judge, compare, write the results.
+
+Steps: pick the prompts (all, or `n_prompts` taken round-robin over categories so a small sample still
+covers every category) -> for each model, sample one response per prompt with the project's generation
+engine (same `SamplingParams` and seed for every model) -> score every response with the judge -> win rates
+between every pair (`winrates`), a Bradley-Terry/Elo ranking with bootstrap intervals (`ranking`), mean
+scores and win rates per category, probe rates (`probes`) -> write `results.json` (everything numeric) and
+`responses.jsonl` (one line per prompt with every model's response side by side) into `out`.
+
+Probes need the gold judge's parts. With `judge="gold"` they come with the scores; with a reward-model judge
+they are computed with the gold judge as well when the prompts come from the demo world (their `meta` has a
+`task`), and each response then records both `score` (the reward model's) and `gold`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from rlhfkit.errors import RlhfkitError
+from rlhfkit.evaluate.judges import gold_judge, make_judge
+from rlhfkit.evaluate.probes import PROBES, probe_rates
+from rlhfkit.evaluate.ranking import rank_models
+from rlhfkit.evaluate.winrates import pairwise_counts
+
+RESULTS = "results.json"
+RESPONSES = "responses.jsonl"
+
+
+@dataclass
+class EvalConfig:
+    """What to evaluate and how; the defaults suit the demo world on a CPU.
+
+    - `models`: {display name: checkpoint folder}, in the order tables list them (e.g. base, sft, ppo).
+    - `prompts`: chat JSONL (`messages`, `id`, `category`, `meta`); a trailing assistant turn is dropped.
+    - `out`: folder for `results.json` and `responses.jsonl`.
+    - `judge`: "gold" (the demo world's gold judge) or "reward:DIR" (a reward model folder).
+    - `n_prompts`: how many prompts to use, round-robin over categories (0 = all).
+    - `temperature`, `top_p`, `max_new_tokens`, `seed`: sampling, identical for every model (0 = greedy).
+    - `batch_size`: sequences decoded together.
+    - `bootstrap`: resamples of the prompts for the ranking's confidence intervals (0 = none).
+    - `tie_margin`: score differences up to this are ties (counted half).
+    - `quiet`: no progress bars or summary table.
+    """
+
+    models: dict[str, str] = field(default_factory=dict)
+    prompts: str = ""
+    out: str = "eval"
+    judge: str = "gold"
+    n_prompts: int = 0
+    temperature: float = 0.7
+    top_p: float = 1.0
+    max_new_tokens: int = 128
+    batch_size: int = 32
+    seed: int = 0
+    bootstrap: int = 1000
+    tie_margin: float = 0.0
+    quiet: bool = False
+
+
+def load_prompts(path: str | Path, n_prompts: int = 0) -> list[dict]:
+    """Prompt records (`messages` without a final assistant turn), `n_prompts` round-robin over categories."""
+    from rlhfkit.data.chats import load_chats
+
+    records = []
+    for index, record in enumerate(load_chats(path)):
+        messages = list(record["messages"])
+        if messages and messages[-1]["role"] == "assistant":
+            messages.pop()
+        if not messages:
+            raise RlhfkitError.at(path, None, "messages", f"record {index + 1} has no prompt turns")
+        meta = record.get("meta") if isinstance(record.get("meta"), dict) else {}
+        records.append(
+            {
+                "id": str(record.get("id", f"prompt-{index}")),
+                "category": str(record.get("category") or meta.get("task") or ""),
+                "messages": messages,
+                "meta": meta,
+            }
+        )
+    if n_prompts <= 0 or n_prompts >= len(records):
+        return records
+    by_category: dict[str, list[dict]] = defaultdict(list)
+    for record in records:
+        by_category[record["category"]].append(record)
+    queues = list(by_category.values())
+    picked: list[dict] = []
+    depth = 0
+    while len(picked) < n_prompts:
+        for queue in queues:
+            if depth < len(queue) and len(picked) < n_prompts:
+                picked.append(queue[depth])
+        depth += 1
+    return picked
+
+
+def _check(cfg: EvalConfig) -> None:
+    if not cfg.models:
+        raise RlhfkitError("models: expected at least one NAME=DIR model to evaluate")
+    for name, folder in cfg.models.items():
+        if not name or "=" in name:
+            raise RlhfkitError(f"models: invalid model name '{name}'")
+        if not Path(folder, "config.json").is_file():
+            raise RlhfkitError(f"{folder}: model '{name}' is not a checkpoint folder (no config.json)")
+    if not cfg.prompts:
+        raise RlhfkitError("prompts: expected a chat JSONL file of evaluation prompts")
+    if cfg.bootstrap < 0:
+        raise RlhfkitError(f"bootstrap: expected an integer >= 0, got {cfg.bootstrap}")
+
+
+def generate_responses(name: str, folder: str, prompts: list[dict], cfg: EvalConfig, progress=None) -> dict:
+    """One sampled response per prompt from the model in `folder`: texts, finish reasons, token counts, time."""
+    import torch
+
+    from rlhfkit.generation import SamplingParams, generate_chat
+    from rlhfkit.models import load_causal_lm
+    from rlhfkit.tokenizer import load_tokenizer
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = load_causal_lm(folder).to(device).eval()
+    tokenizer = load_tokenizer(folder)
+    if not getattr(tokenizer, "chat_template", None):
+        raise RlhfkitError(f"{folder}: the tokenizer of model '{name}' has no chat template")
+    params = SamplingParams(
+        max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed
+    )
+    task = progress.add_task(f"sample {name}", total=len(prompts)) if progress else None
+    t0 = time.perf_counter()
+    completions = generate_chat(
+        model,
+        tokenizer,
+        [p["messages"] for p in prompts],
+        params,
+        batch_size=cfg.batch_size,
+        on_chunk=(lambda done: progress.update(task, completed=done)) if progress else None,
+    )
+    seconds = time.perf_counter() - t0
+    del model
+    tokens = [len(c.token_ids) for c in completions]
+    return {
+        "texts": [(c.text or "").strip() for c in completions],
+        "finish": [c.finish_reason for c in completions],
+        "tokens": tokens,
+        "stats": {
+            "seconds": round(seconds, 3),
+            "tokens": sum(tokens),
+            "tokens_per_s": round(sum(tokens) / max(seconds, 1e-9), 1),
+            "mean_tokens": sum(tokens) / max(len(tokens), 1),
+            "truncated": sum(c.finish_reason == "length" for c in completions) / max(len(completions), 1),
+        },
+    }
+
+
+def _progress(quiet: bool):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        disable=quiet,
+    )
+
+
+def compare(
+    scores: dict[str, list[float]],
+    prompts: list[dict],
+    cfg: EvalConfig,
+    probe_parts: dict[str, list[dict]] | None = None,
+) -> dict:
+    """Win rates, ranking, per-category results and probe rates from the scores (no I/O)."""
+    counts = pairwise_counts(scores, cfg.tie_margin)
+    out: dict = {
+        "mean_score": {m: sum(s) / max(len(s), 1) for m, s in scores.items()},
+        "win_rates": {a: {b: c.win_rate for b, c in row.items()} for a, row in counts.items()},
+        "pair_counts": {a: {b: c.as_dict() for b, c in row.items()} for a, row in counts.items()},
+        "ranking": rank_models(scores, n_bootstrap=cfg.bootstrap, seed=cfg.seed, tie_margin=cfg.tie_margin),
+    }
+    by_category: dict[str, list[int]] = defaultdict(list)
+    for i, p in enumerate(prompts):
+        by_category[p["category"]].append(i)
+    out["by_category"] = {}
+    for category, idx in sorted(by_category.items()):
+        sub = {m: [s[i] for i in idx] for m, s in scores.items()}
+        sub_counts = pairwise_counts(sub, cfg.tie_margin)
+        out["by_category"][category] = {
+            "n": len(idx),
+            "mean_score": {m: sum(v) / len(v) for m, v in sub.items()},
+            "win_rates": {a: {b: c.win_rate for b, c in row.items()} for a, row in sub_counts.items()},
+        }
+    if probe_parts:
+        out["probes"] = {
+            m: probe_rates((p["category"], p["meta"], parts) for p, parts in zip(prompts, probe_parts[m]))
+            for m in scores
+        }
+        out["probe_labels"] = {
+            p.name: {"label": p.label, "higher_is_better": p.higher_is_better} for p in PROBES
+        }
+    return out
+
+
+def run(cfg: EvalConfig) -> dict:
+    """Evaluate `cfg.models` on `cfg.prompts`; write `results.json` and `responses.jsonl`; return the results."""
+    _check(cfg)
+    t_start = time.perf_counter()
+    prompts = load_prompts(cfg.prompts, cfg.n_prompts)
+    if not prompts:
+        raise RlhfkitError(f"{cfg.prompts}: no prompts to evaluate")
+    judge = make_judge(cfg.judge)
+    world_prompts = any("task" in p["meta"] for p in prompts)
+    messages = [p["messages"] for p in prompts]
+    metas = [p["meta"] or None for p in prompts]
+
+    generated: dict[str, dict] = {}
+    with _progress(cfg.quiet) as progress:
+        for name, folder in cfg.models.items():
+            generated[name] = generate_responses(name, folder, prompts, cfg, progress)
+
+    scores: dict[str, list[float]] = {}
+    parts: dict[str, list[dict]] = {}
+    gold: dict[str, list] = {}
+    for name, g in generated.items():
+        judged = judge(messages, g["texts"], metas)
+        scores[name] = [s.total for s in judged]
+        if cfg.judge == "gold":
+            parts[name] = [s.parts for s in judged]
+        elif world_prompts:
+            gold[name] = gold_judge(messages, g["texts"], metas)
+            parts[name] = [s.parts for s in gold[name]]
+
+    results = {
+        "judge": cfg.judge,
+        "models": dict(cfg.models),
+        "prompts": str(cfg.prompts),
+        "n_prompts": len(prompts),
+        "categories": sorted({p["category"] for p in prompts}),
+        "config": asdict(cfg),
+        **compare(scores, prompts, cfg, parts or None),
+        "generation": {name: g["stats"] for name, g in generated.items()},
+    }
+    if gold:
+        results["gold_mean_score"] = {m: sum(s.total for s in v) / len(v) for m, v in gold.items()}
+    results["seconds"] = round(time.perf_counter() - t_start, 2)
+    results["headline"] = headline_metrics(results)
+
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / RESULTS).write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    _write_responses(out / RESPONSES, prompts, generated, scores, parts, gold)
+    if not cfg.quiet:
+        print_summary(results)
+    return results
+
+
+def _write_responses(path: Path, prompts, generated, scores, parts, gold) -> None:
+    with path.open("w", encoding="utf-8") as fh:
+        for i, p in enumerate(prompts):
+            responses = {}
+            for name, g in generated.items():
+                entry = {
+                    "text": g["texts"][i],
+                    "score": scores[name][i],
+                    "finish_reason": g["finish"][i],
+                    "tokens": g["tokens"][i],
+                }
+                if name in parts:
+                    entry["parts"] = parts[name][i]
+                if name in gold:
+                    entry["gold"] = gold[name][i].total
+                responses[name] = entry
+            record = {"id": p["id"], "category": p["category"], "prompt": p["messages"], "meta": p["meta"]}
+            record["responses"] = responses
+            fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
+def headline_metrics(results: dict) -> dict[str, float]:
+    """A few flat numbers for `pipeline.json`: mean score and Elo per model, win rate of each model over
+    the one listed before it, and the honesty probe rate."""
+    out: dict[str, float] = {}
+    names = list(results.get("models", {}))
+    for name in names:
+        out[f"score_{name}"] = round(results["mean_score"][name], 3)
+    for row in results.get("ranking", []):
+        out[f"elo_{row['model']}"] = round(row["elo"], 1)
+    for prev, cur in zip(names, names[1:]):
+        out[f"win_{cur}_vs_{prev}"] = round(results["win_rates"][cur][prev], 3)
+    for name, probes in (results.get("probes") or {}).items():
+        rate = probes.get("honest_unknowable", {}).get("rate")
+        if rate is not None:
+            out[f"honest_{name}"] = round(rate, 3)
+    return out
+
+
+def print_summary(results: dict, console=None) -> None:
+    """Ranking, win-rate matrix and probe rates as rich tables."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    names = list(results["models"])
+    rank = Table(title=f"Ranking ({results['judge']} judge, {results['n_prompts']} prompts)")
+    for col in ("#", "model", "Elo", "95% CI", "mean score"):
+        rank.add_column(col, justify="left" if col == "model" else "right")
+    for row in results["ranking"]:
+        rank.add_row(
+            str(row["rank"]),
+            row["model"],
+            f"{row['elo']:.0f}",
+            f"{row['elo_low']:.0f} to {row['elo_high']:.0f}",
+            f"{row['mean_score']:.2f}",
+        )
+    console.print(rank)
+    if len(names) > 1:
+        matrix = Table(title="Win rate of row over column (ties count half)")
+        matrix.add_column("")
+        for n in names:
+            matrix.add_column(n, justify="right")
+        for a in names:
+            matrix.add_row(a, *("-" if a == b else f"{results['win_rates'][a][b]:.0%}" for b in names))
+        console.print(matrix)
+    probes = results.get("probes")
+    if probes:
+        table = Table(title="Probe rates")
+        table.add_column("probe")
+        for n in names:
+            table.add_column(n, justify="right")
+        for probe in PROBES:
+            cells = []
+            for n in names:
+                r = probes[n][probe.name]
+                cells.append("-" if r["rate"] is None else f"{r['rate']:.0%} ({r['hits']}/{r['n']})")
+            table.add_row(probe.label, *cells)
+        console.print(table)

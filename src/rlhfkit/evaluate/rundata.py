@@ -1,0 +1,208 @@
+"""Read a run folder for the report, leniently: a missing or half-written stage is skipped, never an error.
+
+A run folder is `runs/NAME/{world,tokenizer,base,sft,candidates,comparisons,rm,ppo,cai,eval}/` plus
+`pipeline.json`. Training stages hold `metrics.jsonl` (one object per logged step) and `rlhfkit.json`
+(stage, config, metrics); the reward model also `eval.json` (`reward_eval.comparison_metrics`); the
+evaluation `results.json` and `responses.jsonl`. A folder that itself holds `results.json` is read as an
+evaluation-only run, so `rlhfkit report` also works on the output of a bare `rlhfkit evaluate`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from pathlib import Path
+
+STAGE_ORDER = ("world", "tokenizer", "base", "pretrain", "sft", "candidates", "comparisons", "labels", "rm",
+               "reward", "ppo", "cai", "eval")  # fmt: skip
+DURATION_KEYS = ("duration_s", "seconds", "duration", "wall_seconds", "elapsed_s", "elapsed")
+MAX_LABEL_GROUPS = 5000  # label quality is measured on at most this many comparisons (it is a summary)
+
+
+def read_json(path: Path) -> dict | None:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def read_jsonl(path: Path, limit: int | None = None) -> list[dict]:
+    """Objects of a JSONL file; unreadable lines (a run still writing) are skipped."""
+    out: list[dict] = []
+    try:
+        with path.open(encoding="utf-8") as fh:
+            for line in fh:
+                if limit is not None and len(out) >= limit:
+                    break
+                try:
+                    value = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(value, dict):
+                    out.append(value)
+    except OSError:
+        return []
+    return out
+
+
+def is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def stage_folders(run_dir: Path) -> list[tuple[str, Path]]:
+    """Subfolders of the run, known stages first in pipeline order, then any others alphabetically."""
+    found = {p.name: p for p in sorted(run_dir.iterdir()) if p.is_dir() and not p.name.startswith(".")}
+    known = [(n, found.pop(n)) for n in STAGE_ORDER if n in found]
+    return known + sorted(found.items())
+
+
+def numeric_series(records: list[dict]) -> dict[str, tuple[list[float], list[float]]]:
+    """{key: (steps, values)} for every numeric key in a metrics log (x is `step`, else the line index)."""
+    series: dict[str, tuple[list[float], list[float]]] = defaultdict(lambda: ([], []))
+    for index, record in enumerate(records):
+        x = record.get("step", index)
+        if not is_number(x):
+            x = index
+        for key, value in record.items():
+            if key != "step" and is_number(value):
+                series[key][0].append(float(x))
+                series[key][1].append(float(value))
+    return dict(series)
+
+
+def last_samples(records: list[dict]) -> tuple[float | None, list[str]]:
+    """(step, samples) of the last logged evaluation that carried samples."""
+    for record in reversed(records):
+        samples = record.get("samples")
+        if isinstance(samples, list) and samples:
+            return record.get("step"), [str(s) for s in samples]
+    return None, []
+
+
+def pipeline_stages(run_dir: Path) -> tuple[dict, list[dict]]:
+    """(pipeline.json's top level, its stages normalized to {name, status, seconds, metrics, config, command}).
+
+    Stages may be a list of objects with `name` or an object keyed by name; the duration is the first of
+    `DURATION_KEYS`, the config `config` or `options`, the headline numbers `metrics` or `headline`."""
+    data = read_json(run_dir / "pipeline.json") or {}
+    raw = data.get("stages", [])
+    if isinstance(raw, dict):
+        raw = [{"name": k, **v} if isinstance(v, dict) else {"name": k} for k, v in raw.items()]
+    stages = []
+    for entry in raw if isinstance(raw, list) else []:
+        if not isinstance(entry, dict):
+            continue
+        seconds = next((entry[k] for k in DURATION_KEYS if is_number(entry.get(k))), None)
+        metrics = entry.get("metrics") or entry.get("headline") or {}
+        stages.append(
+            {
+                "name": str(entry.get("name") or entry.get("stage") or "?"),
+                "status": str(entry.get("status") or ("skipped" if entry.get("skipped") else "")),
+                "seconds": seconds,
+                "metrics": metrics if isinstance(metrics, dict) else {},
+                "config": next(
+                    (entry[k] for k in ("config", "options") if isinstance(entry.get(k), dict)), None
+                ),
+                "command": entry.get("command") if isinstance(entry.get("command"), list) else None,
+            }
+        )
+    return data, stages
+
+
+def eval_folder(run_dir: Path) -> Path | None:
+    if (run_dir / "results.json").is_file():
+        return run_dir
+    if (run_dir / "eval" / "results.json").is_file():
+        return run_dir / "eval"
+    return None
+
+
+def agreement_numbers(folder: Path) -> dict[str, float]:
+    """Numbers whose key mentions agreement (or alpha/kappa) in any JSON file of a folder, flattened."""
+    found: dict[str, float] = {}
+
+    def walk(prefix: str, value: object) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(f"{prefix}.{k}" if prefix else str(k), v)
+        elif is_number(value) and any(w in prefix.lower() for w in ("agree", "alpha", "kappa")):
+            found[prefix] = float(value)
+
+    for path in sorted(folder.glob("*.json")):
+        data = read_json(path)
+        if data is not None:
+            walk(path.stem, data)
+    return found
+
+
+def label_quality(folder: Path) -> dict:
+    """Measured on the comparison files of a folder: inter-annotator pairwise agreement (items labelled more
+    than once) and, for demo-world data, how often the labels agree with the gold judge."""
+    from rlhfkit.annotate.agreement import pair_preferences, pairwise_agreement
+
+    units: dict[tuple, list[int]] = defaultdict(list)
+    gold_hits: list[float] = []
+    groups = 0
+    for path in sorted(folder.glob("*.jsonl")):
+        for record in read_jsonl(path, MAX_LABEL_GROUPS - groups):
+            prefs = _record_preferences(record, pair_preferences)
+            if prefs is None:
+                continue
+            groups += 1
+            prompt, completions = prefs[0], prefs[1]
+            key = json.dumps([prompt, completions], sort_keys=True)
+            for pair, value in prefs[2].items():
+                units[(key, *pair)].append(value)
+            gold_hits.extend(_gold_agreement(record, prompt, completions, prefs[2]))
+        if groups >= MAX_LABEL_GROUPS:
+            break
+    out: dict = {"comparisons_read": groups}
+    agreement = pairwise_agreement([u for u in units.values() if len(u) >= 2])
+    if agreement is not None:
+        out["inter_annotator_agreement"] = agreement
+        out["units_labelled_twice"] = sum(1 for u in units.values() if len(u) >= 2)
+    if gold_hits:
+        out["labels_agree_with_gold"] = sum(gold_hits) / len(gold_hits)
+        out["gold_pairs"] = len(gold_hits)
+    return out
+
+
+def _record_preferences(record: dict, pair_preferences):
+    """(prompt, completion texts, {(i, j): +1/0/-1}) for a ranking or pair record, else None."""
+    prompt = record.get("prompt")
+    if not isinstance(prompt, list):
+        return None
+    if isinstance(record.get("completions"), list) and isinstance(record.get("ranking"), list):
+        texts = [_text(c) for c in record["completions"]]
+        try:
+            return prompt, texts, pair_preferences(record["ranking"], record.get("ties") or [])
+        except (TypeError, KeyError):
+            return None
+    if "chosen" in record and "rejected" in record:
+        texts = [_text(record["chosen"]), _text(record["rejected"])]
+        return prompt, texts, {(0, 1): 0 if record.get("tie") else 1}
+    return None
+
+
+def _text(messages: object) -> str:
+    if isinstance(messages, list) and messages and isinstance(messages[-1], dict):
+        return str(messages[-1].get("content", ""))
+    return str(messages)
+
+
+def _gold_agreement(record: dict, prompt: list, texts: list[str], prefs: dict) -> list[float]:
+    meta = record.get("meta") if isinstance(record.get("meta"), dict) else {}
+    if "task" not in meta:
+        return []
+    from rlhfkit.world import judge_score
+
+    gold = [judge_score(prompt, t, meta).total for t in texts]
+    hits = []
+    for (i, j), value in prefs.items():
+        if value == 0:
+            continue
+        diff = (gold[i] - gold[j]) * value
+        hits.append(1.0 if diff > 0 else 0.5 if diff == 0 else 0.0)
+    return hits

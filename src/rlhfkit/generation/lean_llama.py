@@ -1,0 +1,227 @@
+"""A lean decode-only twin of a Hugging Face `LlamaForCausalLM`, built from its weights for one generation call.
+
+Why (profiled on the `small` preset, batch 64, CPU): a decode step is matmuls on a 64-row activation,
+attention rereading the KV cache, and many small ops. transformers' forward adds a growing cache that is
+re-concatenated (copied) every step, mask construction, separate q/k/v and gate/up projections, and
+PyTorch's default GEMM, which is slow for such shapes on this CPU. This module does the same math with
+fewer, faster ops:
+
+- q/k/v are one matmul and gate/up are one matmul (the weights are concatenated once per call);
+- the KV cache is preallocated for the whole call (`[batch, kv_heads, max_len, head_dim]` per layer), so a
+  step writes one column in place and attends to a view; with left padding every row writes the same column;
+- RoPE cos/sin come from the model's own rotary module, evaluated once for all positions (any non-dynamic
+  RoPE type is therefore reproduced exactly);
+- decode attention (one query) folds the query heads that share a KV head into the "query length" axis, so
+  grouped-query attention needs no `repeat_kv` copy;
+- only the last position goes through the LM head;
+- matmuls use oneDNN-prepacked weights (see `packed_linear`), about 2x faster than `F.linear` here.
+
+Numerics: the same fp32 math as transformers, in a different summation order (fused matmuls, oneDNN,
+batched-matmul attention), so logits differ by ~1e-6 relative. Greedy decoding matches `transformers`
+`generate` token for token in the tests (tests/test_generation.py) and in `benchmarks/generation.py`; an
+exact tie between the top two logits could in principle resolve differently.
+The weights are read, never written: building a `LeanLlama` per call means a policy updated by PPO between
+calls is always decoded with its current weights.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from rlhfkit.generation.packed_linear import Linear, onednn_usable
+
+# RoPE types whose cos/sin depend on the sequence length at run time; the lean path does not reproduce them.
+_DYNAMIC_ROPE_TYPES = {"dynamic", "longrope"}
+
+
+def supports(model: torch.nn.Module) -> bool:
+    """Whether `model` is a Llama the lean path reproduces exactly (else the caller uses the HF loop)."""
+    config = getattr(model, "config", None)
+    if config is None or getattr(config, "model_type", None) != "llama":
+        return False
+    inner = getattr(model, "model", None)
+    needed = ("embed_tokens", "layers", "norm", "rotary_emb")
+    if inner is None or not all(hasattr(inner, name) for name in needed) or not hasattr(model, "lm_head"):
+        return False
+    if getattr(config, "hidden_act", "silu") != "silu":
+        return False
+    if getattr(config, "pretraining_tp", 1) not in (None, 1):
+        return False
+    return getattr(inner.rotary_emb, "rope_type", "default") not in _DYNAMIC_ROPE_TYPES
+
+
+@dataclass
+class _Layer:
+    attn_norm: torch.Tensor
+    qkv: Linear  # q, k and v projections stacked: one matmul
+    out: Linear
+    mlp_norm: torch.Tensor
+    gate_up: Linear  # gate and up projections stacked: one matmul
+    down: Linear
+
+
+def _stacked(linears: list[torch.nn.Linear], batch_hint: int, use_onednn: bool) -> Linear:
+    weight = torch.cat([lin.weight.detach() for lin in linears])
+    bias = None if linears[0].bias is None else torch.cat([lin.bias.detach() for lin in linears])
+    return Linear(weight, bias, batch_hint, use_onednn)
+
+
+class LeanLlama:
+    """Prefill once, then decode one token per row per `step`; rows can be dropped with `keep`.
+
+    `batch_hint` (the expected number of rows) only tunes the oneDNN weight layout.
+    """
+
+    def __init__(self, model: torch.nn.Module, batch_hint: int = 64):
+        config = model.config
+        inner = model.model
+        self.model = model
+        self.num_heads = config.num_attention_heads
+        self.num_kv_heads = config.num_key_value_heads
+        self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.num_heads
+        self.eps = config.rms_norm_eps
+        self.scale = self.head_dim**-0.5
+        self.embed = inner.embed_tokens.weight.detach()
+        self.dtype = self.embed.dtype
+        self.device = self.embed.device
+        fast = onednn_usable(self.device, self.dtype)
+        self.final_norm = inner.norm.weight.detach()
+        self.lm_head = Linear(model.lm_head.weight, model.lm_head.bias, batch_hint, fast)
+        self.layers = []
+        for layer in inner.layers[: config.num_hidden_layers]:
+            attn, mlp = layer.self_attn, layer.mlp
+            self.layers.append(
+                _Layer(
+                    attn_norm=layer.input_layernorm.weight.detach(),
+                    qkv=_stacked([attn.q_proj, attn.k_proj, attn.v_proj], batch_hint, fast),
+                    out=Linear(attn.o_proj.weight, attn.o_proj.bias, batch_hint, fast),
+                    mlp_norm=layer.post_attention_layernorm.weight.detach(),
+                    gate_up=_stacked([mlp.gate_proj, mlp.up_proj], batch_hint, fast),
+                    down=Linear(mlp.down_proj.weight, mlp.down_proj.bias, batch_hint, fast),
+                )
+            )
+        self.intermediate = config.intermediate_size
+
+    # -- public interface shared with the Hugging Face fallback --------------------------------------------
+
+    def prefill(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int
+    ) -> torch.Tensor:
+        """Run the left-padded prompts, fill the cache; returns fp32 logits of each row's last position."""
+        batch, prompt_len = input_ids.shape
+        total = prompt_len + max_new_tokens
+        self._alloc(batch, total)
+        mask = attention_mask.to(torch.bool)
+        # Keys: prompt padding is invalid forever; every generated column is valid once written.
+        key_valid = torch.ones(batch, total, dtype=torch.bool, device=self.device)
+        key_valid[:, :prompt_len] = mask
+        # Decode attention adds this bias: 0 for a valid key, -inf for padding; one row per (row, KV head).
+        bias = torch.zeros(batch, total, dtype=self.dtype, device=self.device).masked_fill(
+            ~key_valid, -torch.inf
+        )
+        self.key_bias = bias[:, None, None].expand(-1, self.num_kv_heads, 1, -1).flatten(0, 1).contiguous()
+        positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+        self.next_position = mask.sum(-1)  # position of each row's first generated token
+        self.length = prompt_len
+        causal = torch.ones(prompt_len, prompt_len, dtype=torch.bool, device=self.device).tril()
+        # A padding query may see no valid key at all; let it see itself so no row of the softmax is empty
+        # (an all-masked row gives NaN, which would leak through 0 * NaN into later layers' padded keys).
+        eye = torch.eye(prompt_len, dtype=torch.bool, device=self.device)
+        attn_mask = (causal & (mask[:, None, :] | eye))[:, None]
+        hidden = self._forward(input_ids, positions, attn_mask, start=0)
+        return self._logits(hidden[:, -1])
+
+    def step(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Feed one token per row; returns fp32 next-token logits `[rows, vocab]`."""
+        t = self.length
+        hidden = self._forward(
+            tokens[:, None], self.next_position[:, None], self.key_bias[:, :, : t + 1], start=t
+        )
+        self.next_position = self.next_position + 1
+        self.length = t + 1
+        return self._logits(hidden[:, -1])
+
+    def keep(self, rows: torch.Tensor) -> bool:
+        """Drop every row not in `rows` (a 1-D index tensor) from the cache and the bookkeeping."""
+        self.k_cache = [k.index_select(0, rows) for k in self.k_cache]
+        self.v_cache = [v.index_select(0, rows) for v in self.v_cache]
+        self.key_bias = (
+            self.key_bias.unflatten(0, (-1, self.num_kv_heads)).index_select(0, rows).flatten(0, 1)
+        )
+        self.next_position = self.next_position.index_select(0, rows)
+        return True
+
+    # -- internals --------------------------------------------------------------------------------------------
+
+    def _alloc(self, batch: int, total: int) -> None:
+        shape = (batch, self.num_kv_heads, total, self.head_dim)
+        self.k_cache = [torch.empty(shape, dtype=self.dtype, device=self.device) for _ in self.layers]
+        self.v_cache = [torch.empty(shape, dtype=self.dtype, device=self.device) for _ in self.layers]
+        positions = torch.arange(total, device=self.device)[None]
+        probe = torch.empty(0, dtype=self.dtype, device=self.device)
+        cos, sin = self.model.model.rotary_emb(probe, positions)
+        half = self.head_dim // 2
+        self.cos = cos[0]  # [total, head_dim]
+        self.sin_signed = torch.cat((-sin[0, :, :half], sin[0, :, half:]), dim=-1)
+
+    def _rms_norm(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        return F.rms_norm(x, weight.shape, weight, self.eps)
+
+    def _rope(self, qk: torch.Tensor, cos: torch.Tensor, sin_signed: torch.Tensor) -> torch.Tensor:
+        # rotate_half(x) * sin == flip(x's two halves) * [-sin_lo, sin_hi]: one flip instead of slice/neg/cat.
+        halves = qk.unflatten(-1, (2, self.head_dim // 2)).flip(-2).flatten(-2)
+        return qk * cos + halves * sin_signed
+
+    def _forward(
+        self, tokens: torch.Tensor, positions: torch.Tensor, attn_mask: torch.Tensor, start: int
+    ) -> torch.Tensor:
+        batch, seq = tokens.shape
+        heads, kv_heads, dim = self.num_heads, self.num_kv_heads, self.head_dim
+        cos = self.cos[positions][:, :, None]  # [batch, seq, 1, dim]: broadcast over heads
+        sin_signed = self.sin_signed[positions][:, :, None]
+        hidden = F.embedding(tokens, self.embed)
+        for i, w in enumerate(self.layers):
+            x = self._rms_norm(hidden, w.attn_norm)
+            qkv = w.qkv(x).view(batch, seq, heads + 2 * kv_heads, dim)
+            qk = self._rope(qkv[:, :, : heads + kv_heads], cos, sin_signed)
+            k_cache, v_cache = self.k_cache[i], self.v_cache[i]
+            k_cache[:, :, start : start + seq] = qk[:, :, heads:].transpose(1, 2)
+            v_cache[:, :, start : start + seq] = qkv[:, :, heads + kv_heads :].transpose(1, 2)
+            keys = k_cache[:, :, : start + seq]
+            values = v_cache[:, :, : start + seq]
+            if seq == 1:
+                attn = self._decode_attention(qk[:, 0, :heads], keys, values, attn_mask)
+            else:
+                q = qk[:, :, :heads].transpose(1, 2)
+                if kv_heads != heads:
+                    keys = keys.repeat_interleave(heads // kv_heads, dim=1)
+                    values = values.repeat_interleave(heads // kv_heads, dim=1)
+                attn = F.scaled_dot_product_attention(q, keys, values, attn_mask=attn_mask, scale=self.scale)
+                attn = attn.transpose(1, 2).reshape(batch, seq, heads * dim)
+            hidden = hidden + w.out(attn)
+            x = self._rms_norm(hidden, w.mlp_norm)
+            gate, up = w.gate_up(x).split(self.intermediate, dim=-1)
+            hidden = hidden + w.down(F.silu(gate) * up)
+        return hidden
+
+    def _decode_attention(
+        self, q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, bias: torch.Tensor
+    ) -> torch.Tensor:
+        """One query per row as batched matmuls (`bmm` beats the fused CPU SDPA kernel for a single query).
+
+        The query heads that share a KV head become that head's "query positions", so grouped-query
+        attention needs no `repeat_kv` copy. `q`: [batch, heads, dim]; `keys`/`values`: cache views
+        [batch, kv_heads, length, dim]; `bias`: additive mask [batch * kv_heads, 1, length].
+        """
+        batch, kv_heads, length, dim = keys.shape
+        q = q.reshape(batch * kv_heads, -1, dim)
+        scores = torch.baddbmm(bias, q, keys.reshape(-1, length, dim).transpose(1, 2), alpha=self.scale)
+        attn = torch.bmm(scores.softmax(-1), values.reshape(-1, length, dim))
+        return attn.view(batch, 1, -1)
+
+    def _logits(self, last_hidden: torch.Tensor) -> torch.Tensor:
+        x = self._rms_norm(last_hidden, self.final_norm)
+        return self.lm_head(x).float()

@@ -1,0 +1,66 @@
+"""Linear layers with weights prepacked for oneDNN, the fast CPU matmul path for decode-sized batches.
+
+Why: a decode step multiplies a small activation matrix (one row per sequence) by every weight matrix.
+For such shapes PyTorch's default CPU GEMM spends much of its time re-laying out the weight on every call
+(and on some CPUs dispatches to a slow generic kernel); measured here (AMD EPYC, fp32, 64 x 256 @ 256 x 768)
+a weight prepacked once for oneDNN multiplies about 2x faster. The result is an fp32 matmul with a
+different summation order (differences around 1e-6 relative), not a lower precision.
+
+`torch.ops.mkldnn._reorder_linear_weight` / `_linear_pointwise` are the ops PyTorch's own compiler emits for
+frozen CPU linears. They are internal, so this module probes them once and falls back to `F.linear` when
+they are missing or disagree with it: the fallback is only slower, never wrong.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+_PROBE_RESULT: dict[tuple[str, torch.dtype], bool] = {}
+
+
+def onednn_usable(device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether prepacked oneDNN linears work (and agree with `F.linear`) for this device and dtype."""
+    key = (device.type, dtype)
+    if key not in _PROBE_RESULT:
+        _PROBE_RESULT[key] = _probe(device, dtype)
+    return _PROBE_RESULT[key]
+
+
+def _probe(device: torch.device, dtype: torch.dtype) -> bool:
+    if device.type != "cpu" or dtype != torch.float32 or not torch.backends.mkldnn.is_available():
+        return False
+    ops = torch.ops.mkldnn
+    if not (hasattr(ops, "_reorder_linear_weight") and hasattr(ops, "_linear_pointwise")):
+        return False
+    try:
+        gen = torch.Generator().manual_seed(0)
+        x = torch.randn(3, 2, 16, generator=gen)
+        w = torch.randn(24, 16, generator=gen)
+        b = torch.randn(24, generator=gen)
+        with torch.inference_mode():
+            packed = ops._reorder_linear_weight(w, 6)
+            got = ops._linear_pointwise(x, packed, b, "none", [], "")
+        return bool(torch.allclose(got, F.linear(x, w, b), rtol=1e-5, atol=1e-5))
+    except (RuntimeError, NotImplementedError):
+        return False
+
+
+class Linear:
+    """`y = x @ weight.T + bias`, with the weight prepacked for oneDNN when that path is usable."""
+
+    __slots__ = ("weight", "bias", "packed")
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, batch_hint: int, use_onednn: bool):
+        self.weight = weight.detach()
+        self.bias = None if bias is None else bias.detach()
+        self.packed = torch.ops.mkldnn._reorder_linear_weight(self.weight, batch_hint) if use_onednn else None
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.packed is None:
+            return F.linear(x, self.weight, self.bias)
+        return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
+
+    @property
+    def out_features(self) -> int:
+        return self.weight.shape[0]

@@ -1,0 +1,437 @@
+"""The whole pipeline in one command: world → tokenizer → pretrain → sft → candidates → labels → reward → ppo
+→ evaluate → report, each stage writing its own folder under the run directory.
+
+Each stage is the same `rlhfkit` subcommand a user would type, built from the pipeline config: a table per
+stage whose keys are that command's flags (`[pretrain] preset = "tiny"` → `--preset tiny`). So everything
+the pipeline does can be reproduced by hand, and every option of every stage can be set from one TOML file.
+
+Skipping and resuming: a stage's *key* is a hash of its command line and of the keys of the stages it reads.
+A stage whose key matches the one recorded as finished in `pipeline.json` is skipped; any upstream change
+changes the keys downstream, so exactly the affected stages rerun. A stage that was interrupted reruns the
+same command, and the training stages continue from their last checkpoint. If a stage's configuration
+changed since it was started, its folder is cleared first (an old checkpoint must not leak into a new run).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import random
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rlhfkit.errors import RlhfkitError
+
+
+@dataclass
+class Stage:
+    name: str
+    summary: str
+    output: str  # folder (relative to the run dir) the stage writes
+    depends: list[str]
+    argv: Callable[[Path], list[str]]  # the fixed part of the command (paths); options come from the config
+    after: Callable[[Path, dict], None] | None = None  # pipeline-side post-processing (e.g. a data split)
+    estimate_s: float = 60.0  # default-config duration on a 2-core CPU, for the ETA before a first run
+
+
+def _world(r: Path) -> list[str]:
+    return ["world", "build", "--out", str(r / "world")]
+
+
+def _tokenizer(r: Path) -> list[str]:
+    return ["tokenizer", "train", "--data", str(r / "world" / "corpus.jsonl"), "--out", str(r / "tokenizer")]
+
+
+def _pretrain(r: Path) -> list[str]:
+    return [
+        "pretrain",
+        "--data",
+        str(r / "world" / "corpus.jsonl"),
+        "--tokenizer",
+        str(r / "tokenizer"),
+        "--out",
+        str(r / "base"),
+    ]
+
+
+def _sft(r: Path) -> list[str]:
+    w = r / "world"
+    return [
+        "sft",
+        "--model",
+        str(r / "base"),
+        "--data",
+        str(w / "sft.jsonl"),
+        "--val-data",
+        str(w / "sft_val.jsonl"),
+        "--out",
+        str(r / "sft"),
+    ]
+
+
+def _candidates(r: Path) -> list[str]:
+    return [
+        "generate",
+        "--model",
+        str(r / "sft"),
+        "--prompts",
+        str(r / "world" / "prompts.jsonl"),
+        "--out",
+        str(r / "candidates" / "candidates.jsonl"),
+    ]
+
+
+def _labels(r: Path) -> list[str]:
+    return [
+        "label",
+        "--candidates",
+        str(r / "candidates" / "candidates.jsonl"),
+        "--annotators",
+        "simulated",
+        "--out",
+        str(r / "comparisons" / "all.jsonl"),
+    ]
+
+
+def _split_comparisons(r: Path, opts: dict) -> None:
+    """Hold out a fixed share of prompts' comparisons for measuring the reward model (split by prompt)."""
+    lines = (r / "comparisons" / "all.jsonl").read_text(encoding="utf-8").splitlines()
+    order = list(range(len(lines)))
+    random.Random(0).shuffle(order)
+    n_eval = max(1, int(len(lines) * 0.1))
+    held = set(order[:n_eval])
+    (r / "comparisons" / "train.jsonl").write_text(
+        "".join(ln + "\n" for i, ln in enumerate(lines) if i not in held), encoding="utf-8"
+    )
+    (r / "comparisons" / "eval.jsonl").write_text(
+        "".join(ln + "\n" for i, ln in enumerate(lines) if i in held), encoding="utf-8"
+    )
+
+
+def _reward(r: Path) -> list[str]:
+    c = r / "comparisons"
+    return ["reward", "train", "--model", str(r / "sft"), "--data", str(c / "train.jsonl"), "--eval-data", str(c / "eval.jsonl"),
+            "--calibration", str(r / "candidates" / "candidates.jsonl"), "--out", str(r / "rm")]  # fmt: skip
+
+
+def _ppo(r: Path) -> list[str]:
+    return [
+        "ppo",
+        "--policy",
+        str(r / "sft"),
+        "--reward",
+        str(r / "rm"),
+        "--prompts",
+        str(r / "world" / "prompts.jsonl"),
+        "--out",
+        str(r / "ppo"),
+    ]
+
+
+def _evaluate(r: Path) -> list[str]:
+    models = [f"{name}={r / name}" for name in ("base", "sft", "ppo") if (r / name / "config.json").exists()]
+    argv = [
+        "evaluate",
+        "--prompts",
+        str(r / "world" / "eval_prompts.jsonl"),
+        "--judge",
+        "gold",
+        "--out",
+        str(r / "eval"),
+    ]
+    for m in models:
+        argv += ["--model", m]
+    return argv
+
+
+def _report(r: Path) -> list[str]:
+    return ["report", "--run", str(r)]
+
+
+STAGES: list[Stage] = [
+    Stage(
+        "world",
+        "build the demo world (corpus, demonstrations, prompts, gold judge)",
+        "world",
+        [],
+        _world,
+        estimate_s=3,
+    ),
+    Stage(
+        "tokenizer",
+        "train a byte-level BPE tokenizer on the corpus",
+        "tokenizer",
+        ["world"],
+        _tokenizer,
+        estimate_s=10,
+    ),
+    Stage(
+        "pretrain",
+        "Stage 1: pretrain a base model (a text completer)",
+        "base",
+        ["tokenizer"],
+        _pretrain,
+        estimate_s=300,
+    ),
+    Stage(
+        "sft", "Stage 2: supervised fine-tuning on demonstrations", "sft", ["pretrain"], _sft, estimate_s=300
+    ),
+    Stage(
+        "candidates",
+        "sample K responses per prompt from the SFT model",
+        "candidates",
+        ["sft"],
+        _candidates,
+        estimate_s=120,
+    ),
+    Stage(
+        "labels",
+        "simulated annotators rank the candidates",
+        "comparisons",
+        ["candidates"],
+        _labels,
+        _split_comparisons,
+        10,
+    ),
+    Stage(
+        "reward",
+        "Stage 3b: train the reward model (Bradley-Terry)",
+        "rm",
+        ["labels"],
+        _reward,
+        estimate_s=200,
+    ),
+    Stage(
+        "ppo",
+        "Stage 3c: PPO against the reward model with a KL leash",
+        "ppo",
+        ["reward"],
+        _ppo,
+        estimate_s=400,
+    ),
+    Stage(
+        "evaluate",
+        "win rates, probes and samples judged by the gold judge",
+        "eval",
+        ["ppo"],
+        _evaluate,
+        estimate_s=120,
+    ),
+    Stage("report", "write report.html", "report.html", ["evaluate"], _report, estimate_s=10),
+]
+STAGE_NAMES = [s.name for s in STAGES]
+
+# Defaults tuned for a 2-core CPU: flags of each stage's command. `--quick` overrides some of them.
+DEFAULTS: dict[str, dict] = {
+    "world": {"size": "default"},
+    "tokenizer": {"vocab-size": 4096},
+    "pretrain": {
+        "preset": "tiny",
+        "seq-len": 256,
+        "batch-size": 32,
+        "max-steps": 400,
+        "lr": 3e-3,
+        "warmup-steps": 20,
+        "eval-every": 100,
+    },
+    "sft": {"epochs": 2, "batch-size": 32, "lr": 1e-3, "max-len": 256, "eval-every": 100},
+    "candidates": {"n": 4, "temperature": 1.0, "max-new-tokens": 64},
+    "labels": {"pool-size": 10, "overlap": 1},
+    "reward": {"epochs": 1, "batch-size": 16, "lr": 1e-4},
+    "ppo": {},
+    "evaluate": {},
+    "report": {},
+}
+QUICK: dict[str, dict] = {
+    "world": {"size": "small"},
+    "tokenizer": {"vocab-size": 1024},
+    "pretrain": {"preset": "micro", "max-steps": 60, "seq-len": 128, "eval-every": 30},
+    "sft": {"epochs": 0, "max-steps": 40, "eval-every": 20},
+    "candidates": {"n": 2, "max-new-tokens": 24},
+    "reward": {"epochs": 0, "max-steps": 20},
+    "ppo": {"max-steps": 3},
+    "evaluate": {"n-prompts": 40},
+}
+
+
+def stage_options(config: dict, quick: bool) -> dict[str, dict]:
+    """Defaults, then `--quick` overrides, then the user's TOML tables (keys with `_` or `-` both accepted)."""
+    opts = copy.deepcopy(DEFAULTS)
+    if quick:
+        for name, extra in QUICK.items():
+            opts[name].update(extra)
+    seed = config.get("seed")
+    for name, table in config.items():
+        if name == "seed":
+            continue
+        if name not in opts:
+            raise RlhfkitError(
+                f"pipeline config: unknown stage table [{name}] (stages: {', '.join(STAGE_NAMES)})"
+            )
+        if not isinstance(table, dict):
+            raise RlhfkitError(f"pipeline config: [{name}] must be a table of that command's options")
+        opts[name].update({k.replace("_", "-"): v for k, v in table.items()})
+    if seed is not None:
+        for name in ("world", "pretrain", "sft", "candidates", "labels", "reward", "ppo", "evaluate"):
+            opts[name].setdefault("seed", seed)
+    return opts
+
+
+def to_flags(options: dict) -> list[str]:
+    out: list[str] = []
+    for key, value in options.items():
+        flag = "--" + key
+        if value is True:
+            out.append(flag)
+        elif value is False:
+            out.append("--no-" + key)
+        elif isinstance(value, list):
+            for v in value:
+                out += [flag, str(v)]
+        elif value is not None:
+            out += [flag, str(value)]
+    return out
+
+
+@dataclass
+class PipelineState:
+    path: Path
+    data: dict = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, run_dir: Path) -> PipelineState:
+        path = run_dir / "pipeline.json"
+        data = json.loads(path.read_text()) if path.exists() else {}
+        data.setdefault("stages", {})
+        return cls(path, data)
+
+    def save(self) -> None:
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.data, indent=2, ensure_ascii=False) + "\n")
+        tmp.replace(self.path)
+
+
+def stage_key(argv: list[str], upstream_keys: list[str]) -> str:
+    return hashlib.sha256(json.dumps([argv, upstream_keys]).encode()).hexdigest()[:16]
+
+
+def headline_metrics(run_dir: Path, stage: Stage) -> dict:
+    """A few numbers worth showing for a finished stage (read from what the stage wrote)."""
+    out = run_dir / stage.output
+    candidates = [out / "rlhfkit.json", out / "world.json", out / "results.json", out / "summary.json"]
+    for path in candidates:
+        if path.exists():
+            data = json.loads(path.read_text())
+            metrics = data.get("metrics", data.get("headline", data))
+            flat = {
+                k: v for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)
+            }
+            return dict(list(flat.items())[:10])
+    if out.is_dir():
+        files = [p for p in out.iterdir() if p.suffix == ".jsonl"]
+        return {p.stem + "_records": sum(1 for _ in p.open(encoding="utf-8")) for p in files}
+    return {}
+
+
+def run_pipeline(run_dir: str | Path, config: dict | None = None, quick: bool = False, from_stage: str | None = None,
+                 only: str | None = None, console=None) -> dict:  # fmt: skip
+    """Run (or resume) the pipeline in `run_dir`; returns the `pipeline.json` content."""
+    from rich.console import Console
+
+    from rlhfkit.cli import main as cli_main
+
+    console = console or Console()
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    for name in (from_stage, only):
+        if name is not None and name not in STAGE_NAMES:
+            raise RlhfkitError(f"unknown stage '{name}' (stages: {', '.join(STAGE_NAMES)})")
+    opts = stage_options(config or {}, quick)
+    state = PipelineState.load(run_dir)
+    state.data.update({"run_dir": str(run_dir), "quick": quick, "config": config or {}})
+    selected = [only] if only else STAGE_NAMES[STAGE_NAMES.index(from_stage) :] if from_stage else STAGE_NAMES
+    forced = set(selected) if (only or from_stage) else set()
+
+    keys: dict[str, str] = {}
+    t_start = time.perf_counter()
+    for i, stage in enumerate(STAGES, 1):
+        argv = stage.argv(run_dir) + to_flags(opts[stage.name])
+        key = stage_key(argv, [keys.get(d, "") for d in stage.depends])
+        keys[stage.name] = key
+        record = state.data["stages"].get(stage.name, {})
+        if stage.name not in selected:
+            continue
+        done = (
+            record.get("status") == "done" and record.get("key") == key and (run_dir / stage.output).exists()
+        )
+        elapsed = time.perf_counter() - t_start
+        eta = sum(_estimate(state, s, quick) for s in STAGES[i - 1 :] if s.name in selected)
+        header = f"[bold cyan]stage {i}/{len(STAGES)}: {stage.name}[/] — {stage.summary}"
+        console.rule(f"{header}  [dim](elapsed {_hms(elapsed)}, eta ~{_hms(eta)})[/]")
+        if done and stage.name not in forced:
+            console.print(f"[green]up to date[/] (key {key}); skipped")
+            continue
+        for dep in stage.depends:
+            dep_stage = STAGES[STAGE_NAMES.index(dep)]
+            if not (run_dir / dep_stage.output).exists():
+                raise RlhfkitError(
+                    f"stage '{stage.name}' needs '{dep}' first ({run_dir / dep_stage.output} is missing)"
+                )
+        if record.get("key") not in (None, key) or stage.name in forced:
+            _clear(
+                run_dir / stage.output
+            )  # config changed (or forced): an old checkpoint must not be resumed
+        (run_dir / stage.output).parent.mkdir(parents=True, exist_ok=True)
+        if stage.output not in ("report.html",) and not stage.output.endswith(".html"):
+            (run_dir / stage.output).mkdir(parents=True, exist_ok=True)
+        state.data["stages"][stage.name] = {
+            "status": "running",
+            "key": key,
+            "command": ["rlhfkit", *argv],
+            "options": opts[stage.name],
+        }
+        state.save()
+        console.print("[dim]$ rlhfkit " + " ".join(argv) + "[/]")
+        t0 = time.perf_counter()
+        code = cli_main(argv)
+        if code != 0:
+            state.data["stages"][stage.name]["status"] = "failed"
+            state.save()
+            raise RlhfkitError(
+                f"stage '{stage.name}' failed (exit {code}); fix the problem and rerun: finished stages are kept"
+            )
+        if stage.after is not None:
+            stage.after(run_dir, opts[stage.name])
+        duration = time.perf_counter() - t0
+        state.data["stages"][stage.name].update(
+            status="done", seconds=round(duration, 1), finished_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            metrics=headline_metrics(run_dir, stage),
+        )  # fmt: skip
+        state.save()
+        console.print(f"[green]done[/] in {_hms(duration)}")
+    state.data["total_seconds"] = round(sum(s.get("seconds", 0) for s in state.data["stages"].values()), 1)
+    state.save()
+    return state.data
+
+
+def _estimate(state: PipelineState, stage: Stage, quick: bool) -> float:
+    rec = state.data["stages"].get(stage.name, {})
+    if rec.get("status") == "done" and "seconds" in rec:
+        return float(rec["seconds"])
+    return stage.estimate_s / (10 if quick else 1)
+
+
+def _clear(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)
+    elif path.exists():
+        path.unlink()
+
+
+def _hms(seconds: float) -> str:
+    s = int(seconds)
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
