@@ -338,7 +338,7 @@ def headline_metrics(run_dir: Path, stage: Stage) -> dict:
 
 
 def run_pipeline(run_dir: str | Path, config: dict | None = None, quick: bool = False, from_stage: str | None = None,
-                 only: str | None = None, console=None) -> dict:  # fmt: skip
+                 only: str | None = None, until: str | None = None, console=None) -> dict:  # fmt: skip
     """Run (or resume) the pipeline in `run_dir`; returns the `pipeline.json` content."""
     from rich.console import Console
 
@@ -347,13 +347,15 @@ def run_pipeline(run_dir: str | Path, config: dict | None = None, quick: bool = 
     console = console or Console()
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    for name in (from_stage, only):
+    for name in (from_stage, only, until):
         if name is not None and name not in STAGE_NAMES:
             raise RlhfkitError(f"unknown stage '{name}' (stages: {', '.join(STAGE_NAMES)})")
     opts = stage_options(config or {}, quick)
     state = PipelineState.load(run_dir)
     state.data.update({"run_dir": str(run_dir), "quick": quick, "config": config or {}})
     selected = [only] if only else STAGE_NAMES[STAGE_NAMES.index(from_stage) :] if from_stage else STAGE_NAMES
+    if until is not None:
+        selected = [s for s in selected if STAGE_NAMES.index(s) <= STAGE_NAMES.index(until)]
     forced = set(selected) if (only or from_stage) else set()
 
     keys: dict[str, str] = {}
@@ -397,7 +399,10 @@ def run_pipeline(run_dir: str | Path, config: dict | None = None, quick: bool = 
         state.save()
         console.print("[dim]$ rlhfkit " + " ".join(argv) + "[/]")
         t0 = time.perf_counter()
-        code = cli_main(argv)
+        try:
+            code = cli_main(argv)
+        except SystemExit as exc:  # argparse rejects a flag: report it as this stage's failure
+            code = exc.code if isinstance(exc.code, int) else 2
         if code != 0:
             state.data["stages"][stage.name]["status"] = "failed"
             state.save()

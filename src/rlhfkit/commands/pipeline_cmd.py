@@ -22,6 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--from", dest="from_stage", choices=STAGE_NAMES, help="rerun from this stage on")
     p.add_argument("--only", choices=STAGE_NAMES, help="run only this stage (its inputs must exist)")
+    p.add_argument("--until", choices=STAGE_NAMES, help="stop after this stage")
     p.add_argument(
         "--seed", type=int, default=None, help="seed for every stage (default: each stage's own, 0)"
     )
@@ -35,7 +36,9 @@ def _run(args: argparse.Namespace) -> int:
     config = load_toml(args.config) if args.config else {}
     if args.seed is not None:
         config["seed"] = args.seed
-    data = run_pipeline(args.out, config, quick=args.quick, from_stage=args.from_stage, only=args.only)
+    data = run_pipeline(
+        args.out, config, quick=args.quick, from_stage=args.from_stage, only=args.only, until=args.until
+    )
     print(
         f"pipeline: finished in {data.get('total_seconds', 0):.0f} s of stage time; see {args.out}/pipeline.json"
     )

@@ -1,0 +1,78 @@
+"""The pipeline runs stages in order, records them, skips what is up to date and reruns what changed."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from rlhfkit.errors import RlhfkitError
+from rlhfkit.pipeline import run_pipeline, stage_options, to_flags
+
+TINY = {
+    "world": {"size": "small"},
+    "tokenizer": {"vocab_size": 400},
+    "pretrain": {
+        "preset": "micro",
+        "max_steps": 6,
+        "seq_len": 32,
+        "batch_size": 8,
+        "eval_every": 6,
+        "eval_tokens": 1024,
+        "sample_tokens": 2,
+    },
+    "sft": {"epochs": 0, "max_steps": 4, "batch_size": 8, "eval_every": 4, "max_len": 64, "max_val_chats": 8},
+}
+
+
+def _stages(run):
+    return json.loads((run / "pipeline.json").read_text())["stages"]
+
+
+def test_pipeline_runs_records_skips_and_reruns_changed_stages(tmp_path):
+    run = tmp_path / "run"
+    run_pipeline(run, TINY, until="sft")
+    stages = _stages(run)
+    assert [k for k, v in stages.items() if v["status"] == "done"] == [
+        "world",
+        "tokenizer",
+        "pretrain",
+        "sft",
+    ]
+    assert stages["pretrain"]["metrics"]["step"] == 6 and "val_bpb" in stages["pretrain"]["metrics"]
+    assert stages["sft"]["command"][:2] == ["rlhfkit", "sft"]
+    assert (run / "sft" / "config.json").exists() and (run / "base" / "rlhfkit.json").exists()
+    first_keys = {k: v["key"] for k, v in stages.items()}
+    finished = {k: v["finished_at"] for k, v in stages.items()}
+
+    # Same config: nothing reruns.
+    run_pipeline(run, TINY, until="sft")
+    assert {k: v["finished_at"] for k, v in _stages(run).items()} == finished
+
+    # A changed SFT option reruns SFT only; upstream stages keep their results.
+    changed = {**TINY, "sft": {**TINY["sft"], "max_steps": 5}}
+    run_pipeline(run, changed, until="sft")
+    after = _stages(run)
+    assert all(after[k]["finished_at"] == finished[k] for k in ("world", "tokenizer", "pretrain"))
+    assert after["sft"]["key"] != first_keys["sft"] and after["sft"]["metrics"]["step"] == 5
+
+
+def test_options_merge_defaults_quick_and_user_tables():
+    opts = stage_options({"pretrain": {"max_steps": 7}, "seed": 3}, quick=True)
+    assert (
+        opts["pretrain"]["max-steps"] == 7
+        and opts["pretrain"]["preset"] == "micro"
+        and opts["pretrain"]["seed"] == 3
+    )
+    assert to_flags({"a": 1, "flag": True, "off": False, "many": [1, 2]}) == [
+        "--a",
+        "1",
+        "--flag",
+        "--no-off",
+        "--many",
+        "1",
+        "--many",
+        "2",
+    ]
+    with pytest.raises(RlhfkitError, match="unknown stage table"):
+        stage_options({"pretrainn": {}}, quick=False)
