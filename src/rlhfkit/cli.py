@@ -28,6 +28,7 @@ COMMAND_MODULES = [
     "rlhfkit.annotate.commands",
     "rlhfkit.evaluate.commands",
     "rlhfkit.serve.commands",
+    "rlhfkit.cai.commands",
 ]
 
 

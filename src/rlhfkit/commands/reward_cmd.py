@@ -6,7 +6,6 @@ import argparse
 import json
 
 from rlhfkit.config import add_config_args, config_from_args
-from rlhfkit.errors import RlhfkitError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -112,45 +111,14 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _score_items(record: dict, path: str, line: int) -> tuple[list[tuple[list, list]], list[str]]:
-    """(prompt, response) items of one record and the keys their scores go to ('rewards' for a list)."""
-    from rlhfkit.data.chats import check_messages
-
-    if "completions" in record:
-        prompt = check_messages(record.get("prompt"), path, line, "prompt")
-        if not isinstance(record["completions"], list) or not record["completions"]:
-            raise RlhfkitError.at(path, line, "completions", "expected a non-empty list of completions")
-        items = [
-            (prompt, check_messages(c, path, line, f"completions[{i}]"))
-            for i, c in enumerate(record["completions"])
-        ]
-        return items, ["rewards"] * len(items)
-    if "chosen" in record:
-        prompt = check_messages(record.get("prompt"), path, line, "prompt")
-        items = [(prompt, check_messages(record.get(k), path, line, k)) for k in ("chosen", "rejected")]
-        return items, ["reward_chosen", "reward_rejected"]
-    if "completion" in record:
-        prompt = check_messages(record.get("prompt"), path, line, "prompt")
-        return [(prompt, check_messages(record["completion"], path, line, "completion"))], ["reward"]
-    if "messages" in record:
-        msgs = check_messages(record["messages"], path, line, "messages")
-        if msgs[-1]["role"] != "assistant":
-            raise RlhfkitError.at(
-                path, line, "messages", "expected the last message to be the assistant's response"
-            )
-        return [(msgs[:-1], msgs[-1:])], ["reward"]
-    raise RlhfkitError.at(
-        path, line, None, "expected 'messages', 'prompt'+'completion', 'completions' or 'chosen'/'rejected'"
-    )
-
-
 def _score(args: argparse.Namespace) -> int:
     from rlhfkit.data.jsonl import read_jsonl, write_jsonl
+    from rlhfkit.data.responses import record_responses
     from rlhfkit.reward_model import score_conversations
 
     records, items, keys = [], [], []
     for line, rec in read_jsonl(args.input):
-        its, ks = _score_items(rec, args.input, line)
+        its, ks = record_responses(rec, args.input, line)
         records.append(rec)
         items.extend(its)
         keys.append(ks)

@@ -36,7 +36,9 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(out_dir: Path, model: torch.nn.Module, optimizer, step: int, extra: dict | None = None) -> Path:
+def save_checkpoint(
+    out_dir: Path, model: torch.nn.Module, optimizer, step: int, extra: dict | None = None
+) -> Path:
     """Write `<out>/checkpoint/` atomically. `extra` is any JSON-serializable state of the stage."""
     out_dir = Path(out_dir)
     final = out_dir / CHECKPOINT_DIR

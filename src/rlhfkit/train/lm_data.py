@@ -44,7 +44,9 @@ def corpus_fingerprint(data: str | Path, tokenizer_dir: str | Path | None = None
     return h.hexdigest()[:16]
 
 
-def build_streams(data: str | Path, tokenizer, val_fraction: float, cache_dir: Path | None, tokenizer_dir=None) -> TokenStreams:
+def build_streams(
+    data: str | Path, tokenizer, val_fraction: float, cache_dir: Path | None, tokenizer_dir=None
+) -> TokenStreams:
     fingerprint = corpus_fingerprint(data, tokenizer_dir)
     cache = Path(cache_dir) / f"tokens-{fingerprint}-{val_fraction}.npz" if cache_dir else None
     if cache is not None and cache.exists():
@@ -103,5 +105,7 @@ def eval_windows(stream: np.ndarray, seq_len: int, max_tokens: int) -> np.ndarra
     """Non-overlapping windows covering the start of the validation stream (the same ones at every eval)."""
     n = min((len(stream) - 1) // seq_len, max(1, max_tokens // seq_len))
     if n < 1:
-        raise RlhfkitError(f"validation split has {len(stream)} tokens, fewer than one window of {seq_len + 1}")
+        raise RlhfkitError(
+            f"validation split has {len(stream)} tokens, fewer than one window of {seq_len + 1}"
+        )
     return np.stack([stream[i * seq_len : i * seq_len + seq_len + 1] for i in range(n)])

@@ -98,7 +98,11 @@ class MetricsLog:
         if resume_step is None:
             self.path.write_text("")
         elif self.path.exists():
-            kept = [ln for ln in self.path.read_text().splitlines() if ln and json.loads(ln).get("step", 0) <= resume_step]
+            kept = [
+                ln
+                for ln in self.path.read_text().splitlines()
+                if ln and json.loads(ln).get("step", 0) <= resume_step
+            ]
             self.path.write_text("".join(ln + "\n" for ln in kept))
 
     def write(self, record: dict) -> None:
@@ -108,7 +112,14 @@ class MetricsLog:
 
 
 def _progress(total: int, enabled: bool):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     return Progress(
         TextColumn("[bold]{task.description}"),
@@ -151,7 +162,9 @@ def train_loop(
     ckpt = find_checkpoint(out_dir)
     if ckpt is not None:
         start_step, _ = load_checkpoint(ckpt, raw_model, optimizer)
-    log = MetricsLog(out_dir / "metrics.jsonl", start_step if ckpt is not None else None, enabled=info.is_main)
+    log = MetricsLog(
+        out_dir / "metrics.jsonl", start_step if ckpt is not None else None, enabled=info.is_main
+    )
     if ckpt is not None and info.is_main:
         print(f"resuming from {ckpt} at step {start_step}/{cfg.max_steps}")
 
@@ -206,7 +219,9 @@ def train_loop(
                         for s in samples:
                             progress.console.print("  " + repr(s)[:200])
                 model.train()
-                shown = {k: round(v, 4) for k, v in last.items() if k.startswith("val_") and isinstance(v, float)}
+                shown = {
+                    k: round(v, 4) for k, v in last.items() if k.startswith("val_") and isinstance(v, float)
+                }
                 progress.console.print(f"step {done}: {shown}")
             if last.get("step") == done:
                 log.write(last)

@@ -26,9 +26,9 @@ import torch
 import torch.nn.functional as F
 
 from rlhfkit.artifacts import write_manifest
-from rlhfkit.data.chats import check_messages
 from rlhfkit.data.comparisons import ComparisonGroup, load_comparisons
 from rlhfkit.data.jsonl import read_jsonl
+from rlhfkit.data.responses import record_responses
 from rlhfkit.errors import RlhfkitError
 from rlhfkit.reward_eval import comparison_metrics, score_groups
 from rlhfkit.reward_model import (
@@ -63,10 +63,14 @@ class RewardConfig:
     out: str = "runs/rm"
     eval_data: str | None = None  # held-out comparisons, evaluated every eval_every steps and at the end
     calibration: str | None = None  # candidates/chats/comparisons whose responses should score 0 on average
+    calibration_samples: int = 512  # responses (a seeded sample) used to estimate the mean score; 0: all
     max_length: int = 512  # tokens per prompt+response; longer ones lose their beginning
     batch_size: int = 16  # comparison groups (a pair or a whole ranking) per optimizer step
     micro_batch_size: int = 8  # groups per forward pass; batch_size / micro_batch_size = accumulation
     epochs: float = 1.0  # passes over the data; sets max_steps (0: use --max-steps as given)
+    freeze_layers: int = (
+        0  # keep the embeddings and the lowest N transformer layers fixed (faster, less overfit)
+    )
     device: str = "auto"
     loop: RewardLoopConfig = field(default_factory=RewardLoopConfig)
 
@@ -86,7 +90,9 @@ def preference_loss(diff: torch.Tensor, target: torch.Tensor, margin: torch.Tens
     return -(target * F.logsigmoid(z) + (1 - target) * F.logsigmoid(-z))
 
 
-def collate_groups(groups: list[ComparisonGroup], encoded: list[list[list[int]]], idx: list[int], pad_id: int, device) -> dict:
+def collate_groups(
+    groups: list[ComparisonGroup], encoded: list[list[list[int]]], idx: list[int], pad_id: int, device
+) -> dict:
     """A micro-batch: every completion of the chosen groups once, plus index tensors for all their pairs."""
     rows: list[list[int]] = []
     better, worse, target, margin, weight = [], [], [], [], []
@@ -124,6 +130,28 @@ def reward_loss(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor, dict]:
     return loss_sum, torch.tensor(float(batch["count"])), {"accuracy": accuracy}
 
 
+def freeze_lower_layers(model, n: int) -> int:
+    """Stop training the embeddings and the first `n` transformer blocks; return the trainable parameter count.
+
+    The blocks are found as the model's ModuleList of `num_hidden_layers` entries, which covers Llama
+    (`model.layers`), BERT (`encoder.layer`) and most Hugging Face architectures.
+    """
+    if n > 0:
+        depth = getattr(model.config, "num_hidden_layers", None)
+        blocks = next(
+            (m for m in model.modules() if isinstance(m, torch.nn.ModuleList) and len(m) == depth), None
+        )
+        if blocks is None:
+            raise RlhfkitError("--freeze-layers: could not find the model's list of transformer layers")
+        if n > len(blocks):
+            raise RlhfkitError(f"--freeze-layers {n}: the model has only {len(blocks)} layers")
+        frozen = {id(p) for block in blocks[:n] for p in block.parameters()}
+        for name, p in model.named_parameters():
+            if id(p) in frozen or "embed" in name:
+                p.requires_grad_(False)
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
 def batch_indices(n: int, batch_size: int, seed: int, step: int) -> list[int]:
     """The groups of optimizer step `step`: a pure function of (seed, step) over seeded per-epoch shuffles."""
     out: list[int] = []
@@ -138,27 +166,8 @@ def batch_indices(n: int, batch_size: int, seed: int, step: int) -> list[int]:
 
 
 def load_calibration_items(path: str | Path) -> list[tuple[list[dict], list[dict]]]:
-    """(prompt, response) pairs from candidates/rankings (`completions`), pairs (`chosen`, `rejected`) or
-    chats whose last message is the assistant's."""
-    items = []
-    for line, rec in read_jsonl(path):
-        if "completions" in rec:
-            prompt = check_messages(rec.get("prompt"), path, line, "prompt")
-            if not isinstance(rec["completions"], list):
-                raise RlhfkitError.at(path, line, "completions", "expected a list of completions")
-            for i, c in enumerate(rec["completions"]):
-                items.append((prompt, check_messages(c, path, line, f"completions[{i}]", ("assistant",))))
-        elif "chosen" in rec:
-            prompt = check_messages(rec.get("prompt"), path, line, "prompt")
-            for key in ("chosen", "rejected"):
-                items.append((prompt, check_messages(rec.get(key), path, line, key, ("assistant",))))
-        elif "messages" in rec:
-            msgs = check_messages(rec["messages"], path, line, "messages")
-            if msgs[-1]["role"] != "assistant":
-                raise RlhfkitError.at(path, line, "messages", "expected the last message to be the assistant's response")
-            items.append((msgs[:-1], msgs[-1:]))
-        else:
-            raise RlhfkitError.at(path, line, None, "expected 'completions', 'chosen'/'rejected' or 'messages'")
+    """Every (prompt, response) of a candidates, comparisons or chats file (see `data.responses`)."""
+    items = [item for line, rec in read_jsonl(path) for item in record_responses(rec, path, line)[0]]
     if not items:
         raise RlhfkitError(f"{path}: no responses to calibrate on (empty file)")
     return items
@@ -190,31 +199,46 @@ def run(cfg: RewardConfig) -> Path:
     set_seed(cfg.loop.seed)
     groups = load_comparisons(cfg.data)
     eval_groups = load_comparisons(cfg.eval_data) if cfg.eval_data else []
-    calibration_items = load_calibration_items(cfg.calibration) if cfg.calibration else _unique_responses(groups)
+    calibration_items = (
+        load_calibration_items(cfg.calibration) if cfg.calibration else _unique_responses(groups)
+    )
 
-    model, tokenizer = load_reward_model(cfg.model, device)
+    model, tokenizer = load_reward_model(cfg.model, device, new_head=True)
     max_length = default_max_length(model, tokenizer, cfg.max_length)
+    trainable = freeze_lower_layers(model, cfg.freeze_layers)
     encoded = [[encode(tokenizer, g.prompt, c, max_length) for c in g.completions] for g in groups]
     if cfg.batch_size % info.world_size:
-        raise RlhfkitError(f"--batch-size {cfg.batch_size} must divide evenly across {info.world_size} processes")
+        raise RlhfkitError(
+            f"--batch-size {cfg.batch_size} must divide evenly across {info.world_size} processes"
+        )
     if cfg.epochs > 0:
         cfg.loop.max_steps = max(1, math.ceil(cfg.epochs * len(groups) / cfg.batch_size))
     pairs = sum(len(g.pairs) for g in groups)
     if info.is_main:
         print(
             f"reward: {len(groups)} comparisons ({pairs} judged pairs), {cfg.loop.max_steps} steps of "
-            f"{cfg.batch_size} comparisons, max_length {max_length}, device {device}"
+            f"{cfg.batch_size} comparisons, max_length {max_length}, {trainable:,} trainable parameters, device {device}"
         )
 
     per_rank = cfg.batch_size // info.world_size
     micro = max(1, min(cfg.micro_batch_size, per_rank))
 
     def get_batch(step: int, rank: int, world: int) -> list[dict]:
-        mine = batch_indices(len(groups), cfg.batch_size, cfg.loop.seed, step)[rank * per_rank : (rank + 1) * per_rank]
-        return [collate_groups(groups, encoded, mine[i : i + micro], tokenizer.pad_token_id, device) for i in range(0, len(mine), micro)]
+        mine = batch_indices(len(groups), cfg.batch_size, cfg.loop.seed, step)[
+            rank * per_rank : (rank + 1) * per_rank
+        ]
+        # Micro-batches of similar lengths waste less compute on padding; the step's gradient is the same.
+        mine.sort(key=lambda gi: max(len(r) for r in encoded[gi]))
+        return [
+            collate_groups(groups, encoded, mine[i : i + micro], tokenizer.pad_token_id, device)
+            for i in range(0, len(mine), micro)
+        ]
+
+    latest: dict = {}  # the last evaluation's scores, reused for the final report (shifted) when current
 
     def evaluate(m) -> dict:
-        metrics = comparison_metrics(eval_groups, score_groups(m, tokenizer, eval_groups, max_length))
+        latest["scores"] = score_groups(m, tokenizer, eval_groups, max_length)
+        metrics = comparison_metrics(eval_groups, latest["scores"])
         return {"val_accuracy": metrics["accuracy"], "val_loss": metrics["loss"], "val_ece": metrics["ece"]}
 
     train_model = model
@@ -238,18 +262,36 @@ def run(cfg: RewardConfig) -> Path:
         return out
 
     # Shift so the policy's own responses average 0: rewards then read as "better/worse than usual".
+    if 0 < cfg.calibration_samples < len(calibration_items):
+        keep = np.random.default_rng(cfg.loop.seed).choice(
+            len(calibration_items), cfg.calibration_samples, replace=False
+        )
+        calibration_items = [calibration_items[i] for i in sorted(keep)]
     calib = score_ids(model, tokenizer, [encode(tokenizer, p, r, max_length) for p, r in calibration_items])
     mean, std = float(np.mean(calib)), float(np.std(calib))
     shift_scores(model, mean)
-    calibration = {"mean_before_shift": mean, "std": std, "responses": len(calib), "source": cfg.calibration or cfg.data}
+    calibration = {
+        "mean_before_shift": mean,
+        "std": std,
+        "responses": len(calib),
+        "source": cfg.calibration or cfg.data,
+    }
 
     metrics = dict(last)
-    metrics.update({"comparisons": len(groups), "pairs": pairs, "wall_seconds": round(time.perf_counter() - t0, 2)})
+    metrics.update(
+        {"comparisons": len(groups), "pairs": pairs, "wall_seconds": round(time.perf_counter() - t0, 2)}
+    )
     metrics.update({"score_mean": mean, "score_std": std})
     if eval_groups:
-        report = comparison_metrics(eval_groups, score_groups(model, tokenizer, eval_groups, max_length))
+        if "scores" in latest:  # evaluated at the last step: the same scores, shifted
+            scores = [[x - mean for x in group] for group in latest["scores"]]
+        else:
+            scores = score_groups(model, tokenizer, eval_groups, max_length)
+        report = comparison_metrics(eval_groups, scores)
         (out / "eval.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
-        metrics.update({"val_accuracy": report["accuracy"], "val_loss": report["loss"], "val_ece": report["ece"]})
+        metrics.update(
+            {"val_accuracy": report["accuracy"], "val_loss": report["loss"], "val_ece": report["ece"]}
+        )
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
     write_manifest(

@@ -1,0 +1,1 @@
+"""Dataset formats: JSONL reading with line numbers, chat and comparison validation, converters."""

@@ -1,0 +1,311 @@
+"""Reward model: loss, grouped-ranking batching, learning on a synthetic set, save/load, calibration, resume."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+from rlhfkit.cli import main
+from rlhfkit.data.comparisons import ComparisonGroup, JudgedPair, load_comparisons, ranking_pairs
+from rlhfkit.data.jsonl import read_jsonl, write_jsonl
+from rlhfkit.reward_eval import comparison_metrics, expected_calibration_error
+from rlhfkit.reward_model import OFFSET_KEY, load_reward_model, score_conversations
+from rlhfkit.train import reward as reward_mod
+from rlhfkit.train.reward import (
+    RewardConfig,
+    RewardLoopConfig,
+    batch_indices,
+    collate_groups,
+    preference_loss,
+    run,
+)
+
+WORDS = [
+    "the",
+    "a",
+    "cat",
+    "dog",
+    "sun",
+    "moon",
+    "tree",
+    "river",
+    "stone",
+    "bird",
+    "fish",
+    "red",
+    "blue",
+    "green",
+    "small",
+    "big",
+    "old",
+    "new",
+]
+MARKER = "thanks"
+
+
+def A(text: str) -> list[dict]:
+    return [{"role": "assistant", "content": text}]
+
+
+def synthetic_pairs(n: int, seed: int) -> list[dict]:
+    """The preferred response contains the word 'thanks' somewhere; the other does not."""
+    rng = random.Random(seed)
+    records = []
+    for i in range(n):
+        prompt = [{"role": "user", "content": " ".join(rng.choices(WORDS, k=4))}]
+        filler = rng.choices(WORDS, k=6)
+        good = list(filler)
+        good.insert(rng.randrange(len(good) + 1), MARKER)
+        bad = rng.choices(WORDS, k=6)
+        records.append(
+            {"prompt": prompt, "chosen": A(" ".join(good)), "rejected": A(" ".join(bad)),
+             "id": f"s{i}", "category": "even" if i % 2 == 0 else "odd", "annotator": "sim"}
+        )  # fmt: skip
+    return records
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Micro models gain nothing from threads, and on a shared 2-core CPU extra threads only wait."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def backbone(tmp_path_factory) -> Path:
+    """A randomly initialized micro Llama with an rlhfkit byte-level tokenizer (chat template included)."""
+    from rlhfkit.models import build_model
+    from rlhfkit.tokenizer import train_tokenizer
+
+    root = tmp_path_factory.mktemp("backbone")
+    corpus = root / "corpus.txt"
+    corpus.write_text(" ".join(WORDS + [MARKER]) * 20)
+    tok = train_tokenizer(corpus, 300, root / "model")
+    build_model("micro", len(tok), 128, tok, seed=0).save_pretrained(root / "model")
+    return root / "model"
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("data")
+    train, test = root / "train.jsonl", root / "test.jsonl"
+    write_jsonl(train, synthetic_pairs(256, seed=1))
+    write_jsonl(test, synthetic_pairs(64, seed=2))
+    return train, test
+
+
+def fast_config(backbone: Path, train: Path, out: Path, **kw) -> RewardConfig:
+    loop = RewardLoopConfig(lr=kw.pop("lr", 1e-2), warmup_steps=2, log_every=1, seed=0, **kw.pop("loop", {}))
+    return RewardConfig(model=str(backbone), data=str(train), out=str(out), max_length=64, batch_size=16,
+                        device="cpu", loop=loop, **kw)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def trained(backbone, data, tmp_path_factory) -> Path:
+    train, test = data
+    out = tmp_path_factory.mktemp("rm") / "rm"
+    run(fast_config(backbone, train, out, eval_data=str(test), epochs=3.0))
+    return out
+
+
+def test_preference_loss_is_bradley_terry_for_preferences_ties_and_soft_labels():
+    d = torch.tensor([-1.0, 0.0, 2.0])
+    hard = preference_loss(d, torch.ones(3), torch.zeros(3))
+    assert torch.allclose(hard, -torch.nn.functional.logsigmoid(d))
+    with_margin = preference_loss(d, torch.ones(3), torch.full((3,), 1.0))
+    assert torch.allclose(with_margin, -torch.nn.functional.logsigmoid(d - 1.0))
+    grid = torch.linspace(-3, 3, 601)
+    tie = preference_loss(grid, torch.full_like(grid, 0.5), torch.zeros_like(grid))
+    assert abs(float(grid[tie.argmin()])) < 1e-6  # ties pull the difference to 0
+    soft = preference_loss(grid, torch.full_like(grid, 0.8), torch.zeros_like(grid))
+    assert abs(float(grid[soft.argmin()]) - math.log(0.8 / 0.2)) < 0.01  # minimum where sigmoid(d) = 0.8
+
+
+def test_ranking_is_one_batch_element_with_all_pairs_and_each_completion_scored_once():
+    prompt = [{"role": "user", "content": "q"}]
+    k4 = ComparisonGroup(prompt, [A(str(i)) for i in range(4)], ranking_pairs([3, 1, 0, 2]))
+    pair = ComparisonGroup(prompt, [A("x"), A("y")], [JudgedPair(0, 1)])
+    encoded = [[[i + 1] * (i + 1) for i in range(4)], [[7], [8, 8]]]
+    batch = collate_groups([k4, pair], encoded, [0, 1], pad_id=0, device="cpu")
+    assert batch["count"] == 2  # two batch elements...
+    assert batch["input_ids"].shape[0] == 4 + 2  # ...each completion scored once...
+    assert len(batch["better"]) == math.comb(4, 2) + 1  # ...and all C(K,2) pairs of the ranking
+    weights = batch["weight"].tolist()
+    assert sum(weights[:6]) == pytest.approx(1.0) and weights[6] == pytest.approx(1.0)  # mean over its pairs
+    assert (batch["better"][:6] < 4).all() and (batch["better"][6] == 4) and (batch["worse"][6] == 5)
+
+
+def test_batches_are_a_pure_function_of_seed_and_step_covering_each_epoch():
+    n, b = 10, 4
+    first = [i for step in range(5) for i in batch_indices(n, b, seed=3, step=step)]
+    assert sorted(first[:10]) == list(range(10)) and sorted(first[10:20]) == list(range(10))
+    assert batch_indices(n, b, 3, 2) == batch_indices(n, b, 3, 2) != batch_indices(n, b, 4, 2)
+
+
+def test_training_learns_the_preference_and_generalizes(trained):
+    metrics = [rec for _, rec in read_jsonl(trained / "metrics.jsonl")]
+    early = sum(m["loss"] for m in metrics[:3]) / 3
+    late = sum(m["loss"] for m in metrics[-3:]) / 3
+    assert late < 0.5 * early, (early, late)
+    report = json.loads((trained / "eval.json").read_text())
+    assert report["accuracy"] >= 0.9, report["accuracy"]
+    assert set(report["by_category"]) == {"even", "odd"} and report["by_annotator"]["sim"]["pairs"] == 64
+    manifest = json.loads((trained / "rlhfkit.json").read_text())
+    assert manifest["stage"] == "reward" and manifest["metrics"]["val_accuracy"] == report["accuracy"]
+    assert manifest["calibration"]["responses"] == 512 and manifest["calibration"]["std"] > 0
+
+
+def test_saved_model_loads_in_transformers_with_identical_scores_and_zero_mean(trained, data):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    groups = load_comparisons(data[0])
+    items = [(g.prompt, c) for g in groups for c in g.completions]
+    model, tok = load_reward_model(trained)
+    ours = score_conversations(model, tok, items, max_length=64, batch_size=7)
+    assert abs(sum(ours) / len(ours)) < 1e-4  # the training responses (the default calibration) average 0
+
+    hf = AutoModelForSequenceClassification.from_pretrained(str(trained)).eval()
+    hf_tok = AutoTokenizer.from_pretrained(str(trained))
+    assert hf.config.num_labels == 1 and hf.config.pad_token_id == hf_tok.pad_token_id
+    offset = getattr(hf.config, OFFSET_KEY)  # Llama's score head has no bias: the shift is stored here
+    with torch.no_grad():
+        for (prompt, response), s in list(zip(items, ours))[:8]:
+            ids = hf_tok.apply_chat_template(
+                prompt + response, tokenize=True, return_dict=True, return_tensors="pt"
+            )
+            assert float(hf(**ids).logits[0, 0]) - offset == pytest.approx(s, abs=1e-5)
+
+
+def test_encoder_backbone_absorbs_the_shift_in_its_head_bias(backbone, data, tmp_path):
+    from transformers import AutoModelForSequenceClassification, BertConfig, BertForSequenceClassification
+
+    from rlhfkit.tokenizer import load_tokenizer
+
+    tok = load_tokenizer(backbone)
+    tok.chat_template = None  # exercise the plain "User: ...\nAssistant: ..." rendering
+    enc = tmp_path / "bert"
+    cfg = BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                     intermediate_size=64, max_position_embeddings=128, pad_token_id=tok.pad_token_id)  # fmt: skip
+    torch.manual_seed(0)
+    BertForSequenceClassification(cfg).save_pretrained(enc)
+    tok.save_pretrained(enc)
+    out = tmp_path / "rm"
+    run(fast_config(enc, data[0], out, loop={"max_steps": 3}, epochs=0.0, lr=1e-3))
+    hf = AutoModelForSequenceClassification.from_pretrained(str(out)).eval()
+    assert not hasattr(hf.config, OFFSET_KEY) or not getattr(hf.config, OFFSET_KEY)
+    model, tok = load_reward_model(out)
+    groups = load_comparisons(data[0])
+    items = [(g.prompt, c) for g in groups for c in g.completions]
+    ours = score_conversations(model, tok, items, max_length=64)
+    assert abs(sum(ours) / len(ours)) < 1e-4
+    batch = tok(
+        ["User: " + items[0][0][0]["content"] + "\nAssistant: " + items[0][1][0]["content"]],
+        return_tensors="pt",
+    )
+    with torch.no_grad():
+        assert float(hf(**batch).logits[0, 0]) == pytest.approx(ours[0], abs=1e-5)
+
+
+def test_resume_after_interruption_matches_an_uninterrupted_run(backbone, data, tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+
+    settings = {"loop": {"max_steps": 6, "save_every": 3}, "epochs": 0.0}
+    run(fast_config(backbone, data[0], tmp_path / "straight", **settings))
+
+    real_loss, calls = reward_mod.reward_loss, {"n": 0}
+
+    def crash_at_step_five(model, batch):
+        calls["n"] += 1
+        if calls["n"] == 5 * 2:  # two micro-batches per step
+            raise KeyboardInterrupt
+        return real_loss(model, batch)
+
+    monkeypatch.setattr(reward_mod, "reward_loss", crash_at_step_five)
+    with pytest.raises(KeyboardInterrupt):
+        run(fast_config(backbone, data[0], tmp_path / "resumed", **settings))
+    monkeypatch.setattr(reward_mod, "reward_loss", real_loss)
+    run(fast_config(backbone, data[0], tmp_path / "resumed", **settings))
+    a = load_file(str(tmp_path / "straight" / "model.safetensors"))
+    b = load_file(str(tmp_path / "resumed" / "model.safetensors"))
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    steps = [rec["step"] for _, rec in read_jsonl(tmp_path / "resumed" / "metrics.jsonl")]
+    assert steps == sorted(set(steps)) and steps[-1] == 6
+
+
+def test_metrics_accuracy_ties_breakdowns_and_calibration():
+    prompt = [{"role": "user", "content": "q"}]
+    pair = ComparisonGroup(prompt, [A("a"), A("b")], [JudgedPair(0, 1)], {"category": "x", "annotator": "p"})
+    soft = ComparisonGroup(prompt, [A("a"), A("b")], [JudgedPair(0, 1, 0.2)], {"category": "y"})
+    ranking = ComparisonGroup(
+        prompt, [A("a"), A("b"), A("c")], ranking_pairs([0, 1, 2], [[1, 2]]), {"category": "x"}
+    )
+    report = comparison_metrics([pair, soft, ranking], [[1.0, 0.0], [0.0, 1.0], [2.0, 3.0, 0.0]])
+    # pair: right; soft label 0.2 favours b, which scores higher: right; ranking: 0>1 wrong, 0>2 right.
+    assert report["decisive_pairs"] == 4 and report["accuracy"] == pytest.approx(0.75)
+    assert report["by_category"] == {
+        "x": {"accuracy": pytest.approx(2 / 3), "pairs": 3},
+        "y": {"accuracy": 1.0, "pairs": 1},
+    }
+    assert report["by_annotator"]["p"] == {"accuracy": 1.0, "pairs": 1}
+    assert report["ties"] == 1 and report["tie_abs_diff"] == pytest.approx(3.0)
+    assert report["scores"]["top"]["n"] == 3 and report["scores"]["all"]["n"] == 7
+    # A calibrated model: confidence 0.8 and the favoured side wins 80% of the time.
+    assert expected_calibration_error([0.8] * 10, [1] * 8 + [0] * 2) == pytest.approx(0.0)
+    assert expected_calibration_error([0.9] * 4, [1, 0, 1, 0]) == pytest.approx(0.4)
+
+
+def test_cli_train_eval_score_and_errors(backbone, data, tmp_path, capsys):
+    train, test = data
+    out = tmp_path / "rm"
+    args = ["reward", "train", "--model", str(backbone), "--data", str(train), "--out", str(out),
+            "--max-steps", "2", "--epochs", "0", "--max-length", "64", "--device", "cpu"]  # fmt: skip
+    assert main(args) == 0
+    capsys.readouterr()
+    assert main(["reward", "eval", "--model", str(out), "--data", str(test), "--device", "cpu"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert (
+        report["comparisons"] == 64
+        and 0 <= report["accuracy"] <= 1
+        and "histogram" in report["scores"]["all"]
+    )
+
+    prompt = [{"role": "user", "content": "the cat"}]
+    inp = tmp_path / "in.jsonl"
+    write_jsonl(inp, [{"messages": prompt + A("thanks dog")}, {"prompt": prompt, "completions": [A("a"), A("b"), A("c")]},
+                      {"prompt": prompt, "chosen": A("a"), "rejected": A("b")}])  # fmt: skip
+    assert (
+        main(["reward", "score", "--model", str(out), "--in", str(inp), "--out", str(tmp_path / "s.jsonl")])
+        == 0
+    )
+    scored = [rec for _, rec in read_jsonl(tmp_path / "s.jsonl")]
+    assert isinstance(scored[0]["reward"], float) and len(scored[1]["rewards"]) == 3
+    assert scored[2]["reward_chosen"] == pytest.approx(
+        scored[1]["rewards"][0], abs=1e-5
+    )  # same text, same score
+
+    bad = tmp_path / "bad.jsonl"
+    write_jsonl(bad, [{"prompt": prompt, "completions": [A("a"), A("b")], "ranking": [0, 0]}])
+    assert main(args[:5] + [str(bad)] + args[6:]) == 1
+    assert "bad.jsonl:1: field 'ranking': expected each index 0..1 exactly once" in capsys.readouterr().err
+
+
+def test_calibration_file_of_policy_samples_defines_score_zero(backbone, data, tmp_path):
+    prompt = [{"role": "user", "content": "the cat"}]
+    samples = [{"prompt": prompt, "completions": [A("red dog"), A("thanks sun"), A("old tree")]},
+               {"messages": prompt + A("big fish")}]  # fmt: skip
+    calib = tmp_path / "candidates.jsonl"
+    write_jsonl(calib, samples)
+    out = tmp_path / "rm"
+    run(fast_config(backbone, data[0], out, calibration=str(calib), loop={"max_steps": 2}, epochs=0.0))
+    model, tok = load_reward_model(out)
+    items = [(prompt, A(t)) for t in ("red dog", "thanks sun", "old tree", "big fish")]
+    assert sum(score_conversations(model, tok, items, max_length=64)) / 4 == pytest.approx(0.0, abs=1e-5)
+    manifest = json.loads((out / "rlhfkit.json").read_text())
+    assert manifest["calibration"]["responses"] == 4 and manifest["calibration"]["source"] == str(calib)
