@@ -1,0 +1,19 @@
+"""An OpenAI-compatible HTTP API over rlhfkit checkpoints (and any local Hugging Face causal LM).
+
+    from rlhfkit.serve import create_app, load_served_models
+    app = create_app(load_served_models(["base=runs/demo/base", "ppo=runs/demo/ppo"]))
+
+Pieces, one job each:
+- `schemas`: request validation (OpenAI's limits, 400 naming the parameter) and response objects.
+- `errors`: OpenAI-shaped errors with OpenAI's status codes.
+- `served`: the model behind each alias (tokenizer, context size, stop tokens, prompt scoring).
+- `batching`: concurrent requests decoded together in one batch, each row with its own seeded sampler.
+- `choices`: a choice's text and log-probs from its tokens, identical streamed or whole.
+- `rows`, `completions`, `chat`: the two generation endpoints; `app`: routes and API key.
+- `server`: uvicorn in the foreground (CLI) or on a background thread (tests); `commands`: `rlhfkit serve`.
+"""
+
+from rlhfkit.serve.app import create_app
+from rlhfkit.serve.served import ServedModel, load_served_models, serve_model
+
+__all__ = ["ServedModel", "create_app", "load_served_models", "serve_model"]

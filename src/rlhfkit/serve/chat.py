@@ -1,0 +1,159 @@
+"""`POST /v1/chat/completions`: the assistant's reply to a conversation, through the model's chat template.
+
+Roles are `system`, `user` and `assistant` (`developer`, OpenAI's newer name for system, is read as
+`system`); content is a string or a list of text parts. The reply ends at the end-of-turn token, a stop
+string, or `max_completion_tokens` / `max_tokens` (default: whatever room the context leaves).
+`logprobs: true` reports each reply token's log-prob under the model's own distribution, with
+`top_logprobs` alternatives.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from contextlib import aclosing
+
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from rlhfkit.serve.choices import chat_logprob_entries
+from rlhfkit.serve.errors import APIError, bad_request
+from rlhfkit.serve.rows import DONE, build_rows, new_builders, run_rows, sse
+from rlhfkit.serve.schemas import (
+    ROLES,
+    AssistantMessage,
+    ChatChoice,
+    ChatChunkChoice,
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChatLogprobs,
+    Delta,
+    Usage,
+    stop_strings,
+)
+from rlhfkit.serve.served import ServedModel
+
+
+async def create_chat_completion(served: ServedModel, request: ChatCompletionRequest):
+    if request.top_logprobs and not request.logprobs:
+        raise bad_request(
+            "'logprobs' must be set to true if 'top_logprobs' is used.",
+            param="top_logprobs",
+            code="invalid_value",
+        )
+    prompt_ids = served.encode_chat(_messages(request))
+    room = served.context_length - len(prompt_ids)
+    max_tokens = request.max_completion_tokens or request.max_tokens or max(room, 1)
+    param = "max_completion_tokens" if request.max_completion_tokens else "messages"
+    served.check_context(len(prompt_ids), max_tokens, param)
+    n = request.n or 1
+    stops = stop_strings(request)
+    rows = build_rows(
+        served,
+        [prompt_ids],
+        n,
+        max_tokens=max_tokens,
+        temperature=request.temperature,
+        top_p=request.top_p,
+        top_k=request.top_k,
+        seed=request.seed,
+        stop_strings=stops,
+        top_logprobs=request.top_logprobs or 0,
+    )
+    builders = new_builders(served, n, stops)
+    meta = {
+        "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
+        "created": int(time.time()),
+        "model": request.model,
+        "system_fingerprint": served.fingerprint,
+    }
+    want_logprobs = bool(request.logprobs)
+
+    def usage() -> Usage:
+        completion = sum(len(b.tokens) for b in builders)
+        return Usage(
+            prompt_tokens=len(prompt_ids),
+            completion_tokens=completion,
+            total_tokens=len(prompt_ids) + completion,
+        )
+
+    if request.stream:
+        include_usage = bool(request.stream_options and request.stream_options.include_usage)
+        events = _stream(served, rows, builders, meta, want_logprobs, usage if include_usage else None)
+        return StreamingResponse(events, media_type="text/event-stream")
+
+    async with aclosing(run_rows(served, rows, builders)) as updates:
+        async for _ in updates:
+            pass
+    choices = [
+        ChatChoice(
+            index=i,
+            message=AssistantMessage(content=b.text()),
+            logprobs=ChatLogprobs(content=chat_logprob_entries(served.tokenizer, b.reported_events()))
+            if want_logprobs
+            else None,
+            finish_reason=b.finish_reason or "length",
+        )
+        for i, b in enumerate(builders)
+    ]
+    return JSONResponse(ChatCompletion(**meta, choices=choices, usage=usage()).model_dump())
+
+
+def _messages(request: ChatCompletionRequest) -> list[dict]:
+    """The conversation as plain `{"role", "content"}` dicts, checked."""
+    messages = []
+    for i, message in enumerate(request.messages):
+        role = "system" if message.role == "developer" else message.role
+        if message.role not in ROLES:
+            raise bad_request(
+                f"Invalid value for 'messages[{i}].role': '{message.role}'. Supported values are: "
+                "'system', 'user', 'assistant' and 'developer'.",
+                param=f"messages[{i}].role",
+                code="invalid_value",
+            )
+        content = message.content
+        if isinstance(content, list):
+            if any(part.type != "text" or part.text is None for part in content):
+                raise bad_request(
+                    f"messages[{i}].content: only text parts are supported by this server.",
+                    param=f"messages[{i}].content",
+                    code="invalid_value",
+                )
+            content = "".join(part.text for part in content)
+        if content is None:
+            raise bad_request(
+                f"Missing required parameter: 'messages[{i}].content'.", param=f"messages[{i}].content"
+            )
+        messages.append({"role": role, "content": content})
+    return messages
+
+
+async def _stream(served, rows, builders, meta, want_logprobs, usage):
+    def chunk(index: int, delta: Delta, logprobs=None, finish_reason=None) -> str:
+        choice = ChatChunkChoice(index=index, delta=delta, logprobs=logprobs, finish_reason=finish_reason)
+        body = ChatCompletionChunk(**meta, choices=[choice]).model_dump()
+        body["choices"][0]["delta"] = delta.model_dump(exclude_none=True)
+        return sse(body)
+
+    try:
+        for i in range(len(builders)):
+            yield chunk(i, Delta(role="assistant", content=""))
+        async with aclosing(run_rows(served, rows, builders)) as updates:
+            async for index, text, finished in updates:
+                builder = builders[index]
+                logprobs = None
+                if want_logprobs:
+                    fresh = builder.new_events()
+                    if fresh:
+                        logprobs = ChatLogprobs(content=chat_logprob_entries(served.tokenizer, fresh))
+                if text or logprobs:
+                    yield chunk(index, Delta(content=text), logprobs)
+                if finished:
+                    yield chunk(index, Delta(), None, builder.finish_reason)
+        if usage is not None:
+            body = ChatCompletionChunk(**meta, choices=[], usage=usage()).model_dump()
+            yield sse(body)
+        yield DONE
+    except Exception as exc:  # the stream has started: report in-band, as OpenAI does
+        error = exc if isinstance(exc, APIError) else APIError(500, f"{type(exc).__name__}: {exc}")
+        yield sse(error.body())

@@ -1,0 +1,171 @@
+"""The models behind the API: each alias the user chose, its checkpoint, tokenizer, context size and batcher.
+
+Aliases are free names (`--model gpt-4o=runs/demo/ppo`) so scripts written for hosted models run with only
+the base URL changed. Two aliases of one folder share one loaded model and one batcher.
+
+Prompts are tokenized exactly as the generation engine does (`generate_text` / `generate_chat`), so a
+served answer equals what `rlhfkit generate` or `rlhfkit chat` produce for the same prompt and seed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from rlhfkit.artifacts import read_manifest
+from rlhfkit.errors import RlhfkitError
+from rlhfkit.generation import end_of_turn_ids, pad_id, render_chat
+from rlhfkit.serve.batching import Batcher, decode_batch
+from rlhfkit.serve.errors import bad_request, context_length_exceeded
+from rlhfkit.tokenizer import ENDOFTEXT
+
+DEFAULT_CONTEXT = 2048  # when neither the config nor the tokenizer says
+
+
+@dataclass
+class ServedModel:
+    name: str
+    path: str
+    model: torch.nn.Module
+    tokenizer: object
+    batcher: Batcher
+    context_length: int
+    stop_token_ids: tuple[int, ...]  # end of turn, eos, end of document: a response ends at any of them
+    stage: str | None = None
+    created: int = 0
+    fingerprint: str = ""
+
+    def encode_text(self, text: str) -> list[int]:
+        """A completion prompt's tokens; the empty prompt becomes the start of a document (as OpenAI does)."""
+        ids = self.tokenizer(text)["input_ids"]
+        return ids or [self._document_start_id()]
+
+    def encode_chat(self, messages: list[dict]) -> list[int]:
+        try:
+            rendered = render_chat(self.tokenizer, messages)
+        except ValueError as exc:  # transformers raises ValueError when there is no chat template
+            raise bad_request(
+                f"Model '{self.name}' has no chat template; use /v1/completions ({exc}).", param="messages"
+            ) from None
+        return self.tokenizer(rendered, add_special_tokens=False)["input_ids"]
+
+    def check_context(self, prompt_tokens: int, max_tokens: int, param: str) -> None:
+        if prompt_tokens + max_tokens > self.context_length:
+            raise context_length_exceeded(self.context_length, prompt_tokens, max_tokens, param)
+
+    def score_prompt(self, ids: list[int], top: int) -> tuple[list[float | None], list]:
+        """Log-prob of each prompt token given those before it (None for the first), with top alternatives."""
+        with self.batcher.lock, torch.inference_mode():
+            device = next(self.model.parameters()).device
+            logits = self.model(input_ids=torch.tensor([ids], device=device)).logits[0].float()
+            logprobs = torch.log_softmax(logits[:-1], dim=-1)
+            chosen = logprobs.gather(-1, torch.tensor(ids[1:], device=device)[:, None])[:, 0].tolist()
+            tops: list = [None]
+            if top:
+                values, indices = logprobs.topk(top, dim=-1)
+                tops += [tuple(zip(i, v)) for i, v in zip(indices.tolist(), values.tolist())]
+            else:
+                tops += [() for _ in chosen]
+        return [None, *chosen], tops
+
+    def _document_start_id(self) -> int:
+        token_id = self.tokenizer.convert_tokens_to_ids(ENDOFTEXT)
+        if isinstance(token_id, int) and token_id != self.tokenizer.unk_token_id:
+            return token_id
+        for candidate in (self.tokenizer.bos_token_id, self.tokenizer.eos_token_id):
+            if candidate is not None:
+                return int(candidate)
+        raise bad_request("The prompt is empty and the model has no start-of-document token.", param="prompt")
+
+    def close(self) -> None:
+        self.batcher.close()
+
+
+def parse_model_spec(spec: str) -> tuple[str, str]:
+    """`NAME=DIR` -> (NAME, DIR); a bare `DIR` is served under its folder name."""
+    name, sep, path = spec.partition("=")
+    if not sep:
+        name, path = Path(spec).name, spec
+    if not name or not path:
+        raise RlhfkitError(f"--model '{spec}': expected NAME=DIR (e.g. --model gpt-4o=runs/demo/ppo)")
+    return name.strip(), path.strip()
+
+
+def serve_model(
+    name: str,
+    model: torch.nn.Module,
+    tokenizer,
+    path: str = "",
+    *,
+    max_batch_rows: int = 32,
+    gather_s: float = 0.005,
+) -> ServedModel:
+    """Wrap a loaded model and tokenizer for serving (starts its batcher thread)."""
+    model.eval()
+    pad = pad_id(tokenizer)
+    batcher = Batcher(lambda jobs: decode_batch(model, tokenizer, jobs, pad), max_batch_rows, gather_s)
+    return ServedModel(
+        name=name,
+        path=path,
+        model=model,
+        tokenizer=tokenizer,
+        batcher=batcher,
+        context_length=_context_length(model, tokenizer),
+        stop_token_ids=_stop_token_ids(model, tokenizer),
+        stage=read_manifest(path).get("stage") if path else None,
+        created=int(time.time()),
+        fingerprint=_fingerprint(model, path),
+    )
+
+
+def load_served_models(specs: list[str], **options) -> dict[str, ServedModel]:
+    """Load every `NAME=DIR` once per folder; `options` go to `serve_model`."""
+    from rlhfkit.models import load_causal_lm
+    from rlhfkit.tokenizer import load_tokenizer
+
+    served: dict[str, ServedModel] = {}
+    by_folder: dict[Path, ServedModel] = {}
+    for spec in specs:
+        name, path = parse_model_spec(spec)
+        if name in served:
+            raise RlhfkitError(f"--model '{spec}': the name '{name}' is given twice")
+        folder = Path(path).resolve()
+        if folder in by_folder:
+            first = by_folder[folder]
+            served[name] = ServedModel(**{**first.__dict__, "name": name})
+            continue
+        model = load_causal_lm(folder)
+        tokenizer = load_tokenizer(folder)
+        served[name] = by_folder[folder] = serve_model(name, model, tokenizer, str(folder), **options)
+    return served
+
+
+def _context_length(model: torch.nn.Module, tokenizer) -> int:
+    limit = getattr(model.config, "max_position_embeddings", None)
+    if isinstance(limit, int) and limit > 0:
+        return limit
+    limit = getattr(tokenizer, "model_max_length", None)
+    return limit if isinstance(limit, int) and 0 < limit < 1_000_000 else DEFAULT_CONTEXT
+
+
+def _stop_token_ids(model: torch.nn.Module, tokenizer) -> tuple[int, ...]:
+    ids = list(end_of_turn_ids(tokenizer))
+    eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids += [eos] if isinstance(eos, int) else list(eos or [])
+    document_end = tokenizer.convert_tokens_to_ids(ENDOFTEXT)
+    if isinstance(document_end, int) and document_end != tokenizer.unk_token_id:
+        ids.append(document_end)
+    return tuple(dict.fromkeys(int(i) for i in ids))
+
+
+def _fingerprint(model: torch.nn.Module, path: str) -> str:
+    digest = hashlib.sha256(model.config.to_json_string().encode())
+    weights = Path(path) / "model.safetensors" if path else None
+    if weights is not None and weights.exists():
+        stat = weights.stat()
+        digest.update(f"{stat.st_size}:{stat.st_mtime_ns}".encode())
+    return f"fp_{digest.hexdigest()[:10]}"
