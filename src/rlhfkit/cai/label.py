@@ -1,0 +1,226 @@
+"""RL-CAI: an AI labeler turns candidate pairs into soft-labelled comparisons, one principle at a time.
+
+For every pair of candidate responses (x, y) to a prompt, `principles_per_pair` distinct principles are drawn
+(seeded by (seed, candidates id, pair)). For each principle the labeler is asked its multiple-choice question
+twice, once with x as (A) and once with x as (B):
+
+    q1 = P_labeler("(A)" | x shown as A, y as B)          (normalized over the two options)
+    q2 = P_labeler("(B)" | y shown as A, x as B)
+    P(x better) = mean over principles of (q1 + q2) / 2
+
+Both orders cancel position bias: a labeler that always answers "(A)" gives q1 = 1, q2 = 0, hence 0.5.
+The pair is written in the shared comparison format with `chosen` = the response with P >= 0.5 and `label` =
+P(chosen better) (a soft probability the reward model's cross-entropy uses as its target), the principles and
+the per-principle numbers in `meta.cai`, and `annotator` = "ai:<labeler>". Pairs of identical responses carry no
+preference and are skipped.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from itertools import combinations
+from pathlib import Path
+
+from rlhfkit.cai.constitution import Constitution, Principle, load_constitution
+from rlhfkit.cai.prompts import comparison_prompt
+from rlhfkit.errors import RlhfkitError
+
+
+@dataclass
+class LabelConfig:
+    """`rlhfkit cai label`. Defaults: two principles per pair, every pair of a prompt's candidates."""
+
+    labeler: str = ""  # checkpoint folder or openai:URL#MODEL
+    candidates: str = ""  # candidates JSONL (`rlhfkit generate --n K`)
+    out: str = "runs/cai/comparisons.jsonl"
+    constitution: str | None = None  # TOML file; None = the packaged default
+    principles_per_pair: int = 2  # distinct principles whose soft labels are averaged (capped at the total)
+    max_pairs_per_prompt: int = 0  # 0 = all C(K, 2) pairs; else a seeded sample of that many
+    batch_size: int = 16  # local labeler: rows scored together
+    api: str = "chat"  # endpoint labeler: "chat" or "completions"
+    votes: int = 8  # endpoint labeler without log-probs: sampled replies per question
+    seed: int = 0
+
+
+def sample_principles(principles: Sequence[Principle], k: int, seed: int, key: str) -> list[Principle]:
+    """`k` distinct principles (all of them when k >= their number), drawn by a generator seeded by `key`."""
+    rng = random.Random(f"cai-label:{seed}:{key}")
+    return rng.sample(list(principles), min(k, len(principles)))
+
+
+def _text(completion: object) -> str:
+    return "".join(m["content"] for m in completion) if isinstance(completion, list) else str(completion)
+
+
+def check_candidates(records: Sequence[tuple[int, dict]], path: str | Path) -> None:
+    from rlhfkit.data.chats import check_messages
+
+    for lineno, rec in records:
+        check_messages(rec.get("prompt"), path, lineno, "prompt")
+        comps = rec.get("completions")
+        if not isinstance(comps, list) or len(comps) < 2:
+            raise RlhfkitError.at(path, lineno, "completions", "expected a list of at least 2 completions")
+        for i, c in enumerate(comps):
+            check_messages(c, path, lineno, f"completions[{i}]", ("assistant",))
+        if rec.get("meta") is not None and not isinstance(rec["meta"], dict):
+            raise RlhfkitError.at(path, lineno, "meta", "expected an object")
+
+
+@dataclass
+class _Pair:
+    record: dict
+    key: str
+    i: int
+    j: int
+    principles: list[Principle]
+
+
+def plan_pairs(
+    records: Sequence[dict], constitution: Constitution, cfg: LabelConfig
+) -> tuple[list[_Pair], int]:
+    """The pairs to label with their principles, and how many identical pairs were skipped."""
+    pairs, identical = [], 0
+    for n, rec in enumerate(records):
+        rid = str(rec.get("id", f"candidates-{n}"))
+        texts = [_text(c) for c in rec["completions"]]
+        chosen = list(combinations(range(len(texts)), 2))
+        if cfg.max_pairs_per_prompt and len(chosen) > cfg.max_pairs_per_prompt:
+            rng = random.Random(f"cai-pairs:{cfg.seed}:{rid}")
+            chosen = sorted(rng.sample(chosen, cfg.max_pairs_per_prompt))
+        for i, j in chosen:
+            if texts[i].strip() == texts[j].strip():
+                identical += 1
+                continue
+            key = f"{rid}:{i}:{j}"
+            principles = sample_principles(constitution.principles, cfg.principles_per_pair, cfg.seed, key)
+            pairs.append(_Pair(rec, key, i, j, principles))
+    return pairs, identical
+
+
+def questions(pair: _Pair) -> list[str]:
+    """Per principle: the question with i as (A), then with i as (B)."""
+    x, y = _text(pair.record["completions"][pair.i]), _text(pair.record["completions"][pair.j])
+    out = []
+    for p in pair.principles:
+        out.append(comparison_prompt(pair.record["prompt"], p.comparison_question, x, y))
+        out.append(comparison_prompt(pair.record["prompt"], p.comparison_question, y, x))
+    return out
+
+
+def soft_label(first_order: Sequence[float], second_order: Sequence[float]) -> float:
+    """P(x better): mean over principles of P("(A)") when x is A and P("(B)") = 1 - P("(A)") when x is B."""
+    values = [a for a in first_order] + [1.0 - b for b in second_order]
+    return sum(values) / len(values)
+
+
+def label_pairs(
+    records: Sequence[dict],
+    labeler,
+    constitution: Constitution,
+    cfg: LabelConfig,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> tuple[list[dict], dict]:
+    """Label every planned pair of every candidates record; return (comparison records, stats)."""
+    if cfg.principles_per_pair < 1:
+        raise RlhfkitError(f"--principles-per-pair: expected an integer >= 1, got {cfg.principles_per_pair}")
+    pairs, identical = plan_pairs(records, constitution, cfg)
+    chunk = 8  # pairs per labeler call: progress updates without hurting batching much
+    out: list[dict] = []
+    methods: dict[str, int] = {}
+    truncated = 0
+    for start in range(0, len(pairs), chunk):
+        group = pairs[start : start + chunk]
+        texts = [q for pair in group for q in questions(pair)]
+        began = time.perf_counter()
+        choices = labeler.judge(texts)
+        seconds = (time.perf_counter() - began) / max(1, len(group))
+        pos = 0
+        for pair in group:
+            k = len(pair.principles)
+            mine = choices[pos : pos + 2 * k]
+            pos += 2 * k
+            first, second = [c.prob_a for c in mine[0::2]], [c.prob_a for c in mine[1::2]]
+            for c in mine:
+                methods[c.method] = methods.get(c.method, 0) + 1
+                truncated += int(c.truncated)
+            out.append(_record(pair, first, second, mine, labeler.name, seconds, constitution.name))
+        if on_progress:
+            on_progress(min(start + chunk, len(pairs)), len(pairs))
+    stats = {"pairs": len(out), "identical_skipped": identical, "questions": sum(methods.values()),
+             "methods": methods, "truncated": truncated}  # fmt: skip
+    return out, stats
+
+
+def _record(
+    pair: _Pair, first, second, choices, labeler_name: str, seconds: float, constitution: str
+) -> dict:
+    rec = pair.record
+    p_i = soft_label(first, second)
+    better, worse = (pair.i, pair.j) if p_i >= 0.5 else (pair.j, pair.i)
+    label = p_i if better == pair.i else 1.0 - p_i
+    masses = [c.option_mass for c in choices if c.option_mass is not None]
+    meta = dict(rec.get("meta") or {})
+    meta["cai"] = {
+        "stage": "rl-cai",
+        "constitution": constitution,
+        "labeler": labeler_name,
+        "principles": [p.name for p in pair.principles],
+        # per principle: P(candidate `pair[0]` better) shown first as (A), then shown second as (B)
+        "per_principle": [
+            {"principle": p.name, "as_a": round(a, 6), "as_b": round(1.0 - b, 6)}
+            for p, a, b in zip(pair.principles, first, second)
+        ],
+        "pair": [pair.i, pair.j],
+        "candidates_id": str(rec.get("id", "")),
+        "method": sorted({c.method for c in choices}),
+        "option_mass": round(sum(masses) / len(masses), 6) if masses else None,
+    }
+    return {
+        "id": f"{rec.get('id', 'candidates')}-{pair.i}-{pair.j}",
+        "prompt": rec["prompt"],
+        "chosen": rec["completions"][better],
+        "rejected": rec["completions"][worse],
+        "label": round(label, 6),
+        "annotator": f"ai:{labeler_name}",
+        "seconds": round(seconds, 4),
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "category": rec.get("category", ""),
+        "meta": meta,
+    }
+
+
+def run_label(cfg: LabelConfig, labeler=None) -> dict:
+    """Read candidates, label them with the labeler (built from `cfg.labeler` unless given), write comparisons."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from rlhfkit.cai.labelers import load_labeler
+    from rlhfkit.data.jsonl import read_jsonl, write_jsonl
+
+    constitution = load_constitution(cfg.constitution)
+    lines = list(read_jsonl(cfg.candidates))
+    if not lines:
+        raise RlhfkitError(f"{cfg.candidates}: no candidates records (empty file)")
+    check_candidates(lines, cfg.candidates)
+    records = [rec for _, rec in lines]
+    if labeler is None:
+        if not cfg.labeler:
+            raise RlhfkitError("--labeler: expected a model folder or openai:URL#MODEL")
+        labeler = load_labeler(
+            cfg.labeler, batch_size=cfg.batch_size, api=cfg.api, votes=cfg.votes, seed=cfg.seed
+        )
+    with Progress(
+        TextColumn("cai label"), BarColumn(), MofNCompleteColumn(), TextColumn("pairs"), TimeRemainingColumn()
+    ) as progress:  # fmt: skip
+        task = progress.add_task("label", total=None)
+        comparisons, stats = label_pairs(
+            records, labeler, constitution, cfg,
+            on_progress=lambda done, total: progress.update(task, completed=done, total=total),
+        )  # fmt: skip
+    if not comparisons:
+        raise RlhfkitError(f"{cfg.candidates}: no pair of different responses to label")
+    write_jsonl(cfg.out, comparisons)
+    return {**stats, "comparisons": comparisons}

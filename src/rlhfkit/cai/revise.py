@@ -1,0 +1,200 @@
+"""SL-CAI: the model critiques and revises its own responses against principles; the revisions become SFT data.
+
+For every prompt: sample a response, then N times: pick a principle, ask the model for a critique of the
+current response under it (`prompts.critique_prompt`), then for a revision given that critique
+(`prompts.revision_prompt`); the revision becomes the current response. The whole chain is kept (it is the
+audit trail: which principle changed what, and why), and the final revisions are written as SFT chats
+(`prompt + [assistant: final revision]`) that `rlhfkit sft` trains on (Bai et al. 2022, section 3).
+
+Batching: every step runs one batched `generate_chat` over all prompts (1 + 2N calls in total), so the cost is
+that of sampling (1 + 2N) responses per prompt. Principles are drawn per prompt from a generator seeded by
+(seed, prompt id), without repeats until all principles have been used, so a prompt's chain does not depend on
+the other prompts in the file. Each generation call has its own seed derived from `seed`.
+
+A revision that comes back empty (a model that has not learned the format) does not replace the response;
+the step is kept in the chain with `"kept_previous": true`.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from rlhfkit.cai.constitution import Constitution, Principle, load_constitution
+from rlhfkit.cai.prompts import critique_prompt, revision_prompt
+from rlhfkit.errors import RlhfkitError
+
+
+@dataclass
+class ReviseConfig:
+    """`rlhfkit cai revise`. Defaults: two critique/revision rounds, mildly tempered sampling."""
+
+    model: str = (
+        ""  # policy checkpoint that writes responses, critiques and revisions (usually the SFT model)
+    )
+    prompts: str = ""  # chat JSONL; a trailing assistant turn is an error (these are prompts)
+    out: str = "runs/cai/revisions.jsonl"  # SFT chats: prompt + final revision
+    chains: str | None = None  # full chains; default: next to `out` as `<stem>.chains.jsonl`
+    constitution: str | None = None  # TOML file; None = the packaged default
+    revisions: int = 2  # critique/revision rounds per response (Bai et al. used up to 4)
+    max_new_tokens: int = 128  # per response, critique and revision
+    temperature: float = 0.7  # below 1: revisions are SFT targets, so favour the model's likelier text
+    top_p: float = 1.0
+    batch_size: int = 64
+    seed: int = 0
+
+
+def chains_path(cfg: ReviseConfig) -> Path:
+    if cfg.chains:
+        return Path(cfg.chains)
+    out = Path(cfg.out)
+    return out.with_name(out.stem + ".chains.jsonl")
+
+
+def principle_schedule(principles: Sequence[Principle], n: int, seed: int, prompt_id: str) -> list[Principle]:
+    """`n` principles for one prompt: random order, no repeats until every principle has been used."""
+    rng = random.Random(f"cai-revise:{seed}:{prompt_id}")
+    out: list[Principle] = []
+    while len(out) < n:
+        cycle = list(principles)
+        rng.shuffle(cycle)
+        out.extend(cycle)
+    return out[:n]
+
+
+def load_prompt_records(path: str | Path) -> list[dict]:
+    """Chat records used as prompts; each must end with a user turn (no reply to revise yet)."""
+    from rlhfkit.data.chats import load_chats
+
+    records = load_chats(path)
+    for n, rec in enumerate(records, 1):
+        if rec["messages"][-1]["role"] != "user":
+            raise RlhfkitError.at(
+                path, n, f"messages[{len(rec['messages']) - 1}].role",
+                "expected a prompt that ends with a user turn (drop the assistant reply; SL-CAI samples its own)",
+            )  # fmt: skip
+    return records
+
+
+def revise_chains(
+    model,
+    tokenizer,
+    records: Sequence[dict],
+    constitution: Constitution,
+    *,
+    revisions: int,
+    params,
+    seed: int = 0,
+    batch_size: int = 64,
+    on_progress: Callable[[int], None] | None = None,
+) -> list[dict]:
+    """Run SL-CAI on prompt records (`{"messages", "id", "category", "meta"}`); return one chain per record.
+
+    A chain: `{"id", "prompt", "initial", "steps": [{"principle", "critique_request", "critique",
+    "revision_request", "revision", "kept_previous"}], "final", "category", "meta"}`.
+    `params` is a `SamplingParams` (its seed is replaced per call); `on_progress(n)` gets generated counts.
+    """
+    from rlhfkit.generation import generate_chat
+
+    if revisions < 0:
+        raise RlhfkitError(f"revisions: expected an integer >= 0, got {revisions}")
+    prompts = [list(r["messages"]) for r in records]
+    ids = [str(r.get("id", f"prompt-{i}")) for i, r in enumerate(records)]
+    call_seeds = random.Random(f"cai-revise-calls:{seed}")
+
+    def run(chats: list[list[dict]]) -> list[str]:
+        call_params = replace(params, seed=call_seeds.randrange(2**31))
+        done = generate_chat(model, tokenizer, chats, call_params, batch_size=batch_size)
+        if on_progress:
+            on_progress(len(chats))
+        return [(c.text or "").strip() for c in done]
+
+    schedules = [principle_schedule(constitution.principles, revisions, seed, pid) for pid in ids]
+    current = run(prompts)
+    chains = [
+        {"id": pid, "prompt": prompt, "initial": text, "steps": [], "final": text,
+         "category": rec.get("category", ""), "meta": dict(rec.get("meta") or {})}
+        for pid, prompt, text, rec in zip(ids, prompts, current, records)
+    ]  # fmt: skip
+    for step in range(revisions):
+        chosen = [schedule[step] for schedule in schedules]
+        critiques = run(
+            [
+                [{"role": "user", "content": critique_prompt(p, resp, pr.critique_request)}]
+                for p, resp, pr in zip(prompts, current, chosen)
+            ]
+        )
+        revised = run(
+            [
+                [{"role": "user", "content": revision_prompt(p, resp, crit, pr.revision_request)}]
+                for p, resp, crit, pr in zip(prompts, current, critiques, chosen)
+            ]
+        )
+        for i, (pr, crit, rev) in enumerate(zip(chosen, critiques, revised)):
+            keep = not rev
+            chains[i]["steps"].append(
+                {"principle": pr.name, "critique_request": pr.critique_request, "critique": crit,
+                 "revision_request": pr.revision_request, "revision": rev, "kept_previous": keep}
+            )  # fmt: skip
+            if not keep:
+                current[i] = rev
+    for chain, text in zip(chains, current):
+        chain["final"] = text
+    return chains
+
+
+def sft_chats(chains: Sequence[dict], constitution_name: str = "") -> list[dict]:
+    """The final revisions as SFT chats (chains whose final response is empty are left out)."""
+    out = []
+    for chain in chains:
+        if not chain["final"]:
+            continue
+        meta = dict(chain.get("meta") or {})
+        meta["cai"] = {
+            "stage": "sl-cai",
+            "constitution": constitution_name,
+            "principles": [s["principle"] for s in chain["steps"]],
+            "revisions": sum(1 for s in chain["steps"] if not s["kept_previous"]),
+        }
+        out.append(
+            {"id": f"{chain['id']}-cai", "messages": [*chain["prompt"], {"role": "assistant", "content": chain["final"]}],
+             "category": chain.get("category", ""), "meta": meta}
+        )  # fmt: skip
+    return out
+
+
+def run_revise(cfg: ReviseConfig) -> dict:
+    """Read prompts, run SL-CAI with the model, write the SFT chats and the chains; return counts."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from rlhfkit.data.jsonl import write_jsonl
+    from rlhfkit.generation import SamplingParams
+    from rlhfkit.models import load_causal_lm
+    from rlhfkit.tokenizer import load_tokenizer
+
+    if cfg.revisions < 1:
+        raise RlhfkitError(f"--revisions: expected an integer >= 1, got {cfg.revisions}")
+    constitution = load_constitution(cfg.constitution)
+    records = load_prompt_records(cfg.prompts)
+    model = load_causal_lm(cfg.model).eval()
+    tokenizer = load_tokenizer(cfg.model)
+    if not getattr(tokenizer, "chat_template", None):
+        raise RlhfkitError(f"{cfg.model}: the tokenizer has no chat template; SL-CAI's requests are chats")
+    params = SamplingParams(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p)
+    total = len(records) * (1 + 2 * cfg.revisions)
+    with Progress(
+        TextColumn("cai revise"), BarColumn(), MofNCompleteColumn(), TextColumn("generations"), TimeRemainingColumn()
+    ) as progress:  # fmt: skip
+        task = progress.add_task("revise", total=total)
+        chains = revise_chains(
+            model, tokenizer, records, constitution, revisions=cfg.revisions, params=params,
+            seed=cfg.seed, batch_size=cfg.batch_size, on_progress=lambda n: progress.advance(task, n),
+        )  # fmt: skip
+    chats = sft_chats(chains, constitution.name)
+    write_jsonl(cfg.out, chats)
+    write_jsonl(chains_path(cfg), chains)
+    changed = sum(1 for c in chains if c["final"] != c["initial"])
+    return {"prompts": len(records), "chats": len(chats), "changed": changed, "chains_path": str(chains_path(cfg)),
+            "revisions": cfg.revisions, "chains": chains}  # fmt: skip
