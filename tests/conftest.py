@@ -9,7 +9,15 @@ import pytest
 
 SUBJECTS = ["The cat", "A farmer", "The old king", "My sister", "The baker", "A small robot", "The teacher"]
 VERBS = ["sees", "bakes", "finds", "paints", "carries", "likes", "sells"]
-OBJECTS = ["a red apple", "the blue boat", "bread", "a long letter", "three stones", "the garden", "warm soup"]
+OBJECTS = [
+    "a red apple",
+    "the blue boat",
+    "bread",
+    "a long letter",
+    "three stones",
+    "the garden",
+    "warm soup",
+]
 PLACES = ["in the morning", "near the river", "at the market", "after dinner", "in the city", "by the sea"]
 
 
@@ -17,7 +25,9 @@ def make_corpus_text(n_sentences: int, seed: int = 0) -> str:
     rng = random.Random(seed)
     lines = []
     for _ in range(n_sentences):
-        lines.append(f"{rng.choice(SUBJECTS)} {rng.choice(VERBS)} {rng.choice(OBJECTS)} {rng.choice(PLACES)}.")
+        lines.append(
+            f"{rng.choice(SUBJECTS)} {rng.choice(VERBS)} {rng.choice(OBJECTS)} {rng.choice(PLACES)}."
+        )
     return "\n".join(lines) + "\n"
 
 

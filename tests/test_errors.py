@@ -18,7 +18,20 @@ def run_cli(capsys):
 
 
 def _pretrain(corpus, tok, out, *extra):
-    return ("pretrain", "--data", corpus, "--tokenizer", tok, "--out", out, "--preset", "micro", "--max-steps", "1", *extra)
+    return (
+        "pretrain",
+        "--data",
+        corpus,
+        "--tokenizer",
+        tok,
+        "--out",
+        out,
+        "--preset",
+        "micro",
+        "--max-steps",
+        "1",
+        *extra,
+    )
 
 
 def test_missing_corpus(run_cli, tokenizer_dir, tmp_path):
@@ -51,7 +64,9 @@ def test_unknown_preset(run_cli, corpus_file, tokenizer_dir, tmp_path):
 
 def test_checkpoint_dir_that_is_not_a_model(run_cli, corpus_file, tokenizer_dir, tmp_path):
     (tmp_path / "notamodel").mkdir()
-    code, err = run_cli(*_pretrain(corpus_file, tokenizer_dir, tmp_path / "o"), "--init-from", tmp_path / "notamodel")
+    code, err = run_cli(
+        *_pretrain(corpus_file, tokenizer_dir, tmp_path / "o"), "--init-from", tmp_path / "notamodel"
+    )
     assert code == 1 and "notamodel: not a model checkpoint" in err
 
 
@@ -61,11 +76,15 @@ def test_tokenizer_dir_that_is_not_a_tokenizer(run_cli, corpus_file, tmp_path):
 
 
 def test_vocab_smaller_than_special_tokens(run_cli, corpus_file, tmp_path):
-    code, err = run_cli("tokenizer", "train", "--data", corpus_file, "--vocab-size", "100", "--out", tmp_path / "t")
+    code, err = run_cli(
+        "tokenizer", "train", "--data", corpus_file, "--vocab-size", "100", "--out", tmp_path / "t"
+    )
     assert code == 1 and "--vocab-size 100 is smaller than" in err
 
 
 def test_bad_toml_config(run_cli, corpus_file, tokenizer_dir, tmp_path):
     (tmp_path / "c.toml").write_text("max_stepz = 3\n")
-    code, err = run_cli(*_pretrain(corpus_file, tokenizer_dir, tmp_path / "o"), "--config", tmp_path / "c.toml")
+    code, err = run_cli(
+        *_pretrain(corpus_file, tokenizer_dir, tmp_path / "o"), "--config", tmp_path / "c.toml"
+    )
     assert code == 1 and "unknown option(s)" in err and "max_stepz" in err

@@ -15,7 +15,18 @@ from transformers import AutoModelForCausalLM
 
 from rlhfkit.cli import main
 
-MICRO = ["--preset", "micro", "--seq-len", "32", "--batch-size", "8", "--micro-batch-size", "8", "--lr", "3e-3"]
+MICRO = [
+    "--preset",
+    "micro",
+    "--seq-len",
+    "32",
+    "--batch-size",
+    "8",
+    "--micro-batch-size",
+    "8",
+    "--lr",
+    "3e-3",
+]
 
 
 def _pretrain_args(corpus, tok, out, steps, *extra):
@@ -58,13 +69,20 @@ def test_same_seed_same_result(corpus_file, tokenizer_dir, tmp_path):
     assert [r["loss"] for r in _metrics(tmp_path / "a")] == [r["loss"] for r in _metrics(tmp_path / "b")]
 
 
-def test_killed_run_resumes_from_checkpoint_and_matches_uninterrupted_run(corpus_file, tokenizer_dir, tmp_path):
+def test_killed_run_resumes_from_checkpoint_and_matches_uninterrupted_run(
+    corpus_file, tokenizer_dir, tmp_path
+):
     steps = 40
     ref = tmp_path / "ref"
     assert main(_pretrain_args(corpus_file, tokenizer_dir, ref, steps, "--save-every", "5")) == 0
 
     out = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "rlhfkit.cli", *_pretrain_args(corpus_file, tokenizer_dir, out, steps, "--save-every", "5")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "rlhfkit.cli",
+        *_pretrain_args(corpus_file, tokenizer_dir, out, steps, "--save-every", "5"),
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 120
     state = out / "checkpoint" / "state.json"

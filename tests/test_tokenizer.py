@@ -42,8 +42,25 @@ def test_vocab_smaller_than_special_tokens_is_refused(corpus_file, tmp_path):
 
 
 def test_cli_trains_tokenizer(corpus_file, tmp_path, capsys):
-    assert main(["tokenizer", "train", "--data", str(corpus_file), "--vocab-size", "300", "--out", str(tmp_path / "t")]) == 0
+    assert (
+        main(
+            [
+                "tokenizer",
+                "train",
+                "--data",
+                str(corpus_file),
+                "--vocab-size",
+                "300",
+                "--out",
+                str(tmp_path / "t"),
+            ]
+        )
+        == 0
+    )
     assert (tmp_path / "t" / "tokenizer.json").exists()
-    assert main(["tokenizer", "train", "--data", str(tmp_path / "missing.txt"), "--out", str(tmp_path / "u")]) == 1
+    assert (
+        main(["tokenizer", "train", "--data", str(tmp_path / "missing.txt"), "--out", str(tmp_path / "u")])
+        == 1
+    )
     err = capsys.readouterr().err
     assert "missing.txt: corpus not found" in err and "Traceback" not in err

@@ -46,18 +46,26 @@ def _scalar_type(tp):
     return tp, False
 
 
-def add_config_args(parser: argparse.ArgumentParser, cls, help_overrides: dict[str, str] | None = None) -> None:
+def add_config_args(
+    parser: argparse.ArgumentParser, cls, help_overrides: dict[str, str] | None = None
+) -> None:
     """Add one flag per (flattened) config field, defaulting to None so we can tell what the user set."""
     help_overrides = help_overrides or {}
-    parser.add_argument("--config", metavar="FILE.toml", help="read options from a TOML file (flags override it)")
+    parser.add_argument(
+        "--config", metavar="FILE.toml", help="read options from a TOML file (flags override it)"
+    )
     for path, f, tp in _leaf_fields(cls):
         name = path[-1]
         base, is_list = _scalar_type(tp)
         flag = "--" + name.replace("_", "-")
         default = f.default if f.default is not dataclasses.MISSING else None
-        help_text = help_overrides.get(name, "") + (f" (default: {default})" if default not in (None, "") else "")
+        help_text = help_overrides.get(name, "") + (
+            f" (default: {default})" if default not in (None, "") else ""
+        )
         if base is bool:
-            parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+            parser.add_argument(
+                flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_text
+            )
         elif is_list:
             parser.add_argument(flag, dest=name, nargs="*", type=base, default=None, help=help_text)
         else:

@@ -11,7 +11,9 @@ class RlhfkitError(Exception):
     """
 
     @classmethod
-    def at(cls, path: object, line: int | None = None, field: str | None = None, problem: str = "") -> RlhfkitError:
+    def at(
+        cls, path: object, line: int | None = None, field: str | None = None, problem: str = ""
+    ) -> RlhfkitError:
         where = str(path)
         if line is not None:
             where += f":{line}"

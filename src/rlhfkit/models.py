@@ -91,9 +91,13 @@ def load_causal_lm(path: str | Path, dtype=None):
     if not p.exists():
         raise RlhfkitError(f"{p}: model folder not found")
     if not is_model_dir(p):
-        raise RlhfkitError(f"{p}: not a model checkpoint (no config.json); expected a Hugging Face model folder")
+        raise RlhfkitError(
+            f"{p}: not a model checkpoint (no config.json); expected a Hugging Face model folder"
+        )
     try:
-        model = AutoModelForCausalLM.from_pretrained(str(p), dtype=dtype or torch.float32, attn_implementation="sdpa")
+        model = AutoModelForCausalLM.from_pretrained(
+            str(p), dtype=dtype or torch.float32, attn_implementation="sdpa"
+        )
     except (OSError, ValueError, KeyError) as exc:
         raise RlhfkitError(f"{p}: could not load as a causal LM ({str(exc).splitlines()[0]})") from None
     return model

@@ -225,6 +225,143 @@ STAGES: list[Stage] = [
 ]
 STAGE_NAMES = [s.name for s in STAGES]
 
+
+# Constitutional AI variant (`--cai`): principles and an AI labeler replace the human comparisons.
+def _cai_demos(r: Path) -> list[str]:
+    return ["cai", "world-data", "--world", str(r / "world"), "--out", str(r / "cai" / "demos")]
+
+
+def _mix_sft_and_cai_demos(r: Path, opts: dict) -> None:
+    """SFT data for the CAI variant: the ordinary demonstrations plus demonstrations of critique/revision/judging."""
+    parts = [r / "world" / "sft.jsonl", r / "cai" / "demos" / "cai_demos.jsonl"]
+    text = "".join(p.read_text(encoding="utf-8") for p in parts)
+    (r / "cai" / "demos" / "sft_mix.jsonl").write_text(text, encoding="utf-8")
+
+
+def _cai_sft(r: Path) -> list[str]:
+    w = r / "world"
+    return ["sft", "--model", str(r / "base"), "--data", str(r / "cai" / "demos" / "sft_mix.jsonl"), "--val-data",
+            str(w / "sft_val.jsonl"), "--out", str(r / "cai" / "sft")]  # fmt: skip
+
+
+def _cai_revise(r: Path) -> list[str]:
+    return ["cai", "revise", "--model", str(r / "cai" / "sft"), "--prompts", str(r / "world" / "prompts.jsonl"),
+            "--out", str(r / "cai" / "revisions" / "revisions.jsonl")]  # fmt: skip
+
+
+def _sl_cai(r: Path) -> list[str]:
+    return ["sft", "--model", str(r / "cai" / "sft"), "--data", str(r / "cai" / "revisions" / "revisions.jsonl"),
+            "--val-data", str(r / "world" / "sft_val.jsonl"), "--out", str(r / "cai" / "sl_cai")]  # fmt: skip
+
+
+def _cai_candidates(r: Path) -> list[str]:
+    return ["generate", "--model", str(r / "cai" / "sl_cai"), "--prompts", str(r / "world" / "prompts.jsonl"),
+            "--out", str(r / "cai" / "candidates" / "candidates.jsonl")]  # fmt: skip
+
+
+def _cai_labels(r: Path) -> list[str]:
+    return ["cai", "label", "--labeler", str(r / "cai" / "sft"), "--candidates", str(r / "cai" / "candidates" / "candidates.jsonl"),
+            "--out", str(r / "cai" / "comparisons" / "all.jsonl")]  # fmt: skip
+
+
+def _cai_split(r: Path, opts: dict) -> None:
+    _split_comparisons(r / "cai", opts)
+
+
+def _cai_reward(r: Path) -> list[str]:
+    c = r / "cai" / "comparisons"
+    return ["reward", "train", "--model", str(r / "cai" / "sl_cai"), "--data", str(c / "train.jsonl"), "--eval-data",
+            str(c / "eval.jsonl"), "--calibration", str(r / "cai" / "candidates" / "candidates.jsonl"), "--out", str(r / "cai" / "rm")]  # fmt: skip
+
+
+def _cai_ppo(r: Path) -> list[str]:
+    return ["ppo", "--policy", str(r / "cai" / "sl_cai"), "--reward", str(r / "cai" / "rm"), "--prompts",
+            str(r / "world" / "prompts.jsonl"), "--out", str(r / "cai" / "ppo")]  # fmt: skip
+
+
+def _cai_evaluate(r: Path) -> list[str]:
+    argv = [
+        "evaluate",
+        "--prompts",
+        str(r / "world" / "eval_prompts.jsonl"),
+        "--judge",
+        "gold",
+        "--out",
+        str(r / "cai" / "eval"),
+    ]
+    for name, path in (
+        ("sft", r / "cai" / "sft"),
+        ("sl_cai", r / "cai" / "sl_cai"),
+        ("cai_ppo", r / "cai" / "ppo"),
+    ):
+        argv += ["--model", f"{name}={path}"]
+    return argv
+
+
+CAI_STAGES: list[Stage] = STAGES[:3] + [
+    Stage(
+        "cai_demos",
+        "demo-world demonstrations of critiques, revisions and judgments",
+        "cai/demos",
+        ["pretrain"],
+        _cai_demos,
+        _mix_sft_and_cai_demos,
+        10,
+    ),
+    Stage(
+        "cai_sft",
+        "SFT on demonstrations + CAI demonstrations",
+        "cai/sft",
+        ["cai_demos"],
+        _cai_sft,
+        estimate_s=400,
+    ),
+    Stage(
+        "cai_revise",
+        "SL-CAI: the model critiques and revises its own answers",
+        "cai/revisions",
+        ["cai_sft"],
+        _cai_revise,
+        estimate_s=300,
+    ),
+    Stage("sl_cai", "SFT on the final revisions", "cai/sl_cai", ["cai_revise"], _sl_cai, estimate_s=200),
+    Stage(
+        "cai_candidates",
+        "sample K responses per prompt from the SL-CAI model",
+        "cai/candidates",
+        ["sl_cai"],
+        _cai_candidates,
+        estimate_s=120,
+    ),
+    Stage(
+        "cai_labels",
+        "RL-CAI: the AI labeler compares pairs under sampled principles (soft labels)",
+        "cai/comparisons",
+        ["cai_candidates"],
+        _cai_labels,
+        _cai_split,
+        200,
+    ),
+    Stage("cai_reward", "reward model on AI labels", "cai/rm", ["cai_labels"], _cai_reward, estimate_s=200),
+    Stage(
+        "cai_ppo",
+        "PPO against the AI-feedback reward model",
+        "cai/ppo",
+        ["cai_reward"],
+        _cai_ppo,
+        estimate_s=400,
+    ),
+    Stage(
+        "cai_evaluate",
+        "SFT vs SL-CAI vs RL-CAI, judged by the gold judge",
+        "cai/eval",
+        ["cai_ppo"],
+        _cai_evaluate,
+        estimate_s=120,
+    ),
+]
+CAI_STAGE_NAMES = [s.name for s in CAI_STAGES]
+
 # Defaults tuned for a 2-core CPU: flags of each stage's command. `--quick` overrides some of them.
 DEFAULTS: dict[str, dict] = {
     "world": {"size": "default"},
@@ -245,6 +382,15 @@ DEFAULTS: dict[str, dict] = {
     "ppo": {},
     "evaluate": {},
     "report": {},
+    "cai_demos": {},
+    "cai_sft": {"epochs": 2, "batch-size": 32, "lr": 1e-3, "max-len": 256, "eval-every": 100},
+    "cai_revise": {},
+    "sl_cai": {"epochs": 1, "batch-size": 32, "lr": 3e-4, "max-len": 256},
+    "cai_candidates": {"n": 4, "temperature": 1.0, "max-new-tokens": 64},
+    "cai_labels": {},
+    "cai_reward": {"epochs": 1, "batch-size": 16, "lr": 1e-4},
+    "cai_ppo": {},
+    "cai_evaluate": {},
 }
 QUICK: dict[str, dict] = {
     "world": {"size": "small"},
@@ -253,8 +399,16 @@ QUICK: dict[str, dict] = {
     "sft": {"epochs": 0, "max-steps": 40, "eval-every": 20},
     "candidates": {"n": 2, "max-new-tokens": 24},
     "reward": {"epochs": 0, "max-steps": 20},
-    "ppo": {"max-steps": 3},
+    "ppo": {"steps": 2, "batch-size": 16, "max-new-tokens": 24},
     "evaluate": {"n-prompts": 40},
+    "cai_demos": {"chains": 100, "judgments": 100},
+    "cai_sft": {"epochs": 0, "max-steps": 40, "eval-every": 20},
+    "cai_revise": {"revisions": 1, "max-new-tokens": 24},
+    "sl_cai": {"epochs": 0, "max-steps": 10},
+    "cai_candidates": {"n": 2, "max-new-tokens": 24},
+    "cai_reward": {"epochs": 0, "max-steps": 20},
+    "cai_ppo": {"steps": 2, "batch-size": 16, "max-new-tokens": 24},
+    "cai_evaluate": {"n-prompts": 40},
 }
 
 
@@ -270,7 +424,7 @@ def stage_options(config: dict, quick: bool) -> dict[str, dict]:
             continue
         if name not in opts:
             raise RlhfkitError(
-                f"pipeline config: unknown stage table [{name}] (stages: {', '.join(STAGE_NAMES)})"
+                f"pipeline config: unknown stage table [{name}] (stages: {', '.join(STAGE_NAMES + CAI_STAGE_NAMES[3:])})"
             )
         if not isinstance(table, dict):
             raise RlhfkitError(f"pipeline config: [{name}] must be a table of that command's options")
@@ -338,7 +492,7 @@ def headline_metrics(run_dir: Path, stage: Stage) -> dict:
 
 
 def run_pipeline(run_dir: str | Path, config: dict | None = None, quick: bool = False, from_stage: str | None = None,
-                 only: str | None = None, until: str | None = None, console=None) -> dict:  # fmt: skip
+                 only: str | None = None, until: str | None = None, cai: bool = False, console=None) -> dict:  # fmt: skip
     """Run (or resume) the pipeline in `run_dir`; returns the `pipeline.json` content."""
     from rich.console import Console
 
@@ -347,20 +501,22 @@ def run_pipeline(run_dir: str | Path, config: dict | None = None, quick: bool = 
     console = console or Console()
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    stages = CAI_STAGES if cai else STAGES
+    names = [s.name for s in stages]
     for name in (from_stage, only, until):
-        if name is not None and name not in STAGE_NAMES:
-            raise RlhfkitError(f"unknown stage '{name}' (stages: {', '.join(STAGE_NAMES)})")
+        if name is not None and name not in names:
+            raise RlhfkitError(f"unknown stage '{name}' (stages: {', '.join(names)})")
     opts = stage_options(config or {}, quick)
     state = PipelineState.load(run_dir)
-    state.data.update({"run_dir": str(run_dir), "quick": quick, "config": config or {}})
-    selected = [only] if only else STAGE_NAMES[STAGE_NAMES.index(from_stage) :] if from_stage else STAGE_NAMES
+    state.data.update({"run_dir": str(run_dir), "quick": quick, "cai": cai, "config": config or {}})
+    selected = [only] if only else names[names.index(from_stage) :] if from_stage else names
     if until is not None:
-        selected = [s for s in selected if STAGE_NAMES.index(s) <= STAGE_NAMES.index(until)]
+        selected = [s for s in selected if names.index(s) <= names.index(until)]
     forced = set(selected) if (only or from_stage) else set()
 
     keys: dict[str, str] = {}
     t_start = time.perf_counter()
-    for i, stage in enumerate(STAGES, 1):
+    for i, stage in enumerate(stages, 1):
         argv = stage.argv(run_dir) + to_flags(opts[stage.name])
         key = stage_key(argv, [keys.get(d, "") for d in stage.depends])
         keys[stage.name] = key
@@ -371,14 +527,14 @@ def run_pipeline(run_dir: str | Path, config: dict | None = None, quick: bool = 
             record.get("status") == "done" and record.get("key") == key and (run_dir / stage.output).exists()
         )
         elapsed = time.perf_counter() - t_start
-        eta = sum(_estimate(state, s, quick) for s in STAGES[i - 1 :] if s.name in selected)
-        header = f"[bold cyan]stage {i}/{len(STAGES)}: {stage.name}[/] — {stage.summary}"
+        eta = sum(_estimate(state, s, quick) for s in stages[i - 1 :] if s.name in selected)
+        header = f"[bold cyan]stage {i}/{len(stages)}: {stage.name}[/] — {stage.summary}"
         console.rule(f"{header}  [dim](elapsed {_hms(elapsed)}, eta ~{_hms(eta)})[/]")
         if done and stage.name not in forced:
             console.print(f"[green]up to date[/] (key {key}); skipped")
             continue
         for dep in stage.depends:
-            dep_stage = STAGES[STAGE_NAMES.index(dep)]
+            dep_stage = stages[names.index(dep)]
             if not (run_dir / dep_stage.output).exists():
                 raise RlhfkitError(
                     f"stage '{stage.name}' needs '{dep}' first ({run_dir / dep_stage.output} is missing)"

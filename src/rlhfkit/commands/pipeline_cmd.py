@@ -6,7 +6,7 @@ import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from rlhfkit.pipeline import STAGE_NAMES
+    from rlhfkit.pipeline import CAI_STAGE_NAMES, STAGE_NAMES
 
     p = sub.add_parser(
         "pipeline",
@@ -20,9 +20,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--quick", action="store_true", help="a tiny end-to-end run (about a few minutes) to check the setup"
     )
-    p.add_argument("--from", dest="from_stage", choices=STAGE_NAMES, help="rerun from this stage on")
-    p.add_argument("--only", choices=STAGE_NAMES, help="run only this stage (its inputs must exist)")
-    p.add_argument("--until", choices=STAGE_NAMES, help="stop after this stage")
+    p.add_argument(
+        "--from",
+        dest="from_stage",
+        choices=STAGE_NAMES + CAI_STAGE_NAMES[3:],
+        help="rerun from this stage on",
+    )
+    p.add_argument(
+        "--only",
+        choices=STAGE_NAMES + CAI_STAGE_NAMES[3:],
+        help="run only this stage (its inputs must exist)",
+    )
+    p.add_argument("--until", choices=STAGE_NAMES + CAI_STAGE_NAMES[3:], help="stop after this stage")
     p.add_argument(
         "--seed", type=int, default=None, help="seed for every stage (default: each stage's own, 0)"
     )

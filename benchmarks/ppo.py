@@ -1,0 +1,146 @@
+"""PPO throughput: episodes/s, tokens/s and where the time goes, for `rlhfkit ppo` on `small` models.
+
+    .venv/bin/python benchmarks/ppo.py [--steps 4] [--batch-size 64] [--epochs 4] [--minibatch-size 16]
+        [--response-length 48] [--value-model critic|head] [--bf16] [--threads N]
+
+Setting: the demo world's `small` prompt set and a 4,096-token tokenizer trained on its corpus; policy,
+reference, reward model and critic are `small` preset models with random weights (throughput does not
+depend on the weight values; a random policy almost never says end of turn, so every response is exactly
+`--response-length` tokens, as in TRL, which always generates the full length). The critic starts from the
+reward model, as in `rlhfkit ppo`'s default. The real training entry point `rlhfkit.ppo.run` is measured;
+the first step is a warm-up and is not counted.
+
+Not here yet: the TRL 1.12 side by side (`trl.experimental.ppo.PPOTrainer` in a separate venv with the same
+saved models, prompts and batch shape). The models this script saves under `--work` are plain Hugging Face
+folders, so such a runner can load exactly the same policy, reference, reward model and critic.
+
+Prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+VOCAB = 4096
+
+
+def prepare(work: Path, preset: str) -> dict[str, Path]:
+    """World prompts, tokenizer, random policy and reward model under `work` (reused when present)."""
+    from transformers import AutoModelForSequenceClassification
+
+    from rlhfkit.artifacts import save_hf_checkpoint
+    from rlhfkit.models import build_model
+    from rlhfkit.tokenizer import load_tokenizer, train_tokenizer
+    from rlhfkit.world import build_world
+
+    world, policy, rm = work / "world", work / f"policy-{preset}", work / f"rm-{preset}"
+    if not (world / "prompts.jsonl").exists():
+        build_world(world, seed=0, size="small")
+    if not (policy / "config.json").exists():
+        tok = train_tokenizer(world / "corpus.jsonl", VOCAB, policy)
+        save_hf_checkpoint(build_model(preset, len(tok), 512, tok, seed=0), tok, policy)
+    if not (rm / "config.json").exists():
+        torch.manual_seed(1)
+        model = AutoModelForSequenceClassification.from_pretrained(str(policy), num_labels=1)
+        tok = load_tokenizer(policy)
+        model.config.pad_token_id = tok.pad_token_id
+        model.save_pretrained(rm)
+        tok.save_pretrained(rm)
+    return {"prompts": world / "prompts.jsonl", "policy": policy, "rm": rm}
+
+
+def run_rlhfkit(paths: dict[str, Path], args, out: Path) -> dict:
+    from rlhfkit.ppo import PPOConfig, run
+
+    shutil.rmtree(out, ignore_errors=True)
+    cfg = PPOConfig(
+        policy=str(paths["policy"]),
+        reward=str(paths["rm"]),
+        prompts=str(paths["prompts"]),
+        out=str(out),
+        steps=args.steps,
+        batch_size=args.batch_size,
+        epochs=args.epochs,
+        minibatch_size=args.minibatch_size,
+        max_new_tokens=args.response_length,
+        value_model=args.value_model,
+        bf16=args.bf16,
+        max_approx_kl=0.0,  # never stop epochs early: every step does the full work
+        sample_every=0,
+        save_every=10**9,
+        device="cpu",
+    )
+    with contextlib.redirect_stdout(sys.stderr):  # progress and messages to stderr: stdout is the JSON
+        run(cfg)
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    timed = rows[1:] or rows
+    step_s = statistics.mean(r["time_step"] for r in timed)
+    split = {
+        part: round(statistics.mean(r[f"time_{part}"] for r in timed), 3)
+        for part in ("generation", "scoring", "forwards", "training")
+    }
+    return {
+        "episodes_per_s": round(args.batch_size / step_s, 3),
+        "tokens_per_s": round(statistics.mean(r["tokens_per_s"] for r in timed), 1),
+        "seconds_per_step": round(step_s, 3),
+        "time_split_s": split,
+        "response_length": statistics.mean(r["response_length"] for r in timed),
+        "steps_timed": len(timed),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=4, help="PPO steps (the first one is not timed)")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--minibatch-size", type=int, default=16)
+    parser.add_argument("--response-length", type=int, default=48)
+    parser.add_argument("--value-model", default="critic", choices=["critic", "head"])
+    parser.add_argument("--preset", default="small")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--work", default=None, help="folder for models and runs (default: a temp folder)")
+    parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the transformer bodies")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="rlhfkit-ppo-bench-"))
+    paths = prepare(work, args.preset)
+
+    from rlhfkit.models import count_parameters, load_causal_lm
+
+    result = {
+        "benchmark": "ppo",
+        "setting": {
+            "preset": args.preset,
+            "parameters": count_parameters(load_causal_lm(paths["policy"])),
+            "batch_size": args.batch_size,
+            "epochs": args.epochs,
+            "minibatch_size": args.minibatch_size,
+            "response_length": args.response_length,
+            "value_model": args.value_model,
+            "bf16": args.bf16,
+        },
+        "rlhfkit": run_rlhfkit(paths, args, work / "run-rlhfkit"),
+    }
+    result["machine"] = {
+        "cpu": platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": sys.version.split()[0],
+    }
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

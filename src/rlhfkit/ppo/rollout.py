@@ -1,0 +1,230 @@
+"""One PPO rollout: sample, score, and measure everything the update needs, with as few forwards as possible.
+
+Steps (each timed, so the trainer can report where the time goes):
+
+1. Generation: the project's engine (`rlhfkit.generation.generate`; the lean KV-cached decoder for Llama
+   models) samples one response per prompt, stopping at end of turn or `max_new_tokens`.
+2. Scoring: the reward function reads (prompt messages, response text, response token ids). For a reward
+   model folder it renders the chat with the RM tokenizer's template, exactly as the RM was trained, and
+   reads the score of the last token (`rlhfkit.reward_model`). Tests pass any Python callable.
+3. Forwards: one batched no-grad forward each for the policy's log-probs at rollout time ("old" log-probs),
+   the frozen reference's log-probs and the critic's values.
+
+Layout: each episode is one row `prompt + response`, right-padded. Causal attention never lets a real token
+see padding that comes after it, so no attention mask is built, positions are the natural 0..n, and the
+same row serves the policy, the reference and the critic. Response token j of row i sits at position
+`p_i + j` (p_i = prompt length); the state that chose it is the hidden state at `p_i + j - 1`. Only those
+positions go through the LM head (the costliest matmul of a small model) and through the value head.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from rlhfkit.generation import SamplingParams, generate
+
+# reward_fn(prompts, response_texts, response_token_ids) -> one float per episode
+RewardFn = Callable[[list[list[dict]], list[str], list[list[int]]], Sequence[float]]
+
+
+@dataclass
+class Rollout:
+    """A batch of episodes; all tensors share the batch axis and live on the training device."""
+
+    sequences: torch.Tensor  # [B, L] prompt + response, right-padded
+    prompt_lens: torch.Tensor  # [B]
+    response_ids: torch.Tensor  # [B, R] response tokens (pad past the end)
+    mask: torch.Tensor  # [B, R] float, 1 on real response tokens
+    finished: torch.Tensor  # [B] bool: ended with an end-of-turn token
+    raw_scores: torch.Tensor  # [B] reward function output
+    texts: list[str]
+    prompt_index: list[int]  # index of each episode's prompt in the prompt list
+    logprobs: torch.Tensor | None = None  # [B, R] policy at rollout time ("old")
+    ref_logprobs: torch.Tensor | None = None  # [B, R] frozen reference
+    values: torch.Tensor | None = None  # [B, R] critic at rollout time
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def size(self) -> int:
+        return self.sequences.size(0)
+
+    def rows(self, idx: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The tensors of rows `idx`, trimmed to the longest sequence / response among them."""
+        lengths = self.mask[idx].sum(-1).long()
+        width_r = max(int(lengths.max()), 1)
+        width = int((self.prompt_lens[idx] + lengths).max())
+        return {
+            "sequences": self.sequences[idx, :width],
+            "prompt_lens": self.prompt_lens[idx],
+            "response_ids": self.response_ids[idx, :width_r],
+            "mask": self.mask[idx, :width_r],
+        }
+
+
+def pad_episodes(
+    prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]], pad_id: int, device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(sequences [B, L], prompt_lens [B], response_ids [B, R], mask [B, R]) for right-padded episodes."""
+    batch = len(prompts)
+    width = max(len(p) + len(r) for p, r in zip(prompts, responses))
+    width_r = max(max(len(r) for r in responses), 1)
+    sequences = torch.full((batch, width), pad_id, dtype=torch.long)
+    response_ids = torch.full((batch, width_r), pad_id, dtype=torch.long)
+    mask = torch.zeros((batch, width_r))
+    for i, (p, r) in enumerate(zip(prompts, responses)):
+        sequences[i, : len(p) + len(r)] = torch.tensor(list(p) + list(r), dtype=torch.long)
+        response_ids[i, : len(r)] = torch.tensor(list(r), dtype=torch.long)
+        mask[i, : len(r)] = 1.0
+    lens = torch.tensor([len(p) for p in prompts], dtype=torch.long)
+    return sequences.to(device), lens.to(device), response_ids.to(device), mask.to(device)
+
+
+def state_hidden(body: torch.nn.Module, sequences: torch.Tensor, prompt_lens: torch.Tensor, width_r: int):
+    """Hidden states [B, R, H] of the states that chose each response token (positions p_i - 1 + j)."""
+    hidden = body(input_ids=sequences, use_cache=False).last_hidden_state
+    index = (prompt_lens[:, None] - 1 + torch.arange(width_r, device=sequences.device)[None]).clamp(
+        max=sequences.size(1) - 1
+    )
+    rows = torch.arange(sequences.size(0), device=sequences.device)[:, None]
+    return hidden[rows, index]
+
+
+def token_logprobs(
+    policy: torch.nn.Module,
+    batch: dict[str, torch.Tensor],
+    temperature: float = 1.0,
+    with_entropy: bool = False,
+    entropy_grad: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """(log-probs [B, R], entropy [B, R] or None, state hidden [B, R, H]) of the response tokens.
+
+    The LM head runs only on real response positions. Logits are divided by the sampling temperature, so
+    the log-probs are those of the distribution the responses were sampled from. Entropy is for monitoring
+    unless `entropy_grad` (an entropy bonus): then it keeps its graph.
+    """
+    mask = batch["mask"].bool()
+    hidden = state_hidden(policy.base_model, batch["sequences"], batch["prompt_lens"], mask.size(1))
+    with torch.autocast(hidden.device.type, enabled=False):  # the head stays fp32 under a bf16 autocast
+        logits = policy.get_output_embeddings()(hidden[mask].float()).float()
+    if temperature not in (0.0, 1.0):
+        logits = logits / temperature
+    lse = torch.logsumexp(logits, dim=-1)
+    chosen = logits.gather(1, batch["response_ids"][mask][:, None])[:, 0]
+    logp = torch.zeros(mask.shape, dtype=logits.dtype, device=logits.device).masked_scatter(
+        mask, chosen - lse
+    )
+    entropy = None
+    if with_entropy:
+        with torch.set_grad_enabled(torch.is_grad_enabled() and entropy_grad):
+            probs = torch.softmax(logits, dim=-1)
+            flat = lse - (probs * logits).sum(-1)
+        entropy = torch.zeros(mask.shape, dtype=flat.dtype, device=flat.device).masked_scatter(mask, flat)
+    return logp, entropy, hidden
+
+
+def critic_values(
+    critic: torch.nn.Module, head: torch.nn.Module, batch: dict[str, torch.Tensor]
+) -> torch.Tensor:
+    """Values [B, R] of the states before each response token, from a separate critic's backbone + head."""
+    hidden = state_hidden(critic.base_model, batch["sequences"], batch["prompt_lens"], batch["mask"].size(1))
+    with torch.autocast(hidden.device.type, enabled=False):
+        return head(hidden.float())[..., 0].float() * batch["mask"]
+
+
+def sample_responses(
+    policy: torch.nn.Module,
+    tokenizer,
+    prompt_ids: Sequence[Sequence[int]],
+    params: SamplingParams,
+    pad_id: int,
+    batch_size: int,
+):
+    """Completions from the generation engine, with the policy in eval mode (then back to train)."""
+    was_training = policy.training
+    policy.eval()
+    try:
+        return generate(
+            policy, prompt_ids, params, pad_token_id=pad_id, tokenizer=tokenizer, batch_size=batch_size
+        )
+    finally:
+        policy.train(was_training)
+
+
+def collect(
+    policy: torch.nn.Module,
+    tokenizer,
+    prompt_ids: Sequence[Sequence[int]],
+    prompt_messages: Sequence[list[dict]],
+    prompt_index: list[int],
+    reward_fn: RewardFn,
+    params: SamplingParams,
+    *,
+    pad_id: int,
+    device,
+    generation_batch_size: int = 64,
+) -> Rollout:
+    """Generate and score one rollout batch (the forwards are `measure`'s job)."""
+    t0 = time.perf_counter()
+    completions = sample_responses(policy, tokenizer, prompt_ids, params, pad_id, generation_batch_size)
+    t1 = time.perf_counter()
+    responses = [c.token_ids for c in completions]
+    texts = [c.text or "" for c in completions]
+    raw = reward_fn([list(m) for m in prompt_messages], texts, [list(r) for r in responses])
+    t2 = time.perf_counter()
+    sequences, prompt_lens, response_ids, mask = pad_episodes(prompt_ids, responses, pad_id, device)
+    return Rollout(
+        sequences=sequences,
+        prompt_lens=prompt_lens,
+        response_ids=response_ids,
+        mask=mask,
+        finished=torch.tensor([c.finish_reason == "stop" for c in completions], device=device),
+        raw_scores=torch.tensor([float(x) for x in raw], dtype=torch.float32, device=device),
+        texts=texts,
+        prompt_index=list(prompt_index),
+        timings={"generation": t1 - t0, "scoring": t2 - t1},
+    )
+
+
+@torch.no_grad()
+def measure(
+    rollout: Rollout,
+    policy: torch.nn.Module,
+    ref: torch.nn.Module,
+    value_fn: Callable[[dict, torch.Tensor], torch.Tensor],
+    temperature: float,
+    chunk: int = 64,
+    bf16: bool = False,
+) -> None:
+    """Fill old log-probs, reference log-probs and values, one batched forward each (chunks of `chunk` rows).
+
+    `value_fn(batch, policy_hidden)` returns values; a value head on the policy reuses `policy_hidden`
+    (no extra forward), a separate critic runs its own. `bf16`: the transformer bodies run under a bfloat16
+    autocast (as the training forwards then are, so that the policy ratio starts at 1 up to rounding).
+    """
+    t0 = time.perf_counter()
+    logps, refs, values = [], [], []
+    was_training = policy.training
+    policy.eval()
+    for start in range(0, rollout.size, chunk):
+        idx = torch.arange(start, min(start + chunk, rollout.size), device=rollout.sequences.device)
+        batch = rollout.rows(idx)
+        with torch.autocast(batch["sequences"].device.type, dtype=torch.bfloat16, enabled=bf16):
+            logp, _, hidden = token_logprobs(policy, batch, temperature)
+            ref_logp, _, _ = token_logprobs(ref, batch, temperature)
+            values.append(value_fn(batch, hidden))
+        logps.append(logp)
+        refs.append(ref_logp)
+    policy.train(was_training)
+    width_r = rollout.mask.size(1)
+    rollout.logprobs = _stack(logps, width_r)
+    rollout.ref_logprobs = _stack(refs, width_r)
+    rollout.values = _stack(values, width_r)
+    rollout.timings["forwards"] = time.perf_counter() - t0
+
+
+def _stack(parts: list[torch.Tensor], width: int) -> torch.Tensor:
+    return torch.cat([torch.nn.functional.pad(p, (0, width - p.size(1))) for p in parts])

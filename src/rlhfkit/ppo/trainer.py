@@ -1,0 +1,552 @@
+"""Stage 3c: PPO against a reward model with a KL leash to the SFT model — the outer loop.
+
+`run(PPOConfig, reward_fn=None) -> Path`. One PPO step:
+
+1. take `batch_size` prompts (a pure function of seed and step, so a resumed run sees the same prompts);
+2. roll out: sample one response each, score it (reward model, or `reward_fn` for tests and custom rewards),
+   and compute old log-probs, reference log-probs and values (`rollout.py`);
+3. turn scores into per-token rewards with the KL penalty, then GAE advantages and returns, whitened
+   (`advantages.py`);
+4. `epochs` passes over shuffled minibatches of the rollout, minimizing
+   `policy_loss + vf_coef * value_loss - ent_coef * entropy (+ ptx_coef * pretraining loss)` (`losses.py`),
+   with gradient clipping, a NaN/inf guard per minibatch, and an early stop of the epochs when the
+   approximate KL to the rollout policy explodes;
+5. update beta from the measured KL (`kl_controller.py`), log a line to `metrics.jsonl`, sample now and then,
+   checkpoint every `save_every` steps.
+
+A rollout whose rewards or log-probs are not finite is skipped whole, with a message and `skipped: 1` in the
+metrics: one bad reward would otherwise turn every advantage of the batch (whitening) into NaN.
+
+The value function is a separate critic initialized from the reward model by default (DeepSpeed-Chat,
+N+ implementation details) — it already knows what a good response looks like — or a linear value head on
+the policy's last hidden state (`value_model = "head"`, lm-human-preferences), which halves training compute
+but lets value errors push on the policy's features. One AdamW optimizer holds the policy and the value
+parameters; the checkpoint saves both plus beta and the reward normalization, so resume is exact.
+
+Output: the policy as a Hugging Face checkpoint in `out` (with tokenizer and a generation config that stops at
+end of turn), the critic in `out/value/` (or `out/value_head.safetensors`), `rlhfkit.json`, `metrics.jsonl`
+and `samples.jsonl`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from rlhfkit.artifacts import read_manifest, save_hf_checkpoint, write_manifest
+from rlhfkit.data.chats import load_chats
+from rlhfkit.errors import RlhfkitError
+from rlhfkit.generation import SamplingParams, end_of_turn_ids, pad_id, render_chat
+from rlhfkit.models import load_causal_lm
+from rlhfkit.ppo.advantages import gae, per_token_rewards, shape_scores, whiten
+from rlhfkit.ppo.kl_controller import KLController
+from rlhfkit.ppo.losses import masked_mean, policy_loss, value_loss
+from rlhfkit.ppo.rollout import RewardFn, Rollout, collect, critic_values, measure, token_logprobs
+from rlhfkit.tokenizer import load_tokenizer
+from rlhfkit.train.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
+from rlhfkit.train.distributed import pick_device
+from rlhfkit.train.loop import LoopConfig, MetricsLog, _progress, make_optimizer, set_seed
+
+VALUE_MODELS = ("critic", "head")
+
+
+@dataclass
+class PPOConfig:
+    policy: str = ""  # SFT checkpoint: the policy starts here and it is the frozen reference
+    reward: str = ""  # reward model folder (AutoModelForSequenceClassification, num_labels=1)
+    prompts: str = (
+        ""  # prompts JSONL ({"messages": [...], "meta": ...}); a trailing assistant turn is dropped
+    )
+    out: str = "runs/ppo"
+    ref: str | None = None  # reference model (default: the policy checkpoint)
+    value_model: str = "critic"  # "critic": separate model (init from value_init); "head": head on the policy
+    value_init: str | None = None  # critic's starting checkpoint (default: the reward model, else the policy)
+    steps: int = 100  # PPO steps (rollout batches)
+    batch_size: int = 64  # prompts (episodes) per rollout
+    epochs: int = 4  # passes over each rollout
+    minibatch_size: int = 16  # episodes per gradient step
+    max_new_tokens: int = 64  # response cap; longer responses are cut (and pay missing_eot_penalty)
+    temperature: float = 1.0  # sampling temperature (log-probs are taken at the same temperature)
+    max_prompt_tokens: int = 192  # longer prompts lose their beginning
+    lr: float = 5e-5  # constant after warmup (tiny models tolerate more than the 1e-6..3e-6 of 1B models)
+    warmup_steps: int = 3
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    beta: float = 0.05  # initial KL coefficient
+    kl_target: float = 6.0  # adaptive KL target in nats per response; 0: beta stays fixed
+    kl_horizon: int = 10_000  # adaptive controller horizon, in episodes
+    gamma: float = 1.0
+    lam: float = 0.95
+    clip: float = 0.2  # policy ratio clip
+    value_clip: float = 0.2
+    vf_coef: float = 0.1
+    ent_coef: float = 0.0  # entropy bonus (entropy is always logged)
+    whiten_advantages: bool = True
+    normalize_reward: bool = True  # divide RM scores by their std (from the RM's rlhfkit.json, else step 1)
+    reward_clip: float = 10.0  # clip normalized scores to +-this; 0: off
+    missing_eot_penalty: float = 1.0  # subtracted from the score of responses cut off without end of turn
+    max_approx_kl: float = 0.5  # stop this rollout's epochs when a minibatch's approx KL exceeds it; 0: off
+    ptx_coef: float = 0.0  # PPO-ptx (InstructGPT): weight of a pretraining loss on ptx_data
+    ptx_data: str | None = None  # corpus (.txt / JSONL {"text"} / folder) for PPO-ptx
+    ptx_seq_len: int = 128
+    ptx_batch_size: int = 8  # corpus windows per minibatch
+    gold_judge: bool = True  # score responses with the demo world's gold judge when prompts carry "meta"
+    rm_max_length: int = 512
+    sample_every: int = 10  # write responses to samples.jsonl (and show a few) every N steps; 0: never
+    num_samples: int = 3  # responses shown on the console at each sampling
+    save_every: int = 10
+    generation_batch_size: int = 64
+    forward_batch_size: int = 64  # rows per no-grad forward when measuring a rollout
+    bf16: bool = (
+        False  # bfloat16 autocast for transformer bodies (heads, losses fp32); faster on bf16 hardware
+    )
+    seed: int = 0
+    device: str = "auto"
+
+
+def load_prompts(path: str | Path) -> list[dict]:
+    """Prompt records; a chat that ends with the assistant's turn becomes the prompt before it."""
+    records = load_chats(path)
+    out = []
+    for rec in records:
+        messages = list(rec["messages"])
+        while messages and messages[-1]["role"] == "assistant":
+            messages.pop()
+        if messages:
+            out.append({**rec, "messages": messages})
+    if not out:
+        raise RlhfkitError(f"{path}: no prompts (every record is only an assistant turn)")
+    return out
+
+
+def prompt_batch(n: int, batch_size: int, seed: int, step: int) -> list[int]:
+    """Prompt indices of step `step`: consecutive slices of seeded per-epoch shuffles (pure in seed, step)."""
+    out: list[int] = []
+    pos = step * batch_size
+    while len(out) < batch_size:
+        epoch, offset = divmod(pos, n)
+        perm = np.random.default_rng([seed, epoch]).permutation(n)
+        take = min(batch_size - len(out), n - offset)
+        out.extend(int(i) for i in perm[offset : offset + take])
+        pos += take
+    return out
+
+
+def rm_reward_fn(path: str, device, max_length: int, batch_size: int) -> tuple[RewardFn, dict]:
+    """A reward function over a reward-model folder, and the RM's recorded score statistics."""
+    from rlhfkit.reward_model import default_max_length, encode, load_reward_model, score_ids
+
+    rm, rm_tokenizer = load_reward_model(path, device)
+    rm.eval().requires_grad_(False)
+    max_length = default_max_length(rm, rm_tokenizer, max_length)
+
+    def score(prompts: list[list[dict]], texts: list[str], _ids: list[list[int]]) -> list[float]:
+        rows = [
+            encode(rm_tokenizer, p, [{"role": "assistant", "content": t}], max_length)
+            for p, t in zip(prompts, texts)
+        ]
+        return score_ids(rm, rm_tokenizer, rows, batch_size)
+
+    manifest = read_manifest(path)
+    std = (manifest.get("calibration") or {}).get("std") or (manifest.get("metrics") or {}).get("score_std")
+    return score, ({"score_std": float(std)} if std else {})
+
+
+def gold_scores(records: list[dict], indices: list[int], texts: list[str]) -> list[float]:
+    from rlhfkit.world import judge_score
+
+    return [
+        judge_score(records[i]["messages"], t, records[i].get("meta")).total for i, t in zip(indices, texts)
+    ]
+
+
+def build_value(cfg: PPOConfig, policy, device, has_rm: bool):
+    """(value module to train, value_fn(batch, policy_hidden) -> values)."""
+    if cfg.value_model == "head":
+        head = torch.nn.Linear(policy.config.hidden_size, 1).to(device)
+        torch.nn.init.zeros_(head.weight)
+        torch.nn.init.zeros_(head.bias)
+        return head, lambda batch, hidden: head(hidden)[..., 0].float() * batch["mask"]
+    from rlhfkit.reward_model import load_reward_model, scalar_head
+
+    init = cfg.value_init or (cfg.reward if has_rm else cfg.policy)
+    critic, _ = load_reward_model(init, device, new_head=init == cfg.policy)
+    if not getattr(critic.config, "is_decoder", True) or not hasattr(critic, "base_model"):
+        raise RlhfkitError(f"{init}: the critic needs a causal (decoder) backbone")
+    head = scalar_head(critic)
+    return critic, lambda batch, hidden: critic_values(critic, head, batch)
+
+
+def _check(cfg: PPOConfig, has_reward_fn: bool) -> None:
+    if not cfg.policy:
+        raise RlhfkitError("--policy is required (the SFT checkpoint folder)")
+    if not cfg.reward and not has_reward_fn:
+        raise RlhfkitError("--reward is required (a reward model folder)")
+    if not cfg.prompts:
+        raise RlhfkitError("--prompts is required (a prompts JSONL file)")
+    if cfg.value_model not in VALUE_MODELS:
+        raise RlhfkitError(
+            f"--value-model: expected one of {', '.join(VALUE_MODELS)}, got '{cfg.value_model}'"
+        )
+    for name in ("steps", "batch_size", "epochs", "minibatch_size", "max_new_tokens"):
+        if getattr(cfg, name) < 1:
+            raise RlhfkitError(
+                f"--{name.replace('_', '-')}: expected an integer >= 1, got {getattr(cfg, name)}"
+            )
+    if cfg.temperature <= 0:
+        raise RlhfkitError(f"--temperature: expected a number > 0 (PPO samples), got {cfg.temperature}")
+    if cfg.ptx_coef > 0 and not cfg.ptx_data:
+        raise RlhfkitError("--ptx-coef > 0 needs --ptx-data (a pretraining corpus)")
+
+
+def run(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
+    """Train (or resume) a PPO run; return the output folder. `reward_fn` replaces the reward model."""
+    _check(cfg, reward_fn is not None)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    device = pick_device(cfg.device)
+    set_seed(cfg.seed)
+
+    tokenizer = load_tokenizer(cfg.policy)
+    policy = load_causal_lm(cfg.policy).to(device)
+    ref = load_causal_lm(cfg.ref or cfg.policy).to(device).eval().requires_grad_(False)
+    records = load_prompts(cfg.prompts)
+    # Prompts keep their end (the question) and leave room for the response within the position limit.
+    limit = getattr(policy.config, "max_position_embeddings", None) or 10**9
+    max_prompt = min(cfg.max_prompt_tokens, limit - cfg.max_new_tokens)
+    if max_prompt < 8:
+        raise RlhfkitError(
+            f"--max-new-tokens {cfg.max_new_tokens} leaves no room for prompts in the policy's {limit} positions"
+        )
+    prompt_ids = [
+        tokenizer(render_chat(tokenizer, r["messages"]), add_special_tokens=False)["input_ids"][-max_prompt:]
+        for r in records
+    ]
+    rm_stats: dict = {}
+    if reward_fn is None:
+        reward_fn, rm_stats = rm_reward_fn(cfg.reward, device, cfg.rm_max_length, cfg.forward_batch_size)
+    use_gold = cfg.gold_judge and all(isinstance(r.get("meta"), dict) for r in records)
+    value_module, value_fn = build_value(cfg, policy, device, has_rm=bool(cfg.reward))
+    modules = torch.nn.ModuleDict({"policy": policy, "value": value_module})
+    trainable = [p for p in modules.parameters() if p.requires_grad]
+    optimizer = make_optimizer(
+        modules, LoopConfig(lr=cfg.lr, weight_decay=cfg.weight_decay, beta1=0.9, beta2=0.95)
+    )
+    ptx_stream = _ptx_stream(cfg, tokenizer) if cfg.ptx_coef > 0 else None
+
+    kl_ctl = KLController(cfg.beta, cfg.kl_target if cfg.kl_target > 0 else None, cfg.kl_horizon)
+    norm = {"mean": 0.0, "std": float(rm_stats.get("score_std", 0.0)) or None}
+    if not cfg.normalize_reward:
+        norm = {"mean": 0.0, "std": 1.0}
+    start = 0
+    ckpt = find_checkpoint(out)
+    if ckpt is not None:
+        start, extra = load_checkpoint(ckpt, modules, optimizer)
+        kl_ctl.beta = float(extra["beta"])
+        norm = extra["norm"]
+        print(f"ppo: resuming from {ckpt} at step {start}/{cfg.steps}")
+    log = MetricsLog(out / "metrics.jsonl", start if ckpt is not None else None)
+    samples_path = out / "samples.jsonl"
+    _trim_samples(samples_path, start if ckpt is not None else 0)
+    stop_ids = end_of_turn_ids(tokenizer)
+    pad = pad_id(tokenizer)
+    print(
+        f"ppo: {len(records)} prompts, {cfg.steps} steps x {cfg.batch_size} episodes, {cfg.epochs} epochs of "
+        f"minibatches of {cfg.minibatch_size}, value model: {cfg.value_model}, "
+        f"gold judge: {'on' if use_gold else 'off'}, device {device}"
+    )
+
+    last: dict = {}
+    t_run = time.perf_counter()
+    with _progress(cfg.steps, True) as progress:
+        task = progress.add_task("ppo", total=cfg.steps, completed=start, info="")
+        for step in range(start, cfg.steps):
+            t0 = time.perf_counter()
+            lr = cfg.lr * min(1.0, (step + 1) / max(cfg.warmup_steps, 1))
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            idx = prompt_batch(len(records), cfg.batch_size, cfg.seed, step)
+            params = SamplingParams(
+                max_new_tokens=cfg.max_new_tokens,
+                temperature=cfg.temperature,
+                stop_token_ids=stop_ids,
+                seed=(cfg.seed * 1_000_003 + step) % 2**62,
+            )
+            rollout = collect(
+                policy,
+                tokenizer,
+                [prompt_ids[i] for i in idx],
+                [records[i]["messages"] for i in idx],
+                idx,
+                reward_fn,
+                params,
+                pad_id=pad,
+                device=device,
+                generation_batch_size=cfg.generation_batch_size,
+            )
+            t_gold = time.perf_counter()
+            gold = gold_scores(records, idx, rollout.texts) if use_gold else None
+            rollout.timings["scoring"] += time.perf_counter() - t_gold
+            measure(rollout, policy, ref, value_fn, cfg.temperature, cfg.forward_batch_size, cfg.bf16)
+
+            record = {"step": step + 1}
+            bad = _non_finite(rollout)
+            if bad:
+                progress.console.print(f"step {step + 1}: {bad}; rollout batch skipped")
+                record.update({"skipped": 1, "skip_reason": bad})
+            else:
+                if norm["std"] is None:  # first rollout of the SFT policy sets the scale
+                    std = float(rollout.raw_scores.std())
+                    norm = {"mean": float(rollout.raw_scores.mean()), "std": std if std > 1e-6 else 1.0}
+                record.update(
+                    _train_on(
+                        cfg, rollout, kl_ctl, norm, policy, value_fn, optimizer, trainable, ptx_stream, step
+                    )
+                )
+                kl_ctl.update(record["kl"], rollout.size)
+            t_end = time.perf_counter()
+            record.update(_rollout_metrics(rollout, gold, t_end - t0, lr, kl_ctl.beta, t_end - t_run))
+            done = step + 1
+            if cfg.sample_every and (done % cfg.sample_every == 0 or done == start + 1 or done == cfg.steps):
+                _write_samples(samples_path, done, rollout, records, gold, cfg.num_samples, progress.console)
+            log.write(record)
+            last = record
+            progress.update(task, completed=done, info=_summary(record))
+            if done % cfg.save_every == 0 or done == cfg.steps:
+                save_checkpoint(out, modules, optimizer, done, {"beta": kl_ctl.beta, "norm": norm})
+
+    _save_outputs(cfg, out, policy, value_module, tokenizer, stop_ids, last, kl_ctl, norm, use_gold)
+    return out
+
+
+def _trim_samples(path: Path, keep_through: int) -> None:
+    """Keep the sample lines of steps <= `keep_through` (0: start empty), so a resumed run does not repeat them."""
+    kept = []
+    if keep_through and path.exists():
+        kept = [
+            ln
+            for ln in path.read_text(encoding="utf-8").splitlines()
+            if json.loads(ln)["step"] <= keep_through
+        ]
+    path.write_text("".join(ln + "\n" for ln in kept), encoding="utf-8")
+
+
+def _non_finite(rollout: Rollout) -> str | None:
+    """A description of what is not finite in a rollout, or None if all is well."""
+    n_bad = int((~torch.isfinite(rollout.raw_scores)).sum())
+    if n_bad:
+        return f"non-finite reward in {n_bad}/{rollout.size} episodes"
+    for name in ("logprobs", "ref_logprobs", "values"):
+        t = getattr(rollout, name)
+        if not torch.isfinite(t).all():
+            return f"non-finite {name.replace('_', ' ')}"
+    return None
+
+
+def _train_on(cfg, rollout, kl_ctl, norm, policy, value_fn, optimizer, params, ptx_stream, step) -> dict:
+    """Rewards -> advantages -> `epochs` passes of clipped PPO over minibatches; returns the step's metrics."""
+    t0 = time.perf_counter()
+    mask = rollout.mask
+    scores = shape_scores(
+        rollout.raw_scores,
+        rollout.finished,
+        norm["mean"],
+        norm["std"],
+        cfg.reward_clip,
+        cfg.missing_eot_penalty,
+    )
+    rewards, kl = per_token_rewards(rollout.logprobs, rollout.ref_logprobs, scores, mask, kl_ctl.beta)
+    advantages, returns = gae(rewards, rollout.values, mask, cfg.gamma, cfg.lam)
+    if cfg.whiten_advantages:
+        advantages = whiten(advantages, mask)
+
+    generator = torch.Generator().manual_seed((cfg.seed * 7_919 + step) % 2**62)
+    sums: dict[str, float] = {}
+    updates, skipped, stopped_at = 0, 0, None
+    for epoch in range(cfg.epochs):
+        order = torch.randperm(rollout.size, generator=generator).to(mask.device)
+        for k, first in enumerate(range(0, rollout.size, cfg.minibatch_size)):
+            idx = order[first : first + cfg.minibatch_size]
+            batch = rollout.rows(idx)
+            width = batch["mask"].size(1)
+            mb_mask = batch["mask"]
+            with torch.autocast(mask.device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+                logp, entropy, hidden = token_logprobs(
+                    policy, batch, cfg.temperature, with_entropy=True, entropy_grad=cfg.ent_coef > 0
+                )
+                values = value_fn(batch, hidden)
+            pg, pg_stats = policy_loss(
+                logp, rollout.logprobs[idx, :width], advantages[idx, :width], mb_mask, cfg.clip
+            )
+            vf, vf_stats = value_loss(
+                values, rollout.values[idx, :width], returns[idx, :width], mb_mask, cfg.value_clip
+            )
+            ent = masked_mean(entropy, mb_mask)
+            loss = pg + cfg.vf_coef * vf - cfg.ent_coef * ent
+            ptx = None
+            if ptx_stream is not None:
+                ptx = _ptx_loss(policy, ptx_stream, cfg, step * 10_000 + epoch * 1_000 + k)
+                loss = loss + cfg.ptx_coef * ptx
+            if not torch.isfinite(loss):
+                print(f"step {step + 1}: non-finite loss in epoch {epoch + 1}, minibatch {k + 1}; skipped")
+                skipped += 1
+                continue
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            if not torch.isfinite(grad_norm):
+                print(
+                    f"step {step + 1}: non-finite gradient in epoch {epoch + 1}, minibatch {k + 1}; skipped"
+                )
+                optimizer.zero_grad(set_to_none=True)
+                skipped += 1
+                continue
+            optimizer.step()
+            updates += 1
+            stats = {"policy_loss": pg, "value_loss": vf, "entropy": ent, "grad_norm": grad_norm}
+            stats.update(pg_stats)
+            stats.update(vf_stats)
+            if ptx is not None:
+                stats["ptx_loss"] = ptx
+            for name, v in stats.items():
+                sums[name] = sums.get(name, 0.0) + float(v.detach() if torch.is_tensor(v) else v)
+            if cfg.max_approx_kl > 0 and float(pg_stats["approx_kl"]) > cfg.max_approx_kl:
+                stopped_at = epoch + 1
+                break
+        if stopped_at is not None:
+            print(
+                f"step {step + 1}: approx KL {float(pg_stats['approx_kl']):.3f} > {cfg.max_approx_kl} in epoch "
+                f"{stopped_at}; remaining epochs of this rollout skipped"
+            )
+            break
+
+    metrics = {name: v / max(updates, 1) for name, v in sums.items()}
+    seq_kl = kl.sum(-1)
+    explained = 1 - float(torch.var(returns[mask.bool()] - rollout.values[mask.bool()])) / max(
+        float(torch.var(returns[mask.bool()])), 1e-8
+    )
+    metrics.update(
+        {
+            "kl": float(seq_kl.mean()),
+            "kl_per_token": float(kl.sum() / mask.sum().clamp(min=1)),
+            "score": float(scores.mean()),
+            "non_score_reward": float((-kl_ctl.beta * seq_kl).mean()),
+            "return": float((scores - kl_ctl.beta * seq_kl).mean()),
+            "value_explained_var": explained,
+            "updates": updates,
+            "minibatches_skipped": skipped,
+            "epochs_done": stopped_at if stopped_at is not None else cfg.epochs,
+            "time_training": time.perf_counter() - t0,
+        }
+    )
+    return metrics
+
+
+def _rollout_metrics(rollout: Rollout, gold, seconds: float, lr: float, beta: float, elapsed: float) -> dict:
+    lengths = rollout.mask.sum(-1)
+    generated = float(lengths.sum())
+    finite = rollout.raw_scores[torch.isfinite(rollout.raw_scores)]
+    out = {
+        "time": round(elapsed, 3),
+        "reward": float(finite.mean()) if finite.numel() else float("nan"),
+        "reward_std": float(finite.std()) if finite.numel() > 1 else 0.0,
+        "beta": beta,
+        "lr": lr,
+        "response_length": float(lengths.mean()),
+        "finished_fraction": float(rollout.finished.float().mean()),
+        "episodes_per_s": rollout.size / max(seconds, 1e-9),
+        "tokens_per_s": generated / max(seconds, 1e-9),
+        "time_step": seconds,
+        "time_generation": rollout.timings.get("generation", 0.0),
+        "time_scoring": rollout.timings.get("scoring", 0.0),
+        "time_forwards": rollout.timings.get("forwards", 0.0),
+    }
+    if gold is not None:
+        out["gold_reward"] = float(np.mean(gold))
+    return out
+
+
+def _summary(record: dict) -> str:
+    if record.get("skipped"):
+        return "skipped"
+    gold = f" gold {record['gold_reward']:.2f}" if "gold_reward" in record else ""
+    return (
+        f"reward {record['reward']:+.3f}{gold} | kl {record['kl']:.2f} | beta {record['beta']:.3f} | "
+        f"len {record['response_length']:.0f} | {record['episodes_per_s']:.1f} ep/s"
+    )
+
+
+def _write_samples(path: Path, step: int, rollout: Rollout, records, gold, show: int, console) -> None:
+    with path.open("a", encoding="utf-8") as fh:
+        for j, (i, text) in enumerate(zip(rollout.prompt_index, rollout.texts)):
+            row = {
+                "step": step,
+                "id": records[i].get("id"),
+                "category": records[i].get("category"),
+                "prompt": records[i]["messages"],
+                "response": text,
+                "reward": float(rollout.raw_scores[j]),
+                "finished": bool(rollout.finished[j]),
+            }
+            if gold is not None:
+                row["gold"] = gold[j]
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+    console.print(f"[dim]step {step} samples:[/dim]")
+    for j in range(min(show, rollout.size)):
+        user = records[rollout.prompt_index[j]]["messages"][-1]["content"]
+        console.print(f"  [{float(rollout.raw_scores[j]):+.2f}] {user[:60]!r} -> {rollout.texts[j][:120]!r}")
+
+
+def _ptx_stream(cfg: PPOConfig, tokenizer) -> np.ndarray:
+    from rlhfkit.train.lm_data import build_streams
+
+    stream = build_streams(cfg.ptx_data, tokenizer, 0.01, None).train
+    if len(stream) < cfg.ptx_seq_len + 2:
+        raise RlhfkitError(f"{cfg.ptx_data}: corpus too short for --ptx-seq-len {cfg.ptx_seq_len}")
+    return stream
+
+
+def _ptx_loss(policy, stream: np.ndarray, cfg: PPOConfig, key: int) -> torch.Tensor:
+    """Mean next-token cross-entropy of the policy on random corpus windows (InstructGPT's PPO-ptx term)."""
+    from rlhfkit.train.lm_data import sample_windows
+    from rlhfkit.train.pretrain import lm_loss
+
+    windows = torch.from_numpy(sample_windows(stream, cfg.ptx_seq_len, cfg.ptx_batch_size, cfg.seed, key))
+    windows = windows.long().to(next(policy.parameters()).device)
+    loss_sum, count, _ = lm_loss(policy, {"input_ids": windows[:, :-1], "labels": windows[:, 1:]})
+    return loss_sum / count.clamp(min=1)
+
+
+def _save_outputs(cfg, out, policy, value_module, tokenizer, stop_ids, last, kl_ctl, norm, use_gold) -> None:
+    save_hf_checkpoint(policy, tokenizer, out, eos_token_ids=list(stop_ids))
+    if cfg.value_model == "critic":
+        value_module.save_pretrained(out / "value", safe_serialization=True)
+    else:
+        from safetensors.torch import save_file
+
+        save_file(
+            {k: v.contiguous() for k, v in value_module.state_dict().items()},
+            str(out / "value_head.safetensors"),
+        )
+    metrics = {k: v for k, v in last.items() if isinstance(v, int | float) and math.isfinite(v)}
+    write_manifest(
+        out,
+        stage="ppo",
+        config=asdict(cfg),
+        seed=cfg.seed,
+        parent=cfg.policy,
+        metrics=metrics,
+        extra={
+            "reward_model": cfg.reward or "python callable",
+            "reference": cfg.ref or cfg.policy,
+            "final_beta": kl_ctl.beta,
+            "reward_normalization": norm,
+            "gold_judge": use_gold,
+        },
+    )
