@@ -53,6 +53,13 @@ def flops_per_token(model, seq_len: int) -> float:
     return 6 * (body + head) + 12 * L * d * seq_len
 
 
+def _chars_per_token(data: str, tok_dir: Path) -> float:
+    from rlhfkit.tokenizer import load_tokenizer
+
+    text = Path(data).read_text(encoding="utf-8")
+    return len(text) / len(load_tokenizer(tok_dir)(text, add_special_tokens=False)["input_ids"])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=str(DATA))
@@ -124,28 +131,27 @@ def main() -> None:
     tok_s = sorted(rates)[len(rates) // 2] if rates else float("nan")
     achieved = tok_s * flops_per_token(model, args.seq_len) / 1e9
     evals = [r for r in history if "val_bpb" in r]
-    print(
-        json.dumps(
-            {
-                "benchmark": "pretrain_shakespeare",
-                "target_bpc": args.target,
-                "reached_target": bool(reached),
-                "seconds_to_target": round(reached["seconds"], 1) if reached else None,
-                "step_at_target": reached.get("step"),
-                "final_val_bpc": round(evals[-1]["val_bpb"], 4) if evals else None,
-                "wall_seconds": round(wall, 1),
-                "tokens_per_s": round(tok_s),
-                "chars_per_token": None,
-                "model_gflops": round(achieved, 2),
-                "matmul_peak_gflops": round(peak, 1),
-                "mfu": round(achieved / peak, 4),
-                "config": vars(args),
-                "threads": torch.get_num_threads(),
-                "eval_curve": [(r["step"], round(r["val_bpb"], 3)) for r in evals],
-            }
-        )
+    summary = json.dumps(
+        {
+            "benchmark": "pretrain_shakespeare",
+            "target_bpc": args.target,
+            "reached_target": bool(reached),
+            "seconds_to_target": round(reached["seconds"], 1) if reached else None,
+            "step_at_target": reached.get("step"),
+            "final_val_bpc": round(evals[-1]["val_bpb"], 4) if evals else None,
+            "wall_seconds": round(wall, 1),
+            "tokens_per_s": round(tok_s),
+            "chars_per_token": round(_chars_per_token(args.data, work / "tok"), 3),
+            "model_gflops": round(achieved, 2),
+            "matmul_peak_gflops": round(peak, 1),
+            "mfu": round(achieved / peak, 4),
+            "config": vars(args),
+            "threads": torch.get_num_threads(),
+            "eval_curve": [(r["step"], round(r["val_bpb"], 3)) for r in evals],
+        }
     )
     shutil.rmtree(work, ignore_errors=True)
+    print(summary)
 
 
 if __name__ == "__main__":

@@ -35,6 +35,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     p.add_argument("--batch-size", type=int, default=64, help="sequences decoded together (default 64)")
+    p.add_argument(
+        "--best-of", type=int, default=1,
+        help="best-of-n: sample this many responses per output and keep the reward model's favourite (needs --reward)",
+    )  # fmt: skip
+    p.add_argument("--reward", default=None, help="reward model folder used by --best-of")
     p.set_defaults(func=_run)
 
 
@@ -57,6 +62,10 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.n < 1:
         raise RlhfkitError(f"--n: expected an integer >= 1, got {args.n}")
+    if args.best_of < 1:
+        raise RlhfkitError(f"--best-of: expected an integer >= 1, got {args.best_of}")
+    if args.best_of > 1 and not args.reward:
+        raise RlhfkitError("--best-of needs --reward DIR (the reward model that picks the best sample)")
     params = SamplingParams(
         max_new_tokens=args.max_new_tokens,
         temperature=args.temperature,
@@ -71,7 +80,8 @@ def _run(args: argparse.Namespace) -> int:
     if not getattr(tokenizer, "chat_template", None):
         raise RlhfkitError(f"{args.model}: the tokenizer has no chat template; chat prompts need one")
     prompts = [_prompt_messages(record) for record in records]
-    chats = [messages for messages in prompts for _ in range(args.n)]  # prompt-major: K in a row
+    draws = args.n * args.best_of  # best-of-n samples n*best_of and keeps the best of each group of best_of
+    chats = [messages for messages in prompts for _ in range(draws)]  # prompt-major: K in a row
 
     with Progress(
         TextColumn("generate"),
@@ -90,6 +100,10 @@ def _run(args: argparse.Namespace) -> int:
             on_chunk=lambda done: progress.update(task, completed=done),
         )
 
+    rewards: list[float] | None = None
+    if args.best_of > 1:
+        completions, rewards = pick_best_of(completions, prompts, args.best_of, args.reward)
+
     stem = Path(args.prompts).stem
     settings = {
         "model": str(args.model),
@@ -99,12 +113,16 @@ def _run(args: argparse.Namespace) -> int:
         "top_k": args.top_k,
         "max_new_tokens": args.max_new_tokens,
         "seed": args.seed,
+        "best_of": args.best_of,
+        "reward": args.reward,
     }
     out_records = []
     for index, (record, messages) in enumerate(zip(records, prompts)):
         group = completions[index * args.n : (index + 1) * args.n]
         meta = dict(record["meta"]) if isinstance(record.get("meta"), dict) else {}
         meta["generation"] = {**settings, "finish_reasons": [c.finish_reason for c in group]}
+        if rewards is not None:
+            meta["generation"]["rewards"] = rewards[index * args.n : (index + 1) * args.n]
         out_records.append(
             {
                 "id": record.get("id", f"{stem}-{index}"),
@@ -117,3 +135,30 @@ def _run(args: argparse.Namespace) -> int:
     count = write_jsonl(args.out, out_records)
     print(f"generate: {count} prompts x {args.n} responses written to {args.out}")
     return 0
+
+
+def pick_best_of(
+    completions: list, prompts: list[list[dict]], best_of: int, reward_dir: str
+) -> tuple[list, list[float]]:
+    """Best-of-n: score every sample with the reward model and keep the highest of each group of `best_of`.
+
+    `completions` are prompt-major: each prompt's n * best_of samples in a row. Returns the kept completions (n
+    per prompt, in order) and their reward-model scores. The simplest use of a reward model, and the baseline an
+    RL method must beat at the same KL (best-of-n's KL to the sampler is at most log n - (n - 1) / n).
+    """
+    from rlhfkit.reward_model import default_max_length, load_reward_model, score_conversations
+
+    rm, rm_tok = load_reward_model(reward_dir)
+    per_prompt = len(completions) // len(prompts)
+    items = [
+        (prompts[i // per_prompt], [{"role": "assistant", "content": c.text}])
+        for i, c in enumerate(completions)
+    ]
+    scores = score_conversations(rm, rm_tok, items, default_max_length(rm, rm_tok, 512), batch_size=32)
+    kept, kept_scores = [], []
+    for start in range(0, len(completions), best_of):
+        group = range(start, start + best_of)
+        best = max(group, key=lambda i: scores[i])
+        kept.append(completions[best])
+        kept_scores.append(scores[best])
+    return kept, kept_scores

@@ -69,7 +69,7 @@ def build_world(out_dir: str | Path, seed: int = 0, size: str = "default") -> di
         "corpus.jsonl": corpus,
         "sft.jsonl": demonstrations(spec.sft, rng("sft"), "sft"),
         "sft_val.jsonl": demonstrations(spec.sft_val, rng("sft_val"), "sft-val"),
-        "prompts.jsonl": prompt_records(spec.prompts, rng("prompts"), "train", "prompt"),
+        "prompts.jsonl": prompt_records(spec.prompts, rng("prompts"), "train", "prompt", allow_repeats=True),
         "eval_prompts.jsonl": prompt_records(spec.eval_prompts, rng("eval"), "eval", "eval"),
     }
     info: dict = {"version": WORLD_VERSION, "seed": seed, "size": size, "spec": asdict(spec),

@@ -30,8 +30,14 @@ def sample_prompt(category: str, rng: random.Random, split: str = "train",
     return [{"role": "user", "content": task.question}], task, dict(task.meta)
 
 
-def prompt_records(n: int, rng: random.Random, split: str, prefix: str) -> list[dict]:
-    """``n`` distinct prompt records ``{id, messages, category, kind, meta}``, categories balanced."""
+def prompt_records(n: int, rng: random.Random, split: str, prefix: str, allow_repeats: bool = False) -> list[dict]:
+    """``n`` prompt records ``{id, messages, category, kind, meta}``, categories balanced.
+
+    Prompts are distinct unless ``allow_repeats``: then a category that runs out of distinct prompts keeps its
+    share with repeated questions. RL prompts need that: the few distinct harmful requests would otherwise be
+    ~4% of the rollouts, too few for the reward model to learn that refusing them is right while refusing
+    benign look-alikes is wrong (and PPO then learns to stop refusing altogether).
+    """
     kb = load_knowledge()
     seen: set[tuple[str, ...]] = set()
     records: list[dict] = []
@@ -43,9 +49,9 @@ def prompt_records(n: int, rng: random.Random, split: str, prefix: str) -> list[
         i += 1
         messages, task, meta = sample_prompt(category, rng, split, kb)
         key = tuple(m["content"] for m in messages)
-        if key in seen:
+        if key in seen and misses[category] <= 200:
             misses[category] += 1
-            if misses[category] > 200:  # this category has no new prompts left
+            if misses[category] > 200 and not allow_repeats:  # this category has no new prompts left
                 open_categories.remove(category)
             continue
         seen.add(key)
