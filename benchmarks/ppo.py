@@ -1,18 +1,26 @@
-"""PPO throughput: episodes/s, tokens/s and where the time goes, for `rlhfkit ppo` on `small` models.
+"""PPO throughput: episodes/s, tokens/s and where the time goes, for `rlhfkit ppo` on `small` models,
+next to TRL 1.12's PPOTrainer on the same models.
 
     .venv/bin/python benchmarks/ppo.py [--steps 4] [--batch-size 64] [--epochs 4] [--minibatch-size 16]
-        [--response-length 48] [--value-model critic|head] [--bf16] [--threads N]
+        [--response-length 48] [--value-model critic|head] [--bf16] [--threads N] [--preset small]
+        [--work DIR] [--trl-python /tmp/trlvenv/bin/python]
 
 Setting: the demo world's `small` prompt set and a 4,096-token tokenizer trained on its corpus; policy,
-reference, reward model and critic are `small` preset models with random weights (throughput does not
-depend on the weight values; a random policy almost never says end of turn, so every response is exactly
-`--response-length` tokens, as in TRL, which always generates the full length). The critic starts from the
-reward model, as in `rlhfkit ppo`'s default. The real training entry point `rlhfkit.ppo.run` is measured;
-the first step is a warm-up and is not counted.
+reference, reward model and critic are `--preset` (default `small`) models with random weights (throughput
+does not depend on the weight values; a random policy almost never says end of turn, so every response is
+exactly `--response-length` tokens, as in TRL, which always generates the full length). The critic starts
+from the reward model, as in `rlhfkit ppo`'s default. The real training entry point `rlhfkit.ppo.run` is
+measured; the first step is a warm-up and is not counted.
 
-Not here yet: the TRL 1.12 side by side (`trl.experimental.ppo.PPOTrainer` in a separate venv with the same
-saved models, prompts and batch shape). The models this script saves under `--work` are plain Hugging Face
-folders, so such a runner can load exactly the same policy, reference, reward model and critic.
+Side by side (`--trl-python PATH`): after rlhfkit's measurement, `PATH benchmarks/ppo_trl.py` runs TRL 1.12.0's
+`trl.experimental.ppo.PPOTrainer` (the last TRL release with PPO) from a separate benchmark-only venv:
+
+    python3 -m venv /tmp/trlvenv && /tmp/trlvenv/bin/pip install torch==2.13.0 trl==1.12.0
+
+It loads the very folders this script saves under `--work` (`policy-PRESET/`: policy and reference,
+`rm-PRESET/`: reward model and value model, `world/prompts.jsonl`), with the same batch, minibatch, epochs,
+response length, temperature, lr and KL coefficient; `ppo_trl.py`'s docstring lists what TRL cannot match.
+The JSON then has a `trl` section and `speedup_vs_trl` = rlhfkit episodes/s / TRL episodes/s.
 
 Prints one JSON object.
 """
@@ -25,6 +33,7 @@ import json
 import platform
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -75,6 +84,8 @@ def run_rlhfkit(paths: dict[str, Path], args, out: Path) -> dict:
         max_new_tokens=args.response_length,
         value_model=args.value_model,
         bf16=args.bf16,
+        lr=args.lr,
+        beta=args.beta,
         max_approx_kl=0.0,  # never stop epochs early: every step does the full work
         sample_every=0,
         save_every=10**9,
@@ -99,6 +110,21 @@ def run_rlhfkit(paths: dict[str, Path], args, out: Path) -> dict:
     }
 
 
+def run_trl(python: str, work: Path, args) -> dict:
+    """TRL's side, in its own venv's python; its JSON (the last stdout object), or an error record."""
+    script = Path(__file__).with_name("ppo_trl.py")
+    cmd = [python, str(script), "--work", str(work), "--preset", args.preset, "--steps", str(args.steps)]
+    cmd += ["--batch-size", str(args.batch_size), "--epochs", str(args.epochs)]
+    cmd += ["--minibatch-size", str(args.minibatch_size), "--response-length", str(args.response_length)]
+    cmd += ["--lr", str(args.lr), "--kl-coef", str(args.beta), "--threads", str(args.threads)]
+    print(f"trl: {' '.join(cmd)}", file=sys.stderr)
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=sys.stderr, text=True)
+    out = proc.stdout.strip()
+    if proc.returncode != 0 or not out.endswith("}"):
+        return {"error": f"exit {proc.returncode}: {out[-500:] or 'no output'}", "command": cmd}
+    return json.loads(out[out.rindex("\n{") + 1 :] if "\n{" in out else out)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=4, help="PPO steps (the first one is not timed)")
@@ -111,6 +137,15 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--work", default=None, help="folder for models and runs (default: a temp folder)")
     parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the transformer bodies")
+    parser.add_argument("--lr", type=float, default=5e-5, help="learning rate (both sides)")
+    parser.add_argument(
+        "--beta", type=float, default=0.05, help="initial KL coefficient (TRL: fixed kl_coef)"
+    )
+    parser.add_argument(
+        "--trl-python",
+        default=None,
+        help="python of a venv with trl==1.12.0: also run benchmarks/ppo_trl.py on the same models",
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -133,6 +168,11 @@ def main() -> None:
         },
         "rlhfkit": run_rlhfkit(paths, args, work / "run-rlhfkit"),
     }
+    if args.trl_python:
+        result["trl"] = run_trl(args.trl_python, work, args)
+        trl_eps = result["trl"].get("episodes_per_s")
+        if trl_eps:
+            result["speedup_vs_trl"] = round(result["rlhfkit"]["episodes_per_s"] / trl_eps, 2)
     result["machine"] = {
         "cpu": platform.processor() or platform.machine(),
         "threads": torch.get_num_threads(),

@@ -476,6 +476,13 @@ def stage_key(argv: list[str], upstream_keys: list[str]) -> str:
 def headline_metrics(run_dir: Path, stage: Stage) -> dict:
     """A few numbers worth showing for a finished stage (read from what the stage wrote)."""
     out = run_dir / stage.output
+    if (out / "world.json").exists():
+        files = json.loads((out / "world.json").read_text()).get("files", {})
+        return {
+            name.removesuffix(".jsonl") + "_records": f.get("count")
+            for name, f in files.items()
+            if isinstance(f, dict)
+        }
     candidates = [out / "rlhfkit.json", out / "world.json", out / "results.json", out / "summary.json"]
     for path in candidates:
         if path.exists():
