@@ -42,32 +42,26 @@ def smooth(values: list[float], window: int = 5) -> list[float]:
 
 
 def fit_gao(kl: list[float], gain: list[float]) -> dict:
-    """Least-squares fit of gain = d (alpha - beta log d) over points with d > 0.05."""
-    xs, ys = [], []
-    for k, g in zip(kl, gain):
-        d = math.sqrt(k)
-        if d > 0.05:
-            xs.append(math.log(d))
-            ys.append(g / d)
-    if len(xs) < 3:
-        return {"alpha": None, "beta": None, "points": len(xs)}
-    n = len(xs)
-    mx, my = sum(xs) / n, sum(ys) / n
-    sxx = sum((x - mx) ** 2 for x in xs)
-    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx if sxx else 0.0
-    alpha, beta = my - slope * mx, -slope
-    pred = [math.exp(x) * (alpha - beta * x) for x in xs]
-    actual = [y * math.exp(x) for x, y in zip(xs, ys)]
-    ss_res = sum((a - p) ** 2 for a, p in zip(actual, pred))
-    ss_tot = sum((a - sum(actual) / n) ** 2 for a in actual) or 1e-12
-    peak_d = math.exp(alpha / beta - 1) if beta > 0 else None  # dR/dd = alpha - beta(log d + 1) = 0
-    return {
-        "alpha": alpha,
-        "beta": beta,
-        "r2": 1 - ss_res / ss_tot,
-        "points": n,
-        "peak_kl": peak_d**2 if peak_d else None,
-    }
+    """Least squares of gain = alpha * d - beta * d log d (linear in alpha, beta; no intercept), d = sqrt(KL)."""
+    rows = [(math.sqrt(k), g) for k, g in zip(kl, gain) if k > 1e-6]
+    if len(rows) < 3:
+        return {"alpha": None, "beta": None, "points": len(rows)}
+    f1 = [d for d, _ in rows]
+    f2 = [-d * math.log(d) for d, _ in rows]
+    y = [g for _, g in rows]
+    a11, a12, a22 = sum(x * x for x in f1), sum(x * z for x, z in zip(f1, f2)), sum(z * z for z in f2)
+    b1, b2 = sum(x * v for x, v in zip(f1, y)), sum(z * v for z, v in zip(f2, y))
+    det = a11 * a22 - a12 * a12
+    if abs(det) < 1e-12:
+        return {"alpha": None, "beta": None, "points": len(rows)}
+    alpha, beta = (b1 * a22 - b2 * a12) / det, (a11 * b2 - a12 * b1) / det
+    pred = [alpha * x + beta * z for x, z in zip(f1, f2)]
+    mean = sum(y) / len(y)
+    ss_res = sum((v - p) ** 2 for v, p in zip(y, pred))
+    ss_tot = sum((v - mean) ** 2 for v in y) or 1e-12
+    peak_d = math.exp(alpha / beta - 1) if beta > 0 else None  # dR/dd = alpha - beta (log d + 1) = 0
+    return {"alpha": alpha, "beta": beta, "r2": 1 - ss_res / ss_tot, "points": len(rows),
+            "peak_kl": peak_d**2 if peak_d else None}  # fmt: skip
 
 
 def main() -> None:
@@ -110,7 +104,7 @@ def main() -> None:
             axes[1].plot(d, gold, color=color, label=name)
         fit = fit_gao(smooth(c["kl"]), gold) if gold else {}
         if fit.get("alpha") is not None:
-            ds = sorted(x for x in d if x > 0.05)
+            ds = [x / 20 * max(d) for x in range(1, 21)]
             axes[1].plot(ds, [x * (fit["alpha"] - fit["beta"] * math.log(x)) for x in ds], color=color, ls="--", lw=1,
                          label=f"fit d(α−β log d): α={fit['alpha']:.2f} β={fit['beta']:.2f}")  # fmt: skip
         peak = max(range(len(gold)), key=lambda i: gold[i]) if gold else None
