@@ -376,7 +376,7 @@ DEFAULTS: dict[str, dict] = {
         "eval-every": 100,
     },
     "sft": {"epochs": 2, "batch-size": 32, "lr": 1e-3, "max-len": 256, "eval-every": 100},
-    "candidates": {"n": 4, "temperature": 1.0, "max-new-tokens": 64},
+    "candidates": {"n": 8, "temperature": 1.0, "max-new-tokens": 64},
     "labels": {"pool-size": 10, "overlap": 1},
     "reward": {"epochs": 2, "batch-size": 16, "lr": 1e-4},
     "ppo": {"steps": 60, "kl-horizon": 2000},
