@@ -30,7 +30,9 @@ def sample_prompt(category: str, rng: random.Random, split: str = "train",
     return [{"role": "user", "content": task.question}], task, dict(task.meta)
 
 
-def prompt_records(n: int, rng: random.Random, split: str, prefix: str, allow_repeats: bool = False) -> list[dict]:
+def prompt_records(
+    n: int, rng: random.Random, split: str, prefix: str, allow_repeats: bool = False
+) -> list[dict]:
     """``n`` prompt records ``{id, messages, category, kind, meta}``, categories balanced.
 
     Prompts are distinct unless ``allow_repeats``: then a category that runs out of distinct prompts keeps its
