@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,7 +76,9 @@ def build_streams(
     streams = TokenStreams(train, val, val_bytes, fingerprint, len(docs))
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(".tmp.npz")
+        # Per-process temporary name: under torchrun every rank builds the same cache; the atomic replace
+        # lets whichever finishes last win without one rank renaming another's half-written file.
+        tmp = cache.with_name(f"{cache.stem}.{os.getpid()}.tmp.npz")
         meta = json.dumps({"val_bytes": val_bytes, "num_documents": len(docs)})
         np.savez(tmp, train=train, val=val, meta=np.array(meta))
         tmp.replace(cache)
