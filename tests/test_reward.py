@@ -16,10 +16,10 @@ from rlhfkit.data.jsonl import read_jsonl, write_jsonl
 from rlhfkit.reward_eval import comparison_metrics, expected_calibration_error
 from rlhfkit.reward_model import OFFSET_KEY, load_reward_model, score_conversations
 from rlhfkit.train import reward as reward_mod
+from rlhfkit.train.loop import epoch_batch_indices as batch_indices
 from rlhfkit.train.reward import (
     RewardConfig,
     RewardLoopConfig,
-    batch_indices,
     collate_groups,
     preference_loss,
     run,

@@ -51,7 +51,14 @@ from rlhfkit.ppo.rollout import RewardFn, Rollout, collect, critic_values, measu
 from rlhfkit.tokenizer import load_tokenizer
 from rlhfkit.train.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
 from rlhfkit.train.distributed import pick_device
-from rlhfkit.train.loop import LoopConfig, MetricsLog, _progress, make_optimizer, set_seed
+from rlhfkit.train.loop import (
+    LoopConfig,
+    MetricsLog,
+    _progress,
+    epoch_batch_indices,
+    make_optimizer,
+    set_seed,
+)
 
 VALUE_MODELS = ("critic", "head")
 
@@ -122,19 +129,6 @@ def load_prompts(path: str | Path) -> list[dict]:
             out.append({**rec, "messages": messages})
     if not out:
         raise RlhfkitError(f"{path}: no prompts (every record is only an assistant turn)")
-    return out
-
-
-def prompt_batch(n: int, batch_size: int, seed: int, step: int) -> list[int]:
-    """Prompt indices of step `step`: consecutive slices of seeded per-epoch shuffles (pure in seed, step)."""
-    out: list[int] = []
-    pos = step * batch_size
-    while len(out) < batch_size:
-        epoch, offset = divmod(pos, n)
-        perm = np.random.default_rng([seed, epoch]).permutation(n)
-        take = min(batch_size - len(out), n - offset)
-        out.extend(int(i) for i in perm[offset : offset + take])
-        pos += take
     return out
 
 
@@ -271,7 +265,7 @@ def run(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
             lr = cfg.lr * min(1.0, (step + 1) / max(cfg.warmup_steps, 1))
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            idx = prompt_batch(len(records), cfg.batch_size, cfg.seed, step)
+            idx = epoch_batch_indices(len(records), cfg.batch_size, cfg.seed, step)
             params = SamplingParams(
                 max_new_tokens=cfg.max_new_tokens,
                 temperature=cfg.temperature,

@@ -64,6 +64,23 @@ def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def epoch_batch_indices(n: int, batch_size: int, seed: int, step: int) -> list[int]:
+    """Item indices of optimizer step `step`: consecutive slices of seeded per-epoch shuffles of `n` items.
+
+    A pure function of (seed, step), so a resumed run sees exactly the data an uninterrupted one would; a batch
+    that crosses an epoch boundary continues into the next epoch's shuffle.
+    """
+    out: list[int] = []
+    pos = step * batch_size
+    while len(out) < batch_size:
+        epoch, offset = divmod(pos, n)
+        perm = np.random.default_rng([seed, epoch]).permutation(n)
+        take = min(batch_size - len(out), n - offset)
+        out.extend(int(i) for i in perm[offset : offset + take])
+        pos += take
+    return out
+
+
 def make_optimizer(model: torch.nn.Module, cfg: LoopConfig) -> torch.optim.Optimizer:
     """AdamW; matrices decay, vectors (norms, biases) do not. Tied weights appear once."""
     decay, no_decay, seen = [], [], set()

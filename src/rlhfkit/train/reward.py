@@ -41,7 +41,7 @@ from rlhfkit.reward_model import (
     shift_scores,
 )
 from rlhfkit.train.distributed import init_distributed, pick_device
-from rlhfkit.train.loop import LoopConfig, set_seed, train_loop
+from rlhfkit.train.loop import LoopConfig, epoch_batch_indices, set_seed, train_loop
 
 
 @dataclass
@@ -152,19 +152,6 @@ def freeze_lower_layers(model, n: int) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def batch_indices(n: int, batch_size: int, seed: int, step: int) -> list[int]:
-    """The groups of optimizer step `step`: a pure function of (seed, step) over seeded per-epoch shuffles."""
-    out: list[int] = []
-    pos = step * batch_size
-    while len(out) < batch_size:
-        epoch, offset = divmod(pos, n)
-        perm = np.random.default_rng([seed, epoch]).permutation(n)
-        take = min(batch_size - len(out), n - offset)
-        out.extend(int(i) for i in perm[offset : offset + take])
-        pos += take
-    return out
-
-
 def load_calibration_items(path: str | Path) -> list[tuple[list[dict], list[dict]]]:
     """Every (prompt, response) of a candidates, comparisons or chats file (see `data.responses`)."""
     items = [item for line, rec in read_jsonl(path) for item in record_responses(rec, path, line)[0]]
@@ -224,7 +211,7 @@ def run(cfg: RewardConfig) -> Path:
     micro = max(1, min(cfg.micro_batch_size, per_rank))
 
     def get_batch(step: int, rank: int, world: int) -> list[dict]:
-        mine = batch_indices(len(groups), cfg.batch_size, cfg.loop.seed, step)[
+        mine = epoch_batch_indices(len(groups), cfg.batch_size, cfg.loop.seed, step)[
             rank * per_rank : (rank + 1) * per_rank
         ]
         # Micro-batches of similar lengths waste less compute on padding; the step's gradient is the same.
