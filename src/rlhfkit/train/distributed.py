@@ -59,3 +59,14 @@ def pick_device(name: str = "auto") -> torch.device:
             return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         return torch.device("cpu")
     return torch.device(name)
+
+
+def finish_distributed(info: DistInfo) -> None:
+    """Wait for every rank (rank 0 saves last), then leave the process group cleanly.
+
+    A rank that simply exits while gloo's background threads are alive can abort ("terminate called without an
+    active exception"), failing the whole torchrun job after training succeeded.
+    """
+    if info.enabled and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()

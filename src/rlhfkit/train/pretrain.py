@@ -21,7 +21,7 @@ from rlhfkit.artifacts import save_hf_checkpoint, write_manifest
 from rlhfkit.errors import RlhfkitError
 from rlhfkit.models import build_model, count_parameters, load_causal_lm
 from rlhfkit.tokenizer import END_OF_TURN, ENDOFTEXT, load_tokenizer
-from rlhfkit.train.distributed import init_distributed, pick_device
+from rlhfkit.train.distributed import finish_distributed, init_distributed, pick_device
 from rlhfkit.train.lm_data import build_streams, eval_windows, sample_windows
 from rlhfkit.train.loop import LoopConfig, set_seed, train_loop
 
@@ -146,6 +146,7 @@ def run(cfg: PretrainConfig) -> Path:
             data_fingerprint=streams.fingerprint,
             metrics=metrics,
         )
+    finish_distributed(info)
     return out
 
 

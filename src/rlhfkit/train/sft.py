@@ -22,7 +22,7 @@ from rlhfkit.errors import RlhfkitError
 from rlhfkit.models import load_causal_lm
 from rlhfkit.tokenizer import load_tokenizer
 from rlhfkit.train.chat_tokens import IGNORE, tokenize_chats
-from rlhfkit.train.distributed import init_distributed, pick_device
+from rlhfkit.train.distributed import finish_distributed, init_distributed, pick_device
 from rlhfkit.train.lm_data import corpus_fingerprint
 from rlhfkit.train.loop import LoopConfig, set_seed, train_loop
 from rlhfkit.train.pretrain import lm_loss
@@ -141,6 +141,7 @@ def run(cfg: SFTConfig) -> Path:
             data_fingerprint=corpus_fingerprint(cfg.data), metrics=metrics,
             extra={"parent_stage": parent_manifest.get("stage")},
         )  # fmt: skip
+    finish_distributed(info)
     return out
 
 
