@@ -101,3 +101,33 @@ def test_quick_pipeline_runs_every_stage_end_to_end(tmp_path):
     assert {"win_sft_vs_base", "win_ppo_vs_sft"} <= set(results["headline"])
     html = (run / "report.html").read_text()
     assert "<img" in html and "data:image/png;base64," in html
+
+
+def test_quick_cai_pipeline_runs_every_stage(tmp_path):
+    """The Constitutional AI variant end to end at micro size: SL-CAI, AI labels, RM, PPO, evaluation."""
+    run = tmp_path / "cai"
+    config = {
+        **TINY,
+        "cai_demos": {"chains": 40, "judgments": 40},
+        "cai_sft": {
+            "epochs": 0,
+            "max_steps": 4,
+            "batch_size": 8,
+            "eval_every": 4,
+            "max_len": 64,
+            "max_val_chats": 8,
+        },
+        "cai_revise": {"revisions": 1, "max_new_tokens": 8},
+        "sl_cai": {"epochs": 0, "max_steps": 2, "batch_size": 8, "max_len": 64, "max_val_chats": 8},
+        "cai_candidates": {"n": 2, "max_new_tokens": 8},
+        "cai_reward": {"epochs": 0, "max_steps": 2},
+        "cai_ppo": {"steps": 1, "batch_size": 8, "minibatch_size": 4, "epochs": 1, "max_new_tokens": 8},
+        "cai_evaluate": {"n_prompts": 8, "max_new_tokens": 8, "bootstrap": 20},
+    }
+    data = run_pipeline(run, config, quick=True, cai=True)
+    assert all(v["status"] == "done" for v in data["stages"].values()) and len(data["stages"]) == 12
+    labels = [
+        json.loads(line) for line in (run / "cai" / "comparisons" / "train.jsonl").read_text().splitlines()
+    ]
+    assert labels and all(0.0 <= rec["label"] <= 1.0 for rec in labels)
+    assert (run / "cai" / "ppo" / "config.json").exists() and (run / "cai" / "eval" / "results.json").exists()

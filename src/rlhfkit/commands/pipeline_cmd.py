@@ -33,6 +33,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--until", choices=STAGE_NAMES + CAI_STAGE_NAMES[3:], help="stop after this stage")
     p.add_argument(
+        "--cai",
+        action="store_true",
+        help="Constitutional AI variant: SL-CAI, AI-labelled comparisons, RM, PPO",
+    )
+    p.add_argument(
         "--seed", type=int, default=None, help="seed for every stage (default: each stage's own, 0)"
     )
     p.set_defaults(func=_run)
@@ -46,7 +51,13 @@ def _run(args: argparse.Namespace) -> int:
     if args.seed is not None:
         config["seed"] = args.seed
     data = run_pipeline(
-        args.out, config, quick=args.quick, from_stage=args.from_stage, only=args.only, until=args.until
+        args.out,
+        config,
+        quick=args.quick,
+        from_stage=args.from_stage,
+        only=args.only,
+        until=args.until,
+        cai=args.cai,
     )
     print(
         f"pipeline: finished in {data.get('total_seconds', 0):.0f} s of stage time; see {args.out}/pipeline.json"
