@@ -112,6 +112,35 @@ def _split_comparisons(r: Path, opts: dict) -> None:
     )
 
 
+def _labels_after(r: Path, opts: dict) -> None:
+    _split_comparisons(r, opts)
+    _measure_label_agreement(r, opts)
+
+
+def _measure_label_agreement(r: Path, opts: dict, n_items: int = 500) -> None:
+    """The ceiling a reward model is judged against: how often two different simulated annotators agree on the
+    same pairs of *these* candidates. A sample is labelled a second time with overlap 2 (extra labels are
+    only measured, never trained on) and written to `comparisons/agreement.json`."""
+    from rlhfkit.annotate.agreement import pair_preferences, pairwise_agreement
+    from rlhfkit.world import label_candidates
+
+    lines = (r / "candidates" / "candidates.jsonl").read_text(encoding="utf-8").splitlines()[:n_items]
+    records = [json.loads(line) for line in lines]
+    labels = label_candidates(records, pool_size=int(opts.get("pool-size", 10)), overlap=2, seed=12345)
+    units: dict[tuple, list[int]] = {}
+    for rec in labels:
+        key = json.dumps(rec["prompt"]) + json.dumps(rec["completions"])
+        for pair, value in pair_preferences(rec["ranking"], rec.get("ties") or []).items():
+            units.setdefault((key, *pair), []).append(value)
+    agreement = pairwise_agreement([u for u in units.values() if len(u) >= 2])
+    out = {
+        "pairwise_agreement": agreement,
+        "items": len(records),
+        "pairs": sum(len(u) >= 2 for u in units.values()),
+    }
+    (r / "comparisons" / "agreement.json").write_text(json.dumps(out, indent=2))
+
+
 def _reward(r: Path) -> list[str]:
     c = r / "comparisons"
     return ["reward", "train", "--model", str(r / "sft"), "--data", str(c / "train.jsonl"), "--eval-data", str(c / "eval.jsonl"),
@@ -194,7 +223,7 @@ STAGES: list[Stage] = [
         "comparisons",
         ["candidates"],
         _labels,
-        _split_comparisons,
+        _labels_after,
         10,
     ),
     Stage(

@@ -145,8 +145,13 @@ def label_quality(folder: Path) -> dict:
     units: dict[tuple, list[int]] = defaultdict(list)
     gold_hits: list[float] = []
     groups = 0
+    seen: set[str] = set()  # a split (train/eval) repeats records of all.jsonl: count each label once
     for path in sorted(folder.glob("*.jsonl")):
         for record in read_jsonl(path, MAX_LABEL_GROUPS - groups):
+            ident = json.dumps(record, sort_keys=True)
+            if ident in seen:
+                continue
+            seen.add(ident)
             prefs = _record_preferences(record, pair_preferences)
             if prefs is None:
                 continue
@@ -163,6 +168,12 @@ def label_quality(folder: Path) -> dict:
     if agreement is not None:
         out["inter_annotator_agreement"] = agreement
         out["units_labelled_twice"] = sum(1 for u in units.values() if len(u) >= 2)
+    measured = folder / "agreement.json"  # written by the pipeline when every item was labelled once
+    if "inter_annotator_agreement" not in out and measured.exists():
+        extra = json.loads(measured.read_text())
+        if extra.get("pairwise_agreement") is not None:
+            out["inter_annotator_agreement"] = extra["pairwise_agreement"]
+            out["units_labelled_twice"] = extra.get("pairs", 0)
     if gold_hits:
         out["labels_agree_with_gold"] = sum(gold_hits) / len(gold_hits)
         out["gold_pairs"] = len(gold_hits)
