@@ -58,31 +58,47 @@ def _pretrain(r: Path) -> list[str]:
     ]
 
 
-def _sft(r: Path) -> list[str]:
-    w = r / "world"
+# Command builders shared by the ordinary and the Constitutional AI stage lists.
+def sft_cmd(model: Path, data: Path, val: Path, out: Path) -> list[str]:
+    return ["sft", "--model", str(model), "--data", str(data), "--val-data", str(val), "--out", str(out)]
+
+
+def generate_cmd(model: Path, prompts: Path, out: Path) -> list[str]:
+    return ["generate", "--model", str(model), "--prompts", str(prompts), "--out", str(out)]
+
+
+def reward_cmd(model: Path, comparisons: Path, calibration: Path, out: Path) -> list[str]:
+    return ["reward", "train", "--model", str(model), "--data", str(comparisons / "train.jsonl"), "--eval-data",
+            str(comparisons / "eval.jsonl"), "--calibration", str(calibration), "--out", str(out)]  # fmt: skip
+
+
+def ppo_cmd(policy: Path, reward: Path, prompts: Path, out: Path) -> list[str]:
     return [
-        "sft",
-        "--model",
-        str(r / "base"),
-        "--data",
-        str(w / "sft.jsonl"),
-        "--val-data",
-        str(w / "sft_val.jsonl"),
+        "ppo",
+        "--policy",
+        str(policy),
+        "--reward",
+        str(reward),
+        "--prompts",
+        str(prompts),
         "--out",
-        str(r / "sft"),
+        str(out),
     ]
+
+
+def evaluate_cmd(prompts: Path, out: Path, models: list[tuple[str, Path]]) -> list[str]:
+    argv = ["evaluate", "--prompts", str(prompts), "--judge", "gold", "--out", str(out)]
+    for name, path in models:
+        argv += ["--model", f"{name}={path}"]
+    return argv
+
+
+def _sft(r: Path) -> list[str]:
+    return sft_cmd(r / "base", r / "world" / "sft.jsonl", r / "world" / "sft_val.jsonl", r / "sft")
 
 
 def _candidates(r: Path) -> list[str]:
-    return [
-        "generate",
-        "--model",
-        str(r / "sft"),
-        "--prompts",
-        str(r / "world" / "prompts.jsonl"),
-        "--out",
-        str(r / "candidates" / "candidates.jsonl"),
-    ]
+    return generate_cmd(r / "sft", r / "world" / "prompts.jsonl", r / "candidates" / "candidates.jsonl")
 
 
 def _labels(r: Path) -> list[str]:
@@ -142,39 +158,16 @@ def _measure_label_agreement(r: Path, opts: dict, n_items: int = 500) -> None:
 
 
 def _reward(r: Path) -> list[str]:
-    c = r / "comparisons"
-    return ["reward", "train", "--model", str(r / "sft"), "--data", str(c / "train.jsonl"), "--eval-data", str(c / "eval.jsonl"),
-            "--calibration", str(r / "candidates" / "candidates.jsonl"), "--out", str(r / "rm")]  # fmt: skip
+    return reward_cmd(r / "sft", r / "comparisons", r / "candidates" / "candidates.jsonl", r / "rm")
 
 
 def _ppo(r: Path) -> list[str]:
-    return [
-        "ppo",
-        "--policy",
-        str(r / "sft"),
-        "--reward",
-        str(r / "rm"),
-        "--prompts",
-        str(r / "world" / "prompts.jsonl"),
-        "--out",
-        str(r / "ppo"),
-    ]
+    return ppo_cmd(r / "sft", r / "rm", r / "world" / "prompts.jsonl", r / "ppo")
 
 
 def _evaluate(r: Path) -> list[str]:
-    models = [f"{name}={r / name}" for name in ("base", "sft", "ppo") if (r / name / "config.json").exists()]
-    argv = [
-        "evaluate",
-        "--prompts",
-        str(r / "world" / "eval_prompts.jsonl"),
-        "--judge",
-        "gold",
-        "--out",
-        str(r / "eval"),
-    ]
-    for m in models:
-        argv += ["--model", m]
-    return argv
+    models = [(name, r / name) for name in ("base", "sft", "ppo") if (r / name / "config.json").exists()]
+    return evaluate_cmd(r / "world" / "eval_prompts.jsonl", r / "eval", models)
 
 
 def _report(r: Path) -> list[str]:
@@ -268,9 +261,9 @@ def _mix_sft_and_cai_demos(r: Path, opts: dict) -> None:
 
 
 def _cai_sft(r: Path) -> list[str]:
-    w = r / "world"
-    return ["sft", "--model", str(r / "base"), "--data", str(r / "cai" / "demos" / "sft_mix.jsonl"), "--val-data",
-            str(w / "sft_val.jsonl"), "--out", str(r / "cai" / "sft")]  # fmt: skip
+    return sft_cmd(
+        r / "base", r / "cai" / "demos" / "sft_mix.jsonl", r / "world" / "sft_val.jsonl", r / "cai" / "sft"
+    )
 
 
 def _cai_revise(r: Path) -> list[str]:
@@ -279,13 +272,16 @@ def _cai_revise(r: Path) -> list[str]:
 
 
 def _sl_cai(r: Path) -> list[str]:
-    return ["sft", "--model", str(r / "cai" / "sft"), "--data", str(r / "cai" / "revisions" / "revisions.jsonl"),
-            "--val-data", str(r / "world" / "sft_val.jsonl"), "--out", str(r / "cai" / "sl_cai")]  # fmt: skip
+    c = r / "cai"
+    return sft_cmd(
+        c / "sft", c / "revisions" / "revisions.jsonl", r / "world" / "sft_val.jsonl", c / "sl_cai"
+    )
 
 
 def _cai_candidates(r: Path) -> list[str]:
-    return ["generate", "--model", str(r / "cai" / "sl_cai"), "--prompts", str(r / "world" / "prompts.jsonl"),
-            "--out", str(r / "cai" / "candidates" / "candidates.jsonl")]  # fmt: skip
+    return generate_cmd(
+        r / "cai" / "sl_cai", r / "world" / "prompts.jsonl", r / "cai" / "candidates" / "candidates.jsonl"
+    )
 
 
 def _cai_labels(r: Path) -> list[str]:
@@ -298,33 +294,18 @@ def _cai_split(r: Path, opts: dict) -> None:
 
 
 def _cai_reward(r: Path) -> list[str]:
-    c = r / "cai" / "comparisons"
-    return ["reward", "train", "--model", str(r / "cai" / "sl_cai"), "--data", str(c / "train.jsonl"), "--eval-data",
-            str(c / "eval.jsonl"), "--calibration", str(r / "cai" / "candidates" / "candidates.jsonl"), "--out", str(r / "cai" / "rm")]  # fmt: skip
+    c = r / "cai"
+    return reward_cmd(c / "sl_cai", c / "comparisons", c / "candidates" / "candidates.jsonl", c / "rm")
 
 
 def _cai_ppo(r: Path) -> list[str]:
-    return ["ppo", "--policy", str(r / "cai" / "sl_cai"), "--reward", str(r / "cai" / "rm"), "--prompts",
-            str(r / "world" / "prompts.jsonl"), "--out", str(r / "cai" / "ppo")]  # fmt: skip
+    return ppo_cmd(r / "cai" / "sl_cai", r / "cai" / "rm", r / "world" / "prompts.jsonl", r / "cai" / "ppo")
 
 
 def _cai_evaluate(r: Path) -> list[str]:
-    argv = [
-        "evaluate",
-        "--prompts",
-        str(r / "world" / "eval_prompts.jsonl"),
-        "--judge",
-        "gold",
-        "--out",
-        str(r / "cai" / "eval"),
-    ]
-    for name, path in (
-        ("sft", r / "cai" / "sft"),
-        ("sl_cai", r / "cai" / "sl_cai"),
-        ("cai_ppo", r / "cai" / "ppo"),
-    ):
-        argv += ["--model", f"{name}={path}"]
-    return argv
+    c = r / "cai"
+    models = [("sft", c / "sft"), ("sl_cai", c / "sl_cai"), ("cai_ppo", c / "ppo")]
+    return evaluate_cmd(r / "world" / "eval_prompts.jsonl", c / "eval", models)
 
 
 CAI_STAGES: list[Stage] = STAGES[:3] + [
