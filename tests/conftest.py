@@ -31,6 +31,20 @@ def make_corpus_text(n_sentences: int, seed: int = 0) -> str:
     return "\n".join(lines) + "\n"
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Micro models gain nothing from threads, and on a shared 2-core CPU extra threads only wait.
+
+    Use with `pytestmark = pytest.mark.usefixtures("one_torch_thread")` in a test module.
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def corpus_file(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("corpus") / "corpus.txt"

@@ -32,12 +32,7 @@ WORDS = [
 TARGET = range(100, 160)  # the synthetic reward likes these token ids (~1/5 of the vocabulary)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

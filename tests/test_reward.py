@@ -69,13 +69,7 @@ def synthetic_pairs(n: int, seed: int) -> list[dict]:
     return records
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Micro models gain nothing from threads, and on a shared 2-core CPU extra threads only wait."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
