@@ -200,23 +200,16 @@ def _default_prompts(val: np.ndarray, tokenizer, n: int = 3, length: int = 8) ->
 
 @torch.no_grad()
 def sample_text(model, tokenizer, prompts: list[str], max_new_tokens: int, seed: int = 0) -> list[str]:
-    """Seeded temperature sampling of short continuations, to watch what the model has learned."""
-    device = next(model.parameters()).device
-    stop = [i for i in (tokenizer.eos_token_id, tokenizer.bos_token_id) if i is not None]
-    outs = []
-    for prompt in prompts:
-        torch.manual_seed(seed)  # same prompts, same seed: samples comparable across evaluations
-        ids = tokenizer(prompt, add_special_tokens=False)["input_ids"] or stop[-1:]
-        x = torch.tensor([ids], device=device)
-        y = model.generate(
-            x,
-            attention_mask=torch.ones_like(x),
-            max_new_tokens=max_new_tokens,
-            do_sample=True,
-            temperature=0.8,
-            top_k=0,
-            eos_token_id=stop,
-            pad_token_id=tokenizer.pad_token_id,
-        )
-        outs.append(prompt + tokenizer.decode(y[0, len(ids) :].tolist(), skip_special_tokens=True))
-    return outs
+    """Seeded temperature sampling of short continuations, to watch what the model has learned.
+
+    Uses the project's generation engine, one batch for all prompts; the same seed gives samples that are
+    comparable across evaluations.
+    """
+    from rlhfkit.generation import SamplingParams, generate
+    from rlhfkit.generation.text import pad_id
+
+    stop = tuple(i for i in (tokenizer.eos_token_id, tokenizer.bos_token_id) if i is not None)
+    ids = [tokenizer(p, add_special_tokens=False)["input_ids"] or list(stop[-1:]) for p in prompts]
+    params = SamplingParams(max_new_tokens=max_new_tokens, temperature=0.8, stop_token_ids=stop, seed=seed)
+    outs = generate(model, ids, params, pad_token_id=pad_id(tokenizer), tokenizer=tokenizer)
+    return [p + o.text for p, o in zip(prompts, outs)]
