@@ -386,7 +386,8 @@ DEFAULTS: dict[str, dict] = {
         "eval-every": 100,
     },
     "sft": {"epochs": 2, "batch-size": 32, "lr": 1e-3, "max-len": 256, "eval-every": 100},
-    "candidates": {"n": 8, "temperature": 1.0, "max-new-tokens": 64},
+    # 6 own samples + 2 borrowed from other prompts: see generate_cmd.borrow_off_prompt for why.
+    "candidates": {"n": 6, "off-prompt": 2, "temperature": 1.0, "max-new-tokens": 64},
     "labels": {"pool-size": 10, "overlap": 1},
     "reward": {"epochs": 2, "batch-size": 16, "lr": 1e-4},
     "ppo": {"steps": 60, "kl-horizon": 2000},
@@ -407,7 +408,7 @@ QUICK: dict[str, dict] = {
     "tokenizer": {"vocab-size": 1024},
     "pretrain": {"preset": "micro", "max-steps": 60, "seq-len": 128, "eval-every": 30},
     "sft": {"epochs": 0, "max-steps": 40, "eval-every": 20},
-    "candidates": {"n": 2, "max-new-tokens": 24},
+    "candidates": {"n": 2, "off-prompt": 1, "max-new-tokens": 24},
     "reward": {"epochs": 0, "max-steps": 20},
     "ppo": {"steps": 2, "batch-size": 16, "max-new-tokens": 24},
     "evaluate": {"n-prompts": 40},

@@ -10,6 +10,7 @@ the sampling settings and each completion's finish reason.
 from __future__ import annotations
 
 import argparse
+import random
 from pathlib import Path
 
 
@@ -40,6 +41,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="best-of-n: sample this many responses per output and keep the reward model's favourite (needs --reward)",
     )  # fmt: skip
     p.add_argument("--reward", default=None, help="reward model folder used by --best-of")
+    p.add_argument(
+        "--off-prompt", type=int, default=0,
+        help="add this many responses sampled for other prompts (of another category when there is one) to each "
+        "record, so annotators also rank answers that do not fit the prompt (default 0)",
+    )  # fmt: skip
     p.set_defaults(func=_run)
 
 
@@ -64,6 +70,8 @@ def _run(args: argparse.Namespace) -> int:
         raise RlhfkitError(f"--n: expected an integer >= 1, got {args.n}")
     if args.best_of < 1:
         raise RlhfkitError(f"--best-of: expected an integer >= 1, got {args.best_of}")
+    if args.off_prompt < 0:
+        raise RlhfkitError(f"--off-prompt: expected an integer >= 0, got {args.off_prompt}")
     if args.best_of > 1 and not args.reward:
         raise RlhfkitError("--best-of needs --reward DIR (the reward model that picks the best sample)")
     params = SamplingParams(
@@ -105,6 +113,9 @@ def _run(args: argparse.Namespace) -> int:
         completions, rewards = pick_best_of(completions, prompts, args.best_of, args.reward)
 
     stem = Path(args.prompts).stem
+    ids = [str(record.get("id", f"{stem}-{index}")) for index, record in enumerate(records)]
+    categories = [str(record.get("category", "")) for record in records]
+    borrowed = borrow_off_prompt(categories, args.n, args.off_prompt, args.seed)
     settings = {
         "model": str(args.model),
         "n": args.n,
@@ -115,6 +126,7 @@ def _run(args: argparse.Namespace) -> int:
         "seed": args.seed,
         "best_of": args.best_of,
         "reward": args.reward,
+        "off_prompt": args.off_prompt,
     }
     out_records = []
     for index, (record, messages) in enumerate(zip(records, prompts)):
@@ -123,9 +135,14 @@ def _run(args: argparse.Namespace) -> int:
         meta["generation"] = {**settings, "finish_reasons": [c.finish_reason for c in group]}
         if rewards is not None:
             meta["generation"]["rewards"] = rewards[index * args.n : (index + 1) * args.n]
+        if borrowed[index]:
+            # The borrowed responses come last; `off_prompt_sources` names the prompt each was sampled for.
+            meta["generation"]["off_prompt_sources"] = [ids[j // args.n] for j in borrowed[index]]
+            group = group + [completions[j] for j in borrowed[index]]
+            meta["generation"]["finish_reasons"] = [c.finish_reason for c in group]
         out_records.append(
             {
-                "id": record.get("id", f"{stem}-{index}"),
+                "id": ids[index],
                 "prompt": messages,
                 "completions": [[{"role": "assistant", "content": c.text}] for c in group],
                 "category": record.get("category", ""),
@@ -135,6 +152,38 @@ def _run(args: argparse.Namespace) -> int:
     count = write_jsonl(args.out, out_records)
     print(f"generate: {count} prompts x {args.n} responses written to {args.out}")
     return 0
+
+
+def borrow_off_prompt(categories: list[str], n: int, k: int, seed: int) -> list[list[int]]:
+    """For each prompt, indices (into the prompt-major completions) of `k` responses sampled for other prompts.
+
+    Why: a reward model only learns what its comparisons show. The policy's own samples almost always address
+    their prompt, so an RM never sees "I have no way of knowing that" (right for an unknowable question)
+    answering a how-to question, and may score that reply high everywhere; PPO then finds and repeats it.
+    Ranked next to real answers, off-prompt responses teach the RM that a reply must fit its prompt. They are
+    drawn from prompts of another category when the data has more than one category.
+    """
+    if k == 0:
+        return [[] for _ in categories]
+    rng = random.Random(f"off-prompt:{seed}")
+    by_category: dict[str, list[int]] = {}
+    for index, category in enumerate(categories):
+        by_category.setdefault(category, []).append(index)
+    other_categories = {
+        category: [j for c, members in by_category.items() if c != category for j in members]
+        for category in by_category
+    }
+    out = []
+    for index, category in enumerate(categories):
+        pool = other_categories[category]
+        if not pool:  # one category only: any other prompt
+            pool = [j for j in range(len(categories)) if j != index]
+        if not pool:
+            out.append([])
+            continue
+        sources = [rng.choice(pool) for _ in range(k)]
+        out.append([source * n + rng.randrange(n) for source in sources])
+    return out
 
 
 def pick_best_of(

@@ -89,7 +89,9 @@ class PPOConfig:
     kl_target: float = 6.0  # adaptive KL target in nats per response; 0: beta stays fixed
     kl_horizon: int = 10_000  # adaptive controller horizon, in episodes
     gamma: float = 1.0
-    lam: float = 0.95
+    lam: float = (
+        1.0  # 1: every token sees the final score (the first tokens pick the kind of answer); 0.95 in TRL
+    )
     clip: float = 0.2  # policy ratio clip
     value_clip: float = 0.2
     vf_coef: float = 0.1
