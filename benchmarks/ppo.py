@@ -84,6 +84,8 @@ def run_rlhfkit(paths: dict[str, Path], args, out: Path) -> dict:
         max_new_tokens=args.response_length,
         value_model=args.value_model,
         bf16=args.bf16,
+        group_by_length=not args.no_group_by_length,
+        forward_batch_size=args.forward_batch_size,
         lr=args.lr,
         beta=args.beta,
         max_approx_kl=0.0,  # never stop epochs early: every step does the full work
@@ -139,6 +141,12 @@ def main() -> None:
     parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the transformer bodies")
     parser.add_argument("--lr", type=float, default=5e-5, help="learning rate (both sides)")
     parser.add_argument(
+        "--no-group-by-length", action="store_true", help="random minibatches instead of length-grouped ones"
+    )
+    parser.add_argument(
+        "--forward-batch-size", type=int, default=16, help="rows per no-grad rollout forward (default 16)"
+    )
+    parser.add_argument(
         "--beta", type=float, default=0.05, help="initial KL coefficient (TRL: fixed kl_coef)"
     )
     parser.add_argument(
@@ -165,6 +173,9 @@ def main() -> None:
             "response_length": args.response_length,
             "value_model": args.value_model,
             "bf16": args.bf16,
+            "group_by_length": not args.no_group_by_length,
+            "forward_batch_size": args.forward_batch_size,
+            "threads": torch.get_num_threads(),
         },
         "rlhfkit": run_rlhfkit(paths, args, work / "run-rlhfkit"),
     }

@@ -118,3 +118,20 @@ def test_response_logprobs_equal_a_full_forward_per_row():
                 entropy[i, : len(r)], entropy_from_logits(logits[len(p) - 1 : len(p) + len(r) - 1]), atol=1e-5
             )
             assert (logp[i, len(r) :] == 0).all()
+
+
+def test_length_grouped_minibatches_cover_every_episode_once_with_little_padding():
+    from rlhfkit.ppo.trainer import minibatch_order
+
+    lengths = torch.tensor([40, 160, 41, 158, 90, 42, 161, 89, 39, 91, 157, 88])
+    for grouped in (False, True):
+        chunks = minibatch_order(lengths, 4, grouped, torch.Generator().manual_seed(0))
+        assert sorted(torch.cat(chunks).tolist()) == list(range(12))
+        assert all(len(c) == 4 for c in chunks)
+    chunks = minibatch_order(lengths, 4, True, torch.Generator().manual_seed(0))
+    assert sorted(int(lengths[c].max() - lengths[c].min()) for c in chunks) == [3, 3, 4]  # neighbours only
+    again = minibatch_order(lengths, 4, True, torch.Generator().manual_seed(0))
+    assert all(torch.equal(a, b) for a, b in zip(chunks, again))  # seeded
+    orders = {tuple(int(c[0]) for c in minibatch_order(lengths, 4, True, torch.Generator().manual_seed(s)))
+              for s in range(8)}  # fmt: skip
+    assert len(orders) > 1  # the order of minibatches is shuffled

@@ -390,7 +390,7 @@ DEFAULTS: dict[str, dict] = {
     "candidates": {"n": 6, "off-prompt": 2, "temperature": 1.0, "max-new-tokens": 64},
     "labels": {"pool-size": 10, "overlap": 1},
     "reward": {"epochs": 2, "batch-size": 16, "lr": 1e-4},
-    "ppo": {"steps": 60, "kl-horizon": 2000},
+    "ppo": {"steps": 15, "kl-horizon": 2000, "max-new-tokens": 128},
     "evaluate": {},
     "report": {},
     "cai_demos": {},

@@ -206,25 +206,27 @@ def measure(
     autocast (as the training forwards then are, so that the policy ratio starts at 1 up to rounding).
     """
     t0 = time.perf_counter()
-    logps, refs, values = [], [], []
     was_training = policy.training
     policy.eval()
-    for start in range(0, rollout.size, chunk):
-        idx = torch.arange(start, min(start + chunk, rollout.size), device=rollout.sequences.device)
+    shape = rollout.mask.shape
+    device = rollout.mask.device
+    out = {name: torch.zeros(shape, device=device) for name in ("logprobs", "ref_logprobs", "values")}
+    # Longest first, in chunks of neighbours: each chunk is padded only to its own longest episode.
+    lengths = rollout.prompt_lens + rollout.mask.sum(-1).long()
+    order = torch.sort(lengths, descending=True, stable=True).indices
+    for idx in order.split(chunk):
         batch = rollout.rows(idx)
+        width = batch["mask"].size(1)
         with torch.autocast(batch["sequences"].device.type, dtype=torch.bfloat16, enabled=bf16):
             logp, _, hidden = token_logprobs(policy, batch, temperature)
             ref_logp, _, _ = token_logprobs(ref, batch, temperature)
-            values.append(value_fn(batch, hidden))
-        logps.append(logp)
-        refs.append(ref_logp)
+            value = value_fn(batch, hidden)
+        for name, part in (("logprobs", logp), ("ref_logprobs", ref_logp), ("values", value)):
+            out[name][idx, :width] = part.float()
     policy.train(was_training)
-    width_r = rollout.mask.size(1)
-    rollout.logprobs = _stack(logps, width_r)
-    rollout.ref_logprobs = _stack(refs, width_r)
-    rollout.values = _stack(values, width_r)
+    rollout.logprobs, rollout.ref_logprobs, rollout.values = (
+        out["logprobs"],
+        out["ref_logprobs"],
+        out["values"],
+    )
     rollout.timings["forwards"] = time.perf_counter() - t0
-
-
-def _stack(parts: list[torch.Tensor], width: int) -> torch.Tensor:
-    return torch.cat([torch.nn.functional.pad(p, (0, width - p.size(1))) for p in parts])

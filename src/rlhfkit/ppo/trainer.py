@@ -78,6 +78,7 @@ class PPOConfig:
     batch_size: int = 64  # prompts (episodes) per rollout
     epochs: int = 4  # passes over each rollout
     minibatch_size: int = 16  # episodes per gradient step
+    group_by_length: bool = True  # minibatches of similar-length episodes (less padding); order still random
     max_new_tokens: int = 64  # response cap; longer responses are cut (and pay missing_eot_penalty)
     temperature: float = 1.0  # sampling temperature (log-probs are taken at the same temperature)
     max_prompt_tokens: int = 192  # longer prompts lose their beginning
@@ -365,10 +366,11 @@ def _train_on(cfg, rollout, kl_ctl, norm, policy, value_fn, optimizer, params, p
     generator = torch.Generator().manual_seed((cfg.seed * 7_919 + step) % 2**62)
     sums: dict[str, float] = {}
     updates, skipped, stopped_at = 0, 0, None
+    lengths = rollout.prompt_lens + mask.sum(-1).long()
     for epoch in range(cfg.epochs):
-        order = torch.randperm(rollout.size, generator=generator).to(mask.device)
-        for k, first in enumerate(range(0, rollout.size, cfg.minibatch_size)):
-            idx = order[first : first + cfg.minibatch_size]
+        minibatches = minibatch_order(lengths, cfg.minibatch_size, cfg.group_by_length, generator)
+        for k, idx in enumerate(minibatches):
+            idx = idx.to(mask.device)
             batch = rollout.rows(idx)
             width = batch["mask"].size(1)
             mb_mask = batch["mask"]
@@ -442,6 +444,26 @@ def _train_on(cfg, rollout, kl_ctl, norm, policy, value_fn, optimizer, params, p
         }
     )
     return metrics
+
+
+def minibatch_order(
+    lengths: torch.Tensor, size: int, group_by_length: bool, generator: torch.Generator
+) -> list[torch.Tensor]:
+    """One epoch's minibatches: index tensors that cover every episode once, in a random order.
+
+    A minibatch is padded to its longest episode, so mixing a 40-token and a 160-token episode pays for two
+    160-token rows. `group_by_length` shuffles, sorts by length (stable, so ties stay shuffled), cuts into
+    minibatches of neighbours and shuffles the minibatch order: each epoch still sees every episode once and
+    in a random order of minibatches, but an episode shares its gradient step with similar-length ones
+    (as `group_by_length` does in Hugging Face's Trainer).
+    """
+    order = torch.randperm(lengths.numel(), generator=generator)
+    if group_by_length:
+        order = order[torch.sort(lengths.cpu()[order], stable=True, descending=True).indices]
+    chunks = list(order.split(size))
+    if group_by_length:
+        chunks = [chunks[i] for i in torch.randperm(len(chunks), generator=generator).tolist()]
+    return chunks
 
 
 def _rollout_metrics(rollout: Rollout, gold, seconds: float, lr: float, beta: float, elapsed: float) -> dict:
