@@ -119,6 +119,7 @@ def run_trl(python: str, work: Path, args) -> dict:
     cmd += ["--batch-size", str(args.batch_size), "--epochs", str(args.epochs)]
     cmd += ["--minibatch-size", str(args.minibatch_size), "--response-length", str(args.response_length)]
     cmd += ["--lr", str(args.lr), "--kl-coef", str(args.beta), "--threads", str(args.threads)]
+    cmd += ["--bf16"] if args.bf16 else []
     print(f"trl: {' '.join(cmd)}", file=sys.stderr)
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=sys.stderr, text=True)
     out = proc.stdout.strip()

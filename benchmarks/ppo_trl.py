@@ -17,10 +17,10 @@ Settings matched to rlhfkit (`PPOConfig` in src/rlhfkit/ppo/trainer.py):
   `gradient_accumulation_steps=4` accelerate would only step once every 4 minibatches);
   `num_ppo_epochs=4`; `response_length=48`; `temperature=1.0`; `learning_rate=5e-5` (constant schedule);
   `kl_coef=0.05`; `missing_eos_penalty=1.0`; `stop_token="eos"` (`<|end|>`); gamma 1, lam 0.95, clip 0.2,
-  value clip 0.2, vf_coef 0.1 (TRL's defaults, which rlhfkit's equal).
+  value clip 0.2, vf_coef 0.1 (TRL's defaults; rlhfkit's default lam is 1.0, which costs the same).
 - Dataset: each prompt rendered with the tokenizer's chat template and the generation prompt, without added
   special tokens, keeping its last 192 tokens (rlhfkit's `max_prompt_tokens`), left-padded per batch.
-- fp32 (`bf16=False`: TRL's config would otherwise default to bf16 autocast) and no gradient checkpointing
+- fp32 unless `--bf16` (then TRL's own `bf16=True`, as rlhfkit's `--bf16` autocast) and no gradient checkpointing
   (TRL's config defaults it on; rlhfkit does not recompute activations). CPU (`use_cpu=True`), no sample
   generations, no checkpoint saving, no reporting.
 
@@ -174,7 +174,7 @@ def measure(args: argparse.Namespace) -> dict:
         learning_rate=args.lr,
         lr_scheduler_type="constant",
         num_sample_generations=0,
-        bf16=False,
+        bf16=args.bf16,
         gradient_checkpointing=False,
         use_cpu=True,
         save_strategy="no",
@@ -269,6 +269,9 @@ def main() -> None:
     parser.add_argument("--kl-coef", type=float, default=0.05)
     parser.add_argument("--missing-eos-penalty", type=float, default=1.0)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument(
+        "--bf16", action="store_true", help="bfloat16 mixed precision (TRL's own bf16 option)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     # TRL's and transformers' prints go to stderr: stdout is the JSON.
