@@ -28,7 +28,7 @@ def _sample(model_dir: Path, prompts: list[list[dict]], k: int, seed: int) -> li
     model, tok = load_causal_lm(model_dir).eval(), load_tokenizer(model_dir)
     chats = [p for p in prompts for _ in range(k)]
     outs = generate_chat(
-        model, tok, chats, SamplingParams(max_new_tokens=64, temperature=1.0, seed=seed), batch_size=64
+        model, tok, chats, SamplingParams(max_new_tokens=128, temperature=1.0, seed=seed), batch_size=64
     )
     return [o.text for o in outs]
 

@@ -120,12 +120,15 @@ def test_quick_cai_pipeline_runs_every_stage(tmp_path):
         "cai_revise": {"revisions": 1, "max_new_tokens": 8},
         "sl_cai": {"epochs": 0, "max_steps": 2, "batch_size": 8, "max_len": 64, "max_val_chats": 8},
         "cai_candidates": {"n": 2, "max_new_tokens": 8},
+        "cai_judgments": {"judgments": 40},
+        "cai_labeler": {"epochs": 0, "max_steps": 2, "batch_size": 8, "max_len": 256, "max_val_chats": 8},
         "cai_reward": {"epochs": 0, "max_steps": 2},
         "cai_ppo": {"steps": 1, "batch_size": 8, "minibatch_size": 4, "epochs": 1, "max_new_tokens": 8},
         "cai_evaluate": {"n_prompts": 8, "max_new_tokens": 8, "bootstrap": 20},
     }
     data = run_pipeline(run, config, quick=True, cai=True)
-    assert all(v["status"] == "done" for v in data["stages"].values()) and len(data["stages"]) == 12
+    assert all(v["status"] == "done" for v in data["stages"].values()) and len(data["stages"]) == 14
+    assert (run / "cai" / "labeler" / "config.json").exists()  # the feedback model that labelled the pairs
     labels = [
         json.loads(line) for line in (run / "cai" / "comparisons" / "train.jsonl").read_text().splitlines()
     ]

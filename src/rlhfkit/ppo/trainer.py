@@ -112,7 +112,7 @@ class PPOConfig:
     num_samples: int = 3  # responses shown on the console at each sampling
     save_every: int = 10
     generation_batch_size: int = 64
-    forward_batch_size: int = 64  # rows per no-grad forward when measuring a rollout
+    forward_batch_size: int = 16  # rows per no-grad forward (rollout measuring, RM scoring), longest first
     bf16: bool = (
         False  # bfloat16 autocast for transformer bodies (heads, losses fp32); faster on bf16 hardware
     )
