@@ -129,6 +129,9 @@ def test_quick_cai_pipeline_runs_every_stage(tmp_path):
     data = run_pipeline(run, config, quick=True, cai=True)
     assert all(v["status"] == "done" for v in data["stages"].values()) and len(data["stages"]) == 14
     assert (run / "cai" / "labeler" / "config.json").exists()  # the feedback model that labelled the pairs
+    world_eval = json.loads((run / "cai" / "eval" / "world_eval.json").read_text())
+    assert world_eval["human_comparisons"] == 0 and world_eval["revisions"]["chains"] > 0
+    assert world_eval["labels"]["pairs"] + world_eval["labels"]["gold_ties"] > 0
     labels = [
         json.loads(line) for line in (run / "cai" / "comparisons" / "train.jsonl").read_text().splitlines()
     ]

@@ -320,6 +320,29 @@ def _cai_evaluate(r: Path) -> list[str]:
     return evaluate_cmd(r / "world" / "eval_prompts.jsonl", c / "eval", models)
 
 
+def _cai_world_eval(r: Path, opts: dict) -> None:
+    """Gold-judge measures of both CAI phases (revision gains, AI-label agreement) -> cai/eval/world_eval.json."""
+    from rlhfkit.cai.world_eval import labeler_agreement, revision_gains
+    from rlhfkit.data.jsonl import read_jsonl
+
+    c = r / "cai"
+    result = {
+        "revisions": revision_gains(
+            [rec for _, rec in read_jsonl(c / "revisions" / "revisions.chains.jsonl")]
+        ),
+        "labels": labeler_agreement([rec for _, rec in read_jsonl(c / "comparisons" / "all.jsonl")]),
+        "human_comparisons": 0,  # the CAI branch never asks a person: the principles and the AI labeler do
+    }
+    rlhf = r / "comparisons" / "all.jsonl"
+    if rlhf.exists():  # next to it: the human (here simulated) rankings the RLHF branch needed
+        rankings = [rec for _, rec in read_jsonl(rlhf)]
+        result["rlhf_human_rankings"] = len(rankings)
+        result["rlhf_human_pairs"] = sum(
+            len(x["completions"]) * (len(x["completions"]) - 1) // 2 for x in rankings
+        )
+    (c / "eval" / "world_eval.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+
+
 CAI_STAGES: list[Stage] = STAGES[:3] + [
     Stage(
         "cai_demos",
@@ -395,7 +418,8 @@ CAI_STAGES: list[Stage] = STAGES[:3] + [
         "cai/eval",
         ["cai_ppo"],
         _cai_evaluate,
-        estimate_s=120,
+        _cai_world_eval,
+        120,
     ),
 ]
 CAI_STAGE_NAMES = [s.name for s in CAI_STAGES]
