@@ -199,7 +199,7 @@ def measure(
     chunk: int = 64,
     bf16: bool = False,
 ) -> None:
-    """Fill old log-probs, reference log-probs and values, one batched forward each (chunks of `chunk` rows).
+    """Fill old log-probs, reference log-probs and values: batched forwards over chunks of `chunk` rows, longest first.
 
     `value_fn(batch, policy_hidden)` returns values; a value head on the policy reuses `policy_hidden`
     (no extra forward), a separate critic runs its own. `bf16`: the transformer bodies run under a bfloat16
