@@ -40,6 +40,8 @@ from pathlib import Path
 
 import torch
 
+from rlhfkit.ppo import PPOConfig
+
 VOCAB = 4096
 
 
@@ -69,7 +71,7 @@ def prepare(work: Path, preset: str) -> dict[str, Path]:
 
 
 def run_rlhfkit(paths: dict[str, Path], args, out: Path) -> dict:
-    from rlhfkit.ppo import PPOConfig, run
+    from rlhfkit.ppo import run
 
     shutil.rmtree(out, ignore_errors=True)
     cfg = PPOConfig(
@@ -145,7 +147,10 @@ def main() -> None:
         "--no-group-by-length", action="store_true", help="random minibatches instead of length-grouped ones"
     )
     parser.add_argument(
-        "--forward-batch-size", type=int, default=16, help="rows per no-grad rollout forward (default 16)"
+        "--forward-batch-size",
+        type=int,
+        default=PPOConfig.forward_batch_size,
+        help="rows per no-grad rollout forward (default: PPOConfig's)",
     )
     parser.add_argument(
         "--beta", type=float, default=0.05, help="initial KL coefficient (TRL: fixed kl_coef)"

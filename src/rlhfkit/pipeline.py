@@ -425,6 +425,10 @@ CAI_STAGES: list[Stage] = STAGES[:3] + [
 CAI_STAGE_NAMES = [s.name for s in CAI_STAGES]
 
 # Defaults tuned for a 2-core CPU: flags of each stage's command. `--quick` overrides some of them.
+# The CAI branch's PPO runs like the RLHF branch's. Each stage gets its own copy of the table, so a user's
+# [ppo] table leaves [cai_ppo] alone.
+PPO_DEFAULTS = {"steps": 15, "kl-horizon": 2000, "max-new-tokens": 128}
+PPO_QUICK = {"steps": 2, "batch-size": 16, "max-new-tokens": 24}
 DEFAULTS: dict[str, dict] = {
     "world": {"size": "default"},
     "tokenizer": {"vocab-size": 4096},
@@ -442,7 +446,7 @@ DEFAULTS: dict[str, dict] = {
     "candidates": {"n": 6, "off-prompt": 2, "temperature": 1.0, "max-new-tokens": 64},
     "labels": {"pool-size": 10, "overlap": 1},
     "reward": {"epochs": 2, "batch-size": 16, "lr": 1e-4},
-    "ppo": {"steps": 15, "kl-horizon": 2000, "max-new-tokens": 128},
+    "ppo": dict(PPO_DEFAULTS),
     "evaluate": {},
     "report": {},
     "cai_demos": {},
@@ -456,7 +460,7 @@ DEFAULTS: dict[str, dict] = {
     "cai_labeler": {"epochs": 1, "batch-size": 32, "lr": 3e-4, "max-len": 256},
     "cai_labels": {},
     "cai_reward": {"epochs": 1, "batch-size": 16, "lr": 1e-4},
-    "cai_ppo": {"steps": 15, "kl-horizon": 2000, "max-new-tokens": 128},
+    "cai_ppo": dict(PPO_DEFAULTS),
     "cai_evaluate": {},
 }
 QUICK: dict[str, dict] = {
@@ -466,7 +470,7 @@ QUICK: dict[str, dict] = {
     "sft": {"epochs": 0, "max-steps": 40, "eval-every": 20},
     "candidates": {"n": 2, "off-prompt": 1, "max-new-tokens": 24},
     "reward": {"epochs": 0, "max-steps": 20},
-    "ppo": {"steps": 2, "batch-size": 16, "max-new-tokens": 24},
+    "ppo": dict(PPO_QUICK),
     "evaluate": {"n-prompts": 40},
     "cai_demos": {"chains": 100, "judgments": 100},
     "cai_sft": {"epochs": 0, "max-steps": 40, "eval-every": 20},
@@ -476,7 +480,7 @@ QUICK: dict[str, dict] = {
     "cai_judgments": {"judgments": 100},
     "cai_labeler": {"epochs": 0, "max-steps": 10},
     "cai_reward": {"epochs": 0, "max-steps": 20},
-    "cai_ppo": {"steps": 2, "batch-size": 16, "max-new-tokens": 24},
+    "cai_ppo": dict(PPO_QUICK),
     "cai_evaluate": {"n-prompts": 40},
 }
 

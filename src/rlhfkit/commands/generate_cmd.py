@@ -130,16 +130,14 @@ def _run(args: argparse.Namespace) -> int:
     }
     out_records = []
     for index, (record, messages) in enumerate(zip(records, prompts)):
-        group = completions[index * args.n : (index + 1) * args.n]
+        # The borrowed responses come last; `off_prompt_sources` names the prompt each was sampled for.
+        group = completions[index * args.n : (index + 1) * args.n] + [completions[j] for j in borrowed[index]]
         meta = dict(record["meta"]) if isinstance(record.get("meta"), dict) else {}
         meta["generation"] = {**settings, "finish_reasons": [c.finish_reason for c in group]}
         if rewards is not None:
             meta["generation"]["rewards"] = rewards[index * args.n : (index + 1) * args.n]
         if borrowed[index]:
-            # The borrowed responses come last; `off_prompt_sources` names the prompt each was sampled for.
             meta["generation"]["off_prompt_sources"] = [ids[j // args.n] for j in borrowed[index]]
-            group = group + [completions[j] for j in borrowed[index]]
-            meta["generation"]["finish_reasons"] = [c.finish_reason for c in group]
         out_records.append(
             {
                 "id": ids[index],

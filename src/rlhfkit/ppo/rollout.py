@@ -52,6 +52,11 @@ class Rollout:
     def size(self) -> int:
         return self.sequences.size(0)
 
+    @property
+    def lengths(self) -> torch.Tensor:
+        """[B] tokens per episode (prompt + response): the width its row needs."""
+        return self.prompt_lens + self.mask.sum(-1).long()
+
     def rows(self, idx: torch.Tensor) -> dict[str, torch.Tensor]:
         """The tensors of rows `idx`, trimmed to the longest sequence / response among them."""
         lengths = self.mask[idx].sum(-1).long()
@@ -212,8 +217,7 @@ def measure(
     device = rollout.mask.device
     out = {name: torch.zeros(shape, device=device) for name in ("logprobs", "ref_logprobs", "values")}
     # Longest first, in chunks of neighbours: each chunk is padded only to its own longest episode.
-    lengths = rollout.prompt_lens + rollout.mask.sum(-1).long()
-    order = torch.sort(lengths, descending=True, stable=True).indices
+    order = torch.sort(rollout.lengths, descending=True, stable=True).indices
     for idx in order.split(chunk):
         batch = rollout.rows(idx)
         width = batch["mask"].size(1)

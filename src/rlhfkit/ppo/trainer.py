@@ -90,9 +90,7 @@ class PPOConfig:
     kl_target: float = 6.0  # adaptive KL target in nats per response; 0: beta stays fixed
     kl_horizon: int = 10_000  # adaptive controller horizon, in episodes
     gamma: float = 1.0
-    lam: float = (
-        1.0  # 1: every token sees the final score (the first tokens pick the kind of answer); 0.95 in TRL
-    )
+    lam: float = 1.0  # every token sees the final score (the first pick the kind of answer); TRL: 0.95
     clip: float = 0.2  # policy ratio clip
     value_clip: float = 0.2
     vf_coef: float = 0.1
@@ -366,7 +364,7 @@ def _train_on(cfg, rollout, kl_ctl, norm, policy, value_fn, optimizer, params, p
     generator = torch.Generator().manual_seed((cfg.seed * 7_919 + step) % 2**62)
     sums: dict[str, float] = {}
     updates, skipped, stopped_at = 0, 0, None
-    lengths = rollout.prompt_lens + mask.sum(-1).long()
+    lengths = rollout.lengths
     for epoch in range(cfg.epochs):
         minibatches = minibatch_order(lengths, cfg.minibatch_size, cfg.group_by_length, generator)
         for k, idx in enumerate(minibatches):
