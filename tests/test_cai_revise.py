@@ -143,3 +143,72 @@ def test_prompts_must_end_with_a_user_turn(tmp_path):
     )
     with pytest.raises(RlhfkitError, match=r"chats.jsonl:2: field 'messages\[1\].role': expected a prompt"):
         revise_mod.load_prompt_records(path)
+
+
+def test_critiques_use_their_own_sampling_params(monkeypatch):
+    import rlhfkit.generation
+
+    temperatures: list = []
+
+    def fake(model, tokenizer, chats, params, batch_size=64, **_):
+        temperatures.append((chats[0][-1]["content"].split("\n\n")[-1].split(":")[0], params.temperature))
+        return [Completion([], [], "stop", text="text") for _ in chats]
+
+    monkeypatch.setattr(rlhfkit.generation, "generate_chat", fake)
+    revise_mod.revise_chains(
+        None, None, PROMPTS[:1], load_constitution(), revisions=1,
+        params=SamplingParams(temperature=0.7), critique_params=SamplingParams(temperature=0.0),
+    )  # fmt: skip
+    # the response and the revision are sampled; the critique, a verdict, is greedy
+    assert [t for _, t in temperatures] == [0.7, 0.0, 0.7]
+    assert temperatures[1][0] == "Critique request" and temperatures[2][0] == "Revision request"
+
+
+def test_verifier_keeps_only_revisions_it_prefers(monkeypatch):
+    import rlhfkit.generation
+    from rlhfkit.cai.labelers import Choice
+
+    def fake(model, tokenizer, chats, params, batch_size=64, **_):
+        first = "Critique request" not in chats[0][-1]["content"]
+        first = first and "Revision request" not in chats[0][-1]["content"]
+        return [
+            Completion([], [], "stop", text="draft" if first else f"better {i}") for i, _ in enumerate(chats)
+        ]
+
+    class Verifier:  # prefers the revision of row 0 in both orders, the original of row 1
+        def __init__(self):
+            self.asked = []
+
+        def judge(self, texts):
+            self.asked.extend(texts)
+            return [Choice(prob_a=0.9 if ("(A) better 0" in t or "(B) better 1" in t) else 0.2, method="logprobs")
+                    for t in texts]  # fmt: skip
+
+    monkeypatch.setattr(rlhfkit.generation, "generate_chat", fake)
+    verifier = Verifier()
+    chains = revise_mod.revise_chains(
+        None, None, PROMPTS[:2], load_constitution(), revisions=1, params=SamplingParams(), verifier=verifier
+    )
+    assert len(verifier.asked) == 4  # two questions (both orders) per revision
+    step0, step1 = chains[0]["steps"][0], chains[1]["steps"][0]
+    assert step0["verified"] == pytest.approx((0.9 + 1 - 0.2) / 2) and not step0["kept_previous"]
+    assert step1["verified"] == pytest.approx((0.2 + 1 - 0.9) / 2) and step1["kept_previous"]
+    assert chains[0]["final"] == "better 0" and chains[1]["final"] == "draft"
+
+
+def test_critic_writes_critiques_and_revisions(monkeypatch):
+    import rlhfkit.generation
+
+    writers: list = []
+
+    def fake(model, tokenizer, chats, params, batch_size=64, **_):
+        writers.append((model, tokenizer))
+        return [Completion([], [], "stop", text=f"{model} text") for _ in chats]
+
+    monkeypatch.setattr(rlhfkit.generation, "generate_chat", fake)
+    chains = revise_mod.revise_chains(
+        "policy", "tok", PROMPTS[:1], load_constitution(), revisions=2, params=SamplingParams(),
+        critic=("critic", "critic-tok"),
+    )  # fmt: skip
+    assert writers == [("policy", "tok")] + [("critic", "critic-tok")] * 4
+    assert chains[0]["initial"] == "policy text" and chains[0]["final"] == "critic text"

@@ -86,12 +86,24 @@ def test_critiques_name_the_actual_flaw_and_revisions_fix_it(demos):
             improved += 1
         else:
             assert critique in NO_PROBLEM
-            assert rev["messages"][1]["content"] == response  # nothing to fix: the response is kept
+            assert rev["messages"][1]["content"] == ""  # nothing to fix: the empty reply keeps the response
         assert (
             f"Critique: {critique}\n\nRevision request: {principle.revision_request}"
             in rev["messages"][0]["content"]
         )
     assert improved == info["critiques_naming_a_flaw"]
+
+
+def test_off_topic_responses_answer_another_prompt(demos):
+    out, info = demos
+    assert info["flaws_critiqued"].get("off_topic", 0) >= 5
+    for crit in load_chats(out / "critiques.jsonl"):
+        demo = crit["meta"]["cai_demo"]
+        if demo["flaw"] != "off_topic":
+            continue
+        prompt, response = _parse_request(crit["messages"][0]["content"])
+        # the gold judge scores the answer to another question clearly lower than its own good answer
+        assert score(prompt, response, demo["task"]).total <= 9.5
 
 
 def test_judgments_follow_the_gold_judge(demos):

@@ -109,26 +109,35 @@ def test_quick_cai_pipeline_runs_every_stage(tmp_path):
     config = {
         **TINY,
         "cai_demos": {"chains": 40, "judgments": 40},
-        "cai_sft": {
-            "epochs": 0,
-            "max_steps": 4,
-            "batch_size": 8,
-            "eval_every": 4,
-            "max_len": 64,
-            "max_val_chats": 8,
-        },
-        "cai_revise": {"revisions": 1, "max_new_tokens": 8},
-        "sl_cai": {"epochs": 0, "max_steps": 2, "batch_size": 8, "max_len": 64, "max_val_chats": 8},
-        "cai_candidates": {"n": 2, "max_new_tokens": 8},
-        "cai_judgments": {"judgments": 40},
+        "cai_critic": {"epochs": 0, "max_steps": 2, "batch_size": 8, "max_len": 256, "max_val_chats": 8},
         "cai_labeler": {"epochs": 0, "max_steps": 2, "batch_size": 8, "max_len": 256, "max_val_chats": 8},
+        "cai_revise": {"revisions": 1, "max_new_tokens": 8, "min_preference": 0.0},
+        "sl_cai": {"epochs": 0, "max_steps": 2, "batch_size": 8, "max_len": 64, "max_val_chats": 8},
+        "cai_control": {"epochs": 0, "max_steps": 2, "batch_size": 8, "max_len": 64, "max_val_chats": 8},
+        "cai_candidates": {"n": 2, "max_new_tokens": 8},
         "cai_reward": {"epochs": 0, "max_steps": 2},
         "cai_ppo": {"steps": 1, "batch_size": 8, "minibatch_size": 4, "epochs": 1, "max_new_tokens": 8},
         "cai_evaluate": {"n_prompts": 8, "max_new_tokens": 8, "bootstrap": 20},
     }
     data = run_pipeline(run, config, quick=True, cai=True)
-    assert all(v["status"] == "done" for v in data["stages"].values()) and len(data["stages"]) == 14
-    assert (run / "cai" / "labeler" / "config.json").exists()  # the feedback model that labelled the pairs
+    assert all(v["status"] == "done" for v in data["stages"].values()) and len(data["stages"]) == 15
+    # the critic critiqued and revised the SFT model's answers, the labeler checked each revision and labelled pairs
+    assert (run / "cai" / "critic" / "config.json").exists() and (
+        run / "cai" / "labeler" / "config.json"
+    ).exists()
+    chains = [
+        json.loads(line)
+        for line in (run / "cai" / "revisions" / "revisions.chains.jsonl").read_text().splitlines()
+    ]
+    assert chains and all(
+        "verified" in s for c in chains for s in c["steps"] if s["revision"] and s["revision"] != c["initial"]
+    )
+    # the control: the same first answers unrevised, fine-tuned on like the revisions and evaluated beside them
+    unrevised = (run / "cai" / "revisions" / "unrevised.jsonl").read_text().splitlines()
+    assert [json.loads(x)["messages"][-1]["content"] for x in unrevised] == [
+        c["initial"] for c in chains if c["initial"]
+    ]
+    assert "self_distilled" in json.loads((run / "cai" / "eval" / "results.json").read_text())["models"]
     world_eval = json.loads((run / "cai" / "eval" / "world_eval.json").read_text())
     assert world_eval["human_comparisons"] == 0 and world_eval["revisions"]["chains"] > 0
     assert world_eval["labels"]["pairs"] + world_eval["labels"]["gold_ties"] > 0

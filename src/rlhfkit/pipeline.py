@@ -248,33 +248,60 @@ STAGES: list[Stage] = [
 STAGE_NAMES = [s.name for s in STAGES]
 
 
-# Constitutional AI variant (`--cai`): principles and an AI labeler replace the human comparisons.
+# Constitutional AI variant (`--cai`): principles and AI feedback replace the human comparisons. It starts
+# from the same SFT model as the RLHF branch, so "does CAI beat SFT" compares against the very same model.
 def _cai_demos(r: Path) -> list[str]:
     return ["cai", "world-data", "--world", str(r / "world"), "--out", str(r / "cai" / "demos")]
 
 
-def _mix_sft_and_cai_demos(r: Path, opts: dict) -> None:
-    """SFT data for the CAI variant: the ordinary demonstrations plus demonstrations of critique/revision/judging."""
-    parts = [r / "world" / "sft.jsonl", r / "cai" / "demos" / "cai_demos.jsonl"]
-    text = "".join(p.read_text(encoding="utf-8") for p in parts)
-    (r / "cai" / "demos" / "sft_mix.jsonl").write_text(text, encoding="utf-8")
+def _split_critic_demos(r: Path, opts: dict) -> None:
+    """The critic learns critiques and revisions; the labeler learns judgments (each file is one job)."""
+    d = r / "cai" / "demos"
+    text = "".join((d / name).read_text(encoding="utf-8") for name in ("critiques.jsonl", "revisions.jsonl"))
+    (d / "critic_demos.jsonl").write_text(text, encoding="utf-8")
 
 
-def _cai_sft(r: Path) -> list[str]:
-    return sft_cmd(
-        r / "base", r / "cai" / "demos" / "sft_mix.jsonl", r / "world" / "sft_val.jsonl", r / "cai" / "sft"
-    )
+def _cai_critic(r: Path) -> list[str]:
+    return ["sft", "--model", str(r / "sft"), "--data", str(r / "cai" / "demos" / "critic_demos.jsonl"),
+            "--out", str(r / "cai" / "critic")]  # fmt: skip
+
+
+def _cai_labeler(r: Path) -> list[str]:
+    return ["sft", "--model", str(r / "sft"), "--data", str(r / "cai" / "demos" / "judgments.jsonl"),
+            "--out", str(r / "cai" / "labeler")]  # fmt: skip
 
 
 def _cai_revise(r: Path) -> list[str]:
-    return ["cai", "revise", "--model", str(r / "cai" / "sft"), "--prompts", str(r / "world" / "prompts.jsonl"),
-            "--out", str(r / "cai" / "revisions" / "revisions.jsonl")]  # fmt: skip
+    # The policy writes the first answer; the critic critiques and revises it; the labeler checks each revision.
+    c = r / "cai"
+    return ["cai", "revise", "--model", str(r / "sft"), "--prompts", str(r / "world" / "prompts.jsonl"),
+            "--critic", str(c / "critic"), "--verifier", str(c / "labeler"),
+            "--out", str(c / "revisions" / "revisions.jsonl")]  # fmt: skip
+
+
+def _write_unrevised(r: Path, opts: dict) -> None:
+    """The same prompts with the first, unrevised answers: SFT on them (`cai_control`) shows how much of
+    SL-CAI's gain is only fine-tuning on the model's own tempered samples, and how much the revisions add."""
+    from rlhfkit.data.jsonl import read_jsonl, write_jsonl
+
+    d = r / "cai" / "revisions"
+    rows = [{"id": f"{c['id']}-unrevised", "messages": [*c["prompt"], {"role": "assistant", "content": c["initial"]}],
+             "category": c.get("category", "")}
+            for _, c in read_jsonl(d / "revisions.chains.jsonl") if c["initial"]]  # fmt: skip
+    write_jsonl(d / "unrevised.jsonl", rows)
+
+
+def _cai_control(r: Path) -> list[str]:
+    c = r / "cai"
+    return sft_cmd(
+        r / "sft", c / "revisions" / "unrevised.jsonl", r / "world" / "sft_val.jsonl", c / "control"
+    )
 
 
 def _sl_cai(r: Path) -> list[str]:
     c = r / "cai"
     return sft_cmd(
-        c / "sft", c / "revisions" / "revisions.jsonl", r / "world" / "sft_val.jsonl", c / "sl_cai"
+        r / "sft", c / "revisions" / "revisions.jsonl", r / "world" / "sft_val.jsonl", c / "sl_cai"
     )
 
 
@@ -282,18 +309,6 @@ def _cai_candidates(r: Path) -> list[str]:
     return generate_cmd(
         r / "cai" / "sl_cai", r / "world" / "prompts.jsonl", r / "cai" / "candidates" / "candidates.jsonl"
     )
-
-
-def _cai_judgments(r: Path) -> list[str]:
-    # Only judgments are wanted here; `--chains` has to be at least 1.
-    return ["cai", "world-data", "--world", str(r / "world"), "--out", str(r / "cai" / "judgments"),
-            "--chains", "1", "--seed", "1"]  # fmt: skip
-
-
-def _cai_labeler(r: Path) -> list[str]:
-    c = r / "cai"
-    return ["sft", "--model", str(c / "sft"), "--data", str(c / "judgments" / "judgments.jsonl"),
-            "--out", str(c / "labeler")]  # fmt: skip
 
 
 def _cai_labels(r: Path) -> list[str]:
@@ -316,7 +331,12 @@ def _cai_ppo(r: Path) -> list[str]:
 
 def _cai_evaluate(r: Path) -> list[str]:
     c = r / "cai"
-    models = [("sft", c / "sft"), ("sl_cai", c / "sl_cai"), ("cai_ppo", c / "ppo")]
+    models = [
+        ("sft", r / "sft"),
+        ("self_distilled", c / "control"),
+        ("sl_cai", c / "sl_cai"),
+        ("cai_ppo", c / "ppo"),
+    ]
     return evaluate_cmd(r / "world" / "eval_prompts.jsonl", c / "eval", models)
 
 
@@ -343,33 +363,50 @@ def _cai_world_eval(r: Path, opts: dict) -> None:
     (c / "eval" / "world_eval.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
 
 
-CAI_STAGES: list[Stage] = STAGES[:3] + [
+CAI_STAGES: list[Stage] = STAGES[:4] + [
     Stage(
         "cai_demos",
         "demo-world demonstrations of critiques, revisions and judgments",
         "cai/demos",
-        ["pretrain"],
+        ["world"],
         _cai_demos,
-        _mix_sft_and_cai_demos,
-        10,
+        _split_critic_demos,
+        20,
     ),
     Stage(
-        "cai_sft",
-        "SFT on demonstrations + CAI demonstrations",
-        "cai/sft",
-        ["cai_demos"],
-        _cai_sft,
+        "cai_critic",
+        "the critic: SFT on critiques and revisions",
+        "cai/critic",
+        ["sft", "cai_demos"],
+        _cai_critic,
         estimate_s=400,
-    ),
+    ),  # fmt: skip
+    Stage(
+        "cai_labeler",
+        "the labeler: SFT on multiple-choice judgments",
+        "cai/labeler",
+        ["sft", "cai_demos"],
+        _cai_labeler,
+        estimate_s=450,
+    ),  # fmt: skip
     Stage(
         "cai_revise",
-        "SL-CAI: the model critiques and revises its own answers",
+        "SL-CAI: the critic critiques and revises the SFT model's answers; the labeler checks each revision",
         "cai/revisions",
-        ["cai_sft"],
+        ["cai_critic", "cai_labeler"],
         _cai_revise,
-        estimate_s=300,
+        _write_unrevised,
+        120,
     ),
-    Stage("sl_cai", "SFT on the final revisions", "cai/sl_cai", ["cai_revise"], _sl_cai, estimate_s=200),
+    Stage("sl_cai", "SFT on the final revisions", "cai/sl_cai", ["cai_revise"], _sl_cai, estimate_s=20),
+    Stage(
+        "cai_control",
+        "control: SFT on the same answers unrevised",
+        "cai/control",
+        ["cai_revise"],
+        _cai_control,
+        estimate_s=20,
+    ),  # fmt: skip
     Stage(
         "cai_candidates",
         "sample K responses per prompt from the SL-CAI model",
@@ -377,22 +414,6 @@ CAI_STAGES: list[Stage] = STAGES[:3] + [
         ["sl_cai"],
         _cai_candidates,
         estimate_s=120,
-    ),
-    Stage(
-        "cai_judgments",
-        "demo-world multiple-choice judgments for the feedback model",
-        "cai/judgments",
-        ["cai_sft"],
-        _cai_judgments,
-        estimate_s=10,
-    ),
-    Stage(
-        "cai_labeler",
-        "the feedback model: the CAI-SFT model fine-tuned on the judgments",
-        "cai/labeler",
-        ["cai_judgments"],
-        _cai_labeler,
-        estimate_s=160,
     ),
     Stage(
         "cai_labels",
@@ -414,15 +435,16 @@ CAI_STAGES: list[Stage] = STAGES[:3] + [
     ),
     Stage(
         "cai_evaluate",
-        "SFT vs SL-CAI vs RL-CAI, judged by the gold judge",
+        "SFT vs the unrevised control vs SL-CAI vs RL-CAI, judged by the gold judge",
         "cai/eval",
-        ["cai_ppo"],
+        ["cai_ppo", "cai_control"],
         _cai_evaluate,
         _cai_world_eval,
         120,
     ),
 ]
 CAI_STAGE_NAMES = [s.name for s in CAI_STAGES]
+ALL_STAGE_NAMES = STAGE_NAMES + [n for n in CAI_STAGE_NAMES if n not in STAGE_NAMES]
 
 # Defaults tuned for a 2-core CPU: flags of each stage's command. `--quick` overrides some of them.
 # The CAI branch's PPO runs like the RLHF branch's. Each stage gets its own copy of the table, so a user's
@@ -449,15 +471,16 @@ DEFAULTS: dict[str, dict] = {
     "ppo": dict(PPO_DEFAULTS),
     "evaluate": {},
     "report": {},
-    "cai_demos": {},
-    "cai_sft": {"epochs": 2, "batch-size": 32, "lr": 1e-3, "max-len": 256, "eval-every": 100},
-    "cai_revise": {},
+    # A tiny model learns critiquing and judging only from many demonstrations (docs/cai.md): 6,000 critique
+    # chains and 20,000 judgments of up to 200 words in a 384-token window; 2 epochs (critic), 3 (labeler).
+    "cai_demos": {"chains": 6000, "judgments": 20000, "max-words": 200},
+    "cai_critic": {"epochs": 2, "batch-size": 32, "lr": 1e-3, "max-len": 384},
+    "cai_labeler": {"epochs": 3, "batch-size": 32, "lr": 1e-3, "max-len": 384},
+    # Only revisions the labeler clearly prefers are kept: at 0.5 about half of what it passed was worse.
+    "cai_revise": {"revisions": 3, "min-preference": 0.7},
     "sl_cai": {"epochs": 1, "batch-size": 32, "lr": 3e-4, "max-len": 256},
+    "cai_control": {"epochs": 1, "batch-size": 32, "lr": 3e-4, "max-len": 256},  # exactly as sl_cai
     "cai_candidates": {"n": 3, "off-prompt": 1, "temperature": 1.0, "max-new-tokens": 64},
-    # 2,000 judgments inside the CAI-SFT mix teach the answer format but not the judging (labels stay near
-    # 0.5, 54% agreement with the gold judge); 20,000 more, one epoch, raised agreement to 61% (docs/cai.md).
-    "cai_judgments": {"judgments": 20000},
-    "cai_labeler": {"epochs": 1, "batch-size": 32, "lr": 3e-4, "max-len": 256},
     "cai_labels": {},
     "cai_reward": {"epochs": 1, "batch-size": 16, "lr": 1e-4},
     "cai_ppo": dict(PPO_DEFAULTS),
@@ -473,12 +496,12 @@ QUICK: dict[str, dict] = {
     "ppo": dict(PPO_QUICK),
     "evaluate": {"n-prompts": 40},
     "cai_demos": {"chains": 100, "judgments": 100},
-    "cai_sft": {"epochs": 0, "max-steps": 40, "eval-every": 20},
+    "cai_critic": {"epochs": 0, "max-steps": 10},
+    "cai_labeler": {"epochs": 0, "max-steps": 10},
     "cai_revise": {"revisions": 1, "max-new-tokens": 24},
     "sl_cai": {"epochs": 0, "max-steps": 10},
+    "cai_control": {"epochs": 0, "max-steps": 10},
     "cai_candidates": {"n": 2, "off-prompt": 1, "max-new-tokens": 24},
-    "cai_judgments": {"judgments": 100},
-    "cai_labeler": {"epochs": 0, "max-steps": 10},
     "cai_reward": {"epochs": 0, "max-steps": 20},
     "cai_ppo": dict(PPO_QUICK),
     "cai_evaluate": {"n-prompts": 40},
@@ -497,7 +520,7 @@ def stage_options(config: dict, quick: bool) -> dict[str, dict]:
             continue
         if name not in opts:
             raise RlhfkitError(
-                f"pipeline config: unknown stage table [{name}] (stages: {', '.join(STAGE_NAMES + CAI_STAGE_NAMES[3:])})"
+                f"pipeline config: unknown stage table [{name}] (stages: {', '.join(ALL_STAGE_NAMES)})"
             )
         if not isinstance(table, dict):
             raise RlhfkitError(f"pipeline config: [{name}] must be a table of that command's options")

@@ -37,7 +37,31 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument(
         "--max-new-tokens", type=int, default=128, help="per response/critique/revision (default 128)"
     )
-    r.add_argument("--temperature", type=float, default=0.7, help="sampling temperature (default 0.7)")
+    r.add_argument(
+        "--temperature",
+        type=float,
+        default=0.7,
+        help="sampling temperature of responses and revisions (default 0.7)",
+    )
+    r.add_argument(
+        "--critic", help="checkpoint that writes the critiques and revisions (default: --model itself)"
+    )
+    r.add_argument(
+        "--verifier",
+        help="labeler (folder or openai:URL#MODEL) that must prefer each revision under its principle, else the step keeps the previous response",
+    )
+    r.add_argument(
+        "--min-preference",
+        type=float,
+        default=0.5,
+        help="the verifier's P(revision better) needed to keep it (default 0.5)",
+    )
+    r.add_argument(
+        "--critique-temperature",
+        type=float,
+        default=0.0,
+        help="sampling temperature of critiques (default 0: greedy)",
+    )
     r.add_argument("--top-p", type=float, default=1.0, help="nucleus mass (default 1.0: off)")
     r.add_argument("--batch-size", type=int, default=64, help="sequences decoded together (default 64)")
     r.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
@@ -124,12 +148,13 @@ def _revise(args: argparse.Namespace) -> int:
 
     cfg = ReviseConfig(
         model=args.model, prompts=args.prompts, out=args.out, chains=args.chains, constitution=args.constitution,
-        revisions=args.revisions, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+        revisions=args.revisions, max_new_tokens=args.max_new_tokens, temperature=args.temperature, critique_temperature=args.critique_temperature,
+        critic=args.critic, verifier=args.verifier, min_preference=args.min_preference,
         top_p=args.top_p, batch_size=args.batch_size, seed=args.seed,
     )  # fmt: skip
     result = run_revise(cfg)
     print(f"cai revise: {result['prompts']} prompts x {result['revisions']} revisions; {result['changed']} responses "
-          f"changed; {result['chats']} SFT chats -> {args.out}; chains -> {result['chains_path']}")  # fmt: skip
+          f"changed ({result['rejected']} revisions rejected by the verifier); {result['chats']} SFT chats -> {args.out}; chains -> {result['chains_path']}")  # fmt: skip
     return 0
 
 

@@ -11,8 +11,10 @@ that of sampling (1 + 2N) responses per prompt. Principles are drawn per prompt 
 (seed, prompt id), without repeats until all principles have been used, so a prompt's chain does not depend on
 the other prompts in the file. Each generation call has its own seed derived from `seed`.
 
-A revision that comes back empty (a model that has not learned the format) does not replace the response;
-the step is kept in the chain with `"kept_previous": true`.
+A revision that comes back empty does not replace the response; the step is kept in the chain with
+`"kept_previous": true`. The demo world teaches exactly that answer when a critique finds nothing to fix, so
+a tiny model never has to copy a long answer token by token (it does that badly). Critiques are greedy by
+default (`critique_temperature=0`): a critique is a verdict, and sampled verdicts name flaws at random.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from rlhfkit.cai.constitution import Constitution, Principle, load_constitution
-from rlhfkit.cai.prompts import critique_prompt, revision_prompt
+from rlhfkit.cai.prompts import comparison_prompt, critique_prompt, revision_prompt
 from rlhfkit.errors import RlhfkitError
 
 
@@ -41,8 +43,12 @@ class ReviseConfig:
     revisions: int = 2  # critique/revision rounds per response (Bai et al. used up to 4)
     max_new_tokens: int = 128  # per response, critique and revision
     temperature: float = 0.7  # below 1: revisions are SFT targets, so favour the model's likelier text
+    critique_temperature: float = 0.0  # greedy: a critique is a verdict, so take the model's likeliest one
     top_p: float = 1.0
     batch_size: int = 64
+    critic: str | None = None  # checkpoint that writes critiques and revisions; None = `model` does
+    verifier: str | None = None  # labeler (folder or openai:URL#MODEL) that must prefer each revision
+    min_preference: float = 0.5  # the verifier's P(revision better) needed to keep a revision
     seed: int = 0
 
 
@@ -86,6 +92,10 @@ def revise_chains(
     *,
     revisions: int,
     params,
+    critique_params=None,
+    verifier=None,
+    min_preference: float = 0.5,
+    critic=None,
     seed: int = 0,
     batch_size: int = 64,
     on_progress: Callable[[int], None] | None = None,
@@ -94,7 +104,12 @@ def revise_chains(
 
     A chain: `{"id", "prompt", "initial", "steps": [{"principle", "critique_request", "critique",
     "revision_request", "revision", "kept_previous"}], "final", "category", "meta"}`.
-    `params` is a `SamplingParams` (its seed is replaced per call); `on_progress(n)` gets generated counts.
+    `params` is a `SamplingParams` (its seed is replaced per call) for responses and revisions,
+    `critique_params` for critiques (default: `params`); `on_progress(n)` gets generated counts.
+    `verifier` (a labeler, `labelers.py`) checks each revision: asked the step's principle's comparison
+    question in both orders, it must prefer the revision with P > `min_preference`, or the step keeps the
+    previous response (`"verified"` records P; `"kept_previous"` is then true). `critic`, a (model, tokenizer)
+    pair, writes the critiques and revisions instead of `model` (which always writes the first response).
     """
     from rlhfkit.generation import generate_chat
 
@@ -104,15 +119,17 @@ def revise_chains(
     ids = [str(r.get("id", f"prompt-{i}")) for i, r in enumerate(records)]
     call_seeds = random.Random(f"cai-revise-calls:{seed}")
 
-    def run(chats: list[list[dict]]) -> list[str]:
-        call_params = replace(params, seed=call_seeds.randrange(2**31))
-        done = generate_chat(model, tokenizer, chats, call_params, batch_size=batch_size)
+    writer = critic or (model, tokenizer)
+
+    def run(chats: list[list[dict]], base=params, who=writer) -> list[str]:
+        call_params = replace(base, seed=call_seeds.randrange(2**31))
+        done = generate_chat(*who, chats, call_params, batch_size=batch_size)
         if on_progress:
             on_progress(len(chats))
         return [(c.text or "").strip() for c in done]
 
     schedules = [principle_schedule(constitution.principles, revisions, seed, pid) for pid in ids]
-    current = run(prompts)
+    current = run(prompts, who=(model, tokenizer))
     chains = [
         {"id": pid, "prompt": prompt, "initial": text, "steps": [], "final": text,
          "category": rec.get("category", ""), "meta": dict(rec.get("meta") or {})}
@@ -124,7 +141,8 @@ def revise_chains(
             [
                 [{"role": "user", "content": critique_prompt(p, resp, pr.critique_request)}]
                 for p, resp, pr in zip(prompts, current, chosen)
-            ]
+            ],
+            critique_params or params,
         )
         revised = run(
             [
@@ -132,17 +150,35 @@ def revise_chains(
                 for p, resp, crit, pr in zip(prompts, current, critiques, chosen)
             ]
         )
+        verified = _verify(verifier, prompts, current, revised, chosen)
         for i, (pr, crit, rev) in enumerate(zip(chosen, critiques, revised)):
-            keep = not rev
-            chains[i]["steps"].append(
-                {"principle": pr.name, "critique_request": pr.critique_request, "critique": crit,
-                 "revision_request": pr.revision_request, "revision": rev, "kept_previous": keep}
-            )  # fmt: skip
+            keep = not rev or (i in verified and verified[i] <= min_preference)
+            step = {"principle": pr.name, "critique_request": pr.critique_request, "critique": crit,
+                    "revision_request": pr.revision_request, "revision": rev, "kept_previous": keep}  # fmt: skip
+            if i in verified:
+                step["verified"] = round(verified[i], 6)
+            chains[i]["steps"].append(step)
             if not keep:
                 current[i] = rev
     for chain, text in zip(chains, current):
         chain["final"] = text
     return chains
+
+
+def _verify(verifier, prompts, current, revised, principles) -> dict[int, float]:
+    """P(revision better than the current response) per row with a non-empty revision (both orders averaged)."""
+    from rlhfkit.cai.label import soft_label
+
+    rows = [i for i, rev in enumerate(revised) if rev and rev != current[i]]
+    if verifier is None or not rows:
+        return {}
+    texts = []
+    for i in rows:
+        question = principles[i].comparison_question
+        texts.append(comparison_prompt(prompts[i], question, revised[i], current[i]))
+        texts.append(comparison_prompt(prompts[i], question, current[i], revised[i]))
+    choices = verifier.judge(texts)
+    return {i: soft_label([choices[2 * k].prob_a], [choices[2 * k + 1].prob_a]) for k, i in enumerate(rows)}
 
 
 def sft_chats(chains: Sequence[dict], constitution_name: str = "") -> list[dict]:
@@ -180,9 +216,19 @@ def run_revise(cfg: ReviseConfig) -> dict:
     records = load_prompt_records(cfg.prompts)
     model = load_causal_lm(cfg.model).eval()
     tokenizer = load_tokenizer(cfg.model)
-    if not getattr(tokenizer, "chat_template", None):
-        raise RlhfkitError(f"{cfg.model}: the tokenizer has no chat template; SL-CAI's requests are chats")
+    critic = None
+    if cfg.critic:
+        critic = (load_causal_lm(cfg.critic).eval(), load_tokenizer(cfg.critic))
+    for path, tok in ((cfg.model, tokenizer), (cfg.critic, critic[1] if critic else None)):
+        if tok is not None and not getattr(tok, "chat_template", None):
+            raise RlhfkitError(f"{path}: the tokenizer has no chat template; SL-CAI's requests are chats")
     params = SamplingParams(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p)
+    critique_params = replace(params, temperature=cfg.critique_temperature)
+    verifier = None
+    if cfg.verifier:
+        from rlhfkit.cai.labelers import load_labeler
+
+        verifier = load_labeler(cfg.verifier, seed=cfg.seed)
     total = len(records) * (1 + 2 * cfg.revisions)
     with Progress(
         TextColumn("cai revise"), BarColumn(), MofNCompleteColumn(), TextColumn("generations"), TimeRemainingColumn()
@@ -190,11 +236,13 @@ def run_revise(cfg: ReviseConfig) -> dict:
         task = progress.add_task("revise", total=total)
         chains = revise_chains(
             model, tokenizer, records, constitution, revisions=cfg.revisions, params=params,
+            critique_params=critique_params, verifier=verifier, min_preference=cfg.min_preference, critic=critic,
             seed=cfg.seed, batch_size=cfg.batch_size, on_progress=lambda n: progress.advance(task, n),
         )  # fmt: skip
     chats = sft_chats(chains, constitution.name)
     write_jsonl(cfg.out, chats)
     write_jsonl(chains_path(cfg), chains)
     changed = sum(1 for c in chains if c["final"] != c["initial"])
-    return {"prompts": len(records), "chats": len(chats), "changed": changed, "chains_path": str(chains_path(cfg)),
+    rejected = sum(1 for c in chains for s in c["steps"] if s["kept_previous"] and s["revision"])
+    return {"rejected": rejected, "prompts": len(records), "chats": len(chats), "changed": changed, "chains_path": str(chains_path(cfg)),
             "revisions": cfg.revisions, "chains": chains}  # fmt: skip

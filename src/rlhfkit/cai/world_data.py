@@ -11,7 +11,8 @@ then run on the model that learned them. Three kinds of chats, each in exactly t
   or "The response has no problem of this kind." when the principle does not cover that flaw, or the response
   is good;
 - revision: the same conversation plus that critique and the revision request -> the good response to the
-  task (persona-styled where the system prompt asks for it), or the same response when nothing was wrong;
+  task (persona-styled where the system prompt asks for it), or an empty reply when nothing was wrong, which
+  `revise` reads as "keep the response" (a tiny model copies a long answer badly, so it is never asked to);
 - judgment: "Consider this conversation ... <comparison question> (A) ... (B) ..." -> "(A)" or "(B)", the
   response the gold judge (`world/judge.py`) scores higher, by at least `min_margin` points. Pairs where the
   principle's own judge parts (e.g. `honesty` for an honesty principle) clearly favour the other response
@@ -66,6 +67,8 @@ FLAW_CRITIQUES: dict[str, tuple[str, tuple[str, ...]]] = {
     "no_tradeoff": ("helpfulness", ("The response picks a product without weighing the pros and cons of both.",)),
     "repetition": ("helpfulness", ("The response repeats the same sentence again and again.",)),
     "gibberish": ("helpfulness", ("The response is garbled and makes no sense.",)),
+    "off_topic": ("helpfulness", ("The response answers a different question. It should answer the question that was asked.",
+                                  "The response is about something else, not about what the user asked.")),
     "ignore_persona": ("persona", ("The response ignores the system prompt, which asks for a {persona}.",)),
     "partial_persona": ("persona", ("The response only partly sounds like the {persona} the system prompt asks for.",)),
     "wrong_persona": ("persona", ("The response uses the wrong style: the system prompt asks for a {persona}.",)),
@@ -90,6 +93,10 @@ class WorldDataConfig:
     generic_flaw_rate: float = (
         0.1  # share of flawed responses with a generic flaw (repetition, gibberish, ...)
     )
+    off_topic_rate: float = (
+        0.2  # share of flawed responses that answer another prompt (a small model's error)
+    )
+    noise_rate: float = 0.3  # share of judged responses (either side) given a small model's slips
     min_margin: float = 0.5  # gold-score gap (0-10 scale) below which a pair is too close to teach
     max_words: int = 120  # longest demonstration (request + reply, in words) kept: ~98% fit 256 tokens
     seed: int = 0  # mixed with the world's own seed
@@ -125,6 +132,8 @@ def _world_seed(world: str | Path) -> int:
 def _draw_flaw(category: str, rng: random.Random, cfg: WorldDataConfig) -> str:
     from rlhfkit.world.answers import FLAWS, GENERIC_FLAWS
 
+    if rng.random() < cfg.off_topic_rate:
+        return "off_topic"
     if category == "persona":
         return rng.choice(sorted(PERSONA_FLAWS))
     if rng.random() < cfg.generic_flaw_rate:
@@ -137,6 +146,13 @@ def _respond(task, meta: dict, category: str, flaw: str | None, rng: random.Rand
     from rlhfkit.world.answers import core_answer, flawed_response, good_response
     from rlhfkit.world.style import styled
 
+    if flaw == "off_topic":  # the good answer to a prompt of another category
+        from rlhfkit.world.chats import CATEGORY_WEIGHTS
+        from rlhfkit.world.prompts import sample_prompt
+
+        other = rng.choice(sorted(c for c in CATEGORY_WEIGHTS if c not in (category, "persona")))
+        _, other_task, _ = sample_prompt(other, rng, "train", kb)
+        return good_response(other_task, rng, kb)
     if category == "persona":
         adherence = PERSONA_FLAWS.get(flaw or "", "full")
         return styled(
@@ -157,13 +173,14 @@ def _really_flawed(case_prompt, meta, response: str, better: str, cfg: WorldData
     return score(case_prompt, response, meta).total <= score(case_prompt, better, meta).total - cfg.min_margin
 
 
-def _case(rng: random.Random, kb, flawed: bool, cfg: WorldDataConfig) -> _Case | None:
-    """A train-split prompt and a response (flawed or good) with its good counterpart; None if unusable."""
+def _case(rng: random.Random, kb, flawed: bool, cfg: WorldDataConfig, uniform: bool = False) -> _Case | None:
+    """A train-split prompt and a response (flawed or good) with its good counterpart; None if unusable.
+    Categories follow the SFT data's weights, or are drawn uniformly (`uniform`)."""
     from rlhfkit.world.chats import CATEGORY_WEIGHTS
     from rlhfkit.world.prompts import sample_prompt
 
     cats = list(CATEGORY_WEIGHTS)
-    category = rng.choices(cats, [CATEGORY_WEIGHTS[c] for c in cats])[0]
+    category = rng.choices(cats, None if uniform else [CATEGORY_WEIGHTS[c] for c in cats])[0]
     prompt, task, meta = sample_prompt(category, rng, "train", kb)
     better = _respond(task, meta, category, None, rng, kb)
     flaw = _draw_flaw(category, rng, cfg) if flawed else None
@@ -209,8 +226,8 @@ def critique_chains(
         if relevant:
             critique = rng.choice(FLAW_CRITIQUES[case.flaw][1]).format(**_fields(case, kb))
             revision = case.better
-        else:
-            critique, revision = rng.choice(NO_PROBLEM), case.response
+        else:  # nothing to fix: the empty revision tells `revise` to keep the response as it is
+            critique, revision = rng.choice(NO_PROBLEM), ""
         ask_critique = critique_prompt(case.prompt, case.response, principle.critique_request)
         ask_revision = revision_prompt(case.prompt, case.response, critique, principle.revision_request)
         if len(ask_revision.split()) + len(revision.split()) > cfg.max_words:
@@ -246,6 +263,27 @@ def _principle_agrees(
     return not (own * gold_diff < 0 and abs(own) >= 0.25)
 
 
+def _model_noise(text: str, rng: random.Random, spare: list[str]) -> str:
+    """1-3 of the slips a tiny model makes: a doubled letter, a dropped word, a word or a tail from another answer."""
+    words = text.split(" ")
+    for _ in range(rng.randint(1, 3)):
+        if len(words) < 3:
+            break
+        i = rng.randrange(len(words))
+        kind = rng.random()
+        other = rng.choice(spare[-200:]).split(" ") if spare else words
+        if kind < 0.3 and words[i]:
+            j = rng.randrange(len(words[i]))
+            words[i] = words[i][: j + 1] + words[i][j:]
+        elif kind < 0.55:
+            del words[i]
+        elif kind < 0.85:
+            words[i] = rng.choice(other)
+        else:  # the answer drifts into another one halfway
+            words = words[: max(2, i)] + other[rng.randrange(len(other)) :]
+    return " ".join(words)
+
+
 def judgments(constitution: Constitution, n: int, rng: random.Random, cfg: WorldDataConfig) -> list[dict]:
     """`n` multiple-choice judgments answered by the gold judge."""
     from rlhfkit.world.judge import score
@@ -253,6 +291,7 @@ def judgments(constitution: Constitution, n: int, rng: random.Random, cfg: World
 
     kb = load_knowledge()
     out: list[dict] = []
+    spare: list[str] = []  # earlier good answers: the source of phrases spliced into noisy responses
     attempts = 0
     while len(out) < n:
         attempts += 1
@@ -260,7 +299,9 @@ def judgments(constitution: Constitution, n: int, rng: random.Random, cfg: World
             raise RlhfkitError(
                 f"cai world-data: could not write {n} judgment demonstrations within --max-words {cfg.max_words}"
             )
-        case = _case(rng, kb, True, cfg)
+        # Uniform categories: harmful requests and their benign look-alikes are rare in the SFT mix (15%), yet
+        # telling them apart is where a labeler fails most (it learns "a refusal loses" from over-refusals).
+        case = _case(rng, kb, True, cfg, uniform=True)
         if case is None:
             continue
         if rng.random() < 0.65:
@@ -271,6 +312,12 @@ def judgments(constitution: Constitution, n: int, rng: random.Random, cfg: World
             if flaw == case.flaw or not _really_flawed(case.prompt, case.meta, second, case.better, cfg):
                 continue
             first = case.response
+        # A small model's samples are rarely clean: typos, dropped words, a phrase from another answer. Both
+        # sides get such noise at the same rate, so it tells the labeler nothing and it must judge the content.
+        first, second = (
+            _model_noise(t, rng, spare) if rng.random() < cfg.noise_rate else t for t in (first, second)
+        )
+        spare.append(case.better)
         sa, sb = score(case.prompt, first, case.meta), score(case.prompt, second, case.meta)
         diff = sa.total - sb.total
         if abs(diff) < cfg.min_margin:

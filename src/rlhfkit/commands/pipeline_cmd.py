@@ -6,7 +6,7 @@ import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from rlhfkit.pipeline import CAI_STAGE_NAMES, STAGE_NAMES
+    from rlhfkit.pipeline import ALL_STAGE_NAMES
 
     p = sub.add_parser(
         "pipeline",
@@ -23,15 +23,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--from",
         dest="from_stage",
-        choices=STAGE_NAMES + CAI_STAGE_NAMES[3:],
+        choices=ALL_STAGE_NAMES,
         help="rerun from this stage on",
     )
     p.add_argument(
         "--only",
-        choices=STAGE_NAMES + CAI_STAGE_NAMES[3:],
+        choices=ALL_STAGE_NAMES,
         help="run only this stage (its inputs must exist)",
     )
-    p.add_argument("--until", choices=STAGE_NAMES + CAI_STAGE_NAMES[3:], help="stop after this stage")
+    p.add_argument("--until", choices=ALL_STAGE_NAMES, help="stop after this stage")
     p.add_argument(
         "--cai",
         action="store_true",
