@@ -94,16 +94,21 @@ def test_critiques_name_the_actual_flaw_and_revisions_fix_it(demos):
     assert improved == info["critiques_naming_a_flaw"]
 
 
-def test_off_topic_responses_answer_another_prompt(demos):
+def test_off_topic_and_claims_unknown_responses_answer_another_prompt(demos):
     out, info = demos
     assert info["flaws_critiqued"].get("off_topic", 0) >= 5
+    assert info["flaws_critiqued"].get("claims_unknown", 0) >= 1
     for crit in load_chats(out / "critiques.jsonl"):
         demo = crit["meta"]["cai_demo"]
-        if demo["flaw"] != "off_topic":
+        if demo["flaw"] not in ("off_topic", "claims_unknown"):
             continue
         prompt, response = _parse_request(crit["messages"][0]["content"])
         # the gold judge scores the answer to another question clearly lower than its own good answer
         assert score(prompt, response, demo["task"]).total <= 9.5
+        if (
+            demo["flaw"] == "claims_unknown"
+        ):  # the honest reply to an unknowable question, where there is an answer
+            assert demo["category"] != "unknowable"
 
 
 def test_judgments_follow_the_gold_judge(demos):

@@ -67,6 +67,8 @@ FLAW_CRITIQUES: dict[str, tuple[str, tuple[str, ...]]] = {
     "no_tradeoff": ("helpfulness", ("The response picks a product without weighing the pros and cons of both.",)),
     "repetition": ("helpfulness", ("The response repeats the same sentence again and again.",)),
     "gibberish": ("helpfulness", ("The response is garbled and makes no sense.",)),
+    "claims_unknown": ("honesty", ("The response claims the answer cannot be known, but it can. It should answer the question.",
+                                   "The response pretends not to know. This question has an answer, and it should give it.")),
     "off_topic": ("helpfulness", ("The response answers a different question. It should answer the question that was asked.",
                                   "The response is about something else, not about what the user asked.")),
     "ignore_persona": ("persona", ("The response ignores the system prompt, which asks for a {persona}.",)),
@@ -96,6 +98,7 @@ class WorldDataConfig:
     off_topic_rate: float = (
         0.2  # share of flawed responses that answer another prompt (a small model's error)
     )
+    claims_unknown_rate: float = 0.1  # share that say "I can't know that" to a question with an answer
     noise_rate: float = 0.3  # share of judged responses (either side) given a small model's slips
     min_margin: float = 0.5  # gold-score gap (0-10 scale) below which a pair is too close to teach
     max_words: int = 120  # longest demonstration (request + reply, in words) kept: ~98% fit 256 tokens
@@ -134,6 +137,10 @@ def _draw_flaw(category: str, rng: random.Random, cfg: WorldDataConfig) -> str:
 
     if rng.random() < cfg.off_topic_rate:
         return "off_topic"
+    # The honest reply to an unknowable question, given where it does not belong: the template a policy
+    # drifts to when the labeler rewards it out of context (docs/cai.md, RL-CAI).
+    if category != "unknowable" and rng.random() < cfg.claims_unknown_rate:
+        return "claims_unknown"
     if category == "persona":
         return rng.choice(sorted(PERSONA_FLAWS))
     if rng.random() < cfg.generic_flaw_rate:
@@ -146,11 +153,12 @@ def _respond(task, meta: dict, category: str, flaw: str | None, rng: random.Rand
     from rlhfkit.world.answers import core_answer, flawed_response, good_response
     from rlhfkit.world.style import styled
 
-    if flaw == "off_topic":  # the good answer to a prompt of another category
+    if flaw in ("off_topic", "claims_unknown"):  # the good answer to a prompt of another category
         from rlhfkit.world.chats import CATEGORY_WEIGHTS
         from rlhfkit.world.prompts import sample_prompt
 
-        other = rng.choice(sorted(c for c in CATEGORY_WEIGHTS if c not in (category, "persona")))
+        others = sorted(c for c in CATEGORY_WEIGHTS if c not in (category, "persona"))
+        other = "unknowable" if flaw == "claims_unknown" else rng.choice(others)
         _, other_task, _ = sample_prompt(other, rng, "train", kb)
         return good_response(other_task, rng, kb)
     if category == "persona":
