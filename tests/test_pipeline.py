@@ -108,7 +108,7 @@ def test_quick_cai_pipeline_runs_every_stage(tmp_path):
     run = tmp_path / "cai"
     config = {
         **TINY,
-        "cai_demos": {"chains": 40, "judgments": 40},
+        "cai_demos": {"chains": 40, "judgments": 40, "max_words": 100},
         "cai_critic": {"epochs": 0, "max_steps": 2, "batch_size": 8, "max_len": 256, "max_val_chats": 8},
         "cai_labeler": {"epochs": 0, "max_steps": 2, "batch_size": 8, "max_len": 256, "max_val_chats": 8},
         "cai_revise": {"revisions": 1, "max_new_tokens": 8, "min_preference": 0.0},

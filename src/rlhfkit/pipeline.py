@@ -495,7 +495,7 @@ QUICK: dict[str, dict] = {
     "reward": {"epochs": 0, "max-steps": 20},
     "ppo": dict(PPO_QUICK),
     "evaluate": {"n-prompts": 40},
-    "cai_demos": {"chains": 100, "judgments": 100},
+    "cai_demos": {"chains": 100, "judgments": 100, "max-words": 120},  # short: the quick tokenizer is small
     "cai_critic": {"epochs": 0, "max-steps": 10},
     "cai_labeler": {"epochs": 0, "max-steps": 10},
     "cai_revise": {"revisions": 1, "max-new-tokens": 24},
