@@ -103,7 +103,7 @@ def revise_chains(
     """Run SL-CAI on prompt records (`{"messages", "id", "category", "meta"}`); return one chain per record.
 
     A chain: `{"id", "prompt", "initial", "steps": [{"principle", "critique_request", "critique",
-    "revision_request", "revision", "kept_previous"}], "final", "category", "meta"}`.
+    "revision_request", "revision", "kept_previous", "verified" (when checked)}], "final", "category", "meta"}`.
     `params` is a `SamplingParams` (its seed is replaced per call) for responses and revisions,
     `critique_params` for critiques (default: `params`); `on_progress(n)` gets generated counts.
     `verifier` (a labeler, `labelers.py`) checks each revision: asked the step's principle's comparison
@@ -153,11 +153,11 @@ def revise_chains(
         verified = _verify(verifier, prompts, current, revised, chosen)
         for i, (pr, crit, rev) in enumerate(zip(chosen, critiques, revised)):
             keep = not rev or (i in verified and verified[i] <= min_preference)
-            step = {"principle": pr.name, "critique_request": pr.critique_request, "critique": crit,
-                    "revision_request": pr.revision_request, "revision": rev, "kept_previous": keep}  # fmt: skip
+            entry = {"principle": pr.name, "critique_request": pr.critique_request, "critique": crit,
+                     "revision_request": pr.revision_request, "revision": rev, "kept_previous": keep}  # fmt: skip
             if i in verified:
-                step["verified"] = round(verified[i], 6)
-            chains[i]["steps"].append(step)
+                entry["verified"] = round(verified[i], 6)
+            chains[i]["steps"].append(entry)
             if not keep:
                 current[i] = rev
     for chain, text in zip(chains, current):
