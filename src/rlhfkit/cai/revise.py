@@ -214,14 +214,15 @@ def run_revise(cfg: ReviseConfig) -> dict:
         raise RlhfkitError(f"--revisions: expected an integer >= 1, got {cfg.revisions}")
     constitution = load_constitution(cfg.constitution)
     records = load_prompt_records(cfg.prompts)
-    model = load_causal_lm(cfg.model).eval()
-    tokenizer = load_tokenizer(cfg.model)
-    critic = None
-    if cfg.critic:
-        critic = (load_causal_lm(cfg.critic).eval(), load_tokenizer(cfg.critic))
-    for path, tok in ((cfg.model, tokenizer), (cfg.critic, critic[1] if critic else None)):
-        if tok is not None and not getattr(tok, "chat_template", None):
+
+    def load_chat_model(path: str):
+        tokenizer = load_tokenizer(path)
+        if not getattr(tokenizer, "chat_template", None):
             raise RlhfkitError(f"{path}: the tokenizer has no chat template; SL-CAI's requests are chats")
+        return load_causal_lm(path).eval(), tokenizer
+
+    model, tokenizer = load_chat_model(cfg.model)
+    critic = load_chat_model(cfg.critic) if cfg.critic else None
     params = SamplingParams(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p)
     critique_params = replace(params, temperature=cfg.critique_temperature)
     verifier = None

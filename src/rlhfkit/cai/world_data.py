@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections import deque
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -157,8 +158,10 @@ def _respond(task, meta: dict, category: str, flaw: str | None, rng: random.Rand
         from rlhfkit.world.chats import CATEGORY_WEIGHTS
         from rlhfkit.world.prompts import sample_prompt
 
-        others = sorted(c for c in CATEGORY_WEIGHTS if c not in (category, "persona"))
-        other = "unknowable" if flaw == "claims_unknown" else rng.choice(others)
+        if flaw == "claims_unknown":
+            other = "unknowable"
+        else:
+            other = rng.choice(sorted(c for c in CATEGORY_WEIGHTS if c not in (category, "persona")))
         _, other_task, _ = sample_prompt(other, rng, "train", kb)
         return good_response(other_task, rng, kb)
     if category == "persona":
@@ -271,7 +274,7 @@ def _principle_agrees(
     return not (own * gold_diff < 0 and abs(own) >= 0.25)
 
 
-def _model_noise(text: str, rng: random.Random, spare: list[str]) -> str:
+def _model_noise(text: str, rng: random.Random, spare: deque[str]) -> str:
     """1-3 of the slips a tiny model makes: a doubled letter, a dropped word, a word or a tail from another answer."""
     words = text.split(" ")
     for _ in range(rng.randint(1, 3)):
@@ -279,7 +282,7 @@ def _model_noise(text: str, rng: random.Random, spare: list[str]) -> str:
             break
         i = rng.randrange(len(words))
         kind = rng.random()
-        other = rng.choice(spare[-200:]).split(" ") if spare else words
+        other = rng.choice(spare).split(" ") if spare else words
         if kind < 0.3 and words[i]:
             j = rng.randrange(len(words[i]))
             words[i] = words[i][: j + 1] + words[i][j:]
@@ -299,7 +302,7 @@ def judgments(constitution: Constitution, n: int, rng: random.Random, cfg: World
 
     kb = load_knowledge()
     out: list[dict] = []
-    spare: list[str] = []  # earlier good answers: the source of phrases spliced into noisy responses
+    spare: deque[str] = deque(maxlen=200)  # recent good answers: the phrases spliced into noisy responses
     attempts = 0
     while len(out) < n:
         attempts += 1
