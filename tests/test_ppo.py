@@ -104,6 +104,40 @@ def test_ppo_raises_a_reachable_reward_while_kl_stays_bounded(policy_dir, prompt
     assert manifest["stage"] == "ppo" and manifest["reward_model"] == "python callable"
 
 
+@pytest.mark.parametrize("method", ["rloo", "grpo"])
+def test_critic_free_methods_raise_the_reward_without_a_value_model(
+    method, policy_dir, prompts_file, tmp_path
+):
+    from rlhfkit.ppo.trainer import GRPOConfig, RLOOConfig
+
+    cls = RLOOConfig if method == "rloo" else GRPOConfig
+    base = config(policy_dir, prompts_file, tmp_path / method)
+    cfg = cls(**{**base.__dict__, "advantage": cls.advantage, "samples_per_prompt": 4, "value_model": "auto",
+                 "kl_penalty": cls.kl_penalty, "whiten_advantages": False, "sample_every": 10})  # fmt: skip
+    out = run(cfg, reward_fn=target_fraction)
+    rows = metrics(out)
+    first = sum(r["reward"] for r in rows[:2]) / 2
+    last = sum(r["reward"] for r in rows[-2:]) / 2
+    assert last > first + 0.15, (first, last)
+    assert "value_loss" not in rows[-1] and ("kl_loss" in rows[-1]) == (method == "grpo")
+    assert not (out / "value").exists() and not (out / "value_head.safetensors").exists()
+    assert json.loads((out / "rlhfkit.json").read_text())["stage"] == method
+    # every prompt of a rollout got k responses in a row: 32 episodes = 8 prompts x 4
+    ids = [json.loads(x)["id"] for x in (out / "samples.jsonl").read_text().splitlines()][-32:]
+    assert len(set(ids)) == 8 and all(ids[i] == ids[i - i % 4] for i in range(32))
+
+
+def test_critic_free_methods_reject_a_single_sample_per_prompt(policy_dir, prompts_file, tmp_path, capsys):
+    code = main(["rloo", "--policy", str(policy_dir), "--reward", "x", "--prompts", str(prompts_file),
+                 "--out", str(tmp_path / "r"), "--samples-per-prompt", "1"])  # fmt: skip
+    assert code == 1
+    assert "--samples-per-prompt must be >= 2" in capsys.readouterr().err
+    code = main(["grpo", "--policy", str(policy_dir), "--reward", "x", "--prompts", str(prompts_file),
+                 "--out", str(tmp_path / "g"), "--batch-size", "30"])  # fmt: skip
+    assert code == 1
+    assert "multiple of --samples-per-prompt" in capsys.readouterr().err
+
+
 def test_a_strong_kl_penalty_keeps_the_policy_closer_to_the_reference(policy_dir, prompts_file, tmp_path):
     loose = metrics(run(config(policy_dir, prompts_file, tmp_path / "a", steps=6), reward_fn=target_fraction))
     tight = metrics(

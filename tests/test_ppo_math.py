@@ -9,7 +9,15 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from rlhfkit.ppo.advantages import gae, per_token_rewards, shape_scores, whiten
+from rlhfkit.ppo.advantages import (
+    gae,
+    group_normalized,
+    kl_loss,
+    leave_one_out,
+    per_token_rewards,
+    shape_scores,
+    whiten,
+)
 from rlhfkit.ppo.kl_controller import KLController
 from rlhfkit.ppo.losses import entropy_from_logits, policy_loss, value_loss
 from rlhfkit.ppo.rollout import pad_episodes, token_logprobs
@@ -135,3 +143,32 @@ def test_length_grouped_minibatches_cover_every_episode_once_with_little_padding
     orders = {tuple(int(c[0]) for c in minibatch_order(lengths, 4, True, torch.Generator().manual_seed(s)))
               for s in range(8)}  # fmt: skip
     assert len(orders) > 1  # the order of minibatches is shuffled
+
+
+def test_leave_one_out_baseline_is_the_mean_of_the_other_responses_to_the_same_prompt():
+    returns = torch.tensor([1.0, 2.0, 6.0, 0.0, 0.0, 3.0])  # two prompts, k = 3
+    adv = leave_one_out(returns, 3)
+    # prompt 1: 1 - (2+6)/2 = -3, 2 - (1+6)/2 = -1.5, 6 - (1+2)/2 = 4.5; prompt 2: -1.5, -1.5, 3
+    assert adv.tolist() == pytest.approx([-3.0, -1.5, 4.5, -1.5, -1.5, 3.0])
+    # with k = 2 it is the difference of the pair
+    assert leave_one_out(torch.tensor([5.0, 2.0]), 2).tolist() == pytest.approx([3.0, -3.0])
+    with pytest.raises(ValueError):
+        leave_one_out(returns, 1)
+
+
+def test_group_normalized_advantages_standardize_each_prompt_on_its_own():
+    returns = torch.tensor([1.0, 2.0, 3.0, 10.0, 10.0, 10.0])
+    adv = group_normalized(returns, 3, eps=0.0 + 1e-12)
+    # group 1: mean 2, unbiased std 1 -> -1, 0, 1; group 2: all equal -> 0 (no signal, no NaN)
+    assert adv[:3].tolist() == pytest.approx([-1.0, 0.0, 1.0], abs=1e-6)
+    assert adv[3:].tolist() == pytest.approx([0.0, 0.0, 0.0])
+
+
+def test_k3_kl_loss_is_zero_at_the_reference_and_matches_hand_computation():
+    logp = torch.tensor([[-1.0, -2.0, -5.0]])
+    mask = torch.tensor([[1.0, 1.0, 0.0]])
+    assert float(kl_loss(logp, logp.clone(), mask)) == pytest.approx(0.0)
+    ref = torch.tensor([[-1.5, -1.0, 0.0]])
+    d = [-0.5, 1.0]  # ref - logp on the two real tokens
+    expected = sum(math.exp(x) - x - 1 for x in d) / 2
+    assert float(kl_loss(logp, ref, mask)) == pytest.approx(expected)

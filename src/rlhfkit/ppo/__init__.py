@@ -5,14 +5,15 @@ One job per file, in the order a PPO step runs them:
 - `rollout`: sample responses with the generation engine, score them with the reward model (or a Python
   reward function), and compute the reference log-probs, the old log-probs and the values in one batched
   forward each (logits only on response positions).
-- `advantages`: per-token rewards (-beta * KL on every token, the score on the last), GAE, whitening.
+- `advantages`: per-token rewards (-beta * KL on every token, the score on the last), GAE, whitening, and
+  the critic-free baselines of RLOO (leave-one-out) and GRPO (group-normalized, KL as a loss term).
 - `kl_controller`: the KL coefficient beta, fixed or adaptive (Ziegler et al. 2019).
 - `losses`: the clipped policy objective, the clipped value loss, entropy and approximate KL.
 - `trainer`: `PPOConfig` and `run(cfg) -> Path`: the outer loop (rollout, several epochs over minibatches,
   logging, checkpoints and resume, Hugging Face output).
-- `commands`: the `rlhfkit ppo` command.
+- `commands`: the `rlhfkit ppo`, `rlhfkit rloo` and `rlhfkit grpo` commands (one loop, three defaults).
 """
 
-from rlhfkit.ppo.trainer import PPOConfig, run
+from rlhfkit.ppo.trainer import GRPOConfig, PPOConfig, RLOOConfig, run
 
-__all__ = ["PPOConfig", "run"]
+__all__ = ["GRPOConfig", "PPOConfig", "RLOOConfig", "run"]

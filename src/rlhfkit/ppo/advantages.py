@@ -19,6 +19,15 @@ every delta after the end is 0 and the last real token sees V = 0 after it.
 
 Whitening (masked over all response tokens of the rollout batch) makes the advantages mean 0 / std 1, so
 the learning rate means the same thing whatever the reward scale; TRL and lm-human-preferences do the same.
+
+Critic-free baselines (k responses to each prompt, rows grouped prompt by prompt: [P * k]). Instead of a
+learned value, the other responses to the same prompt say what "as good as usual" is:
+
+- RLOO (Kool et al. 2019; Ahmadian et al. 2024): with R_i the sequence return (score minus beta times the
+  response's KL), A_i = R_i - mean_{j != i} R_j. The baseline leaves the sample itself out, so it stays
+  unbiased; every token of response i gets A_i.
+- GRPO (Shao et al. 2024, DeepSeekMath): A_i = (R_i - mean_j R_j) / (std_j R_j + eps) over the group; the KL
+  to the reference goes into the loss instead of the reward (`kl_loss`).
 """
 
 from __future__ import annotations
@@ -91,3 +100,31 @@ def shape_scores(
     if clip > 0:
         scores = scores.clamp(-clip, clip)
     return scores - missing_eot_penalty * (~finished).float()
+
+
+def leave_one_out(returns: torch.Tensor, k: int) -> torch.Tensor:
+    """RLOO advantages [B] for sequence returns [B] laid out as consecutive groups of `k` (one per prompt)."""
+    if k < 2:
+        raise ValueError("leave-one-out needs at least 2 samples per prompt")
+    groups = returns.view(-1, k)
+    baseline = (groups.sum(-1, keepdim=True) - groups) / (k - 1)
+    return (groups - baseline).reshape(-1)
+
+
+def group_normalized(returns: torch.Tensor, k: int, eps: float = 1e-4) -> torch.Tensor:
+    """GRPO advantages [B]: each group's returns minus its mean, divided by its (unbiased) std + eps."""
+    if k < 2:
+        raise ValueError("group normalization needs at least 2 samples per prompt")
+    groups = returns.view(-1, k)
+    centered = groups - groups.mean(-1, keepdim=True)
+    return (centered / (groups.std(-1, keepdim=True) + eps)).reshape(-1)
+
+
+def kl_loss(logp: torch.Tensor, ref_logp: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """GRPO's KL term: the masked mean of k3 = exp(ref - logp) - (ref - logp) - 1 >= 0 on the sampled tokens.
+
+    Its gradient pulls the policy toward the reference on the tokens it sampled (an unbiased, low-variance
+    estimate of KL(pi || pi_ref), Schulman's "Approximating KL divergence").
+    """
+    log_ratio = (ref_logp - logp) * mask
+    return masked_mean(torch.exp(log_ratio) - log_ratio - 1, mask)

@@ -1,4 +1,6 @@
-"""`rlhfkit ppo`: Stage 3c, PPO against a reward model with a KL leash to the SFT model."""
+"""`rlhfkit ppo`, `rlhfkit rloo` and `rlhfkit grpo`: one policy-gradient loop against a reward model, leashed
+to the SFT model by a KL penalty. They differ only in how an episode's advantage is computed (and in their
+defaults): a learned critic and GAE (PPO), or the other responses to the same prompt (RLOO, GRPO)."""
 
 from __future__ import annotations
 
@@ -6,35 +8,60 @@ import argparse
 
 from rlhfkit.config import add_config_args, config_from_args
 
+HELP = {
+    "policy": "SFT checkpoint folder (the policy's start and the frozen reference)",
+    "reward": "reward model folder",
+    "prompts": "prompts JSONL ({'messages': [...]})",
+    "out": "output folder",
+    "value_model": "'critic' (separate model, init from the RM), 'head' (value head on the policy), 'none' "
+    "(critic-free methods) or 'auto' (critic for gae, none otherwise)",
+    "advantage": "'gae' (PPO), 'rloo' (leave-one-out baseline) or 'grpo' (group-normalized)",
+    "samples_per_prompt": "responses sampled for each prompt per rollout (rloo and grpo need >= 2)",
+    "kl_penalty": "'reward': -beta * KL per token in the return; 'loss': beta * k3 KL estimate in the loss",
+}
+
+COMMANDS = {
+    "ppo": (
+        "PPOConfig",
+        "improve a policy with PPO against a reward model, leashed to the SFT model by a KL penalty",
+        "Each step samples --batch-size responses, scores them with the reward model, and runs --epochs passes "
+        "of clipped PPO over minibatches, with a critic and GAE. Per-token reward: -beta * (logp - logp_ref), "
+        "plus the score on the last token; beta adapts toward --kl-target (0: fixed).",
+    ),
+    "rloo": (
+        "RLOOConfig",
+        "critic-free RL (REINFORCE leave-one-out): k responses per prompt, each baseline the others' mean",
+        "Each step samples --samples-per-prompt responses to --batch-size / k prompts. A response's advantage is "
+        "its return (score - beta * KL) minus the mean return of the other responses to its prompt; the update "
+        "is PPO's clipped objective without a value model (half of PPO's training work).",
+    ),
+    "grpo": (
+        "GRPOConfig",
+        "critic-free RL with group-normalized advantages and the KL in the loss (GRPO)",
+        "Each step samples --samples-per-prompt responses to --batch-size / k prompts. A response's advantage is "
+        "its score standardized within its prompt's group; the KL to the reference is a k3 loss term weighted "
+        "by beta; the update is PPO's clipped objective without a value model.",
+    ),
+}
+
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from rlhfkit.ppo.trainer import PPOConfig
+    from rlhfkit.ppo import trainer
 
-    p = sub.add_parser(
-        "ppo",
-        help="improve a policy with PPO against a reward model, leashed to the SFT model by a KL penalty",
-        description="Each step samples --batch-size responses, scores them with the reward model, and runs "
-        "--epochs passes of clipped PPO over minibatches. Per-token reward: -beta * (logp - logp_ref), plus "
-        "the score on the last token; beta adapts toward --kl-target (0: fixed). Logs metrics.jsonl and "
-        "samples.jsonl, checkpoints every --save-every steps and resumes from the last checkpoint.",
-    )
-    add_config_args(
-        p,
-        PPOConfig,
-        {
-            "policy": "SFT checkpoint folder (the policy's start and the frozen reference)",
-            "reward": "reward model folder",
-            "prompts": "prompts JSONL ({'messages': [...]})",
-            "out": "output folder",
-            "value_model": "'critic' (separate model, init from the RM) or 'head' (value head on the policy)",
-        },
-    )
-    p.set_defaults(func=_run)
+    for name, (config_name, summary, description) in COMMANDS.items():
+        p = sub.add_parser(
+            name,
+            help=summary,
+            description=description + " Logs metrics.jsonl and samples.jsonl, checkpoints every --save-every "
+            "steps and resumes from the last checkpoint.",
+        )
+        add_config_args(p, getattr(trainer, config_name), HELP)
+        p.set_defaults(func=_run, config_class=config_name, method=name)
 
 
 def _run(args: argparse.Namespace) -> int:
-    from rlhfkit.ppo.trainer import PPOConfig, run
+    from rlhfkit.ppo import trainer
 
-    out = run(config_from_args(PPOConfig, args))
-    print(f"ppo: policy written to {out}")
+    out = trainer.run(config_from_args(getattr(trainer, args.config_class), args))
+    print(f"{args.method}: policy written to {out}")
     return 0

@@ -199,14 +199,14 @@ def measure(
     rollout: Rollout,
     policy: torch.nn.Module,
     ref: torch.nn.Module,
-    value_fn: Callable[[dict, torch.Tensor], torch.Tensor],
+    value_fn: Callable[[dict, torch.Tensor], torch.Tensor] | None,
     temperature: float,
     chunk: int = 64,
     bf16: bool = False,
 ) -> None:
     """Fill old log-probs, reference log-probs and values: batched forwards over chunks of `chunk` rows, longest first.
 
-    `value_fn(batch, policy_hidden)` returns values; a value head on the policy reuses `policy_hidden`
+    `value_fn(batch, policy_hidden)` returns values (None: no value model, values stay 0); a value head on the policy reuses `policy_hidden`
     (no extra forward), a separate critic runs its own. `bf16`: the transformer bodies run under a bfloat16
     autocast (as the training forwards then are, so that the policy ratio starts at 1 up to rounding).
     """
@@ -224,7 +224,7 @@ def measure(
         with torch.autocast(batch["sequences"].device.type, dtype=torch.bfloat16, enabled=bf16):
             logp, _, hidden = token_logprobs(policy, batch, temperature)
             ref_logp, _, _ = token_logprobs(ref, batch, temperature)
-            value = value_fn(batch, hidden)
+            value = value_fn(batch, hidden) if value_fn is not None else torch.zeros_like(logp)
         for name, part in (("logprobs", logp), ("ref_logprobs", ref_logp), ("values", value)):
             out[name][idx, :width] = part.float()
     policy.train(was_training)

@@ -33,7 +33,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -44,7 +44,15 @@ from rlhfkit.data.chats import load_chats
 from rlhfkit.errors import RlhfkitError
 from rlhfkit.generation import SamplingParams, end_of_turn_ids, pad_id, render_chat
 from rlhfkit.models import load_causal_lm
-from rlhfkit.ppo.advantages import gae, per_token_rewards, shape_scores, whiten
+from rlhfkit.ppo.advantages import (
+    gae,
+    group_normalized,
+    kl_loss,
+    leave_one_out,
+    per_token_rewards,
+    shape_scores,
+    whiten,
+)
 from rlhfkit.ppo.kl_controller import KLController
 from rlhfkit.ppo.losses import masked_mean, policy_loss, value_loss
 from rlhfkit.ppo.rollout import RewardFn, Rollout, collect, critic_values, measure, token_logprobs
@@ -60,7 +68,9 @@ from rlhfkit.train.loop import (
     set_seed,
 )
 
-VALUE_MODELS = ("critic", "head")
+VALUE_MODELS = ("auto", "critic", "head", "none")
+ADVANTAGES = ("gae", "rloo", "grpo")
+KL_PENALTIES = ("reward", "loss")
 
 
 @dataclass
@@ -72,10 +82,16 @@ class PPOConfig:
     )
     out: str = "runs/ppo"
     ref: str | None = None  # reference model (default: the policy checkpoint)
-    value_model: str = "critic"  # "critic": separate model (init from value_init); "head": head on the policy
+    value_model: str = "auto"  # "critic": separate model (init from value_init); "head": head on the policy;
+    # "none": no value function (rloo, grpo); "auto": a critic for gae, none otherwise
+    advantage: str = "gae"  # "gae" (PPO: critic + GAE), "rloo" (leave-one-out), "grpo" (group-normalized)
+    samples_per_prompt: int = 1  # k responses to each prompt per rollout (rloo/grpo need >= 2)
+    kl_penalty: str = (
+        "reward"  # the KL leash: "reward" (-beta*KL in the return) or "loss" (beta*k3 in the loss)
+    )
     value_init: str | None = None  # critic's starting checkpoint (default: the reward model, else the policy)
     steps: int = 100  # PPO steps (rollout batches)
-    batch_size: int = 64  # prompts (episodes) per rollout
+    batch_size: int = 64  # episodes (responses) per rollout: batch_size / samples_per_prompt prompts
     epochs: int = 4  # passes over each rollout
     minibatch_size: int = 16  # episodes per gradient step
     group_by_length: bool = True  # minibatches of similar-length episodes (less padding); order still random
@@ -116,6 +132,28 @@ class PPOConfig:
     )
     seed: int = 0
     device: str = "auto"
+
+
+@dataclass
+class RLOOConfig(PPOConfig):
+    """`rlhfkit rloo`: PPO's loop without a critic; each response is compared with the other k - 1 to its prompt."""
+
+    advantage: str = "rloo"
+    samples_per_prompt: int = 4
+    whiten_advantages: bool = False  # the leave-one-out baseline already centres them
+
+
+@dataclass
+class GRPOConfig(PPOConfig):
+    """`rlhfkit grpo`: group-normalized advantages and the KL to the reference as a loss term (DeepSeekMath)."""
+
+    advantage: str = "grpo"
+    samples_per_prompt: int = 4
+    kl_penalty: str = "loss"
+    whiten_advantages: bool = False  # each group is already normalized
+
+
+METHOD_NAMES = {"gae": "ppo", "rloo": "rloo", "grpo": "grpo"}
 
 
 def load_prompts(path: str | Path) -> list[dict]:
@@ -162,7 +200,9 @@ def gold_scores(records: list[dict], indices: list[int], texts: list[str]) -> li
 
 
 def build_value(cfg: PPOConfig, policy, device, has_rm: bool):
-    """(value module to train, value_fn(batch, policy_hidden) -> values)."""
+    """(value module to train, value_fn(batch, policy_hidden) -> values); (None, None) without a value model."""
+    if cfg.value_model == "none":
+        return None, None
     if cfg.value_model == "head":
         head = torch.nn.Linear(policy.config.hidden_size, 1).to(device)
         torch.nn.init.zeros_(head.weight)
@@ -185,9 +225,29 @@ def _check(cfg: PPOConfig, has_reward_fn: bool) -> None:
         raise RlhfkitError("--reward is required (a reward model folder)")
     if not cfg.prompts:
         raise RlhfkitError("--prompts is required (a prompts JSONL file)")
-    if cfg.value_model not in VALUE_MODELS:
+    for name, allowed in (
+        ("value_model", VALUE_MODELS),
+        ("advantage", ADVANTAGES),
+        ("kl_penalty", KL_PENALTIES),
+    ):
+        if getattr(cfg, name) not in allowed:
+            raise RlhfkitError(
+                f"--{name.replace('_', '-')}: expected one of {', '.join(allowed)}, got '{getattr(cfg, name)}'"
+            )
+    if cfg.advantage != "gae" and cfg.samples_per_prompt < 2:
         raise RlhfkitError(
-            f"--value-model: expected one of {', '.join(VALUE_MODELS)}, got '{cfg.value_model}'"
+            f"--advantage {cfg.advantage} compares responses to the same prompt: --samples-per-prompt must be "
+            f">= 2, got {cfg.samples_per_prompt}"
+        )
+    if cfg.advantage != "gae" and cfg.value_model in ("critic", "head"):
+        raise RlhfkitError(
+            f"--advantage {cfg.advantage} needs no value model: use --value-model none or auto"
+        )
+    if cfg.advantage == "gae" and cfg.value_model == "none":
+        raise RlhfkitError("--advantage gae needs a value model (critic or head)")
+    if cfg.samples_per_prompt < 1 or cfg.batch_size % cfg.samples_per_prompt:
+        raise RlhfkitError(
+            f"--batch-size {cfg.batch_size} must be a multiple of --samples-per-prompt {cfg.samples_per_prompt}"
         )
     for name in ("steps", "batch_size", "epochs", "minibatch_size", "max_new_tokens"):
         if getattr(cfg, name) < 1:
@@ -203,6 +263,8 @@ def _check(cfg: PPOConfig, has_reward_fn: bool) -> None:
 def run(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
     """Train (or resume) a PPO run; return the output folder. `reward_fn` replaces the reward model."""
     _check(cfg, reward_fn is not None)
+    if cfg.value_model == "auto":
+        cfg = replace(cfg, value_model="critic" if cfg.advantage == "gae" else "none")
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     device = pick_device(cfg.device)
@@ -228,7 +290,7 @@ def run(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
         reward_fn, rm_stats = rm_reward_fn(cfg.reward, device, cfg.rm_max_length, cfg.forward_batch_size)
     use_gold = cfg.gold_judge and all(isinstance(r.get("meta"), dict) for r in records)
     value_module, value_fn = build_value(cfg, policy, device, has_rm=bool(cfg.reward))
-    modules = torch.nn.ModuleDict({"policy": policy, "value": value_module})
+    modules = torch.nn.ModuleDict({"policy": policy, **({"value": value_module} if value_module else {})})
     trainable = [p for p in modules.parameters() if p.requires_grad]
     optimizer = make_optimizer(
         modules, LoopConfig(lr=cfg.lr, weight_decay=cfg.weight_decay, beta1=0.9, beta2=0.95)
@@ -252,8 +314,9 @@ def run(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
     stop_ids = end_of_turn_ids(tokenizer)
     pad = pad_id(tokenizer)
     print(
-        f"ppo: {len(records)} prompts, {cfg.steps} steps x {cfg.batch_size} episodes, {cfg.epochs} epochs of "
-        f"minibatches of {cfg.minibatch_size}, value model: {cfg.value_model}, "
+        f"ppo: {len(records)} prompts, {cfg.steps} steps x {cfg.batch_size} episodes "
+        f"({cfg.samples_per_prompt} per prompt), {cfg.epochs} epochs of minibatches of {cfg.minibatch_size}, "
+        f"advantages: {cfg.advantage}, value model: {cfg.value_model}, KL in the {cfg.kl_penalty}, "
         f"gold judge: {'on' if use_gold else 'off'}, device {device}"
     )
 
@@ -266,7 +329,12 @@ def run(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
             lr = cfg.lr * min(1.0, (step + 1) / max(cfg.warmup_steps, 1))
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            idx = epoch_batch_indices(len(records), cfg.batch_size, cfg.seed, step)
+            k = cfg.samples_per_prompt  # each prompt's k responses sit in consecutive rows
+            idx = [
+                i
+                for i in epoch_batch_indices(len(records), cfg.batch_size // k, cfg.seed, step)
+                for _ in range(k)
+            ]
             params = SamplingParams(
                 max_new_tokens=cfg.max_new_tokens,
                 temperature=cfg.temperature,
@@ -356,8 +424,7 @@ def _train_on(cfg, rollout, kl_ctl, norm, policy, value_fn, optimizer, params, p
         cfg.reward_clip,
         cfg.missing_eot_penalty,
     )
-    rewards, kl = per_token_rewards(rollout.logprobs, rollout.ref_logprobs, scores, mask, kl_ctl.beta)
-    advantages, returns = gae(rewards, rollout.values, mask, cfg.gamma, cfg.lam)
+    advantages, returns, kl = compute_advantages(cfg, rollout, scores, kl_ctl.beta)
     if cfg.whiten_advantages:
         advantages = whiten(advantages, mask)
 
@@ -376,15 +443,23 @@ def _train_on(cfg, rollout, kl_ctl, norm, policy, value_fn, optimizer, params, p
                 logp, entropy, hidden = token_logprobs(
                     policy, batch, cfg.temperature, with_entropy=True, entropy_grad=cfg.ent_coef > 0
                 )
-                values = value_fn(batch, hidden)
+                values = value_fn(batch, hidden) if value_fn is not None else None
             pg, pg_stats = policy_loss(
                 logp, rollout.logprobs[idx, :width], advantages[idx, :width], mb_mask, cfg.clip
             )
-            vf, vf_stats = value_loss(
-                values, rollout.values[idx, :width], returns[idx, :width], mb_mask, cfg.value_clip
-            )
             ent = masked_mean(entropy, mb_mask)
-            loss = pg + cfg.vf_coef * vf - cfg.ent_coef * ent
+            loss = pg - cfg.ent_coef * ent
+            stats = {"policy_loss": pg, "entropy": ent}
+            if values is not None:
+                vf, vf_stats = value_loss(
+                    values, rollout.values[idx, :width], returns[idx, :width], mb_mask, cfg.value_clip
+                )
+                loss = loss + cfg.vf_coef * vf
+                stats.update(value_loss=vf, **vf_stats)
+            if cfg.kl_penalty == "loss":
+                kl_term = kl_loss(logp, rollout.ref_logprobs[idx, :width], mb_mask)
+                loss = loss + kl_ctl.beta * kl_term
+                stats["kl_loss"] = kl_term
             ptx = None
             if ptx_stream is not None:
                 ptx = _ptx_loss(policy, ptx_stream, cfg, step * 10_000 + epoch * 1_000 + k)
@@ -405,9 +480,8 @@ def _train_on(cfg, rollout, kl_ctl, norm, policy, value_fn, optimizer, params, p
                 continue
             optimizer.step()
             updates += 1
-            stats = {"policy_loss": pg, "value_loss": vf, "entropy": ent, "grad_norm": grad_norm}
+            stats["grad_norm"] = grad_norm
             stats.update(pg_stats)
-            stats.update(vf_stats)
             if ptx is not None:
                 stats["ptx_loss"] = ptx
             for name, v in stats.items():
@@ -424,9 +498,10 @@ def _train_on(cfg, rollout, kl_ctl, norm, policy, value_fn, optimizer, params, p
 
     metrics = {name: v / max(updates, 1) for name, v in sums.items()}
     seq_kl = kl.sum(-1)
-    explained = 1 - float(torch.var(returns[mask.bool()] - rollout.values[mask.bool()])) / max(
-        float(torch.var(returns[mask.bool()])), 1e-8
-    )
+    if returns is not None:
+        metrics["value_explained_var"] = 1 - float(
+            torch.var(returns[mask.bool()] - rollout.values[mask.bool()])
+        ) / max(float(torch.var(returns[mask.bool()])), 1e-8)
     metrics.update(
         {
             "kl": float(seq_kl.mean()),
@@ -434,7 +509,6 @@ def _train_on(cfg, rollout, kl_ctl, norm, policy, value_fn, optimizer, params, p
             "score": float(scores.mean()),
             "non_score_reward": float((-kl_ctl.beta * seq_kl).mean()),
             "return": float((scores - kl_ctl.beta * seq_kl).mean()),
-            "value_explained_var": explained,
             "updates": updates,
             "minibatches_skipped": skipped,
             "epochs_done": stopped_at if stopped_at is not None else cfg.epochs,
@@ -442,6 +516,27 @@ def _train_on(cfg, rollout, kl_ctl, norm, policy, value_fn, optimizer, params, p
         }
     )
     return metrics
+
+
+def compute_advantages(
+    cfg: PPOConfig, rollout: Rollout, scores: torch.Tensor, beta: float
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """(advantages [B, R], value targets [B, R] or None, per-token KL [B, R]) for the configured method.
+
+    gae: per-token rewards (the KL penalty on every token when it is in the reward) and GAE over the critic's
+    values. rloo / grpo: one number per response — its score, minus beta times its KL when the KL is in the
+    reward — compared with the other responses to the same prompt; every token of a response shares it.
+    """
+    mask = rollout.mask
+    reward_beta = beta if cfg.kl_penalty == "reward" else 0.0
+    if cfg.advantage == "gae":
+        rewards, kl = per_token_rewards(rollout.logprobs, rollout.ref_logprobs, scores, mask, reward_beta)
+        advantages, returns = gae(rewards, rollout.values, mask, cfg.gamma, cfg.lam)
+        return advantages, returns, kl
+    kl = (rollout.logprobs - rollout.ref_logprobs) * mask
+    sequence_return = scores - reward_beta * kl.sum(-1)
+    baseline = leave_one_out if cfg.advantage == "rloo" else group_normalized
+    return baseline(sequence_return, cfg.samples_per_prompt)[:, None] * mask, None, kl
 
 
 def minibatch_order(
@@ -543,7 +638,7 @@ def _save_outputs(cfg, out, policy, value_module, tokenizer, stop_ids, last, kl_
     save_hf_checkpoint(policy, tokenizer, out, eos_token_ids=list(stop_ids))
     if cfg.value_model == "critic":
         value_module.save_pretrained(out / "value", safe_serialization=True)
-    else:
+    elif cfg.value_model == "head":
         from safetensors.torch import save_file
 
         save_file(
@@ -553,7 +648,7 @@ def _save_outputs(cfg, out, policy, value_module, tokenizer, stop_ids, last, kl_
     metrics = {k: v for k, v in last.items() if isinstance(v, int | float) and math.isfinite(v)}
     write_manifest(
         out,
-        stage="ppo",
+        stage=METHOD_NAMES[cfg.advantage],
         config=asdict(cfg),
         seed=cfg.seed,
         parent=cfg.policy,
