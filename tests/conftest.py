@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 
@@ -58,4 +59,75 @@ def tokenizer_dir(tmp_path_factory, corpus_file) -> Path:
 
     out = tmp_path_factory.mktemp("tok")
     train_tokenizer(corpus_file, 400, out)
+    return out
+
+
+# Micro RL fixtures shared by the policy-optimization tests (PPO, RLOO, GRPO, rejection sampling).
+WORDS = [
+    "the",
+    "a",
+    "cat",
+    "dog",
+    "sun",
+    "moon",
+    "tree",
+    "river",
+    "stone",
+    "bird",
+    "red",
+    "blue",
+    "small",
+    "big",
+]
+
+
+@pytest.fixture(scope="module")
+def policy_dir(tmp_path_factory) -> Path:
+    """A randomly initialized micro Llama with an rlhfkit tokenizer (chat template, <|end|>)."""
+    from rlhfkit.artifacts import save_hf_checkpoint
+    from rlhfkit.models import build_model
+    from rlhfkit.tokenizer import train_tokenizer
+
+    root = tmp_path_factory.mktemp("policy")
+    corpus = root / "corpus.txt"
+    corpus.write_text((" ".join(WORDS) + ".\n") * 40)
+    tok = train_tokenizer(corpus, 300, root / "model")
+    model = build_model("micro", len(tok), 128, tok, seed=0)
+    save_hf_checkpoint(model, tok, root / "model")
+    return root / "model"
+
+
+@pytest.fixture(scope="module")
+def prompts_file(tmp_path_factory) -> Path:
+    from rlhfkit.data.jsonl import write_jsonl
+
+    path = tmp_path_factory.mktemp("prompts") / "prompts.jsonl"
+    rows = [
+        {
+            "id": f"p{i}",
+            "messages": [{"role": "user", "content": f"tell me about the {WORDS[i % len(WORDS)]} {i}"}],
+            "category": "chat",
+            "meta": {"task": "unknown"},
+        }
+        for i in range(24)
+    ]
+    write_jsonl(path, rows)
+    return path
+
+
+@pytest.fixture(scope="module")
+def rm_dir(policy_dir, tmp_path_factory) -> Path:
+    """A micro sequence-classification reward model on the policy's backbone, with a recorded score std."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    from rlhfkit.tokenizer import load_tokenizer
+
+    out = tmp_path_factory.mktemp("rm") / "rm"
+    torch.manual_seed(1)
+    rm = AutoModelForSequenceClassification.from_pretrained(str(policy_dir), num_labels=1)
+    rm.config.pad_token_id = load_tokenizer(policy_dir).pad_token_id
+    rm.save_pretrained(out)
+    load_tokenizer(policy_dir).save_pretrained(out)
+    (out / "rlhfkit.json").write_text(json.dumps({"stage": "reward", "calibration": {"std": 0.5}}))
     return out

@@ -9,62 +9,14 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import WORDS  # noqa: E402
 from rlhfkit.cli import main
-from rlhfkit.data.jsonl import write_jsonl
 from rlhfkit.ppo import PPOConfig, run
 
-WORDS = [
-    "the",
-    "a",
-    "cat",
-    "dog",
-    "sun",
-    "moon",
-    "tree",
-    "river",
-    "stone",
-    "bird",
-    "red",
-    "blue",
-    "small",
-    "big",
-]
 TARGET = range(100, 160)  # the synthetic reward likes these token ids (~1/5 of the vocabulary)
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-@pytest.fixture(scope="module")
-def policy_dir(tmp_path_factory) -> Path:
-    """A randomly initialized micro Llama with an rlhfkit tokenizer (chat template, <|end|>)."""
-    from rlhfkit.artifacts import save_hf_checkpoint
-    from rlhfkit.models import build_model
-    from rlhfkit.tokenizer import train_tokenizer
-
-    root = tmp_path_factory.mktemp("policy")
-    corpus = root / "corpus.txt"
-    corpus.write_text((" ".join(WORDS) + ".\n") * 40)
-    tok = train_tokenizer(corpus, 300, root / "model")
-    model = build_model("micro", len(tok), 128, tok, seed=0)
-    save_hf_checkpoint(model, tok, root / "model")
-    return root / "model"
-
-
-@pytest.fixture(scope="module")
-def prompts_file(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("prompts") / "prompts.jsonl"
-    rows = [
-        {
-            "id": f"p{i}",
-            "messages": [{"role": "user", "content": f"tell me about the {WORDS[i % len(WORDS)]} {i}"}],
-            "category": "chat",
-            "meta": {"task": "unknown"},
-        }
-        for i in range(24)
-    ]
-    write_jsonl(path, rows)
-    return path
 
 
 def target_fraction(prompts, texts, ids) -> list[float]:
@@ -182,23 +134,6 @@ def test_a_nan_reward_skips_the_batch_and_says_so(policy_dir, prompts_file, tmp_
 
     assert all(torch.isfinite(v).all() for v in load_file(str(out / "model.safetensors")).values())
     assert all(r["kl"] == r["kl"] for r in rows if not r.get("skipped"))  # finite (not NaN) where trained
-
-
-@pytest.fixture(scope="module")
-def rm_dir(policy_dir, tmp_path_factory) -> Path:
-    """A micro sequence-classification reward model on the policy's backbone, with a recorded score std."""
-    from transformers import AutoModelForSequenceClassification
-
-    from rlhfkit.tokenizer import load_tokenizer
-
-    out = tmp_path_factory.mktemp("rm") / "rm"
-    torch.manual_seed(1)
-    rm = AutoModelForSequenceClassification.from_pretrained(str(policy_dir), num_labels=1)
-    rm.config.pad_token_id = load_tokenizer(policy_dir).pad_token_id
-    rm.save_pretrained(out)
-    load_tokenizer(policy_dir).save_pretrained(out)
-    (out / "rlhfkit.json").write_text(json.dumps({"stage": "reward", "calibration": {"std": 0.5}}))
-    return out
 
 
 def test_cli_with_a_reward_model_folder_critic_from_the_rm_and_ptx(

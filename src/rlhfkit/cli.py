@@ -25,6 +25,8 @@ COMMAND_MODULES = [
     "rlhfkit.world.commands",
     "rlhfkit.commands.reward_cmd",
     "rlhfkit.ppo.commands",
+    "rlhfkit.dpo.commands",
+    "rlhfkit.rs.commands",
     "rlhfkit.annotate.commands",
     "rlhfkit.evaluate.commands",
     "rlhfkit.serve.commands",

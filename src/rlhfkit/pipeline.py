@@ -165,9 +165,52 @@ def _ppo(r: Path) -> list[str]:
     return ppo_cmd(r / "sft", r / "rm", r / "world" / "prompts.jsonl", r / "ppo")
 
 
+# The policy-optimization methods `--method` chooses from; each writes its policy to <run>/<method>/.
+# All start from the same SFT model; all but dpo read the reward model, dpo reads the comparisons directly.
+METHODS = ("ppo", "dpo", "rloo", "grpo", "rs")
+
+
+def _policy_stage_argv(method: str) -> Callable[[Path], list[str]]:
+    def argv(r: Path) -> list[str]:
+        if method == "dpo":
+            c = r / "comparisons"
+            return ["dpo", "--policy", str(r / "sft"), "--data", str(c / "train.jsonl"),
+                    "--eval-data", str(c / "eval.jsonl"), "--out", str(r / "dpo")]  # fmt: skip
+        cmd = ppo_cmd(r / "sft", r / "rm", r / "world" / "prompts.jsonl", r / method)
+        return [method, *cmd[1:]]
+
+    return argv
+
+
+METHOD_STAGES = {
+    "ppo": ("Stage 3c: PPO against the reward model with a KL leash", ["reward"], 400),
+    "dpo": ("Stage 3c: DPO straight from the comparisons (no reward model, no rollouts)", ["labels"], 300),
+    "rloo": ("Stage 3c: RLOO, critic-free RL against the reward model", ["reward"], 300),
+    "grpo": ("Stage 3c: GRPO, group-normalized critic-free RL", ["reward"], 300),
+    "rs": ("Stage 3c: rejection sampling, fine-tuning on the RM's best of n", ["reward"], 200),
+}
+
+
+def parse_methods(text: str | None) -> list[str]:
+    """`ppo`, or a comma-separated list (`ppo,dpo`) run side by side and evaluated together."""
+    methods = [m.strip() for m in (text or "ppo").split(",") if m.strip()]
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or not methods:
+        raise RlhfkitError(f"--method: unknown method '{','.join(unknown)}' (methods: {', '.join(METHODS)})")
+    return list(dict.fromkeys(methods))
+
+
+def _evaluate_argv(methods: list[str]) -> Callable[[Path], list[str]]:
+    def argv(r: Path) -> list[str]:
+        names = ("base", "sft", *methods)
+        models = [(name, r / name) for name in names if (r / name / "config.json").exists()]
+        return evaluate_cmd(r / "world" / "eval_prompts.jsonl", r / "eval", models)
+
+    return argv
+
+
 def _evaluate(r: Path) -> list[str]:
-    models = [(name, r / name) for name in ("base", "sft", "ppo") if (r / name / "config.json").exists()]
-    return evaluate_cmd(r / "world" / "eval_prompts.jsonl", r / "eval", models)
+    return _evaluate_argv(["ppo"])(r)
 
 
 def _report(r: Path) -> list[str]:
@@ -246,6 +289,29 @@ STAGES: list[Stage] = [
     Stage("report", "write report.html", "report.html", ["evaluate"], _report, estimate_s=10),
 ]
 STAGE_NAMES = [s.name for s in STAGES]
+
+
+def rlhf_stages(methods: list[str]) -> list[Stage]:
+    """The default stage list with its policy stage replaced by one stage per method (same SFT, same labels)."""
+    if methods == ["ppo"]:
+        return STAGES
+    head = [s for s in STAGES if s.name not in ("ppo", "evaluate", "report")]
+    policy = [
+        Stage(
+            m,
+            METHOD_STAGES[m][0],
+            m,
+            METHOD_STAGES[m][1],
+            _policy_stage_argv(m),
+            estimate_s=METHOD_STAGES[m][2],
+        )
+        for m in methods
+    ]
+    evaluate = Stage(
+        "evaluate", "win rates, probes and samples judged by the gold judge", "eval", methods,
+        _evaluate_argv(methods), estimate_s=60 + 40 * len(methods),
+    )  # fmt: skip
+    return head + policy + [evaluate, STAGES[-1]]
 
 
 # Constitutional AI variant (`--cai`): principles and AI feedback replace the human comparisons. It starts
@@ -444,7 +510,7 @@ CAI_STAGES: list[Stage] = STAGES[:4] + [
     ),
 ]
 CAI_STAGE_NAMES = [s.name for s in CAI_STAGES]
-ALL_STAGE_NAMES = STAGE_NAMES + [n for n in CAI_STAGE_NAMES if n not in STAGE_NAMES]
+ALL_STAGE_NAMES = STAGE_NAMES + [n for n in [*CAI_STAGE_NAMES, *METHODS] if n not in STAGE_NAMES]
 
 # Defaults tuned for a 2-core CPU: flags of each stage's command. `--quick` overrides some of them.
 # The CAI branch's PPO runs like the RLHF branch's. Each stage gets its own copy of the table, so a user's
@@ -469,6 +535,11 @@ DEFAULTS: dict[str, dict] = {
     "labels": {"pool-size": 10, "overlap": 1},
     "reward": {"epochs": 2, "batch-size": 16, "lr": 1e-4},
     "ppo": dict(PPO_DEFAULTS),
+    # The other methods (docs/methods.md): the same prompts, SFT model and labels; budgets from the frontier.
+    "dpo": {},
+    "rloo": dict(PPO_DEFAULTS),
+    "grpo": dict(PPO_DEFAULTS),
+    "rs": {},
     "evaluate": {},
     "report": {},
     # A tiny model learns critiquing and judging only from many demonstrations (docs/cai.md): 6,000 critique
@@ -494,6 +565,10 @@ QUICK: dict[str, dict] = {
     "candidates": {"n": 2, "off-prompt": 1, "max-new-tokens": 24},
     "reward": {"epochs": 0, "max-steps": 20},
     "ppo": dict(PPO_QUICK),
+    "dpo": {"epochs": 0, "max-steps": 10},
+    "rloo": dict(PPO_QUICK),
+    "grpo": dict(PPO_QUICK),
+    "rs": {"n": 2, "prompts-per-round": 64, "max-new-tokens": 24},
     "evaluate": {"n-prompts": 40},
     "cai_demos": {"chains": 100, "judgments": 100, "max-words": 120},  # short: the quick tokenizer is small
     "cai_critic": {"epochs": 0, "max-steps": 10},
@@ -526,7 +601,7 @@ def stage_options(config: dict, quick: bool) -> dict[str, dict]:
             raise RlhfkitError(f"pipeline config: [{name}] must be a table of that command's options")
         opts[name].update({k.replace("_", "-"): v for k, v in table.items()})
     if seed is not None:
-        for name in ("world", "pretrain", "sft", "candidates", "labels", "reward", "ppo", "evaluate"):
+        for name in ("world", "pretrain", "sft", "candidates", "labels", "reward", *METHODS, "evaluate"):
             opts[name].setdefault("seed", seed)
     return opts
 
@@ -595,7 +670,8 @@ def headline_metrics(run_dir: Path, stage: Stage) -> dict:
 
 
 def run_pipeline(run_dir: str | Path, config: dict | None = None, quick: bool = False, from_stage: str | None = None,
-                 only: str | None = None, until: str | None = None, cai: bool = False, console=None) -> dict:  # fmt: skip
+                 only: str | None = None, until: str | None = None, cai: bool = False, console=None,
+                 method: str | None = None) -> dict:  # fmt: skip
     """Run (or resume) the pipeline in `run_dir`; returns the `pipeline.json` content."""
     from rich.console import Console
 
@@ -604,14 +680,19 @@ def run_pipeline(run_dir: str | Path, config: dict | None = None, quick: bool = 
     console = console or Console()
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    stages = CAI_STAGES if cai else STAGES
+    methods = parse_methods(method)
+    if cai and methods != ["ppo"]:
+        raise RlhfkitError("--cai runs its own stages (SL-CAI, RL-CAI with PPO); it takes no --method")
+    stages = CAI_STAGES if cai else rlhf_stages(methods)
     names = [s.name for s in stages]
     for name in (from_stage, only, until):
         if name is not None and name not in names:
             raise RlhfkitError(f"unknown stage '{name}' (stages: {', '.join(names)})")
     opts = stage_options(config or {}, quick)
     state = PipelineState.load(run_dir)
-    state.data.update({"run_dir": str(run_dir), "quick": quick, "cai": cai, "config": config or {}})
+    state.data.update(
+        {"run_dir": str(run_dir), "quick": quick, "cai": cai, "methods": methods, "config": config or {}}
+    )
     selected = [only] if only else names[names.index(from_stage) :] if from_stage else names
     if until is not None:
         selected = [s for s in selected if names.index(s) <= names.index(until)]

@@ -38,6 +38,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="Constitutional AI variant: SL-CAI, AI-labelled comparisons, RM, PPO",
     )
     p.add_argument(
+        "--method",
+        default=None,
+        help="policy optimization after SFT: ppo (default), dpo, rloo, grpo or rs; a comma-separated list "
+        "(ppo,dpo,rs) runs each from the same SFT model and labels and evaluates them side by side",
+    )
+    p.add_argument(
         "--seed", type=int, default=None, help="seed for every stage (default: each stage's own, 0)"
     )
     p.set_defaults(func=_run)
@@ -58,6 +64,7 @@ def _run(args: argparse.Namespace) -> int:
         only=args.only,
         until=args.until,
         cai=args.cai,
+        method=args.method,
     )
     print(
         f"pipeline: finished in {data.get('total_seconds', 0):.0f} s of stage time; see {args.out}/pipeline.json"

@@ -1,0 +1,41 @@
+"""`rlhfkit rs`: rejection-sampling fine-tuning (best-of-n by the reward model, then SFT on the winners)."""
+
+from __future__ import annotations
+
+import argparse
+
+from rlhfkit.config import add_config_args, config_from_args
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from rlhfkit.rs.trainer import RSConfig
+
+    p = sub.add_parser(
+        "rs",
+        help="rejection-sampling fine-tuning: keep the reward model's best of n samples, fine-tune on them",
+        description="Each round samples --n responses to each prompt from the current policy, keeps the reward "
+        "model's favourite finished response per prompt and fine-tunes the policy on those winners (SFT loss). "
+        "Rounds, samples and fine-tuning all resume where they stopped.",
+    )
+    add_config_args(
+        p,
+        RSConfig,
+        {
+            "policy": "starting policy (the SFT checkpoint)",
+            "reward": "reward model folder that picks the winners",
+            "prompts": "prompts JSONL ({'messages': [...]})",
+            "out": "output folder (the final policy)",
+            "lr": "fine-tuning learning rate",
+            "max_steps": "fine-tuning steps per round when --sft-epochs is 0",
+            "seed": "seed of the prompt draws, the sampling and the fine-tuning",
+        },
+    )
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from rlhfkit.rs.trainer import RSConfig, run
+
+    out = run(config_from_args(RSConfig, args))
+    print(f"rs: policy written to {out}")
+    return 0

@@ -1,0 +1,198 @@
+"""Rejection-sampling fine-tuning: best-of-n by the reward model, then SFT on the winners.
+
+Best-of-n at inference time is the simplest use of a reward model and a strong one (its KL to the sampler is
+at most log n - (n - 1) / n), but it costs n samples per answer. Rejection-sampling fine-tuning (Touvron et
+al. 2023, "Llama 2", section 3.2.3; also RAFT and ReST) distills it into the policy: for each prompt sample
+n responses, keep the one the reward model scores highest, and fine-tune on those winners with the ordinary
+SFT loss. Repeating it (`rounds`) samples each round from the policy the previous round produced.
+
+One round, in `out/rounds/<r>/`:
+
+1. `samples.jsonl`: n responses to each of `prompts_per_round` prompts (a seeded draw per round), every
+   response with its reward-model score and finish reason (kept for audit);
+2. `winners.jsonl`: the best finished response of each prompt as a chat (`{"messages": [...]}`), only where it
+   scores at least `min_score` (unfinished responses never win: the cut-off would be taught as an answer);
+3. the policy: `rlhfkit sft` on the winners, starting from the previous round's policy. The last round writes
+   straight into `out`, so `out` is the final Hugging Face checkpoint.
+
+Every step is resumable: a round whose files exist is not sampled again, and SFT continues from its checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rlhfkit.artifacts import read_manifest, write_manifest
+from rlhfkit.data.jsonl import read_jsonl, write_jsonl
+from rlhfkit.errors import RlhfkitError
+from rlhfkit.train.loop import LoopConfig
+
+
+@dataclass
+class RSConfig:
+    policy: str = ""  # starting policy (the SFT checkpoint)
+    reward: str = ""  # reward model folder that picks the winners
+    prompts: str = ""  # prompts JSONL ({"messages": [...]}); a trailing assistant turn is dropped
+    out: str = "runs/rs"  # the final policy; rounds/<r>/ hold each round's samples, winners and policy
+    n: int = 8  # responses sampled per prompt; the reward model keeps the best
+    rounds: int = 1  # sample -> pick -> fine-tune, each round from the previous round's policy
+    prompts_per_round: int = 0  # prompts sampled each round (a seeded draw); 0: all
+    temperature: float = 1.0  # sampling temperature (1.0: the policy's own distribution)
+    max_new_tokens: int = 128  # response cap; a response cut off here is never kept
+    min_score: float | None = None  # keep a winner only if its reward-model score is at least this
+    keep_unfinished: bool = False  # let a response cut off at max_new_tokens win (for untrained test models)
+    generation_batch_size: int = 64  # sequences decoded together
+    rm_max_length: int = 512  # tokens the reward model reads per prompt + response
+    sft_epochs: float = 1.0  # passes over each round's winners
+    sft_batch_size: int = 32  # chats per optimizer step
+    sft_max_len: int = 256  # tokens per chat in fine-tuning
+    device: str = "auto"
+    loop: LoopConfig = field(
+        default_factory=lambda: LoopConfig(lr=3e-4, warmup_steps=5, weight_decay=0.0, eval_every=1000)
+    )
+
+
+def _check(cfg: RSConfig) -> None:
+    for name, what in (
+        ("policy", "the SFT checkpoint"),
+        ("reward", "a reward model"),
+        ("prompts", "prompts"),
+    ):
+        if not getattr(cfg, name):
+            raise RlhfkitError(f"--{name} is required ({what})")
+    for name in ("n", "rounds", "max_new_tokens"):
+        if getattr(cfg, name) < 1:
+            raise RlhfkitError(
+                f"--{name.replace('_', '-')}: expected an integer >= 1, got {getattr(cfg, name)}"
+            )
+    if cfg.n < 2:
+        raise RlhfkitError("--n: rejection sampling needs at least 2 responses per prompt to choose from")
+
+
+def run(cfg: RSConfig) -> Path:
+    """Run (or resume) every round; return the final policy folder (`cfg.out`)."""
+    from rlhfkit.ppo.trainer import load_prompts
+
+    _check(cfg)
+    out = Path(cfg.out)
+    records = load_prompts(cfg.prompts)
+    policy = cfg.policy
+    history = []
+    for r in range(cfg.rounds):
+        round_dir = out / "rounds" / str(r)
+        round_dir.mkdir(parents=True, exist_ok=True)
+        chosen = _draw_prompts(len(records), cfg.prompts_per_round, cfg.loop.seed, r)
+        if not (round_dir / "winners.jsonl").exists():
+            _sample_and_pick(
+                cfg, policy, [records[i] for i in chosen], round_dir, seed=cfg.loop.seed * 1000 + r
+            )
+        stats = json.loads((round_dir / "round.json").read_text())
+        target = out if r == cfg.rounds - 1 else round_dir / "policy"
+        _finetune(cfg, policy, round_dir / "winners.jsonl", target)
+        print(
+            f"rs round {r + 1}/{cfg.rounds}: {stats['winners']} winners of {stats['prompts']} prompts, "
+            f"mean reward {stats['mean_score']:+.3f} -> best-of-{cfg.n} {stats['mean_winner_score']:+.3f}"
+        )
+        history.append(stats)
+        policy = str(target)
+    sft_metrics = read_manifest(out).get("metrics", {})
+    write_manifest(
+        out, stage="rs", config=cfg, seed=cfg.loop.seed, parent=cfg.policy,
+        metrics={**{f"sft_{k}": v for k, v in sft_metrics.items() if isinstance(v, int | float)},
+                 "mean_winner_score": history[-1]["mean_winner_score"], "mean_score": history[-1]["mean_score"]},
+        extra={"reward_model": cfg.reward, "rounds": history},
+    )  # fmt: skip
+    return out
+
+
+def _draw_prompts(n_records: int, per_round: int, seed: int, round_index: int) -> list[int]:
+    if per_round <= 0 or per_round >= n_records:
+        return list(range(n_records))
+    return sorted(random.Random(f"rs:{seed}:{round_index}").sample(range(n_records), per_round))
+
+
+def _sample_and_pick(cfg: RSConfig, policy: str, records: list[dict], round_dir: Path, seed: int) -> None:
+    """Write samples.jsonl, winners.jsonl (last, atomically: it marks the round's sampling as done) and round.json."""
+    from rlhfkit.generation import SamplingParams, generate_chat
+    from rlhfkit.models import load_causal_lm
+    from rlhfkit.reward_model import default_max_length, load_reward_model, score_conversations
+    from rlhfkit.tokenizer import load_tokenizer
+    from rlhfkit.train.distributed import pick_device
+
+    device = pick_device(cfg.device)
+    model = load_causal_lm(policy).to(device).eval()
+    tokenizer = load_tokenizer(policy)
+    chats = [r["messages"] for r in records for _ in range(cfg.n)]  # prompt-major: n in a row
+    params = SamplingParams(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, seed=seed)
+    print(f"rs: sampling {cfg.n} responses to each of {len(records)} prompts from {policy}")
+    completions = generate_chat(model, tokenizer, chats, params, batch_size=cfg.generation_batch_size)
+    del model
+    rm, rm_tokenizer = load_reward_model(cfg.reward, device)
+    items = [(chat, [{"role": "assistant", "content": c.text}]) for chat, c in zip(chats, completions)]
+    scores = score_conversations(
+        rm, rm_tokenizer, items, default_max_length(rm, rm_tokenizer, cfg.rm_max_length), batch_size=32
+    )
+    samples, winners, winner_scores = [], [], []
+    for i, record in enumerate(records):
+        group = range(i * cfg.n, (i + 1) * cfg.n)
+        finished = [
+            j
+            for j in group
+            if (cfg.keep_unfinished or completions[j].finish_reason == "stop") and completions[j].text.strip()
+        ]
+        samples.append(
+            {
+                "id": record.get("id"),
+                "prompt": record["messages"],
+                "responses": [completions[j].text for j in group],
+                "scores": [scores[j] for j in group],
+                "finished": [completions[j].finish_reason == "stop" for j in group],
+            }
+        )
+        if not finished:
+            continue
+        best = max(finished, key=lambda j: scores[j])
+        if cfg.min_score is not None and scores[best] < cfg.min_score:
+            continue
+        winners.append(
+            {
+                "id": f"{record.get('id', i)}-rs",
+                "messages": [*record["messages"], {"role": "assistant", "content": completions[best].text}],
+                "category": record.get("category", ""),
+                "reward": scores[best],
+            }
+        )
+        winner_scores.append(scores[best])
+    if not winners:
+        raise RlhfkitError(
+            f"{round_dir}: no response finished (or reached --min-score); nothing to fine-tune on"
+        )
+    write_jsonl(round_dir / "samples.jsonl", samples)
+    stats = {
+        "prompts": len(records),
+        "winners": len(winners),
+        "mean_score": sum(scores) / len(scores),
+        "mean_winner_score": sum(winner_scores) / len(winner_scores),
+        "finished": sum(c.finish_reason == "stop" for c in completions) / len(completions),
+    }
+    (round_dir / "round.json").write_text(json.dumps(stats, indent=2) + "\n")
+    tmp = round_dir / "winners.jsonl.tmp"
+    write_jsonl(tmp, winners)
+    tmp.replace(round_dir / "winners.jsonl")
+
+
+def _finetune(cfg: RSConfig, policy: str, winners: Path, out: Path) -> None:
+    from rlhfkit.train.sft import SFTConfig
+    from rlhfkit.train.sft import run as sft_run
+
+    n = sum(1 for _ in read_jsonl(winners))
+    sft_run(
+        SFTConfig(
+            model=policy, data=str(winners), out=str(out), max_len=cfg.sft_max_len,
+            batch_size=cfg.sft_batch_size, micro_batch_size=cfg.sft_batch_size, epochs=cfg.sft_epochs,
+            val_fraction=min(0.05, 32 / max(n, 1)), device=cfg.device, loop=cfg.loop,
+        )
+    )  # fmt: skip
