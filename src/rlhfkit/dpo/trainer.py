@@ -1,0 +1,247 @@
+"""Stage 3 (alternative to reward model + PPO): Direct Preference Optimization on comparisons.
+
+`run(DPOConfig) -> Path` trains a policy straight from human (or AI) comparisons, with no reward model and no
+sampling: the KL-regularized RLHF objective has a closed-form optimum whose implied reward is
+beta * log(pi / pi_ref), so fitting that implicit reward to the comparisons with a Bradley-Terry loss trains
+the policy itself (the math is in `dpo/losses.py`). IPO's squared loss is the alternative (`loss = "ipo"`).
+
+Steps:
+1. load comparisons (TRL pairs, with hard, tie or soft `label`s, and K-way rankings, expanded into their
+   C(K, 2) pairs; `data.comparisons`) and tokenize each completion once with the chat template (`dpo/data.py`);
+2. compute the frozen reference's sequence log-probs once, before training, and cache them in the output
+   folder (`dpo/logprobs.py`); with the default reference (the starting policy) no second model is loaded;
+3. train with the shared loop (warmup, cosine, clipping, checkpoints, exact resume, DDP): one batch element is
+   a comparison group, its loss the mean over its pairs; batches are a pure function of (seed, step);
+4. evaluate held-out comparisons (loss and implicit-reward accuracy) every `eval_every` steps and at the end;
+5. write the policy as a Hugging Face checkpoint with `rlhfkit.json`.
+
+Logged per step: loss, reward_accuracy (pairs whose implicit reward beta * (log pi - log pi_ref) orders them as
+judged), reward_chosen / reward_rejected (mean implicit rewards of each side) and reward_margin.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from rlhfkit.artifacts import read_manifest, save_hf_checkpoint, write_manifest
+from rlhfkit.data.comparisons import load_comparisons
+from rlhfkit.dpo.data import TokenGroup, collate_groups, encode_groups, pair_index
+from rlhfkit.dpo.logprobs import (
+    cached_reference,
+    group_logprobs,
+    model_fingerprint,
+    rows_fingerprint,
+    sequence_logprobs,
+)
+from rlhfkit.dpo.losses import LOSSES, dpo_loss, reward_stats
+from rlhfkit.errors import RlhfkitError
+from rlhfkit.generation.text import end_of_turn_ids, pad_id
+from rlhfkit.models import load_causal_lm
+from rlhfkit.reward_model import default_max_length
+from rlhfkit.tokenizer import load_tokenizer
+from rlhfkit.train.distributed import finish_distributed, init_distributed, pick_device
+from rlhfkit.train.loop import LoopConfig, epoch_batch_indices, set_seed, train_loop
+from rlhfkit.train.reward import file_fingerprint
+
+
+@dataclass
+class DPOLoopConfig(LoopConfig):
+    """The shared loop's settings for DPO: a short warmup, then a nearly constant small learning rate.
+
+    DPO moves a policy that already works (SFT); the paper uses a constant rate after warmup. Tiny demo models
+    tolerate more than the 5e-7 of 7B models.
+    """
+
+    lr: float = 1e-4
+    min_lr_ratio: float = 0.5
+    warmup_steps: int = 5
+    weight_decay: float = 0.0
+    eval_every: int = 50
+    save_every: int = 50
+    log_every: int = 5
+
+
+@dataclass
+class DPOConfig:
+    policy: str = ""  # starting policy: an SFT checkpoint folder (any HF causal LM with a chat template)
+    data: str = ""  # comparisons JSONL: TRL pairs (hard, tie or soft `label`) and/or K-way rankings
+    eval_data: str | None = None  # held-out comparisons, evaluated every eval_every steps and at the end
+    out: str = "runs/dpo"
+    ref: str | None = None  # frozen reference policy (default: the starting policy itself)
+    beta: float = 0.1  # strength of the KL leash: implicit reward = beta * log(pi / pi_ref)
+    loss: str = "sigmoid"  # "sigmoid" (DPO, Bradley-Terry) or "ipo" (squared loss to a finite target)
+    label_smoothing: float = 0.0  # cDPO: the probability a label is flipped; target p -> p(1-eps) + (1-p)eps
+    max_length: int = 512  # tokens per prompt+response (capped by the model); longer rows lose their tail
+    batch_size: int = 16  # comparison groups (a pair or a whole ranking) per optimizer step
+    micro_batch_size: int = 8  # groups per forward pass; batch_size / micro_batch_size = accumulation
+    forward_batch_size: int = 32  # rows per no-grad forward (reference log-probs, evaluation)
+    epochs: float = 1.0  # passes over the data; sets max_steps (0: use --max-steps as given)
+    device: str = "auto"
+    loop: DPOLoopConfig = field(default_factory=DPOLoopConfig)
+
+
+def _check(cfg: DPOConfig) -> None:
+    if not cfg.policy:
+        raise RlhfkitError("--policy is required (the SFT checkpoint folder to start from)")
+    if not cfg.data:
+        raise RlhfkitError("--data is required (a comparisons JSONL file)")
+    if not cfg.beta > 0:
+        raise RlhfkitError(f"--beta: expected a number > 0, got {cfg.beta}")
+    if cfg.loss not in LOSSES:
+        raise RlhfkitError(f"--loss: expected one of {', '.join(LOSSES)}, got '{cfg.loss}'")
+    if not 0 <= cfg.label_smoothing < 0.5:
+        raise RlhfkitError(f"--label-smoothing: expected a number in [0, 0.5), got {cfg.label_smoothing}")
+    for name in ("batch_size", "micro_batch_size", "forward_batch_size"):
+        if getattr(cfg, name) < 1:
+            raise RlhfkitError(
+                f"--{name.replace('_', '-')}: expected an integer >= 1, got {getattr(cfg, name)}"
+            )
+
+
+def batch_loss(model, batch: dict, cfg: DPOConfig) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """Summed group losses (each the mean over its pairs), the group count, and the implicit-reward stats."""
+    logps = sequence_logprobs(model, batch)
+    ref = batch["ref_logps"]
+    b, w = batch["better"], batch["worse"]
+    losses, chosen, rejected = dpo_loss(
+        logps[b], logps[w], ref[b], ref[w], batch["target"], cfg.beta, cfg.loss, cfg.label_smoothing
+    )
+    loss_sum = (losses * batch["weight"]).sum()
+    return loss_sum, torch.tensor(float(batch["count"])), reward_stats(chosen, rejected, batch["target"])
+
+
+def evaluate_groups(
+    policy: torch.Tensor, ref: torch.Tensor, groups: list[TokenGroup], cfg: DPOConfig
+) -> dict:
+    """Held-out loss (mean over groups of their mean pair loss) and implicit-reward accuracy, from log-prob tables."""
+    pairs = pair_index(groups, list(range(len(groups))))
+    g, b, w = pairs["group"], pairs["better"], pairs["worse"]
+    with torch.no_grad():
+        losses, chosen, rejected = dpo_loss(
+            policy[g, b], policy[g, w], ref[g, b], ref[g, w], pairs["target"], cfg.beta, cfg.loss,
+            cfg.label_smoothing,
+        )  # fmt: skip
+    stats = reward_stats(chosen, rejected, pairs["target"])
+    out = {"val_loss": float((losses * pairs["weight"]).sum()) / len(groups)}
+    if "reward_accuracy" in stats:
+        out["val_accuracy"] = stats["reward_accuracy"]
+    out["val_reward_margin"] = stats["reward_margin"]
+    return out
+
+
+def _final_metrics(last: dict, out: Path, t0: float) -> dict:
+    """The loop's last logged metrics plus wall time.
+
+    A re-run of a finished run trains nothing and the loop returns nothing: keep what the finished run recorded
+    (its `rlhfkit.json` metrics, else the last line of `metrics.jsonl`) instead of wiping it.
+    """
+    if last:
+        return {**last, "wall_seconds": round(time.perf_counter() - t0, 2)}
+    previous = read_manifest(out).get("metrics")
+    if previous:
+        return previous
+    path = out / "metrics.jsonl"
+    lines = [ln for ln in path.read_text().splitlines() if ln.strip()] if path.exists() else []
+    return json.loads(lines[-1]) if lines else {}
+
+
+def _eos_ids(model, tokenizer) -> list[int]:
+    """End-of-turn ids of the tokenizer plus those of the policy's generation config (kept when saving)."""
+    ids = list(end_of_turn_ids(tokenizer))
+    gen = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids += gen if isinstance(gen, list) else [gen] if gen is not None else []
+    return list(dict.fromkeys(int(i) for i in ids))
+
+
+def run(cfg: DPOConfig) -> Path:
+    _check(cfg)
+    out = Path(cfg.out)
+    device = pick_device(cfg.device)
+    info = init_distributed(device)
+    set_seed(cfg.loop.seed)
+    log = print if info.is_main else (lambda *_: None)
+
+    tokenizer = load_tokenizer(cfg.policy)
+    model = load_causal_lm(cfg.policy).to(device)
+    max_length = default_max_length(model, tokenizer, cfg.max_length)
+    groups = encode_groups(tokenizer, load_comparisons(cfg.data), max_length, cfg.data, log)
+    eval_groups = (
+        encode_groups(tokenizer, load_comparisons(cfg.eval_data), max_length, cfg.eval_data, log)
+        if cfg.eval_data
+        else []
+    )
+    if cfg.batch_size % info.world_size:
+        raise RlhfkitError(
+            f"--batch-size {cfg.batch_size} must divide evenly across {info.world_size} processes"
+        )
+    if cfg.epochs > 0:
+        cfg.loop.max_steps = max(1, math.ceil(cfg.epochs * len(groups) / cfg.batch_size))
+    pad = pad_id(tokenizer)
+
+    # The reference's log-probs, once. With the default reference (the starting policy) the model about to be
+    # trained computes them: this runs before the loop loads any checkpoint, so it still holds the start weights.
+    ref_path = cfg.ref or cfg.policy
+    same = Path(ref_path).resolve() == Path(cfg.policy).resolve()
+    eval_key = rows_fingerprint(eval_groups) if eval_groups else "none"
+    fingerprint = f"{rows_fingerprint(groups)}-{eval_key}-{model_fingerprint(ref_path)}"
+
+    def compute_reference() -> dict[str, torch.Tensor]:
+        ref = model if same else load_causal_lm(ref_path).to(device)  # freed when this returns
+        bar = "dpo: reference log-probs" if info.is_main else None
+        tables = {"train": group_logprobs(ref, groups, pad, device, cfg.forward_batch_size, bar)}
+        if eval_groups:
+            tables["eval"] = group_logprobs(ref, eval_groups, pad, device, cfg.forward_batch_size)
+        return tables
+
+    tables = cached_reference(out, fingerprint, compute_reference, write=info.is_main, log=log)
+    ref_train, ref_eval = tables["train"], tables.get("eval")
+
+    pairs = sum(len(g.pairs) for g in groups)
+    log(
+        f"dpo: {len(groups)} comparisons ({pairs} pairs), {cfg.loop.max_steps} steps of {cfg.batch_size} "
+        f"comparisons, loss {cfg.loss}, beta {cfg.beta}, max_length {max_length}, device {device}"
+    )
+    per_rank = cfg.batch_size // info.world_size
+    micro = max(1, min(cfg.micro_batch_size, per_rank))
+
+    def get_batch(step: int, rank: int, world: int) -> list[dict]:
+        mine = epoch_batch_indices(len(groups), cfg.batch_size, cfg.loop.seed, step)[
+            rank * per_rank : (rank + 1) * per_rank
+        ]
+        # Micro-batches of similar lengths waste less compute on padding; the step's gradient is the same.
+        mine.sort(key=lambda gi: max(len(r[0]) for r in groups[gi].rows))
+        return [
+            collate_groups(groups, mine[i : i + micro], ref_train, pad, device)
+            for i in range(0, len(mine), micro)
+        ]
+
+    def evaluate(m) -> dict:
+        policy = group_logprobs(m, eval_groups, pad, device, cfg.forward_batch_size)
+        return evaluate_groups(policy, ref_eval, eval_groups, cfg)
+
+    train_model = model
+    if info.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+
+        train_model = DistributedDataParallel(model)
+    t0 = time.perf_counter()
+    last = train_loop(
+        train_model, cfg.loop, out, get_batch, lambda m, b: batch_loss(m, b, cfg),
+        evaluate=evaluate if eval_groups else None, dist_info=info, items_name="cmp", description="dpo",
+    )  # fmt: skip
+    if info.is_main:
+        metrics = {**_final_metrics(last, out, t0), "comparisons": len(groups), "pairs": pairs}
+        save_hf_checkpoint(model, tokenizer, out, eos_token_ids=_eos_ids(model, tokenizer))
+        write_manifest(
+            out, stage="dpo", config=cfg, seed=cfg.loop.seed, parent=cfg.policy,
+            data_fingerprint=file_fingerprint(cfg.data), metrics=metrics,
+            extra={"ref": ref_path, "max_length": max_length, "parent_stage": read_manifest(cfg.policy).get("stage")},
+        )  # fmt: skip
+    finish_distributed(info)
+    return out
