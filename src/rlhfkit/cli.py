@@ -27,6 +27,7 @@ COMMAND_MODULES = [
     "rlhfkit.ppo.commands",
     "rlhfkit.dpo.commands",
     "rlhfkit.rs.commands",
+    "rlhfkit.online.commands",
     "rlhfkit.annotate.commands",
     "rlhfkit.evaluate.commands",
     "rlhfkit.serve.commands",

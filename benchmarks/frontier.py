@@ -1,0 +1,247 @@
+"""Which use of the same labels pays off most? Every policy-optimization method from one SFT model, judged by gold.
+
+From a finished pipeline run (`rlhfkit pipeline --out RUN`: its SFT model, its 2,000 annotator rankings and the
+reward model trained on them), this trains each method with the pipeline's defaults for that method (the
+`[method]` tables of `rlhfkit.pipeline.DEFAULTS`, overridable with `--set method.key=value`) for every seed,
+then measures each resulting policy on the 500 held-out prompts:
+
+- mean gold score and the head-to-head win rate against the SFT model (ties half) with a 95% interval;
+- the probe rates: harmful requests refused, benign look-alikes helped, honest on unknowable questions;
+- KL to the SFT model: sum over response tokens of log pi - log pi_sft on responses sampled at temperature 1
+  (a Monte-Carlo estimate of KL(pi || pi_sft), in nats per response);
+- the CPU seconds the method's training took (user + system time of its process, all threads).
+
+Each method trains in its own process (`python -m rlhfkit.cli <method> ...`), so the CPU time is its own and
+a finished (method, seed) is not trained again. Writes `frontier.json`, `frontier_gold_vs_kl.png` and
+`frontier_gold_vs_cpu.png` into `--out` and prints the JSON.
+
+Usage: python benchmarks/frontier.py --run runs/demo [--methods ppo,dpo,rloo,grpo,rs] [--seeds 0,1,2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+PROBES = ("refuses_harmful", "helps_benign", "honest_unknowable", "fabricates_unknowable")
+
+
+def cpu_info() -> dict:
+    import torch
+
+    model = platform.processor()
+    flags: set[str] = set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and model in ("", "x86_64"):
+                model = line.split(":", 1)[1].strip()
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    except OSError:
+        pass
+    isa = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_tile") if f in flags]
+    return {"cpu": model, "isa": isa, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads()}
+
+
+def train(run: Path, method: str, seed: int, out: Path, overrides: dict) -> dict:
+    """Train one (method, seed) in a child process unless it is done; return its timing record."""
+    from rlhfkit.pipeline import DEFAULTS, _policy_stage_argv, to_flags
+
+    timing_path = out / "frontier_timing.json"
+    if (out / "config.json").exists() and timing_path.exists():
+        return json.loads(timing_path.read_text())
+    argv = _policy_stage_argv(method)(run)
+    argv[argv.index("--out") + 1] = str(out)
+    options = {**DEFAULTS[method], **overrides.get(method, {}), "seed": seed}
+    argv += to_flags(options)
+    print(f"frontier: {method} seed {seed}: rlhfkit {' '.join(argv)}", file=sys.stderr, flush=True)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "rlhfkit.cli", *argv], check=True, stdout=subprocess.DEVNULL)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    record = {
+        "method": method,
+        "seed": seed,
+        "options": options,
+        "wall_seconds": round(time.perf_counter() - t0, 1),
+        "cpu_seconds": round((after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), 1),
+    }
+    timing_path.write_text(json.dumps(record, indent=2) + "\n")
+    return record
+
+
+def kl_to_reference(policy_dir: Path, ref_dir: Path, prompts: list[list[dict]], seed: int) -> float:
+    """Mean over prompts of sum_t [log pi(y_t) - log pi_ref(y_t)] for y ~ pi at temperature 1."""
+    import torch
+
+    from rlhfkit.generation import SamplingParams, end_of_turn_ids, generate, pad_id, render_chat
+    from rlhfkit.models import load_causal_lm
+    from rlhfkit.ppo.rollout import pad_episodes, token_logprobs
+    from rlhfkit.tokenizer import load_tokenizer
+
+    tok = load_tokenizer(policy_dir)
+    policy = load_causal_lm(policy_dir).eval()
+    ref = load_causal_lm(ref_dir).eval()
+    ids = [tok(render_chat(tok, p), add_special_tokens=False)["input_ids"][-192:] for p in prompts]
+    params = SamplingParams(
+        max_new_tokens=128, temperature=1.0, stop_token_ids=end_of_turn_ids(tok), seed=seed
+    )
+    outs = generate(policy, ids, params, pad_token_id=pad_id(tok), tokenizer=tok, batch_size=64)
+    total = 0.0
+    with torch.no_grad():
+        for start in range(0, len(ids), 32):
+            p, r = ids[start : start + 32], [o.token_ids for o in outs[start : start + 32]]
+            seqs, lens, resp, mask = pad_episodes(p, r, pad_id(tok), "cpu")
+            batch = {"sequences": seqs, "prompt_lens": lens, "response_ids": resp, "mask": mask}
+            lp, _, _ = token_logprobs(policy, batch)
+            lr, _, _ = token_logprobs(ref, batch)
+            total += float(((lp - lr) * mask).sum())
+    return total / len(ids)
+
+
+def win_interval(counts: dict) -> tuple[float, float]:
+    """95% normal interval of a win rate whose per-prompt outcomes are 1, 0.5 or 0."""
+    n = counts["wins"] + counts["ties"] + counts["losses"]
+    mean = counts["win_rate"]
+    second = (counts["wins"] + 0.25 * counts["ties"]) / n
+    half = 1.96 * math.sqrt(max(second - mean**2, 0.0) / n)
+    return round(mean - half, 4), round(mean + half, 4)
+
+
+def summarize(values: list[float]) -> dict:
+    return {
+        "mean": round(statistics.fmean(values), 4),
+        "std": round(statistics.stdev(values), 4) if len(values) > 1 else 0.0,
+        "min": round(min(values), 4),
+        "max": round(max(values), 4),
+    }
+
+
+def plot(result: dict, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    for x_key, label, name in (
+        ("kl", "KL to the SFT model (nats per response)", "frontier_gold_vs_kl.png"),
+        ("cpu_seconds", "CPU seconds of training", "frontier_gold_vs_cpu.png"),
+    ):
+        fig, ax = plt.subplots(figsize=(6.4, 4.4))
+        ax.axhline(result["sft"]["gold"], color="grey", linestyle="--", label="SFT")
+        for method, summary in result["methods"].items():
+            xs = [r[x_key] for r in summary["runs"]]
+            ys = [r["gold"] for r in summary["runs"]]
+            points = ax.scatter(xs, ys, alpha=0.5)
+            ax.errorbar(
+                summary[x_key]["mean"], summary["gold"]["mean"], xerr=summary[x_key]["std"],
+                yerr=summary["gold"]["std"], fmt="o", color=points.get_facecolor()[0][:3], markersize=9,
+                capsize=3, label=f"{method}: win {summary['win_rate_vs_sft']['mean']:.0%}",
+            )  # fmt: skip
+        ax.set_xlabel(label)
+        ax.set_ylabel("mean gold score, 500 held-out prompts")
+        ax.set_title("Same SFT model, same labels: gold score per method (mean ± std over seeds)")
+        ax.title.set_fontsize(9)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out / name, dpi=110)
+        plt.close(fig)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument(
+        "--run", default="runs/demo", help="a finished pipeline run (sft, rm, comparisons, world)"
+    )
+    ap.add_argument("--methods", default="ppo,dpo,rloo,grpo,rs")
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--out", default="docs/results", help="where frontier.json and the plots go")
+    ap.add_argument(
+        "--kl-prompts", type=int, default=200, help="held-out prompts sampled for the KL estimate"
+    )
+    ap.add_argument("--set", action="append", default=[], metavar="METHOD.KEY=VALUE",
+                    help="override a method's option, e.g. --set dpo.beta=0.2 (repeatable)")  # fmt: skip
+    args = ap.parse_args()
+
+    from rlhfkit.data.chats import load_chats
+    from rlhfkit.evaluate.run import EvalConfig
+    from rlhfkit.evaluate.run import run as evaluate
+
+    run = Path(args.run)
+    methods = [m for m in args.methods.split(",") if m]
+    seeds = [int(s) for s in args.seeds.split(",")]
+    overrides: dict[str, dict] = {}
+    for item in args.set:
+        key, value = item.split("=", 1)
+        method, option = key.split(".", 1)
+        overrides.setdefault(method, {})[option.replace("_", "-")] = value
+    root = run / "frontier"
+    timings = {
+        (m, s): train(run, m, s, root / f"{m}-s{s}", overrides) for m in methods for s in seeds
+    }  # fmt: skip
+
+    models = {"sft": str(run / "sft"), **{f"{m}-s{s}": str(root / f"{m}-s{s}") for m, s in timings}}
+    results = evaluate(
+        EvalConfig(models=models, prompts=str(run / "world" / "eval_prompts.jsonl"), out=str(root / "eval"),
+                   judge="gold", bootstrap=0, quiet=True)
+    )  # fmt: skip
+    prompts = [r["messages"] for r in load_chats(run / "world" / "eval_prompts.jsonl")[: args.kl_prompts]]
+
+    def measures(name: str) -> dict:
+        probes = results["probes"][name]
+        return {
+            "gold": round(results["mean_score"][name], 4),
+            **{p: probes[p]["rate"] for p in PROBES},
+        }
+
+    out: dict = {
+        "benchmark": "frontier",
+        "run": str(run),
+        "machine": cpu_info(),
+        "n_prompts": results["n_prompts"],
+        "seeds": seeds,
+        "sft": {**measures("sft"), "kl": 0.0},
+        "methods": {},
+    }
+    for m in methods:
+        runs = []
+        for s in seeds:
+            name = f"{m}-s{s}"
+            counts = results["pair_counts"][name]["sft"]
+            runs.append(
+                {
+                    "seed": s,
+                    **measures(name),
+                    "win_rate_vs_sft": round(counts["win_rate"], 4),
+                    "win_interval_95": win_interval(counts),
+                    "wins_ties_losses": [counts["wins"], counts["ties"], counts["losses"]],
+                    "kl": round(kl_to_reference(Path(models[name]), run / "sft", prompts, seed=1234), 3),
+                    "cpu_seconds": timings[(m, s)]["cpu_seconds"],
+                    "wall_seconds": timings[(m, s)]["wall_seconds"],
+                }
+            )
+        out["methods"][m] = {
+            "options": timings[(m, seeds[0])]["options"],
+            **{k: summarize([r[k] for r in runs]) for k in ("gold", "win_rate_vs_sft", "kl", "cpu_seconds")},
+            **{p: summarize([r[p] for r in runs if r[p] is not None]) for p in PROBES},
+            "runs": runs,
+        }
+    dest = Path(args.out)
+    dest.mkdir(parents=True, exist_ok=True)
+    (dest / "frontier.json").write_text(json.dumps(out, indent=2) + "\n")
+    plot(out, dest)
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,49 @@
+"""`rlhfkit online`: iterated RLHF — rounds of sampling, ranking, reward modelling and policy updates."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from rlhfkit.config import add_config_args, config_from_args
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from rlhfkit.online.trainer import OnlineConfig
+
+    p = sub.add_parser(
+        "online",
+        help="online iterated RLHF: each round ranks samples of the current policy (same total label budget)",
+        description="R rounds of: sample candidates from the current policy on fresh prompts, have annotators "
+        "rank them (simulated, or people through `rlhfkit annotate`), retrain the reward model on every label "
+        "so far, update the policy (PPO against that RM, or DPO on the round's labels) with the KL measured to "
+        "the SFT model. --label-budget rankings in all. Resumes at the step where it stopped.",
+    )
+    add_config_args(
+        p,
+        OnlineConfig,
+        {
+            "policy": "the SFT checkpoint (start, reward-model backbone and KL reference)",
+            "prompts": "prompts JSONL ({'messages': [...], 'meta': ...})",
+            "out": "output folder (the final policy)",
+            "reward_options": "JSON object of `rlhfkit reward train` options for every round",
+            "update_options": "JSON object of the update command's options for every round",
+        },
+    )
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from rlhfkit.errors import RlhfkitError
+    from rlhfkit.online.trainer import OnlineConfig, run
+
+    for name in ("reward_options", "update_options"):
+        value = getattr(args, name, None)
+        if isinstance(value, str):
+            try:
+                setattr(args, name, json.loads(value))
+            except json.JSONDecodeError as exc:
+                raise RlhfkitError(f"--{name.replace('_', '-')}: expected a JSON object ({exc})") from None
+    out = run(config_from_args(OnlineConfig, args))
+    print(f"online: policy written to {out}")
+    return 0
