@@ -131,14 +131,14 @@ class LeanLlama:
         # (an all-masked row gives NaN, which would leak through 0 * NaN into later layers' padded keys).
         eye = torch.eye(prompt_len, dtype=torch.bool, device=self.device)
         attn_mask = (causal & (mask[:, None, :] | eye))[:, None]
-        hidden = self._forward(input_ids, positions, attn_mask, start=0)
+        hidden = self._forward(input_ids, positions, attn_mask, start=0, decode=False)
         return self._logits(hidden[:, -1])
 
     def step(self, tokens: torch.Tensor) -> torch.Tensor:
         """Feed one token per row; returns fp32 next-token logits `[rows, vocab]`."""
         t = self.length
         hidden = self._forward(
-            tokens[:, None], self.next_position[:, None], self.key_bias[:, :, : t + 1], start=t
+            tokens[:, None], self.next_position[:, None], self.key_bias[:, :, : t + 1], start=t, decode=True
         )
         self.next_position = self.next_position + 1
         self.length = t + 1
@@ -176,8 +176,11 @@ class LeanLlama:
         return qk * cos + halves * sin_signed
 
     def _forward(
-        self, tokens: torch.Tensor, positions: torch.Tensor, attn_mask: torch.Tensor, start: int
+        self, tokens: torch.Tensor, positions: torch.Tensor, attn_mask: torch.Tensor, start: int, decode: bool
     ) -> torch.Tensor:
+        """`decode`: one new token per row against the cache, with `attn_mask` the additive key bias
+        `[batch * kv_heads, 1, length]`; otherwise a prefill with the 4-D boolean mask `[batch, 1, seq, seq]`.
+        The mask's kind, not the sequence length, picks the path: a one-token prompt is still a prefill."""
         batch, seq = tokens.shape
         heads, kv_heads, dim = self.num_heads, self.num_kv_heads, self.head_dim
         cos = self.cos[positions][:, :, None]  # [batch, seq, 1, dim]: broadcast over heads
@@ -192,7 +195,7 @@ class LeanLlama:
             v_cache[:, :, start : start + seq] = qkv[:, :, heads + kv_heads :].transpose(1, 2)
             keys = k_cache[:, :, : start + seq]
             values = v_cache[:, :, : start + seq]
-            if seq == 1:
+            if decode:
                 attn = self._decode_attention(qk[:, 0, :heads], keys, values, attn_mask)
             else:
                 q = qk[:, :, :heads].transpose(1, 2)

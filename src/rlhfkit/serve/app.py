@@ -6,6 +6,11 @@
     POST /v1/chat/completions       a chat reply through the chat template (SFT / RLHF models)
     GET  /health                    liveness and batching counters (no key needed)
 
+Per-request limits (body size and time, JSON depth, choices, tokens) live in `limits.Limits`; the
+`RequestGuard` middleware applies the transport-level ones and keeps a 500 from closing the connection.
+Request bodies are decoded and validated on a worker thread, off the event loop, so a large body never
+stalls `/health` or another client's stream.
+
 Request bodies are read and validated by hand (`schemas.parse_request`) rather than by FastAPI's
 signature-driven validation, because FastAPI answers bad bodies with 422 and its own shape, while OpenAI
 clients expect 400 and `{"error": {...}}`.
@@ -13,8 +18,8 @@ clients expect 400 and `{"error": {...}}`.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
-import json
 
 from fastapi import Depends, FastAPI, Request
 
@@ -22,12 +27,12 @@ from rlhfkit import __version__
 from rlhfkit.serve.chat import create_chat_completion
 from rlhfkit.serve.completions import create_completion
 from rlhfkit.serve.errors import (
-    bad_request,
     install_handlers,
     invalid_api_key,
     missing_api_key,
     model_not_found,
 )
+from rlhfkit.serve.limits import Limits, RequestGuard, decode_json
 from rlhfkit.serve.schemas import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -38,10 +43,17 @@ from rlhfkit.serve.schemas import (
 from rlhfkit.serve.served import ServedModel
 
 
-def create_app(models: dict[str, ServedModel], api_key: str | None = None) -> FastAPI:
-    """An app serving `models` (alias -> served model); with `api_key`, every /v1 route needs it as Bearer."""
+def create_app(
+    models: dict[str, ServedModel], api_key: str | None = None, limits: Limits | None = None
+) -> FastAPI:
+    """An app serving `models` (alias -> served model); with `api_key`, every /v1 route needs it as Bearer.
+
+    `limits`: what one request may ask for (default `Limits()`; see `rlhfkit.serve.limits`)."""
+    limits = limits or Limits()
     app = FastAPI(title="rlhfkit serve", version=__version__, docs_url=None, redoc_url=None)
+    app.state.limits = limits
     install_handlers(app)
+    app.add_middleware(RequestGuard, limits=limits)
 
     def check_key(request: Request) -> None:
         if not api_key:
@@ -79,15 +91,19 @@ def create_app(models: dict[str, ServedModel], api_key: str | None = None) -> Fa
         lookup(name)
         return card(name).model_dump()
 
+    async def parsed(request: Request, schema):
+        raw = await request.body()
+        return await asyncio.to_thread(lambda: parse_request(schema, decode_json(raw, limits)))
+
     @app.post("/v1/completions", dependencies=guarded)
     async def completions(request: Request):
-        body = parse_request(CompletionRequest, await _json_body(request))
-        return await create_completion(lookup(body.model), body)
+        body = await parsed(request, CompletionRequest)
+        return await create_completion(lookup(body.model), body, limits)
 
     @app.post("/v1/chat/completions", dependencies=guarded)
     async def chat_completions(request: Request):
-        body = parse_request(ChatCompletionRequest, await _json_body(request))
-        return await create_chat_completion(lookup(body.model), body)
+        body = await parsed(request, ChatCompletionRequest)
+        return await create_chat_completion(lookup(body.model), body, limits)
 
     @app.get("/health")
     async def health() -> dict:
@@ -99,18 +115,8 @@ def create_app(models: dict[str, ServedModel], api_key: str | None = None) -> Fa
                 "rows": stats.rows,
                 "largest_batch": stats.largest,
                 "abandoned_rows": stats.abandoned,
+                "interleaved_steps": stats.interleaved,
             }
         return {"status": "ok", "models": list(models), "batching": batching}
 
     return app
-
-
-async def _json_body(request: Request):
-    raw = await request.body()
-    try:
-        return json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise bad_request(
-            "We could not parse the JSON body of your request. (HINT: This likely means you aren't using your "
-            "HTTP library correctly. The OpenAI API expects a JSON payload.)"
-        ) from None

@@ -1,17 +1,23 @@
-"""Batch concurrent requests into one forward pass: a worker thread per model and a per-row decode loop.
+"""Batch concurrent requests into shared forward passes: a worker thread per model, interleaved decode loops.
 
 Why a worker thread: the model runs on the CPU (or one GPU), so running two requests side by side only
 makes them compete for the same cores; running them *together*, as rows of one batch, costs little more
 than running one (a decode step of a small model is dominated by per-op overhead, not by the row count).
 So every request becomes a `Job` of rows (one row per choice: `n` x prompts), jobs wait in a queue, and the
-worker takes everything queued (up to `max_rows` rows) as one batch: one prefill, then one decode step per
-token for all live rows. Requests that arrive while a batch runs form the next batch, so the batch size
-follows the load by itself; an idle server answers a lone request after a `gather_s` pause of a few ms.
+worker takes what is queued (up to `max_rows` rows) as one batch: one prefill, then one decode step per
+token for all live rows. An idle server answers a lone request after a `gather_s` pause of a few ms.
+
+Why interleaved: a large request must not hold the model while a small one waits. A job is cut into
+pieces of at most `max_rows` rows, and at most one piece of a job decodes at a time; the worker keeps up to
+`max_active` batches open and advances them round robin, one decode step each. A 4-token chat that arrives
+while a 128-choice request runs gets its own batch at the next step boundary and finishes after ~4 of its
+own steps interleaved with the big one's, instead of waiting for the whole big request. Memory stays
+bounded too: at most `max_active` x `max_rows` rows hold a KV cache at once, whatever the request size.
 
 Why not the generation engine's `generate` for the batch: it draws every row's randomness from one
 generator, so a row's tokens would depend on which other requests shared its batch. Here each row owns a
 `torch.Generator` seeded with its own seed, and is sampled with the engine's own `pick_next_tokens`, so a
-request with a seed gets the same tokens alone or in a batch of 16 — and exactly what
+request with a seed gets the same tokens alone, in a batch of 16, or cut into pieces — and exactly what
 `rlhfkit.generation.generate` returns for that prompt and seed. The decoders (lean Llama or the general
 Hugging Face loop) and stop-string matching are the engine's too.
 
@@ -24,7 +30,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -75,18 +81,30 @@ class Job:
 
 
 @dataclass
+class Piece:
+    """Rows `start .. start + len(rows) - 1` of a job, decoded together (events carry the job's row index)."""
+
+    job: Job
+    start: int
+    rows: list[Row]
+
+
+@dataclass
 class BatchStats:
     batches: int = 0
     rows: int = 0
     largest: int = 0  # most rows in one batch
     abandoned: int = 0  # rows stopped early because their client went away
+    interleaved: int = 0  # steps taken while another batch was open too
 
 
-def decode_batch(model: torch.nn.Module, tokenizer, jobs: list[Job], pad_token_id: int) -> int:
-    """Generate every row of every job as one left-padded batch, reporting tokens through the jobs' sinks.
+def decode_batch(model: torch.nn.Module, tokenizer, pieces: list[Piece], pad_token_id: int) -> Iterator[None]:
+    """Generate every row of every piece as one left-padded batch, reporting tokens through the jobs' sinks.
 
-    Returns the number of rows abandoned (their job was cancelled before they finished)."""
-    entries = [(job, i, row) for job in jobs for i, row in enumerate(job.rows)]
+    A generator: it yields after the prefill and after each decode step, so the caller can interleave other
+    batches between steps; its return value (`StopIteration.value`) is the number of rows abandoned (their
+    job was cancelled before they finished)."""
+    entries = [(piece.job, piece.start + i, row) for piece in pieces for i, row in enumerate(piece.rows)]
     count = len(entries)
     width = max(len(row.prompt_ids) for _, _, row in entries)
     device = next(model.parameters()).device
@@ -105,8 +123,10 @@ def decode_batch(model: torch.nn.Module, tokenizer, jobs: list[Job], pad_token_i
     with torch.inference_mode():
         decoder = lean_llama.LeanLlama(model, count) if lean_llama.supports(model) else HFDecoder(model)
         logits = decoder.prefill(input_ids.to(device), attention_mask.to(device), max_new)
-        carried = list(range(count))  # decoder row -> entry
-        while True:
+    carried = list(range(count))  # decoder row -> entry
+    while True:
+        yield
+        with torch.inference_mode():
             model_logprobs = torch.log_softmax(logits, dim=-1)
             k = max(entries[e][2].top_logprobs for e in carried)
             top = model_logprobs.topk(min(k, model_logprobs.shape[-1]), dim=-1) if k else None
@@ -146,31 +166,63 @@ def decode_batch(model: torch.nn.Module, tokenizer, jobs: list[Job], pad_token_i
             logits = decoder.step(tokens)
 
 
-class Batcher:
-    """A queue of jobs and the worker thread that runs them in batches through `run(jobs)`.
+@dataclass
+class _Queued:
+    """A submitted job and its pieces not started yet."""
 
-    - `max_rows`: most rows (choices) per batch; a single job larger than this still runs, alone.
+    job: Job
+    pieces: deque[Piece]
+    running: bool = False  # one of its pieces is decoding now
+
+
+@dataclass
+class _Open:
+    """A batch being decoded: its pieces and the generator that advances it one step per `next`."""
+
+    pieces: list[Piece]
+    steps: Iterator[None]
+    owners: list[_Queued]
+
+
+class Batcher:
+    """A queue of jobs and the worker thread that decodes them in interleaved batches through `run(pieces)`.
+
+    - `max_rows`: most rows (choices) per batch; a larger job is cut into pieces of at most this many rows,
+      decoded one after another.
     - `gather_s`: how long the worker waits, after the first job of an idle spell, for others to join it.
-    `lock` is held while a batch runs; other work on the same model (scoring echoed prompts) takes it too.
+    - `max_active`: most batches open at once (advanced round robin, one decode step each); new jobs start
+      at the next step boundary while fewer are open, so a small request never waits for a large one.
+    `lock` is held during each prefill or decode step; other work on the same model (scoring echoed prompts)
+    takes it too.
     """
 
-    def __init__(self, run: Callable[[list[Job]], int | None], max_rows: int = 32, gather_s: float = 0.005):
+    def __init__(
+        self,
+        run: Callable[[list[Piece]], Iterator[None]],
+        max_rows: int = 32,
+        gather_s: float = 0.005,
+        max_active: int = 4,
+    ):
         self.run = run
         self.max_rows = max_rows
         self.gather_s = gather_s
+        self.max_active = max_active
         self.lock = threading.Lock()
         self.stats = BatchStats()
-        self._pending: deque[Job] = deque()
+        self._pending: deque[_Queued] = deque()
         self._wakeup = threading.Condition()
         self._closed = False
         self._thread = threading.Thread(target=self._loop, name="rlhfkit-serve-batcher", daemon=True)
         self._thread.start()
 
     def submit(self, job: Job) -> None:
+        size = self.max_rows
+        pieces = deque(Piece(job, i, job.rows[i : i + size]) for i in range(0, len(job.rows), size))
         with self._wakeup:
             if self._closed:
                 raise RuntimeError("the batcher is closed")
-            self._pending.append(job)
+            if pieces:
+                self._pending.append(_Queued(job, pieces))
             self._wakeup.notify()
 
     def close(self, timeout: float = 5.0) -> None:
@@ -179,37 +231,79 @@ class Batcher:
             self._wakeup.notify()
         self._thread.join(timeout)
 
-    def _next_batch(self) -> list[Job] | None:
+    def _take(self) -> tuple[list[Piece], list[_Queued]]:
+        """The next batch: the first waiting piece of each job not decoding now, in arrival order."""
+        batch: list[Piece] = []
+        owners: list[_Queued] = []
+        rows = 0
         with self._wakeup:
-            while not self._pending and not self._closed:
-                self._wakeup.wait()
-            if not self._pending:
-                return None
-        time.sleep(self.gather_s)
-        batch, rows = [], 0
-        with self._wakeup:
-            while self._pending:
-                job = self._pending[0]
-                if batch and rows + len(job.rows) > self.max_rows:
+            for queued in list(self._pending):
+                if queued.job.cancelled:
+                    self._pending.remove(queued)
+                    continue
+                if queued.running:
+                    continue
+                piece = queued.pieces[0]
+                if batch and rows + len(piece.rows) > self.max_rows:
                     break
-                batch.append(self._pending.popleft())
-                rows += len(job.rows)
-        return [job for job in batch if not job.cancelled]
+                queued.pieces.popleft()
+                queued.running = True
+                if not queued.pieces:
+                    self._pending.remove(queued)
+                batch.append(piece)
+                owners.append(queued)
+                rows += len(piece.rows)
+        return batch, owners
+
+    def _has_startable(self) -> bool:
+        return any(not q.running and not q.job.cancelled for q in self._pending)
 
     def _loop(self) -> None:
-        while (batch := self._next_batch()) is not None:
-            if not batch:
-                continue
-            try:
-                with self.lock:
-                    self.stats.abandoned += self.run(batch) or 0
-            except Exception as exc:  # one bad batch must not stop the server; its clients get a 500
-                for job in batch:
-                    job.sink(ErrorEvent(exc))
-            rows = sum(len(job.rows) for job in batch)
-            self.stats.batches += 1
-            self.stats.rows += rows
-            self.stats.largest = max(self.stats.largest, rows)
+        open_batches: list[_Open] = []
+        while True:
+            with self._wakeup:
+                while not self._closed and not open_batches and not self._has_startable():
+                    self._wakeup.wait()
+                if self._closed:
+                    return
+                startable = self._has_startable()
+            if startable and len(open_batches) < self.max_active:
+                if not open_batches:
+                    time.sleep(self.gather_s)  # let concurrent requests join the first batch
+                pieces, owners = self._take()
+                if pieces:
+                    rows = sum(len(piece.rows) for piece in pieces)
+                    self.stats.batches += 1
+                    self.stats.rows += rows
+                    self.stats.largest = max(self.stats.largest, rows)
+                    try:
+                        open_batches.append(_Open(pieces, self.run(pieces), owners))
+                    except Exception as exc:
+                        self._fail(_Open(pieces, iter(()), owners), exc)
+            for batch in list(open_batches):
+                if len(open_batches) > 1:
+                    self.stats.interleaved += 1
+                try:
+                    with self.lock:
+                        next(batch.steps)
+                    continue
+                except StopIteration as done:
+                    self.stats.abandoned += done.value or 0
+                    self._release(batch)
+                except Exception as exc:  # one bad batch must not stop the server; its clients get a 500
+                    self._fail(batch, exc)
+                open_batches.remove(batch)
+
+    def _release(self, batch: _Open) -> None:
+        with self._wakeup:
+            for queued in batch.owners:
+                queued.running = False
+
+    def _fail(self, batch: _Open, exc: Exception) -> None:
+        for piece in batch.pieces:
+            piece.job.cancelled = True  # its other pieces will not run
+            piece.job.sink(ErrorEvent(exc))
+        self._release(batch)
 
 
 @dataclass

@@ -2,13 +2,15 @@
 
 Roles are `system`, `user` and `assistant` (`developer`, OpenAI's newer name for system, is read as
 `system`); content is a string or a list of text parts. The reply ends at the end-of-turn token, a stop
-string, or `max_completion_tokens` / `max_tokens` (default: whatever room the context leaves).
+string, or `max_completion_tokens` / `max_tokens`.
 `logprobs: true` reports each reply token's log-prob under the model's own distribution, with
-`top_logprobs` alternatives.
+`top_logprobs` alternatives. Without a `max_tokens` the reply is capped at `Limits.default_chat_max_tokens`
+(512 by default) or the room the context leaves, whichever is less, so every chat request ends.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from contextlib import aclosing
@@ -17,6 +19,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from rlhfkit.serve.choices import chat_logprob_entries
 from rlhfkit.serve.errors import APIError, bad_request
+from rlhfkit.serve.limits import Limits
 from rlhfkit.serve.rows import DONE, build_rows, new_builders, run_rows, sse
 from rlhfkit.serve.schemas import (
     ROLES,
@@ -34,19 +37,30 @@ from rlhfkit.serve.schemas import (
 from rlhfkit.serve.served import ServedModel
 
 
-async def create_chat_completion(served: ServedModel, request: ChatCompletionRequest):
+async def create_chat_completion(
+    served: ServedModel, request: ChatCompletionRequest, limits: Limits | None = None
+):
+    limits = limits or Limits()
     if request.top_logprobs and not request.logprobs:
         raise bad_request(
             "'logprobs' must be set to true if 'top_logprobs' is used.",
             param="top_logprobs",
             code="invalid_value",
         )
-    prompt_ids = served.encode_chat(_messages(request))
+    n = request.n or 1
+    limits.check_request([0], n, 0)
+    messages = _messages(request)
+    # Rendering and tokenizing a long conversation takes a while: off the event loop.
+    prompt_ids = await asyncio.to_thread(served.encode_chat, messages)
     room = served.context_length - len(prompt_ids)
-    max_tokens = request.max_completion_tokens or request.max_tokens or max(room, 1)
+    max_tokens = (
+        request.max_completion_tokens
+        or request.max_tokens
+        or max(min(room, limits.default_chat_max_tokens), 1)
+    )
     param = "max_completion_tokens" if request.max_completion_tokens else "messages"
     served.check_context(len(prompt_ids), max_tokens, param)
-    n = request.n or 1
+    limits.check_request([len(prompt_ids)], n, max_tokens)
     stops = stop_strings(request)
     rows = build_rows(
         served,

@@ -29,6 +29,44 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--max-batch-rows", type=int, default=32, help="most choices decoded together (default 32)"
     )
     p.add_argument(
+        "--max-active-batches",
+        type=int,
+        default=4,
+        help="most batches decoded at once, interleaved step by step, so a small request never waits for a "
+        "large one (default 4)",
+    )
+    # Defaults are `rlhfkit.serve.limits.Limits`'s (not imported here: it would load FastAPI for every command).
+    p.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=1 << 20,
+        help="largest request body in bytes; larger ones get 413 (default 1048576)",
+    )
+    p.add_argument(
+        "--body-timeout",
+        type=float,
+        default=10.0,
+        help="seconds a client has to send its whole body; then 408 (default 10)",
+    )
+    p.add_argument(
+        "--max-choices",
+        type=int,
+        default=128,
+        help="most choices (prompts x n) per request (default 128)",
+    )
+    p.add_argument(
+        "--max-request-tokens",
+        type=int,
+        default=65_536,
+        help="most tokens per request: prompt + max_tokens summed over its choices (default 65536)",
+    )
+    p.add_argument(
+        "--default-max-tokens",
+        type=int,
+        default=512,
+        help="reply length cap of a chat request that sets no max_tokens (default 512)",
+    )
+    p.add_argument(
         "--threads",
         type=int,
         default=None,
@@ -40,23 +78,45 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace) -> int:
     from rlhfkit.errors import RlhfkitError
     from rlhfkit.serve.app import create_app
+    from rlhfkit.serve.limits import Limits
     from rlhfkit.serve.served import load_served_models
     from rlhfkit.serve.server import run
 
-    if args.max_batch_rows < 1:
-        raise RlhfkitError(f"--max-batch-rows: expected an integer >= 1, got {args.max_batch_rows}")
+    for flag in (
+        "max_batch_rows",
+        "max_active_batches",
+        "max_body_bytes",
+        "max_choices",
+        "max_request_tokens",
+    ):
+        if getattr(args, flag) < 1:
+            name = "--" + flag.replace("_", "-")
+            raise RlhfkitError(f"{name}: expected an integer >= 1, got {getattr(args, flag)}")
+    if args.default_max_tokens < 1:
+        raise RlhfkitError(f"--default-max-tokens: expected an integer >= 1, got {args.default_max_tokens}")
+    if not args.body_timeout > 0:
+        raise RlhfkitError(f"--body-timeout: expected a number of seconds > 0, got {args.body_timeout}")
+    limits = Limits(
+        max_body_bytes=args.max_body_bytes,
+        body_timeout_s=args.body_timeout,
+        max_choices=args.max_choices,
+        max_request_tokens=args.max_request_tokens,
+        default_chat_max_tokens=args.default_max_tokens,
+    )
     if args.threads is not None:
         if args.threads < 1:
             raise RlhfkitError(f"--threads: expected an integer >= 1, got {args.threads}")
         import torch
 
         torch.set_num_threads(args.threads)
-    models = load_served_models(args.model, max_batch_rows=args.max_batch_rows)
+    models = load_served_models(
+        args.model, max_batch_rows=args.max_batch_rows, max_active_batches=args.max_active_batches
+    )
     for name, served in models.items():
         print(f"serving {name} <- {served.path} (context {served.context_length} tokens)", flush=True)
     print(f"OpenAI base URL: http://{args.host}:{args.port}/v1", flush=True)
     try:
-        run(create_app(models, api_key=args.api_key), host=args.host, port=args.port)
+        run(create_app(models, api_key=args.api_key, limits=limits), host=args.host, port=args.port)
     finally:
         for served in {id(s.batcher): s for s in models.values()}.values():
             served.close()

@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from rlhfkit.serve.choices import ChoiceBuilder, completion_logprobs
 from rlhfkit.serve.errors import APIError, bad_request
+from rlhfkit.serve.limits import Limits
 from rlhfkit.serve.rows import DONE, build_rows, new_builders, run_rows, sse
 from rlhfkit.serve.schemas import (
     Completion,
@@ -32,9 +33,15 @@ from rlhfkit.serve.served import ServedModel
 DEFAULT_MAX_TOKENS = 16
 
 
-async def create_completion(served: ServedModel, request: CompletionRequest):
-    prompts, prompt_texts = _prompts(served, request.prompt)
+async def create_completion(served: ServedModel, request: CompletionRequest, limits: Limits | None = None):
+    limits = limits or Limits()
     n = request.n or 1
+    count = len(request.prompt) if isinstance(request.prompt, list) and request.prompt else 1
+    if request.prompt and all(isinstance(p, int) for p in request.prompt):
+        count = 1  # one prompt given as token ids
+    limits.check_request([0] * count, n, 0)  # too many choices: refused before any tokenization
+    # Tokenizing a long prompt takes a while: on a worker thread, so the event loop keeps serving others.
+    prompts, prompt_texts = await asyncio.to_thread(_prompts, served, request.prompt)
     echo = bool(request.echo)
     max_tokens = DEFAULT_MAX_TOKENS if request.max_tokens is None else request.max_tokens
     if max_tokens == 0 and not echo:
@@ -45,6 +52,7 @@ async def create_completion(served: ServedModel, request: CompletionRequest):
         )
     for ids in prompts:
         served.check_context(len(ids), max_tokens, "prompt")
+    limits.check_request([len(ids) for ids in prompts], n, max_tokens)
     stops = stop_strings(request)
     top = request.logprobs
     rows = []

@@ -13,6 +13,7 @@ Responses mirror OpenAI's objects field for field (`text_completion`, `chat.comp
 
 from __future__ import annotations
 
+import reprlib
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -92,14 +93,18 @@ def parse_request(model: type[BaseModel], body: Any) -> Any:
         param = _param_name(first["loc"])
         if first["type"] == "missing":
             raise bad_request(f"Missing required parameter: '{param}'.", param=param) from None
-        given = first.get("input")
+        given = _SHORT.repr(first.get("input"))  # bounded: the input may be a megabyte-long list
         raise bad_request(
-            f"Invalid value for '{param}': {first['msg'].rstrip('.')} (got {given!r}).",
+            f"Invalid value for '{param}': {first['msg'].rstrip('.')} (got {given}).",
             param=param,
             code="invalid_value",
         ) from None
     _check_supported(request)
     return request
+
+
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxstring, _SHORT.maxother, _SHORT.maxlist, _SHORT.maxdict = 3, 80, 80, 8, 8
 
 
 def _param_name(loc: tuple) -> str:

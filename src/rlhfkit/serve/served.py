@@ -103,11 +103,17 @@ def serve_model(
     *,
     max_batch_rows: int = 32,
     gather_s: float = 0.005,
+    max_active_batches: int = 4,
 ) -> ServedModel:
     """Wrap a loaded model and tokenizer for serving (starts its batcher thread)."""
     model.eval()
     pad = pad_id(tokenizer)
-    batcher = Batcher(lambda jobs: decode_batch(model, tokenizer, jobs, pad), max_batch_rows, gather_s)
+    batcher = Batcher(
+        lambda pieces: decode_batch(model, tokenizer, pieces, pad),
+        max_batch_rows,
+        gather_s,
+        max_active_batches,
+    )
     return ServedModel(
         name=name,
         path=path,
