@@ -64,6 +64,7 @@ from rlhfkit.train.loop import (
     MetricsLog,
     _progress,
     epoch_batch_indices,
+    last_logged,
     make_optimizer,
     set_seed,
 )
@@ -384,6 +385,7 @@ def run(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
             if done % cfg.save_every == 0 or done == cfg.steps:
                 save_checkpoint(out, modules, optimizer, done, {"beta": kl_ctl.beta, "norm": norm})
 
+    last = last or last_logged(out / "metrics.jsonl")  # no step left to run: keep the final metrics
     _save_outputs(cfg, out, policy, value_module, tokenizer, stop_ids, last, kl_ctl, norm, use_gold)
     return out
 

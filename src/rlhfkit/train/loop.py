@@ -128,6 +128,18 @@ class MetricsLog:
                 fh.write(json.dumps(record) + "\n")
 
 
+def last_logged(path: Path) -> dict:
+    """The last record of a `metrics.jsonl` ({} if there is none).
+
+    A stage whose loop had nothing left to do (re-running a finished command, or resuming a run killed
+    after its last checkpoint) reports these as its final metrics instead of an empty dict."""
+    path = Path(path)
+    if not path.exists():
+        return {}
+    lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
+    return json.loads(lines[-1]) if lines else {}
+
+
 def _progress(total: int, enabled: bool):
     from rich.progress import (
         BarColumn,
@@ -165,7 +177,8 @@ def train_loop(
     description: str = "train",
     on_log: Callable[[dict], None] | None = None,
 ) -> dict:
-    """Run (or resume) training to `cfg.max_steps`. Returns the last logged metrics (with eval results).
+    """Run (or resume) training to `cfg.max_steps`. Returns the last logged metrics (with eval results);
+    when no step is left to run, the last record already in `metrics.jsonl`.
 
     `model` may be wrapped in DistributedDataParallel; checkpoints store the unwrapped weights.
     """
@@ -246,6 +259,8 @@ def train_loop(
                     on_log(last)
             if (done % cfg.save_every == 0 or done == cfg.max_steps) and info.is_main:
                 save_checkpoint(out_dir, raw_model, optimizer, done, {"config": asdict(cfg)})
+    if not last and info.is_main:  # no step ran here: the run had already finished
+        last = last_logged(log.path)
     return last
 
 
