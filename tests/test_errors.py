@@ -88,3 +88,30 @@ def test_bad_toml_config(run_cli, corpus_file, tokenizer_dir, tmp_path):
         *_pretrain(corpus_file, tokenizer_dir, tmp_path / "o"), "--config", tmp_path / "c.toml"
     )
     assert code == 1 and "unknown option(s)" in err and "max_stepz" in err
+
+
+def test_non_utf8_jsonl_names_line_column_and_file_offset(tmp_path):
+    """Issue #18: the offset was into a decode buffer, and no line was named."""
+    from rlhfkit.data.jsonl import read_jsonl
+    from rlhfkit.errors import RlhfkitError
+
+    path = tmp_path / "d.jsonl"
+    first = b'{"text": "fine"}\n'
+    second = b'{"text": "caf\xe9"}\n'  # Latin-1, not UTF-8
+    path.write_bytes(first * 3000 + second)
+    with pytest.raises(RlhfkitError) as error:
+        list(read_jsonl(path))
+    message = str(error.value)
+    assert message.startswith(f"{path}:3001: not UTF-8 text")
+    assert "byte 0xe9 at column 14" in message
+    assert f"byte offset {len(first) * 3000 + 13} in the file" in message
+
+
+def test_a_directory_given_as_a_jsonl_file_says_so(tmp_path):
+    from rlhfkit.data.jsonl import read_jsonl
+    from rlhfkit.errors import RlhfkitError
+
+    with pytest.raises(RlhfkitError, match="is a directory, expected a JSONL file"):
+        list(read_jsonl(tmp_path))
+    with pytest.raises(RlhfkitError, match="file not found"):
+        list(read_jsonl(tmp_path / "missing.jsonl"))

@@ -14,28 +14,43 @@ from rlhfkit.errors import RlhfkitError
 
 
 def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict]]:
-    """Yield `(line_number, record)` for each non-blank line of a JSONL file (line numbers start at 1)."""
+    """Yield `(line_number, record)` for each non-blank line of a JSONL file (line numbers start at 1).
+
+    The file is read as bytes and decoded line by line, so text that is not UTF-8 is reported with its
+    line, column and byte offset in the file (a whole-file decode only knows an offset into its buffer)."""
     p = Path(path)
+    if p.is_dir():
+        raise RlhfkitError(f"{p}: is a directory, expected a JSONL file")
     if not p.is_file():
         raise RlhfkitError(f"{p}: file not found")
-    try:
-        with p.open(encoding="utf-8") as fh:
-            for lineno, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise RlhfkitError.at(
-                        p, lineno, None, f"not valid JSON ({exc.msg} at column {exc.colno})"
-                    ) from None
-                if not isinstance(record, dict):
-                    raise RlhfkitError.at(
-                        p, lineno, None, f"expected a JSON object, got {type(record).__name__}"
-                    )
-                yield lineno, record
-    except UnicodeDecodeError as exc:
-        raise RlhfkitError(f"{p}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    offset = 0  # bytes before the current line
+    with p.open("rb") as fh:
+        for lineno, raw in enumerate(fh, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                column = len(raw[: exc.start].decode("utf-8", errors="replace")) + 1
+                raise RlhfkitError.at(
+                    p,
+                    lineno,
+                    None,
+                    f"not UTF-8 text ({exc.reason}: byte 0x{raw[exc.start]:02x} at column {column}, "
+                    f"byte offset {offset + exc.start} in the file)",
+                ) from None
+            offset += len(raw)
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise RlhfkitError.at(
+                    p, lineno, None, f"not valid JSON ({exc.msg} at column {exc.colno})"
+                ) from None
+            except RecursionError:
+                raise RlhfkitError.at(p, lineno, None, "not valid JSON (nested too deeply)") from None
+            if not isinstance(record, dict):
+                raise RlhfkitError.at(p, lineno, None, f"expected a JSON object, got {type(record).__name__}")
+            yield lineno, record
 
 
 def write_jsonl(path: str | Path, records: Iterable[dict]) -> int:
