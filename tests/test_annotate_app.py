@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -71,14 +72,24 @@ class Env:
 POSTGRES = os.environ.get("RLHFKIT_TEST_POSTGRES_URL")
 
 
-@pytest.fixture(params=["sqlite"] + (["postgres"] if POSTGRES else []))
-def env(request, tmp_path: Path) -> Env:
-    if request.param == "postgres":
+BACKENDS = ["sqlite"] + (["postgres"] if POSTGRES else [])
+
+
+def make_env(backend: str, tmp_path: Path) -> Env:
+    """A fresh Env on SQLite (a file in tmp_path) or on the PostgreSQL test database (emptied first)."""
+    if backend == "postgres":
         store = Store(POSTGRES)
         Base.metadata.drop_all(store.engine)  # a clean database for every test
         store.close()
         return Env(tmp_path, POSTGRES)
     return Env(tmp_path)
+
+
+@pytest.fixture(params=BACKENDS)
+def env(request, tmp_path: Path) -> Iterator[Env]:
+    made = make_env(request.param, tmp_path)
+    yield made
+    made.store.close()  # PostgreSQL: give the connections back before the next test
 
 
 def label_next(client: TestClient, campaign: str = "c1", first_shown_wins: bool = True, **extra) -> dict:

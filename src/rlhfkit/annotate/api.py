@@ -8,6 +8,7 @@ the admin role.
 from __future__ import annotations
 
 from typing import Annotated, Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
@@ -244,12 +245,19 @@ def get_export(
     """The campaign as comparisons JSONL (the format ``rlhfkit reward train`` reads)."""
     with _store(request).transaction() as s:
         records = export_records(s, get_campaign(s, name), votes=votes, include_gold=include_gold)
-    filename = f"{name}-{votes}.jsonl".replace('"', "")
     return Response(
         to_jsonl(records),
         media_type="application/x-ndjson; charset=utf-8",
-        headers={"content-disposition": f'attachment; filename="{filename}"'},
+        headers={"content-disposition": attachment(f"{name}-{votes}.jsonl")},
     )
+
+
+def attachment(filename: str) -> str:
+    """A Content-Disposition for any file name: an ASCII fallback plus the exact UTF-8 name (RFC 6266/5987).
+
+    HTTP headers are Latin-1 and may not contain CR/LF, so the raw name must never go in as is."""
+    fallback = "".join(ch if 32 <= ord(ch) < 127 and ch not in '"\\' else "_" for ch in filename)
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
 
 
 @router.get("/annotators")
@@ -274,7 +282,7 @@ def post_annotator(body: AnnotatorIn, request: Request, user: Admin) -> dict:
         }
 
 
-@router.post("/annotators/{name}/token")
+@router.post("/annotators/{name:path}/token")
 def post_rotate(name: str, request: Request, user: Admin) -> dict[str, Any]:
     """Issue a new login link for a person (the old one stops working)."""
     with _store(request).transaction() as s:

@@ -8,12 +8,19 @@ reads data attributes and calls the JSON API.
 Authentication: each person has a random token (only its SHA-256 is stored). A login link
 ``/login?token=...`` puts it in an HttpOnly, SameSite=Strict cookie; scripts send
 ``Authorization: Bearer TOKEN``. No or unknown token -> 401; an annotator asking for admin routes -> 403.
-SameSite=Strict keeps other sites from posting forms with the cookie, and the JSON API needs a JSON body,
-which a cross-site form cannot send.
+
+CSRF: SameSite=Strict is not enough (another port of the same host is the same *site*), so every
+state-changing request authenticated by the cookie must also (a) carry no foreign ``Origin`` (or
+``Referer``) and (b) prove it was made by one of our pages: a ``csrf_token`` form field or an
+``X-CSRF-Token`` header equal to ``csrf_token(login token)``, a hash a page embeds and another site cannot
+compute (the login token is 192 random bits in an HttpOnly cookie). Requests with ``Authorization: Bearer``
+are scripts, which a browser never sends on its own, so they need neither. A failure is 403.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -23,6 +30,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
+from starlette.concurrency import run_in_threadpool
 
 from rlhfkit.annotate.campaigns import AnnotateError, authenticate
 from rlhfkit.annotate.store import Annotator, Store, open_store
@@ -95,23 +103,72 @@ def request_token(request: Request) -> str | None:
     return request.cookies.get(COOKIE)
 
 
-def current_user(request: Request) -> Annotator:
-    """FastAPI dependency: the authenticated person, or 401."""
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+CSRF_FIELD = "csrf_token"
+CSRF_HEADER = "x-csrf-token"
+
+
+def csrf_token(login_token: str) -> str:
+    """The anti-CSRF token of a session: derived from its secret login token, so nothing is stored."""
+    return hashlib.sha256(b"rlhfkit-annotate-csrf:" + login_token.encode("utf-8")).hexdigest()[:32]
+
+
+def page_csrf(request: Request) -> str:
+    """The CSRF token pages embed (forms' hidden field, the labelling script's header)."""
+    token = request_token(request)
+    return csrf_token(token) if token else ""
+
+
+def _netloc(url: str) -> str:
+    from urllib.parse import urlsplit
+
+    try:
+        return urlsplit(url).netloc.lower()
+    except ValueError:
+        return "?"
+
+
+async def check_csrf(request: Request, login_token: str) -> None:
+    """403 unless a cookie-authenticated state-changing request comes from one of our own pages."""
+    if request.method in SAFE_METHODS or request.headers.get("authorization", "").lower().startswith(
+        "bearer "
+    ):
+        return
+    host = request.headers.get("host", "").lower()
+    for header in ("origin", "referer"):
+        value = request.headers.get(header)
+        if value is not None and (value == "null" or _netloc(value) != host):
+            raise AnnotateError(f"cross-site request refused ({header} {value!r} is not this server)", 403)
+    given = request.headers.get(CSRF_HEADER, "")
+    if not given and "form" in request.headers.get("content-type", ""):
+        value = (await request.form()).get(CSRF_FIELD)
+        given = value if isinstance(value, str) else ""
+    if not hmac.compare_digest(given.encode(), csrf_token(login_token).encode()):
+        raise AnnotateError("missing or wrong CSRF token: reload the page and try again", 403)
+
+
+def _authenticate(store: Store, token: str) -> Annotator | None:
+    with store.transaction() as session:
+        return authenticate(session, token)
+
+
+async def current_user(request: Request) -> Annotator:
+    """FastAPI dependency: the authenticated person, or 401 (403 for a cross-site cookie request)."""
     token = request_token(request)
     if not token:
         raise AnnotateError(
             "login required: open your personal login link, or send 'Authorization: Bearer TOKEN'", 401
         )
     store: Store = request.app.state.store
-    with store.transaction() as session:
-        user = authenticate(session, token)
+    user = await run_in_threadpool(_authenticate, store, token)  # a database read: off the event loop
     if user is None:
         raise AnnotateError("unknown or revoked token", 401)
+    await check_csrf(request, token)
     return user
 
 
-def require_admin(request: Request) -> Annotator:
-    user = current_user(request)
+async def require_admin(request: Request) -> Annotator:
+    user = await current_user(request)
     if user.role != "admin":
         raise AnnotateError("admins only", 403)
     return user

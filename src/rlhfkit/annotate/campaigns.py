@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import itertools
 import random
+import unicodedata
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -75,11 +76,17 @@ class CampaignSpec:
 # ----------------------------------------------------------------------------------------------- annotators
 
 
+def has_control_characters(text: str) -> bool:
+    """CR, LF, NUL, other C0/C1 controls and Unicode line/format controls: never in a name (they end up in
+    HTTP headers, URLs and file names)."""
+    return any(unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") for ch in text)
+
+
 def add_annotator(session: Session, name: str, role: str = "annotator") -> tuple[Annotator, str]:
     """Create an annotator; returns it and the one-time plain token (only its hash is stored)."""
     name = name.strip()
-    if not name or len(name) > 100:
-        raise AnnotateError("annotator name: expected 1..100 characters", 422)
+    if not name or len(name) > 100 or has_control_characters(name):
+        raise AnnotateError("annotator name: expected 1..100 characters, no control characters", 422)
     if role not in ROLES:
         raise AnnotateError(f"role: expected one of {', '.join(ROLES)}, got {role!r}", 422)
     if session.scalar(select(Annotator).where(Annotator.name == name)):
@@ -158,8 +165,10 @@ def _items_for(candidate: Candidate, mode: str) -> list[dict[str, Any]]:
 def create_campaign(session: Session, spec: CampaignSpec) -> Campaign:
     """Insert a campaign and all its items in the caller's transaction (all or nothing)."""
     name = spec.name.strip()
-    if not name or len(name) > 200 or "/" in name:
-        raise AnnotateError("campaign name: expected 1..200 characters without '/'", 422)
+    if not name or len(name) > 200 or "/" in name or has_control_characters(name):
+        raise AnnotateError(
+            "campaign name: expected 1..200 characters without '/' or control characters", 422
+        )
     if spec.mode not in MODES:
         raise AnnotateError(f"mode: expected one of {', '.join(MODES)}, got {spec.mode!r}", 422)
     if not 1 <= spec.overlap <= 1000:

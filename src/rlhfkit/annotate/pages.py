@@ -7,13 +7,14 @@ Pages read the database directly and post forms (admin) or call the JSON API fro
 from __future__ import annotations
 
 from typing import Annotated, Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, File, Form, Request, UploadFile
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy import select
 
 from rlhfkit.annotate.api import assignment_view
-from rlhfkit.annotate.app import COOKIE, Admin, User, templates
+from rlhfkit.annotate.app import COOKIE, Admin, User, page_csrf, templates
 from rlhfkit.annotate.campaigns import (
     FLAGS,
     AnnotateError,
@@ -41,6 +42,7 @@ def _store(request: Request) -> Store:
 
 
 def _render(request: Request, name: str, context: dict[str, Any], status_code: int = 200) -> HTMLResponse:
+    context = {"csrf": page_csrf(request), **context}  # forms and the labelling script send it back
     return templates.TemplateResponse(request, name, context, status_code=status_code)
 
 
@@ -130,7 +132,7 @@ async def admin_create_campaign(
     spec = CampaignSpec(name, records, instructions, overlap, mode, gold_records, source=uploaded[0])
     with _store(request).transaction() as s:
         campaign = create_campaign(s, spec)
-    return RedirectResponse(f"/admin/c/{campaign.name}", status_code=303)
+    return RedirectResponse(f"/admin/c/{quote(campaign.name, safe='')}", status_code=303)
 
 
 @router.post("/admin/annotators", response_class=HTMLResponse)
@@ -146,7 +148,7 @@ def admin_add_annotator(
     return _render(request, "link.html", {"user": user, "person": person.name, "link": link})
 
 
-@router.post("/admin/annotators/{name}/token", response_class=HTMLResponse)
+@router.post("/admin/annotators/{name:path}/token", response_class=HTMLResponse)
 def admin_rotate(name: str, request: Request, user: Admin) -> Response:
     with _store(request).transaction() as s:
         token = rotate_token(s, name)

@@ -6,6 +6,8 @@
   if (!app) return;
   const campaign = encodeURIComponent(app.dataset.campaign);
   const assignment = parseInt(app.dataset.assignment || "0", 10);
+  const csrfMeta = document.querySelector('meta[name="csrf-token"]');
+  const csrf = csrfMeta ? csrfMeta.content : "";  // the server refuses cookie-authenticated posts without it
   const k = parseInt(app.dataset.k || "0", 10);
   const cards = Array.from(document.querySelectorAll(".response"));
   const submitButton = document.getElementById("submit");
@@ -128,7 +130,7 @@
   async function post(path, body) {
     const response = await fetch("/api/campaigns/" + campaign + path, {
       method: "POST", credentials: "same-origin",
-      headers: { "content-type": "application/json", accept: "application/json" },
+      headers: { "content-type": "application/json", accept: "application/json", "x-csrf-token": csrf },
       body: JSON.stringify(body || {}),
     });
     let data = {};
