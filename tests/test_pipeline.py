@@ -93,6 +93,7 @@ def test_quick_pipeline_runs_every_stage_end_to_end(tmp_path):
     data = run_pipeline(run, config, quick=True)
     stages = data["stages"]
     assert all(v["status"] == "done" for v in stages.values()) and len(stages) == 10
+    data_before = json.loads(json.dumps(stages))
     for name in ("base", "sft", "ppo"):
         AutoModelForCausalLM.from_pretrained(str(run / name))
     AutoModelForSequenceClassification.from_pretrained(str(run / "rm"))
@@ -101,6 +102,18 @@ def test_quick_pipeline_runs_every_stage_end_to_end(tmp_path):
     assert {"win_sft_vs_base", "win_ppo_vs_sft"} <= set(results["headline"])
     html = (run / "report.html").read_text()
     assert "<img" in html and "data:image/png;base64," in html
+
+    # every other method from the same SFT model and labels: upstream stages are reused, not rerun
+    methods = "ppo,dpo,rloo,grpo,rs,online"
+    data = run_pipeline(run, {**config, "online": {"label_budget": 32}}, quick=True, method=methods)
+    stages = data["stages"]
+    for name in ("pretrain", "sft", "labels", "reward", "ppo"):
+        assert stages[name]["seconds"] == data_before[name]["seconds"], name  # skipped: up to date
+    for name in methods.split(","):
+        assert stages[name]["status"] == "done"
+        AutoModelForCausalLM.from_pretrained(str(run / name))
+    results = json.loads((run / "eval" / "results.json").read_text())
+    assert list(results["models"]) == ["base", "sft", *methods.split(",")]
 
 
 def test_quick_cai_pipeline_runs_every_stage(tmp_path):

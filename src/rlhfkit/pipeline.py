@@ -167,11 +167,14 @@ def _ppo(r: Path) -> list[str]:
 
 # The policy-optimization methods `--method` chooses from; each writes its policy to <run>/<method>/.
 # All start from the same SFT model; all but dpo read the reward model, dpo reads the comparisons directly.
-METHODS = ("ppo", "dpo", "rloo", "grpo", "rs")
+METHODS = ("ppo", "dpo", "rloo", "grpo", "rs", "online")
 
 
 def _policy_stage_argv(method: str) -> Callable[[Path], list[str]]:
     def argv(r: Path) -> list[str]:
+        if method == "online":  # ranks its own samples round by round: the same label budget, spent online
+            return ["online", "--policy", str(r / "sft"), "--prompts", str(r / "world" / "prompts.jsonl"),
+                    "--out", str(r / "online")]  # fmt: skip
         if method == "dpo":
             c = r / "comparisons"
             return ["dpo", "--policy", str(r / "sft"), "--data", str(c / "train.jsonl"),
@@ -188,6 +191,11 @@ METHOD_STAGES = {
     "rloo": ("Stage 3c: RLOO, critic-free RL against the reward model", ["reward"], 300),
     "grpo": ("Stage 3c: GRPO, group-normalized critic-free RL", ["reward"], 300),
     "rs": ("Stage 3c: rejection sampling, fine-tuning on the RM's best of n", ["reward"], 200),
+    "online": (
+        "Stage 3: online iterated RLHF, rounds of labels on the current policy's samples",
+        ["sft"],
+        600,
+    ),
 }
 
 
@@ -540,6 +548,7 @@ DEFAULTS: dict[str, dict] = {
     "rloo": dict(PPO_DEFAULTS),
     "grpo": dict(PPO_DEFAULTS),
     "rs": {},
+    "online": {},
     "evaluate": {},
     "report": {},
     # A tiny model learns critiquing and judging only from many demonstrations (docs/cai.md): 6,000 critique
@@ -569,6 +578,15 @@ QUICK: dict[str, dict] = {
     "rloo": dict(PPO_QUICK),
     "grpo": dict(PPO_QUICK),
     "rs": {"n": 2, "prompts-per-round": 64, "max-new-tokens": 24},
+    "online": {
+        "rounds": 2,
+        "label-budget": 64,
+        "n": 2,
+        "off-prompt": 1,
+        "candidate-tokens": 24,
+        "reward-options": {"epochs": 0, "max-steps": 10},
+        "update-options": dict(PPO_QUICK),
+    },  # fmt: skip
     "evaluate": {"n-prompts": 40},
     "cai_demos": {"chains": 100, "judgments": 100, "max-words": 120},  # short: the quick tokenizer is small
     "cai_critic": {"epochs": 0, "max-steps": 10},
@@ -614,6 +632,8 @@ def to_flags(options: dict) -> list[str]:
             out.append(flag)
         elif value is False:
             out.append("--no-" + key)
+        elif isinstance(value, dict):  # e.g. `rlhfkit online --update-options '{"steps": 4}'`
+            out += [flag, json.dumps(value)]
         elif isinstance(value, list):
             for v in value:
                 out += [flag, str(v)]

@@ -45,6 +45,7 @@ from rlhfkit.generation.text import end_of_turn_ids, pad_id
 from rlhfkit.models import load_causal_lm
 from rlhfkit.reward_model import default_max_length
 from rlhfkit.tokenizer import load_tokenizer
+from rlhfkit.train.chat_tokens import IGNORE
 from rlhfkit.train.distributed import finish_distributed, init_distributed, pick_device
 from rlhfkit.train.loop import LoopConfig, epoch_batch_indices, set_seed, train_loop
 from rlhfkit.train.reward import file_fingerprint
@@ -77,6 +78,7 @@ class DPOConfig:
     beta: float = 0.1  # strength of the KL leash: implicit reward = beta * log(pi / pi_ref)
     loss: str = "sigmoid"  # "sigmoid" (DPO, Bradley-Terry) or "ipo" (squared loss to a finite target)
     label_smoothing: float = 0.0  # cDPO: the probability a label is flipped; target p -> p(1-eps) + (1-p)eps
+    sft_coef: float = 0.0  # RPO: weight of the chosen responses' per-token SFT loss added to each pair's loss
     max_length: int = 512  # tokens per prompt+response (capped by the model); longer rows lose their tail
     batch_size: int = 16  # comparison groups (a pair or a whole ranking) per optimizer step
     micro_batch_size: int = 8  # groups per forward pass; batch_size / micro_batch_size = accumulation
@@ -112,8 +114,20 @@ def batch_loss(model, batch: dict, cfg: DPOConfig) -> tuple[torch.Tensor, torch.
     losses, chosen, rejected = dpo_loss(
         logps[b], logps[w], ref[b], ref[w], batch["target"], cfg.beta, cfg.loss, cfg.label_smoothing
     )
+    losses = losses + cfg.sft_coef * chosen_nll(logps, batch)[b]
     loss_sum = (losses * batch["weight"]).sum()
     return loss_sum, torch.tensor(float(batch["count"])), reward_stats(chosen, rejected, batch["target"])
+
+
+def chosen_nll(logps: torch.Tensor, batch: dict) -> torch.Tensor:
+    """[rows] per-token negative log-likelihood of each row's completion (for the `sft_coef` term).
+
+    DPO only moves the *difference* of log-ratios, so on a small model both the chosen and the rejected
+    log-probs often fall together and the policy drifts off its SFT distribution ("likelihood displacement").
+    Adding the chosen responses' SFT loss (RPO, Pang et al. 2024) keeps the preferred answers likely.
+    """
+    tokens = (batch["labels"] != IGNORE).sum(-1).clamp(min=1)
+    return -logps / tokens
 
 
 def evaluate_groups(
