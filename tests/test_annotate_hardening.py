@@ -124,6 +124,9 @@ def test_names_with_control_characters_are_refused(env: Env) -> None:
         response = boss.post("/api/campaigns", json={"name": name, "candidates": candidates(1)})
         assert response.status_code == 422, (name, response.text)
         assert boss.post("/api/annotators", json={"name": name}).status_code == 422
+        # The page form too (a form field may hold a NUL, which the JSON API refuses earlier).
+        files = {"candidates": ("c.jsonl", json.dumps(candidates(1)[0]) + "\n", "application/json")}
+        assert boss.post("/admin/campaigns", data={"name": name}, files=files).status_code == 422
     assert boss.get("/api/campaigns").json() == []
 
 

@@ -7,11 +7,14 @@ the admin role.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from typing import Annotated, Any
 from urllib.parse import quote
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
@@ -38,7 +41,58 @@ from rlhfkit.annotate.stats import campaign_stats
 from rlhfkit.annotate.store import Annotator, Assignment, Campaign, Item, Label, Store, iso
 from rlhfkit.errors import RlhfkitError
 
-router = APIRouter(prefix="/api", tags=["api"])
+
+class CheckedJSONRequest(Request):
+    """Request bodies as strict JSON: no NaN/Infinity, no lone surrogates, no NUL characters.
+
+    Python's `json` accepts all three, but none can be stored and served back everywhere: NaN breaks every
+    later JSON answer that contains it, a lone surrogate cannot be encoded as UTF-8, and PostgreSQL refuses
+    NUL in text. Refusing them on the way in (422, as any malformed JSON) keeps the store clean on both
+    backends."""
+
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            value = json.loads(await self.body(), parse_constant=_no_constant)
+            try:
+                _check_strings(value)
+            except ValueError as exc:
+                raise json.JSONDecodeError(str(exc), "", 0) from None
+            self._json = value
+        return self._json
+
+
+def _no_constant(name: str) -> Any:
+    raise json.JSONDecodeError(f"{name} is not valid JSON", "", 0)
+
+
+def _check_strings(value: Any) -> None:
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                raise ValueError("text may not contain NUL characters")
+            item.encode("utf-8")  # UnicodeEncodeError (a ValueError) for a lone surrogate
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+
+
+class CheckedJSONRoute(APIRoute):
+    """Routes whose handlers see a `CheckedJSONRequest` (FastAPI answers its JSONDecodeError with a 422)."""
+
+    def get_route_handler(self) -> Callable:
+        handler = super().get_route_handler()
+
+        async def checked(request: Request) -> Response:
+            return await handler(CheckedJSONRequest(request.scope, request.receive))
+
+        return checked
+
+
+router = APIRouter(prefix="/api", tags=["api"], route_class=CheckedJSONRoute)
 BIG = 2**62
 
 

@@ -27,9 +27,11 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
+from sqlalchemy.exc import DataError
 from starlette.concurrency import run_in_threadpool
 
 from rlhfkit.annotate.campaigns import AnnotateError, authenticate
@@ -200,7 +202,46 @@ def create_app(db: str | Store) -> FastAPI:
             return JSONResponse({"detail": str(exc)}, status_code=exc.status)
         return error_page(request, exc.status, str(exc))
 
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> Response:
+        # FastAPI's own handler echoes the input, which fails to render when it holds NaN or a lone
+        # surrogate (a 500); where and what is enough.
+        detail = [
+            {"loc": list(e.get("loc", ())), "msg": _message(e), "type": str(e.get("type", ""))}
+            for e in exc.errors()
+        ]
+        return JSONResponse({"detail": _encodable(detail)}, status_code=422)
+
+    @app.exception_handler(DataError)
+    async def _refused_by_database(request: Request, exc: DataError) -> Response:
+        # e.g. PostgreSQL cannot store a NUL character in text; SQLite can, so the request is valid JSON
+        # that only this backend refuses. Nothing was written (the transaction rolled back).
+        reason = str(getattr(exc, "orig", exc)).splitlines()[0][:200]
+        return await _annotate_error(request, AnnotateError(f"the database refused a value: {reason}", 422))
+
+    @app.exception_handler(UnicodeEncodeError)
+    async def _bad_text(request: Request, exc: UnicodeEncodeError) -> Response:
+        return await _annotate_error(
+            request, AnnotateError("text is not valid Unicode (a lone surrogate)", 422)
+        )
+
     return app
+
+
+def _message(error: dict) -> str:
+    reason = (error.get("ctx") or {}).get("error")
+    return f"{error.get('msg', '')}: {reason}" if reason else str(error.get("msg", ""))
+
+
+def _encodable(value: Any) -> Any:
+    """`value` with every string made encodable (lone surrogates replaced), for error messages."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "replace").decode("utf-8")
+    if isinstance(value, list):
+        return [_encodable(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _encodable(v) for k, v in value.items()}
+    return value
 
 
 def error_page(request: Request, status: int, message: str) -> HTMLResponse:

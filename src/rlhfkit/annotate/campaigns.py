@@ -100,6 +100,8 @@ def add_annotator(session: Session, name: str, role: str = "annotator") -> tuple
 
 def rotate_token(session: Session, name: str) -> str:
     """Give an annotator a new login token (the old link stops working)."""
+    if has_control_characters(name):
+        raise AnnotateError(f"no annotator named {name!r}", 404)
     annotator = session.scalar(select(Annotator).where(Annotator.name == name))
     if annotator is None:
         raise AnnotateError(f"no annotator named {name!r}", 404)
@@ -211,6 +213,8 @@ def create_campaign(session: Session, spec: CampaignSpec) -> Campaign:
 
 
 def get_campaign(session: Session, name: str) -> Campaign:
+    if has_control_characters(name):  # never a stored name (and PostgreSQL refuses NUL in a query)
+        raise AnnotateError(f"no campaign named {name!r}", 404)
     campaign = session.scalar(select(Campaign).where(Campaign.name == name))
     if campaign is None:
         raise AnnotateError(f"no campaign named {name!r}", 404)
