@@ -62,7 +62,9 @@ def add_config_args(
         help_text = help_overrides.get(name, "") + (
             f" (default: {default})" if default not in (None, "") else ""
         )
-        if base is bool:
+        if base is dict:  # a table of options, given on the command line as a JSON object
+            parser.add_argument(flag, dest=name, type=_json_object, default=None, help=help_text)
+        elif base is bool:
             parser.add_argument(
                 flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_text
             )
@@ -70,6 +72,18 @@ def add_config_args(
             parser.add_argument(flag, dest=name, nargs="*", type=base, default=None, help=help_text)
         else:
             parser.add_argument(flag, dest=name, type=base, default=None, help=help_text)
+
+
+def _json_object(text: str) -> dict:
+    import json
+
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"expected a JSON object ({exc})") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("expected a JSON object, e.g. '{\"steps\": 4}'")
+    return value
 
 
 def config_from_args(cls, args: argparse.Namespace):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 
 from rlhfkit.config import add_config_args, config_from_args
 
@@ -34,16 +33,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from rlhfkit.errors import RlhfkitError
     from rlhfkit.online.trainer import OnlineConfig, run
 
-    for name in ("reward_options", "update_options"):
-        value = getattr(args, name, None)
-        if isinstance(value, str):
-            try:
-                setattr(args, name, json.loads(value))
-            except json.JSONDecodeError as exc:
-                raise RlhfkitError(f"--{name.replace('_', '-')}: expected a JSON object ({exc})") from None
     out = run(config_from_args(OnlineConfig, args))
     print(f"online: policy written to {out}")
     return 0
