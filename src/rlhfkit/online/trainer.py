@@ -54,7 +54,8 @@ class OnlineConfig:
     )
     candidate_tokens: int = 64  # length limit of the ranked samples
     pool_size: int = 10  # simulated annotators
-    reward_options: dict = field(default_factory=lambda: {"epochs": 2, "batch-size": 16, "lr": 1e-4})
+    # one epoch per round: the last round's RM still sees every label once, the earlier labels up to R times
+    reward_options: dict = field(default_factory=lambda: {"epochs": 1, "batch-size": 16, "lr": 1e-4})
     update_options: dict = field(
         default_factory=lambda: {"steps": 4, "kl-horizon": 2000, "max-new-tokens": 128}
     )
