@@ -104,8 +104,11 @@ def test_quick_pipeline_runs_every_stage_end_to_end(tmp_path):
     assert "<img" in html and "data:image/png;base64," in html
 
     # every other method from the same SFT model and labels: upstream stages are reused, not rerun
-    methods = "ppo,dpo,rloo,grpo,rs,online"
-    data = run_pipeline(run, {**config, "online": {"label_budget": 32}}, quick=True, method=methods)
+    methods = "ppo,dpo,rloo,grpo,rs,online,hybrid"
+    extra = {"online": {"label_budget": 32}, "cai_demos": {"chains": 40, "judgments": 40, "max_words": 100},
+             "cai_labeler": {"epochs": 0, "max_steps": 2, "batch_size": 8, "max_len": 256, "max_val_chats": 8},
+             "hybrid_reward": {"epochs": 0, "max_steps": 4}}  # fmt: skip
+    data = run_pipeline(run, {**config, **extra}, quick=True, method=methods)
     stages = data["stages"]
     for name in ("pretrain", "sft", "labels", "reward", "ppo"):
         assert stages[name]["seconds"] == data_before[name]["seconds"], name  # skipped: up to date
@@ -114,6 +117,11 @@ def test_quick_pipeline_runs_every_stage_end_to_end(tmp_path):
         AutoModelForCausalLM.from_pretrained(str(run / name))
     results = json.loads((run / "eval" / "results.json").read_text())
     assert list(results["models"]) == ["base", "sft", *methods.split(",")]
+    # the hybrid reward model learned from people on helpfulness prompts and from the AI labeler on harmlessness
+    train = [json.loads(x) for x in (run / "cai" / "hybrid" / "train.jsonl").read_text().splitlines()]
+    harmless = {"harmful", "benign_risky"}
+    assert any("label" in t for t in train) and all("label" in t for t in train if t["category"] in harmless)
+    assert any("ranking" in t and t["category"] not in harmless for t in train)
 
 
 def test_quick_cai_pipeline_runs_every_stage(tmp_path):

@@ -167,7 +167,7 @@ def _ppo(r: Path) -> list[str]:
 
 # The policy-optimization methods `--method` chooses from; each writes its policy to <run>/<method>/.
 # All start from the same SFT model; all but dpo read the reward model, dpo reads the comparisons directly.
-METHODS = ("ppo", "dpo", "rloo", "grpo", "rs", "online")
+METHODS = ("ppo", "dpo", "rloo", "grpo", "rs", "online", "hybrid")
 
 
 def _policy_stage_argv(method: str) -> Callable[[Path], list[str]]:
@@ -179,8 +179,9 @@ def _policy_stage_argv(method: str) -> Callable[[Path], list[str]]:
             c = r / "comparisons"
             return ["dpo", "--policy", str(r / "sft"), "--data", str(c / "train.jsonl"),
                     "--eval-data", str(c / "eval.jsonl"), "--out", str(r / "dpo")]  # fmt: skip
-        cmd = ppo_cmd(r / "sft", r / "rm", r / "world" / "prompts.jsonl", r / method)
-        return [method, *cmd[1:]]
+        rm = r / "cai" / "hybrid" / "rm" if method == "hybrid" else r / "rm"
+        cmd = ppo_cmd(r / "sft", rm, r / "world" / "prompts.jsonl", r / method)
+        return ["ppo" if method == "hybrid" else method, *cmd[1:]]
 
     return argv
 
@@ -195,6 +196,11 @@ METHOD_STAGES = {
         "Stage 3: online iterated RLHF, rounds of labels on the current policy's samples",
         ["sft"],
         600,
+    ),
+    "hybrid": (
+        "Stage 3c: PPO against the hybrid RM (human helpfulness, AI harmlessness)",
+        ["hybrid_reward"],
+        400,
     ),
 }
 
@@ -299,11 +305,50 @@ STAGES: list[Stage] = [
 STAGE_NAMES = [s.name for s in STAGES]
 
 
+# Human labels for helpfulness, AI labels for harmlessness (Bai et al. 2022, "Constitutional AI", section 4):
+# the CAI labeler compares the same candidates on the harmful and benign-look-alike prompts only, and the
+# reward model trains on those AI labels plus the people's rankings of every other prompt.
+HARMLESSNESS_CATEGORIES = ("harmful", "benign_risky")
+
+
+def _hybrid_labels(r: Path) -> list[str]:
+    return ["cai", "label", "--labeler", str(r / "cai" / "labeler"), "--candidates",
+            str(r / "candidates" / "candidates.jsonl"), "--categories", *HARMLESSNESS_CATEGORIES,
+            "--out", str(r / "cai" / "hybrid" / "ai.jsonl")]  # fmt: skip
+
+
+def _hybrid_split(r: Path, opts: dict) -> None:
+    """train.jsonl: people's rankings of the helpfulness prompts + the AI labels of the harmlessness prompts;
+    eval.jsonl: the people's held-out rankings of every prompt (how well the hybrid RM agrees with people)."""
+    h = r / "cai" / "hybrid"
+    human = (r / "comparisons" / "train.jsonl").read_text(encoding="utf-8").splitlines()
+    helpful = [ln for ln in human if json.loads(ln).get("category") not in HARMLESSNESS_CATEGORIES]
+    ai = (h / "ai.jsonl").read_text(encoding="utf-8").splitlines()
+    (h / "train.jsonl").write_text("".join(ln + "\n" for ln in helpful + ai), encoding="utf-8")
+    shutil.copyfile(r / "comparisons" / "eval.jsonl", h / "eval.jsonl")
+
+
+def _hybrid_reward(r: Path) -> list[str]:
+    h = r / "cai" / "hybrid"
+    return reward_cmd(r / "sft", h, r / "candidates" / "candidates.jsonl", h / "rm")
+
+
+HYBRID_STAGES = [
+    Stage("hybrid_labels", "AI labels for the harmlessness prompts (CAI labeler), merged with human labels",
+          "cai/hybrid", ["labels", "cai_labeler"], _hybrid_labels, _hybrid_split, 200),
+    Stage("hybrid_reward", "reward model on human helpfulness + AI harmlessness labels", "cai/hybrid/rm",
+          ["hybrid_labels"], _hybrid_reward, estimate_s=200),
+]  # fmt: skip
+
+
 def rlhf_stages(methods: list[str]) -> list[Stage]:
     """The default stage list with its policy stage replaced by one stage per method (same SFT, same labels)."""
     if methods == ["ppo"]:
         return STAGES
     head = [s for s in STAGES if s.name not in ("ppo", "evaluate", "report")]
+    if "hybrid" in methods:  # Bai et al.'s hybrid: the CAI labeler judges the harmlessness prompts
+        cai = {s.name: s for s in CAI_STAGES}
+        head += [cai["cai_demos"], cai["cai_labeler"], *HYBRID_STAGES]
     policy = [
         Stage(
             m,
@@ -518,7 +563,9 @@ CAI_STAGES: list[Stage] = STAGES[:4] + [
     ),
 ]
 CAI_STAGE_NAMES = [s.name for s in CAI_STAGES]
-ALL_STAGE_NAMES = STAGE_NAMES + [n for n in [*CAI_STAGE_NAMES, *METHODS] if n not in STAGE_NAMES]
+ALL_STAGE_NAMES = STAGE_NAMES + [
+    n for n in [*CAI_STAGE_NAMES, *METHODS, *(s.name for s in HYBRID_STAGES)] if n not in STAGE_NAMES
+]
 
 # Defaults tuned for a 2-core CPU: flags of each stage's command. `--quick` overrides some of them.
 # The CAI branch's PPO runs like the RLHF branch's. Each stage gets its own copy of the table, so a user's
@@ -551,6 +598,9 @@ DEFAULTS: dict[str, dict] = {
     "grpo": dict(PPO_DEFAULTS),
     "rs": {},
     "online": {},
+    "hybrid_labels": {},
+    "hybrid_reward": {"epochs": 2, "batch-size": 16, "lr": 1e-4},  # as the RLHF reward model
+    "hybrid": dict(PPO_DEFAULTS),
     "evaluate": {},
     "report": {},
     # A tiny model learns critiquing and judging only from many demonstrations (docs/cai.md): 6,000 critique
@@ -600,6 +650,8 @@ QUICK: dict[str, dict] = {
     "cai_reward": {"epochs": 0, "max-steps": 20},
     "cai_ppo": dict(PPO_QUICK),
     "cai_evaluate": {"n-prompts": 40},
+    "hybrid_reward": {"epochs": 0, "max-steps": 20},
+    "hybrid": dict(PPO_QUICK),
 }
 
 

@@ -93,6 +93,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--votes", type=int, default=8, help="endpoint without log-probs: samples per question (default 8)"
     )
     lab.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    lab.add_argument(
+        "--categories", nargs="+", default=None,
+        help="label only candidates records of these categories (default: all), e.g. the harmlessness "
+        "prompts of a hybrid run whose helpfulness labels come from people",
+    )  # fmt: skip
     lab.set_defaults(func=_label)
 
     w = asub.add_parser(
@@ -164,7 +169,7 @@ def _label(args: argparse.Namespace) -> int:
     cfg = LabelConfig(
         labeler=args.labeler, candidates=args.candidates, out=args.out, constitution=args.constitution,
         principles_per_pair=args.principles_per_pair, max_pairs_per_prompt=args.max_pairs_per_prompt,
-        batch_size=args.batch_size, api=args.api, votes=args.votes, seed=args.seed,
+        batch_size=args.batch_size, api=args.api, votes=args.votes, seed=args.seed, categories=args.categories,
     )  # fmt: skip
     result = run_label(cfg)
     labels = [c["label"] for c in result["comparisons"]]

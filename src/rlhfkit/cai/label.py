@@ -44,6 +44,7 @@ class LabelConfig:
     api: str = "chat"  # endpoint labeler: "chat" or "completions"
     votes: int = 8  # endpoint labeler without log-probs: sampled replies per question
     seed: int = 0
+    categories: list[str] | None = None  # label only records of these categories (e.g. the red-team prompts)
 
 
 def sample_principles(principles: Sequence[Principle], k: int, seed: int, key: str) -> list[Principle]:
@@ -206,6 +207,10 @@ def run_label(cfg: LabelConfig, labeler=None) -> dict:
         raise RlhfkitError(f"{cfg.candidates}: no candidates records (empty file)")
     check_candidates(lines, cfg.candidates)
     records = [rec for _, rec in lines]
+    if cfg.categories:
+        records = [rec for rec in records if rec.get("category") in cfg.categories]
+        if not records:
+            raise RlhfkitError(f"{cfg.candidates}: no record of the categories {', '.join(cfg.categories)}")
     if labeler is None:
         if not cfg.labeler:
             raise RlhfkitError("--labeler: expected a model folder or openai:URL#MODEL")
