@@ -71,6 +71,12 @@ def test_admin_forms_need_the_csrf_token_and_our_origin(env: Env) -> None:
     # Our own page's form: accepted.
     ok = boss.post("/admin/annotators", data={"name": "cy", "csrf_token": token}, headers={"origin": BASE})
     assert ok.status_code == 200 and "/login?token=" in ok.text
+    proxied = boss.post(  # behind a reverse proxy the browser's origin is the proxy's host
+        "/admin/annotators",
+        data={"name": "dee", "csrf_token": token},
+        headers={"origin": "https://annotate.example.org", "x-forwarded-host": "annotate.example.org"},
+    )
+    assert proxied.status_code == 200
     files = {"candidates": ("c.jsonl", json.dumps(candidates(1)[0]) + "\n", "application/json")}
     no_token = boss.post("/admin/campaigns", data={"name": "w"}, files=files)
     assert no_token.status_code == 403

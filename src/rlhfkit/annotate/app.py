@@ -136,10 +136,13 @@ async def check_csrf(request: Request, login_token: str) -> None:
         "bearer "
     ):
         return
-    host = request.headers.get("host", "").lower()
+    # This server's names: its Host, and the host a reverse proxy was asked for (X-Forwarded-Host: a header
+    # a cross-site page cannot make the browser send).
+    hosts = {request.headers.get("host", "").lower()}
+    hosts |= {h.strip().lower() for h in request.headers.get("x-forwarded-host", "").split(",") if h.strip()}
     for header in ("origin", "referer"):
         value = request.headers.get(header)
-        if value is not None and (value == "null" or _netloc(value) != host):
+        if value is not None and (value == "null" or _netloc(value) not in hosts):
             raise AnnotateError(f"cross-site request refused ({header} {value!r} is not this server)", 403)
     given = request.headers.get(CSRF_HEADER, "")
     if not given and "form" in request.headers.get("content-type", ""):
