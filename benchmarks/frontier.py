@@ -109,6 +109,11 @@ def kl_to_reference(policy_dir: Path, ref_dir: Path, prompts: list[list[dict]], 
     return total / len(ids)
 
 
+def measures(results: dict, name: str) -> dict:
+    probes = results["probes"][name]
+    return {"gold": round(results["mean_score"][name], 4), **{p: probes[p]["rate"] for p in PROBES}}
+
+
 def win_interval(counts: dict) -> tuple[float, float]:
     """95% normal interval of a win rate whose per-prompt outcomes are 1, 0.5 or 0."""
     n = counts["wins"] + counts["ties"] + counts["losses"]
@@ -186,52 +191,57 @@ def main() -> None:
         method, option = key.split(".", 1)
         overrides.setdefault(method, {})[option.replace("_", "-")] = value
     root = run / "frontier"
-    timings = {
-        (m, s): train(run, m, s, root / f"{m}-s{s}", overrides) for m in methods for s in seeds
-    }  # fmt: skip
-
-    models = {"sft": str(run / "sft"), **{f"{m}-s{s}": str(root / f"{m}-s{s}") for m, s in timings}}
-    results = evaluate(
-        EvalConfig(models=models, prompts=str(run / "world" / "eval_prompts.jsonl"), out=str(root / "eval"),
-                   judge="gold", bootstrap=0, quiet=True)
-    )  # fmt: skip
-    prompts = [r["messages"] for r in load_chats(run / "world" / "eval_prompts.jsonl")[: args.kl_prompts]]
-
-    def measures(name: str) -> dict:
-        probes = results["probes"][name]
-        return {
-            "gold": round(results["mean_score"][name], 4),
-            **{p: probes[p]["rate"] for p in PROBES},
-        }
+    prompts_file = run / "world" / "eval_prompts.jsonl"
+    kl_prompts = [r["messages"] for r in load_chats(prompts_file)[: args.kl_prompts]]
+    sft_measures: dict = {}
+    per_run: dict[tuple[str, int], dict] = {}
+    for s in seeds:  # seed-major: every method's first seed is measured before any second seed trains
+        for m in methods:
+            folder = root / f"{m}-s{s}"
+            timing = train(run, m, s, folder, overrides)
+            measured = folder / "frontier_eval.json"
+            if not measured.exists():
+                # each policy against the SFT model on the same prompts; SFT's responses are the same every
+                # time (same sampling seed), so the SFT side is identical across these evaluations
+                results = evaluate(
+                    EvalConfig(models={"sft": str(run / "sft"), "policy": str(folder)}, prompts=str(prompts_file),
+                               out=str(folder / "eval"), judge="gold", bootstrap=0, quiet=True)
+                )  # fmt: skip
+                counts = results["pair_counts"]["policy"]["sft"]
+                record = {
+                    "seed": s,
+                    **measures(results, "policy"),
+                    "win_rate_vs_sft": round(counts["win_rate"], 4),
+                    "win_interval_95": win_interval(counts),
+                    "wins_ties_losses": [counts["wins"], counts["ties"], counts["losses"]],
+                    "kl": round(kl_to_reference(folder, run / "sft", kl_prompts, seed=1234), 3),
+                    "sft": measures(results, "sft"),
+                    "n_prompts": results["n_prompts"],
+                }
+                measured.write_text(json.dumps(record, indent=2) + "\n")
+            record = json.loads(measured.read_text())
+            record.update(cpu_seconds=timing["cpu_seconds"], wall_seconds=timing["wall_seconds"])
+            per_run[(m, s)] = record
+            sft_measures = record.pop("sft")
+            print(f"frontier: {m} seed {s}: gold {record['gold']:.3f} (sft {sft_measures['gold']:.3f}), win "
+                  f"{record['win_rate_vs_sft']:.3f}, kl {record['kl']:.2f}, cpu {record['cpu_seconds']:.0f} s",
+                  file=sys.stderr, flush=True)  # fmt: skip
 
     out: dict = {
         "benchmark": "frontier",
         "run": str(run),
         "machine": cpu_info(),
-        "n_prompts": results["n_prompts"],
+        "n_prompts": per_run[(methods[0], seeds[0])]["n_prompts"],
         "seeds": seeds,
-        "sft": {**measures("sft"), "kl": 0.0},
+        "sft": {**sft_measures, "kl": 0.0},
         "methods": {},
     }
     for m in methods:
-        runs = []
-        for s in seeds:
-            name = f"{m}-s{s}"
-            counts = results["pair_counts"][name]["sft"]
-            runs.append(
-                {
-                    "seed": s,
-                    **measures(name),
-                    "win_rate_vs_sft": round(counts["win_rate"], 4),
-                    "win_interval_95": win_interval(counts),
-                    "wins_ties_losses": [counts["wins"], counts["ties"], counts["losses"]],
-                    "kl": round(kl_to_reference(Path(models[name]), run / "sft", prompts, seed=1234), 3),
-                    "cpu_seconds": timings[(m, s)]["cpu_seconds"],
-                    "wall_seconds": timings[(m, s)]["wall_seconds"],
-                }
-            )
+        runs = [per_run[(m, s)] for s in seeds]
         out["methods"][m] = {
-            "options": timings[(m, seeds[0])]["options"],
+            "options": json.loads((root / f"{m}-s{seeds[0]}" / "frontier_timing.json").read_text())[
+                "options"
+            ],
             **{k: summarize([r[k] for r in runs]) for k in ("gold", "win_rate_vs_sft", "kl", "cpu_seconds")},
             **{p: summarize([r[p] for r in runs if r[p] is not None]) for p in PROBES},
             "runs": runs,
