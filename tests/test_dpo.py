@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import WORDS  # noqa: E402
 from rlhfkit.cli import main
 from rlhfkit.data.comparisons import load_comparisons
 from rlhfkit.data.jsonl import read_jsonl, write_jsonl
@@ -22,22 +23,6 @@ from rlhfkit.train.chat_tokens import IGNORE
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-WORDS = [
-    "the",
-    "a",
-    "cat",
-    "dog",
-    "sun",
-    "moon",
-    "tree",
-    "river",
-    "stone",
-    "bird",
-    "red",
-    "blue",
-    "small",
-    "big",
-]
 MARKER = "thanks"
 
 
