@@ -16,6 +16,7 @@ a finished (method, seed) is not trained again. Writes `frontier.json`, `frontie
 `frontier_gold_vs_cpu.png` into `--out` and prints the JSON.
 
 Usage: python benchmarks/frontier.py --run runs/demo [--methods ppo,dpo,rloo,grpo,rs] [--seeds 0,1,2]
+       [--methods rloo_long=rloo --set rloo_long.steps=30]   (a variant of a method under its own name)
 """
 
 from __future__ import annotations
@@ -53,8 +54,10 @@ def cpu_info() -> dict:
     return {"cpu": model, "isa": isa, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads()}
 
 
-def train(run: Path, method: str, seed: int, out: Path, overrides: dict) -> dict:
-    """Train one (method, seed) in a child process unless it is done; return its timing record."""
+def train(run: Path, name: str, method: str, seed: int, out: Path, overrides: dict) -> dict:
+    """Train one (method, seed) in a child process unless it is done; return its timing record.
+
+    `name` is the method itself or a variant of it (`--methods rloo_long=rloo --set rloo_long.steps=30`)."""
     from rlhfkit.pipeline import DEFAULTS, _policy_stage_argv, to_flags
 
     timing_path = out / "frontier_timing.json"
@@ -62,7 +65,7 @@ def train(run: Path, method: str, seed: int, out: Path, overrides: dict) -> dict
         return json.loads(timing_path.read_text())
     argv = _policy_stage_argv(method)(run)
     argv[argv.index("--out") + 1] = str(out)
-    options = {**DEFAULTS[method], **overrides.get(method, {}), "seed": seed}
+    options = {**DEFAULTS[method], **overrides.get(name, {}), "seed": seed}
     argv += to_flags(options)
     print(f"frontier: {method} seed {seed}: rlhfkit {' '.join(argv)}", file=sys.stderr, flush=True)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -183,7 +186,11 @@ def main() -> None:
     from rlhfkit.evaluate.run import run as evaluate
 
     run = Path(args.run)
-    methods = [m for m in args.methods.split(",") if m]
+    # NAME or NAME=METHOD (a variant of METHOD with its own --set NAME.key=value options)
+    methods: dict[str, str] = {}
+    for item in filter(None, args.methods.split(",")):
+        name, _, method = item.partition("=")
+        methods[name] = method or name
     seeds = [int(s) for s in args.seeds.split(",")]
     overrides: dict[str, dict] = {}
     for item in args.set:
@@ -196,9 +203,9 @@ def main() -> None:
     sft_measures: dict = {}
     per_run: dict[tuple[str, int], dict] = {}
     for s in seeds:  # seed-major: every method's first seed is measured before any second seed trains
-        for m in methods:
+        for m, base in methods.items():
             folder = root / f"{m}-s{s}"
-            timing = train(run, m, s, folder, overrides)
+            timing = train(run, m, base, s, folder, overrides)
             measured = folder / "frontier_eval.json"
             if not measured.exists():
                 # each policy against the SFT model on the same prompts; SFT's responses are the same every
@@ -231,7 +238,7 @@ def main() -> None:
         "benchmark": "frontier",
         "run": str(run),
         "machine": cpu_info(),
-        "n_prompts": per_run[(methods[0], seeds[0])]["n_prompts"],
+        "n_prompts": per_run[(next(iter(methods)), seeds[0])]["n_prompts"],
         "seeds": seeds,
         "sft": {**sft_measures, "kl": 0.0},
         "methods": {},
