@@ -82,3 +82,22 @@ def test_bad_input_is_one_clear_error(policy_dir, rm_dir, prompts_file, tmp_path
     assert "at least 2 responses" in capsys.readouterr().err
     assert main(["rs", "--policy", str(policy_dir), "--prompts", str(prompts_file)]) == 1
     assert "--reward is required" in capsys.readouterr().err
+
+
+def test_the_dpo_objective_trains_on_each_prompts_best_versus_worst_sample(
+    policy_dir, rm_dir, prompts_file, tmp_path
+):
+    out = tmp_path / "rs_dpo"
+    argv = _argv(policy_dir, rm_dir, prompts_file, out, rounds=1)
+    assert main([*argv, "--objective", "dpo", "--dpo-beta", "0.5"]) == 0
+    samples = {rec["id"]: rec for _, rec in read_jsonl(out / "rounds" / "0" / "samples.jsonl")}
+    pairs = [rec for _, rec in read_jsonl(out / "rounds" / "0" / "pairs.jsonl")]
+    assert pairs
+    for pair in pairs:
+        sample = samples[pair["id"].removesuffix("-pair")]
+        score = dict(zip(sample["responses"], sample["scores"]))
+        assert score[pair["chosen"][0]["content"]] == max(s for r, s in score.items() if r.strip())
+        assert score[pair["chosen"][0]["content"]] > score[pair["rejected"][0]["content"]]
+    dpo = json.loads((out / "rlhfkit.json").read_text())
+    assert dpo["stage"] == "rs" and dpo["config"]["objective"] == "dpo"
+    assert (out / "ref_logprobs.safetensors").exists()  # the DPO stage trained the final policy

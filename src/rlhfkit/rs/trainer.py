@@ -15,6 +15,11 @@ One round, in `out/rounds/<r>/`:
 3. the policy: `rlhfkit sft` on the winners, starting from the previous round's policy. The last round writes
    straight into `out`, so `out` is the final Hugging Face checkpoint.
 
+`objective = "dpo"` uses the same samples differently: the reward model's best and worst finished response of
+each prompt become a preference pair (`pairs.jsonl`), and the update is DPO with the starting policy as the
+reference: on-policy pairs labelled by the RM instead of off-policy pairs labelled by people (as in RSO and
+the iterative DPO recipes).
+
 Every step is resumable: a round whose files exist is not sampled again, and SFT continues from its checkpoint.
 """
 
@@ -47,7 +52,12 @@ class RSConfig:
     keep_unfinished: bool = False  # let a response cut off at max_new_tokens win (for untrained test models)
     generation_batch_size: int = 64  # sequences decoded together
     rm_max_length: int = 512  # tokens the reward model reads per prompt + response
-    sft_epochs: float = 1.0  # passes over each round's winners
+    objective: str = (
+        "sft"  # "sft": fine-tune on the winners; "dpo": DPO on each prompt's best vs worst sample
+    )
+    dpo_beta: float = 0.1  # objective dpo: the KL leash to the starting policy
+    dpo_sft_coef: float = 1.0  # objective dpo: weight of the chosen responses' SFT loss (see `rlhfkit dpo`)
+    sft_epochs: float = 1.0  # passes over each round's winners (or pairs)
     sft_batch_size: int = 32  # chats per optimizer step
     sft_max_len: int = 256  # tokens per chat in fine-tuning
     device: str = "auto"
@@ -69,6 +79,8 @@ def _check(cfg: RSConfig) -> None:
             raise RlhfkitError(
                 f"--{name.replace('_', '-')}: expected an integer >= 1, got {getattr(cfg, name)}"
             )
+    if cfg.objective not in ("sft", "dpo"):
+        raise RlhfkitError(f"--objective: expected sft or dpo, got '{cfg.objective}'")
     if cfg.n < 2:
         raise RlhfkitError("--n: rejection sampling needs at least 2 responses per prompt to choose from")
 
@@ -92,7 +104,10 @@ def run(cfg: RSConfig) -> Path:
             )
         stats = json.loads((round_dir / "round.json").read_text())
         target = out if r == cfg.rounds - 1 else round_dir / "policy"
-        _finetune(cfg, policy, round_dir / "winners.jsonl", target)
+        if cfg.objective == "dpo":
+            _dpo(cfg, policy, round_dir / "pairs.jsonl", target)
+        else:
+            _finetune(cfg, policy, round_dir / "winners.jsonl", target)
         print(
             f"rs round {r + 1}/{cfg.rounds}: {stats['winners']} winners of {stats['prompts']} prompts, "
             f"mean reward {stats['mean_score']:+.3f} -> best-of-{cfg.n} {stats['mean_winner_score']:+.3f}"
@@ -136,7 +151,7 @@ def _sample_and_pick(cfg: RSConfig, policy: str, records: list[dict], round_dir:
     scores = score_conversations(
         rm, rm_tokenizer, items, default_max_length(rm, rm_tokenizer, cfg.rm_max_length), batch_size=32
     )
-    samples, winners, winner_scores = [], [], []
+    samples, winners, winner_scores, pairs = [], [], [], []
     for i, record in enumerate(records):
         group = range(i * cfg.n, (i + 1) * cfg.n)
         finished = [
@@ -156,6 +171,12 @@ def _sample_and_pick(cfg: RSConfig, policy: str, records: list[dict], round_dir:
         if not finished:
             continue
         best = max(finished, key=lambda j: scores[j])
+        worst = min(finished, key=lambda j: scores[j])
+        if scores[best] > scores[worst]:
+            pairs.append({"id": f"{record.get('id', i)}-pair", "prompt": record["messages"],
+                          "chosen": [{"role": "assistant", "content": completions[best].text}],
+                          "rejected": [{"role": "assistant", "content": completions[worst].text}],
+                          "category": record.get("category", "")})  # fmt: skip
         if cfg.min_score is not None and scores[best] < cfg.min_score:
             continue
         winners.append(
@@ -172,6 +193,7 @@ def _sample_and_pick(cfg: RSConfig, policy: str, records: list[dict], round_dir:
             f"{round_dir}: no response finished (or reached --min-score); nothing to fine-tune on"
         )
     write_jsonl(round_dir / "samples.jsonl", samples)
+    write_jsonl(round_dir / "pairs.jsonl", pairs)
     stats = {
         "prompts": len(records),
         "winners": len(winners),
@@ -183,6 +205,20 @@ def _sample_and_pick(cfg: RSConfig, policy: str, records: list[dict], round_dir:
     tmp = round_dir / "winners.jsonl.tmp"
     write_jsonl(tmp, winners)
     tmp.replace(round_dir / "winners.jsonl")
+
+
+def _dpo(cfg: RSConfig, policy: str, pairs: Path, out: Path) -> None:
+    from rlhfkit.dpo.trainer import DPOConfig, DPOLoopConfig
+    from rlhfkit.dpo.trainer import run as dpo_run
+
+    loop = DPOLoopConfig(**{**vars(cfg.loop), "min_lr_ratio": DPOLoopConfig.min_lr_ratio})
+    dpo_run(
+        DPOConfig(
+            policy=policy, ref=cfg.policy, data=str(pairs), out=str(out), beta=cfg.dpo_beta,
+            sft_coef=cfg.dpo_sft_coef, epochs=cfg.sft_epochs, max_length=cfg.sft_max_len + cfg.max_new_tokens,
+            device=cfg.device, loop=loop,
+        )
+    )  # fmt: skip
 
 
 def _finetune(cfg: RSConfig, policy: str, winners: Path, out: Path) -> None:
