@@ -117,6 +117,37 @@ def measures(results: dict, name: str) -> dict:
     return {"gold": round(results["mean_score"][name], 4), **{p: probes[p]["rate"] for p in PROBES}}
 
 
+def ceiling(run: Path, eval_dir: Path, n: int, seed: int) -> dict:
+    """What reranking the SFT model's own answers could reach: n samples per held-out prompt at the evaluation
+    temperature (0.7), the reward model's favourite and the gold judge's favourite (an oracle no method has),
+    each against the SFT answer the methods were compared with."""
+    from rlhfkit.data.jsonl import read_jsonl
+    from rlhfkit.generation import SamplingParams, generate_chat
+    from rlhfkit.models import load_causal_lm
+    from rlhfkit.reward_model import default_max_length, load_reward_model, score_conversations
+    from rlhfkit.tokenizer import load_tokenizer
+    from rlhfkit.world import judge_score
+
+    rows = [rec for _, rec in read_jsonl(eval_dir / "responses.jsonl")]
+    sft_gold = [r["responses"]["sft"]["score"] for r in rows]
+    chats = [r["prompt"] for r in rows for _ in range(n)]
+    model, tok = load_causal_lm(run / "sft").eval(), load_tokenizer(run / "sft")
+    texts = [(o.text or "").strip() for o in generate_chat(
+        model, tok, chats, SamplingParams(max_new_tokens=128, temperature=0.7, seed=seed), batch_size=64
+    )]  # fmt: skip
+    rm, rm_tok = load_reward_model(run / "rm")
+    items = [(c, [{"role": "assistant", "content": t}]) for c, t in zip(chats, texts)]
+    proxy = score_conversations(rm, rm_tok, items, default_max_length(rm, rm_tok, 512), batch_size=32)
+    gold = [judge_score(chats[i], t, rows[i // n].get("meta")).total for i, t in enumerate(texts)]
+    out = {"n": n, "temperature": 0.7}
+    for name, key in (("best_of_n_by_rm", proxy), ("best_of_n_by_gold", gold)):
+        picked = [max(range(p * n, (p + 1) * n), key=lambda i: key[i]) for p in range(len(rows))]
+        wins = [1.0 if gold[i] > g else 0.5 if gold[i] == g else 0.0 for i, g in zip(picked, sft_gold)]
+        out[name] = {"gold": round(sum(gold[i] for i in picked) / len(picked), 4),
+                     "win_rate_vs_sft": round(sum(wins) / len(wins), 4)}  # fmt: skip
+    return out
+
+
 def win_interval(counts: dict) -> tuple[float, float]:
     """95% normal interval of a win rate whose per-prompt outcomes are 1, 0.5 or 0."""
     n = counts["wins"] + counts["ties"] + counts["losses"]
@@ -177,6 +208,7 @@ def main() -> None:
     ap.add_argument(
         "--kl-prompts", type=int, default=200, help="held-out prompts sampled for the KL estimate"
     )
+    ap.add_argument("--ceiling", type=int, default=8, help="n of the best-of-n ceilings (0: skip them)")
     ap.add_argument("--set", action="append", default=[], metavar="METHOD.KEY=VALUE",
                     help="override a method's option, e.g. --set dpo.beta=0.2 (repeatable)")  # fmt: skip
     args = ap.parse_args()
@@ -253,6 +285,9 @@ def main() -> None:
             **{p: summarize([r[p] for r in runs if r[p] is not None]) for p in PROBES},
             "runs": runs,
         }
+    if args.ceiling:
+        first = root / f"{next(iter(methods))}-s{seeds[0]}" / "eval"
+        out["ceiling"] = ceiling(run, first, args.ceiling, seed=4321)
     dest = Path(args.out)
     dest.mkdir(parents=True, exist_ok=True)
     (dest / "frontier.json").write_text(json.dumps(out, indent=2) + "\n")
