@@ -187,6 +187,12 @@ def plot(result: dict, out: Path) -> None:
                 yerr=summary["gold"]["std"], fmt="o", color=points.get_facecolor()[0][:3], markersize=9,
                 capsize=3, label=f"{method}: win {summary['win_rate_vs_sft']['mean']:.0%}",
             )  # fmt: skip
+        ceiling = result.get("ceiling")
+        if ceiling and x_key == "kl":  # best-of-n's KL to the sampler is at most log n - (n - 1) / n
+            n = ceiling["n"]
+            ax.scatter([math.log(n) - (n - 1) / n], [ceiling["best_of_n_by_rm"]["gold"]], marker="*", s=160,
+                       color="black", label=f"best-of-{n} by the RM (inference): win "
+                       f"{ceiling['best_of_n_by_rm']['win_rate_vs_sft']:.0%}")  # fmt: skip
         ax.set_xlabel(label)
         ax.set_ylabel("mean gold score, 500 held-out prompts")
         ax.set_title("Same SFT model, same labels: gold score per method (mean ± std over seeds)")
