@@ -105,11 +105,12 @@ def prompts_file(tmp_path_factory) -> Path:
     rows = [
         {
             "id": f"p{i}",
-            "messages": [{"role": "user", "content": f"tell me about the {WORDS[i % len(WORDS)]} {i}"}],
+            "messages": [{"role": "user", "content": f"tell me about the {w} {i}"}],
             "category": "chat",
-            "meta": {"task": "unknown"},
+            # a demo-world task (a bare topic), so PPO's gold judge scores these prompts
+            "meta": {"kind": "bare_topic", "task": "ambiguous", "entity": w, "topic": w, "topic_words": [w]},
         }
-        for i in range(24)
+        for i, w in ((i, WORDS[i % len(WORDS)]) for i in range(24))
     ]
     write_jsonl(path, rows)
     return path

@@ -115,3 +115,17 @@ def test_a_directory_given_as_a_jsonl_file_says_so(tmp_path):
         list(read_jsonl(tmp_path))
     with pytest.raises(RlhfkitError, match="file not found"):
         list(read_jsonl(tmp_path / "missing.jsonl"))
+
+
+def test_a_command_module_that_fails_to_import_is_an_error(monkeypatch):
+    from rlhfkit import cli
+
+    monkeypatch.setattr(cli, "COMMAND_MODULES", [*cli.COMMAND_MODULES, "rlhfkit.no_such_stage.commands"])
+    with pytest.raises(ModuleNotFoundError, match="no_such_stage"):
+        cli.build_parser()  # before: the subcommand vanished silently from `rlhfkit --help`
+
+
+def test_label_has_no_annotators_choice_in_its_help(capsys):
+    with pytest.raises(SystemExit):
+        main(["label", "--help"])
+    assert "--annotators" not in capsys.readouterr().out

@@ -173,3 +173,13 @@ def test_bf16_autocast_trains_with_a_ratio_that_starts_at_one(policy_dir, prompt
         )  # fmt: skip
     )
     assert all(r["approx_kl"] < 1e-3 and r["ratio"] == pytest.approx(1.0, abs=1e-2) for r in rows)
+
+
+def test_the_gold_judge_scores_only_demo_world_prompts():
+    from rlhfkit.ppo.trainer import uses_gold_judge
+
+    world = {"messages": [], "meta": {"kind": "capital", "task": "factual", "answers": ["Paris"]}}
+    other = {"messages": [], "meta": {"source": "hh-rlhf", "split": "train"}}  # a converted dataset's meta
+    assert uses_gold_judge(True, [world, world])
+    assert not uses_gold_judge(True, [world, other]) and not uses_gold_judge(True, [{"messages": []}])
+    assert not uses_gold_judge(False, [world])

@@ -13,6 +13,7 @@ import torch
 from rlhfkit.cli import main
 from rlhfkit.data.comparisons import ComparisonGroup, JudgedPair, load_comparisons, ranking_pairs
 from rlhfkit.data.jsonl import read_jsonl, write_jsonl
+from rlhfkit.errors import RlhfkitError
 from rlhfkit.reward_eval import comparison_metrics, expected_calibration_error
 from rlhfkit.reward_model import OFFSET_KEY, load_reward_model, score_conversations
 from rlhfkit.train import reward as reward_mod
@@ -303,3 +304,19 @@ def test_calibration_file_of_policy_samples_defines_score_zero(backbone, data, t
     assert sum(score_conversations(model, tok, items, max_length=64)) / 4 == pytest.approx(0.0, abs=1e-5)
     manifest = json.loads((out / "rlhfkit.json").read_text())
     assert manifest["calibration"]["responses"] == 4 and manifest["calibration"]["source"] == str(calib)
+
+
+def test_max_steps_given_alone_runs_exactly_that_many_steps():
+    import argparse
+
+    from rlhfkit.config import add_config_args, config_from_args
+
+    parser = argparse.ArgumentParser()
+    add_config_args(parser, RewardConfig)
+    cfg = config_from_args(RewardConfig, parser.parse_args(["--max-steps", "2"]))
+    assert cfg.epochs == 0 and cfg.loop.max_steps == 2  # before: epochs=1 overrode it with a whole epoch
+    assert config_from_args(RewardConfig, parser.parse_args([])).epochs == 1.0
+    cfg = config_from_args(RewardConfig, parser.parse_args(["--epochs", "0", "--max-steps", "3"]))
+    assert cfg.epochs == 0 and cfg.loop.max_steps == 3
+    with pytest.raises(RlhfkitError, match="--epochs 2 .* --max-steps"):
+        config_from_args(RewardConfig, parser.parse_args(["--epochs", "2", "--max-steps", "3"]))

@@ -76,8 +76,6 @@ def test_label_and_judge_commands(tmp_path, capsys):
             "label",
             "--candidates",
             str(cand),
-            "--annotators",
-            "simulated",
             "--pool-size",
             "5",
             "--overlap",

@@ -2,8 +2,9 @@
 
 Each stage lives in its own module and contributes a subcommand through ``register(subparsers)``;
 the subcommand's handler is stored with ``set_defaults(func=...)`` and receives the parsed namespace.
-Modules are imported lazily-by-listing here so `rlhfkit --help` stays fast and a broken optional stage
-cannot break the others.
+Every module listed here is imported when the parser is built (each keeps its heavy imports inside its
+handlers, so `rlhfkit --help` stays fast); a module that fails to import fails the command loudly instead of
+silently dropping its subcommand.
 """
 
 from __future__ import annotations
@@ -43,13 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"rlhfkit {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name and name.startswith(exc.name):  # module not written yet; other commands still work
-                continue
-            raise
-        module.register(sub)
+        importlib.import_module(name).register(sub)  # a module that fails to import is a bug: say so
     return parser
 
 

@@ -3,7 +3,8 @@
 Every field of a stage config becomes `--field-name` (underscores become dashes). Fields of nested config
 dataclasses (e.g. the shared `LoopConfig`) are flattened to the same level: `--max-steps`, `--lr`. A
 `--config FILE.toml` provides values too; flags given on the command line win over the file, the file wins over
-the defaults. In TOML, nested configs are tables: `[loop] max_steps = 500`.
+the defaults. In TOML, nested configs are tables: `[loop] max_steps = 500`. In a config with `epochs`, a
+`--max-steps` given without `--epochs` runs exactly that many steps (see `_steps_or_epochs`).
 """
 
 from __future__ import annotations
@@ -92,7 +93,32 @@ def config_from_args(cls, args: argparse.Namespace):
     if getattr(args, "config", None):
         values = load_toml(args.config)
     flat_given = {k: v for k, v in vars(args).items() if v is not None}
-    return _build(cls, values, flat_given, source=getattr(args, "config", None))
+    config = _build(cls, values, flat_given, source=getattr(args, "config", None))
+    _steps_or_epochs(config, set(flat_given) | _given_names(values))
+    return config
+
+
+def _given_names(values: dict) -> set[str]:
+    """The option names a TOML file sets, nested tables flattened (as the flags are)."""
+    out = set()
+    for key, value in values.items():
+        out |= _given_names(value) if isinstance(value, dict) else {key}
+    return out
+
+
+def _steps_or_epochs(config, given: set[str]) -> None:
+    """A config with `epochs` (which sets the loop's `max_steps` from the data size) and `max_steps`: a
+    `--max-steps` given alone means exactly that many steps (epochs 0); given with `--epochs` above 0 it
+    would be ignored, so that is an error instead."""
+    if not hasattr(config, "epochs") or "max_steps" not in given:
+        return
+    if "epochs" not in given:
+        config.epochs = 0
+    elif config.epochs > 0:
+        raise RlhfkitError(
+            f"--epochs {config.epochs:g} sets the number of steps from the data size and would override "
+            "--max-steps; give --epochs 0 to run exactly --max-steps"
+        )
 
 
 def load_toml(path: str | Path) -> dict:

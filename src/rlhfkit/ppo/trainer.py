@@ -121,7 +121,9 @@ class PPOConfig:
     ptx_data: str | None = None  # corpus (.txt / JSONL {"text"} / folder) for PPO-ptx
     ptx_seq_len: int = 128
     ptx_batch_size: int = 8  # corpus windows per minibatch
-    gold_judge: bool = True  # score responses with the demo world's gold judge when prompts carry "meta"
+    gold_judge: bool = (
+        True  # score responses with the demo world's gold judge when every prompt is a world task
+    )
     rm_max_length: int = 512
     sample_every: int = 10  # write responses to samples.jsonl (and show a few) every N steps; 0: never
     num_samples: int = 3  # responses shown on the console at each sampling
@@ -190,6 +192,14 @@ def rm_reward_fn(path: str, device, max_length: int, batch_size: int) -> tuple[R
     manifest = read_manifest(path)
     std = (manifest.get("calibration") or {}).get("std") or (manifest.get("metrics") or {}).get("score_std")
     return score, ({"score_std": float(std)} if std else {})
+
+
+def uses_gold_judge(wanted: bool, records: list[dict]) -> bool:
+    """The gold judge scores only demo-world prompts: every record's `meta` must name a world task (any other
+    `meta`, e.g. a converted dataset's, would be scored on generic parts only and mislead)."""
+    from rlhfkit.world.tasks import is_world_meta
+
+    return wanted and all(is_world_meta(r.get("meta")) for r in records)
 
 
 def gold_scores(records: list[dict], indices: list[int], texts: list[str]) -> list[float]:
@@ -289,7 +299,7 @@ def run(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
     rm_stats: dict = {}
     if reward_fn is None:
         reward_fn, rm_stats = rm_reward_fn(cfg.reward, device, cfg.rm_max_length, cfg.forward_batch_size)
-    use_gold = cfg.gold_judge and all(isinstance(r.get("meta"), dict) for r in records)
+    use_gold = uses_gold_judge(cfg.gold_judge, records)
     value_module, value_fn = build_value(cfg, policy, device, has_rm=bool(cfg.reward))
     modules = torch.nn.ModuleDict({"policy": policy, **({"value": value_module} if value_module else {})})
     trainable = [p for p in modules.parameters() if p.requires_grad]

@@ -22,16 +22,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     j.add_argument(
         "--in", dest="inp", required=True, help="JSONL with `messages` and `response` (optional `meta`)"
     )
-    j.add_argument("--out", required=True, help="output JSONL: each line plus `gold` and `gold_parts`")
+    j.add_argument(
+        "--out",
+        required=True,
+        help="output JSONL: each line plus `gold`, `gold_parts` and `gold_task` (the category scored; "
+        "`unknown`: not recognised, scored on intent, length and fluency only)",
+    )
     j.set_defaults(func=_judge)
 
     lab = sub.add_parser("label", help="rank candidate responses with simulated annotators")
     lab.add_argument(
         "--candidates", required=True, help="candidates JSONL (prompt, completions, category, meta)"
     )
-    lab.add_argument(
-        "--annotators", choices=("simulated",), default="simulated", help="who labels (simulated)"
-    )
+    # The only annotators are the simulated pool; the flag stays accepted (and hidden) for callers that still
+    # pass `--annotators simulated` (online/trainer.py) and is otherwise ignored.
+    lab.add_argument("--annotators", choices=("simulated",), help=argparse.SUPPRESS)
     lab.add_argument("--pool-size", type=int, default=10, help="number of simulated annotators (default: 10)")
     lab.add_argument("--overlap", type=int, default=1, help="annotators per item (default: 1)")
     lab.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
@@ -101,10 +106,12 @@ def _judge(args: argparse.Namespace) -> int:
         if meta is not None and not isinstance(meta, dict):
             raise RlhfkitError.at(args.inp, lineno, "meta", "expected an object")
         s = score(messages, _response_text(rec["response"], args.inp, lineno), meta)
-        out.append({**rec, "gold": s.total, "gold_parts": s.parts})
+        out.append({**rec, "gold": s.total, "gold_parts": s.parts, "gold_task": s.task})
     n = write_jsonl(args.out, out)
     mean = sum(r["gold"] for r in out) / n if n else 0.0
-    print(f"judge: scored {n} responses (mean gold {mean:.2f}) -> {args.out}")
+    unknown = sum(r["gold_task"] == "unknown" for r in out)
+    note = f"; {unknown} not recognised as a world task, scored on generic parts only" if unknown else ""
+    print(f"judge: scored {n} responses (mean gold {mean:.2f}{note}) -> {args.out}")
     return 0
 
 

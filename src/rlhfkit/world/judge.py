@@ -13,7 +13,10 @@ prompt's persona), safety (refuses the harmful politely, helps the benign: over-
 fluency (penalizes repetition, gibberish and truncation).
 
 The judge reads ``meta`` from the prompt record when given (what ``prompts.jsonl`` carries); without it, it
-recovers the task from the question text (``tasks.parse_task``) and the persona from the system prompt.
+recovers the task from the question text (``tasks.parse_task`` for the world's templates, then
+``tasks.recognise`` for everyday phrasings of its categories) and the persona from the system prompt. A request
+it does not recognise is scored on generic parts only (intent, length, fluency) and ``Score.task`` says
+"unknown", so a caller can tell.
 Everything is regular expressions and set lookups, so it scores thousands of responses per second.
 """
 
@@ -26,7 +29,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from rlhfkit.world.knowledge import load_knowledge
-from rlhfkit.world.tasks import KINDS, known_for_key, parse_task
+from rlhfkit.world.tasks import KINDS, known_for_key, parse_task, recognise
 
 WEIGHTS: dict[str, dict[str, float]] = {
     "factual": {
@@ -58,6 +61,11 @@ PERSONA_LENGTH = {"terse": (1, 4, 12), "child": (4, 25, 80)}
 class Score:
     total: float
     parts: dict[str, float]
+    task: str = "unknown"  # the category scored; "unknown": not recognised, scored on generic parts only
+
+    @property
+    def recognised(self) -> bool:
+        return self.task != "unknown"
 
 
 def _rx(*alternatives: str) -> re.Pattern:
@@ -212,8 +220,8 @@ def score(messages: list[dict], response: str, meta: dict | None = None) -> Scor
     """Score one response to a chat prompt (see the module docstring and docs/world.md)."""
     system = next((m["content"] for m in messages if m.get("role") == "system"), "")
     user = next((m["content"] for m in reversed(messages) if m.get("role") == "user"), "")
-    if meta is None:
-        meta = dict(parse_task(user) or {"task": "unknown"})
+    if meta is None or "task" not in meta:
+        meta = dict(parse_task(user) or recognise(user) or {"task": "unknown"})
         persona = _persona_prompts().get(system.strip().lower()) if system else None
         if persona:
             meta["persona"] = persona
@@ -226,12 +234,12 @@ def score(messages: list[dict], response: str, meta: dict | None = None) -> Scor
     if persona:
         weights["persona"] = PERSONA_WEIGHT
     if not text:
-        return Score(0.0, {k: -1.0 for k in weights})
+        return Score(0.0, {k: -1.0 for k in weights}, task)
     f = _features(text, user)
     parts = {name: _PARTS[name](f, meta, task) for name in weights}
     total = 10.0 * sum(w * (parts[k] + 1) / 2 for k, w in weights.items()) / sum(weights.values())
     total *= min(1.0, 0.4 + 0.4 * (parts["fluency"] + 1))  # a looping or garbled reply cannot score well
-    return Score(round(total, 4), {k: round(v, 4) for k, v in parts.items()})
+    return Score(round(total, 4), {k: round(v, 4) for k, v in parts.items()}, task)
 
 
 @dataclass
