@@ -3,10 +3,34 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 from pathlib import Path
 
 import pytest
+
+CHROMIUM = os.environ.get("RLHFKIT_CHROMIUM", "/usr/bin/chromium")
+IN_CI = os.environ.get("CI", "").lower() in ("true", "1")
+
+
+@pytest.fixture
+def browser_ready() -> None:
+    """Skip a browser test when Playwright or Chromium is missing; under CI (`CI=true`) fail it instead, since
+    there they must run (`.ci/run` installs both)."""
+    missing = []
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        missing.append("playwright is not installed (the dev extra)")
+    if not Path(CHROMIUM).exists():
+        missing.append(f"no Chromium at {CHROMIUM} (apt-get install chromium, or set RLHFKIT_CHROMIUM)")
+    if not missing:
+        return
+    message = "browser test cannot run: " + "; ".join(missing)
+    if IN_CI:
+        pytest.fail(message + " (CI=true: browser tests must run)", pytrace=False)
+    pytest.skip(message)
+
 
 SUBJECTS = ["The cat", "A farmer", "The old king", "My sister", "The baker", "A small robot", "The teacher"]
 VERBS = ["sees", "bakes", "finds", "paints", "carries", "likes", "sells"]

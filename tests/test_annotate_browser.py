@@ -1,7 +1,7 @@
 """Real-browser test: headless Debian Chromium, driven by Playwright, labels items with the keyboard only.
 
-Needs ``pip install playwright`` (the dev extra) and ``apt-get install chromium``; skipped without them.
-Saves a screenshot of the labelling page to ``runs/test-artifacts/annotate-label-page.png`` (or to
+Needs ``pip install playwright`` (the dev extra) and ``apt-get install chromium``; skipped without them, and a
+failure under CI (``CI=true``), where they must run. Saves a screenshot of the labelling page to ``runs/test-artifacts/annotate-label-page.png`` (or to
 ``$RLHFKIT_TEST_ARTIFACTS``).
 """
 
@@ -18,12 +18,11 @@ import httpx
 import pytest
 from sqlalchemy import select
 
+from conftest import CHROMIUM
 from rlhfkit.annotate.store import Assignment, Item, Label, open_store
 from rlhfkit.cli import main
 
-CHROMIUM = os.environ.get("RLHFKIT_CHROMIUM", "/usr/bin/chromium")
-sync_api = pytest.importorskip("playwright.sync_api")
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"no Chromium at {CHROMIUM}")
+pytestmark = pytest.mark.usefixtures("browser_ready")
 
 PWN = '<script>window.__pwned = 1</script><img src="x" onerror="window.__pwned = 2">'
 
@@ -108,6 +107,8 @@ def test_keyboard_only_labelling_in_chromium(tmp_path: Path, capsys) -> None:
     )
     artifacts.mkdir(parents=True, exist_ok=True)
     shown: list[list[int]] = []
+    from playwright import sync_api
+
     try:
         with sync_api.sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
@@ -150,6 +151,12 @@ def test_keyboard_only_labelling_in_chromium(tmp_path: Path, capsys) -> None:
             page.keyboard.press("2")
             page.keyboard.press("x")  # expand long responses
             page.keyboard.press("q")  # slightly better
+            # What the annotator sees: the third item's question and both responses, its place in the queue.
+            body = page.inner_text("body")
+            assert any(f"Question {i}?" in body for i in range(1, 4)) and "Line 59 of a long answer." in body
+            assert len(page.query_selector_all(".response")) == 2 and "2 done" in page.inner_text(
+                "#progress-text"
+            )
             page.screenshot(path=str(artifacts / "annotate-label-page.png"))
             page.keyboard.press("Enter")
             done(3)
@@ -159,7 +166,7 @@ def test_keyboard_only_labelling_in_chromium(tmp_path: Path, capsys) -> None:
         server.terminate()
         server.wait(timeout=30)
 
-    assert (artifacts / "annotate-label-page.png").stat().st_size > 10_000
+    assert (artifacts / "annotate-label-page.png").read_bytes().startswith(b"\x89PNG")
     store = open_store(db)
     with store.transaction() as s:
         rows = s.execute(

@@ -1,10 +1,9 @@
-"""The gold judge: one hand-written case per criterion, plus determinism, parsing and speed."""
+"""The gold judge: one hand-written case per criterion, plus determinism and parsing (speed: benchmarks/judge_speed.py)."""
 
 from __future__ import annotations
 
 import json
 import random
-import time
 
 import pytest
 
@@ -165,22 +164,6 @@ def test_deterministic_range_and_unknown_prompts():
     s1 = judge_score(m, "Red leaves drift and fall. The quiet path is golden. Autumn says goodbye.")
     s2 = judge_score(m, "Red leaves drift and fall. The quiet path is golden. Autumn says goodbye.")
     assert s1 == s2 and 0.0 <= s1.total <= 10.0 and set(s1.parts) == {"intent", "length", "fluency"}
-
-
-@pytest.mark.timeout(60)
-def test_scores_thousands_of_responses_per_second():
-    rng = random.Random(1)
-    items = []
-    for kind in KINDS:
-        for _ in range(40):
-            task = sample_task(kind, rng)
-            items.append((user(task.question), good_response(task, rng), task.meta))
-    judge_score(*items[0])  # builds the vocabulary once
-    start = time.perf_counter()
-    for m, r, meta in items:
-        judge_score(m, r, meta)
-    rate = len(items) / (time.perf_counter() - start)
-    assert rate > 2000, rate
 
 
 @pytest.mark.parametrize(
