@@ -14,7 +14,6 @@ from rlhfkit.cai.prompts import critique_prompt, revision_prompt
 from rlhfkit.cli import main
 from rlhfkit.data.chats import load_chats
 from rlhfkit.data.jsonl import read_jsonl, write_jsonl
-from rlhfkit.errors import RlhfkitError
 from rlhfkit.generation import Completion, SamplingParams
 from rlhfkit.models import build_model
 
@@ -130,19 +129,6 @@ def test_revise_cli_writes_chains_and_valid_sft_chats(tmp_path, model_dir):
     out2 = tmp_path / "again.jsonl"
     assert main([*argv[:7], str(out2), *argv[8:]]) == 0
     assert json.loads((tmp_path / "again.chains.jsonl").read_text().splitlines()[0]) == chains[0]
-
-
-def test_prompts_must_end_with_a_user_turn(tmp_path):
-    path = tmp_path / "chats.jsonl"
-    write_jsonl(
-        path,
-        [
-            PROMPTS[0],
-            {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo"}]},
-        ],
-    )
-    with pytest.raises(RlhfkitError, match=r"chats.jsonl:2: field 'messages\[1\].role': expected a prompt"):
-        revise_mod.load_prompt_records(path)
 
 
 def test_critiques_use_their_own_sampling_params(monkeypatch):

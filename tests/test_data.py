@@ -265,3 +265,19 @@ def test_cli_convert_and_check(tmp_path, capsys):
         main(["data", "convert", "--from", "hh", "--in", str(bad), "--out", str(tmp_path / "x.jsonl")]) == 1
     )
     assert not (tmp_path / "x.jsonl").exists()  # nothing half-written
+
+
+def test_prompts_drop_the_final_assistant_turn_and_end_with_a_user_turn(tmp_path):
+    from rlhfkit.data.chats import load_prompts
+
+    user, reply = {"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo"}
+    path = tmp_path / "chats.jsonl"
+    write_jsonl(path, [{"id": "a", "messages": [user], "meta": {"k": 1}}, {"messages": [user, reply]}])
+    prompts = load_prompts(path)
+    assert [p["messages"] for p in prompts] == [[user], [user]] and prompts[0]["meta"] == {"k": 1}
+    write_jsonl(path, [{"messages": [user]}, {"messages": [user, reply, reply]}])
+    with pytest.raises(RlhfkitError, match=r"chats.jsonl:2: field 'messages\[1\].role': expected a prompt"):
+        load_prompts(path)
+    write_jsonl(path, [{"messages": [{"role": "system", "content": "Be brief."}]}])
+    with pytest.raises(RlhfkitError, match=r"chats.jsonl:1: field 'messages\[0\].role': expected a prompt"):
+        load_prompts(path)

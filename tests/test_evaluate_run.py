@@ -10,7 +10,7 @@ import pytest
 from rlhfkit.cli import main
 from rlhfkit.evaluate import EvalConfig, headline_metrics, run
 from rlhfkit.evaluate.commands import parse_models
-from rlhfkit.evaluate.run import load_prompts
+from rlhfkit.evaluate.run import pick_prompts
 from rlhfkit.world import judge_score
 
 
@@ -48,11 +48,11 @@ def config(models: dict[str, Path], prompts: Path, out: Path, **kw) -> EvalConfi
 
 
 def test_prompts_are_taken_round_robin_over_categories(eval_prompts):
-    prompts = load_prompts(eval_prompts, 8)
+    prompts = pick_prompts(eval_prompts, 8)
     assert len(prompts) == 8
     assert len({p["category"] for p in prompts}) == 8
     assert all(p["messages"][-1]["role"] == "user" for p in prompts)
-    assert len(load_prompts(eval_prompts)) == sum(1 for line in eval_prompts.open() if line.strip())
+    assert len(pick_prompts(eval_prompts)) == sum(1 for line in eval_prompts.open() if line.strip())
 
 
 def test_evaluate_two_micro_models_end_to_end(micro_models, eval_prompts, tmp_path):

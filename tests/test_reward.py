@@ -320,3 +320,12 @@ def test_max_steps_given_alone_runs_exactly_that_many_steps():
     assert cfg.epochs == 0 and cfg.loop.max_steps == 3
     with pytest.raises(RlhfkitError, match="--epochs 2 .* --max-steps"):
         config_from_args(RewardConfig, parser.parse_args(["--epochs", "2", "--max-steps", "3"]))
+
+
+def test_one_max_length_rule_for_scoring_with_a_trained_reward_model(trained):
+    from rlhfkit.reward_model import default_max_length, load_scorer
+
+    model, tokenizer, length = load_scorer(trained)
+    assert length == 64 == json.loads((trained / "rlhfkit.json").read_text())["max_length"]  # as trained
+    assert load_scorer(trained, max_length=16)[2] == 16 and not model.training
+    assert load_scorer(trained, max_length=10**6)[2] == default_max_length(model, tokenizer, 10**6) < 10**6

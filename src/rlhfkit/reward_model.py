@@ -59,6 +59,21 @@ def load_reward_model(path: str | Path, device: str | torch.device = "cpu", new_
     return model.to(device), tokenizer
 
 
+def load_scorer(path: str | Path, device: str | torch.device = "cpu", max_length: int | None = None):
+    """(model, tokenizer, max_length) of a trained reward model, ready to score (eval mode, no gradients).
+
+    The one rule for how much a reward model reads when it scores: `max_length` when given, else the length
+    it was trained with (`max_length` in its rlhfkit.json), else 512; never more than the model's position
+    limit or the tokenizer's maximum (`default_max_length`). `rlhfkit reward eval|score`, PPO and the other
+    methods, best-of-n and `evaluate --judge reward:DIR` all load through here."""
+    from rlhfkit.artifacts import read_manifest
+
+    model, tokenizer = load_reward_model(path, device)
+    model.eval().requires_grad_(False)
+    wanted = max_length or read_manifest(path).get("max_length") or 512
+    return model, tokenizer, default_max_length(model, tokenizer, int(wanted))
+
+
 def render(tokenizer, prompt: list[dict], response: list[dict]) -> str:
     """The text the reward model reads for `response` given `prompt`."""
     messages = list(prompt) + list(response)

@@ -9,10 +9,10 @@ chat template), so ``transformers.AutoTokenizer.from_pretrained(DIR).apply_chat_
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 
+from rlhfkit.data.jsonl import read_jsonl
 from rlhfkit.errors import RlhfkitError
 
 # The special tokens. `<|endoftext|>` separates pretraining documents and doubles as BOS; `<|end|>` closes
@@ -46,18 +46,10 @@ def iter_corpus_texts(data: str | Path) -> Iterator[tuple[Path, str]]:
     files = corpus_files(data)
     for path in files:
         if path.suffix == ".jsonl":
-            with path.open(encoding="utf-8") as fh:
-                for lineno, line in enumerate(fh, 1):
-                    if not line.strip():
-                        continue
-                    try:
-                        record = json.loads(line)
-                    except json.JSONDecodeError as exc:
-                        raise RlhfkitError.at(path, lineno, None, f"not valid JSON ({exc.msg})") from None
-                    text = record.get("text") if isinstance(record, dict) else None
-                    if not isinstance(text, str):
-                        raise RlhfkitError.at(path, lineno, "text", "expected a string")
-                    yield path, text
+            for lineno, record in read_jsonl(path):
+                if not isinstance(record.get("text"), str):
+                    raise RlhfkitError.at(path, lineno, "text", "expected a string")
+                yield path, record["text"]
         else:
             yield path, read_text_file(path)
 

@@ -29,7 +29,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "chains to --chains (default: <out>.chains.jsonl).",
     )
     r.add_argument("--model", required=True, help="policy checkpoint folder (usually the SFT model)")
-    r.add_argument("--prompts", required=True, help="chat JSONL of prompts (ending with a user turn)")
+    r.add_argument(
+        "--prompts", required=True, help="chat JSONL of prompts (a trailing assistant turn is dropped)"
+    )
     r.add_argument("--constitution", help="constitution TOML (default: the packaged default)")
     r.add_argument("--out", required=True, help="SFT chats JSONL to write")
     r.add_argument("--chains", help="chains JSONL to write (default: next to --out, <stem>.chains.jsonl)")

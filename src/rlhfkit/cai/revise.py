@@ -26,6 +26,7 @@ from pathlib import Path
 
 from rlhfkit.cai.constitution import Constitution, Principle, load_constitution
 from rlhfkit.cai.prompts import comparison_prompt, critique_prompt, revision_prompt
+from rlhfkit.data.chats import load_prompts
 from rlhfkit.errors import RlhfkitError
 
 
@@ -36,7 +37,7 @@ class ReviseConfig:
     model: str = (
         ""  # policy checkpoint that writes responses, critiques and revisions (usually the SFT model)
     )
-    prompts: str = ""  # chat JSONL; a trailing assistant turn is an error (these are prompts)
+    prompts: str = ""  # chat JSONL of prompts; a trailing assistant turn is dropped (SL-CAI samples its own)
     out: str = "runs/cai/revisions.jsonl"  # SFT chats: prompt + final revision
     chains: str | None = None  # full chains; default: next to `out` as `<stem>.chains.jsonl`
     constitution: str | None = None  # TOML file; None = the packaged default
@@ -68,20 +69,6 @@ def principle_schedule(principles: Sequence[Principle], n: int, seed: int, promp
         rng.shuffle(cycle)
         out.extend(cycle)
     return out[:n]
-
-
-def load_prompt_records(path: str | Path) -> list[dict]:
-    """Chat records used as prompts; each must end with a user turn (no reply to revise yet)."""
-    from rlhfkit.data.chats import load_chats
-
-    records = load_chats(path)
-    for n, rec in enumerate(records, 1):
-        if rec["messages"][-1]["role"] != "user":
-            raise RlhfkitError.at(
-                path, n, f"messages[{len(rec['messages']) - 1}].role",
-                "expected a prompt that ends with a user turn (drop the assistant reply; SL-CAI samples its own)",
-            )  # fmt: skip
-    return records
 
 
 def revise_chains(
@@ -213,7 +200,7 @@ def run_revise(cfg: ReviseConfig) -> dict:
     if cfg.revisions < 1:
         raise RlhfkitError(f"--revisions: expected an integer >= 1, got {cfg.revisions}")
     constitution = load_constitution(cfg.constitution)
-    records = load_prompt_records(cfg.prompts)
+    records = load_prompts(cfg.prompts)
 
     def load_chat_model(path: str):
         tokenizer = load_tokenizer(path)

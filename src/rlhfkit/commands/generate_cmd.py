@@ -49,17 +49,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run)
 
 
-def _prompt_messages(record: dict) -> list[dict]:
-    messages = list(record["messages"])
-    if messages and messages[-1]["role"] == "assistant":
-        messages.pop()
-    return messages
-
-
 def _run(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from rlhfkit.data.chats import load_chats
+    from rlhfkit.data.chats import load_prompts
     from rlhfkit.data.jsonl import write_jsonl
     from rlhfkit.errors import RlhfkitError
     from rlhfkit.generation import SamplingParams, generate_chat
@@ -82,12 +75,12 @@ def _run(args: argparse.Namespace) -> int:
         stop_strings=tuple(args.stop),
         seed=args.seed,
     )
-    records = load_chats(args.prompts)
+    records = load_prompts(args.prompts)
     model = load_causal_lm(args.model).eval()
     tokenizer = load_tokenizer(args.model)
     if not getattr(tokenizer, "chat_template", None):
         raise RlhfkitError(f"{args.model}: the tokenizer has no chat template; chat prompts need one")
-    prompts = [_prompt_messages(record) for record in records]
+    prompts = [record["messages"] for record in records]
     draws = args.n * args.best_of  # best-of-n samples n*best_of and keeps the best of each group of best_of
     chats = [messages for messages in prompts for _ in range(draws)]  # prompt-major: K in a row
 
@@ -193,15 +186,15 @@ def pick_best_of(
     per prompt, in order) and their reward-model scores. The simplest use of a reward model, and the baseline an
     RL method must beat at the same KL (best-of-n's KL to the sampler is at most log n - (n - 1) / n).
     """
-    from rlhfkit.reward_model import default_max_length, load_reward_model, score_conversations
+    from rlhfkit.reward_model import load_scorer, score_conversations
 
-    rm, rm_tok = load_reward_model(reward_dir)
+    rm, rm_tok, max_length = load_scorer(reward_dir)
     per_prompt = len(completions) // len(prompts)
     items = [
         (prompts[i // per_prompt], [{"role": "assistant", "content": c.text}])
         for i, c in enumerate(completions)
     ]
-    scores = score_conversations(rm, rm_tok, items, default_max_length(rm, rm_tok, 512), batch_size=32)
+    scores = score_conversations(rm, rm_tok, items, max_length, batch_size=32)
     kept, kept_scores = [], []
     for start in range(0, len(completions), best_of):
         group = range(start, start + best_of)

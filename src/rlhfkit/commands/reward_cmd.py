@@ -78,13 +78,10 @@ def _scoring_args(p: argparse.ArgumentParser) -> None:
 
 
 def _load(args):
-    from rlhfkit.artifacts import read_manifest
-    from rlhfkit.reward_model import default_max_length, load_reward_model
+    from rlhfkit.reward_model import load_scorer
     from rlhfkit.train.distributed import pick_device
 
-    model, tokenizer = load_reward_model(args.model, pick_device(args.device))
-    wanted = args.max_length or read_manifest(args.model).get("max_length") or 512
-    return model, tokenizer, default_max_length(model, tokenizer, wanted)
+    return load_scorer(args.model, pick_device(args.device), args.max_length)
 
 
 def _train(args: argparse.Namespace) -> int:

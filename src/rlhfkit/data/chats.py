@@ -71,3 +71,23 @@ def load_chats(path: str | Path, require_assistant: bool = False) -> list[dict]:
     if not chats:
         raise RlhfkitError(f"{path}: no chat records (empty file)")
     return chats
+
+
+def load_prompts(path: str | Path) -> list[dict]:
+    """Prompt records: chats whose final assistant turn, if any, is dropped ("a prompt is a chat without the
+    final assistant turn"). What remains must end with a user turn; anything else names the line and field.
+    Every stage that samples from prompts (generate, ppo and the other methods, evaluate, cai) reads them here."""
+    out = []
+    for lineno, rec in read_jsonl(path):
+        messages = list(check_chat(rec, path, lineno)["messages"])
+        if messages[-1]["role"] == "assistant":
+            messages.pop()
+        if not messages or messages[-1]["role"] != "user":
+            where = f"messages[{len(messages) - 1}].role" if messages else "messages"
+            raise RlhfkitError.at(
+                path, lineno, where, "expected a prompt that ends with a user turn (before the final reply)"
+            )
+        out.append({**rec, "messages": messages})
+    if not out:
+        raise RlhfkitError(f"{path}: no prompt records (empty file)")
+    return out

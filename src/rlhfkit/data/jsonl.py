@@ -1,7 +1,8 @@
 """JSONL files: one JSON object per line, UTF-8, read with line numbers so errors can point at them.
 
 Blank lines are skipped (editors leave them at the end); anything else that is not a JSON object is an
-error naming the file and line, never a silently dropped record.
+error naming the file and line, never a silently dropped record. The one exception, `read_jsonl_lenient`, reads
+what a running stage has written so far (metrics, samples) for reports.
 """
 
 from __future__ import annotations
@@ -51,6 +52,26 @@ def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict]]:
             if not isinstance(record, dict):
                 raise RlhfkitError.at(p, lineno, None, f"expected a JSON object, got {type(record).__name__}")
             yield lineno, record
+
+
+def read_jsonl_lenient(path: str | Path, limit: int | None = None) -> list[dict]:
+    """The JSON objects of a JSONL file that may still be being written (a report on a running stage): lines
+    that do not parse are skipped and a missing file is empty. For input data use `read_jsonl`, which fails."""
+    out: list[dict] = []
+    try:
+        with Path(path).open(encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                if limit is not None and len(out) >= limit:
+                    break
+                try:
+                    value = json.loads(line)
+                except (ValueError, RecursionError):
+                    continue
+                if isinstance(value, dict):
+                    out.append(value)
+    except OSError:
+        return []
+    return out
 
 
 def write_jsonl(path: str | Path, records: Iterable[dict]) -> int:

@@ -42,16 +42,14 @@ def gold_judge(
     return [judge_score(list(p), r, m or None) for p, r, m in zip(prompts, responses, metas)]
 
 
-def reward_judge(folder: str | Path, max_length: int = 1024, batch_size: int = 16) -> BatchJudge:
+def reward_judge(folder: str | Path, max_length: int | None = None, batch_size: int = 16) -> BatchJudge:
     """A judge that scores with the reward model in `folder` (loaded once, on CPU or the first GPU)."""
     import torch
 
-    from rlhfkit.reward_model import default_max_length, load_reward_model, score_conversations
+    from rlhfkit.reward_model import load_scorer, score_conversations
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    model, tokenizer = load_reward_model(folder, device=device)
-    model.eval()
-    length = default_max_length(model, tokenizer, max_length)
+    model, tokenizer, length = load_scorer(folder, device, max_length)
 
     def judge(
         prompts: Sequence[list[dict]], responses: Sequence[str], metas: Sequence[dict | None]

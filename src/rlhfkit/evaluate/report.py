@@ -22,6 +22,7 @@ import math
 import time
 from pathlib import Path
 
+from rlhfkit.data.jsonl import read_jsonl_lenient
 from rlhfkit.errors import RlhfkitError
 from rlhfkit.evaluate import plots
 from rlhfkit.evaluate.rundata import (
@@ -33,7 +34,6 @@ from rlhfkit.evaluate.rundata import (
     numeric_series,
     pipeline_stages,
     read_json,
-    read_jsonl,
     stage_folders,
 )
 
@@ -166,7 +166,7 @@ def _training(folders: list[tuple[str, Path]]) -> str:
     for name, folder in folders:
         if name in ("ppo", "eval"):
             continue
-        records = read_jsonl(folder / "metrics.jsonl")
+        records = read_jsonl_lenient(folder / "metrics.jsonl")
         if not records:
             continue
         series = numeric_series(records)
@@ -263,7 +263,7 @@ def _reward_model(run_dir: Path, folders: dict[str, Path]) -> str:
 
 
 def _ppo(folder: Path | None) -> str:
-    records = read_jsonl(folder / "metrics.jsonl") if folder else []
+    records = read_jsonl_lenient(folder / "metrics.jsonl") if folder else []
     if not records:
         return ""
     series = numeric_series(records)
@@ -443,7 +443,9 @@ def _pick_gallery(responses: list[dict], names: list[str]) -> list[tuple[dict, s
 
 def _gallery(folder: Path, results: dict) -> str:
     names = list(results.get("models", {}))
-    responses = [r for r in read_jsonl(folder / "responses.jsonl") if isinstance(r.get("responses"), dict)]
+    responses = [
+        r for r in read_jsonl_lenient(folder / "responses.jsonl") if isinstance(r.get("responses"), dict)
+    ]
     if not responses:
         return ""
     cards = []

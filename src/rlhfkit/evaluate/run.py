@@ -61,23 +61,18 @@ class EvalConfig:
     quiet: bool = False
 
 
-def load_prompts(path: str | Path, n_prompts: int = 0) -> list[dict]:
-    """Prompt records (`messages` without a final assistant turn), `n_prompts` round-robin over categories."""
-    from rlhfkit.data.chats import load_chats
+def pick_prompts(path: str | Path, n_prompts: int = 0) -> list[dict]:
+    """Prompt records (`data.chats.load_prompts`), `n_prompts` round-robin over categories."""
+    from rlhfkit.data.chats import load_prompts
 
     records = []
-    for index, record in enumerate(load_chats(path)):
-        messages = list(record["messages"])
-        if messages and messages[-1]["role"] == "assistant":
-            messages.pop()
-        if not messages:
-            raise RlhfkitError.at(path, None, "messages", f"record {index + 1} has no prompt turns")
+    for index, record in enumerate(load_prompts(path)):
         meta = record.get("meta") if isinstance(record.get("meta"), dict) else {}
         records.append(
             {
                 "id": str(record.get("id", f"prompt-{index}")),
                 "category": str(record.get("category") or meta.get("task") or ""),
-                "messages": messages,
+                "messages": record["messages"],
                 "meta": meta,
             }
         )
@@ -207,7 +202,7 @@ def run(cfg: EvalConfig) -> dict:
     """Evaluate `cfg.models` on `cfg.prompts`; write `results.json` and `responses.jsonl`; return the results."""
     _check(cfg)
     t_start = time.perf_counter()
-    prompts = load_prompts(cfg.prompts, cfg.n_prompts)
+    prompts = pick_prompts(cfg.prompts, cfg.n_prompts)
     if not prompts:
         raise RlhfkitError(f"{cfg.prompts}: no prompts to evaluate")
     judge = make_judge(cfg.judge)

@@ -14,6 +14,8 @@ import math
 from collections import defaultdict
 from pathlib import Path
 
+from rlhfkit.data.jsonl import read_jsonl_lenient
+
 STAGE_ORDER = ("world", "tokenizer", "base", "pretrain", "sft", "candidates", "comparisons", "labels", "rm",
                "reward", "ppo", "cai", "eval")  # fmt: skip
 DURATION_KEYS = ("duration_s", "seconds", "duration", "wall_seconds", "elapsed_s", "elapsed")
@@ -26,25 +28,6 @@ def read_json(path: Path) -> dict | None:
     except (OSError, ValueError):
         return None
     return value if isinstance(value, dict) else None
-
-
-def read_jsonl(path: Path, limit: int | None = None) -> list[dict]:
-    """Objects of a JSONL file; unreadable lines (a run still writing) are skipped."""
-    out: list[dict] = []
-    try:
-        with path.open(encoding="utf-8") as fh:
-            for line in fh:
-                if limit is not None and len(out) >= limit:
-                    break
-                try:
-                    value = json.loads(line)
-                except ValueError:
-                    continue
-                if isinstance(value, dict):
-                    out.append(value)
-    except OSError:
-        return []
-    return out
 
 
 def is_number(value: object) -> bool:
@@ -147,7 +130,7 @@ def label_quality(folder: Path) -> dict:
     groups = 0
     seen: set[str] = set()  # a split (train/eval) repeats records of all.jsonl: count each label once
     for path in sorted(folder.glob("*.jsonl")):
-        for record in read_jsonl(path, MAX_LABEL_GROUPS - groups):
+        for record in read_jsonl_lenient(path, MAX_LABEL_GROUPS - groups):
             ident = json.dumps(record, sort_keys=True)
             if ident in seen:
                 continue

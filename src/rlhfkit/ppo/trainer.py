@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 from rlhfkit.artifacts import read_manifest, save_hf_checkpoint, write_manifest
-from rlhfkit.data.chats import load_chats
+from rlhfkit.data.chats import load_prompts  # also imported from here by rs and online
 from rlhfkit.errors import RlhfkitError
 from rlhfkit.generation import SamplingParams, end_of_turn_ids, pad_id, render_chat
 from rlhfkit.models import load_causal_lm
@@ -124,7 +124,7 @@ class PPOConfig:
     gold_judge: bool = (
         True  # score responses with the demo world's gold judge when every prompt is a world task
     )
-    rm_max_length: int = 512
+    rm_max_length: int | None = None
     sample_every: int = 10  # write responses to samples.jsonl (and show a few) every N steps; 0: never
     num_samples: int = 3  # responses shown on the console at each sampling
     save_every: int = 10
@@ -159,28 +159,11 @@ class GRPOConfig(PPOConfig):
 METHOD_NAMES = {"gae": "ppo", "rloo": "rloo", "grpo": "grpo"}
 
 
-def load_prompts(path: str | Path) -> list[dict]:
-    """Prompt records; a chat that ends with the assistant's turn becomes the prompt before it."""
-    records = load_chats(path)
-    out = []
-    for rec in records:
-        messages = list(rec["messages"])
-        while messages and messages[-1]["role"] == "assistant":
-            messages.pop()
-        if messages:
-            out.append({**rec, "messages": messages})
-    if not out:
-        raise RlhfkitError(f"{path}: no prompts (every record is only an assistant turn)")
-    return out
-
-
-def rm_reward_fn(path: str, device, max_length: int, batch_size: int) -> tuple[RewardFn, dict]:
+def rm_reward_fn(path: str, device, max_length: int | None, batch_size: int) -> tuple[RewardFn, dict]:
     """A reward function over a reward-model folder, and the RM's recorded score statistics."""
-    from rlhfkit.reward_model import default_max_length, encode, load_reward_model, score_ids
+    from rlhfkit.reward_model import encode, load_scorer, score_ids
 
-    rm, rm_tokenizer = load_reward_model(path, device)
-    rm.eval().requires_grad_(False)
-    max_length = default_max_length(rm, rm_tokenizer, max_length)
+    rm, rm_tokenizer, max_length = load_scorer(path, device, max_length)
 
     def score(prompts: list[list[dict]], texts: list[str], _ids: list[list[int]]) -> list[float]:
         rows = [

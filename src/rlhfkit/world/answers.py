@@ -13,7 +13,7 @@ import random
 
 from rlhfkit.world.corpus import DIET_TEXT, article_body
 from rlhfkit.world.knowledge import KnowledgeBase, load_knowledge
-from rlhfkit.world.tasks import Task, known_for_key
+from rlhfkit.world.tasks import Task, distractor_values, known_for_key
 from rlhfkit.world.wording import agree, article, cap, is_plural_product, pronoun, the_name
 
 FACT_TEMPLATES: dict[str, tuple[list[str], str]] = {
@@ -307,8 +307,6 @@ def flawed_response(task: Task, flaw: str, rng: random.Random, kb: KnowledgeBase
 
 
 def _swap_answer(good: str, task: Task, rng: random.Random, kb: KnowledgeBase) -> str:
-    from rlhfkit.world.judge import distractor_values  # local: the judge imports this module's users
-
     answers = task.meta["answers"]
     if task.meta.get("answer_type") == "number":
         wrong = str(int(answers[0]) + rng.choice((-3, 2, 7, 10, 100)))

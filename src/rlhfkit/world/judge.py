@@ -28,8 +28,11 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
+from rlhfkit.world.answers import FLAWS, flawed_response, good_response
+from rlhfkit.world.corpus import documents
 from rlhfkit.world.knowledge import load_knowledge
-from rlhfkit.world.tasks import KINDS, known_for_key, parse_task, recognise
+from rlhfkit.world.style import styled
+from rlhfkit.world.tasks import KINDS, distractor_values, parse_task, recognise, sample_task
 
 WEIGHTS: dict[str, dict[str, float]] = {
     "factual": {
@@ -120,33 +123,6 @@ NUMBER = re.compile(r"\d[\d,]*")
 
 
 @lru_cache(maxsize=64)
-def distractor_values(pool: str) -> tuple[str, ...]:
-    """The values that reveal a wrong answer for a given answer pool (all capitals, all host cities, ...)."""
-    kb = load_knowledge()
-    p = kb.pools
-    capitals = [c["capital"] for c in p["countries"]] + [c["capital"].split(",")[0] for c in p["countries"]]
-    countries = [c["country"] for c in p["countries"]] + ["England", "West Germany", "Soviet Union", "Yugoslavia",
-                                                          "Netherlands", "South Africa"]  # fmt: skip
-    values = {
-        "capitals": capitals,
-        "continents": ["Europe", "Asia", "Africa", "North America", "South America", "Oceania", "Antarctica"],
-        "planets": [x["planet"] for x in p["planets"]],
-        "moons": [x["largest_moon"] for x in p["planets"] if x["largest_moon"]]
-        + ["Deimos", "Europa", "Io", "Callisto", "Enceladus", "Oberon"],
-        "planet_types": ["rocky planet", "gas giant", "ice giant"],
-        "scientist_keywords": [k for s in p["scientists"] for k in s["keywords"]],
-        "cities": [s["city"] for s in p["summer"] + p["winter"]] + capitals,
-        "countries": countries,
-        "diets": ["herbivore", "carnivore", "omnivore"],
-        "classes": ["mammal", "bird", "reptile", "amphibian", "fish", "insect", "mollusk", "arachnid"],
-        "jobs": sorted({x["job"] for x in p["people"]}),
-        "towns": [t["name"] for t in p["towns"]],
-        "known_for": [known_for_key(t["known_for"]) for t in p["towns"]],
-    }.get(pool, [])
-    return tuple(sorted(set(values)))
-
-
-@lru_cache(maxsize=64)
 def _pool_regex(pool: str) -> re.Pattern | None:
     values = distractor_values(pool)
     if not values:
@@ -170,13 +146,8 @@ def _persona_prompts() -> dict[str, str]:
 
 
 @lru_cache(maxsize=1)
-def world_vocabulary() -> frozenset[str]:
-    """Every word the world's generators can write: responses outside it are likely gibberish."""
-    from rlhfkit.world.answers import FLAWS, flawed_response, good_response
-    from rlhfkit.world.corpus import documents
-    from rlhfkit.world.style import styled
-    from rlhfkit.world.tasks import sample_task
-
+def _world_words() -> tuple[frozenset[str], frozenset[tuple[str, str]]]:
+    """Every word the world's generators can write, and every pair of adjacent words in that text."""
     kb = load_knowledge()
     rng = random.Random(0)
     texts = list(documents(kb, rng, 600_000))
@@ -190,30 +161,25 @@ def world_vocabulary() -> frozenset[str]:
                 texts += [flawed_response(task, f, rng, kb) for f in FLAWS.get(task.category, ())]
     texts += [p for spec in kb.personas.values() for p in (*spec["train"], *spec["eval"])]
     texts += [str(v) for pool in kb.pools.values() for e in pool for v in e.values()]
-    return _vocabulary(texts)
-
-
-@lru_cache(maxsize=1)
-def world_bigrams() -> frozenset[tuple[str, str]]:
-    """Word pairs the world's text contains: a reply made mostly of unseen pairs is word salad."""
-    world_vocabulary()
-    return _BIGRAMS[0]
-
-
-_BIGRAMS: list[frozenset] = [frozenset()]
-
-
-def _vocabulary(texts: list[str]) -> frozenset[str]:
     pairs = set()
     for t in texts:
         w = WORD.findall(t.lower())
         pairs.update(zip(w, w[1:]))
-    _BIGRAMS[0] = frozenset(pairs)
     common = ("the a an and or but if you your i me my we it is are was were be to of in on for with at by from "
               "that this what which who how why when where can could would should will do does not no yes please "
               "thanks thank sorry help here there they them their about know think like want need")  # fmt: skip
     words = {w for t in texts for w in WORD.findall(t.lower())} | set(common.split())
-    return frozenset(words)
+    return frozenset(words), frozenset(pairs)
+
+
+def world_vocabulary() -> frozenset[str]:
+    """Every word the world's generators can write: responses outside it are likely gibberish."""
+    return _world_words()[0]
+
+
+def world_bigrams() -> frozenset[tuple[str, str]]:
+    """Word pairs the world's text contains: a reply made mostly of unseen pairs is word salad."""
+    return _world_words()[1]
 
 
 def score(messages: list[dict], response: str, meta: dict | None = None) -> Score:

@@ -317,6 +317,33 @@ def _answer(kind: str, e: dict) -> tuple[list[str], str]:
     return [], ""
 
 
+@lru_cache(maxsize=64)
+def distractor_values(pool: str) -> tuple[str, ...]:
+    """The values that reveal a wrong answer for a given answer pool (all capitals, all host cities, ...)."""
+    kb = load_knowledge()
+    p = kb.pools
+    capitals = [c["capital"] for c in p["countries"]] + [c["capital"].split(",")[0] for c in p["countries"]]
+    countries = [c["country"] for c in p["countries"]] + ["England", "West Germany", "Soviet Union", "Yugoslavia",
+                                                          "Netherlands", "South Africa"]  # fmt: skip
+    values = {
+        "capitals": capitals,
+        "continents": ["Europe", "Asia", "Africa", "North America", "South America", "Oceania", "Antarctica"],
+        "planets": [x["planet"] for x in p["planets"]],
+        "moons": [x["largest_moon"] for x in p["planets"] if x["largest_moon"]]
+        + ["Deimos", "Europa", "Io", "Callisto", "Enceladus", "Oberon"],
+        "planet_types": ["rocky planet", "gas giant", "ice giant"],
+        "scientist_keywords": [k for s in p["scientists"] for k in s["keywords"]],
+        "cities": [s["city"] for s in p["summer"] + p["winter"]] + capitals,
+        "countries": countries,
+        "diets": ["herbivore", "carnivore", "omnivore"],
+        "classes": ["mammal", "bird", "reptile", "amphibian", "fish", "insect", "mollusk", "arachnid"],
+        "jobs": sorted({x["job"] for x in p["people"]}),
+        "towns": [t["name"] for t in p["towns"]],
+        "known_for": [known_for_key(t["known_for"]) for t in p["towns"]],
+    }.get(pool, [])
+    return tuple(sorted(set(values)))
+
+
 def known_for_key(text: str) -> str:
     """'its apple festival' -> 'apple festival': the words an answer must contain."""
     return re.sub(r"^(its|an|a|the)\s+", "", text)
