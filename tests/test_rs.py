@@ -27,7 +27,7 @@ def _winner_nll(model_dir: Path, winners: Path) -> float:
     from rlhfkit.models import load_causal_lm
     from rlhfkit.tokenizer import load_tokenizer
     from rlhfkit.train.chat_tokens import tokenize_chats
-    from rlhfkit.train.pretrain import lm_loss
+    from rlhfkit.train.loop import lm_loss
     from rlhfkit.train.sft import collate
 
     tok = load_tokenizer(model_dir)

@@ -87,7 +87,7 @@ def test_sft_lowers_held_out_loss(tmp_path, base_dir):
     # Compare with the untrained base on the same held-out chats: SFT must be far better.
     from rlhfkit.models import load_causal_lm
     from rlhfkit.train.chat_tokens import tokenize_chats
-    from rlhfkit.train.pretrain import lm_loss
+    from rlhfkit.train.loop import lm_loss
     from rlhfkit.train.sft import collate
 
     tok = AutoTokenizer.from_pretrained(str(out))

@@ -621,7 +621,7 @@ def _ptx_stream(cfg: PPOConfig, tokenizer) -> np.ndarray:
 def _ptx_loss(policy, stream: np.ndarray, cfg: PPOConfig, key: int) -> torch.Tensor:
     """Mean next-token cross-entropy of the policy on random corpus windows (InstructGPT's PPO-ptx term)."""
     from rlhfkit.train.lm_data import sample_windows
-    from rlhfkit.train.pretrain import lm_loss
+    from rlhfkit.train.loop import lm_loss
 
     windows = torch.from_numpy(sample_windows(stream, cfg.ptx_seq_len, cfg.ptx_batch_size, cfg.seed, key))
     windows = windows.long().to(next(policy.parameters()).device)

@@ -15,7 +15,8 @@ A stage hands the loop three functions and a config:
 
 What the loop owns: AdamW with decoupled weight decay (none on norms and biases), linear warmup then cosine
 decay to ``min_lr_ratio * lr``, gradient clipping, a rich progress bar with items/s and ETA, `metrics.jsonl`,
-and an atomic checkpoint every ``save_every`` steps that a restarted run resumes from.
+and an atomic checkpoint every ``save_every`` steps that a restarted run resumes from. `lm_loss` is the language
+modelling loss that pretraining, SFT and PPO-ptx share.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from rlhfkit.train.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
 from rlhfkit.train.distributed import DistInfo, all_reduce_sum
@@ -56,6 +58,32 @@ class LoopConfig:
 MicroBatch = Any
 GetBatch = Callable[[int, int, int], list[MicroBatch]]
 LossFn = Callable[[torch.nn.Module, MicroBatch], tuple[torch.Tensor, torch.Tensor, dict]]
+
+
+def lm_loss(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """Summed next-token cross-entropy (labels already shifted; -100 ignored) and the number of tokens.
+
+    Batches are right-padded, so causal attention never lets a real token see a pad: no attention mask is
+    needed (and building one costs time). For a plain Hugging Face model the LM head runs only on positions
+    that have a label — in SFT most positions are prompt tokens, and the head is the costliest matmul of a
+    tiny model.
+    """
+    labels = batch["labels"]
+    keep = labels != -100
+    body, head = getattr(model, "model", None), getattr(model, "lm_head", None)
+    if body is not None and head is not None and not keep.all():
+        hidden = body(input_ids=batch["input_ids"], use_cache=False).last_hidden_state
+        logits = head(hidden[keep])
+        loss = F.cross_entropy(logits.float(), labels[keep], reduction="sum")
+    else:
+        logits = model(input_ids=batch["input_ids"], use_cache=False).logits
+        loss = F.cross_entropy(
+            logits.reshape(-1, logits.size(-1)).float(),
+            labels.reshape(-1),
+            ignore_index=-100,
+            reduction="sum",
+        )
+    return loss, keep.sum(), {}
 
 
 def set_seed(seed: int) -> None:

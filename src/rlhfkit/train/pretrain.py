@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from rlhfkit.artifacts import save_hf_checkpoint, write_manifest
 from rlhfkit.errors import RlhfkitError
@@ -23,7 +22,7 @@ from rlhfkit.models import build_model, count_parameters, load_causal_lm
 from rlhfkit.tokenizer import END_OF_TURN, ENDOFTEXT, load_tokenizer
 from rlhfkit.train.distributed import finish_distributed, init_distributed, pick_device
 from rlhfkit.train.lm_data import build_streams, eval_windows, sample_windows
-from rlhfkit.train.loop import LoopConfig, set_seed, train_loop
+from rlhfkit.train.loop import LoopConfig, lm_loss, set_seed, train_loop
 
 
 @dataclass
@@ -154,32 +153,6 @@ def _lm_batch(windows: torch.Tensor, device) -> dict:
     x = windows[:, :-1].to(device)
     y = windows[:, 1:].to(device)
     return {"input_ids": x, "labels": y, "count": y.numel()}
-
-
-def lm_loss(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor, dict]:
-    """Summed next-token cross-entropy (labels already shifted; -100 ignored) and the number of tokens.
-
-    Batches are right-padded, so causal attention never lets a real token see a pad: no attention mask is
-    needed (and building one costs time). For a plain Hugging Face model the LM head runs only on positions
-    that have a label — in SFT most positions are prompt tokens, and the head is the costliest matmul of a
-    tiny model.
-    """
-    labels = batch["labels"]
-    keep = labels != -100
-    body, head = getattr(model, "model", None), getattr(model, "lm_head", None)
-    if body is not None and head is not None and not keep.all():
-        hidden = body(input_ids=batch["input_ids"], use_cache=False).last_hidden_state
-        logits = head(hidden[keep])
-        loss = F.cross_entropy(logits.float(), labels[keep], reduction="sum")
-    else:
-        logits = model(input_ids=batch["input_ids"], use_cache=False).logits
-        loss = F.cross_entropy(
-            logits.reshape(-1, logits.size(-1)).float(),
-            labels.reshape(-1),
-            ignore_index=-100,
-            reduction="sum",
-        )
-    return loss, keep.sum(), {}
 
 
 def _default_prompts(val: np.ndarray, tokenizer, n: int = 3, length: int = 8) -> list[str]:

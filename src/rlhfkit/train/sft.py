@@ -24,8 +24,7 @@ from rlhfkit.tokenizer import load_tokenizer
 from rlhfkit.train.chat_tokens import IGNORE, tokenize_chats
 from rlhfkit.train.distributed import finish_distributed, init_distributed, pick_device
 from rlhfkit.train.lm_data import corpus_fingerprint
-from rlhfkit.train.loop import LoopConfig, set_seed, train_loop
-from rlhfkit.train.pretrain import lm_loss
+from rlhfkit.train.loop import LoopConfig, lm_loss, set_seed, train_loop
 
 
 @dataclass
