@@ -8,8 +8,8 @@ import torch
 from transformers import AutoTokenizer, LlamaForSequenceClassification
 
 from rlhfkit.cli import main
-from rlhfkit.commands.generate_cmd import pick_best_of
 from rlhfkit.generation import Completion
+from rlhfkit.generation.candidates import pick_best_of
 from rlhfkit.models import build_model, preset_config
 from rlhfkit.reward_model import load_reward_model, score_conversations
 

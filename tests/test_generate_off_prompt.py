@@ -8,7 +8,7 @@ from transformers import AutoTokenizer
 
 from rlhfkit.artifacts import save_hf_checkpoint
 from rlhfkit.cli import main
-from rlhfkit.commands.generate_cmd import borrow_off_prompt
+from rlhfkit.generation.candidates import borrow_off_prompt
 from rlhfkit.models import build_model
 
 

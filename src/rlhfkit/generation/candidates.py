@@ -1,7 +1,8 @@
-"""`rlhfkit generate`: K sampled responses per prompt, written as candidates for comparisons.
+"""Candidates for comparisons: K sampled responses per prompt, optionally the reward model's best of n, plus
+responses borrowed from other prompts.
 
-Reads chat records (`{"messages": [...], "id", "category", "meta"}`); a trailing assistant turn is dropped,
-so SFT data works as prompts too. Writes one candidates record per prompt:
+Reads chat records (`data.chats.load_prompts`: a trailing assistant turn is dropped, so SFT data works as
+prompts too). Writes one candidates record per prompt:
 `{"id", "prompt": [messages], "completions": [[{"role": "assistant", "content": str}], ... K],
 "category", "meta"}`, where `meta` is the prompt's own meta plus a `generation` entry recording the model,
 the sampling settings and each completion's finish reason.
@@ -9,79 +10,33 @@ the sampling settings and each completion's finish reason.
 
 from __future__ import annotations
 
-import argparse
 import random
 from pathlib import Path
 
-
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "generate",
-        help="sample K responses per prompt (candidates for comparisons)",
-        description="Sample --n responses to each chat prompt in --prompts with the model in --model and write "
-        "them as candidates JSONL to --out.",
-    )
-    p.add_argument("--model", required=True, help="model folder (Hugging Face causal LM with a tokenizer)")
-    p.add_argument(
-        "--prompts", required=True, help="chat JSONL: {'messages': [...], 'id', 'category', 'meta'}"
-    )
-    p.add_argument("--out", required=True, help="candidates JSONL to write")
-    p.add_argument("--n", type=int, default=1, help="responses per prompt (default 1)")
-    p.add_argument("--temperature", type=float, default=1.0, help="0 = greedy (default 1.0)")
-    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (default 1.0: off)")
-    p.add_argument(
-        "--top-k", type=int, default=0, help="sample among the k most likely tokens (default 0: off)"
-    )
-    p.add_argument("--max-new-tokens", type=int, default=128, help="length limit per response (default 128)")
-    p.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
-    p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
-    p.add_argument("--batch-size", type=int, default=64, help="sequences decoded together (default 64)")
-    p.add_argument(
-        "--best-of", type=int, default=1,
-        help="best-of-n: sample this many responses per output and keep the reward model's favourite (needs --reward)",
-    )  # fmt: skip
-    p.add_argument("--reward", default=None, help="reward model folder used by --best-of")
-    p.add_argument(
-        "--off-prompt", type=int, default=0,
-        help="add this many responses sampled for other prompts (of another category when there is one) to each "
-        "record, so annotators also rank answers that do not fit the prompt (default 0)",
-    )  # fmt: skip
-    p.set_defaults(func=_run)
+from rlhfkit.generation.params import SamplingParams
 
 
-def _run(args: argparse.Namespace) -> int:
+def write_candidates(model_dir: str, prompts_path: str, out: str, params: SamplingParams, *, n: int = 1,
+                     batch_size: int = 64, best_of: int = 1, reward: str | None = None,
+                     off_prompt: int = 0) -> int:  # fmt: skip
+    """Sample `n` responses per prompt (each the best of `best_of` by the reward model in `reward`), add
+    `off_prompt` responses sampled for other prompts, write the candidates JSONL; return the record count."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from rlhfkit.data.chats import load_prompts
     from rlhfkit.data.jsonl import write_jsonl
     from rlhfkit.errors import RlhfkitError
-    from rlhfkit.generation import SamplingParams, generate_chat
+    from rlhfkit.generation.text import generate_chat
     from rlhfkit.models import load_causal_lm
     from rlhfkit.tokenizer import load_tokenizer
 
-    if args.n < 1:
-        raise RlhfkitError(f"--n: expected an integer >= 1, got {args.n}")
-    if args.best_of < 1:
-        raise RlhfkitError(f"--best-of: expected an integer >= 1, got {args.best_of}")
-    if args.off_prompt < 0:
-        raise RlhfkitError(f"--off-prompt: expected an integer >= 0, got {args.off_prompt}")
-    if args.best_of > 1 and not args.reward:
-        raise RlhfkitError("--best-of needs --reward DIR (the reward model that picks the best sample)")
-    params = SamplingParams(
-        max_new_tokens=args.max_new_tokens,
-        temperature=args.temperature,
-        top_k=args.top_k,
-        top_p=args.top_p,
-        stop_strings=tuple(args.stop),
-        seed=args.seed,
-    )
-    records = load_prompts(args.prompts)
-    model = load_causal_lm(args.model).eval()
-    tokenizer = load_tokenizer(args.model)
+    records = load_prompts(prompts_path)
+    model = load_causal_lm(model_dir).eval()
+    tokenizer = load_tokenizer(model_dir)
     if not getattr(tokenizer, "chat_template", None):
-        raise RlhfkitError(f"{args.model}: the tokenizer has no chat template; chat prompts need one")
+        raise RlhfkitError(f"{model_dir}: the tokenizer has no chat template; chat prompts need one")
     prompts = [record["messages"] for record in records]
-    draws = args.n * args.best_of  # best-of-n samples n*best_of and keeps the best of each group of best_of
+    draws = n * best_of  # best-of-n samples n*best_of and keeps the best of each group of best_of
     chats = [messages for messages in prompts for _ in range(draws)]  # prompt-major: K in a row
 
     with Progress(
@@ -97,40 +52,40 @@ def _run(args: argparse.Namespace) -> int:
             tokenizer,
             chats,
             params,
-            batch_size=args.batch_size,
+            batch_size=batch_size,
             on_chunk=lambda done: progress.update(task, completed=done),
         )
 
     rewards: list[float] | None = None
-    if args.best_of > 1:
-        completions, rewards = pick_best_of(completions, prompts, args.best_of, args.reward)
+    if best_of > 1:
+        completions, rewards = pick_best_of(completions, prompts, best_of, reward)
 
-    stem = Path(args.prompts).stem
+    stem = Path(prompts_path).stem
     ids = [str(record.get("id", f"{stem}-{index}")) for index, record in enumerate(records)]
     categories = [str(record.get("category", "")) for record in records]
-    borrowed = borrow_off_prompt(categories, args.n, args.off_prompt, args.seed)
+    borrowed = borrow_off_prompt(categories, n, off_prompt, params.seed)
     settings = {
-        "model": str(args.model),
-        "n": args.n,
-        "temperature": args.temperature,
-        "top_p": args.top_p,
-        "top_k": args.top_k,
-        "max_new_tokens": args.max_new_tokens,
-        "seed": args.seed,
-        "best_of": args.best_of,
-        "reward": args.reward,
-        "off_prompt": args.off_prompt,
+        "model": str(model_dir),
+        "n": n,
+        "temperature": params.temperature,
+        "top_p": params.top_p,
+        "top_k": params.top_k,
+        "max_new_tokens": params.max_new_tokens,
+        "seed": params.seed,
+        "best_of": best_of,
+        "reward": reward,
+        "off_prompt": off_prompt,
     }
     out_records = []
     for index, (record, messages) in enumerate(zip(records, prompts)):
         # The borrowed responses come last; `off_prompt_sources` names the prompt each was sampled for.
-        group = completions[index * args.n : (index + 1) * args.n] + [completions[j] for j in borrowed[index]]
+        group = completions[index * n : (index + 1) * n] + [completions[j] for j in borrowed[index]]
         meta = dict(record["meta"]) if isinstance(record.get("meta"), dict) else {}
         meta["generation"] = {**settings, "finish_reasons": [c.finish_reason for c in group]}
         if rewards is not None:
-            meta["generation"]["rewards"] = rewards[index * args.n : (index + 1) * args.n]
+            meta["generation"]["rewards"] = rewards[index * n : (index + 1) * n]
         if borrowed[index]:
-            meta["generation"]["off_prompt_sources"] = [ids[j // args.n] for j in borrowed[index]]
+            meta["generation"]["off_prompt_sources"] = [ids[j // n] for j in borrowed[index]]
         out_records.append(
             {
                 "id": ids[index],
@@ -140,9 +95,7 @@ def _run(args: argparse.Namespace) -> int:
                 "meta": meta,
             }
         )
-    count = write_jsonl(args.out, out_records)
-    print(f"generate: {count} prompts x {args.n} responses written to {args.out}")
-    return 0
+    return write_jsonl(out, out_records)
 
 
 def borrow_off_prompt(categories: list[str], n: int, k: int, seed: int) -> list[list[int]]:
