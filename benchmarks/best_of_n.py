@@ -50,7 +50,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from rlhfkit.data.chats import load_chats
-    from rlhfkit.reward_model import default_max_length, load_reward_model, score_conversations
+    from rlhfkit.reward.model import default_max_length, load_reward_model, score_conversations
     from rlhfkit.world import judge_score
 
     run = Path(args.run)

@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from rlhfkit.train.reward import RewardConfig, RewardLoopConfig, run
+    from rlhfkit.reward.train import RewardConfig, RewardLoopConfig, run
 
     if args.threads:
         torch.set_num_threads(args.threads)

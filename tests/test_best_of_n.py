@@ -11,7 +11,7 @@ from rlhfkit.cli import main
 from rlhfkit.generation import Completion
 from rlhfkit.generation.candidates import pick_best_of
 from rlhfkit.models import build_model, preset_config
-from rlhfkit.reward_model import load_reward_model, score_conversations
+from rlhfkit.reward.model import load_reward_model, score_conversations
 
 
 def _reward_model(tmp_path, tokenizer_dir):

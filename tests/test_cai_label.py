@@ -93,7 +93,7 @@ def test_soft_label_averages_principles_and_orders():
 
 
 def test_comparisons_load_and_the_reward_model_targets_the_soft_label(tmp_path):
-    from rlhfkit.train.reward import preference_loss
+    from rlhfkit.reward.train import preference_loss
 
     comps, _ = label_pairs(CANDIDATES, Scripted(), load_constitution(), LabelConfig(principles_per_pair=2))
     path = tmp_path / "ai.jsonl"

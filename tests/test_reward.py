@@ -14,17 +14,17 @@ from rlhfkit.cli import main
 from rlhfkit.data.comparisons import ComparisonGroup, JudgedPair, load_comparisons, ranking_pairs
 from rlhfkit.data.jsonl import read_jsonl, write_jsonl
 from rlhfkit.errors import RlhfkitError
-from rlhfkit.reward_eval import comparison_metrics, expected_calibration_error
-from rlhfkit.reward_model import OFFSET_KEY, load_reward_model, score_conversations
-from rlhfkit.train import reward as reward_mod
-from rlhfkit.train.loop import epoch_batch_indices as batch_indices
-from rlhfkit.train.reward import (
+from rlhfkit.reward import train as reward_mod
+from rlhfkit.reward.evaluate import comparison_metrics, expected_calibration_error
+from rlhfkit.reward.model import OFFSET_KEY, load_reward_model, score_conversations
+from rlhfkit.reward.train import (
     RewardConfig,
     RewardLoopConfig,
     collate_groups,
     preference_loss,
     run,
 )
+from rlhfkit.train.loop import epoch_batch_indices as batch_indices
 
 WORDS = [
     "the",
@@ -323,7 +323,7 @@ def test_max_steps_given_alone_runs_exactly_that_many_steps():
 
 
 def test_one_max_length_rule_for_scoring_with_a_trained_reward_model(trained):
-    from rlhfkit.reward_model import default_max_length, load_scorer
+    from rlhfkit.reward.model import default_max_length, load_scorer
 
     model, tokenizer, length = load_scorer(trained)
     assert length == 64 == json.loads((trained / "rlhfkit.json").read_text())["max_length"]  # as trained

@@ -46,7 +46,7 @@ def reward_judge(folder: str | Path, max_length: int | None = None, batch_size: 
     """A judge that scores with the reward model in `folder` (loaded once, on CPU or the first GPU)."""
     import torch
 
-    from rlhfkit.reward_model import load_scorer, score_conversations
+    from rlhfkit.reward.model import load_scorer, score_conversations
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model, tokenizer, length = load_scorer(folder, device, max_length)

@@ -2,7 +2,7 @@
 
 A run folder is `runs/NAME/{world,tokenizer,base,sft,candidates,comparisons,rm,ppo,cai,eval}/` plus
 `pipeline.json`. Training stages hold `metrics.jsonl` (one object per logged step) and `rlhfkit.json`
-(stage, config, metrics); the reward model also `eval.json` (`reward_eval.comparison_metrics`); the
+(stage, config, metrics); the reward model also `eval.json` (`reward.evaluate.comparison_metrics`); the
 evaluation `results.json` and `responses.jsonl`. A folder that itself holds `results.json` is read as an
 evaluation-only run, so `rlhfkit report` also works on the output of a bare `rlhfkit evaluate`.
 """

@@ -139,7 +139,7 @@ def pick_best_of(
     per prompt, in order) and their reward-model scores. The simplest use of a reward model, and the baseline an
     RL method must beat at the same KL (best-of-n's KL to the sampler is at most log n - (n - 1) / n).
     """
-    from rlhfkit.reward_model import load_scorer, score_conversations
+    from rlhfkit.reward.model import load_scorer, score_conversations
 
     rm, rm_tok, max_length = load_scorer(reward_dir)
     per_prompt = len(completions) // len(prompts)

@@ -6,7 +6,7 @@ Steps (each timed, so the trainer can report where the time goes):
    models) samples one response per prompt, stopping at end of turn or `max_new_tokens`.
 2. Scoring: the reward function reads (prompt messages, response text, response token ids). For a reward
    model folder it renders the chat with the RM tokenizer's template, exactly as the RM was trained, and
-   reads the score of the last token (`rlhfkit.reward_model`). Tests pass any Python callable.
+   reads the score of the last token (`rlhfkit.reward.model`). Tests pass any Python callable.
 3. Forwards: one batched no-grad forward each for the policy's log-probs at rollout time ("old" log-probs),
    the frozen reference's log-probs and the critic's values.
 

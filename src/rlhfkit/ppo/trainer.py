@@ -161,7 +161,7 @@ METHOD_NAMES = {"gae": "ppo", "rloo": "rloo", "grpo": "grpo"}
 
 def rm_reward_fn(path: str, device, max_length: int | None, batch_size: int) -> tuple[RewardFn, dict]:
     """A reward function over a reward-model folder, and the RM's recorded score statistics."""
-    from rlhfkit.reward_model import encode, load_scorer, score_ids
+    from rlhfkit.reward.model import encode, load_scorer, score_ids
 
     rm, rm_tokenizer, max_length = load_scorer(path, device, max_length)
 
@@ -202,7 +202,7 @@ def build_value(cfg: PPOConfig, policy, device, has_rm: bool):
         torch.nn.init.zeros_(head.weight)
         torch.nn.init.zeros_(head.bias)
         return head, lambda batch, hidden: head(hidden)[..., 0].float() * batch["mask"]
-    from rlhfkit.reward_model import load_reward_model, scalar_head
+    from rlhfkit.reward.model import load_reward_model, scalar_head
 
     init = cfg.value_init or (cfg.reward if has_rm else cfg.policy)
     critic, _ = load_reward_model(init, device, new_head=init == cfg.policy)

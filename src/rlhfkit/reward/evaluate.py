@@ -21,7 +21,7 @@ from collections import defaultdict
 import numpy as np
 
 from rlhfkit.data.comparisons import ComparisonGroup, JudgedPair
-from rlhfkit.reward_model import encode, score_ids
+from rlhfkit.reward.model import encode, score_ids
 
 
 def score_groups(

@@ -1,4 +1,4 @@
-"""`rlhfkit reward train|eval|score` (Stage 3b) and `rlhfkit data convert|check` (comparison data)."""
+"""`rlhfkit reward train|eval|score` (Stage 3b): parse the flags, call `reward.train.run` or the scorer."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from rlhfkit.config import add_config_args, config_from_args
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from rlhfkit.train.reward import RewardConfig
+    from rlhfkit.reward.train import RewardConfig
 
     reward = sub.add_parser("reward", help="train, evaluate and apply reward models")
     rsub = reward.add_subparsers(dest="reward_command", metavar="COMMAND", required=True)
@@ -54,20 +54,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     _scoring_args(score)
     score.set_defaults(func=_score)
 
-    data = sub.add_parser("data", help="convert and check datasets")
-    dsub = data.add_subparsers(dest="data_command", metavar="COMMAND", required=True)
-    conv = dsub.add_parser("convert", help="convert HH-RLHF or TRL preference data to rlhfkit pairs")
-    conv.add_argument("--from", dest="fmt", required=True, choices=["hh", "trl"], help="input format")
-    conv.add_argument("--in", dest="input", required=True, help="input JSONL")
-    conv.add_argument("--out", required=True, help="output comparisons JSONL")
-    conv.set_defaults(func=_convert)
-    check = dsub.add_parser(
-        "check", help="validate a chats or comparisons file (errors name file, line, field)"
-    )
-    check.add_argument("--kind", required=True, choices=["chats", "comparisons"])
-    check.add_argument("file")
-    check.set_defaults(func=_check)
-
 
 def _scoring_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
@@ -78,14 +64,14 @@ def _scoring_args(p: argparse.ArgumentParser) -> None:
 
 
 def _load(args):
-    from rlhfkit.reward_model import load_scorer
+    from rlhfkit.reward.model import load_scorer
     from rlhfkit.train.distributed import pick_device
 
     return load_scorer(args.model, pick_device(args.device), args.max_length)
 
 
 def _train(args: argparse.Namespace) -> int:
-    from rlhfkit.train.reward import RewardConfig, run
+    from rlhfkit.reward.train import RewardConfig, run
 
     out = run(config_from_args(RewardConfig, args))
     print(f"reward: reward model written to {out}")
@@ -96,7 +82,7 @@ def _eval(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from rlhfkit.data.comparisons import load_comparisons
-    from rlhfkit.reward_eval import evaluate_reward_model
+    from rlhfkit.reward.evaluate import evaluate_reward_model
 
     groups = load_comparisons(args.data)
     model, tokenizer, max_length = _load(args)
@@ -111,7 +97,7 @@ def _eval(args: argparse.Namespace) -> int:
 def _score(args: argparse.Namespace) -> int:
     from rlhfkit.data.jsonl import read_jsonl, write_jsonl
     from rlhfkit.data.responses import record_responses
-    from rlhfkit.reward_model import score_conversations
+    from rlhfkit.reward.model import score_conversations
 
     records, items, keys = [], [], []
     for line, rec in read_jsonl(args.input):
@@ -130,29 +116,4 @@ def _score(args: argparse.Namespace) -> int:
                 rec[key] = value
     n = write_jsonl(args.out, records)
     print(f"reward: scored {len(items)} responses in {n} records -> {args.out}")
-    return 0
-
-
-def _convert(args: argparse.Namespace) -> int:
-    from rlhfkit.data.convert import convert_records
-    from rlhfkit.data.jsonl import write_jsonl
-
-    # Convert everything before writing, so a bad line leaves no half-written output behind.
-    records = list(convert_records(args.fmt, args.input))
-    n = write_jsonl(args.out, records)
-    print(f"data: converted {n} {args.fmt} records -> {args.out}")
-    return 0
-
-
-def _check(args: argparse.Namespace) -> int:
-    if args.kind == "chats":
-        from rlhfkit.data.chats import load_chats
-
-        print(f"{args.file}: {len(load_chats(args.file))} valid chats")
-    else:
-        from rlhfkit.data.comparisons import load_comparisons
-
-        groups = load_comparisons(args.file)
-        pairs = sum(len(g.pairs) for g in groups)
-        print(f"{args.file}: {len(groups)} valid comparisons ({pairs} judged pairs)")
     return 0

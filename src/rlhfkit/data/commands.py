@@ -1,0 +1,46 @@
+"""`rlhfkit data convert|check`: convert HH-RLHF or TRL preference data, validate chats and comparisons."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    data = sub.add_parser("data", help="convert and check datasets")
+    dsub = data.add_subparsers(dest="data_command", metavar="COMMAND", required=True)
+    conv = dsub.add_parser("convert", help="convert HH-RLHF or TRL preference data to rlhfkit pairs")
+    conv.add_argument("--from", dest="fmt", required=True, choices=["hh", "trl"], help="input format")
+    conv.add_argument("--in", dest="input", required=True, help="input JSONL")
+    conv.add_argument("--out", required=True, help="output comparisons JSONL")
+    conv.set_defaults(func=_convert)
+    check = dsub.add_parser(
+        "check", help="validate a chats or comparisons file (errors name file, line, field)"
+    )
+    check.add_argument("--kind", required=True, choices=["chats", "comparisons"])
+    check.add_argument("file")
+    check.set_defaults(func=_check)
+
+
+def _convert(args: argparse.Namespace) -> int:
+    from rlhfkit.data.convert import convert_records
+    from rlhfkit.data.jsonl import write_jsonl
+
+    # Convert everything before writing, so a bad line leaves no half-written output behind.
+    records = list(convert_records(args.fmt, args.input))
+    n = write_jsonl(args.out, records)
+    print(f"data: converted {n} {args.fmt} records -> {args.out}")
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    if args.kind == "chats":
+        from rlhfkit.data.chats import load_chats
+
+        print(f"{args.file}: {len(load_chats(args.file))} valid chats")
+    else:
+        from rlhfkit.data.comparisons import load_comparisons
+
+        groups = load_comparisons(args.file)
+        pairs = sum(len(g.pairs) for g in groups)
+        print(f"{args.file}: {len(groups)} valid comparisons ({pairs} judged pairs)")
+    return 0

@@ -1,0 +1,172 @@
+"""Reward models: load any Hugging Face backbone with a scalar head, render conversations, score them.
+
+A reward model is `AutoModelForSequenceClassification` with `num_labels=1`, as TRL and others expect, so an
+rlhfkit RM can be used anywhere and any such RM can be used here. A causal-LM checkpoint (rlhfkit's Llama
+presets) becomes `LlamaForSequenceClassification`: the score is read at the last non-pad token, which is
+why `pad_token_id` must be set in the config. Encoders (BERT-like) read it at their [CLS] token.
+
+Rendering: the tokenizer's chat template when it has one (our tokenizers do), else a plain
+"User: ...\\nAssistant: ..." text. Long conversations are truncated from the left, so the response's end,
+which the score depends on most, is always seen.
+
+Score offset: after training the scores are shifted so the policy's own samples average 0. Heads with a
+bias (BERT-like) absorb the shift in the bias, so raw `transformers` logits are the normalized scores. Heads
+without one (Llama's `score` is bias-free) cannot, so the shift is stored as `rlhfkit_score_offset` in
+`config.json` and `score_conversations` subtracts it; `transformers` users subtract it themselves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from rlhfkit.errors import RlhfkitError
+
+OFFSET_KEY = "rlhfkit_score_offset"
+ROLE_NAMES = {"system": "System", "user": "User", "assistant": "Assistant"}
+
+
+def load_reward_model(path: str | Path, device: str | torch.device = "cpu", new_head: bool = False):
+    """(model, tokenizer) from a folder holding a sequence-classification or causal-LM checkpoint.
+
+    A causal LM or bare encoder gets a fresh scalar head (this is how training starts); a saved RM loads with
+    its head. `new_head=True` (training) also replaces a classifier head of another size.
+    """
+    from transformers import AutoModelForSequenceClassification
+
+    from rlhfkit.tokenizer import load_tokenizer
+
+    p = Path(path)
+    if not (p / "config.json").exists():
+        raise RlhfkitError(
+            f"{p}: not a model checkpoint (no config.json); expected a Hugging Face model folder"
+        )
+    tokenizer = load_tokenizer(p)
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(
+            str(p), num_labels=1, dtype=torch.float32, ignore_mismatched_sizes=new_head
+        )
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        raise RlhfkitError(
+            f"{p}: could not load as a sequence classifier ({str(exc).splitlines()[0]})"
+        ) from None
+    if model.config.pad_token_id is None:
+        # Without it a decoder cannot find the last real token of a padded row.
+        model.config.pad_token_id = tokenizer.pad_token_id
+    model.config.problem_type = "regression"
+    return model.to(device), tokenizer
+
+
+def load_scorer(path: str | Path, device: str | torch.device = "cpu", max_length: int | None = None):
+    """(model, tokenizer, max_length) of a trained reward model, ready to score (eval mode, no gradients).
+
+    The one rule for how much a reward model reads when it scores: `max_length` when given, else the length
+    it was trained with (`max_length` in its rlhfkit.json), else 512; never more than the model's position
+    limit or the tokenizer's maximum (`default_max_length`). `rlhfkit reward eval|score`, PPO and the other
+    methods, best-of-n and `evaluate --judge reward:DIR` all load through here."""
+    from rlhfkit.artifacts import read_manifest
+
+    model, tokenizer = load_reward_model(path, device)
+    model.eval().requires_grad_(False)
+    wanted = max_length or read_manifest(path).get("max_length") or 512
+    return model, tokenizer, default_max_length(model, tokenizer, int(wanted))
+
+
+def render(tokenizer, prompt: list[dict], response: list[dict]) -> str:
+    """The text the reward model reads for `response` given `prompt`."""
+    messages = list(prompt) + list(response)
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template(messages, tokenize=False)
+    return "\n".join(f"{ROLE_NAMES.get(m['role'], m['role'].title())}: {m['content']}" for m in messages)
+
+
+def encode(tokenizer, prompt: list[dict], response: list[dict], max_length: int) -> list[int]:
+    """Token ids of the rendering, cut from the left to at most `max_length` tokens."""
+    text = render(tokenizer, prompt, response)
+    # A chat template writes its own special tokens; plain text gets the model's ([CLS] ... [SEP] for BERT).
+    templated = bool(getattr(tokenizer, "chat_template", None))
+    ids = tokenizer(text, add_special_tokens=not templated, truncation=False, verbose=False)["input_ids"]
+    if len(ids) <= max_length:
+        return ids
+    if templated:
+        return ids[-max_length:]
+    # Keep the leading special tokens (e.g. [CLS]) and drop text from the left.
+    head = [i for i in ids[:1] if i in tokenizer.all_special_ids]
+    return head + ids[-(max_length - len(head)) :]
+
+
+def pad_batch(rows: Sequence[list[int]], pad_id: int, device) -> dict:
+    """Right-pad token rows into `input_ids` and `attention_mask` tensors."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+        mask[i, : len(row)] = 1
+    return {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
+
+
+def forward_scores(model, batch: dict) -> torch.Tensor:
+    """Raw head outputs (one float per row), with gradients when called in training mode."""
+    return model(
+        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False
+    ).logits[:, 0]
+
+
+def score_offset(model) -> float:
+    return float(getattr(model.config, OFFSET_KEY, 0.0) or 0.0)
+
+
+@torch.no_grad()
+def score_ids(model, tokenizer, rows: Sequence[list[int]], batch_size: int = 16) -> list[float]:
+    """Normalized scores of pre-tokenized rows (batched by similar length; order preserved)."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
+    out = [0.0] * len(rows)
+    offset = score_offset(model)
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        batch = pad_batch([rows[i] for i in idx], tokenizer.pad_token_id, device)
+        for i, s in zip(idx, forward_scores(model, batch).float().cpu().tolist()):
+            out[i] = s - offset
+    model.train(was_training)
+    return out
+
+
+def score_conversations(
+    model, tokenizer, items: Sequence[tuple[list[dict], list[dict]]], max_length: int, batch_size: int = 16
+) -> list[float]:
+    """Scores of (prompt, response) pairs."""
+    rows = [encode(tokenizer, prompt, response, max_length) for prompt, response in items]
+    return score_ids(model, tokenizer, rows, batch_size)
+
+
+def scalar_head(model) -> torch.nn.Linear:
+    """The final Linear layer with one output (Llama `score`, BERT `classifier`, RoBERTa `out_proj`, ...)."""
+    heads = [m for m in model.modules() if isinstance(m, torch.nn.Linear) and m.out_features == 1]
+    if not heads:
+        raise RlhfkitError("reward model has no Linear layer with one output to use as its scalar head")
+    return heads[-1]
+
+
+@torch.no_grad()
+def shift_scores(model, amount: float) -> None:
+    """Make every score `amount` lower: in the head's bias when it has one, else in the stored offset."""
+    head = scalar_head(model)
+    if head.bias is not None:
+        head.bias -= amount
+    else:
+        setattr(model.config, OFFSET_KEY, score_offset(model) + amount)
+
+
+def default_max_length(model, tokenizer, wanted: int) -> int:
+    """`wanted`, capped by the model's position limit and the tokenizer's maximum length."""
+    limits = [wanted, getattr(model.config, "max_position_embeddings", wanted) or wanted]
+    tok_max = getattr(tokenizer, "model_max_length", None)
+    if isinstance(tok_max, int) and tok_max < 10**9:
+        limits.append(tok_max)
+    return min(limits)

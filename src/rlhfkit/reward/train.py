@@ -1,0 +1,294 @@
+"""Stage 3b: the reward model — a scalar head on a pretrained backbone, trained on human comparisons.
+
+`run(RewardConfig) -> Path` loads comparisons (pairs and K-way rankings), puts a one-output head on the
+backbone (`AutoModelForSequenceClassification`, `num_labels=1`: an rlhfkit base/SFT checkpoint or any
+Hugging Face encoder or decoder), trains it with the shared loop, shifts the scores so the policy's own
+samples average 0, and writes a Hugging Face checkpoint plus `rlhfkit.json`.
+
+Batching follows InstructGPT: one batch element is one *comparison group* — a prompt with its K completions.
+Each completion is scored once, and the group's loss is the mean over all its judged pairs (C(K, 2) for a
+full ranking). Feeding the pairs of a ranking as independent examples would show each completion K - 1 times
+per epoch and overfit. The loop's `count` is the number of groups, so accumulation and DDP average the
+same way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from rlhfkit.artifacts import write_manifest
+from rlhfkit.data.comparisons import ComparisonGroup, load_comparisons
+from rlhfkit.data.jsonl import read_jsonl
+from rlhfkit.data.responses import record_responses
+from rlhfkit.errors import RlhfkitError
+from rlhfkit.reward.evaluate import comparison_metrics, score_groups
+from rlhfkit.reward.model import (
+    default_max_length,
+    encode,
+    forward_scores,
+    load_reward_model,
+    pad_batch,
+    score_ids,
+    shift_scores,
+)
+from rlhfkit.train.distributed import init_distributed, pick_device
+from rlhfkit.train.loop import LoopConfig, epoch_batch_indices, set_seed, train_loop
+
+
+@dataclass
+class RewardLoopConfig(LoopConfig):
+    """The shared loop's settings with defaults suited to fine-tuning a pretrained backbone."""
+
+    lr: float = 5e-5
+    warmup_steps: int = 10
+    weight_decay: float = 0.0
+    eval_every: int = 50
+    save_every: int = 50
+    log_every: int = 5
+
+
+@dataclass
+class RewardConfig:
+    model: str = ""  # backbone: a Hugging Face folder (rlhfkit base/SFT checkpoint, or any encoder/decoder)
+    data: str = ""  # comparisons JSONL (pairs and/or rankings)
+    out: str = "runs/rm"
+    eval_data: str | None = None  # held-out comparisons, evaluated every eval_every steps and at the end
+    calibration: str | None = None  # candidates/chats/comparisons whose responses should score 0 on average
+    calibration_samples: int = 512  # responses (a seeded sample) used to estimate the mean score; 0: all
+    max_length: int = 512  # tokens per prompt+response; longer ones lose their beginning
+    batch_size: int = 16  # comparison groups (a pair or a whole ranking) per optimizer step
+    micro_batch_size: int = 8  # groups per forward pass; batch_size / micro_batch_size = accumulation
+    epochs: float = 1.0  # passes over the data; sets max_steps (0: use --max-steps as given)
+    freeze_layers: int = (
+        0  # keep the embeddings and the lowest N transformer layers fixed (faster, less overfit)
+    )
+    device: str = "auto"
+    loop: RewardLoopConfig = field(default_factory=RewardLoopConfig)
+
+
+def preference_loss(diff: torch.Tensor, target: torch.Tensor, margin: torch.Tensor) -> torch.Tensor:
+    """Per-pair loss for score differences `diff = r_a - r_b`.
+
+    Bradley-Terry models P(a preferred over b) = sigmoid(r_a - r_b). Against a target probability p:
+
+        L = -[ p * log sigmoid(d - m) + (1 - p) * log sigmoid(-(d - m)) ]
+
+    p = 1 gives the classic loss -log sigmoid(r_chosen - r_rejected - margin) (margin as in Llama 2);
+    p = 0.5 (a tie) is minimized at d = 0, pulling tied responses together; a soft label p (e.g. an AI
+    labeler's probability) is minimized where sigmoid(d) = p.
+    """
+    z = diff - margin
+    return -(target * F.logsigmoid(z) + (1 - target) * F.logsigmoid(-z))
+
+
+def collate_groups(
+    groups: list[ComparisonGroup], encoded: list[list[list[int]]], idx: list[int], pad_id: int, device
+) -> dict:
+    """A micro-batch: every completion of the chosen groups once, plus index tensors for all their pairs."""
+    rows: list[list[int]] = []
+    better, worse, target, margin, weight = [], [], [], [], []
+    for gi in idx:
+        base = len(rows)
+        rows.extend(encoded[gi])
+        pairs = groups[gi].pairs
+        for p in pairs:
+            better.append(base + p.better)
+            worse.append(base + p.worse)
+            target.append(p.target)
+            margin.append(p.margin)
+            weight.append(1.0 / len(pairs))  # each group counts once, whatever its number of pairs
+    batch = pad_batch(rows, pad_id, device)
+    batch.update(
+        better=torch.tensor(better, device=device),
+        worse=torch.tensor(worse, device=device),
+        target=torch.tensor(target, dtype=torch.float32, device=device),
+        margin=torch.tensor(margin, dtype=torch.float32, device=device),
+        weight=torch.tensor(weight, dtype=torch.float32, device=device),
+        count=len(idx),
+    )
+    return batch
+
+
+def reward_loss(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """Summed group losses (each the mean over its pairs), the group count, and the batch's pair accuracy."""
+    scores = forward_scores(model, batch)
+    diff = scores[batch["better"]] - scores[batch["worse"]]
+    loss_sum = (preference_loss(diff, batch["target"], batch["margin"]) * batch["weight"]).sum()
+    decisive = batch["target"] != 0.5
+    with torch.no_grad():
+        agree = ((diff > 0) == (batch["target"] > 0.5)).float()[decisive]
+        accuracy = float(agree.mean()) if agree.numel() else float("nan")
+    return loss_sum, torch.tensor(float(batch["count"])), {"accuracy": accuracy}
+
+
+def freeze_lower_layers(model, n: int) -> int:
+    """Stop training the embeddings and the first `n` transformer blocks; return the trainable parameter count.
+
+    The blocks are found as the model's ModuleList of `num_hidden_layers` entries, which covers Llama
+    (`model.layers`), BERT (`encoder.layer`) and most Hugging Face architectures.
+    """
+    if n > 0:
+        depth = getattr(model.config, "num_hidden_layers", None)
+        blocks = next(
+            (m for m in model.modules() if isinstance(m, torch.nn.ModuleList) and len(m) == depth), None
+        )
+        if blocks is None:
+            raise RlhfkitError("--freeze-layers: could not find the model's list of transformer layers")
+        if n > len(blocks):
+            raise RlhfkitError(f"--freeze-layers {n}: the model has only {len(blocks)} layers")
+        frozen = {id(p) for block in blocks[:n] for p in block.parameters()}
+        for name, p in model.named_parameters():
+            if id(p) in frozen or "embed" in name:
+                p.requires_grad_(False)
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def load_calibration_items(path: str | Path) -> list[tuple[list[dict], list[dict]]]:
+    """Every (prompt, response) of a candidates, comparisons or chats file (see `data.responses`)."""
+    items = [item for line, rec in read_jsonl(path) for item in record_responses(rec, path, line)[0]]
+    if not items:
+        raise RlhfkitError(f"{path}: no responses to calibrate on (empty file)")
+    return items
+
+
+def _unique_responses(groups: list[ComparisonGroup]) -> list[tuple[list[dict], list[dict]]]:
+    seen, items = set(), []
+    for g in groups:
+        for c in g.completions:
+            key = json.dumps([g.prompt, c], sort_keys=True)
+            if key not in seen:
+                seen.add(key)
+                items.append((g.prompt, c))
+    return items
+
+
+def file_fingerprint(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
+def run(cfg: RewardConfig) -> Path:
+    if not cfg.model:
+        raise RlhfkitError("--model is required (a Hugging Face model folder to put the reward head on)")
+    if not cfg.data:
+        raise RlhfkitError("--data is required (a comparisons JSONL file)")
+    out = Path(cfg.out)
+    device = pick_device(cfg.device)
+    info = init_distributed(device)
+    set_seed(cfg.loop.seed)
+    groups = load_comparisons(cfg.data)
+    eval_groups = load_comparisons(cfg.eval_data) if cfg.eval_data else []
+    calibration_items = (
+        load_calibration_items(cfg.calibration) if cfg.calibration else _unique_responses(groups)
+    )
+
+    model, tokenizer = load_reward_model(cfg.model, device, new_head=True)
+    max_length = default_max_length(model, tokenizer, cfg.max_length)
+    trainable = freeze_lower_layers(model, cfg.freeze_layers)
+    encoded = [[encode(tokenizer, g.prompt, c, max_length) for c in g.completions] for g in groups]
+    if cfg.batch_size % info.world_size:
+        raise RlhfkitError(
+            f"--batch-size {cfg.batch_size} must divide evenly across {info.world_size} processes"
+        )
+    if cfg.epochs > 0:
+        cfg.loop.max_steps = max(1, math.ceil(cfg.epochs * len(groups) / cfg.batch_size))
+    pairs = sum(len(g.pairs) for g in groups)
+    if info.is_main:
+        print(
+            f"reward: {len(groups)} comparisons ({pairs} judged pairs), {cfg.loop.max_steps} steps of "
+            f"{cfg.batch_size} comparisons, max_length {max_length}, {trainable:,} trainable parameters, device {device}"
+        )
+
+    per_rank = cfg.batch_size // info.world_size
+    micro = max(1, min(cfg.micro_batch_size, per_rank))
+
+    def get_batch(step: int, rank: int, world: int) -> list[dict]:
+        mine = epoch_batch_indices(len(groups), cfg.batch_size, cfg.loop.seed, step)[
+            rank * per_rank : (rank + 1) * per_rank
+        ]
+        # Micro-batches of similar lengths waste less compute on padding; the step's gradient is the same.
+        mine.sort(key=lambda gi: max(len(r) for r in encoded[gi]))
+        return [
+            collate_groups(groups, encoded, mine[i : i + micro], tokenizer.pad_token_id, device)
+            for i in range(0, len(mine), micro)
+        ]
+
+    latest: dict = {}  # the last evaluation's scores, reused for the final report (shifted) when current
+
+    def evaluate(m) -> dict:
+        latest["scores"] = score_groups(m, tokenizer, eval_groups, max_length)
+        metrics = comparison_metrics(eval_groups, latest["scores"])
+        return {"val_accuracy": metrics["accuracy"], "val_loss": metrics["loss"], "val_ece": metrics["ece"]}
+
+    train_model = model
+    if info.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+
+        train_model = DistributedDataParallel(model)
+    t0 = time.perf_counter()
+    last = train_loop(
+        train_model,
+        cfg.loop,
+        out,
+        get_batch,
+        reward_loss,
+        evaluate=evaluate if eval_groups else None,
+        dist_info=info,
+        items_name="cmp",
+        description="reward",
+    )
+    if not info.is_main:
+        return out
+
+    # Shift so the policy's own responses average 0: rewards then read as "better/worse than usual".
+    if 0 < cfg.calibration_samples < len(calibration_items):
+        keep = np.random.default_rng(cfg.loop.seed).choice(
+            len(calibration_items), cfg.calibration_samples, replace=False
+        )
+        calibration_items = [calibration_items[i] for i in sorted(keep)]
+    calib = score_ids(model, tokenizer, [encode(tokenizer, p, r, max_length) for p, r in calibration_items])
+    mean, std = float(np.mean(calib)), float(np.std(calib))
+    shift_scores(model, mean)
+    calibration = {
+        "mean_before_shift": mean,
+        "std": std,
+        "responses": len(calib),
+        "source": cfg.calibration or cfg.data,
+    }
+
+    metrics = dict(last)
+    metrics.update(
+        {"comparisons": len(groups), "pairs": pairs, "wall_seconds": round(time.perf_counter() - t0, 2)}
+    )
+    metrics.update({"score_mean": mean, "score_std": std})
+    if eval_groups:
+        if "scores" in latest:  # evaluated at the last step: the same scores, shifted
+            scores = [[x - mean for x in group] for group in latest["scores"]]
+        else:
+            scores = score_groups(model, tokenizer, eval_groups, max_length)
+        report = comparison_metrics(eval_groups, scores)
+        (out / "eval.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+        metrics.update(
+            {"val_accuracy": report["accuracy"], "val_loss": report["loss"], "val_ece": report["ece"]}
+        )
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    write_manifest(
+        out,
+        stage="reward",
+        config=cfg,
+        seed=cfg.loop.seed,
+        parent=cfg.model,
+        data_fingerprint=file_fingerprint(cfg.data),
+        metrics=metrics,
+        extra={"calibration": calibration, "max_length": max_length},
+    )
+    return out
