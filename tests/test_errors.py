@@ -129,3 +129,15 @@ def test_label_has_no_annotators_choice_in_its_help(capsys):
     with pytest.raises(SystemExit):
         main(["label", "--help"])
     assert "--annotators" not in capsys.readouterr().out
+
+
+def test_command_modules_lists_every_stage_commands_module():
+    from pathlib import Path
+
+    from rlhfkit import cli
+
+    root = Path(cli.__file__).parent
+    found = {
+        "rlhfkit." + ".".join(p.relative_to(root).with_suffix("").parts) for p in root.rglob("commands.py")
+    }
+    assert found == set(cli.COMMAND_MODULES)

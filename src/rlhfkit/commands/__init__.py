@@ -1,1 +1,0 @@
-"""CLI subcommands: each module parses arguments into a stage config and calls one function."""
