@@ -5,12 +5,19 @@ dataclasses (e.g. the shared `LoopConfig`) are flattened to the same level: `--m
 `--config FILE.toml` provides values too; flags given on the command line win over the file, the file wins over
 the defaults. In TOML, nested configs are tables: `[loop] max_steps = 500`. In a config with `epochs`, a
 `--max-steps` given without `--epochs` runs exactly that many steps (see `_steps_or_epochs`).
+
+A field's help text is the comment after it in the dataclass (`lr: float = 1e-3  # peak learning rate`), with
+comment lines right below it as its continuation, so `--help` and the code say the same thing.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
+import inspect
+import io
+import tokenize
 import tomllib
 import types
 import typing
@@ -36,6 +43,31 @@ def _leaf_fields(cls) -> list[tuple[tuple[str, ...], dataclasses.Field, Any]]:
     return out
 
 
+@functools.cache
+def field_help(cls) -> dict[str, str]:
+    """Each field's help: the comment after it in the class, comment lines just below it appended; a subclass
+    that only changes a default keeps its base's text."""
+    out: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if not dataclasses.is_dataclass(klass):
+            continue
+        names, local = {f.name for f in dataclasses.fields(klass)}, {}
+        current, depth, line_start = None, 0, True
+        for tok in tokenize.generate_tokens(io.StringIO(inspect.getsource(klass)).readline):
+            if tok.type == tokenize.OP and tok.string in "([{":
+                depth += 1
+            elif tok.type == tokenize.OP and tok.string in ")]}":
+                depth -= 1
+            elif tok.type == tokenize.NAME and line_start and depth == 0 and tok.start[1] == 4:
+                current = tok.string if tok.string in names else None  # a field (or a method: None)
+            elif tok.type == tokenize.COMMENT and current and "fmt:" not in tok.string:
+                text = tok.string.lstrip("#").strip()
+                local[current] = f"{local[current]} {text}" if current in local else text
+            line_start = tok.type in (tokenize.NEWLINE, tokenize.NL, tokenize.INDENT, tokenize.DEDENT)
+        out.update(local)
+    return out
+
+
 def _scalar_type(tp):
     """The base type of `X | None`, `list[X]` etc., and whether it is a list."""
     origin = typing.get_origin(tp)
@@ -52,17 +84,19 @@ def add_config_args(
 ) -> None:
     """Add one flag per (flattened) config field, defaulting to None so we can tell what the user set."""
     help_overrides = help_overrides or {}
+    helps: dict[str, str] = {}
+    for config in _configs(cls):
+        helps.update(field_help(config))
     parser.add_argument(
         "--config", metavar="FILE.toml", help="read options from a TOML file (flags override it)"
     )
-    for path, f, tp in _leaf_fields(cls):
+    for path, _f, tp in _leaf_fields(cls):
         name = path[-1]
         base, is_list = _scalar_type(tp)
         flag = "--" + name.replace("_", "-")
-        default = f.default if f.default is not dataclasses.MISSING else None
-        help_text = help_overrides.get(name, "") + (
-            f" (default: {default})" if default not in (None, "") else ""
-        )
+        default = _default_at(cls, path)
+        help_text = help_overrides.get(name) or helps.get(name, "")
+        help_text += f" (default: {default})" if default not in (None, "") else ""
         if base is dict:  # a table of options, given on the command line as a JSON object
             parser.add_argument(flag, dest=name, type=_json_object, default=None, help=help_text)
         elif base is bool:
@@ -73,6 +107,21 @@ def add_config_args(
             parser.add_argument(flag, dest=name, nargs="*", type=base, default=None, help=help_text)
         else:
             parser.add_argument(flag, dest=name, type=base, default=None, help=help_text)
+
+
+def _configs(cls) -> list:
+    """The config class and the config classes nested in it (e.g. its `loop: LoopConfig`)."""
+    hints = typing.get_type_hints(cls)
+    nested = [tp for f in dataclasses.fields(cls) if _is_config(tp := hints[f.name])]
+    return [cls] + [c for tp in nested for c in _configs(tp)]
+
+
+def _default_at(cls, path: tuple[str, ...]):
+    """The default a flattened field really has: a nested config's factory may set its own (SFT's lr)."""
+    value = cls()
+    for name in path:
+        value = getattr(value, name)
+    return value if value not in ([], {}) else None
 
 
 def _json_object(text: str) -> dict:

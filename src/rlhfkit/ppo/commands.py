@@ -8,18 +8,6 @@ import argparse
 
 from rlhfkit.config import add_config_args, config_from_args
 
-HELP = {
-    "policy": "SFT checkpoint folder (the policy's start and the frozen reference)",
-    "reward": "reward model folder",
-    "prompts": "prompts JSONL ({'messages': [...]})",
-    "out": "output folder",
-    "value_model": "'critic' (separate model, init from the RM), 'head' (value head on the policy), 'none' "
-    "(critic-free methods) or 'auto' (critic for gae, none otherwise)",
-    "advantage": "'gae' (PPO), 'rloo' (leave-one-out baseline) or 'grpo' (group-normalized)",
-    "samples_per_prompt": "responses sampled for each prompt per rollout (rloo and grpo need >= 2)",
-    "kl_penalty": "'reward': -beta * KL per token in the return; 'loss': beta * k3 KL estimate in the loss",
-}
-
 COMMANDS = {
     "ppo": (
         "PPOConfig",
@@ -55,7 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
             description=description + " Logs metrics.jsonl and samples.jsonl, checkpoints every --save-every "
             "steps and resumes from the last checkpoint.",
         )
-        add_config_args(p, getattr(trainer, config_name), HELP)
+        add_config_args(p, getattr(trainer, config_name))
         p.set_defaults(func=_run, config_class=config_name, method=name)
 
 

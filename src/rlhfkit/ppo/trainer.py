@@ -81,7 +81,9 @@ class PPOConfig:
     prompts: str = (
         ""  # prompts JSONL ({"messages": [...], "meta": ...}); a trailing assistant turn is dropped
     )
-    out: str = "runs/ppo"
+    out: str = (
+        "runs/ppo"  # output folder: the policy (Hugging Face checkpoint), value model, metrics, samples
+    )
     ref: str | None = None  # reference model (default: the policy checkpoint)
     value_model: str = "auto"  # "critic": separate model (init from value_init); "head": head on the policy;
     # "none": no value function (rloo, grpo); "auto": a critic for gae, none otherwise
@@ -100,41 +102,43 @@ class PPOConfig:
     temperature: float = 1.0  # sampling temperature (log-probs are taken at the same temperature)
     max_prompt_tokens: int = 192  # longer prompts lose their beginning
     lr: float = 5e-5  # constant after warmup (tiny models tolerate more than the 1e-6..3e-6 of 1B models)
-    warmup_steps: int = 3
-    weight_decay: float = 0.0
-    grad_clip: float = 1.0
+    warmup_steps: int = 3  # optimizer steps of linear warmup
+    weight_decay: float = 0.0  # AdamW weight decay
+    grad_clip: float = 1.0  # clip the global gradient norm to this
     beta: float = 0.05  # initial KL coefficient
     kl_target: float = 6.0  # adaptive KL target in nats per response; 0: beta stays fixed
     kl_horizon: int = 10_000  # adaptive controller horizon, in episodes
-    gamma: float = 1.0
+    gamma: float = 1.0  # discount per token in the return
     lam: float = 1.0  # every token sees the final score (the first pick the kind of answer); TRL: 0.95
     clip: float = 0.2  # policy ratio clip
-    value_clip: float = 0.2
-    vf_coef: float = 0.1
+    value_clip: float = 0.2  # value-prediction clip around the rollout's values
+    vf_coef: float = 0.1  # weight of the value loss (value head on the policy)
     ent_coef: float = 0.0  # entropy bonus (entropy is always logged)
-    whiten_advantages: bool = True
+    whiten_advantages: bool = True  # normalize advantages to mean 0, std 1 per rollout
     normalize_reward: bool = True  # divide RM scores by their std (from the RM's rlhfkit.json, else step 1)
     reward_clip: float = 10.0  # clip normalized scores to +-this; 0: off
     missing_eot_penalty: float = 1.0  # subtracted from the score of responses cut off without end of turn
     max_approx_kl: float = 0.5  # stop this rollout's epochs when a minibatch's approx KL exceeds it; 0: off
     ptx_coef: float = 0.0  # PPO-ptx (InstructGPT): weight of a pretraining loss on ptx_data
     ptx_data: str | None = None  # corpus (.txt / JSONL {"text"} / folder) for PPO-ptx
-    ptx_seq_len: int = 128
+    ptx_seq_len: int = 128  # tokens per PPO-ptx corpus window
     ptx_batch_size: int = 8  # corpus windows per minibatch
     gold_judge: bool = (
         True  # score responses with the demo world's gold judge when every prompt is a world task
     )
-    rm_max_length: int | None = None
+    rm_max_length: int | None = (
+        None  # tokens the reward model reads per prompt + response (default: its training length)
+    )
     sample_every: int = 10  # write responses to samples.jsonl (and show a few) every N steps; 0: never
     num_samples: int = 3  # responses shown on the console at each sampling
-    save_every: int = 10
-    generation_batch_size: int = 64
+    save_every: int = 10  # checkpoint every N steps (and at the end); a rerun resumes from it
+    generation_batch_size: int = 64  # sequences decoded together in a rollout
     forward_batch_size: int = 16  # rows per no-grad forward (rollout measuring, RM scoring), longest first
     bf16: bool = (
         False  # bfloat16 autocast for transformer bodies (heads, losses fp32); faster on bf16 hardware
     )
-    seed: int = 0
-    device: str = "auto"
+    seed: int = 0  # seeds sampling, minibatch order and initialization
+    device: str = "auto"  # auto (CUDA when available), cpu or cuda
 
 
 @dataclass

@@ -21,17 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "responses count as one batch element holding all C(K,2) pairs. Re-running the same command after a "
         "crash continues from the last checkpoint in --out.",
     )
-    add_config_args(
-        train,
-        RewardConfig,
-        {
-            "model": "backbone model folder (base/SFT checkpoint or any Hugging Face encoder/decoder)",
-            "data": "comparisons JSONL (pairs and/or rankings)",
-            "out": "output folder",
-            "eval_data": "held-out comparisons JSONL",
-            "calibration": "responses of the policy (candidates/chats JSONL) that should average score 0",
-        },
-    )
+    add_config_args(train, RewardConfig)
     train.set_defaults(func=_train)
 
     ev = rsub.add_parser("eval", help="accuracy, calibration and score distributions on comparisons (JSON)")

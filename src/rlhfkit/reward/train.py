@@ -60,18 +60,18 @@ class RewardLoopConfig(LoopConfig):
 class RewardConfig:
     model: str = ""  # backbone: a Hugging Face folder (rlhfkit base/SFT checkpoint, or any encoder/decoder)
     data: str = ""  # comparisons JSONL (pairs and/or rankings)
-    out: str = "runs/rm"
+    out: str = "runs/rm"  # output folder (a Hugging Face sequence classifier plus rlhfkit.json)
     eval_data: str | None = None  # held-out comparisons, evaluated every eval_every steps and at the end
     calibration: str | None = None  # candidates/chats/comparisons whose responses should score 0 on average
     calibration_samples: int = 512  # responses (a seeded sample) used to estimate the mean score; 0: all
     max_length: int = 512  # tokens per prompt+response; longer ones lose their beginning
     batch_size: int = 16  # comparison groups (a pair or a whole ranking) per optimizer step
     micro_batch_size: int = 8  # groups per forward pass; batch_size / micro_batch_size = accumulation
-    epochs: float = 1.0  # passes over the data; sets max_steps (0: use --max-steps as given)
+    epochs: float = 1.0  # passes over the data; sets max_steps (a --max-steps given alone runs exactly that)
     freeze_layers: int = (
         0  # keep the embeddings and the lowest N transformer layers fixed (faster, less overfit)
     )
-    device: str = "auto"
+    device: str = "auto"  # auto (CUDA when available), cpu or cuda
     loop: RewardLoopConfig = field(default_factory=RewardLoopConfig)
 
 

@@ -26,17 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Next-token prediction on a packed token stream. Re-running the same command after a crash "
         "continues from the last checkpoint in --out.",
     )
-    add_config_args(
-        p,
-        PretrainConfig,
-        {
-            "data": "corpus: .txt/.jsonl file or folder",
-            "tokenizer": "tokenizer folder",
-            "out": "output folder",
-            "preset": "model size: micro, tiny, small, medium",
-            "init_from": "continue from a Hugging Face checkpoint folder instead of a fresh preset",
-        },
-    )
+    add_config_args(p, PretrainConfig)
     p.set_defaults(func=_pretrain)
 
     p = sub.add_parser(
@@ -45,16 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Trains on {'messages': [...]} chats through the tokenizer's chat template; only assistant "
         "tokens carry loss. --epochs sets the number of steps from the data size; --max-steps given alone runs exactly that many.",
     )
-    add_config_args(
-        p,
-        SFTConfig,
-        {
-            "model": "base checkpoint folder",
-            "data": "chats JSONL",
-            "val_data": "held-out chats JSONL",
-            "out": "output folder",
-        },
-    )
+    add_config_args(p, SFTConfig)
     p.set_defaults(func=_sft)
 
 

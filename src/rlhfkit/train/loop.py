@@ -41,18 +41,18 @@ from rlhfkit.train.distributed import DistInfo, all_reduce_sum
 
 @dataclass
 class LoopConfig:
-    max_steps: int = 1000
-    lr: float = 1e-3
-    min_lr_ratio: float = 0.1
-    warmup_steps: int = 50
-    weight_decay: float = 0.1
-    beta1: float = 0.9
-    beta2: float = 0.95
-    grad_clip: float = 1.0
-    eval_every: int = 100
-    save_every: int = 200
-    log_every: int = 10
-    seed: int = 0
+    max_steps: int = 1000  # optimizer steps (stages with --epochs set it from the data size)
+    lr: float = 1e-3  # peak learning rate (AdamW), reached after the warmup
+    min_lr_ratio: float = 0.1  # the cosine schedule decays to lr * this at max_steps
+    warmup_steps: int = 50  # linear warmup from 0 to lr
+    weight_decay: float = 0.1  # decoupled AdamW weight decay (never on norms and biases)
+    beta1: float = 0.9  # AdamW first-moment decay
+    beta2: float = 0.95  # AdamW second-moment decay
+    grad_clip: float = 1.0  # clip the global gradient norm to this; 0: off
+    eval_every: int = 100  # evaluate every N steps (and at the end)
+    save_every: int = 200  # checkpoint every N steps (and at the end); a rerun resumes from it
+    log_every: int = 10  # a metrics line every N steps
+    seed: int = 0  # seeds torch, numpy and random; batches are a function of (seed, step)
 
 
 MicroBatch = Any

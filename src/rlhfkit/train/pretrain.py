@@ -29,17 +29,17 @@ from rlhfkit.train.loop import LoopConfig, lm_loss, set_seed, train_loop
 class PretrainConfig:
     data: str = ""  # .txt/.jsonl file or folder of them
     tokenizer: str = ""  # tokenizer folder (from `rlhfkit tokenizer train`)
-    out: str = "runs/pretrain"
-    preset: str = "small"
+    out: str = "runs/pretrain"  # output folder (a Hugging Face checkpoint plus rlhfkit.json)
+    preset: str = "small"  # model size: micro, tiny, small, medium
     init_from: str | None = None  # continue pretraining an existing HF checkpoint instead of a fresh preset
-    seq_len: int = 256
+    seq_len: int = 256  # tokens per training window
     batch_size: int = 32  # sequences per optimizer step (global, across ranks and accumulation)
     micro_batch_size: int = 32  # sequences per forward pass; batch_size / micro_batch_size = accumulation
-    val_fraction: float = 0.1
+    val_fraction: float = 0.1  # share of the token stream held out for validation
     eval_tokens: int = 65536  # validation tokens per evaluation (fixed windows)
     sample_prompts: list[str] = field(default_factory=list)  # defaults to starts of validation documents
-    sample_tokens: int = 48
-    device: str = "auto"
+    sample_tokens: int = 48  # tokens sampled per prompt at each evaluation
+    device: str = "auto"  # auto (CUDA when available), cpu or cuda
     compile: bool = False  # torch.compile the model (pays a one-off compile for faster steps)
     loop: LoopConfig = field(default_factory=LoopConfig)
 

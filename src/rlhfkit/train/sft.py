@@ -32,16 +32,16 @@ class SFTConfig:
     model: str = ""  # base checkpoint folder (any HF causal LM whose tokenizer has a chat template)
     data: str = ""  # chats JSONL
     val_data: str | None = None  # held-out chats; default: `val_fraction` of `data`
-    out: str = "runs/sft"
+    out: str = "runs/sft"  # output folder (a Hugging Face checkpoint plus rlhfkit.json)
     tokenizer: str | None = None  # default: the tokenizer saved with the model
-    max_len: int = 256
+    max_len: int = 256  # tokens per chat; longer chats are cut
     batch_size: int = 32  # chats per optimizer step (global)
-    micro_batch_size: int = 32
-    epochs: float = 2.0  # sets max_steps from the data size; 0 = use --max-steps
-    val_fraction: float = 0.05
-    max_val_chats: int = 256
+    micro_batch_size: int = 32  # chats per forward pass; batch_size / micro_batch_size = accumulation
+    epochs: float = 2.0  # passes over the data; sets max_steps (a --max-steps given alone runs exactly that)
+    val_fraction: float = 0.05  # share of data held out when no val_data is given
+    max_val_chats: int = 256  # held-out chats evaluated at most
     sample_every_eval: int = 3  # sample responses to held-out prompts this many at each evaluation
-    device: str = "auto"
+    device: str = "auto"  # auto (CUDA when available), cpu or cuda
     loop: LoopConfig = field(
         default_factory=lambda: LoopConfig(lr=5e-4, warmup_steps=20, weight_decay=0.0, eval_every=100)
     )
