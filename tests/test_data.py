@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 
 import pytest
 
 from rlhfkit.cli import main
 from rlhfkit.data.chats import load_chats
-from rlhfkit.data.comparisons import load_comparisons, ranking_pairs
+from rlhfkit.data.comparisons import load_comparisons, prompt_item, ranking_pairs
 from rlhfkit.data.convert import convert_records, parse_hh_transcript
 from rlhfkit.data.jsonl import read_jsonl, write_jsonl
 from rlhfkit.errors import RlhfkitError
@@ -281,3 +282,63 @@ def test_prompts_drop_the_final_assistant_turn_and_end_with_a_user_turn(tmp_path
     write_jsonl(path, [{"messages": [{"role": "system", "content": "Be brief."}]}])
     with pytest.raises(RlhfkitError, match=r"chats.jsonl:1: field 'messages\[0\].role': expected a prompt"):
         load_prompts(path)
+
+
+def _old_split_by_line(lines: list[str]) -> set[int]:
+    order = list(range(len(lines)))
+    random.Random(0).shuffle(order)
+    return set(order[: max(1, int(len(lines) * 0.1))])
+
+
+def test_comparisons_split_by_prompt_item_and_rankings_split_as_before(tmp_path):
+    # CAI labels: one pair line per pair of candidates, 6 per prompt item; no held-out item may be trained on.
+    pairs = [{"id": f"p{i}-{a}-{b}", "prompt": [{"role": "user", "content": f"q{i % 7}"}], "chosen": [], "rejected": [],
+              "meta": {"cai": {"candidates_id": f"p{i}"}}} for i in range(40) for a, b in [(0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3)]]  # fmt: skip
+    (tmp_path / "comparisons").mkdir()
+    (tmp_path / "comparisons" / "all.jsonl").write_text("".join(json.dumps(p) + "\n" for p in pairs))
+    assert (
+        main(
+            [
+                "data",
+                "split",
+                "--in",
+                str(tmp_path / "comparisons" / "all.jsonl"),
+                "--out",
+                str(tmp_path / "comparisons"),
+            ]
+        )
+        == 0
+    )
+    items = {
+        name: [json.loads(ln)["meta"]["cai"]["candidates_id"] for ln in (tmp_path / "comparisons" / f"{name}.jsonl").open()]
+        for name in ("train", "eval")
+    }  # fmt: skip
+    assert len(set(items["eval"])) == 4 and len(items["eval"]) == 24 and len(items["train"]) == 216
+    assert not set(items["train"]) & set(items["eval"])
+
+    # RLHF rankings: one line per item (ids `<item>:<annotator>`), even when prompt texts repeat: the same
+    # split as the old split by line, so existing runs keep their files.
+    ranks = [
+        {"id": f"prompt-{i:06d}:sim-{i % 3}", "prompt": [{"role": "user", "content": f"q{i % 5}"}]}
+        for i in range(57)
+    ]
+    lines = [json.dumps(r) for r in ranks]
+    (tmp_path / "comparisons" / "all.jsonl").write_text("".join(ln + "\n" for ln in lines))
+    assert (
+        main(
+            [
+                "data",
+                "split",
+                "--in",
+                str(tmp_path / "comparisons" / "all.jsonl"),
+                "--out",
+                str(tmp_path / "comparisons"),
+            ]
+        )
+        == 0
+    )
+    held = _old_split_by_line(lines)
+    assert (tmp_path / "comparisons" / "eval.jsonl").read_text().splitlines() == [
+        lines[i] for i in sorted(held)
+    ]
+    assert prompt_item(ranks[3]) == "prompt-000003"

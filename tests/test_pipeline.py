@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import random
 from pathlib import Path
 
 import pytest
@@ -16,8 +15,6 @@ from rlhfkit.pipeline import (
     METHODS,
     STAGES,
     UNSEEDED,
-    _split_comparisons,
-    prompt_item,
     rlhf_stages,
     run_pipeline,
     stage_options,
@@ -181,42 +178,6 @@ def test_quick_cai_pipeline_runs_every_stage(tmp_path):
     ]
     assert labels and all(0.0 <= rec["label"] <= 1.0 for rec in labels)
     assert (run / "cai" / "ppo" / "config.json").exists() and (run / "cai" / "eval" / "results.json").exists()
-
-
-def _old_split_by_line(lines: list[str]) -> set[int]:
-    order = list(range(len(lines)))
-    random.Random(0).shuffle(order)
-    return set(order[: max(1, int(len(lines) * 0.1))])
-
-
-def test_comparisons_split_by_prompt_item_and_rankings_split_as_before(tmp_path):
-    # CAI labels: one pair line per pair of candidates, 6 per prompt item; no held-out item may be trained on.
-    pairs = [{"id": f"p{i}-{a}-{b}", "prompt": [{"role": "user", "content": f"q{i % 7}"}], "chosen": [], "rejected": [],
-              "meta": {"cai": {"candidates_id": f"p{i}"}}} for i in range(40) for a, b in [(0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3)]]  # fmt: skip
-    (tmp_path / "comparisons").mkdir()
-    (tmp_path / "comparisons" / "all.jsonl").write_text("".join(json.dumps(p) + "\n" for p in pairs))
-    _split_comparisons(tmp_path, {})
-    items = {
-        name: [json.loads(ln)["meta"]["cai"]["candidates_id"] for ln in (tmp_path / "comparisons" / f"{name}.jsonl").open()]
-        for name in ("train", "eval")
-    }  # fmt: skip
-    assert len(set(items["eval"])) == 4 and len(items["eval"]) == 24 and len(items["train"]) == 216
-    assert not set(items["train"]) & set(items["eval"])
-
-    # RLHF rankings: one line per item (ids `<item>:<annotator>`), even when prompt texts repeat: the same
-    # split as the old split by line, so existing runs keep their files.
-    ranks = [
-        {"id": f"prompt-{i:06d}:sim-{i % 3}", "prompt": [{"role": "user", "content": f"q{i % 5}"}]}
-        for i in range(57)
-    ]
-    lines = [json.dumps(r) for r in ranks]
-    (tmp_path / "comparisons" / "all.jsonl").write_text("".join(ln + "\n" for ln in lines))
-    _split_comparisons(tmp_path, {})
-    held = _old_split_by_line(lines)
-    assert (tmp_path / "comparisons" / "eval.jsonl").read_text().splitlines() == [
-        lines[i] for i in sorted(held)
-    ]
-    assert prompt_item(ranks[3]) == "prompt-000003"
 
 
 def test_pipeline_seed_seeds_every_stage_that_takes_one():

@@ -4,8 +4,9 @@
 Each stage is the same `rlhfkit` subcommand a user would type, built from the pipeline config: a table per
 stage whose keys are that command's flags (`[pretrain] preset = "tiny"` → `--preset tiny`), so every stage's
 command can be reproduced by hand and every option of every stage can be set from one TOML file. A few stages
-also run a pipeline-side step after their command (`Stage.after`), which has no command of its own: the
-comparisons' train/eval split by prompt item (`_split_comparisons`), the label-agreement ceiling
+also run a pipeline-side step after their command (`Stage.after`). The comparisons' train/eval split by
+prompt item is `rlhfkit data split --in all.jsonl --out DIR`; the others have no command of their own: the
+label-agreement ceiling
 (`_measure_label_agreement`), the CAI critic's demonstrations (`_split_critic_demos`), the unrevised control
 set (`_write_unrevised`), the hybrid label merge (`_hybrid_split`) and the CAI gold-judge measures
 (`_cai_world_eval`); by hand, call those functions from Python with the run folder.
@@ -22,7 +23,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import random
 import shutil
 import time
 from collections.abc import Callable
@@ -116,41 +116,11 @@ def _labels(r: Path) -> list[str]:
     ]
 
 
-def prompt_item(rec: dict) -> str:
-    """The prompt item a comparison line came from: the candidates record it was labelled from.
-
-    A ranking line's id is `<candidates id>:<annotator>`; an AI label's pair line records its candidates id in
-    `meta.cai.candidates_id`; anything else falls back to its prompt's messages. Items whose prompt text repeats
-    in the world's prompt file are separate items (the world samples some questions more than once)."""
-    cai = (rec.get("meta") or {}).get("cai") or {}
-    if cai.get("candidates_id"):
-        return str(cai["candidates_id"])
-    if isinstance(rec.get("id"), str) and ":" in rec["id"]:
-        return rec["id"].rsplit(":", 1)[0]
-    return json.dumps(rec.get("prompt"), sort_keys=True)
-
-
 def _split_comparisons(r: Path, opts: dict) -> None:
-    """Hold out a fixed share of prompt items (all their comparison lines) for measuring the reward model.
+    """`rlhfkit data split`: hold out 10% of the prompt items (all their lines) for measuring the reward model."""
+    from rlhfkit.data.comparisons import write_split
 
-    Lines are grouped by `prompt_item`, so no held-out prompt is trained on (the CAI labels have one pair
-    line per pair of candidates). With one line per item, as the RLHF rankings have, the split is the same
-    as a split by line."""
-    lines = (r / "comparisons" / "all.jsonl").read_text(encoding="utf-8").splitlines()
-    groups: dict[str, list[int]] = {}
-    for i, line in enumerate(lines):
-        groups.setdefault(prompt_item(json.loads(line)), []).append(i)
-    items = list(groups.values())
-    order = list(range(len(items)))
-    random.Random(0).shuffle(order)
-    n_eval = max(1, int(len(items) * 0.1))
-    held = {i for g in order[:n_eval] for i in items[g]}
-    (r / "comparisons" / "train.jsonl").write_text(
-        "".join(ln + "\n" for i, ln in enumerate(lines) if i not in held), encoding="utf-8"
-    )
-    (r / "comparisons" / "eval.jsonl").write_text(
-        "".join(ln + "\n" for i, ln in enumerate(lines) if i in held), encoding="utf-8"
-    )
+    write_split(r / "comparisons" / "all.jsonl", r / "comparisons")
 
 
 def _labels_after(r: Path, opts: dict) -> None:

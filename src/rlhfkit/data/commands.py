@@ -1,4 +1,5 @@
-"""`rlhfkit data convert|check`: convert HH-RLHF or TRL preference data, validate chats and comparisons."""
+"""`rlhfkit data convert|split|check`: convert HH-RLHF or TRL preference data, split comparisons by prompt item,
+validate chats and comparisons."""
 
 from __future__ import annotations
 
@@ -13,6 +14,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     conv.add_argument("--in", dest="input", required=True, help="input JSONL")
     conv.add_argument("--out", required=True, help="output comparisons JSONL")
     conv.set_defaults(func=_convert)
+    split = dsub.add_parser(
+        "split", help="hold out 10%% of the prompt items of a comparisons file (as the pipeline does)"
+    )
+    split.add_argument(
+        "--in", dest="input", required=True, help="comparisons JSONL (e.g. comparisons/all.jsonl)"
+    )
+    split.add_argument("--out", required=True, help="folder for train.jsonl and eval.jsonl")
+    split.set_defaults(func=_split)
     check = dsub.add_parser(
         "check", help="validate a chats or comparisons file (errors name file, line, field)"
     )
@@ -29,6 +38,14 @@ def _convert(args: argparse.Namespace) -> int:
     records = list(convert_records(args.fmt, args.input))
     n = write_jsonl(args.out, records)
     print(f"data: converted {n} {args.fmt} records -> {args.out}")
+    return 0
+
+
+def _split(args: argparse.Namespace) -> int:
+    from rlhfkit.data.comparisons import write_split
+
+    train, held = write_split(args.input, args.out)
+    print(f"data: {train} comparisons for training, {held} held out (by prompt item) -> {args.out}")
     return 0
 
 

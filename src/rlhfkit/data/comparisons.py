@@ -18,7 +18,9 @@ Every malformed record raises an error naming file, line and field; no valid rec
 
 from __future__ import annotations
 
+import json
 import math
+import random
 from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import combinations
@@ -183,3 +185,45 @@ def load_comparisons(path: str | Path) -> list[ComparisonGroup]:
     if not groups:
         raise RlhfkitError(f"{path}: no comparison records (empty file)")
     return groups
+
+
+def prompt_item(record: dict) -> str:
+    """The prompt item a comparison line came from: the candidates record it was labelled from.
+
+    A ranking line's id is `<candidates id>:<annotator>`; an AI label's pair line records its candidates id in
+    `meta.cai.candidates_id`; anything else falls back to its prompt's messages. Items whose prompt text repeats
+    (the demo world samples some questions more than once) are separate items."""
+    cai = (record.get("meta") or {}).get("cai") or {}
+    if cai.get("candidates_id"):
+        return str(cai["candidates_id"])
+    if isinstance(record.get("id"), str) and ":" in record["id"]:
+        return record["id"].rsplit(":", 1)[0]
+    return json.dumps(record.get("prompt"), sort_keys=True)
+
+
+def split_by_prompt_item(lines: list[str], eval_share: float = 0.1, seed: int = 0) -> set[int]:
+    """Indices of the held-out lines: `eval_share` of the prompt items (at least one), with all their lines,
+    so no held-out prompt is trained on (CAI labels have one pair line per pair of candidates). With one line
+    per item, as the RLHF rankings have, this is the same split as one by line."""
+    groups: dict[str, list[int]] = {}
+    for i, line in enumerate(lines):
+        groups.setdefault(prompt_item(json.loads(line)), []).append(i)
+    items = list(groups.values())
+    order = list(range(len(items)))
+    random.Random(seed).shuffle(order)
+    return {i for g in order[: max(1, int(len(items) * eval_share))] for i in items[g]}
+
+
+def write_split(path: str | Path, out_dir: str | Path) -> tuple[int, int]:
+    """Split a comparisons file into `out_dir/train.jsonl` and `out_dir/eval.jsonl` (lines kept byte for byte);
+    return the line counts."""
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    held = split_by_prompt_item(lines)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    train = "".join(ln + "\n" for i, ln in enumerate(lines) if i not in held)
+    (out / "train.jsonl").write_text(train, encoding="utf-8")
+    (out / "eval.jsonl").write_text(
+        "".join(ln + "\n" for i, ln in enumerate(lines) if i in held), encoding="utf-8"
+    )
+    return len(lines) - len(held), len(held)
