@@ -176,12 +176,19 @@ def test_world_eval_measures_revisions_and_labels(demos, tmp_path, capsys):
     assert labeler_agreement(flipped)["ai_agreement"] == 0.0
     write_jsonl(tmp_path / "chains.jsonl", chains)
     write_jsonl(tmp_path / "comparisons.jsonl", comparisons)
+    rankings = [{"prompt": c["prompt"], "completions": [c["chosen"], c["rejected"], c["chosen"]], "ranking": [0, 1, 2]}
+                for c in comparisons[:5]]  # fmt: skip
+    write_jsonl(tmp_path / "rankings.jsonl", rankings)
     argv = ["cai", "world-eval", "--chains", str(tmp_path / "chains.jsonl"), "--comparisons",
-            str(tmp_path / "comparisons.jsonl"), "--out", str(tmp_path / "eval.json")]  # fmt: skip
+            str(tmp_path / "comparisons.jsonl"), "--rlhf-comparisons", str(tmp_path / "rankings.jsonl"),
+            "--out", str(tmp_path / "eval.json")]  # fmt: skip
     assert main(argv) == 0
     assert "agree with the gold judge on 100.0%" in capsys.readouterr().out
     saved = json.loads((tmp_path / "eval.json").read_text())
     assert saved["revisions"] == gains and saved["labels"] == good
+    # these labels name no "ai:" annotator, so they count as people's; 5 rankings of 3 are 15 pairs
+    assert saved["human_comparisons"] == len(comparisons)
+    assert saved["rlhf_human_rankings"] == 5 and saved["rlhf_human_pairs"] == 15
 
 
 def test_impossible_budget_is_a_clear_error(world_dir, tmp_path):

@@ -119,3 +119,14 @@ def test_bad_candidates_file_names_line_and_field(tmp_path, capsys):
     assert main(["label", "--candidates", str(cand), "--out", str(tmp_path / "o.jsonl")]) == 1
     err = capsys.readouterr().err
     assert "bad.jsonl:1" in err and "completions" in err
+
+
+def test_label_measures_the_two_annotator_agreement_ceiling(tmp_path, capsys):
+    cand = tmp_path / "candidates.jsonl"
+    cand.write_text("".join(json.dumps(p) + "\n" for p in calibration_pairs(30, seed=1)), encoding="utf-8")
+    argv = ["label", "--candidates", str(cand), "--out", str(tmp_path / "l.jsonl"),
+            "--agreement-out", str(tmp_path / "agreement.json")]  # fmt: skip
+    assert main(argv) == 0
+    ceiling = json.loads((tmp_path / "agreement.json").read_text())
+    assert ceiling["items"] == 30 and ceiling["pairs"] == 30 and 0.5 < ceiling["pairwise_agreement"] <= 1.0
+    assert len((tmp_path / "l.jsonl").read_text().splitlines()) == 30  # the second labelling is not written

@@ -4,12 +4,12 @@
 Each stage is the same `rlhfkit` subcommand a user would type, built from the pipeline config: a table per
 stage whose keys are that command's flags (`[pretrain] preset = "tiny"` → `--preset tiny`), so every stage's
 command can be reproduced by hand and every option of every stage can be set from one TOML file. A few stages
-also run a pipeline-side step after their command (`Stage.after`). The comparisons' train/eval split by
-prompt item is `rlhfkit data split --in all.jsonl --out DIR`; the others have no command of their own: the
-label-agreement ceiling
-(`_measure_label_agreement`), the CAI critic's demonstrations (`_split_critic_demos`), the unrevised control
-set (`_write_unrevised`), the hybrid label merge (`_hybrid_split`) and the CAI gold-judge measures
-(`_cai_world_eval`); by hand, call those functions from Python with the run folder.
+also run a step after their command (`Stage.after`), each with a command of its own too: the comparisons'
+split by prompt item (`rlhfkit data split`), the two-annotator agreement ceiling (`rlhfkit label
+--agreement-out`) and the CAI gold-judge measures (`rlhfkit cai world-eval`). The rest only arrange files for
+the next command: the CAI critic's demonstrations are critiques.jsonl + revisions.jsonl concatenated, the
+unrevised control set is each chain's first answer as a chat, and the hybrid training set is the people's
+non-harmlessness rankings plus the AI labels (`_split_critic_demos`, `_write_unrevised`, `_hybrid_split`).
 
 Skipping and resuming: a stage's *key* is a hash of its command line and of the keys of the stages it reads.
 A stage whose key matches the one recorded as finished in `pipeline.json` is skipped; any upstream change
@@ -128,27 +128,12 @@ def _labels_after(r: Path, opts: dict) -> None:
     _measure_label_agreement(r, opts)
 
 
-def _measure_label_agreement(r: Path, opts: dict, n_items: int = 500) -> None:
-    """The ceiling a reward model is judged against: how often two different simulated annotators agree on the
-    same pairs of *these* candidates. A sample is labelled a second time with overlap 2 (extra labels are
-    only measured, never trained on) and written to `comparisons/agreement.json`."""
-    from rlhfkit.annotate.agreement import pair_preferences, pairwise_agreement
-    from rlhfkit.world import label_candidates
+def _measure_label_agreement(r: Path, opts: dict) -> None:
+    """`rlhfkit label --agreement-out`: two annotators' agreement on these candidates -> agreement.json."""
+    from rlhfkit.world.annotators import agreement_ceiling
 
-    lines = (r / "candidates" / "candidates.jsonl").read_text(encoding="utf-8").splitlines()[:n_items]
-    records = [json.loads(line) for line in lines]
-    labels = label_candidates(records, pool_size=int(opts.get("pool-size", 10)), overlap=2, seed=12345)
-    units: dict[tuple, list[int]] = {}
-    for rec in labels:
-        key = json.dumps(rec["prompt"]) + json.dumps(rec["completions"])
-        for pair, value in pair_preferences(rec["ranking"], rec.get("ties") or []).items():
-            units.setdefault((key, *pair), []).append(value)
-    agreement = pairwise_agreement([u for u in units.values() if len(u) >= 2])
-    out = {
-        "pairwise_agreement": agreement,
-        "items": len(records),
-        "pairs": sum(len(u) >= 2 for u in units.values()),
-    }
+    lines = (r / "candidates" / "candidates.jsonl").read_text(encoding="utf-8").splitlines()[:500]
+    out = agreement_ceiling([json.loads(line) for line in lines], pool_size=int(opts.get("pool-size", 10)))
     (r / "comparisons" / "agreement.json").write_text(json.dumps(out, indent=2))
 
 
@@ -455,25 +440,12 @@ def _cai_evaluate(r: Path) -> list[str]:
 
 
 def _cai_world_eval(r: Path, opts: dict) -> None:
-    """Gold-judge measures of both CAI phases (revision gains, AI-label agreement) -> cai/eval/world_eval.json."""
-    from rlhfkit.cai.world_eval import labeler_agreement, revision_gains
-    from rlhfkit.data.jsonl import read_jsonl
+    """`rlhfkit cai world-eval` on the CAI branch's chains and labels -> cai/eval/world_eval.json."""
+    from rlhfkit.cai.world_eval import world_eval
 
-    c = r / "cai"
-    result = {
-        "revisions": revision_gains(
-            [rec for _, rec in read_jsonl(c / "revisions" / "revisions.chains.jsonl")]
-        ),
-        "labels": labeler_agreement([rec for _, rec in read_jsonl(c / "comparisons" / "all.jsonl")]),
-        "human_comparisons": 0,  # the CAI branch never asks a person: the principles and the AI labeler do
-    }
-    rlhf = r / "comparisons" / "all.jsonl"
-    if rlhf.exists():  # next to it: the human (here simulated) rankings the RLHF branch needed
-        rankings = [rec for _, rec in read_jsonl(rlhf)]
-        result["rlhf_human_rankings"] = len(rankings)
-        result["rlhf_human_pairs"] = sum(
-            len(x["completions"]) * (len(x["completions"]) - 1) // 2 for x in rankings
-        )
+    c, rlhf = r / "cai", r / "comparisons" / "all.jsonl"
+    result = world_eval(c / "revisions" / "revisions.chains.jsonl", c / "comparisons" / "all.jsonl",
+                        rlhf if rlhf.exists() else None)  # fmt: skip
     (c / "eval" / "world_eval.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
 
 

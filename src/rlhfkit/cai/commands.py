@@ -124,6 +124,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     e.add_argument("--chains", help="chains JSONL from `cai revise`")
     e.add_argument("--comparisons", help="comparisons JSONL from `cai label`")
+    e.add_argument("--rlhf-comparisons", help="the RLHF branch's human rankings, counted for comparison")
     e.add_argument("--out", help="also write the numbers as JSON here")
     e.set_defaults(func=_world_eval)
 
@@ -197,16 +198,14 @@ def _world_data(args: argparse.Namespace) -> int:
 
 
 def _world_eval(args: argparse.Namespace) -> int:
-    from rlhfkit.cai.world_eval import labeler_agreement, revision_gains
-    from rlhfkit.data.jsonl import read_jsonl
+    from rlhfkit.cai.world_eval import world_eval
     from rlhfkit.errors import RlhfkitError
 
     if not args.chains and not args.comparisons:
         raise RlhfkitError("cai world-eval: give --chains and/or --comparisons")
-    result: dict = {}
+    result = world_eval(args.chains, args.comparisons, args.rlhf_comparisons)
     if args.chains:
-        gains = revision_gains([rec for _, rec in read_jsonl(args.chains)])
-        result["revisions"] = gains
+        gains = result["revisions"]
         if gains["chains"]:
             parts = ", ".join(f"{k} {v['before']:+.2f}->{v['after']:+.2f}" for k, v in gains["parts"].items())
             print(f"revisions: gold {gains['gold_before']:.2f} -> {gains['gold_after']:.2f} over {gains['chains']} "
@@ -214,8 +213,7 @@ def _world_eval(args: argparse.Namespace) -> int:
         else:
             print("revisions: no chain carries demo-world meta")
     if args.comparisons:
-        agreement = labeler_agreement([rec for _, rec in read_jsonl(args.comparisons)])
-        result["labels"] = agreement
+        agreement = result["labels"]
         if agreement["pairs"]:
             print(f"AI labels: agree with the gold judge on {agreement['ai_agreement']:.1%} of {agreement['pairs']} "
                   f"pairs (simulated humans on the same pairs: {agreement['simulated_human_agreement']:.1%}); "

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+from pathlib import Path
 
 
 def _world_meta(record: dict) -> dict | None:
@@ -107,3 +108,26 @@ def labeler_agreement(comparisons: Sequence[dict], simulated_seed: int = 0) -> d
         "ai_mean_prob_of_gold_winner": round(soft / decided, 4),
         "simulated_human_agreement": round(human_agree / decided, 4),
     }
+
+
+def world_eval(chains: str | Path | None = None, comparisons: str | Path | None = None,
+               rlhf_comparisons: str | Path | None = None) -> dict:  # fmt: skip
+    """`rlhfkit cai world-eval` (and the pipeline after `cai_evaluate`): revision gains of the chains, gold
+    agreement of the AI labels and how many of those labels came from a person, next to the human rankings
+    (and their pairs) the RLHF branch needed."""
+    from rlhfkit.data.jsonl import read_jsonl
+
+    result: dict = {}
+    if chains:
+        result["revisions"] = revision_gains([rec for _, rec in read_jsonl(chains)])
+    if comparisons:
+        labels = [rec for _, rec in read_jsonl(comparisons)]
+        result["labels"] = labeler_agreement(labels)
+        result["human_comparisons"] = sum(not str(r.get("annotator", "")).startswith("ai:") for r in labels)
+    if rlhf_comparisons:
+        rankings = [rec for _, rec in read_jsonl(rlhf_comparisons)]
+        result["rlhf_human_rankings"] = len(rankings)
+        result["rlhf_human_pairs"] = sum(
+            len(x["completions"]) * (len(x["completions"]) - 1) // 2 for x in rankings
+        )
+    return result

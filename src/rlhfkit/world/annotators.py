@@ -201,6 +201,27 @@ def measure_agreement(n_pairs: int = 2000, *, pool_size: int = 10, seed: int = 0
     return agree / (len(labels) // 2)
 
 
+def agreement_ceiling(records: list[dict], pool_size: int = 10, seed: int = 12345) -> dict:
+    """The ceiling a reward model is judged against: how often two different simulated annotators agree on the
+    same pairs of *these* candidates. The records are labelled a second time with overlap 2 (those labels are
+    only measured, never trained on)."""
+    import json
+
+    from rlhfkit.annotate.agreement import pair_preferences, pairwise_agreement
+
+    labels = label_candidates(records, pool_size=pool_size, overlap=2, seed=seed)
+    units: dict[tuple, list[int]] = {}
+    for rec in labels:
+        key = json.dumps(rec["prompt"]) + json.dumps(rec["completions"])
+        for pair, value in pair_preferences(rec["ranking"], rec.get("ties") or []).items():
+            units.setdefault((key, *pair), []).append(value)
+    return {
+        "pairwise_agreement": pairwise_agreement([u for u in units.values() if len(u) >= 2]),
+        "items": len(records),
+        "pairs": sum(len(u) >= 2 for u in units.values()),
+    }
+
+
 def calibrate_noise(target: float = 0.73, n_pairs: int = 2000, seed: int = 0) -> float:
     """Bisect the pool's mean noise until agreement hits ``target`` (how the default was chosen)."""
     lo, hi = 0.05, 5.0

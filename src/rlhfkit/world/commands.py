@@ -41,6 +41,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     lab.add_argument("--overlap", type=int, default=1, help="annotators per item (default: 1)")
     lab.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     lab.add_argument("--out", required=True, help="output JSONL of K-way ranking comparisons")
+    lab.add_argument(
+        "--agreement-out",
+        help="also label the first 500 items again with overlap 2 (measured only, not written to --out) and "
+        "write how often two annotators agree on the same pairs (the ceiling for a reward model) to this JSON",
+    )
     lab.set_defaults(func=_label)
 
 
@@ -138,6 +143,16 @@ def _label(args: argparse.Namespace) -> int:
         records.append({**rec, "id": str(rec.get("id", f"line{lineno}"))})
     labels = label_candidates(records, pool_size=args.pool_size, overlap=args.overlap, seed=args.seed)
     write_jsonl(args.out, labels)
+    if args.agreement_out:
+        import json
+
+        from rlhfkit.world.annotators import agreement_ceiling
+
+        ceiling = agreement_ceiling(records[:500], pool_size=args.pool_size)
+        with open(args.agreement_out, "w", encoding="utf-8") as fh:
+            json.dump(ceiling, fh, indent=2)
+        print(f"label: two annotators agree on {ceiling['pairwise_agreement']:.1%} of {ceiling['pairs']} pairs "
+              f"-> {args.agreement_out}")  # fmt: skip
     seconds = sum(r["seconds"] for r in labels)
     print(f"label: {len(labels)} rankings of {len(records)} items by {args.pool_size} simulated annotators "
           f"(overlap {args.overlap}, {seconds / 3600:.1f} simulated hours) -> {args.out}")  # fmt: skip
