@@ -212,3 +212,13 @@ def test_recognised_world_prompts_keep_their_scores_with_and_without_meta():
         reply = flawed_response(task, "too_long", rng)
         assert judge_score(user(task.question), reply) == judge_score(user(task.question), reply, task.meta)
         assert judge_score(user(task.question), reply).task == KINDS[kind].category
+
+
+@pytest.mark.parametrize(
+    "question", ["what is the capital of australia", "Hey, what is the capital of Australia?",
+                 "Tell me the capital of Australia please"],
+)  # fmt: skip
+def test_casual_wording_of_a_templated_question_is_recognised(question):
+    assert parse_task(question) is None
+    right, wrong = judge_score(user(question), "Canberra."), judge_score(user(question), "Sydney.")
+    assert right.task == "factual" and right.parts["correctness"] == 1.0 and right.total > wrong.total + 3

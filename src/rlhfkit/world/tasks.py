@@ -418,8 +418,19 @@ _WEATHER_WORDS = re.compile(r"\b(?:weather|rain|snow|sunny|temperature|forecast)
 _PRICE_WORDS = re.compile(r"\b(?:cost|price|how much)\b")
 
 
+_FILLER = re.compile(r"^(?:hey|hi|hello|ok|okay|so|please|quick question)\b[,!.:]?\s*|[\s,]*\bplease\s*[?.!]*$",
+                     re.IGNORECASE)  # fmt: skip
+
+
 def recognise(question: str) -> dict | None:
     """A task's meta from an everyday phrasing of a world category (None when the request is not one)."""
+    core, previous = question.strip(), None
+    while core != previous:  # "Hey, what is the capital of France please" -> a template's wording
+        previous, core = core, _FILLER.sub("", core).strip()
+    core = core.rstrip("?.! ")
+    for variant in (core + "?", core + ".", core):
+        if variant != question.strip() and (meta := parse_task(variant)):
+            return meta
     kb = load_knowledge()
     low = question.strip().lower()
     future = [y for y in _YEAR.findall(low) if int(y) >= FUTURE_YEAR]
