@@ -20,23 +20,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--out", required=True, help="output folder (Hugging Face tokenizer)")
     t.set_defaults(func=_tokenizer)
 
-    p = sub.add_parser(
-        "pretrain",
-        help="pretrain a base model on raw text (resumes from its last checkpoint)",
-        description="Next-token prediction on a packed token stream. Re-running the same command after a crash "
-        "continues from the last checkpoint in --out.",
-    )
-    add_config_args(p, PretrainConfig)
-    p.set_defaults(func=_pretrain)
-
-    p = sub.add_parser(
-        "sft",
-        help="supervised fine-tuning on chat demonstrations (resumes from its last checkpoint)",
-        description="Trains on {'messages': [...]} chats through the tokenizer's chat template; only assistant "
-        "tokens carry loss. --epochs sets the number of steps from the data size; --max-steps given alone runs exactly that many.",
-    )
-    add_config_args(p, SFTConfig)
-    p.set_defaults(func=_sft)
+    stages = [
+        ("pretrain", PretrainConfig, _pretrain, "pretrain a base model on raw text (resumes from its last checkpoint)",
+         "Next-token prediction on a packed token stream."),
+        ("sft", SFTConfig, _sft, "supervised fine-tuning on chat demonstrations (resumes from its last checkpoint)",
+         "Trains on {'messages': [...]} chats through the tokenizer's chat template; only assistant tokens carry "
+         "loss. --epochs sets the number of steps from the data size; --max-steps given alone runs exactly that."),
+    ]  # fmt: skip
+    for name, config, func, summary, description in stages:
+        p = sub.add_parser(name, help=summary, description=description + " Re-running the same command after a "
+                           "crash continues from the last checkpoint in --out.")  # fmt: skip
+        add_config_args(p, config)
+        p.set_defaults(func=func)
 
 
 def _tokenizer(args: argparse.Namespace) -> int:
