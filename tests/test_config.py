@@ -54,3 +54,11 @@ def test_every_option_of_a_stage_command_is_described(command):
     bare = [a.option_strings[0] for a in parser._actions
             if a.option_strings and not (a.help or "").split("(default:")[0].strip()]  # fmt: skip
     assert bare == []
+
+
+@pytest.mark.parametrize("command", ["cai revise", "cai label", "evaluate"])
+def test_cai_and_evaluate_flags_come_from_their_configs(command):
+    parser = _subparser(build_parser(), command.split())
+    bare = [a.option_strings[0] for a in parser._actions
+            if a.option_strings and not (a.help or "").split("(default:")[0].strip()]  # fmt: skip
+    assert bare == [] and any(a.option_strings == ["--config"] for a in parser._actions)

@@ -80,9 +80,15 @@ def _scalar_type(tp):
 
 
 def add_config_args(
-    parser: argparse.ArgumentParser, cls, help_overrides: dict[str, str] | None = None
+    parser: argparse.ArgumentParser,
+    cls,
+    help_overrides: dict[str, str] | None = None,
+    *,
+    required: tuple[str, ...] = (),
+    skip: tuple[str, ...] = (),
 ) -> None:
-    """Add one flag per (flattened) config field, defaulting to None so we can tell what the user set."""
+    """Add one flag per (flattened) config field, defaulting to None so we can tell what the user set.
+    `required` fields must be given on the command line; `skip` fields get no flag (the command adds its own)."""
     help_overrides = help_overrides or {}
     helps: dict[str, str] = {}
     for config in _configs(cls):
@@ -92,21 +98,24 @@ def add_config_args(
     )
     for path, _f, tp in _leaf_fields(cls):
         name = path[-1]
+        if name in skip:
+            continue
         base, is_list = _scalar_type(tp)
         flag = "--" + name.replace("_", "-")
         default = _default_at(cls, path)
         help_text = help_overrides.get(name) or helps.get(name, "")
-        help_text += f" (default: {default})" if default not in (None, "") else ""
+        help_text += f" (default: {default})" if default not in (None, "") and name not in required else ""
+        common = {"dest": name, "default": None, "help": help_text}
+        if name in required:
+            common["required"] = True
         if base is dict:  # a table of options, given on the command line as a JSON object
-            parser.add_argument(flag, dest=name, type=_json_object, default=None, help=help_text)
+            parser.add_argument(flag, type=_json_object, **common)
         elif base is bool:
-            parser.add_argument(
-                flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_text
-            )
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, **common)
         elif is_list:
-            parser.add_argument(flag, dest=name, nargs="*", type=base, default=None, help=help_text)
+            parser.add_argument(flag, nargs="*", type=base, **common)
         else:
-            parser.add_argument(flag, dest=name, type=base, default=None, help=help_text)
+            parser.add_argument(flag, type=base, **common)
 
 
 def _configs(cls) -> list:

@@ -5,8 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 
+from rlhfkit.config import add_config_args, config_from_args
+
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from rlhfkit.cai.label import LabelConfig
+    from rlhfkit.cai.revise import ReviseConfig
+
     con = sub.add_parser("constitution", help="the principles Constitutional AI critiques and labels by")
     csub = con.add_subparsers(dest="constitution_command", metavar="ACTION", required=True)
     show = csub.add_parser(
@@ -28,45 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "for a critique and a revision. Writes SFT chats (prompt + final revision) to --out and the full "
         "chains to --chains (default: <out>.chains.jsonl).",
     )
-    r.add_argument("--model", required=True, help="policy checkpoint folder (usually the SFT model)")
-    r.add_argument(
-        "--prompts", required=True, help="chat JSONL of prompts (a trailing assistant turn is dropped)"
-    )
-    r.add_argument("--constitution", help="constitution TOML (default: the packaged default)")
-    r.add_argument("--out", required=True, help="SFT chats JSONL to write")
-    r.add_argument("--chains", help="chains JSONL to write (default: next to --out, <stem>.chains.jsonl)")
-    r.add_argument("--revisions", type=int, default=2, help="critique/revision rounds (default 2)")
-    r.add_argument(
-        "--max-new-tokens", type=int, default=128, help="per response/critique/revision (default 128)"
-    )
-    r.add_argument(
-        "--temperature",
-        type=float,
-        default=0.7,
-        help="sampling temperature of responses and revisions (default 0.7)",
-    )
-    r.add_argument(
-        "--critic", help="checkpoint that writes the critiques and revisions (default: --model itself)"
-    )
-    r.add_argument(
-        "--verifier",
-        help="labeler (folder or openai:URL#MODEL) that must prefer each revision under its principle, else the step keeps the previous response",
-    )
-    r.add_argument(
-        "--min-preference",
-        type=float,
-        default=0.5,
-        help="the verifier's P(revision better) needed to keep it (default 0.5)",
-    )
-    r.add_argument(
-        "--critique-temperature",
-        type=float,
-        default=0.0,
-        help="sampling temperature of critiques (default 0: greedy)",
-    )
-    r.add_argument("--top-p", type=float, default=1.0, help="nucleus mass (default 1.0: off)")
-    r.add_argument("--batch-size", type=int, default=64, help="sequences decoded together (default 64)")
-    r.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    add_config_args(r, ReviseConfig, required=("model", "prompts", "out"))
     r.set_defaults(func=_revise)
 
     lab = asub.add_parser(
@@ -76,30 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "multiple-choice question in both orders; the soft label is the averaged normalized probability of "
         "(A)/(B). Writes pairwise comparisons with `label` = P(chosen is better).",
     )
-    lab.add_argument(
-        "--labeler", required=True, help="checkpoint folder, or openai:URL#MODEL for an endpoint"
-    )
-    lab.add_argument("--candidates", required=True, help="candidates JSONL (from `rlhfkit generate --n K`)")
-    lab.add_argument("--constitution", help="constitution TOML (default: the packaged default)")
-    lab.add_argument("--out", required=True, help="comparisons JSONL to write")
-    lab.add_argument(
-        "--principles-per-pair", type=int, default=2, help="principles averaged per pair (default 2)"
-    )
-    lab.add_argument("--max-pairs-per-prompt", type=int, default=0, help="0 = all C(K,2) pairs (default)")
-    lab.add_argument(
-        "--batch-size", type=int, default=16, help="local labeler: rows scored together (default 16)"
-    )
-    lab.add_argument("--api", choices=("chat", "completions"), default="chat",
-                     help="endpoint labeler: /chat/completions (default) or legacy /completions")  # fmt: skip
-    lab.add_argument(
-        "--votes", type=int, default=8, help="endpoint without log-probs: samples per question (default 8)"
-    )
-    lab.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    lab.add_argument(
-        "--categories", nargs="+", default=None,
-        help="label only candidates records of these categories (default: all), e.g. the harmlessness "
-        "prompts of a hybrid run whose helpfulness labels come from people",
-    )  # fmt: skip
+    add_config_args(lab, LabelConfig, required=("labeler", "candidates", "out"))
     lab.set_defaults(func=_label)
 
     w = asub.add_parser(
@@ -154,12 +98,7 @@ def _show(args: argparse.Namespace) -> int:
 def _revise(args: argparse.Namespace) -> int:
     from rlhfkit.cai.revise import ReviseConfig, run_revise
 
-    cfg = ReviseConfig(
-        model=args.model, prompts=args.prompts, out=args.out, chains=args.chains, constitution=args.constitution,
-        revisions=args.revisions, max_new_tokens=args.max_new_tokens, temperature=args.temperature, critique_temperature=args.critique_temperature,
-        critic=args.critic, verifier=args.verifier, min_preference=args.min_preference,
-        top_p=args.top_p, batch_size=args.batch_size, seed=args.seed,
-    )  # fmt: skip
+    cfg = config_from_args(ReviseConfig, args)
     result = run_revise(cfg)
     print(f"cai revise: {result['prompts']} prompts x {result['revisions']} revisions; {result['changed']} responses "
           f"changed ({result['rejected']} revisions rejected by the verifier); {result['chats']} SFT chats -> {args.out}; chains -> {result['chains_path']}")  # fmt: skip
@@ -169,11 +108,7 @@ def _revise(args: argparse.Namespace) -> int:
 def _label(args: argparse.Namespace) -> int:
     from rlhfkit.cai.label import LabelConfig, run_label
 
-    cfg = LabelConfig(
-        labeler=args.labeler, candidates=args.candidates, out=args.out, constitution=args.constitution,
-        principles_per_pair=args.principles_per_pair, max_pairs_per_prompt=args.max_pairs_per_prompt,
-        batch_size=args.batch_size, api=args.api, votes=args.votes, seed=args.seed, categories=args.categories,
-    )  # fmt: skip
+    cfg = config_from_args(LabelConfig, args)
     result = run_label(cfg)
     labels = [c["label"] for c in result["comparisons"]]
     methods = ", ".join(f"{k} {v}" for k, v in sorted(result["methods"].items()))

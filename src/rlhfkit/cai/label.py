@@ -36,14 +36,14 @@ class LabelConfig:
 
     labeler: str = ""  # checkpoint folder or openai:URL#MODEL
     candidates: str = ""  # candidates JSONL (`rlhfkit generate --n K`)
-    out: str = "runs/cai/comparisons.jsonl"
+    out: str = "runs/cai/comparisons.jsonl"  # pairwise comparisons JSONL with `label` = P(chosen is better)
     constitution: str | None = None  # TOML file; None = the packaged default
     principles_per_pair: int = 2  # distinct principles whose soft labels are averaged (capped at the total)
     max_pairs_per_prompt: int = 0  # 0 = all C(K, 2) pairs; else a seeded sample of that many
     batch_size: int = 16  # local labeler: rows scored together
     api: str = "chat"  # endpoint labeler: "chat" or "completions"
     votes: int = 8  # endpoint labeler without log-probs: sampled replies per question
-    seed: int = 0
+    seed: int = 0  # random seed (principle draws, pair samples, endpoint votes)
     categories: list[str] | None = None  # label only records of these categories (e.g. the red-team prompts)
 
 
@@ -201,6 +201,8 @@ def run_label(cfg: LabelConfig, labeler=None) -> dict:
     from rlhfkit.cai.labelers import load_labeler
     from rlhfkit.data.jsonl import read_jsonl, write_jsonl
 
+    if cfg.api not in ("chat", "completions"):
+        raise RlhfkitError(f"--api: expected chat or completions, got '{cfg.api}'")
     constitution = load_constitution(cfg.constitution)
     lines = list(read_jsonl(cfg.candidates))
     if not lines:

@@ -45,12 +45,12 @@ class ReviseConfig:
     max_new_tokens: int = 128  # per response, critique and revision
     temperature: float = 0.7  # below 1: revisions are SFT targets, so favour the model's likelier text
     critique_temperature: float = 0.0  # greedy: a critique is a verdict, so take the model's likeliest one
-    top_p: float = 1.0
-    batch_size: int = 64
+    top_p: float = 1.0  # nucleus sampling mass; 1.0: off
+    batch_size: int = 64  # sequences decoded together
     critic: str | None = None  # checkpoint that writes critiques and revisions; None = `model` does
     verifier: str | None = None  # labeler (folder or openai:URL#MODEL) that must prefer each revision
     min_preference: float = 0.5  # the verifier's P(revision better) needed to keep a revision
-    seed: int = 0
+    seed: int = 0  # random seed (principle draws and sampling)
 
 
 def chains_path(cfg: ReviseConfig) -> Path:

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 
+from rlhfkit.config import add_config_args, config_from_args
 from rlhfkit.errors import RlhfkitError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from rlhfkit.evaluate.run import EvalConfig
+
     ev = sub.add_parser(
         "evaluate",
         help="compare models head to head on held-out prompts (win rates, ranking, probes)",
@@ -23,24 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         required=True,
         help="a model to evaluate, named for the tables (repeatable; order = table order, e.g. base, sft, ppo)",
     )
-    ev.add_argument("--prompts", required=True, help="chat JSONL of prompts (e.g. world/eval_prompts.jsonl)")
-    ev.add_argument(
-        "--judge", default="gold", help="'gold' (demo-world gold judge) or 'reward:DIR' (default gold)"
-    )
-    ev.add_argument("--out", required=True, help="output folder for results.json and responses.jsonl")
-    ev.add_argument(
-        "--n-prompts", type=int, default=0, help="use N prompts, round-robin over categories (0 = all)"
-    )
-    ev.add_argument(
-        "--temperature", type=float, default=0.7, help="sampling temperature, 0 = greedy (default 0.7)"
-    )
-    ev.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (default 1.0: off)")
-    ev.add_argument("--max-new-tokens", type=int, default=128, help="length limit per response (default 128)")
-    ev.add_argument("--batch-size", type=int, default=32, help="sequences decoded together (default 32)")
-    ev.add_argument(
-        "--bootstrap", type=int, default=1000, help="bootstrap resamples for intervals (default 1000)"
-    )
-    ev.add_argument("--seed", type=int, default=0, help="sampling and bootstrap seed (default 0)")
+    add_config_args(ev, EvalConfig, required=("prompts", "out"), skip=("models",))
     ev.add_argument("--report", action="store_true", help="also write report.html into --out")
     ev.set_defaults(func=_evaluate)
 
@@ -75,19 +61,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     from rlhfkit.evaluate.report import write_report
     from rlhfkit.evaluate.run import EvalConfig, run
 
-    cfg = EvalConfig(
-        models=parse_models(args.model),
-        prompts=args.prompts,
-        out=args.out,
-        judge=args.judge,
-        n_prompts=args.n_prompts,
-        temperature=args.temperature,
-        top_p=args.top_p,
-        max_new_tokens=args.max_new_tokens,
-        batch_size=args.batch_size,
-        seed=args.seed,
-        bootstrap=args.bootstrap,
-    )
+    cfg = config_from_args(EvalConfig, args)
+    cfg.models = parse_models(args.model)
     run(cfg)
     print(f"evaluate: results written to {args.out}/results.json and {args.out}/responses.jsonl")
     if args.report:

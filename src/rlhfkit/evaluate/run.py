@@ -32,33 +32,23 @@ RESPONSES = "responses.jsonl"
 
 @dataclass
 class EvalConfig:
-    """What to evaluate and how; the defaults suit the demo world on a CPU.
+    """What to evaluate and how (`rlhfkit evaluate`); the defaults suit the demo world on a CPU."""
 
-    - `models`: {display name: checkpoint folder}, in the order tables list them (e.g. base, sft, ppo).
-    - `prompts`: chat JSONL (`messages`, `id`, `category`, `meta`); a trailing assistant turn is dropped.
-    - `out`: folder for `results.json` and `responses.jsonl`.
-    - `judge`: "gold" (the demo world's gold judge) or "reward:DIR" (a reward model folder).
-    - `n_prompts`: how many prompts to use, round-robin over categories (0 = all).
-    - `temperature`, `top_p`, `max_new_tokens`, `seed`: sampling, identical for every model (0 = greedy).
-    - `batch_size`: sequences decoded together.
-    - `bootstrap`: resamples of the prompts for the ranking's confidence intervals (0 = none).
-    - `tie_margin`: score differences up to this are ties (counted half).
-    - `quiet`: no progress bars or summary table.
-    """
-
-    models: dict[str, str] = field(default_factory=dict)
-    prompts: str = ""
-    out: str = "eval"
-    judge: str = "gold"
-    n_prompts: int = 0
-    temperature: float = 0.7
-    top_p: float = 1.0
-    max_new_tokens: int = 128
-    batch_size: int = 32
-    seed: int = 0
-    bootstrap: int = 1000
-    tie_margin: float = 0.0
-    quiet: bool = False
+    models: dict[str, str] = field(default_factory=dict)  # {display name: checkpoint folder}, in table order
+    prompts: str = (
+        ""  # chat JSONL of prompts (e.g. world/eval_prompts.jsonl); a trailing assistant turn is dropped
+    )
+    out: str = "eval"  # output folder for results.json and responses.jsonl
+    judge: str = "gold"  # "gold" (the demo world's gold judge) or "reward:DIR" (a reward model folder)
+    n_prompts: int = 0  # use N prompts, round-robin over categories; 0: all
+    temperature: float = 0.7  # sampling temperature, the same for every model; 0: greedy
+    top_p: float = 1.0  # nucleus sampling mass; 1.0: off
+    max_new_tokens: int = 128  # length limit per response
+    batch_size: int = 32  # sequences decoded together
+    seed: int = 0  # sampling and bootstrap seed
+    bootstrap: int = 1000  # resamples of the prompts for the ranking's confidence intervals; 0: none
+    tie_margin: float = 0.0  # score differences up to this are ties (counted half)
+    quiet: bool = False  # no progress bars or summary table
 
 
 def pick_prompts(path: str | Path, n_prompts: int = 0) -> list[dict]:
