@@ -51,9 +51,13 @@ def field_help(cls) -> dict[str, str]:
     for klass in reversed(cls.__mro__):
         if not dataclasses.is_dataclass(klass):
             continue
+        try:
+            source = inspect.getsource(klass)
+        except (OSError, TypeError):  # no source shipped (a frozen build): flags without help, not an error
+            continue
         names, local = {f.name for f in dataclasses.fields(klass)}, {}
         current, depth, line_start = None, 0, True
-        for tok in tokenize.generate_tokens(io.StringIO(inspect.getsource(klass)).readline):
+        for tok in tokenize.generate_tokens(io.StringIO(source).readline):
             if tok.type == tokenize.OP and tok.string in "([{":
                 depth += 1
             elif tok.type == tokenize.OP and tok.string in ")]}":
