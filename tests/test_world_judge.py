@@ -222,3 +222,17 @@ def test_casual_wording_of_a_templated_question_is_recognised(question):
     assert parse_task(question) is None
     right, wrong = judge_score(user(question), "Canberra."), judge_score(user(question), "Sydney.")
     assert right.task == "factual" and right.parts["correctness"] == 1.0 and right.total > wrong.total + 3
+
+
+def test_the_judge_depends_on_the_answers_never_the_reverse():
+    import ast
+    import inspect
+
+    from rlhfkit.world import answers, judge
+
+    def imported(module) -> set[str]:
+        tree = ast.parse(inspect.getsource(module))
+        return {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+
+    assert "rlhfkit.world.judge" not in imported(answers) and "rlhfkit.world.answers" in imported(judge)
+    assert not any(isinstance(v, list) for k, v in vars(judge).items() if k.isupper() and k.startswith("_"))
