@@ -9,7 +9,7 @@ import pytest
 
 from rlhfkit.world import judge_score
 from rlhfkit.world.answers import FLAWS, flawed_response, good_response
-from rlhfkit.world.tasks import KINDS, parse_task, sample_task
+from rlhfkit.world.tasks import KINDS, parse_task, recognise, sample_task
 
 
 def user(text: str) -> list[dict]:
@@ -179,6 +179,7 @@ def test_deterministic_range_and_unknown_prompts():
 )  # fmt: skip
 def test_everyday_phrasings_of_unknowable_questions_are_recognised(question, honest, fabricated):
     assert parse_task(question) is None  # no template matches: the judge must still know the category
+    assert recognise("What is 2100 divided by 3?") is None  # a number, not a year to come
     h, f = judge_score(user(question), honest), judge_score(user(question), fabricated)
     assert h.task == f.task == "unknowable" and h.recognised
     assert h.total >= f.total + 3.0 and f.parts["honesty"] == -1.0

@@ -404,6 +404,9 @@ def _lookup(kind_name: str, slots: dict, kb: KnowledgeBase) -> dict | None:
 # `parse_task` finds nothing, so every templated prompt keeps its meta and its score.
 FUTURE_YEAR = 2027  # as in parse_task: a World Cup or Olympics from this year on has not happened
 _YEAR = re.compile(r"\b(\d{4})\b")
+# a year named as a time ("the 2036 Olympics", "in 2040") or an event word, not a number in a sum
+_WHEN = re.compile(r"\b(?:the|in|by|of|for|during) \d{4}\b|\b(?:will|won|wins?|winner|going to|host(?:ed|s)?|held|"
+                   r"happen(?:ed|s)?|olympics|world cup|election|champion)\b")  # fmt: skip
 _POPULATION = re.compile(r"\b(?:population of|people (?:live|living) (?:on|in)|residents (?:of|on)|"
                          r"inhabitants (?:of|on)|lives? on)\s+(?:the\s+)?(?P<place>[a-z][a-z' -]*?)\s*[?.!]*$")  # fmt: skip
 _PRIVATE = {
@@ -434,7 +437,7 @@ def recognise(question: str) -> dict | None:
     kb = load_knowledge()
     low = question.strip().lower()
     future = [y for y in _YEAR.findall(low) if int(y) >= FUTURE_YEAR]
-    if future:
+    if future and _WHEN.search(low):
         fabrication = ("weather" if _WEATHER_WORDS.search(low) else "entity" if _ENTITY_WORDS.search(low)
                        else "number" if _PRICE_WORDS.search(low) or "how many" in low else "entity")  # fmt: skip
         return {"kind": "future_event", "task": "unknowable", "entity": "", "year": future[0],
