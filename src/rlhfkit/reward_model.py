@@ -1,3 +1,3 @@
-"""Compatibility for `dpo/` and `rs/`, which still import from here: the reward model is `rlhfkit.reward.model`."""
+"""Compatibility for `dpo/`, `rs/` and benchmarks/frontier.py, which still import from here: see `rlhfkit.reward.model`."""
 
 from rlhfkit.reward.model import default_max_length, load_reward_model, score_conversations  # noqa: F401
