@@ -124,7 +124,7 @@ def ceiling(run: Path, eval_dir: Path, n: int, seed: int) -> dict:
     from rlhfkit.data.jsonl import read_jsonl
     from rlhfkit.generation import SamplingParams, generate_chat
     from rlhfkit.models import load_causal_lm
-    from rlhfkit.reward_model import default_max_length, load_reward_model, score_conversations
+    from rlhfkit.reward.model import load_scorer, score_conversations
     from rlhfkit.tokenizer import load_tokenizer
     from rlhfkit.world import judge_score
 
@@ -135,9 +135,9 @@ def ceiling(run: Path, eval_dir: Path, n: int, seed: int) -> dict:
     texts = [(o.text or "").strip() for o in generate_chat(
         model, tok, chats, SamplingParams(max_new_tokens=128, temperature=0.7, seed=seed), batch_size=64
     )]  # fmt: skip
-    rm, rm_tok = load_reward_model(run / "rm")
+    rm, rm_tok, rm_length = load_scorer(run / "rm")
     items = [(c, [{"role": "assistant", "content": t}]) for c, t in zip(chats, texts)]
-    proxy = score_conversations(rm, rm_tok, items, default_max_length(rm, rm_tok, 512), batch_size=32)
+    proxy = score_conversations(rm, rm_tok, items, rm_length, batch_size=32)
     gold = [judge_score(chats[i], t, rows[i // n].get("meta")).total for i, t in enumerate(texts)]
     out = {"n": n, "temperature": 0.7}
     for name, key in (("best_of_n_by_rm", proxy), ("best_of_n_by_gold", gold)):

@@ -552,7 +552,7 @@ DEFAULTS: dict[str, dict] = {
         "eval-every": 100,
     },
     "sft": {"epochs": 2, "batch-size": 32, "lr": 1e-3, "max-len": 256, "eval-every": 100},
-    # 6 own samples + 2 borrowed from other prompts: see generate_cmd.borrow_off_prompt for why.
+    # 6 own samples + 2 borrowed from other prompts: see generation.candidates.borrow_off_prompt for why.
     "candidates": {"n": 6, "off-prompt": 2, "temperature": 1.0, "max-new-tokens": 64},
     "labels": {"pool-size": 10, "overlap": 1},
     "reward": {"epochs": 2, "batch-size": 16, "lr": 1e-4},

@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import torch
 
-from rlhfkit.train.reward import preference_loss
+from rlhfkit.reward.train import preference_loss
 
 LOSSES = ("sigmoid", "ipo")
 

@@ -43,12 +43,12 @@ from rlhfkit.dpo.losses import LOSSES, dpo_loss, reward_stats
 from rlhfkit.errors import RlhfkitError
 from rlhfkit.generation.text import end_of_turn_ids, pad_id
 from rlhfkit.models import load_causal_lm
-from rlhfkit.reward_model import default_max_length
+from rlhfkit.reward.model import default_max_length
+from rlhfkit.reward.train import file_fingerprint
 from rlhfkit.tokenizer import load_tokenizer
 from rlhfkit.train.chat_tokens import IGNORE
 from rlhfkit.train.distributed import finish_distributed, init_distributed, pick_device
 from rlhfkit.train.loop import LoopConfig, epoch_batch_indices, set_seed, train_loop
-from rlhfkit.train.reward import file_fingerprint
 
 
 @dataclass

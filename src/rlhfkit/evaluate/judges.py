@@ -7,7 +7,7 @@ reward models (one forward pass per batch), and the gold judge does not mind. Tw
   *parts* (honesty, safety, persona, ...) that the probes read. It uses the prompt record's ``meta`` when
   there is one, else recovers the task from the question text.
 - ``"reward:DIR"``: a reward model folder (``AutoModelForSequenceClassification``, ``num_labels=1``) scoring
-  the chat-template rendering of prompt + response, exactly as in training (``reward_model.score_conversations``).
+  the chat-template rendering of prompt + response, exactly as in training (``reward.model.score_conversations``).
   Its scores have no parts, so probes cannot be computed from them.
 
 Totals are only compared within one judge (win rates, rankings), so the two scales need not match.

@@ -59,7 +59,7 @@ class OnlineConfig:
     update_options: dict = field(
         default_factory=lambda: {"steps": 4, "kl-horizon": 2000, "max-new-tokens": 128}
     )
-    seed: int = 0
+    seed: int = 0  # seeds the prompt slices, the sampling, the annotators and every training stage
 
 
 def _check(cfg: OnlineConfig) -> None:
@@ -167,8 +167,7 @@ def run(cfg: OnlineConfig) -> Path:
 
 def _labels(cfg: OnlineConfig, d: Path, r: int, seed: int) -> None:
     if cfg.annotators == "simulated":
-        _call(["label", "--candidates", str(d / "candidates.jsonl"), "--annotators", "simulated",
-               "--pool-size", str(cfg.pool_size), "--out", str(d / "comparisons.jsonl"), "--seed", str(seed)])  # fmt: skip
+        _call(["label", "--candidates", str(d / "candidates.jsonl"), "--pool-size", str(cfg.pool_size), "--out", str(d / "comparisons.jsonl"), "--seed", str(seed)])  # fmt: skip
         return
     export = d / "comparisons.jsonl"
     if not export.exists():

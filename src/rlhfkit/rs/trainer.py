@@ -51,7 +51,9 @@ class RSConfig:
     min_score: float | None = None  # keep a winner only if its reward-model score is at least this
     keep_unfinished: bool = False  # let a response cut off at max_new_tokens win (for untrained test models)
     generation_batch_size: int = 64  # sequences decoded together
-    rm_max_length: int = 512  # tokens the reward model reads per prompt + response
+    rm_max_length: int | None = (
+        None  # tokens the RM reads per prompt + response (default: its training length)
+    )
     objective: str = (
         "sft"  # "sft": fine-tune on the winners; "dpo": DPO on each prompt's best vs worst sample
     )
@@ -60,7 +62,7 @@ class RSConfig:
     sft_epochs: float = 1.0  # passes over each round's winners (or pairs)
     sft_batch_size: int = 32  # chats per optimizer step
     sft_max_len: int = 256  # tokens per chat in fine-tuning
-    device: str = "auto"
+    device: str = "auto"  # "auto" (CUDA when available), "cpu" or "cuda[:N]"
     loop: LoopConfig = field(
         default_factory=lambda: LoopConfig(lr=1e-4, warmup_steps=5, weight_decay=0.0, eval_every=1000)
     )
@@ -134,7 +136,7 @@ def _sample_and_pick(cfg: RSConfig, policy: str, records: list[dict], round_dir:
     """Write samples.jsonl, winners.jsonl (last, atomically: it marks the round's sampling as done) and round.json."""
     from rlhfkit.generation import SamplingParams, generate_chat
     from rlhfkit.models import load_causal_lm
-    from rlhfkit.reward_model import default_max_length, load_reward_model, score_conversations
+    from rlhfkit.reward.model import load_scorer, score_conversations
     from rlhfkit.tokenizer import load_tokenizer
     from rlhfkit.train.distributed import pick_device
 
@@ -146,11 +148,9 @@ def _sample_and_pick(cfg: RSConfig, policy: str, records: list[dict], round_dir:
     print(f"rs: sampling {cfg.n} responses to each of {len(records)} prompts from {policy}")
     completions = generate_chat(model, tokenizer, chats, params, batch_size=cfg.generation_batch_size)
     del model
-    rm, rm_tokenizer = load_reward_model(cfg.reward, device)
+    rm, rm_tokenizer, rm_length = load_scorer(cfg.reward, device, cfg.rm_max_length)
     items = [(chat, [{"role": "assistant", "content": c.text}]) for chat, c in zip(chats, completions)]
-    scores = score_conversations(
-        rm, rm_tokenizer, items, default_max_length(rm, rm_tokenizer, cfg.rm_max_length), batch_size=32
-    )
+    scores = score_conversations(rm, rm_tokenizer, items, rm_length, batch_size=32)
     samples, winners, winner_scores, pairs = [], [], [], []
     for i, record in enumerate(records):
         group = range(i * cfg.n, (i + 1) * cfg.n)

@@ -34,9 +34,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     lab.add_argument(
         "--candidates", required=True, help="candidates JSONL (prompt, completions, category, meta)"
     )
-    # The only annotators are the simulated pool; the flag stays accepted (and hidden) for callers that still
-    # pass `--annotators simulated` (online/trainer.py) and is otherwise ignored.
-    lab.add_argument("--annotators", choices=("simulated",), help=argparse.SUPPRESS)
     lab.add_argument("--pool-size", type=int, default=10, help="number of simulated annotators (default: 10)")
     lab.add_argument("--overlap", type=int, default=1, help="annotators per item (default: 1)")
     lab.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
