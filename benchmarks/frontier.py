@@ -67,7 +67,7 @@ def train(run: Path, name: str, method: str, seed: int, out: Path, overrides: di
     argv[argv.index("--out") + 1] = str(out)
     options = {**DEFAULTS[method], **overrides.get(name, {}), "seed": seed}
     argv += to_flags(options)
-    print(f"frontier: {method} seed {seed}: rlhfkit {' '.join(argv)}", file=sys.stderr, flush=True)
+    print(f"frontier: {name} seed {seed}: rlhfkit {' '.join(argv)}", file=sys.stderr, flush=True)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     subprocess.run([sys.executable, "-m", "rlhfkit.cli", *argv], check=True, stdout=subprocess.DEVNULL)
