@@ -62,3 +62,57 @@ def test_cai_and_evaluate_flags_come_from_their_configs(command):
     bare = [a.option_strings[0] for a in parser._actions
             if a.option_strings and not (a.help or "").split("(default:")[0].strip()]  # fmt: skip
     assert bare == [] and any(a.option_strings == ["--config"] for a in parser._actions)
+
+
+@pytest.mark.parametrize(
+    ("stage", "config_path"),
+    [
+        ("pretrain", "rlhfkit.train.pretrain:PretrainConfig"),
+        ("sft", "rlhfkit.train.sft:SFTConfig"),
+        ("reward", "rlhfkit.reward.train:RewardConfig"),
+        ("ppo", "rlhfkit.ppo.trainer:PPOConfig"),
+        ("rloo", "rlhfkit.ppo.trainer:RLOOConfig"),
+        ("grpo", "rlhfkit.ppo.trainer:GRPOConfig"),
+        ("dpo", "rlhfkit.dpo.trainer:DPOConfig"),
+        ("rs", "rlhfkit.rs.trainer:RSConfig"),
+        ("online", "rlhfkit.online.trainer:OnlineConfig"),
+    ],
+)
+def test_a_by_hand_command_with_the_shipped_defaults_is_the_pipelines_stage(stage, config_path):
+    """`rlhfkit <stage> --config defaults` builds exactly the config the pipeline's stage command builds."""
+    import importlib
+    from pathlib import Path
+
+    from rlhfkit.cli import build_parser
+    from rlhfkit.config import config_from_args
+    from rlhfkit.pipeline import DEFAULTS, rlhf_stages, to_flags
+
+    module, name = config_path.split(":")
+    cls = getattr(importlib.import_module(module), name)
+    stages = {s.name: s for s in rlhf_stages(["ppo", "dpo", "rloo", "grpo", "rs", "online"])}
+    fixed = stages[stage].argv(Path("/run"))
+    assert DEFAULTS[stage] or stage in ("rs", "online")  # the table exists (possibly empty)
+    parser = build_parser()
+    pipeline_args = parser.parse_args(fixed + to_flags(DEFAULTS[stage]))
+    by_hand_args = parser.parse_args([*fixed, "--config", "defaults"])
+    section = getattr(pipeline_args, "method", None) if stage in ("ppo", "rloo", "grpo") else stage
+    assert config_from_args(cls, by_hand_args, section) == config_from_args(cls, pipeline_args, section)
+
+
+def test_a_config_table_can_be_picked_and_unknown_keys_are_named(tmp_path):
+    from rlhfkit.cli import build_parser
+    from rlhfkit.config import config_from_args
+    from rlhfkit.errors import RlhfkitError
+    from rlhfkit.train.sft import SFTConfig
+
+    parser = build_parser()
+    args = parser.parse_args(["sft", "--model", "m", "--data", "d", "--config", "defaults:cai_labeler"])
+    cfg = config_from_args(SFTConfig, args, "sft")
+    assert (cfg.epochs, cfg.max_len, cfg.loop.lr) == (3, 384, 1e-3)
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[sft]\nepochs = 1\nwarp-speed = 9\n")
+    args = parser.parse_args(["sft", "--model", "m", "--data", "d", "--config", str(bad)])
+    with pytest.raises(
+        RlhfkitError, match=r"bad.toml \[sft\]: unknown option\(s\) for SFTConfig: warp_speed"
+    ):
+        config_from_args(SFTConfig, args, "sft")

@@ -98,7 +98,10 @@ def add_config_args(
     for config in _configs(cls):
         helps.update(field_help(config))
     parser.add_argument(
-        "--config", metavar="FILE.toml", help="read options from a TOML file (flags override it)"
+        "--config",
+        metavar="FILE.toml",
+        help="read options from a TOML file (flags override it): FILE, FILE:TABLE, or `defaults` for the "
+        "pipeline's own settings of this stage (`defaults:TABLE` for another stage's)",
     )
     for path, _f, tp in _leaf_fields(cls):
         name = path[-1]
@@ -149,15 +152,37 @@ def _json_object(text: str) -> dict:
     return value
 
 
-def config_from_args(cls, args: argparse.Namespace):
-    """Build a config: defaults, then the TOML file (if any), then the flags that were given."""
+def config_from_args(cls, args: argparse.Namespace, section: str | None = None):
+    """Build a config: defaults, then the TOML file (if any), then the flags that were given.
+
+    A file whose top level holds a table named `section` (the command's name, as in the pipeline's
+    `defaults.toml`) contributes that table's keys as if they were flags; `--config FILE:TABLE` picks
+    another table. Otherwise the file's keys are the config's fields, nested configs as tables.
+    """
     values: dict[str, Any] = {}
+    table: dict[str, Any] = {}
+    source = None
     if getattr(args, "config", None):
-        values = load_toml(args.config)
-    flat_given = {k: v for k, v in vars(args).items() if v is not None}
-    config = _build(cls, values, flat_given, source=getattr(args, "config", None))
+        source, wanted = split_config(args.config, section)
+        values = load_toml(source)
+        if wanted and isinstance(values.get(wanted), dict):
+            table, values = _table_as_flags(cls, values[wanted], f"{source} [{wanted}]"), {}
+        elif wanted and wanted != section:
+            raise RlhfkitError(f"{source}: no table [{wanted}]")
+    flat_given = {**table, **{k: v for k, v in vars(args).items() if v is not None}}
+    config = _build(cls, values, flat_given, source=source)
     _steps_or_epochs(config, set(flat_given) | _given_names(values))
     return config
+
+
+def _table_as_flags(cls, table: dict, where: str) -> dict[str, Any]:
+    """A stage table's keys (flag names, dashes or underscores) as flag values; an unknown key is an error."""
+    known = {path[-1] for path, _, _ in _leaf_fields(cls)}
+    out = {k.replace("-", "_"): v for k, v in table.items()}
+    unknown = sorted(set(out) - known)
+    if unknown:
+        raise RlhfkitError(f"{where}: unknown option(s) for {cls.__name__}: {', '.join(unknown)}")
+    return out
 
 
 def _given_names(values: dict) -> set[str]:
@@ -181,6 +206,20 @@ def _steps_or_epochs(config, given: set[str]) -> None:
             f"--epochs {config.epochs:g} sets the number of steps from the data size and would override "
             "--max-steps; give --epochs 0 to run exactly --max-steps"
         )
+
+
+# The pipeline's defaults, shipped with the package: `--config defaults` on any stage command reads them.
+DEFAULTS_FILE = Path(__file__).with_name("defaults.toml")
+
+
+def split_config(spec: str, section: str | None) -> tuple[str, str | None]:
+    """`FILE`, `FILE:TABLE` or `defaults[:TABLE]` -> (path, table); the table defaults to `section`."""
+    path, sep, table = str(spec).rpartition(":") if ":" in str(spec) else (str(spec), "", "")
+    if not sep or "/" in table or "." in table:  # a path with a colon in it, not a table name
+        path, table = str(spec), ""
+    if path == "defaults" and not Path(path).exists():
+        path = str(DEFAULTS_FILE)
+    return path, table or section
 
 
 def load_toml(path: str | Path) -> dict:

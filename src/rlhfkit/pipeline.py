@@ -29,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rlhfkit.config import DEFAULTS_FILE, load_toml
 from rlhfkit.errors import RlhfkitError
 
 
@@ -537,54 +538,11 @@ ALL_STAGE_NAMES = STAGE_NAMES + [
 # Defaults tuned for a 2-core CPU: flags of each stage's command. `--quick` overrides some of them.
 # The CAI branch's PPO runs like the RLHF branch's. Each stage gets its own copy of the table, so a user's
 # [ppo] table leaves [cai_ppo] alone.
-PPO_DEFAULTS = {"steps": 15, "kl-horizon": 2000, "max-new-tokens": 128}
+# Defaults tuned for a 2-core CPU live in the shipped `defaults.toml` (one table per stage, keys are that
+# command's flags), so `rlhfkit ppo --config defaults` runs exactly the pipeline's PPO stage. `--quick`
+# overrides some of them.
+DEFAULTS: dict[str, dict] = load_toml(DEFAULTS_FILE)
 PPO_QUICK = {"steps": 2, "batch-size": 16, "max-new-tokens": 24}
-DEFAULTS: dict[str, dict] = {
-    "world": {"size": "default"},
-    "tokenizer": {"vocab-size": 4096},
-    "pretrain": {
-        "preset": "tiny",
-        "seq-len": 256,
-        "batch-size": 32,
-        "max-steps": 400,
-        "lr": 3e-3,
-        "warmup-steps": 20,
-        "eval-every": 100,
-    },
-    "sft": {"epochs": 2, "batch-size": 32, "lr": 1e-3, "max-len": 256, "eval-every": 100},
-    # 6 own samples + 2 borrowed from other prompts: see generation.candidates.borrow_off_prompt for why.
-    "candidates": {"n": 6, "off-prompt": 2, "temperature": 1.0, "max-new-tokens": 64},
-    "labels": {"pool-size": 10, "overlap": 1},
-    "reward": {"epochs": 2, "batch-size": 16, "lr": 1e-4},
-    "ppo": dict(PPO_DEFAULTS),
-    # The other methods (docs/methods.md): the same prompts, SFT model and labels; budgets from the frontier.
-    # DPO on a tiny model: without the chosen responses' SFT term both log-probs fall and it loses to SFT
-    # (47% at lr 1e-4, 33% at 5e-4 in 60 steps); with it, lr 3e-4 for one epoch wins (docs/methods.md).
-    "dpo": {"lr": 3e-4, "sft-coef": 1.0},
-    "rloo": dict(PPO_DEFAULTS),
-    "grpo": dict(PPO_DEFAULTS),
-    "rs": {},
-    "online": {},
-    "hybrid_labels": {},
-    "hybrid_reward": {"epochs": 2, "batch-size": 16, "lr": 1e-4},  # as the RLHF reward model
-    "hybrid": dict(PPO_DEFAULTS),
-    "evaluate": {},
-    "report": {},
-    # A tiny model learns critiquing and judging only from many demonstrations (docs/cai.md): 6,000 critique
-    # chains and 20,000 judgments of up to 200 words in a 384-token window; 2 epochs (critic), 3 (labeler).
-    "cai_demos": {"chains": 6000, "judgments": 20000, "max-words": 200},
-    "cai_critic": {"epochs": 2, "batch-size": 32, "lr": 1e-3, "max-len": 384},
-    "cai_labeler": {"epochs": 3, "batch-size": 32, "lr": 1e-3, "max-len": 384},
-    # Only revisions the labeler clearly prefers are kept: at 0.5 about half of what it passed was worse.
-    "cai_revise": {"revisions": 3, "min-preference": 0.7},
-    "sl_cai": {"epochs": 1, "batch-size": 32, "lr": 3e-4, "max-len": 256},
-    "cai_control": {"epochs": 1, "batch-size": 32, "lr": 3e-4, "max-len": 256},  # exactly as sl_cai
-    "cai_candidates": {"n": 3, "off-prompt": 1, "temperature": 1.0, "max-new-tokens": 64},
-    "cai_labels": {},
-    "cai_reward": {"epochs": 1, "batch-size": 16, "lr": 1e-4},
-    "cai_ppo": dict(PPO_DEFAULTS),
-    "cai_evaluate": {},
-}
 QUICK: dict[str, dict] = {
     "world": {"size": "small"},
     "tokenizer": {"vocab-size": 1024},

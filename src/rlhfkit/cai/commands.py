@@ -98,7 +98,7 @@ def _show(args: argparse.Namespace) -> int:
 def _revise(args: argparse.Namespace) -> int:
     from rlhfkit.cai.revise import ReviseConfig, run_revise
 
-    cfg = config_from_args(ReviseConfig, args)
+    cfg = config_from_args(ReviseConfig, args, "cai_revise")
     result = run_revise(cfg)
     print(f"cai revise: {result['prompts']} prompts x {result['revisions']} revisions; {result['changed']} responses "
           f"changed ({result['rejected']} revisions rejected by the verifier); {result['chats']} SFT chats -> {args.out}; chains -> {result['chains_path']}")  # fmt: skip
@@ -108,7 +108,7 @@ def _revise(args: argparse.Namespace) -> int:
 def _label(args: argparse.Namespace) -> int:
     from rlhfkit.cai.label import LabelConfig, run_label
 
-    cfg = config_from_args(LabelConfig, args)
+    cfg = config_from_args(LabelConfig, args, "cai_labels")
     result = run_label(cfg)
     labels = [c["label"] for c in result["comparisons"]]
     methods = ", ".join(f"{k} {v}" for k, v in sorted(result["methods"].items()))

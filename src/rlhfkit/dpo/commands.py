@@ -55,6 +55,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace) -> int:
     from rlhfkit.dpo.trainer import DPOConfig, run
 
-    out = run(config_from_args(DPOConfig, args))
+    out = run(config_from_args(DPOConfig, args, "dpo"))
     print(f"dpo: policy written to {out}")
     return 0

@@ -61,7 +61,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from rlhfkit.evaluate.report import write_report
     from rlhfkit.evaluate.run import EvalConfig, run
 
-    cfg = config_from_args(EvalConfig, args)
+    cfg = config_from_args(EvalConfig, args, "evaluate")
     cfg.models = parse_models(args.model)
     run(cfg)
     print(f"evaluate: results written to {args.out}/results.json and {args.out}/responses.jsonl")

@@ -35,6 +35,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace) -> int:
     from rlhfkit.online.trainer import OnlineConfig, run
 
-    out = run(config_from_args(OnlineConfig, args))
+    out = run(config_from_args(OnlineConfig, args, "online"))
     print(f"online: policy written to {out}")
     return 0

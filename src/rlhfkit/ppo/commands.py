@@ -50,6 +50,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace) -> int:
     from rlhfkit.ppo import trainer
 
-    out = trainer.run(config_from_args(getattr(trainer, args.config_class), args))
+    out = trainer.run(config_from_args(getattr(trainer, args.config_class), args, args.method))
     print(f"{args.method}: policy written to {out}")
     return 0

@@ -63,7 +63,7 @@ def _load(args):
 def _train(args: argparse.Namespace) -> int:
     from rlhfkit.reward.train import RewardConfig, run
 
-    out = run(config_from_args(RewardConfig, args))
+    out = run(config_from_args(RewardConfig, args, "reward"))
     print(f"reward: reward model written to {out}")
     return 0
 

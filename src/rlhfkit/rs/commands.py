@@ -36,6 +36,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace) -> int:
     from rlhfkit.rs.trainer import RSConfig, run
 
-    out = run(config_from_args(RSConfig, args))
+    out = run(config_from_args(RSConfig, args, "rs"))
     print(f"rs: policy written to {out}")
     return 0

@@ -47,7 +47,7 @@ def _tokenizer(args: argparse.Namespace) -> int:
 def _pretrain(args: argparse.Namespace) -> int:
     from rlhfkit.train.pretrain import PretrainConfig, run
 
-    cfg = config_from_args(PretrainConfig, args)
+    cfg = config_from_args(PretrainConfig, args, "pretrain")
     if not cfg.data:
         raise RlhfkitError("--data is required (a .txt/.jsonl file or folder)")
     if not cfg.tokenizer:
@@ -60,6 +60,6 @@ def _pretrain(args: argparse.Namespace) -> int:
 def _sft(args: argparse.Namespace) -> int:
     from rlhfkit.train.sft import SFTConfig, run
 
-    out = run(config_from_args(SFTConfig, args))
+    out = run(config_from_args(SFTConfig, args, "sft"))
     print(f"sft: model written to {out}")
     return 0
