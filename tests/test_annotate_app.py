@@ -542,3 +542,24 @@ def test_cli_status_and_annotator_link(tmp_path: Path, capsys) -> None:
     assert client.get("/api/me", headers={"authorization": f"Bearer {new}"}).status_code == 200
     assert main(["annotate", "status", "--db", db]) == 0
     assert "2 people (1 admin), 0 campaigns" in capsys.readouterr().out
+
+
+def test_the_app_modules_import_in_one_direction():
+    """web <- api <- pages <- app: no module imports one that imports it back (no import cycle)."""
+    import ast
+    from pathlib import Path
+
+    import rlhfkit.annotate as package
+
+    folder = Path(package.__file__).parent
+
+    def imports(name: str) -> set[str]:
+        tree = ast.parse((folder / f"{name}.py").read_text())
+        found = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+        found |= {f"{n.module}.{a.name}" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module
+                  for a in n.names}  # fmt: skip
+        return {m.rsplit(".", 1)[-1] for m in found if m.startswith("rlhfkit.annotate")}
+
+    assert not imports("web") & {"api", "pages", "app"}
+    assert not imports("api") & {"pages", "app"}
+    assert not imports("pages") & {"app"}

@@ -22,7 +22,7 @@ from urllib.parse import quote
 import httpx
 import pytest
 
-from rlhfkit.annotate.app import csrf_token
+from rlhfkit.annotate.web import csrf_token
 from rlhfkit.serve.server import background
 from test_annotate_app import BACKENDS, Env, candidates, make_env
 

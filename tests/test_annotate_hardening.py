@@ -16,7 +16,7 @@ from urllib.parse import quote
 import pytest
 from fastapi.testclient import TestClient
 
-from rlhfkit.annotate.app import csrf_token
+from rlhfkit.annotate.web import csrf_token
 from test_annotate_app import BACKENDS, Env, candidates, make_env
 
 BASE = "http://testserver"

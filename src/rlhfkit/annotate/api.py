@@ -18,7 +18,6 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
-from rlhfkit.annotate.app import Admin, User
 from rlhfkit.annotate.campaigns import (
     AnnotateError,
     CampaignSpec,
@@ -39,6 +38,7 @@ from rlhfkit.annotate.candidates import parse_record
 from rlhfkit.annotate.export import export_records, to_jsonl
 from rlhfkit.annotate.stats import campaign_stats
 from rlhfkit.annotate.store import Annotator, Assignment, Campaign, Item, Label, Store, iso
+from rlhfkit.annotate.web import Admin, User
 from rlhfkit.errors import RlhfkitError
 
 

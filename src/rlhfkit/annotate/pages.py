@@ -14,7 +14,6 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy import select
 
 from rlhfkit.annotate.api import assignment_view
-from rlhfkit.annotate.app import COOKIE, Admin, User, page_csrf, templates
 from rlhfkit.annotate.campaigns import (
     FLAGS,
     AnnotateError,
@@ -32,6 +31,7 @@ from rlhfkit.annotate.campaigns import (
 from rlhfkit.annotate.candidates import parse_lines
 from rlhfkit.annotate.stats import campaign_stats
 from rlhfkit.annotate.store import Annotator, Campaign, Store
+from rlhfkit.annotate.web import COOKIE, Admin, User, page_csrf, templates
 from rlhfkit.errors import RlhfkitError
 
 router = APIRouter(include_in_schema=False)
