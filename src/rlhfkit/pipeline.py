@@ -142,10 +142,6 @@ def _reward(r: Path) -> list[str]:
     return reward_cmd(r / "sft", r / "comparisons", r / "candidates" / "candidates.jsonl", r / "rm")
 
 
-def _ppo(r: Path) -> list[str]:
-    return ppo_cmd(r / "sft", r / "rm", r / "world" / "prompts.jsonl", r / "ppo")
-
-
 # The policy-optimization methods `--method` chooses from; each writes its policy to <run>/<method>/.
 # All start from the same SFT model; all but dpo read the reward model, dpo reads the comparisons directly.
 METHODS = ("ppo", "dpo", "rloo", "grpo", "rs", "online", "hybrid")
@@ -202,10 +198,6 @@ def _evaluate_argv(methods: list[str]) -> Callable[[Path], list[str]]:
         return evaluate_cmd(r / "world" / "eval_prompts.jsonl", r / "eval", models)
 
     return argv
-
-
-def _evaluate(r: Path) -> list[str]:
-    return _evaluate_argv(["ppo"])(r)
 
 
 def _report(r: Path) -> list[str]:
@@ -270,7 +262,7 @@ STAGES: list[Stage] = [
         "Stage 3c: PPO against the reward model with a KL leash",
         "ppo",
         ["reward"],
-        _ppo,
+        _policy_stage_argv("ppo"),
         estimate_s=400,
     ),
     Stage(
@@ -278,7 +270,7 @@ STAGES: list[Stage] = [
         "win rates, probes and samples judged by the gold judge",
         "eval",
         ["ppo"],
-        _evaluate,
+        _evaluate_argv(["ppo"]),
         estimate_s=120,
     ),
     Stage("report", "write report.html", "report.html", ["evaluate"], _report, estimate_s=10),

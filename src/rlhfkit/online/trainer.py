@@ -30,6 +30,7 @@ from pathlib import Path
 from rlhfkit.artifacts import read_manifest, write_manifest
 from rlhfkit.data.jsonl import read_jsonl, write_jsonl
 from rlhfkit.errors import RlhfkitError
+from rlhfkit.pipeline import to_flags
 
 UPDATES = ("ppo", "dpo")
 ANNOTATORS = ("simulated", "human")
@@ -37,21 +38,15 @@ ANNOTATORS = ("simulated", "human")
 
 @dataclass
 class OnlineConfig:
-    policy: str = (
-        ""  # the SFT checkpoint: round 0 samples from it; reward models start from it; the KL reference
-    )
+    policy: str = ""  # the SFT checkpoint: the first sampler, every RM's backbone, the KL reference
     prompts: str = ""  # prompts JSONL (with `meta` for the simulated annotators of the demo world)
-    out: str = (
-        "runs/online"  # the final policy; rounds/<r>/ hold each round's candidates, labels, RM and policy
-    )
+    out: str = "runs/online"  # the final policy; rounds/<r>/: each round's candidates, labels, RM, policy
     rounds: int = 4  # label -> reward model -> policy update rounds
     label_budget: int = 2000  # prompts ranked over all rounds (one ranking each), as an offline run's
     update: str = "ppo"  # the policy update of each round: "ppo" (against that round's RM) or "dpo"
     annotators: str = "simulated"  # "simulated" (the demo world's pool) or "human" (the annotation app)
     n: int = 6  # responses sampled per prompt for ranking
-    off_prompt: int = (
-        2  # answers to other prompts added to each ranking (see `rlhfkit generate --off-prompt`)
-    )
+    off_prompt: int = 2  # answers to other prompts added to each ranking (`rlhfkit generate --off-prompt`)
     candidate_tokens: int = 64  # length limit of the ranked samples
     pool_size: int = 10  # simulated annotators
     # one epoch per round: the last round's RM still sees every label once, the earlier labels up to R times
@@ -87,12 +82,6 @@ def _call(argv: list[str]) -> None:
         )
 
 
-def _flags(options: dict) -> list[str]:
-    from rlhfkit.pipeline import to_flags
-
-    return to_flags(options)
-
-
 def round_prompts(n_records: int, cfg: OnlineConfig) -> list[list[int]]:
     """Disjoint prompt indices of every round: consecutive slices of one seeded shuffle."""
     per_round = cfg.label_budget // cfg.rounds
@@ -107,7 +96,7 @@ def round_prompts(n_records: int, cfg: OnlineConfig) -> list[list[int]]:
 
 def run(cfg: OnlineConfig) -> Path:
     """Run (or resume) every round; return the final policy folder (`cfg.out`)."""
-    from rlhfkit.ppo.trainer import load_prompts
+    from rlhfkit.data.chats import load_prompts
 
     _check(cfg)
     out = Path(cfg.out)
@@ -145,7 +134,7 @@ def run(cfg: OnlineConfig) -> Path:
         step(f"{r}:reward", lambda d=d, s=seed: _call(
             ["reward", "train", "--model", cfg.policy, "--data", str(d / "all_comparisons.jsonl"),
              "--calibration", str(d / "candidates.jsonl"), "--out", str(d / "rm"), "--seed", str(s),
-             *_flags(cfg.reward_options)]))  # fmt: skip
+             *to_flags(cfg.reward_options)]))  # fmt: skip
         step(f"{r}:policy", lambda d=d, p=policy, t=target, s=seed: _update(cfg, d, p, t, s))
         policy = str(target)
     rounds = []
@@ -186,7 +175,7 @@ def _gather_labels(out: Path, r: int, dest: Path) -> None:
 
 
 def _update(cfg: OnlineConfig, d: Path, policy: str, target: Path, seed: int) -> None:
-    options = _flags({**cfg.update_options, "seed": seed})
+    options = to_flags({**cfg.update_options, "seed": seed})
     if cfg.update == "dpo":  # on-policy preference pairs of this round, reference = the SFT model
         _call(["dpo", "--policy", policy, "--ref", cfg.policy, "--data", str(d / "comparisons.jsonl"),
                "--out", str(target), *options])  # fmt: skip

@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 from rlhfkit.artifacts import read_manifest, save_hf_checkpoint, write_manifest
-from rlhfkit.data.chats import load_prompts  # also imported from here by rs and online
+from rlhfkit.data.chats import load_prompts
 from rlhfkit.errors import RlhfkitError
 from rlhfkit.generation import SamplingParams, end_of_turn_ids, pad_id, render_chat
 from rlhfkit.models import load_causal_lm

@@ -89,7 +89,7 @@ def _check(cfg: RSConfig) -> None:
 
 def run(cfg: RSConfig) -> Path:
     """Run (or resume) every round; return the final policy folder (`cfg.out`)."""
-    from rlhfkit.ppo.trainer import load_prompts
+    from rlhfkit.data.chats import load_prompts
 
     _check(cfg)
     out = Path(cfg.out)
