@@ -10,6 +10,7 @@ parameters and compute) and vocabularies are small (a few thousand tokens).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,25 +83,66 @@ def is_model_dir(path: str | Path) -> bool:
     return p.is_dir() and (p / "config.json").exists()
 
 
-def load_causal_lm(path: str | Path, dtype=None):
-    """Load any local Hugging Face causal-LM checkpoint folder (an rlhfkit stage output or a user's)."""
+HUB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
+
+
+def source_kwargs(source: str | Path, what: str = "model") -> tuple[str, dict]:
+    """(name or folder, extra `from_pretrained` kwargs) for a model source, or a clear error.
+
+    A source is a local Hugging Face folder, a `.gguf` file (transformers' GGUF loader dequantizes it), or a
+    Hub name such as `HuggingFaceTB/SmolLM2-135M-Instruct` (from the local cache, or downloaded when the Hub is
+    reachable).
+    """
+    p = Path(source)
+    if p.is_file() and p.suffix == ".gguf":
+        return str(p.parent), {"gguf_file": p.name}
+    if p.is_dir():
+        if what == "model" and not (p / "config.json").exists():
+            raise RlhfkitError(
+                f"{p}: not a model checkpoint (no config.json); expected a Hugging Face model folder"
+            )
+        return str(p), {}
+    if p.exists():
+        raise RlhfkitError(f"{p}: expected a Hugging Face model folder or a .gguf file")
+    if (
+        str(source).startswith((".", "/", "~"))
+        or str(source).count("/") > 1
+        or not HUB_NAME.match(str(source))
+    ):
+        raise RlhfkitError(f"{p}: {what} folder not found")
+    return str(source), {}
+
+
+def hub_error(source: str, exc: Exception) -> RlhfkitError:
+    """The error for a Hub name that could not be loaded: offline, not cached, or not a model."""
+    from huggingface_hub.constants import HF_HUB_CACHE, HF_HUB_OFFLINE
+
+    first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if HF_HUB_OFFLINE or "connect" in str(exc).lower() or "offline" in str(exc).lower():
+        return RlhfkitError(
+            f"{source}: not a local folder, and the Hugging Face Hub cannot be reached from here; it is not "
+            f"in the cache ({HF_HUB_CACHE}) either. Download it where the Hub is reachable "
+            f"(`hf download {source}`) and copy the cache, or pass a local folder or .gguf file"
+        )
+    return RlhfkitError(f"{source}: could not load from the Hugging Face Hub ({first})")
+
+
+def load_causal_lm(path: str | Path, dtype=None, device=None):
+    """Load a causal LM from a local Hugging Face folder (an rlhfkit stage output or a user's), a `.gguf` file
+    or a Hub name, in `dtype` (default float32) on `device` (default CPU)."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    p = Path(path)
-    if not p.exists():
-        raise RlhfkitError(f"{p}: model folder not found")
-    if not is_model_dir(p):
-        raise RlhfkitError(
-            f"{p}: not a model checkpoint (no config.json); expected a Hugging Face model folder"
-        )
+    name, extra = source_kwargs(path)
     try:
         model = AutoModelForCausalLM.from_pretrained(
-            str(p), dtype=dtype or torch.float32, attn_implementation="sdpa"
+            name, dtype=dtype or torch.float32, attn_implementation="sdpa", **extra
         )
     except (OSError, ValueError, KeyError) as exc:
-        raise RlhfkitError(f"{p}: could not load as a causal LM ({str(exc).splitlines()[0]})") from None
-    return model
+        if not Path(name).exists():
+            raise hub_error(str(path), exc) from None
+        raise RlhfkitError(f"{path}: could not load as a causal LM ({str(exc).splitlines()[0]})") from None
+    return model if device is None else model.to(device)
 
 
 def count_parameters(model, include_embeddings: bool = True) -> int:

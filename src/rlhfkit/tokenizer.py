@@ -129,13 +129,27 @@ def wrap_tokenizer(tok, model_max_length: int = 2048):
 
 
 def load_tokenizer(path: str | Path):
-    """Load any Hugging Face tokenizer folder (ours or a user's), with a clear error if it is not one."""
+    """Load the tokenizer of any model source (a Hugging Face folder, ours or a user's; a `.gguf` file; a Hub
+    name), with a clear error if it has none."""
     from transformers import AutoTokenizer
 
-    p = Path(path)
-    if not p.is_dir() or not ((p / "tokenizer.json").exists() or (p / "tokenizer_config.json").exists()):
+    from rlhfkit.models import hub_error, source_kwargs
+
+    name, extra = source_kwargs(path, what="tokenizer")
+    p = Path(name)
+    local = p.is_dir()
+    if (
+        local
+        and not extra
+        and not ((p / "tokenizer.json").exists() or (p / "tokenizer_config.json").exists())
+    ):
         raise RlhfkitError(f"{p}: not a tokenizer folder (no tokenizer.json or tokenizer_config.json)")
-    tok = AutoTokenizer.from_pretrained(str(p))
+    try:
+        tok = AutoTokenizer.from_pretrained(name, **extra)
+    except (OSError, ValueError) as exc:
+        if not local:
+            raise hub_error(str(path), exc) from None
+        raise RlhfkitError(f"{path}: could not load its tokenizer ({str(exc).splitlines()[0]})") from None
     if tok.pad_token is None:
         # Many HF tokenizers ship without a pad token; the eos token is the customary stand-in.
         tok.pad_token = tok.eos_token

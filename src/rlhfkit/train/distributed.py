@@ -11,6 +11,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from rlhfkit.device import pick_device  # noqa: F401  (re-exported: stages import it from here)
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -50,15 +52,6 @@ def all_reduce_sum(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
 def barrier(info: DistInfo) -> None:
     if info.enabled:
         dist.barrier()
-
-
-def pick_device(name: str = "auto") -> torch.device:
-    """`auto` takes CUDA (this rank's GPU under torchrun) when available, else the CPU."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        return torch.device("cpu")
-    return torch.device(name)
 
 
 def finish_distributed(info: DistInfo) -> None:
