@@ -49,6 +49,7 @@ from rlhfkit.tokenizer import load_tokenizer
 from rlhfkit.train.chat_tokens import IGNORE
 from rlhfkit.train.distributed import finish_distributed, init_distributed, pick_device
 from rlhfkit.train.loop import LoopConfig, epoch_batch_indices, set_seed, train_loop
+from rlhfkit.train.sharding import export_model, wrap_model
 
 
 @dataclass
@@ -239,16 +240,13 @@ def run(cfg: DPOConfig) -> Path:
         policy = group_logprobs(m, eval_groups, pad, device, cfg.forward_batch_size)
         return evaluate_groups(policy, ref_eval, eval_groups, cfg)
 
-    train_model = model
-    if info.enabled:
-        from torch.nn.parallel import DistributedDataParallel
-
-        train_model = DistributedDataParallel(model)
+    train_model = wrap_model(model, cfg.loop.shard, info)
     t0 = time.perf_counter()
     last = train_loop(
         train_model, cfg.loop, out, get_batch, lambda m, b: batch_loss(m, b, cfg),
         evaluate=evaluate if eval_groups else None, dist_info=info, items_name="cmp", description="dpo",
     )  # fmt: skip
+    model = export_model(model, info)  # FSDP: the full weights, gathered on rank 0
     if info.is_main:
         metrics = {**_final_metrics(last, out, t0), "comparisons": len(groups), "pairs": pairs}
         save_hf_checkpoint(model, tokenizer, out, eos_token_ids=_eos_ids(model, tokenizer))

@@ -44,6 +44,7 @@ from rlhfkit.data.chats import load_prompts
 from rlhfkit.errors import RlhfkitError
 from rlhfkit.generation import SamplingParams, end_of_turn_ids, pad_id, render_chat
 from rlhfkit.models import load_causal_lm
+from rlhfkit.ppo import distributed as ranks
 from rlhfkit.ppo.advantages import (
     gae,
     group_normalized,
@@ -55,10 +56,10 @@ from rlhfkit.ppo.advantages import (
 )
 from rlhfkit.ppo.kl_controller import KLController
 from rlhfkit.ppo.losses import masked_mean, policy_loss, value_loss
-from rlhfkit.ppo.rollout import RewardFn, Rollout, collect, critic_values, measure, token_logprobs
+from rlhfkit.ppo.rollout import RewardFn, Rollout, collect, critic_values, measure
 from rlhfkit.tokenizer import load_tokenizer
-from rlhfkit.train.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
-from rlhfkit.train.distributed import pick_device
+from rlhfkit.train.checkpoint import checkpoint_meta, find_checkpoint, load_checkpoint, save_checkpoint
+from rlhfkit.train.distributed import DistInfo, any_rank, finish_distributed, init_distributed, pick_device
 from rlhfkit.train.loop import (
     LoopConfig,
     MetricsLog,
@@ -139,6 +140,7 @@ class PPOConfig:
     )
     seed: int = 0  # seeds sampling, minibatch order and initialization
     device: str = "auto"  # auto (CUDA when available), cpu or cuda
+    shard: str = "auto"  # under torchrun: auto/ddp (policy and critic under DDP; reference and RM replicated)
 
 
 @dataclass
@@ -266,6 +268,9 @@ def run(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     device = pick_device(cfg.device)
+    info = init_distributed(device)
+    ranks.check_world(cfg.batch_size, cfg.minibatch_size, cfg.shard, info)
+    say = print if info.is_main else (lambda *_a, **_k: None)
     set_seed(cfg.seed)
 
     tokenizer = load_tokenizer(cfg.policy)
@@ -290,6 +295,7 @@ def run(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
     value_module, value_fn = build_value(cfg, policy, device, has_rm=bool(cfg.reward))
     modules = torch.nn.ModuleDict({"policy": policy, **({"value": value_module} if value_module else {})})
     trainable = [p for p in modules.parameters() if p.requires_grad]
+    forward = ranks.training_forward(modules, value_fn, cfg.temperature, cfg.ent_coef > 0, info)
     optimizer = make_optimizer(
         modules, LoopConfig(lr=cfg.lr, weight_decay=cfg.weight_decay, beta1=0.9, beta2=0.95)
     )
@@ -302,25 +308,27 @@ def run(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
     start = 0
     ckpt = find_checkpoint(out)
     if ckpt is not None:
+        ranks.check_resume_world(ckpt, checkpoint_meta(ckpt)["world_size"], info)
         start, extra = load_checkpoint(ckpt, modules, optimizer)
         kl_ctl.beta = float(extra["beta"])
         norm = extra["norm"]
-        print(f"ppo: resuming from {ckpt} at step {start}/{cfg.steps}")
-    log = MetricsLog(out / "metrics.jsonl", start if ckpt is not None else None)
+        say(f"ppo: resuming from {ckpt} at step {start}/{cfg.steps}")
+    log = MetricsLog(out / "metrics.jsonl", start if ckpt is not None else None, enabled=info.is_main)
     samples_path = out / "samples.jsonl"
-    _trim_samples(samples_path, start if ckpt is not None else 0)
+    if info.is_main:
+        _trim_samples(samples_path, start if ckpt is not None else 0)
     stop_ids = end_of_turn_ids(tokenizer)
     pad = pad_id(tokenizer)
-    print(
+    say(
         f"ppo: {len(records)} prompts, {cfg.steps} steps x {cfg.batch_size} episodes "
         f"({cfg.samples_per_prompt} per prompt), {cfg.epochs} epochs of minibatches of {cfg.minibatch_size}, "
         f"advantages: {cfg.advantage}, value model: {cfg.value_model}, KL in the {cfg.kl_penalty}, "
-        f"gold judge: {'on' if use_gold else 'off'}, device {device}"
+        f"gold judge: {'on' if use_gold else 'off'}, device {device}, {info.world_size} process(es)"
     )
 
     last: dict = {}
     t_run = time.perf_counter()
-    with _progress(cfg.steps, True) as progress:
+    with _progress(cfg.steps, info.is_main) as progress:
         task = progress.add_task("ppo", total=cfg.steps, completed=start, info="")
         for step in range(start, cfg.steps):
             t0 = time.perf_counter()
@@ -333,11 +341,12 @@ def run(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
                 for i in epoch_batch_indices(len(records), cfg.batch_size // k, cfg.seed, step)
                 for _ in range(k)
             ]
+            idx = ranks.episode_share(idx, info)  # this rank's episodes; the batch stays global
             params = SamplingParams(
                 max_new_tokens=cfg.max_new_tokens,
                 temperature=cfg.temperature,
                 stop_token_ids=stop_ids,
-                seed=(cfg.seed * 1_000_003 + step) % 2**62,
+                seed=ranks.rank_seed((cfg.seed * 1_000_003 + step) % 2**62, info),
             )
             rollout = collect(
                 policy,
@@ -355,11 +364,12 @@ def run(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
             gold = gold_scores(records, idx, rollout.texts) if use_gold else None
             rollout.timings["scoring"] += time.perf_counter() - t_gold
             measure(rollout, policy, ref, value_fn, cfg.temperature, cfg.forward_batch_size, cfg.bf16)
+            rollout, gold = ranks.gather_rollout(rollout, pad, info, gold)
 
             record = {"step": step + 1}
             bad = _non_finite(rollout)
             if bad:
-                progress.console.print(f"step {step + 1}: {bad}; rollout batch skipped")
+                say(f"step {step + 1}: {bad}; rollout batch skipped")
                 record.update({"skipped": 1, "skip_reason": bad})
             else:
                 if norm["std"] is None:  # first rollout of the SFT policy sets the scale
@@ -367,23 +377,37 @@ def run(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
                     norm = {"mean": float(rollout.raw_scores.mean()), "std": std if std > 1e-6 else 1.0}
                 record.update(
                     _train_on(
-                        cfg, rollout, kl_ctl, norm, policy, value_fn, optimizer, trainable, ptx_stream, step
+                        cfg,
+                        rollout,
+                        kl_ctl,
+                        norm,
+                        forward,
+                        policy,
+                        optimizer,
+                        trainable,
+                        ptx_stream,
+                        step,
+                        info,
                     )
                 )
                 kl_ctl.update(record["kl"], rollout.size)
             t_end = time.perf_counter()
             record.update(_rollout_metrics(rollout, gold, t_end - t0, lr, kl_ctl.beta, t_end - t_run))
             done = step + 1
-            if cfg.sample_every and (done % cfg.sample_every == 0 or done == start + 1 or done == cfg.steps):
+            sample_now = cfg.sample_every and (done % cfg.sample_every == 0 or done in (start + 1, cfg.steps))
+            if sample_now and info.is_main:
                 _write_samples(samples_path, done, rollout, records, gold, cfg.num_samples, progress.console)
             log.write(record)
             last = record
             progress.update(task, completed=done, info=_summary(record))
-            if done % cfg.save_every == 0 or done == cfg.steps:
-                save_checkpoint(out, modules, optimizer, done, {"beta": kl_ctl.beta, "norm": norm})
+            if (done % cfg.save_every == 0 or done == cfg.steps) and info.is_main:
+                extra = {"beta": kl_ctl.beta, "norm": norm}
+                save_checkpoint(out, modules, optimizer, done, extra, world_size=info.world_size)
 
-    last = last or last_logged(out / "metrics.jsonl")  # no step left to run: keep the final metrics
-    _save_outputs(cfg, out, policy, value_module, tokenizer, stop_ids, last, kl_ctl, norm, use_gold)
+    if info.is_main:
+        last = last or last_logged(out / "metrics.jsonl")  # no step left to run: keep the final metrics
+        _save_outputs(cfg, out, policy, value_module, tokenizer, stop_ids, last, kl_ctl, norm, use_gold)
+    finish_distributed(info)
     return out
 
 
@@ -411,8 +435,24 @@ def _non_finite(rollout: Rollout) -> str | None:
     return None
 
 
-def _train_on(cfg, rollout, kl_ctl, norm, policy, value_fn, optimizer, params, ptx_stream, step) -> dict:
-    """Rewards -> advantages -> `epochs` passes of clipped PPO over minibatches; returns the step's metrics."""
+def _train_on(
+    cfg,
+    rollout,
+    kl_ctl,
+    norm,
+    forward,
+    policy,
+    optimizer,
+    params,
+    ptx_stream,
+    step,
+    info: DistInfo | None = None,
+) -> dict:
+    """Rewards -> advantages -> `epochs` passes of clipped PPO over minibatches; returns the step's metrics.
+
+    `forward(batch) -> (log-probs, entropy, values)` is `ppo.distributed.training_forward`'s module. Under
+    torchrun every rank holds the same global rollout and takes its part of each minibatch (`ppo.distributed`)."""
+    info = info or DistInfo()
     t0 = time.perf_counter()
     mask = rollout.mask
     scores = shape_scores(
@@ -434,15 +474,13 @@ def _train_on(cfg, rollout, kl_ctl, norm, policy, value_fn, optimizer, params, p
     for epoch in range(cfg.epochs):
         minibatches = minibatch_order(lengths, cfg.minibatch_size, cfg.group_by_length, generator)
         for k, idx in enumerate(minibatches):
-            idx = idx.to(mask.device)
+            idx = ranks.local_part(idx, info).to(mask.device)
             batch = rollout.rows(idx)
             width = batch["mask"].size(1)
             mb_mask = batch["mask"]
+            share = ranks.token_share(mb_mask, info) if info.enabled else 1.0
             with torch.autocast(mask.device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
-                logp, entropy, hidden = token_logprobs(
-                    policy, batch, cfg.temperature, with_entropy=True, entropy_grad=cfg.ent_coef > 0
-                )
-                values = value_fn(batch, hidden) if value_fn is not None else None
+                logp, entropy, values = forward(batch)
             pg, pg_stats = policy_loss(
                 logp, rollout.logprobs[idx, :width], advantages[idx, :width], mb_mask, cfg.clip
             )
@@ -459,21 +497,28 @@ def _train_on(cfg, rollout, kl_ctl, norm, policy, value_fn, optimizer, params, p
                 kl_term = kl_loss(logp, rollout.ref_logprobs[idx, :width], mb_mask)
                 loss = loss + kl_ctl.beta * kl_term
                 stats["kl_loss"] = kl_term
+            if info.enabled:  # this rank's part of the minibatch's token mean (DDP averages over ranks)
+                loss = loss * share
             ptx = None
-            if ptx_stream is not None:
+            if ptx_stream is not None:  # the same corpus windows on every rank: DDP's average is this loss
                 ptx = _ptx_loss(policy, ptx_stream, cfg, step * 10_000 + epoch * 1_000 + k)
                 loss = loss + cfg.ptx_coef * ptx
-            if not torch.isfinite(loss):
-                print(f"step {step + 1}: non-finite loss in epoch {epoch + 1}, minibatch {k + 1}; skipped")
+            non_finite = not torch.isfinite(loss)
+            if any_rank(non_finite, info) if info.enabled else non_finite:
+                if info.is_main:
+                    print(
+                        f"step {step + 1}: non-finite loss in epoch {epoch + 1}, minibatch {k + 1}; skipped"
+                    )
                 skipped += 1
                 continue
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            if not torch.isfinite(grad_norm):
-                print(
-                    f"step {step + 1}: non-finite gradient in epoch {epoch + 1}, minibatch {k + 1}; skipped"
-                )
+            if not torch.isfinite(grad_norm):  # gradients are all-reduced: every rank sees the same norm
+                if info.is_main:
+                    print(
+                        f"step {step + 1}: non-finite gradient in epoch {epoch + 1}, minibatch {k + 1}; skipped"
+                    )
                 optimizer.zero_grad(set_to_none=True)
                 skipped += 1
                 continue
@@ -483,14 +528,16 @@ def _train_on(cfg, rollout, kl_ctl, norm, policy, value_fn, optimizer, params, p
             stats.update(pg_stats)
             if ptx is not None:
                 stats["ptx_loss"] = ptx
+            stats = {name: float(v.detach() if torch.is_tensor(v) else v) for name, v in stats.items()}
+            stats = ranks.global_means(stats, share, info)  # the whole minibatch's, on every rank
             for name, v in stats.items():
-                sums[name] = sums.get(name, 0.0) + float(v.detach() if torch.is_tensor(v) else v)
-            if cfg.max_approx_kl > 0 and float(pg_stats["approx_kl"]) > cfg.max_approx_kl:
+                sums[name] = sums.get(name, 0.0) + v
+            if cfg.max_approx_kl > 0 and stats["approx_kl"] > cfg.max_approx_kl:
                 stopped_at = epoch + 1
                 break
         if stopped_at is not None:
             print(
-                f"step {step + 1}: approx KL {float(pg_stats['approx_kl']):.3f} > {cfg.max_approx_kl} in epoch "
+                f"step {step + 1}: approx KL {stats['approx_kl']:.3f} > {cfg.max_approx_kl} in epoch "
                 f"{stopped_at}; remaining epochs of this rollout skipped"
             )
             break

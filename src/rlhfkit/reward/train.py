@@ -40,8 +40,9 @@ from rlhfkit.reward.model import (
     score_ids,
     shift_scores,
 )
-from rlhfkit.train.distributed import init_distributed, pick_device
+from rlhfkit.train.distributed import finish_distributed, init_distributed, pick_device
 from rlhfkit.train.loop import LoopConfig, epoch_batch_indices, set_seed, train_loop
+from rlhfkit.train.sharding import export_model, wrap_model
 
 
 @dataclass
@@ -228,11 +229,7 @@ def run(cfg: RewardConfig) -> Path:
         metrics = comparison_metrics(eval_groups, latest["scores"])
         return {"val_accuracy": metrics["accuracy"], "val_loss": metrics["loss"], "val_ece": metrics["ece"]}
 
-    train_model = model
-    if info.enabled:
-        from torch.nn.parallel import DistributedDataParallel
-
-        train_model = DistributedDataParallel(model)
+    train_model = wrap_model(model, cfg.loop.shard, info)
     t0 = time.perf_counter()
     last = train_loop(
         train_model,
@@ -245,7 +242,9 @@ def run(cfg: RewardConfig) -> Path:
         items_name="cmp",
         description="reward",
     )
+    model = export_model(model, info)  # FSDP: the full weights, gathered on rank 0
     if not info.is_main:
+        finish_distributed(info)  # waits for rank 0's calibration and save, then leaves the group
         return out
 
     # Shift so the policy's own responses average 0: rewards then read as "better/worse than usual".
@@ -291,4 +290,5 @@ def run(cfg: RewardConfig) -> Path:
         metrics=metrics,
         extra={"calibration": calibration, "max_length": max_length},
     )
+    finish_distributed(info)
     return out

@@ -2,6 +2,10 @@
 
 A checkpoint is a folder `<out>/checkpoint/` that is only ever replaced whole (write `checkpoint.tmp`, then
 swap), so a `kill -9` at any moment leaves either the previous or the new checkpoint, never half of one.
+
+An FSDP-sharded model is saved with `torch.distributed.checkpoint` instead (`checkpoint/dcp/`: every rank writes
+its own shards of the weights and optimizer state, nobody gathers the whole model); `state.json` records the
+world size and how the model was sharded, so a resume can refuse what it cannot continue.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
+
+from rlhfkit.errors import RlhfkitError
 
 CHECKPOINT_DIR = "checkpoint"
 
@@ -37,20 +43,59 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save_checkpoint(
-    out_dir: Path, model: torch.nn.Module, optimizer, step: int, extra: dict | None = None
+    out_dir: Path,
+    model: torch.nn.Module,
+    optimizer,
+    step: int,
+    extra: dict | None = None,
+    world_size: int = 1,
 ) -> Path:
-    """Write `<out>/checkpoint/` atomically. `extra` is any JSON-serializable state of the stage."""
+    """Write `<out>/checkpoint/` atomically (call on rank 0 only). `extra` is any JSON-serializable stage state."""
     out_dir = Path(out_dir)
-    final = out_dir / CHECKPOINT_DIR
-    tmp = out_dir / (CHECKPOINT_DIR + ".tmp")
-    old = out_dir / (CHECKPOINT_DIR + ".old")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    tmp = _fresh_tmp(out_dir)
     # Tied weights share storage; safetensors refuses shared tensors, so store clones (loading re-ties them).
     state = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(tmp / "model.safetensors"))
     torch.save({"optimizer": optimizer.state_dict(), "rng": _rng_state()}, tmp / "trainer.pt")
-    (tmp / "state.json").write_text(json.dumps({"step": step, "extra": extra or {}}, indent=1))
+    return _publish(out_dir, tmp, step, extra, world_size, sharded=False)
+
+
+def save_sharded_checkpoint(out_dir: Path, model, optimizer, step: int, extra: dict | None, info) -> Path:
+    """Every rank calls this: each writes its shards with torch.distributed.checkpoint, rank 0 the rest."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+
+    from rlhfkit.train.distributed import barrier
+
+    out_dir = Path(out_dir)
+    tmp = out_dir / (CHECKPOINT_DIR + ".tmp")
+    if info.is_main:
+        _fresh_tmp(out_dir)
+    barrier(info)
+    model_state, optim_state = get_state_dict(model, optimizer)
+    dcp.save({"model": model_state, "optim": optim_state}, checkpoint_id=str(tmp / "dcp"))
+    barrier(info)  # every shard is on disk before rank 0 declares the checkpoint complete
+    final = out_dir / CHECKPOINT_DIR
+    if info.is_main:
+        torch.save({"rng": _rng_state()}, tmp / "trainer.pt")
+        _publish(out_dir, tmp, step, extra, info.world_size, sharded=True)
+    barrier(info)
+    return final
+
+
+def _fresh_tmp(out_dir: Path) -> Path:
+    tmp = out_dir / (CHECKPOINT_DIR + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    return tmp
+
+
+def _publish(out_dir: Path, tmp: Path, step: int, extra, world_size: int, sharded: bool) -> Path:
+    """Write state.json last, then swap the folder in: only a complete checkpoint ever has that name."""
+    final = out_dir / CHECKPOINT_DIR
+    old = out_dir / (CHECKPOINT_DIR + ".old")
+    meta = {"step": step, "extra": extra or {}, "world_size": world_size, "sharded": sharded}
+    (tmp / "state.json").write_text(json.dumps(meta, indent=1))
     if final.exists():
         shutil.rmtree(old, ignore_errors=True)
         final.rename(old)
@@ -68,12 +113,40 @@ def find_checkpoint(out_dir: Path) -> Path | None:
     return None
 
 
+def checkpoint_meta(ckpt: Path) -> dict:
+    """state.json: step, extra, world_size (1 for checkpoints older than this field) and sharded."""
+    meta = json.loads((Path(ckpt) / "state.json").read_text())
+    meta.setdefault("world_size", 1)
+    meta.setdefault("sharded", False)
+    return meta
+
+
 def load_checkpoint(ckpt: Path, model: torch.nn.Module, optimizer) -> tuple[int, dict]:
-    """Restore weights, optimizer and RNG state; return (step, extra)."""
-    state = load_file(str(ckpt / "model.safetensors"))
-    model.load_state_dict(state, strict=True)
+    """Restore weights, optimizer and RNG state; return (step, extra).
+
+    A sharded (FSDP) checkpoint loads into an FSDP model with any number of ranks (torch.distributed.checkpoint
+    reshards); a plain one into a plain or DDP-wrapped model. Mixing the two is refused with a clear error."""
+    from rlhfkit.train.sharding import is_sharded
+
+    meta = checkpoint_meta(ckpt)
+    if meta["sharded"] != is_sharded(model):
+        was, now = ("fsdp", "ddp/none") if meta["sharded"] else ("ddp/none", "fsdp")
+        raise RlhfkitError(
+            f"{ckpt}: this checkpoint was written with --shard {was}; resume with the same --shard "
+            f"(now: {now}), or start in a new --out"
+        )
+    if meta["sharded"]:
+        import torch.distributed.checkpoint as dcp
+        from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+        model_state, optim_state = get_state_dict(model, optimizer)
+        state = {"model": model_state, "optim": optim_state}
+        dcp.load(state, checkpoint_id=str(Path(ckpt) / "dcp"))
+        set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
+    else:
+        model.load_state_dict(load_file(str(ckpt / "model.safetensors")), strict=True)
     trainer = torch.load(ckpt / "trainer.pt", weights_only=False)
-    optimizer.load_state_dict(trainer["optimizer"])
+    if not meta["sharded"]:
+        optimizer.load_state_dict(trainer["optimizer"])
     _set_rng_state(trainer["rng"])
-    meta = json.loads((ckpt / "state.json").read_text())
     return int(meta["step"]), meta.get("extra", {})

@@ -1,17 +1,25 @@
-"""torchrun awareness: one process per rank, DDP with gloo on CPU and nccl on CUDA.
+"""torchrun awareness: one process per rank, DDP/FSDP2 with gloo on CPU and nccl on CUDA.
 
 Outside torchrun every function here is a no-op, so the same training code runs on a laptop unchanged.
+Everything goes through `torch.distributed` (no home-made communication): sums with `all_reduce`, Python
+objects (rollouts, generated texts) with `all_gather_object`.
 """
 
 from __future__ import annotations
 
+import atexit
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
 
 from rlhfkit.device import pick_device  # noqa: F401  (re-exported: stages import it from here)
+from rlhfkit.errors import RlhfkitError
+
+# Force a backend (e.g. gloo on GPUs for debugging); default: nccl when the device is CUDA, else gloo.
+BACKEND_ENV = "RLHFKIT_DIST_BACKEND"
 
 
 @dataclass(frozen=True)
@@ -19,6 +27,7 @@ class DistInfo:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    backend: str = ""  # "gloo" or "nccl" once joined; "" for one process
 
     @property
     def is_main(self) -> bool:
@@ -29,24 +38,106 @@ class DistInfo:
         return self.world_size > 1
 
 
+def choose_backend(device: torch.device) -> str:
+    """nccl for CUDA, gloo for the CPU; `RLHFKIT_DIST_BACKEND` overrides, with a clear error for nccl without GPUs."""
+    backend = os.environ.get(BACKEND_ENV, "").strip().lower() or ("nccl" if device.type == "cuda" else "gloo")
+    if backend not in ("gloo", "nccl"):
+        raise RlhfkitError(f"{BACKEND_ENV}={backend}: expected gloo or nccl")
+    if backend == "nccl" and (device.type != "cuda" or not torch.cuda.is_available()):
+        raise RlhfkitError(
+            f"the nccl backend needs CUDA GPUs, but this rank runs on {device} "
+            f"({'no CUDA device is visible' if not torch.cuda.is_available() else 'use --device cuda'}); "
+            f"unset {BACKEND_ENV} or use gloo on CPUs"
+        )
+    return backend
+
+
 def init_distributed(device: torch.device) -> DistInfo:
     """Join the process group when launched by torchrun (WORLD_SIZE > 1); return this process's place."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return DistInfo()
-    if not dist.is_initialized():
-        backend = "nccl" if device.type == "cuda" else "gloo"
-        dist.init_process_group(backend=backend)
-    info = DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if device.type == "cuda":
-        torch.cuda.set_device(info.local_rank)
-    return info
+        count = torch.cuda.device_count()
+        if local_rank >= count:
+            raise RlhfkitError(
+                f"torchrun started local rank {local_rank} but this node has {count} GPU(s): "
+                f"use --nproc_per_node {count} or fewer"
+            )
+        torch.cuda.set_device(local_rank)
+    if not dist.is_initialized():
+        backend = choose_backend(device)
+        dist.init_process_group(backend=backend, device_id=device if device.type == "cuda" else None)
+        # A stage that raises (bad input) must still leave the group, or gloo's threads abort the process.
+        atexit.register(_leave_quietly)
+    return DistInfo(dist.get_rank(), dist.get_world_size(), local_rank, dist.get_backend())
+
+
+def _leave_quietly() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def reduce_device(info: DistInfo) -> torch.device:
+    """Where collective tensors must live: NCCL only moves CUDA tensors, gloo prefers CPU ones."""
+    if info.backend == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
 
 
 def all_reduce_sum(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """Sum `t` over ranks (in place, and returned); the tensor may live anywhere, it travels on the right device."""
     if info.enabled:
-        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        where = reduce_device(info)
+        if t.device == where:
+            dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        else:
+            moved = t.to(where)
+            dist.all_reduce(moved, op=dist.ReduceOp.SUM)
+            t.copy_(moved)
     return t
+
+
+def sum_floats(values: list[float], info: DistInfo) -> list[float]:
+    """Sum each of `values` over ranks in one all-reduce (float64, so metric sums do not lose digits)."""
+    if not info.enabled:
+        return list(values)
+    return all_reduce_sum(torch.tensor(values, dtype=torch.float64), info).tolist()
+
+
+def any_rank(flag: bool, info: DistInfo) -> bool:
+    """True when `flag` is true on some rank: lets every rank take the same branch (skip, stop) and never hang."""
+    return bool(sum_floats([float(flag)], info)[0] > 0)
+
+
+def gather_objects(obj: Any, info: DistInfo) -> list[Any]:
+    """Every rank's `obj`, in rank order, on every rank (pickled; keep tensors on the CPU)."""
+    if not info.enabled:
+        return [obj]
+    out: list[Any] = [None] * info.world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def shard_range(n: int, info: DistInfo) -> range:
+    """This rank's contiguous share of `n` items (the first `n % world` ranks take one more).
+
+    Concatenating every rank's share in rank order gives 0..n-1 back, so `gather_objects` restores the order.
+    """
+    base, extra = divmod(n, info.world_size)
+    start = info.rank * base + min(info.rank, extra)
+    return range(start, start + base + (1 if info.rank < extra else 0))
+
+
+def check_divisible(flag: str, value: int, info: DistInfo, unit: str = "") -> None:
+    """One clear error when a global batch flag does not split evenly across the ranks."""
+    if info.enabled and value % info.world_size:
+        what = f" {unit}" if unit else ""
+        raise RlhfkitError(
+            f"{flag} {value}{what} must divide evenly across {info.world_size} processes "
+            f"(the batch flags are global: use a multiple of {info.world_size})"
+        )
 
 
 def barrier(info: DistInfo) -> None:

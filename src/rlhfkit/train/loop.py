@@ -34,9 +34,16 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.distributed.fsdp import FSDPModule
 
-from rlhfkit.train.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
-from rlhfkit.train.distributed import DistInfo, all_reduce_sum
+from rlhfkit.train.checkpoint import (
+    find_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+    save_sharded_checkpoint,
+)
+from rlhfkit.train.distributed import DistInfo, sum_floats
+from rlhfkit.train.sharding import export_model, is_sharded
 
 
 @dataclass
@@ -53,6 +60,9 @@ class LoopConfig:
     save_every: int = 200  # checkpoint every N steps (and at the end); a rerun resumes from it
     log_every: int = 10  # a metrics line every N steps
     seed: int = 0  # seeds torch, numpy and random; batches are a function of (seed, step)
+    shard: str = (
+        "auto"  # under torchrun: auto (ddp), ddp, fsdp (FSDP2: params, grads, optimizer sharded) or none
+    )
 
 
 MicroBatch = Any
@@ -71,7 +81,8 @@ def lm_loss(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor, dict]:
     labels = batch["labels"]
     keep = labels != -100
     body, head = getattr(model, "model", None), getattr(model, "lm_head", None)
-    if body is not None and head is not None and not keep.all():
+    # An FSDP-sharded model gathers its root parameters (embeddings, head) only in its own forward.
+    if body is not None and head is not None and not keep.all() and not isinstance(model, FSDPModule):
         hidden = body(input_ids=batch["input_ids"], use_cache=False).last_hidden_state
         logits = head(hidden[keep])
         loss = F.cross_entropy(logits.float(), labels[keep], reduction="sum")
@@ -208,13 +219,17 @@ def train_loop(
     """Run (or resume) training to `cfg.max_steps`. Returns the last logged metrics (with eval results);
     when no step is left to run, the last record already in `metrics.jsonl`.
 
-    `model` may be wrapped in DistributedDataParallel; checkpoints store the unwrapped weights.
+    `model` may be wrapped in DistributedDataParallel (checkpoints store the unwrapped weights) or sharded with
+    FSDP2 (`train.sharding.wrap_model`): then every rank writes its shards of each checkpoint, and evaluation
+    runs on rank 0 over a plain copy of the gathered weights.
     """
     info = dist_info or DistInfo()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     raw_model = getattr(model, "module", model)
     optimizer = make_optimizer(raw_model, cfg)
+    sharded = is_sharded(raw_model)
+    eval_copy: dict = {}  # FSDP: the plain model evaluations run on (rank 0), refreshed at each evaluation
 
     start_step = 0
     ckpt = find_checkpoint(out_dir)
@@ -239,7 +254,7 @@ def train_loop(
                 group["lr"] = lr
             micro_batches = get_batch(step, info.rank, info.world_size)
             loss_sum, count, step_metrics = _accumulate(model, micro_batches, loss_fn, info)
-            grad_norm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), cfg.grad_clip)
+            grad_norm = _full(torch.nn.utils.clip_grad_norm_(raw_model.parameters(), cfg.grad_clip))
             if torch.isfinite(grad_norm):
                 optimizer.step()
             elif info.is_main:
@@ -266,12 +281,17 @@ def train_loop(
                 }
                 window_items, window_time = 0.0, 0.0
             eval_now = evaluate is not None and (done % cfg.eval_every == 0 or done == cfg.max_steps)
+            if (
+                eval_now and sharded
+            ):  # a collective: every rank sends its shards, rank 0 gets the full weights
+                eval_copy["model"] = export_model(raw_model, info, into=eval_copy.get("model"))
             if eval_now and info.is_main:
+                eval_model = eval_copy["model"] if sharded else raw_model
                 model.eval()
                 with torch.no_grad():
-                    last.update({"step": done, **evaluate(raw_model)})
+                    last.update({"step": done, **evaluate(eval_model)})
                     if sample is not None:
-                        samples = sample(raw_model)
+                        samples = sample(eval_model)
                         last["samples"] = samples
                         progress.console.print(f"[dim]step {done} samples:[/dim]")
                         for s in samples:
@@ -285,8 +305,12 @@ def train_loop(
                 log.write(last)
                 if on_log is not None:
                     on_log(last)
-            if (done % cfg.save_every == 0 or done == cfg.max_steps) and info.is_main:
-                save_checkpoint(out_dir, raw_model, optimizer, done, {"config": asdict(cfg)})
+            if done % cfg.save_every == 0 or done == cfg.max_steps:
+                extra = {"config": asdict(cfg)}
+                if sharded:
+                    save_sharded_checkpoint(out_dir, raw_model, optimizer, done, extra, info)
+                elif info.is_main:
+                    save_checkpoint(out_dir, raw_model, optimizer, done, extra, world_size=info.world_size)
     if not last and info.is_main:  # no step ran here: the run had already finished
         last = last_logged(log.path)
     return last
@@ -295,22 +319,30 @@ def train_loop(
 def _accumulate(model, micro_batches, loss_fn, info: DistInfo) -> tuple[float, float, dict]:
     """Forward/backward every micro-batch, scaling each so the summed gradient is the global-batch mean."""
     # Counts are known before any forward (they depend only on the data), so we can all-reduce them first.
+    # The sums travel through `sum_floats`, which puts them on the backend's device (NCCL takes CUDA tensors only).
     counts = [float(_count_of(mb)) for mb in micro_batches]
-    total = all_reduce_sum(torch.tensor(sum(counts), dtype=torch.float64), info).item()
+    total = sum_floats([sum(counts)], info)[0]
     loss_total, metrics = 0.0, {}
     n = len(micro_batches)
     for i, mb in enumerate(micro_batches):
         # DDP averages gradients over ranks; multiply by world size so the result is sum/total.
         sync = not info.enabled or i == n - 1
-        ctx = model.no_sync() if (info.enabled and not sync) else nullcontext()
+        ctx = model.no_sync() if (info.enabled and not sync and hasattr(model, "no_sync")) else nullcontext()
         with ctx:
             loss_sum, count, m = loss_fn(model, mb)
             (loss_sum * (info.world_size / max(total, 1e-9))).backward()
         loss_total += float(loss_sum.detach())
         for k, v in m.items():
             metrics[k] = metrics.get(k, 0.0) + float(v) / n
-    loss_t = all_reduce_sum(torch.tensor(loss_total, dtype=torch.float64), info).item()
-    return loss_t, total, metrics
+    # Per-micro-batch metrics (e.g. a reward model's accuracy) become the mean over every rank's micro-batches.
+    names = sorted(metrics)
+    sums = sum_floats([loss_total, *(metrics[k] for k in names)], info)
+    return sums[0], total, {k: v / info.world_size for k, v in zip(names, sums[1:])}
+
+
+def _full(t: torch.Tensor) -> torch.Tensor:
+    """A plain tensor from an FSDP DTensor (clip_grad_norm_ over sharded gradients returns a replicated one)."""
+    return t.full_tensor() if hasattr(t, "full_tensor") else t
 
 
 def _count_of(mb) -> float:

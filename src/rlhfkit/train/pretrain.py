@@ -23,6 +23,7 @@ from rlhfkit.tokenizer import END_OF_TURN, ENDOFTEXT, load_tokenizer
 from rlhfkit.train.distributed import finish_distributed, init_distributed, pick_device
 from rlhfkit.train.lm_data import build_streams, eval_windows, sample_windows
 from rlhfkit.train.loop import LoopConfig, lm_loss, set_seed, train_loop
+from rlhfkit.train.sharding import export_model, resolve_shard, wrap_model
 
 
 @dataclass
@@ -77,13 +78,13 @@ def run(cfg: PretrainConfig) -> Path:
             f"({streams.num_documents} documents), device {device}, {info.world_size} process(es)"
         )
 
-    train_model = model
+    # FSDP shards the module itself (then compile); DDP wraps the compiled module.
+    shard = resolve_shard(cfg.loop.shard, info)
+    train_model = wrap_model(model, shard, info) if shard == "fsdp" else model
     if cfg.compile:
-        train_model = torch.compile(model)
-    if info.enabled:
-        from torch.nn.parallel import DistributedDataParallel
-
-        train_model = DistributedDataParallel(train_model)
+        train_model = torch.compile(train_model)
+    if shard == "ddp":
+        train_model = wrap_model(train_model, shard, info)
 
     per_rank = cfg.batch_size // info.world_size
     micro = min(cfg.micro_batch_size, per_rank)
@@ -129,6 +130,7 @@ def run(cfg: PretrainConfig) -> Path:
         items_name="tok",
         description="pretrain",
     )
+    model = export_model(model, info)  # FSDP: the full weights, gathered on rank 0
     if info.is_main:
         eos = [tokenizer.convert_tokens_to_ids(t) for t in (END_OF_TURN, ENDOFTEXT)]
         save_hf_checkpoint(

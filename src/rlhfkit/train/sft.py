@@ -22,9 +22,16 @@ from rlhfkit.errors import RlhfkitError
 from rlhfkit.models import load_causal_lm
 from rlhfkit.tokenizer import load_tokenizer
 from rlhfkit.train.chat_tokens import IGNORE, tokenize_chats
-from rlhfkit.train.distributed import finish_distributed, init_distributed, pick_device
+from rlhfkit.train.distributed import (
+    check_divisible,
+    finish_distributed,
+    init_distributed,
+    pick_device,
+    shard_range,
+)
 from rlhfkit.train.lm_data import corpus_fingerprint
 from rlhfkit.train.loop import LoopConfig, lm_loss, set_seed, train_loop
+from rlhfkit.train.sharding import export_model, wrap_model
 
 
 @dataclass
@@ -86,14 +93,17 @@ def run(cfg: SFTConfig) -> Path:
             f"{len(batches)} batches/epoch, {loop_cfg.max_steps} steps"
         )
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    per_rank = cfg.batch_size // info.world_size
+    check_divisible("--batch-size", cfg.batch_size, info, "chats")
 
     def get_batch(step: int, rank: int, world: int) -> list[dict]:
         epoch, index = divmod(step, len(batches))
         order = list(range(len(batches)))
         random.Random(cfg.loop.seed * 100003 + epoch).shuffle(order)
         examples = [train[i] for i in batches[order[index]]]
-        mine = examples[rank * per_rank : (rank + 1) * per_rank] or examples[:1]
+        # An epoch's last batch may be short: split what there is; a rank left without chats runs one with
+        # no loss tokens so that it still joins DDP's gradient all-reduce.
+        mine = [examples[i] for i in shard_range(len(examples), info)]
+        mine = mine or [(examples[0][0], [IGNORE] * len(examples[0][1]))]
         micro = max(1, cfg.micro_batch_size)
         return [collate(mine[i : i + micro], pad, device) for i in range(0, len(mine), micro)]
 
@@ -121,15 +131,12 @@ def run(cfg: SFTConfig) -> Path:
         return [f"{c[-1]['content'][:60]!r} -> {o.text!r}" for c, o in zip(sample_chats, outs)]
 
     t0 = time.perf_counter()
-    train_model = model
-    if info.enabled:
-        from torch.nn.parallel import DistributedDataParallel
-
-        train_model = DistributedDataParallel(model)
+    train_model = wrap_model(model, loop_cfg.shard, info)
     last = train_loop(
         train_model, loop_cfg, out, get_batch, lm_loss, evaluate=evaluate, sample=sample,
         dist_info=info, items_name="tok", description="sft",
     )  # fmt: skip
+    model = export_model(model, info)  # FSDP: the full weights, gathered on rank 0
     if info.is_main:
         save_hf_checkpoint(model, tokenizer, out, eos_token_ids=list(_eos_ids(tokenizer)))
         metrics = {k: v for k, v in last.items() if k != "samples"}
