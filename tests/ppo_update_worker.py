@@ -39,9 +39,14 @@ def main(policy_dir: str, out_path: str, advantage: str = "gae") -> None:
     device = torch.device("cpu")
     info = init_distributed(device)
     torch.manual_seed(0)
-    kw = {"value_model": "head"} if advantage == "gae" else {"value_model": "none", "samples_per_prompt": 2}
+    # rloo also stops its epochs early (a low approx-KL limit): every rank must take that branch together.
+    kw = (
+        {"value_model": "head", "max_approx_kl": 0.0}
+        if advantage == "gae"
+        else {"value_model": "none", "samples_per_prompt": 2, "max_approx_kl": 0.01}
+    )
     cfg = PPOConfig(policy=policy_dir, prompts="-", advantage=advantage, batch_size=8, minibatch_size=4,
-                    epochs=2, lr=1e-2, beta=0.05, max_approx_kl=0.0, **kw)  # fmt: skip
+                    epochs=2, lr=1e-2, beta=0.05, **kw)  # fmt: skip
     policy = load_causal_lm(policy_dir)
     ref = load_causal_lm(policy_dir).eval().requires_grad_(False)
     value_module, value_fn = build_value(cfg, policy, device, has_rm=False)

@@ -63,7 +63,8 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(EvalConfig, args, "evaluate")
     cfg.models = parse_models(args.model)
-    run(cfg)
+    if not run(cfg):  # another rank of a torchrun job: rank 0 writes and reports
+        return 0
     print(f"evaluate: results written to {args.out}/results.json and {args.out}/responses.jsonl")
     if args.report:
         print(f"evaluate: report written to {write_report(args.out)}")

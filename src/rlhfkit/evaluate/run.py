@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import time
 from collections import defaultdict
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from rlhfkit.errors import RlhfkitError
@@ -25,6 +25,13 @@ from rlhfkit.evaluate.judges import gold_judge, make_judge
 from rlhfkit.evaluate.probes import PROBES, probe_rates
 from rlhfkit.evaluate.ranking import rank_models
 from rlhfkit.evaluate.winrates import pairwise_counts
+from rlhfkit.train.distributed import (
+    finish_distributed,
+    init_distributed,
+    map_across_ranks,
+    pick_device,
+    rank_seed,
+)
 
 RESULTS = "results.json"
 RESPONSES = "responses.jsonl"
@@ -114,13 +121,20 @@ def generate_responses(name: str, folder: str, prompts: list[dict], cfg: EvalCon
     )
     task = progress.add_task(f"sample {name}", total=len(prompts)) if progress else None
     t0 = time.perf_counter()
-    completions = generate_chat(
-        model,
-        tokenizer,
+    # Under torchrun each rank samples its share of the prompts (own seed); every rank gets all, in order.
+    info = init_distributed(torch.device(device))
+    params = replace(params, seed=rank_seed(params.seed, info))
+    completions = map_across_ranks(
         [p["messages"] for p in prompts],
-        params,
-        batch_size=cfg.batch_size,
-        on_chunk=(lambda done: progress.update(task, completed=done)) if progress else None,
+        lambda mine, model=model: generate_chat(
+            model,
+            tokenizer,
+            mine,
+            params,
+            batch_size=cfg.batch_size,
+            on_chunk=(lambda done: progress.update(task, completed=done)) if progress else None,
+        ),
+        info,
     )
     seconds = time.perf_counter() - t0
     del model
@@ -201,9 +215,13 @@ def run(cfg: EvalConfig) -> dict:
     metas = [p["meta"] or None for p in prompts]
 
     generated: dict[str, dict] = {}
-    with _progress(cfg.quiet) as progress:
+    info = init_distributed(pick_device("auto"))
+    with _progress(cfg.quiet or not info.is_main) as progress:
         for name, folder in cfg.models.items():
             generated[name] = generate_responses(name, folder, prompts, cfg, progress)
+    if not info.is_main:  # rank 0 judges and writes the results (judges may be stateful or remote)
+        finish_distributed(info)
+        return {}
 
     scores: dict[str, list[float]] = {}
     parts: dict[str, list[dict]] = {}
@@ -238,6 +256,7 @@ def run(cfg: EvalConfig) -> dict:
     _write_responses(out / RESPONSES, prompts, generated, scores, parts, gold)
     if not cfg.quiet:
         print_summary(results)
+    finish_distributed(info)
     return results
 
 

@@ -11,6 +11,7 @@ the sampling settings and each completion's finish reason.
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 from pathlib import Path
 
 from rlhfkit.generation.params import SamplingParams
@@ -29,9 +30,13 @@ def write_candidates(model_dir: str, prompts_path: str, out: str, params: Sampli
     from rlhfkit.generation.text import generate_chat
     from rlhfkit.models import load_causal_lm
     from rlhfkit.tokenizer import load_tokenizer
+    from rlhfkit.train.distributed import finish_distributed, init_distributed, map_across_ranks, rank_seed
 
     records = load_prompts(prompts_path)
     model = load_causal_lm(model_dir).eval()
+    # Under torchrun each rank samples its share of the responses (own seed); rank 0 writes them in order.
+    info = init_distributed(next(model.parameters()).device)
+    sample_params = replace(params, seed=rank_seed(params.seed, info))
     tokenizer = load_tokenizer(model_dir)
     if not getattr(tokenizer, "chat_template", None):
         raise RlhfkitError(f"{model_dir}: the tokenizer has no chat template; chat prompts need one")
@@ -47,14 +52,21 @@ def write_candidates(model_dir: str, prompts_path: str, out: str, params: Sampli
         TimeRemainingColumn(),
     ) as progress:
         task = progress.add_task("generate", total=len(chats))
-        completions = generate_chat(
-            model,
-            tokenizer,
+        completions = map_across_ranks(
             chats,
-            params,
-            batch_size=batch_size,
-            on_chunk=lambda done: progress.update(task, completed=done),
+            lambda mine: generate_chat(
+                model,
+                tokenizer,
+                mine,
+                sample_params,
+                batch_size=batch_size,
+                on_chunk=lambda done: progress.update(task, completed=done),
+            ),
+            info,
         )
+    if not info.is_main:  # rank 0 writes the file
+        finish_distributed(info)
+        return len(records)
 
     rewards: list[float] | None = None
     if best_of > 1:
@@ -95,7 +107,9 @@ def write_candidates(model_dir: str, prompts_path: str, out: str, params: Sampli
                 "meta": meta,
             }
         )
-    return write_jsonl(out, out_records)
+    count = write_jsonl(out, out_records)
+    finish_distributed(info)
+    return count
 
 
 def borrow_off_prompt(categories: list[str], n: int, k: int, seed: int) -> list[list[int]]:

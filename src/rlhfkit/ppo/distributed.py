@@ -25,7 +25,14 @@ import torch
 
 from rlhfkit.errors import RlhfkitError
 from rlhfkit.ppo.rollout import Rollout, token_logprobs
-from rlhfkit.train.distributed import DistInfo, check_divisible, gather_objects, shard_range, sum_floats
+from rlhfkit.train.distributed import (  # noqa: F401  (rank_seed: the trainer's per-rank sampling seed)
+    DistInfo,
+    check_divisible,
+    gather_objects,
+    rank_seed,
+    shard_range,
+    sum_floats,
+)
 
 _PER_TOKEN = ("logprobs", "ref_logprobs", "values")
 
@@ -56,11 +63,6 @@ def episode_share(indices: list[int], info: DistInfo) -> list[int]:
     if not info.enabled:
         return indices
     return [indices[i] for i in shard_range(len(indices), info)]
-
-
-def rank_seed(seed: int, info: DistInfo) -> int:
-    """The step's sampling seed for this rank (unchanged with one process, so single-process runs stay bit for bit)."""
-    return seed if not info.enabled else (seed * 1_000_033 + info.rank) % 2**62
 
 
 def gather_rollout(rollout: Rollout, pad_id: int, info: DistInfo, extra=None) -> tuple[Rollout, list]:

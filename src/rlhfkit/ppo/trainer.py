@@ -535,11 +535,12 @@ def _train_on(
             if cfg.max_approx_kl > 0 and stats["approx_kl"] > cfg.max_approx_kl:
                 stopped_at = epoch + 1
                 break
-        if stopped_at is not None:
-            print(
-                f"step {step + 1}: approx KL {stats['approx_kl']:.3f} > {cfg.max_approx_kl} in epoch "
-                f"{stopped_at}; remaining epochs of this rollout skipped"
-            )
+        if stopped_at is not None:  # every rank stops here: approx_kl is the whole minibatch's
+            if info.is_main:
+                print(
+                    f"step {step + 1}: approx KL {stats['approx_kl']:.3f} > {cfg.max_approx_kl} in epoch "
+                    f"{stopped_at}; remaining epochs of this rollout skipped"
+                )
             break
 
     metrics = {name: v / max(updates, 1) for name, v in sums.items()}

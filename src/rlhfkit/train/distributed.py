@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import atexit
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -128,6 +129,23 @@ def shard_range(n: int, info: DistInfo) -> range:
     base, extra = divmod(n, info.world_size)
     start = info.rank * base + min(info.rank, extra)
     return range(start, start + base + (1 if info.rank < extra else 0))
+
+
+def map_across_ranks(items: list, fn: Callable[[list], list], info: DistInfo) -> list:
+    """`fn(items)` with the work split: each rank maps its contiguous share, every rank gets the whole result in
+    order. `fn` must return one output per input (e.g. generation: one completion per prompt)."""
+    if not info.enabled:
+        return fn(items)
+    parts = gather_objects(fn([items[i] for i in shard_range(len(items), info)]), info)
+    return [x for part in parts for x in part]
+
+
+def rank_seed(seed: int | None, info: DistInfo) -> int | None:
+    """A sampling seed of this rank's own (unchanged with one process): ranks sharing one seed would draw the
+    same noise for their first rows, correlating samples that should be independent."""
+    if seed is None or not info.enabled:
+        return seed
+    return (seed * 1_000_033 + info.rank) % 2**62
 
 
 def check_divisible(flag: str, value: int, info: DistInfo, unit: str = "") -> None:
