@@ -40,7 +40,11 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 def launch(args: list[str], nproc: int, log: Path) -> float:
     """Run `rlhfkit <args>` with `nproc` processes; return wall seconds (output to `log`)."""
     head = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
-    cmd = [*(head if nproc > 1 else [sys.executable]), "-m", "rlhfkit.cli", *args]
+    cmd = (
+        [*head, "-m", "rlhfkit.cli", "--", *args]
+        if nproc > 1
+        else [sys.executable, "-m", "rlhfkit.cli", *args]
+    )
     t0 = time.perf_counter()
     with log.open("w") as fh:
         proc = subprocess.run(cmd, env=ENV, stdout=fh, stderr=subprocess.STDOUT)

@@ -33,20 +33,24 @@ from rlhfkit.train.distributed import (  # noqa: F401  (rank_seed: the trainer's
     shard_range,
     sum_floats,
 )
+from rlhfkit.train.sharding import resolve_shard
 
 _PER_TOKEN = ("logprobs", "ref_logprobs", "values")
 
 
 def check_world(batch_size: int, minibatch_size: int, shard: str, info: DistInfo) -> None:
     """Bad input caught before any collective: every rank raises the same error, none waits on another."""
-    if not info.enabled:
-        return
-    check_divisible("--batch-size", batch_size, info, "episodes")
-    check_divisible("--minibatch-size", minibatch_size, info, "episodes")
+    shard = resolve_shard(shard, info)
     if shard == "fsdp":
         raise RlhfkitError(
             "--shard fsdp is not supported by ppo/rloo/grpo yet (generation reads whole weights): use --shard ddp"
         )
+    if shard == "none" and info.enabled:
+        raise RlhfkitError(
+            "--shard none with several processes would train a separate policy on each rank: use --shard ddp"
+        )
+    check_divisible("--batch-size", batch_size, info, "episodes")
+    check_divisible("--minibatch-size", minibatch_size, info, "episodes")
 
 
 def check_resume_world(ckpt, saved_world: int, info: DistInfo) -> None:

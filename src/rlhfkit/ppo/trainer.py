@@ -140,7 +140,9 @@ class PPOConfig:
     )
     seed: int = 0  # seeds sampling, minibatch order and initialization
     device: str = "auto"  # auto (CUDA when available), cpu or cuda
-    shard: str = "auto"  # under torchrun: auto/ddp (policy and critic under DDP; reference and RM replicated)
+    shard: str = (
+        "auto"  # under torchrun: auto or ddp (policy and critic under DDP; reference and RM replicated)
+    )
 
 
 @dataclass
