@@ -13,6 +13,8 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from rlhfkit.errors import RlhfkitError
@@ -49,7 +51,9 @@ def decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
 def wrap_model(
     model: torch.nn.Module, shard: str, info: DistInfo, compute_dtype: torch.dtype | None = None
 ) -> torch.nn.Module:
-    """The module to train for `shard` (already resolved or `auto`). `fsdp` shards `model` in place."""
+    """The module to train for `shard` (already resolved or `auto`). `fsdp` shards `model` in place; on CUDA its
+    layers compute in `compute_dtype` (default: bf16 where supported) with fp32 gradient reduction and fp32
+    sharded master weights. On the CPU FSDP computes in the parameters' dtype (fp32)."""
     shard = resolve_shard(shard, info)
     if shard == "none":
         return model
@@ -57,9 +61,20 @@ def wrap_model(
         from torch.nn.parallel import DistributedDataParallel
 
         return DistributedDataParallel(model)
+    import torch.distributed as dist
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
+    if not dist.is_initialized() and "MASTER_ADDR" not in os.environ:
+        raise RlhfkitError(
+            "--shard fsdp needs torchrun (also for one process): torchrun --nproc_per_node=N -m rlhfkit.cli ..."
+        )
     device = next(model.parameters()).device
+    if (
+        compute_dtype is None and device.type == "cuda"
+    ):  # bf16 compute where the GPU has it (device.py's auto)
+        from rlhfkit.device import pick_dtype
+
+        compute_dtype = pick_dtype("auto", device)
     kwargs = {}
     if device.type == "cuda" and compute_dtype in (torch.bfloat16, torch.float16):
         kwargs["mp_policy"] = MixedPrecisionPolicy(param_dtype=compute_dtype, reduce_dtype=torch.float32)
