@@ -35,7 +35,7 @@ class LabelConfig:
     """`rlhfkit cai label`. Defaults: two principles per pair, every pair of a prompt's candidates."""
 
     labeler: str = ""  # checkpoint folder or openai:URL#MODEL
-    candidates: str = ""  # candidates JSONL (`rlhfkit generate --n K`)
+    candidates: str = ""  # candidates (`rlhfkit generate --n K`): JSONL or another record source
     out: str = "runs/cai/comparisons.jsonl"  # pairwise comparisons JSONL with `label` = P(chosen is better)
     constitution: str | None = None  # TOML file; None = the packaged default
     principles_per_pair: int = 2  # distinct principles whose soft labels are averaged (capped at the total)
@@ -199,15 +199,17 @@ def run_label(cfg: LabelConfig, labeler=None) -> dict:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from rlhfkit.cai.labelers import load_labeler
-    from rlhfkit.data.jsonl import read_jsonl, write_jsonl
+    from rlhfkit.data.jsonl import write_jsonl
+    from rlhfkit.data.sources import record_source
 
     if cfg.api not in ("chat", "completions"):
         raise RlhfkitError(f"--api: expected chat or completions, got '{cfg.api}'")
     constitution = load_constitution(cfg.constitution)
-    lines = list(read_jsonl(cfg.candidates))
+    source = record_source(cfg.candidates)
+    lines = list(source)
     if not lines:
-        raise RlhfkitError(f"{cfg.candidates}: no candidates records (empty file)")
-    check_candidates(lines, cfg.candidates)
+        raise RlhfkitError(f"{source}: no candidates records (empty file)")
+    check_candidates(lines, source)
     records = [rec for _, rec in lines]
     if cfg.categories:
         records = [rec for rec in records if rec.get("category") in cfg.categories]
