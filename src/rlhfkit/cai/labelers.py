@@ -163,16 +163,16 @@ def answer_logprobs(
 # ---------------------------------------------------------------------------------------------- HTTP endpoint
 
 
-def parse_openai_spec(spec: str) -> tuple[str, str]:
-    """`openai:URL#MODEL` -> (base URL without a trailing slash, model name)."""
+def parse_openai_spec(spec: str, flag: str = "--labeler") -> tuple[str, str]:
+    """`openai:URL#MODEL` -> (base URL without a trailing slash, model name); errors name `flag`."""
     body = spec[len("openai:") :] if spec.startswith("openai:") else spec
     url, sep, model = body.rpartition("#")
     if not sep or not url or not model:
         raise RlhfkitError(
-            f"--labeler '{spec}': expected openai:URL#MODEL, e.g. openai:http://127.0.0.1:8000/v1#sft"
+            f"{flag} '{spec}': expected openai:URL#MODEL, e.g. openai:http://127.0.0.1:8000/v1#sft"
         )
     if not url.startswith(("http://", "https://")):
-        raise RlhfkitError(f"--labeler '{spec}': the URL must start with http:// or https://")
+        raise RlhfkitError(f"{flag} '{spec}': the URL must start with http:// or https://")
     return url.rstrip("/"), model
 
 

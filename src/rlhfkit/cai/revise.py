@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from rlhfkit.cai.constitution import Constitution, Principle, load_constitution
-from rlhfkit.cai.prompts import comparison_prompt, critique_prompt, revision_prompt
+from rlhfkit.cai.prompts import critique_prompt, revision_prompt
 from rlhfkit.data.chats import load_prompts
 from rlhfkit.errors import RlhfkitError
 
@@ -154,18 +154,15 @@ def revise_chains(
 
 def _verify(verifier, prompts, current, revised, principles) -> dict[int, float]:
     """P(revision better than the current response) per row with a non-empty revision (both orders averaged)."""
-    from rlhfkit.cai.label import soft_label
+    from rlhfkit.cai.label import PairQuestion, ask_both_orders
 
     rows = [i for i, rev in enumerate(revised) if rev and rev != current[i]]
     if verifier is None or not rows:
         return {}
-    texts = []
-    for i in rows:
-        question = principles[i].comparison_question
-        texts.append(comparison_prompt(prompts[i], question, revised[i], current[i]))
-        texts.append(comparison_prompt(prompts[i], question, current[i], revised[i]))
-    choices = verifier.judge(texts)
-    return {i: soft_label([choices[2 * k].prob_a], [choices[2 * k + 1].prob_a]) for k, i in enumerate(rows)}
+    items = [
+        PairQuestion(prompts[i], revised[i], current[i], [principles[i].comparison_question]) for i in rows
+    ]
+    return {i: answer.p_x for i, answer in zip(rows, ask_both_orders(verifier, items))}
 
 
 def sft_chats(chains: Sequence[dict], constitution_name: str = "") -> list[dict]:

@@ -10,6 +10,11 @@ scores and win rates per category, probe rates (`probes`) -> write `results.json
 Probes need the gold judge's parts. With `judge="gold"` they come with the scores; with a reward-model judge
 they are computed with the gold judge as well when the prompts come from the demo world (their `meta` has a
 `task`), and each response then records both `score` (the reward model's) and `gold`.
+
+A pairwise judge (`judge="openai:URL#MODEL"`, see `judges`) compares every pair of models on every prompt in
+both orders instead of scoring responses: its verdicts are the win/tie/loss outcomes directly (and the ranking
+is fitted to them), a model's `score` on a prompt is its mean P(better) against the others, and each line of
+`responses.jsonl` also records the verdicts under `judgements`.
 """
 
 from __future__ import annotations
@@ -21,10 +26,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from rlhfkit.errors import RlhfkitError
-from rlhfkit.evaluate.judges import gold_judge, make_judge
+from rlhfkit.evaluate.judges import gold_judge, make_judge, pairwise_judge, parse_judge_spec
 from rlhfkit.evaluate.probes import PROBES, probe_rates
-from rlhfkit.evaluate.ranking import rank_models
-from rlhfkit.evaluate.winrates import pairwise_counts
+from rlhfkit.evaluate.ranking import outcome_tensor, rank_outcomes
+from rlhfkit.evaluate.winrates import counts_from_outcomes
 
 RESULTS = "results.json"
 RESPONSES = "responses.jsonl"
@@ -39,7 +44,10 @@ class EvalConfig:
         ""  # chat JSONL of prompts (e.g. world/eval_prompts.jsonl); a trailing assistant turn is dropped
     )
     out: str = "eval"  # output folder for results.json and responses.jsonl
-    judge: str = "gold"  # "gold" (the demo world's gold judge) or "reward:DIR" (a reward model folder)
+    judge: str = (
+        "gold"  # "gold" (demo world), "reward:DIR" (a reward model) or "openai:URL#MODEL" (LLM judge)
+    )
+    judge_prompt: str = ""  # openai judge: prompt template file ({conversation}, {response_a}, {response_b})
     n_prompts: int = 0  # use N prompts, round-robin over categories; 0: all
     temperature: float = 0.7  # sampling temperature, the same for every model; 0: greedy
     top_p: float = 1.0  # nucleus sampling mass; 1.0: off
@@ -47,7 +55,7 @@ class EvalConfig:
     batch_size: int = 32  # sequences decoded together
     seed: int = 0  # sampling and bootstrap seed
     bootstrap: int = 1000  # resamples of the prompts for the ranking's confidence intervals; 0: none
-    tie_margin: float = 0.0  # score differences up to this are ties (counted half)
+    tie_margin: float = 0.0  # score differences up to this are ties (counted half); openai judge: P(A)-P(B)
     quiet: bool = False  # no progress bars or summary table
 
 
@@ -92,6 +100,8 @@ def _check(cfg: EvalConfig) -> None:
             raise RlhfkitError(f"{folder}: model '{name}' is not a checkpoint folder (no config.json)")
     if not cfg.prompts:
         raise RlhfkitError("prompts: expected a chat JSONL file of evaluation prompts")
+    if parse_judge_spec(cfg.judge)[0] == "openai" and len(cfg.models) < 2:
+        raise RlhfkitError(f"--judge {cfg.judge}: a pairwise judge needs at least two --model to compare")
     if cfg.bootstrap < 0:
         raise RlhfkitError(f"bootstrap: expected an integer >= 0, got {cfg.bootstrap}")
 
@@ -156,14 +166,23 @@ def compare(
     prompts: list[dict],
     cfg: EvalConfig,
     probe_parts: dict[str, list[dict]] | None = None,
+    outcomes=None,
 ) -> dict:
-    """Win rates, ranking, per-category results and probe rates from the scores (no I/O)."""
-    counts = pairwise_counts(scores, cfg.tie_margin)
+    """Win rates, ranking, per-category results and probe rates from the scores (no I/O). The outcomes
+    (O[i, j, k]: model i against j on prompt k) are the scores compared (`ranking.outcome_tensor`) unless a
+    pairwise judge gave them."""
+    import numpy as np
+
+    names = list(scores)
+    matrix = np.asarray([list(scores[n]) for n in names], dtype=np.float64)
+    if outcomes is None:
+        outcomes = outcome_tensor(matrix, cfg.tie_margin)
+    counts = counts_from_outcomes(names, outcomes)
     out: dict = {
         "mean_score": {m: sum(s) / max(len(s), 1) for m, s in scores.items()},
         "win_rates": {a: {b: c.win_rate for b, c in row.items()} for a, row in counts.items()},
         "pair_counts": {a: {b: c.as_dict() for b, c in row.items()} for a, row in counts.items()},
-        "ranking": rank_models(scores, n_bootstrap=cfg.bootstrap, seed=cfg.seed, tie_margin=cfg.tie_margin),
+        "ranking": rank_outcomes(names, outcomes, matrix, n_bootstrap=cfg.bootstrap, seed=cfg.seed),
     }
     by_category: dict[str, list[int]] = defaultdict(list)
     for i, p in enumerate(prompts):
@@ -171,7 +190,7 @@ def compare(
     out["by_category"] = {}
     for category, idx in sorted(by_category.items()):
         sub = {m: [s[i] for i in idx] for m, s in scores.items()}
-        sub_counts = pairwise_counts(sub, cfg.tie_margin)
+        sub_counts = counts_from_outcomes(names, outcomes[:, :, idx])
         out["by_category"][category] = {
             "n": len(idx),
             "mean_score": {m: sum(v) / len(v) for m, v in sub.items()},
@@ -195,7 +214,11 @@ def run(cfg: EvalConfig) -> dict:
     prompts = pick_prompts(cfg.prompts, cfg.n_prompts)
     if not prompts:
         raise RlhfkitError(f"{cfg.prompts}: no prompts to evaluate")
-    judge = make_judge(cfg.judge)
+    pairwise = None
+    if parse_judge_spec(cfg.judge)[0] == "openai":
+        pairwise = pairwise_judge(cfg.judge, cfg.judge_prompt or None, seed=cfg.seed)
+    else:
+        judge = make_judge(cfg.judge)
     world_prompts = any("task" in p["meta"] for p in prompts)
     messages = [p["messages"] for p in prompts]
     metas = [p["meta"] or None for p in prompts]
@@ -208,9 +231,20 @@ def run(cfg: EvalConfig) -> dict:
     scores: dict[str, list[float]] = {}
     parts: dict[str, list[dict]] = {}
     gold: dict[str, list] = {}
+    outcomes = verdicts = None
+    if pairwise is not None:
+        texts = {name: g["texts"] for name, g in generated.items()}
+        with _progress(cfg.quiet) as progress:
+            task = progress.add_task(
+                f"judge pairs ({pairwise.name})", total=len(texts) * (len(texts) - 1) // 2
+            )
+            scores, outcomes, verdicts = pairwise.tournament(
+                messages, texts, cfg.tie_margin, on_pair=lambda a, b: progress.advance(task)
+            )
     for name, g in generated.items():
-        judged = judge(messages, g["texts"], metas)
-        scores[name] = [s.total for s in judged]
+        if pairwise is None:
+            judged = judge(messages, g["texts"], metas)
+            scores[name] = [s.total for s in judged]
         if cfg.judge == "gold":
             parts[name] = [s.parts for s in judged]
         elif world_prompts:
@@ -224,9 +258,11 @@ def run(cfg: EvalConfig) -> dict:
         "n_prompts": len(prompts),
         "categories": sorted({p["category"] for p in prompts}),
         "config": asdict(cfg),
-        **compare(scores, prompts, cfg, parts or None),
+        **compare(scores, prompts, cfg, parts or None, outcomes),
         "generation": {name: g["stats"] for name, g in generated.items()},
     }
+    if pairwise is not None:
+        results["judge_template"] = pairwise.template  # the exact words the judge was asked with
     if gold:
         results["gold_mean_score"] = {m: sum(s.total for s in v) / len(v) for m, v in gold.items()}
     results["seconds"] = round(time.perf_counter() - t_start, 2)
@@ -235,13 +271,13 @@ def run(cfg: EvalConfig) -> dict:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / RESULTS).write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    _write_responses(out / RESPONSES, prompts, generated, scores, parts, gold)
+    _write_responses(out / RESPONSES, prompts, generated, scores, parts, gold, verdicts)
     if not cfg.quiet:
         print_summary(results)
     return results
 
 
-def _write_responses(path: Path, prompts, generated, scores, parts, gold) -> None:
+def _write_responses(path: Path, prompts, generated, scores, parts, gold, verdicts=None) -> None:
     with path.open("w", encoding="utf-8") as fh:
         for i, p in enumerate(prompts):
             responses = {}
@@ -259,6 +295,8 @@ def _write_responses(path: Path, prompts, generated, scores, parts, gold) -> Non
                 responses[name] = entry
             record = {"id": p["id"], "category": p["category"], "prompt": p["messages"], "meta": p["meta"]}
             record["responses"] = responses
+            if verdicts is not None:
+                record["judgements"] = verdicts[i]
             fh.write(json.dumps(record, ensure_ascii=False) + "\n")
 
 
