@@ -162,7 +162,7 @@ def ask_both_orders(
     return out
 
 
-def questions(pair: _Pair) -> PairQuestion:
+def pair_question(pair: _Pair) -> PairQuestion:
     """The pair's candidates i (x) and j (y) under each of its principles."""
     x, y = _text(pair.record["completions"][pair.i]), _text(pair.record["completions"][pair.j])
     return PairQuestion(pair.record["prompt"], x, y, [p.comparison_question for p in pair.principles])
@@ -186,7 +186,7 @@ def label_pairs(
     for start in range(0, len(pairs), chunk):
         group = pairs[start : start + chunk]
         began = time.perf_counter()
-        answers = ask_both_orders(labeler, [questions(pair) for pair in group])
+        answers = ask_both_orders(labeler, [pair_question(pair) for pair in group])
         seconds = (time.perf_counter() - began) / max(1, len(group))
         for pair, answer in zip(group, answers):
             for c in answer.choices:
