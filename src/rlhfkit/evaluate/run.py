@@ -41,7 +41,7 @@ class EvalConfig:
 
     models: dict[str, str] = field(default_factory=dict)  # {display name: checkpoint folder}, in table order
     prompts: str = (
-        ""  # chat JSONL of prompts (e.g. world/eval_prompts.jsonl); a trailing assistant turn is dropped
+        ""  # prompt chats: JSONL or any data source (e.g. world/eval_prompts.jsonl); a final reply is dropped
     )
     out: str = "eval"  # output folder for results.json and responses.jsonl
     judge: str = (
