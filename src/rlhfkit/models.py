@@ -233,13 +233,21 @@ def load_causal_lm(path: str | Path, dtype=None, device=None):
                 raise
             # An architecture without an SDPA kernel (Gemma-2's soft-capped attention): its own default.
             model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype or torch.float32, **extra)
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+    except load_errors(extra) as exc:
         if not Path(name).exists():
             raise hub_error(str(path), exc) from None
         raise RlhfkitError(f"{path}: could not load as a causal LM ({_first_line(exc)})") from None
     if "gguf_file" in extra:
         _set_name(model, path)  # so an adapter trained on it records the .gguf file as its base
     return model if device is None else model.to(device)
+
+
+def load_errors(extra: dict) -> tuple[type[BaseException], ...]:
+    """What a failed `from_pretrained` raises: the usual few, or anything for a GGUF file, whose reader fails
+    on a damaged or foreign file with whatever its parsing hits (struct, numpy, index errors)."""
+    if "gguf_file" in extra:
+        return (Exception,)
+    return (OSError, ValueError, KeyError, TypeError, AttributeError)
 
 
 def _merged_adapter(path: str | Path, base: str, dtype, device):

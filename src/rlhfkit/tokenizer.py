@@ -134,7 +134,7 @@ def load_tokenizer(path: str | Path):
     has none."""
     from transformers import AutoTokenizer
 
-    from rlhfkit.models import adapter_base, hub_error, source_kwargs
+    from rlhfkit.models import adapter_base, hub_error, load_errors, source_kwargs
 
     base = adapter_base(path)
     if base is not None and not _has_tokenizer_files(Path(path)):
@@ -146,8 +146,8 @@ def load_tokenizer(path: str | Path):
         raise RlhfkitError(f"{p}: not a tokenizer folder (no tokenizer.json or tokenizer_config.json)")
     try:
         tok = AutoTokenizer.from_pretrained(name, **extra)
-    except (OSError, ValueError) as exc:
-        if not local:
+    except load_errors(extra) as exc:
+        if not local and "gguf_file" not in extra:
             raise hub_error(str(path), exc) from None
         raise RlhfkitError(f"{path}: could not load its tokenizer ({str(exc).splitlines()[0]})") from None
     if tok.pad_token is None:
