@@ -223,6 +223,11 @@ def load_causal_lm(path: str | Path, dtype=None, device=None):
     if base is not None:
         return _merged_adapter(path, base, dtype, device)
     name, extra = source_kwargs(path)
+    if "gguf_file" in extra:
+        from transformers import GgufConfig
+
+        # Dequantized into plain tensors: a model like any other (trainable, savable with save_pretrained).
+        extra = {**extra, "quantization_config": GgufConfig(dequantize=True)}
     try:
         try:
             model = AutoModelForCausalLM.from_pretrained(
