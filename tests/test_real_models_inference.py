@@ -368,3 +368,47 @@ def test_bad_device_and_adapter_without_base(tiny, prompts, tmp_path, capsys):
         capsys, "generate", "--model", orphan, "--prompts", prompts, "--out", tmp_path / "c.jsonl"
     )
     _one_clear_error(code, err, "gone")
+
+
+# ------------------------------------------------------------------------------- chat, evaluate and cai
+
+
+def test_chat_cli_talks_to_a_gguf_file(tiny, tmp_path, monkeypatch, capsys):
+    gguf = write_gguf(tiny["llama"], tmp_path / "tiny.gguf")
+    lines = iter(["What does the cat see?", "/exit"])
+    monkeypatch.setattr("builtins.input", lambda prompt="": next(lines))
+    code, out, err = _cli(capsys, "chat", "--model", gguf, "--max-new-tokens", "4", "--dtype", "float32")
+    assert code == 0, err
+    assert "assistant> " in out
+
+
+def test_evaluate_samples_adapter_and_templated_models(tiny, adapter, prompts, neox_template):
+    from rlhfkit.evaluate.run import EvalConfig, _check, generate_responses
+    from rlhfkit.generation.loading import template_for
+
+    cfg = EvalConfig(models={"neox": str(tiny["gpt_neox"]), "rlhf": str(adapter[0])}, prompts=str(prompts),
+                     chat_template=[f"neox={neox_template}"], max_new_tokens=4, device="cpu", dtype="float32")  # fmt: skip
+    _check(cfg)
+    records = [json.loads(line) for line in prompts.read_text().splitlines()]
+    for name, source in cfg.models.items():
+        result = generate_responses(name, source, records, cfg)
+        assert len(result["texts"]) == 3 and all(n <= 4 for n in result["tokens"])
+    assert template_for("rlhf", cfg.chat_template) is None
+
+
+def test_cai_revise_and_label_run_on_real_architectures(tiny, prompts, tmp_path, capsys):
+    code, _, err = _cli(capsys, "cai", "revise", "--model", tiny["gemma2"], "--prompts", prompts, "--out",
+                        tmp_path / "rev.jsonl", "--revisions", "1", "--max-new-tokens", "4", "--device", "cpu",
+                        "--dtype", "float32")  # fmt: skip
+    assert code == 0, err
+    chains = [json.loads(line) for line in (tmp_path / "rev.chains.jsonl").read_text().splitlines()]
+    assert len(chains) == 3 and all(len(c["steps"]) == 1 for c in chains)
+    candidates = tmp_path / "cand.jsonl"
+    write_jsonl(candidates, [{"id": "p0", "prompt": CHAT, "completions": [[{"role": "assistant", "content": a}]
+                for a in ("The cat sees a red apple.", "Bread.")]}])  # fmt: skip
+    gguf = write_gguf(tiny["llama"], tmp_path / "labeler.gguf")
+    code, _, err = _cli(capsys, "cai", "label", "--labeler", gguf, "--candidates", candidates, "--out",
+                        tmp_path / "cmp.jsonl", "--dtype", "float32")  # fmt: skip
+    assert code == 0, err
+    label = json.loads((tmp_path / "cmp.jsonl").read_text().splitlines()[0])["label"]
+    assert 0 < label < 1
