@@ -367,7 +367,7 @@ def test_bad_device_and_adapter_without_base(tiny, prompts, tmp_path, capsys):
     code, _, err = _cli(
         capsys, "generate", "--model", orphan, "--prompts", prompts, "--out", tmp_path / "c.jsonl"
     )
-    _one_clear_error(code, err, "gone")
+    _one_clear_error(code, err, "the adapter's base model", "gone")
 
 
 # ------------------------------------------------------------------------------- chat, evaluate and cai

@@ -1,4 +1,4 @@
-"""Model presets and loading.
+"""Model presets and loading from any source (a Hugging Face folder, a `.gguf` file, a Hub name, a PEFT adapter).
 
 Presets are Llama-style decoder-only transformers (RoPE, RMSNorm, SwiGLU, SDPA attention) built as the
 Hugging Face `LlamaForCausalLM` class, so every checkpoint rlhfkit writes loads in `transformers` as is and
@@ -205,8 +205,14 @@ def hub_error(source: str, exc: Exception) -> RlhfkitError:
 
 def check_source(source: str | Path) -> None:
     """Raise the clear error `load_causal_lm` would for a source that cannot exist (cheap: loads nothing)."""
-    if adapter_base(source) is None:
+    base = adapter_base(source)
+    if base is None:
         source_kwargs(source)
+        return
+    try:
+        check_source(base)
+    except RlhfkitError as exc:
+        raise RlhfkitError(f"{source}: the adapter's base model: {exc}") from None
 
 
 def load_causal_lm(path: str | Path, dtype=None, device=None):
@@ -258,6 +264,7 @@ def load_errors(extra: dict) -> tuple[type[BaseException], ...]:
 def _merged_adapter(path: str | Path, base: str, dtype, device):
     from peft import PeftModel
 
+    check_source(path)
     model = load_causal_lm(base, dtype=dtype, device=device)
     try:
         model = PeftModel.from_pretrained(model, str(path)).merge_and_unload()
