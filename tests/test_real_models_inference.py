@@ -412,3 +412,27 @@ def test_cai_revise_and_label_run_on_real_architectures(tiny, prompts, tmp_path,
     assert code == 0, err
     label = json.loads((tmp_path / "cmp.jsonl").read_text().splitlines()[0])["label"]
     assert 0 < label < 1
+
+
+def test_peft_wrapped_model_generates_like_its_merged_twin(tiny):
+    """PPO samples from a LoRA policy still wrapped by peft: left-padded rows must get their own positions
+    (GPT-2's learned absolute positions show it; RoPE models hide a shift, it is relative)."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    tok = load_tokenizer(tiny["llama"])
+    torch.manual_seed(0)
+    config = GPT2Config(vocab_size=len(tok), n_embd=32, n_layer=2, n_head=4, n_positions=128)
+    model = GPT2LMHeadModel(config).eval()
+    with torch.no_grad():
+        for param in model.parameters():
+            if param.dim() >= 2:
+                param.normal_(0, 0.2)
+    lora = LoraConfig(r=4, target_modules=["c_attn"], fan_in_fan_out=True, init_lora_weights=False)
+    wrapped = get_peft_model(model, lora).eval()
+    prompts = [_ids(tok), _ids(tok, [{"role": "user", "content": "Where does the old king sell bread?"}])]
+    params = SamplingParams(max_new_tokens=12, temperature=0)
+    sampled = generate(wrapped, prompts, params, pad_token_id=pad_id(tok))
+    merged = wrapped.merge_and_unload()
+    alone = [generate(merged, [p], params, pad_token_id=pad_id(tok))[0] for p in prompts]  # no padding at all
+    assert [c.token_ids for c in sampled] == [c.token_ids for c in alone]
