@@ -187,6 +187,38 @@ def test_lean_engine_equals_hf_on_llama_layouts(tiny, arch):
     assert [c.token_ids for c in lean_out] == [c.token_ids for c in hf_out]
 
 
+ROPE_SCALINGS = {
+    "linear": {"rope_type": "linear", "factor": 2.0},
+    "llama3": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+               "original_max_position_embeddings": 64},
+    "yarn": {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64},
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("scaling", [*ROPE_SCALINGS, "dynamic"])
+def test_lean_engine_reproduces_rope_scaling_or_refuses_it(tiny, scaling):
+    """Static RoPE scalings (cos/sin come from the model's own rotary module) are exact; dynamic is refused."""
+    from transformers import AutoConfig, LlamaForCausalLM
+
+    from rlhfkit.generation.hf_decoder import HFDecoder
+
+    config = AutoConfig.from_pretrained(tiny["llama"])
+    extra = ROPE_SCALINGS.get(scaling, {"rope_type": "dynamic", "factor": 2.0})
+    config.rope_parameters = {"rope_theta": 10000.0, **extra}
+    model = LlamaForCausalLM(config).eval()
+    model.load_state_dict(load_causal_lm(tiny["llama"]).state_dict())
+    if scaling == "dynamic":
+        assert "depends on the sequence length" in lean_llama.unsupported_reason(model)
+        return
+    assert lean_llama.supports(model)
+    ids = torch.tensor([_ids(load_tokenizer(tiny["llama"]))])
+    mask = torch.ones_like(ids)
+    with torch.inference_mode():
+        lean, hf = lean_llama.LeanLlama(model, 1), HFDecoder(model)
+        assert torch.allclose(lean.prefill(ids, mask, 4), hf.prefill(ids, mask, 4), atol=1e-5)
+        assert torch.allclose(lean.step(torch.tensor([7])), hf.step(torch.tensor([7])), atol=1e-5)
+
+
 def test_other_models_fall_back_with_one_notice(tiny, capsys):
     for arch in ("gemma2", "gpt_neox"):
         model, tok = load_for_generation(tiny[arch], need_chat_template=False)
