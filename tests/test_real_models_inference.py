@@ -364,6 +364,18 @@ def test_unreachable_hub_name_fails_fast_offline(monkeypatch, prompts, tmp_path,
     assert time.perf_counter() - start < 10
 
 
+def test_unreachable_hub_fails_fast_without_offline_mode(monkeypatch, prompts, tmp_path, capsys):
+    """No HF_HUB_OFFLINE, but the probe finds no Hub: the cache is consulted, nothing waits on retries."""
+    import rlhfkit.models
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(rlhfkit.models, "hub_reachable", lambda: False)
+    start = time.perf_counter()
+    code, _, err = _cli(capsys, "serve", "--model", "x=rlhfkit-tests/no-such-model")
+    _one_clear_error(code, err, "rlhfkit-tests/no-such-model", "cannot be reached")
+    assert time.perf_counter() - start < 10
+
+
 def test_model_without_chat_template_is_named(tiny, prompts, tmp_path, capsys):
     code, _, err = _cli(capsys, "generate", "--model", tiny["gpt_neox"], "--prompts", prompts, "--out",
                         tmp_path / "c.jsonl")  # fmt: skip
