@@ -19,6 +19,7 @@ from arch_models import ARCHS, build_tiny
 from gguf_writer import write_gguf
 from rlhfkit.cli import main
 from rlhfkit.data.jsonl import write_jsonl
+from rlhfkit.errors import RlhfkitError
 from rlhfkit.generation import SamplingParams, end_of_turn_ids, generate, generate_chat, lean_llama, pad_id
 from rlhfkit.generation.loading import load_for_generation
 from rlhfkit.generation.turns import render_chat
@@ -438,6 +439,9 @@ def test_evaluate_samples_adapter_and_templated_models(tiny, adapter, prompts, n
         result = generate_responses(name, source, records, cfg)
         assert len(result["texts"]) == 3 and all(n <= 4 for n in result["tokens"])
     assert template_for("rlhf", cfg.chat_template) is None
+    cfg.chat_template = [f"nexo={neox_template}"]
+    with pytest.raises(RlhfkitError, match="no model named 'nexo'"):
+        _check(cfg)
 
 
 def test_cai_revise_and_label_run_on_real_architectures(tiny, prompts, tmp_path, capsys):

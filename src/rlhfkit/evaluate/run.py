@@ -90,7 +90,7 @@ def pick_prompts(path: str | Path, n_prompts: int = 0) -> list[dict]:
 def _check(cfg: EvalConfig) -> None:
     if not cfg.models:
         raise RlhfkitError("models: expected at least one NAME=DIR model to evaluate")
-    from rlhfkit.generation.loading import template_for
+    from rlhfkit.generation.loading import check_template_targets
     from rlhfkit.models import check_source
 
     for name, folder in cfg.models.items():
@@ -100,7 +100,7 @@ def _check(cfg: EvalConfig) -> None:
             check_source(folder)  # a folder, .gguf file, Hub name or adapter folder; loads nothing
         except RlhfkitError as exc:
             raise RlhfkitError(f"model '{name}': {exc}") from None
-        template_for(name, cfg.chat_template)
+    check_template_targets(cfg.chat_template, list(cfg.models))
     if not cfg.prompts:
         raise RlhfkitError("prompts: expected a chat JSONL file of evaluation prompts")
     if cfg.bootstrap < 0:

@@ -57,3 +57,13 @@ def template_for(name: str, specs: list[str] | tuple[str, ...] | str | None) -> 
         elif target == name:
             return path
     return chosen
+
+
+def check_template_targets(specs: list[str] | None, names: list[str]) -> None:
+    """Every `NAME=FILE` `--chat-template` must name one of the models (a typo would silently do nothing)."""
+    for spec in specs or []:
+        target, sep, _ = spec.partition("=")
+        if sep and target not in names:
+            raise RlhfkitError(
+                f"--chat-template '{spec}': there is no model named '{target}' ({', '.join(names)})"
+            )

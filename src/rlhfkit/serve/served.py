@@ -145,16 +145,10 @@ def load_served_models(
     A source is anything `load_causal_lm` takes: a folder, a `.gguf` file, a Hub name, a PEFT adapter folder.
     Each model keeps its own tokenizer, chat template and stop ids. A model without a chat template is served
     for /v1/completions only (its chat requests get a 400 that says so)."""
-    from rlhfkit.generation.loading import load_for_generation, template_for
+    from rlhfkit.generation.loading import check_template_targets, load_for_generation, template_for
 
     parsed = [parse_model_spec(spec) for spec in specs]
-    names = [name for name, _ in parsed]
-    for spec in chat_templates or []:
-        target, sep, _ = spec.partition("=")
-        if sep and target not in names:
-            raise RlhfkitError(
-                f"--chat-template '{spec}': no model is served as '{target}' ({', '.join(names)})"
-            )
+    check_template_targets(chat_templates, [name for name, _ in parsed])
     served: dict[str, ServedModel] = {}
     by_source: dict[tuple, ServedModel] = {}
     for (name, path), spec in zip(parsed, specs):
