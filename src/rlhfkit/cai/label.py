@@ -48,6 +48,11 @@ class LabelConfig:
     votes: int = 8  # endpoint labeler without log-probs: sampled replies per question
     seed: int = 0  # random seed (principle draws, pair samples, endpoint votes)
     categories: list[str] | None = None  # label only records of these categories (e.g. the red-team prompts)
+    device: str = "auto"  # local labeler: auto (the GPU when CUDA is available, else the CPU), cpu, cuda[:N]
+    dtype: str = (
+        "auto"  # local labeler: auto (bf16 on a bf16-capable GPU, else float32), float32, bfloat16, float16
+    )
+    chat_template: str | None = None  # local labeler: a Jinja chat template FILE replacing the model's own
 
 
 def sample_principles(principles: Sequence[Principle], k: int, seed: int, key: str) -> list[Principle]:
@@ -262,8 +267,9 @@ def run_label(cfg: LabelConfig, labeler=None) -> dict:
         if not cfg.labeler:
             raise RlhfkitError("--labeler: expected a model folder or openai:URL#MODEL")
         labeler = load_labeler(
-            cfg.labeler, batch_size=cfg.batch_size, api=cfg.api, votes=cfg.votes, seed=cfg.seed
-        )
+            cfg.labeler, batch_size=cfg.batch_size, api=cfg.api, votes=cfg.votes, seed=cfg.seed,
+            device=cfg.device, dtype=cfg.dtype, chat_template=cfg.chat_template,
+        )  # fmt: skip
     with Progress(
         TextColumn("cai label"), BarColumn(), MofNCompleteColumn(), TextColumn("pairs"), TimeRemainingColumn()
     ) as progress:  # fmt: skip

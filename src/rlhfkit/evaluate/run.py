@@ -39,7 +39,7 @@ RESPONSES = "responses.jsonl"
 class EvalConfig:
     """What to evaluate and how (`rlhfkit evaluate`); the defaults suit the demo world on a CPU."""
 
-    models: dict[str, str] = field(default_factory=dict)  # {display name: checkpoint folder}, in table order
+    models: dict[str, str] = field(default_factory=dict)  # {display name: model source}, in table order
     prompts: str = (
         ""  # prompt chats: JSONL or any data source (e.g. world/eval_prompts.jsonl); a final reply is dropped
     )
@@ -57,6 +57,11 @@ class EvalConfig:
     bootstrap: int = 1000  # resamples of the prompts for the ranking's confidence intervals; 0: none
     tie_margin: float = 0.0  # score differences up to this are ties (counted half); openai judge: P(A)-P(B)
     quiet: bool = False  # no progress bars or summary table
+    device: str = (
+        "auto"  # where the models run: auto (the GPU when CUDA is available, else the CPU), cpu, cuda[:N]
+    )
+    dtype: str = "auto"  # models' dtype: auto (bfloat16 on a bf16-capable GPU, else float32), float32, bfloat16, float16
+    chat_template: list[str] | None = None  # Jinja chat template FILE for every model, or NAME=FILE for one
 
 
 def pick_prompts(path: str | Path, n_prompts: int = 0) -> list[dict]:
@@ -93,11 +98,17 @@ def pick_prompts(path: str | Path, n_prompts: int = 0) -> list[dict]:
 def _check(cfg: EvalConfig) -> None:
     if not cfg.models:
         raise RlhfkitError("models: expected at least one NAME=DIR model to evaluate")
+    from rlhfkit.generation.loading import check_template_targets
+    from rlhfkit.models import check_source
+
     for name, folder in cfg.models.items():
         if not name or "=" in name:
             raise RlhfkitError(f"models: invalid model name '{name}'")
-        if not Path(folder, "config.json").is_file():
-            raise RlhfkitError(f"{folder}: model '{name}' is not a checkpoint folder (no config.json)")
+        try:
+            check_source(folder)  # a folder, .gguf file, Hub name or adapter folder; loads nothing
+        except RlhfkitError as exc:
+            raise RlhfkitError(f"model '{name}': {exc}") from None
+    check_template_targets(cfg.chat_template, list(cfg.models))
     if not cfg.prompts:
         raise RlhfkitError("prompts: expected a chat JSONL file of evaluation prompts")
     if parse_judge_spec(cfg.judge)[0] == "openai" and len(cfg.models) < 2:
@@ -108,17 +119,15 @@ def _check(cfg: EvalConfig) -> None:
 
 def generate_responses(name: str, folder: str, prompts: list[dict], cfg: EvalConfig, progress=None) -> dict:
     """One sampled response per prompt from the model in `folder`: texts, finish reasons, token counts, time."""
-    import torch
-
     from rlhfkit.generation import SamplingParams, generate_chat
-    from rlhfkit.models import load_causal_lm
-    from rlhfkit.tokenizer import load_tokenizer
+    from rlhfkit.generation.loading import load_for_generation, template_for
 
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = load_causal_lm(folder).to(device).eval()
-    tokenizer = load_tokenizer(folder)
-    if not getattr(tokenizer, "chat_template", None):
-        raise RlhfkitError(f"{folder}: the tokenizer of model '{name}' has no chat template")
+    try:
+        model, tokenizer = load_for_generation(
+            folder, device=cfg.device, dtype=cfg.dtype, chat_template=template_for(name, cfg.chat_template)
+        )
+    except RlhfkitError as exc:
+        raise RlhfkitError(f"model '{name}': {exc}") from None
     params = SamplingParams(
         max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed
     )
