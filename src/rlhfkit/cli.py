@@ -31,6 +31,7 @@ COMMAND_MODULES = [
     "rlhfkit.evaluate.commands",
     "rlhfkit.serve.commands",
     "rlhfkit.cai.commands",
+    "rlhfkit.modelio.commands",
 ]
 
 

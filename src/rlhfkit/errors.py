@@ -15,8 +15,8 @@ class RlhfkitError(Exception):
         cls, path: object, line: int | None = None, field: str | None = None, problem: str = ""
     ) -> RlhfkitError:
         where = str(path)
-        if line is not None:
-            where += f":{line}"
+        if line is not None:  # a table (Parquet, `datasets`) numbers rows, a text file lines
+            where += f": row {line}" if getattr(path, "numbers_rows", False) else f":{line}"
         if field:
             where += f": field '{field}'"
         return cls(f"{where}: {problem}" if problem else where)

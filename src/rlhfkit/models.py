@@ -1,4 +1,4 @@
-"""Model presets and loading.
+"""Model presets and loading from any source (a Hugging Face folder, a `.gguf` file, a Hub name, a PEFT adapter).
 
 Presets are Llama-style decoder-only transformers (RoPE, RMSNorm, SwiGLU, SDPA attention) built as the
 Hugging Face `LlamaForCausalLM` class, so every checkpoint rlhfkit writes loads in `transformers` as is and
@@ -10,9 +10,14 @@ parameters and compute) and vocabularies are small (a few thousand tokens).
 
 from __future__ import annotations
 
+import functools
+import json
+import os
 import re
+import socket
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlparse
 
 from rlhfkit.errors import RlhfkitError
 
@@ -84,6 +89,29 @@ def is_model_dir(path: str | Path) -> bool:
 
 
 HUB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
+ADAPTER_CONFIG = "adapter_config.json"
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+HUB_PROBE_TIMEOUT_S = 3.0
+
+
+def adapter_base(path: str | Path) -> str | None:
+    """The base model source of a PEFT adapter folder (one with `adapter_config.json` and no full weights),
+    else None. A relative base path is read from the working directory, else from the adapter folder."""
+    p = Path(path)
+    config = p / ADAPTER_CONFIG
+    if not (p.is_dir() and config.is_file()) or any((p / name).exists() for name in WEIGHT_FILES):
+        return None
+    try:
+        base = json.loads(config.read_text()).get("base_model_name_or_path")
+    except (ValueError, AttributeError):
+        raise RlhfkitError(f"{config}: not a valid PEFT adapter config (expected a JSON object)") from None
+    if not isinstance(base, str) or not base:
+        raise RlhfkitError(
+            f"{config}: field 'base_model_name_or_path' is missing; cannot find the base model"
+        )
+    if not Path(base).is_absolute() and not Path(base).exists() and (p / base).exists():
+        return str(p / base)
+    return base
 
 
 def source_kwargs(source: str | Path, what: str = "model") -> tuple[str, dict]:
@@ -91,7 +119,7 @@ def source_kwargs(source: str | Path, what: str = "model") -> tuple[str, dict]:
 
     A source is a local Hugging Face folder, a `.gguf` file (transformers' GGUF loader dequantizes it), or a
     Hub name such as `HuggingFaceTB/SmolLM2-135M-Instruct` (from the local cache, or downloaded when the Hub is
-    reachable).
+    reachable; when it is not, `local_files_only` is set so nothing waits on network retries).
     """
     p = Path(source)
     if p.is_file() and p.suffix == ".gguf":
@@ -110,15 +138,63 @@ def source_kwargs(source: str | Path, what: str = "model") -> tuple[str, dict]:
         or not HUB_NAME.match(str(source))
     ):
         raise RlhfkitError(f"{p}: {what} folder not found")
-    return str(source), {}
+    return str(source), hub_kwargs(str(source))
+
+
+def hub_offline() -> bool:
+    """HF_HUB_OFFLINE as set now (huggingface_hub reads it once, at import)."""
+    from huggingface_hub.constants import HF_HUB_OFFLINE
+
+    return HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in (
+        "1",
+        "ON",
+        "YES",
+        "TRUE",
+    )
+
+
+@functools.lru_cache(maxsize=1)
+def hub_reachable() -> bool:
+    """Whether a TCP connection to the Hub endpoint opens within a few seconds (probed once per process).
+
+    Why: unreachable, huggingface_hub retries every file request with backoff (~48 s for one model before the
+    error), so a typo or a missing network looks like a hang. A short probe answers in at most a few seconds."""
+    from huggingface_hub.constants import ENDPOINT
+
+    url = urlparse(ENDPOINT)
+    try:
+        with socket.create_connection(
+            (url.hostname, url.port or (443 if url.scheme == "https" else 80)), HUB_PROBE_TIMEOUT_S
+        ):
+            return True
+    except OSError:
+        return False
+
+
+def hub_cached(name: str) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    return any(
+        isinstance(try_to_load_from_cache(name, f), str) for f in ("config.json", "tokenizer_config.json")
+    )
+
+
+def hub_kwargs(name: str) -> dict:
+    """`from_pretrained` kwargs for a Hub name: `local_files_only` when the Hub cannot be reached (offline mode
+    or a failed probe) and the model is cached; a clear error at once when it is not cached."""
+    if not hub_offline() and hub_reachable():
+        return {}
+    if not hub_cached(name):
+        raise hub_error(name, ConnectionError("offline"))
+    return {"local_files_only": True}
 
 
 def hub_error(source: str, exc: Exception) -> RlhfkitError:
     """The error for a Hub name that could not be loaded: offline, not cached, or not a model."""
-    from huggingface_hub.constants import HF_HUB_CACHE, HF_HUB_OFFLINE
+    from huggingface_hub.constants import HF_HUB_CACHE
 
     first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    if HF_HUB_OFFLINE or "connect" in str(exc).lower() or "offline" in str(exc).lower():
+    if hub_offline() or "connect" in str(exc).lower() or "offline" in str(exc).lower():
         return RlhfkitError(
             f"{source}: not a local folder, and the Hugging Face Hub cannot be reached from here; it is not "
             f"in the cache ({HF_HUB_CACHE}) either. Download it where the Hub is reachable "
@@ -127,22 +203,86 @@ def hub_error(source: str, exc: Exception) -> RlhfkitError:
     return RlhfkitError(f"{source}: could not load from the Hugging Face Hub ({first})")
 
 
+def check_source(source: str | Path) -> None:
+    """Raise the clear error `load_causal_lm` would for a source that cannot exist (cheap: loads nothing)."""
+    base = adapter_base(source)
+    if base is None:
+        source_kwargs(source)
+        return
+    try:
+        check_source(base)
+    except RlhfkitError as exc:
+        raise RlhfkitError(f"{source}: the adapter's base model: {exc}") from None
+
+
 def load_causal_lm(path: str | Path, dtype=None, device=None):
-    """Load a causal LM from a local Hugging Face folder (an rlhfkit stage output or a user's), a `.gguf` file
-    or a Hub name, in `dtype` (default float32) on `device` (default CPU)."""
+    """Load a causal LM in `dtype` (default float32) on `device` (default CPU) from a local Hugging Face folder
+    (an rlhfkit stage output or a user's), a `.gguf` file, a Hub name, or a PEFT adapter folder.
+
+    An adapter is applied to its base (`base_model_name_or_path` in `adapter_config.json`, itself any source)
+    and merged: the result is a plain model, which the fast generation engine can run and callers can treat
+    like any other. Training code that wants the adapter kept separate loads it with `peft` itself."""
     import torch
     from transformers import AutoModelForCausalLM
 
+    base = adapter_base(path)
+    if base is not None:
+        return _merged_adapter(path, base, dtype, device)
     name, extra = source_kwargs(path)
+    if "gguf_file" in extra:
+        from transformers import GgufConfig
+
+        # Dequantized into plain tensors: a model like any other (trainable, savable with save_pretrained).
+        extra = {**extra, "quantization_config": GgufConfig(dequantize=True)}
     try:
-        model = AutoModelForCausalLM.from_pretrained(
-            name, dtype=dtype or torch.float32, attn_implementation="sdpa", **extra
-        )
-    except (OSError, ValueError, KeyError) as exc:
+        try:
+            model = AutoModelForCausalLM.from_pretrained(
+                name, dtype=dtype or torch.float32, attn_implementation="sdpa", **extra
+            )
+        except ValueError as exc:
+            if "scaled_dot_product_attention" not in str(exc):
+                raise
+            # An architecture without an SDPA kernel (Gemma-2's soft-capped attention): its own default.
+            model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype or torch.float32, **extra)
+    except load_errors(extra) as exc:
         if not Path(name).exists():
             raise hub_error(str(path), exc) from None
-        raise RlhfkitError(f"{path}: could not load as a causal LM ({str(exc).splitlines()[0]})") from None
+        raise RlhfkitError(f"{path}: could not load as a causal LM ({_first_line(exc)})") from None
+    if "gguf_file" in extra:
+        _set_name(model, path)  # so an adapter trained on it records the .gguf file as its base
     return model if device is None else model.to(device)
+
+
+def load_errors(extra: dict) -> tuple[type[BaseException], ...]:
+    """What a failed `from_pretrained` raises: the usual few, or anything for a GGUF file, whose reader fails
+    on a damaged or foreign file with whatever its parsing hits (struct, numpy, index errors)."""
+    if "gguf_file" in extra:
+        return (Exception,)
+    return (OSError, ValueError, KeyError, TypeError, AttributeError)
+
+
+def _merged_adapter(path: str | Path, base: str, dtype, device):
+    from peft import PeftModel
+
+    check_source(path)
+    model = load_causal_lm(base, dtype=dtype, device=device)
+    try:
+        model = PeftModel.from_pretrained(model, str(path)).merge_and_unload()
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        raise RlhfkitError(
+            f"{path}: could not apply the adapter to its base {base} ({_first_line(exc)})"
+        ) from None
+    _set_name(model, path)  # an adapter trained on top records this adapter (base + it) as its base
+    return model
+
+
+def _set_name(model, source: str | Path) -> None:
+    model.name_or_path = str(source)
+    model.config.name_or_path = str(source)
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
 def count_parameters(model, include_embeddings: bool = True) -> int:

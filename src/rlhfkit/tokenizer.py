@@ -130,30 +130,34 @@ def wrap_tokenizer(tok, model_max_length: int = 2048):
 
 def load_tokenizer(path: str | Path):
     """Load the tokenizer of any model source (a Hugging Face folder, ours or a user's; a `.gguf` file; a Hub
-    name), with a clear error if it has none."""
+    name; a PEFT adapter folder: its own tokenizer if saved with one, else its base's), with a clear error if it
+    has none."""
     from transformers import AutoTokenizer
 
-    from rlhfkit.models import hub_error, source_kwargs
+    from rlhfkit.models import adapter_base, hub_error, load_errors, source_kwargs
 
+    base = adapter_base(path)
+    if base is not None and not _has_tokenizer_files(Path(path)):
+        return load_tokenizer(base)
     name, extra = source_kwargs(path, what="tokenizer")
     p = Path(name)
     local = p.is_dir()
-    if (
-        local
-        and not extra
-        and not ((p / "tokenizer.json").exists() or (p / "tokenizer_config.json").exists())
-    ):
+    if local and not extra and not _has_tokenizer_files(p):
         raise RlhfkitError(f"{p}: not a tokenizer folder (no tokenizer.json or tokenizer_config.json)")
     try:
         tok = AutoTokenizer.from_pretrained(name, **extra)
-    except (OSError, ValueError) as exc:
-        if not local:
+    except load_errors(extra) as exc:
+        if not local and "gguf_file" not in extra:
             raise hub_error(str(path), exc) from None
         raise RlhfkitError(f"{path}: could not load its tokenizer ({str(exc).splitlines()[0]})") from None
     if tok.pad_token is None:
         # Many HF tokenizers ship without a pad token; the eos token is the customary stand-in.
         tok.pad_token = tok.eos_token
     return tok
+
+
+def _has_tokenizer_files(folder: Path) -> bool:
+    return (folder / "tokenizer.json").exists() or (folder / "tokenizer_config.json").exists()
 
 
 def document_separator_id(tok) -> int:

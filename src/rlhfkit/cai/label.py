@@ -9,6 +9,8 @@ twice, once with x as (A) and once with x as (B):
     P(x better) = mean over principles of (q1 + q2) / 2
 
 Both orders cancel position bias: a labeler that always answers "(A)" gives q1 = 1, q2 = 0, hence 0.5.
+`ask_both_orders` is the one place that asks a labeler to compare two responses this way: CAI labels, the
+revision check (`revise`) and `rlhfkit evaluate --judge openai:...` all go through it.
 The pair is written in the shared comparison format with `chosen` = the response with P >= 0.5 and `label` =
 P(chosen better) (a soft probability the reward model's cross-entropy uses as its target), the principles and
 the per-principle numbers in `meta.cai`, and `annotator` = "ai:<labeler>". Pairs of identical responses carry no
@@ -24,6 +26,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import combinations
 from pathlib import Path
+from typing import NamedTuple
 
 from rlhfkit.cai.constitution import Constitution, Principle, load_constitution
 from rlhfkit.cai.prompts import comparison_prompt
@@ -35,7 +38,7 @@ class LabelConfig:
     """`rlhfkit cai label`. Defaults: two principles per pair, every pair of a prompt's candidates."""
 
     labeler: str = ""  # checkpoint folder or openai:URL#MODEL
-    candidates: str = ""  # candidates JSONL (`rlhfkit generate --n K`)
+    candidates: str = ""  # candidates (`rlhfkit generate --n K`): JSONL or another record source
     out: str = "runs/cai/comparisons.jsonl"  # pairwise comparisons JSONL with `label` = P(chosen is better)
     constitution: str | None = None  # TOML file; None = the packaged default
     principles_per_pair: int = 2  # distinct principles whose soft labels are averaged (capped at the total)
@@ -45,6 +48,11 @@ class LabelConfig:
     votes: int = 8  # endpoint labeler without log-probs: sampled replies per question
     seed: int = 0  # random seed (principle draws, pair samples, endpoint votes)
     categories: list[str] | None = None  # label only records of these categories (e.g. the red-team prompts)
+    device: str = "auto"  # local labeler: auto (the GPU when CUDA is available, else the CPU), cpu, cuda[:N]
+    dtype: str = (
+        "auto"  # local labeler: auto (bf16 on a bf16-capable GPU, else float32), float32, bfloat16, float16
+    )
+    chat_template: str | None = None  # local labeler: a Jinja chat template FILE replacing the model's own
 
 
 def sample_principles(principles: Sequence[Principle], k: int, seed: int, key: str) -> list[Principle]:
@@ -102,20 +110,67 @@ def plan_pairs(
     return pairs, identical
 
 
-def questions(pair: _Pair) -> list[str]:
-    """Per principle: the question with i as (A), then with i as (B)."""
-    x, y = _text(pair.record["completions"][pair.i]), _text(pair.record["completions"][pair.j])
-    out = []
-    for p in pair.principles:
-        out.append(comparison_prompt(pair.record["prompt"], p.comparison_question, x, y))
-        out.append(comparison_prompt(pair.record["prompt"], p.comparison_question, y, x))
-    return out
-
-
 def soft_label(first_order: Sequence[float], second_order: Sequence[float]) -> float:
     """P(x better): mean over principles of P("(A)") when x is A and P("(B)") = 1 - P("(A)") when x is B."""
     values = [a for a in first_order] + [1.0 - b for b in second_order]
     return sum(values) / len(values)
+
+
+# (prompt messages, question, response shown as (A), response shown as (B)) -> the request text
+Render = Callable[[Sequence[dict], str, str, str], str]
+
+
+class PairQuestion(NamedTuple):
+    """Compare response `x` with `y` (texts) after `prompt`, under each of `questions`."""
+
+    prompt: Sequence[dict]
+    x: str
+    y: str
+    questions: Sequence[str]
+
+
+@dataclass
+class BothOrders:
+    """The labeler's answers for one `PairQuestion`: per question, P("(A)") with x shown as (A) (`first`) and
+    with y shown as (A) (`second`), and every `Choice` in request order (question by question, x first)."""
+
+    first: list[float]
+    second: list[float]
+    choices: list
+
+    @property
+    def p_x(self) -> float:
+        """P(x better than y), position bias cancelled (`soft_label`)."""
+        return soft_label(self.first, self.second)
+
+
+def both_orders_texts(item: PairQuestion, render: Render = comparison_prompt) -> list[str]:
+    """Per question: the request with x as (A), then with x as (B)."""
+    out = []
+    for question in item.questions:
+        out.append(render(item.prompt, question, item.x, item.y))
+        out.append(render(item.prompt, question, item.y, item.x))
+    return out
+
+
+def ask_both_orders(
+    labeler, items: Sequence[PairQuestion], render: Render = comparison_prompt
+) -> list[BothOrders]:
+    """Ask `labeler` every question of every item in both orders, in one `labeler.judge` call (so a local
+    labeler batches them); return each item's answers."""
+    choices = labeler.judge([text for item in items for text in both_orders_texts(item, render)])
+    out, pos = [], 0
+    for item in items:
+        mine = choices[pos : pos + 2 * len(item.questions)]
+        pos += len(mine)
+        out.append(BothOrders([c.prob_a for c in mine[0::2]], [c.prob_a for c in mine[1::2]], list(mine)))
+    return out
+
+
+def pair_question(pair: _Pair) -> PairQuestion:
+    """The pair's candidates i (x) and j (y) under each of its principles."""
+    x, y = _text(pair.record["completions"][pair.i]), _text(pair.record["completions"][pair.j])
+    return PairQuestion(pair.record["prompt"], x, y, [p.comparison_question for p in pair.principles])
 
 
 def label_pairs(
@@ -135,20 +190,14 @@ def label_pairs(
     truncated = 0
     for start in range(0, len(pairs), chunk):
         group = pairs[start : start + chunk]
-        texts = [q for pair in group for q in questions(pair)]
         began = time.perf_counter()
-        choices = labeler.judge(texts)
+        answers = ask_both_orders(labeler, [pair_question(pair) for pair in group])
         seconds = (time.perf_counter() - began) / max(1, len(group))
-        pos = 0
-        for pair in group:
-            k = len(pair.principles)
-            mine = choices[pos : pos + 2 * k]
-            pos += 2 * k
-            first, second = [c.prob_a for c in mine[0::2]], [c.prob_a for c in mine[1::2]]
-            for c in mine:
+        for pair, answer in zip(group, answers):
+            for c in answer.choices:
                 methods[c.method] = methods.get(c.method, 0) + 1
                 truncated += int(c.truncated)
-            out.append(_record(pair, first, second, mine, labeler.name, seconds, constitution.name))
+            out.append(_record(pair, answer, labeler.name, seconds, constitution.name))
         if on_progress:
             on_progress(min(start + chunk, len(pairs)), len(pairs))
     stats = {"pairs": len(out), "identical_skipped": identical, "questions": sum(methods.values()),
@@ -156,11 +205,10 @@ def label_pairs(
     return out, stats
 
 
-def _record(
-    pair: _Pair, first, second, choices, labeler_name: str, seconds: float, constitution: str
-) -> dict:
+def _record(pair: _Pair, answer: BothOrders, labeler_name: str, seconds: float, constitution: str) -> dict:
     rec = pair.record
-    p_i = soft_label(first, second)
+    first, second, choices = answer.first, answer.second, answer.choices
+    p_i = answer.p_x
     better, worse = (pair.i, pair.j) if p_i >= 0.5 else (pair.j, pair.i)
     label = p_i if better == pair.i else 1.0 - p_i
     masses = [c.option_mass for c in choices if c.option_mass is not None]
@@ -199,15 +247,17 @@ def run_label(cfg: LabelConfig, labeler=None) -> dict:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from rlhfkit.cai.labelers import load_labeler
-    from rlhfkit.data.jsonl import read_jsonl, write_jsonl
+    from rlhfkit.data.jsonl import write_jsonl
+    from rlhfkit.data.sources import record_source
 
     if cfg.api not in ("chat", "completions"):
         raise RlhfkitError(f"--api: expected chat or completions, got '{cfg.api}'")
     constitution = load_constitution(cfg.constitution)
-    lines = list(read_jsonl(cfg.candidates))
+    source = record_source(cfg.candidates)
+    lines = list(source)
     if not lines:
-        raise RlhfkitError(f"{cfg.candidates}: no candidates records (empty file)")
-    check_candidates(lines, cfg.candidates)
+        raise RlhfkitError(f"{source}: no candidates records (empty file)")
+    check_candidates(lines, source)
     records = [rec for _, rec in lines]
     if cfg.categories:
         records = [rec for rec in records if rec.get("category") in cfg.categories]
@@ -217,8 +267,9 @@ def run_label(cfg: LabelConfig, labeler=None) -> dict:
         if not cfg.labeler:
             raise RlhfkitError("--labeler: expected a model folder or openai:URL#MODEL")
         labeler = load_labeler(
-            cfg.labeler, batch_size=cfg.batch_size, api=cfg.api, votes=cfg.votes, seed=cfg.seed
-        )
+            cfg.labeler, batch_size=cfg.batch_size, api=cfg.api, votes=cfg.votes, seed=cfg.seed,
+            device=cfg.device, dtype=cfg.dtype, chat_template=cfg.chat_template,
+        )  # fmt: skip
     with Progress(
         TextColumn("cai label"), BarColumn(), MofNCompleteColumn(), TextColumn("pairs"), TimeRemainingColumn()
     ) as progress:  # fmt: skip

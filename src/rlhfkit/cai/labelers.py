@@ -52,11 +52,21 @@ class LocalLabeler:
         self.max_positions = getattr(model.config, "max_position_embeddings", None)
 
     @classmethod
-    def from_dir(cls, path: str, batch_size: int = 16) -> LocalLabeler:
-        from rlhfkit.models import load_causal_lm
-        from rlhfkit.tokenizer import load_tokenizer
+    def from_dir(
+        cls,
+        path: str,
+        batch_size: int = 16,
+        device: str = "auto",
+        dtype: str = "auto",
+        chat_template: str | None = None,
+    ) -> LocalLabeler:
+        """Any model source (`generation.loading`); without a chat template the request is asked as plain text."""
+        from rlhfkit.generation.loading import load_for_generation
 
-        return cls(load_causal_lm(path), load_tokenizer(path), name=str(path), batch_size=batch_size)
+        model, tokenizer = load_for_generation(
+            path, device=device, dtype=dtype, chat_template=chat_template, need_chat_template=False
+        )
+        return cls(model, tokenizer, name=str(path), batch_size=batch_size)
 
     def encode(self, text: str) -> tuple[list[int], list[int], list[int]]:
         """(request ids, answer-A ids, answer-B ids) exactly as the model sees them in context."""
@@ -163,16 +173,16 @@ def answer_logprobs(
 # ---------------------------------------------------------------------------------------------- HTTP endpoint
 
 
-def parse_openai_spec(spec: str) -> tuple[str, str]:
-    """`openai:URL#MODEL` -> (base URL without a trailing slash, model name)."""
+def parse_openai_spec(spec: str, flag: str = "--labeler") -> tuple[str, str]:
+    """`openai:URL#MODEL` -> (base URL without a trailing slash, model name); errors name `flag`."""
     body = spec[len("openai:") :] if spec.startswith("openai:") else spec
     url, sep, model = body.rpartition("#")
     if not sep or not url or not model:
         raise RlhfkitError(
-            f"--labeler '{spec}': expected openai:URL#MODEL, e.g. openai:http://127.0.0.1:8000/v1#sft"
+            f"{flag} '{spec}': expected openai:URL#MODEL, e.g. openai:http://127.0.0.1:8000/v1#sft"
         )
     if not url.startswith(("http://", "https://")):
-        raise RlhfkitError(f"--labeler '{spec}': the URL must start with http:// or https://")
+        raise RlhfkitError(f"{flag} '{spec}': the URL must start with http:// or https://")
     return url.rstrip("/"), model
 
 
@@ -339,8 +349,12 @@ def letter_probabilities(positions: Sequence[tuple[str, dict[str, float]]]) -> t
     return None
 
 
-def load_labeler(spec: str, *, batch_size: int = 16, api: str = "chat", votes: int = 8, seed: int = 0):
-    """`openai:URL#MODEL` -> `OpenAILabeler`; anything else is a local checkpoint folder -> `LocalLabeler`."""
+def load_labeler(spec: str, *, batch_size: int = 16, api: str = "chat", votes: int = 8, seed: int = 0,
+                 device: str = "auto", dtype: str = "auto", chat_template: str | None = None):  # fmt: skip
+    """`openai:URL#MODEL` -> `OpenAILabeler`; anything else is a local model source -> `LocalLabeler` (on
+    `device` in `dtype`, with `chat_template` replacing its own when given)."""
     if spec.startswith("openai:"):
         return OpenAILabeler.from_spec(spec, api=api, votes=votes, seed=seed)
-    return LocalLabeler.from_dir(spec, batch_size=batch_size)
+    return LocalLabeler.from_dir(
+        spec, batch_size=batch_size, device=device, dtype=dtype, chat_template=chat_template
+    )

@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from rlhfkit.cai.constitution import Constitution, Principle, load_constitution
-from rlhfkit.cai.prompts import comparison_prompt, critique_prompt, revision_prompt
+from rlhfkit.cai.prompts import critique_prompt, revision_prompt
 from rlhfkit.data.chats import load_prompts
 from rlhfkit.errors import RlhfkitError
 
@@ -51,6 +51,13 @@ class ReviseConfig:
     verifier: str | None = None  # labeler (folder or openai:URL#MODEL) that must prefer each revision
     min_preference: float = 0.5  # the verifier's P(revision better) needed to keep a revision
     seed: int = 0  # random seed (principle draws and sampling)
+    device: str = (
+        "auto"  # where the models run: auto (the GPU when CUDA is available, else the CPU), cpu, cuda[:N]
+    )
+    dtype: str = "auto"  # models' dtype: auto (bfloat16 on a bf16-capable GPU, else float32), float32, bfloat16, float16
+    chat_template: str | None = (
+        None  # a Jinja chat template FILE for the model and critic (needed if they have none)
+    )
 
 
 def chains_path(cfg: ReviseConfig) -> Path:
@@ -154,18 +161,15 @@ def revise_chains(
 
 def _verify(verifier, prompts, current, revised, principles) -> dict[int, float]:
     """P(revision better than the current response) per row with a non-empty revision (both orders averaged)."""
-    from rlhfkit.cai.label import soft_label
+    from rlhfkit.cai.label import PairQuestion, ask_both_orders
 
     rows = [i for i, rev in enumerate(revised) if rev and rev != current[i]]
     if verifier is None or not rows:
         return {}
-    texts = []
-    for i in rows:
-        question = principles[i].comparison_question
-        texts.append(comparison_prompt(prompts[i], question, revised[i], current[i]))
-        texts.append(comparison_prompt(prompts[i], question, current[i], revised[i]))
-    choices = verifier.judge(texts)
-    return {i: soft_label([choices[2 * k].prob_a], [choices[2 * k + 1].prob_a]) for k, i in enumerate(rows)}
+    items = [
+        PairQuestion(prompts[i], revised[i], current[i], [principles[i].comparison_question]) for i in rows
+    ]
+    return {i: answer.p_x for i, answer in zip(rows, ask_both_orders(verifier, items))}
 
 
 def sft_chats(chains: Sequence[dict], constitution_name: str = "") -> list[dict]:
@@ -194,19 +198,15 @@ def run_revise(cfg: ReviseConfig) -> dict:
 
     from rlhfkit.data.jsonl import write_jsonl
     from rlhfkit.generation import SamplingParams
-    from rlhfkit.models import load_causal_lm
-    from rlhfkit.tokenizer import load_tokenizer
+    from rlhfkit.generation.loading import load_for_generation
 
     if cfg.revisions < 1:
         raise RlhfkitError(f"--revisions: expected an integer >= 1, got {cfg.revisions}")
     constitution = load_constitution(cfg.constitution)
     records = load_prompts(cfg.prompts)
 
-    def load_chat_model(path: str):
-        tokenizer = load_tokenizer(path)
-        if not getattr(tokenizer, "chat_template", None):
-            raise RlhfkitError(f"{path}: the tokenizer has no chat template; SL-CAI's requests are chats")
-        return load_causal_lm(path).eval(), tokenizer
+    def load_chat_model(path: str):  # SL-CAI's requests are chats: a model needs a chat template
+        return load_for_generation(path, device=cfg.device, dtype=cfg.dtype, chat_template=cfg.chat_template)
 
     model, tokenizer = load_chat_model(cfg.model)
     critic = load_chat_model(cfg.critic) if cfg.critic else None
@@ -216,7 +216,7 @@ def run_revise(cfg: ReviseConfig) -> dict:
     if cfg.verifier:
         from rlhfkit.cai.labelers import load_labeler
 
-        verifier = load_labeler(cfg.verifier, seed=cfg.seed)
+        verifier = load_labeler(cfg.verifier, seed=cfg.seed, device=cfg.device, dtype=cfg.dtype)
     total = len(records) * (1 + 2 * cfg.revisions)
     with Progress(
         TextColumn("cai revise"), BarColumn(), MofNCompleteColumn(), TextColumn("generations"), TimeRemainingColumn()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rlhfkit.data.jsonl import read_jsonl
+from rlhfkit.data.sources import RecordSource, record_source
 from rlhfkit.errors import RlhfkitError
 
 ROLES = ("system", "user", "assistant")
@@ -62,32 +62,35 @@ def check_chat(record: dict, path: str | Path, line: int | None, require_assista
     return record
 
 
-def load_chats(path: str | Path, require_assistant: bool = False) -> list[dict]:
-    """Read and validate a chat JSONL file; raise `RlhfkitError.at(path, line, field, ...)` on the first bad record.
+def load_chats(path: str | Path | RecordSource, require_assistant: bool = False) -> list[dict]:
+    """Read and validate chat records from a source (`data.sources`: JSONL, .jsonl.gz, Parquet, a `datasets`
+    folder or Hub dataset); raise `RlhfkitError.at(source, line, field, ...)` on the first bad record.
 
     `require_assistant=True` (SFT data) also demands an assistant turn in every chat; prompts leave it off.
     """
-    chats = [check_chat(rec, path, lineno, require_assistant) for lineno, rec in read_jsonl(path)]
+    src = record_source(path)
+    chats = [check_chat(rec, src, lineno, require_assistant) for lineno, rec in src]
     if not chats:
-        raise RlhfkitError(f"{path}: no chat records (empty file)")
+        raise RlhfkitError(f"{src}: no chat records (empty file)")
     return chats
 
 
-def load_prompts(path: str | Path) -> list[dict]:
+def load_prompts(path: str | Path | RecordSource) -> list[dict]:
     """Prompt records: chats whose final assistant turn, if any, is dropped ("a prompt is a chat without the
     final assistant turn"). What remains must end with a user turn; anything else names the line and field.
     Every stage that samples from prompts (generate, ppo and the other methods, evaluate, cai) reads them here."""
+    src = record_source(path)
     out = []
-    for lineno, rec in read_jsonl(path):
-        messages = list(check_chat(rec, path, lineno)["messages"])
+    for lineno, rec in src:
+        messages = list(check_chat(rec, src, lineno)["messages"])
         if messages[-1]["role"] == "assistant":
             messages.pop()
         if not messages or messages[-1]["role"] != "user":
             where = f"messages[{len(messages) - 1}].role" if messages else "messages"
             raise RlhfkitError.at(
-                path, lineno, where, "expected a prompt that ends with a user turn (before the final reply)"
+                src, lineno, where, "expected a prompt that ends with a user turn (before the final reply)"
             )
         out.append({**rec, "messages": messages})
     if not out:
-        raise RlhfkitError(f"{path}: no prompt records (empty file)")
+        raise RlhfkitError(f"{src}: no prompt records (empty file)")
     return out

@@ -1,9 +1,15 @@
 """`rlhfkit data convert|split|check`: convert HH-RLHF or TRL preference data, split comparisons by prompt item,
-validate chats and comparisons."""
+validate chats and comparisons. Inputs are record sources (`data.sources`): .jsonl, .jsonl.gz, .parquet, a
+`datasets` folder or a Hub dataset name."""
 
 from __future__ import annotations
 
 import argparse
+
+SOURCE_HELP = (
+    "a .jsonl, .jsonl.gz or .parquet file, a `datasets` folder (DIR or DIR:SPLIT) or a Hub dataset "
+    "(NAME[/DATA_DIR][#CONFIG][:SPLIT], e.g. Anthropic/hh-rlhf/harmless-base:test)"
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -11,8 +17,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     dsub = data.add_subparsers(dest="data_command", metavar="COMMAND", required=True)
     conv = dsub.add_parser("convert", help="convert HH-RLHF or TRL preference data to rlhfkit pairs")
     conv.add_argument("--from", dest="fmt", required=True, choices=["hh", "trl"], help="input format")
-    conv.add_argument("--in", dest="input", required=True, help="input JSONL")
-    conv.add_argument("--out", required=True, help="output comparisons JSONL")
+    conv.add_argument("--in", dest="input", required=True, metavar="SOURCE", help=SOURCE_HELP)
+    conv.add_argument("--out", required=True, help="output comparisons JSONL (.jsonl.gz: compressed)")
     conv.set_defaults(func=_convert)
     split = dsub.add_parser(
         "split", help="hold out 10%% of the prompt items of a comparisons file (as the pipeline does)"
@@ -26,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "check", help="validate a chats or comparisons file (errors name file, line, field)"
     )
     check.add_argument("--kind", required=True, choices=["chats", "comparisons"])
-    check.add_argument("file")
+    check.add_argument("file", metavar="SOURCE", help=SOURCE_HELP)
     check.set_defaults(func=_check)
 
 

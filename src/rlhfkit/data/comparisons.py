@@ -27,7 +27,7 @@ from itertools import combinations
 from pathlib import Path
 
 from rlhfkit.data.chats import check_messages, check_optional_str
-from rlhfkit.data.jsonl import read_jsonl
+from rlhfkit.data.sources import RecordSource, record_source
 from rlhfkit.errors import RlhfkitError
 
 PROMPT_ROLES = ("system", "user", "assistant")
@@ -179,11 +179,12 @@ def check_comparison(record: dict, path: str | Path, line: int | None) -> Compar
     )
 
 
-def load_comparisons(path: str | Path) -> list[ComparisonGroup]:
-    """Read and validate a comparisons JSONL file (pairs and rankings may be mixed)."""
-    groups = [check_comparison(rec, path, lineno) for lineno, rec in read_jsonl(path)]
+def load_comparisons(path: str | Path | RecordSource) -> list[ComparisonGroup]:
+    """Read and validate comparison records (pairs and rankings may be mixed) from a source (`data.sources`)."""
+    src = record_source(path)
+    groups = [check_comparison(rec, src, lineno) for lineno, rec in src]
     if not groups:
-        raise RlhfkitError(f"{path}: no comparison records (empty file)")
+        raise RlhfkitError(f"{src}: no comparison records (empty file)")
     return groups
 
 

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from rlhfkit.data.comparisons import check_comparison
-from rlhfkit.data.jsonl import read_jsonl
+from rlhfkit.data.sources import RecordSource, record_source
 from rlhfkit.errors import RlhfkitError
 
 FORMATS = ("hh", "trl")
@@ -144,10 +144,11 @@ def trl_to_pair(record: dict, path: str | Path, line: int) -> dict:
     return _pair_record(prompt, chosen, rejected, record, "trl", path, line)
 
 
-def convert_records(fmt: str, path: str | Path) -> Iterator[dict]:
-    """Pair records converted from every line of a file in format `fmt` ("hh" or "trl")."""
+def convert_records(fmt: str, path: str | Path | RecordSource) -> Iterator[dict]:
+    """Pair records converted from every record of a source (`data.sources`) in format `fmt` ("hh" or "trl")."""
     if fmt not in FORMATS:
         raise RlhfkitError(f"unknown format '{fmt}' (choose from: {', '.join(FORMATS)})")
     convert = hh_to_pair if fmt == "hh" else trl_to_pair
-    for lineno, record in read_jsonl(path):
-        yield convert(record, path, lineno)
+    src = record_source(path)
+    for lineno, record in src:
+        yield convert(record, src, lineno)

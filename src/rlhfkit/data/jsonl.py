@@ -1,5 +1,9 @@
 """JSONL files: one JSON object per line, UTF-8, read with line numbers so errors can point at them.
 
+A name ending in `.gz` is gzip-compressed JSONL (the HH-RLHF files ship so), decompressed as it is read; line
+numbers and byte offsets are those of the decompressed text. Other record sources (Parquet, `datasets`
+folders, Hub datasets) are read by `data.sources.read_records`, which hands JSONL to `read_jsonl`.
+
 Blank lines are skipped (editors leave them at the end); anything else that is not a JSON object is an
 error naming the file and line, never a silently dropped record. The one exception, `read_jsonl_lenient`, reads
 what a running stage has written so far (metrics, samples) for reports.
@@ -7,7 +11,9 @@ what a running stage has written so far (metrics, samples) for reports.
 
 from __future__ import annotations
 
+import gzip
 import json
+import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -24,9 +30,20 @@ def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict]]:
         raise RlhfkitError(f"{p}: is a directory, expected a JSONL file")
     if not p.is_file():
         raise RlhfkitError(f"{p}: file not found")
+    compressed = p.name.endswith(".gz")
+    where = "in the decompressed file" if compressed else "in the file"
     offset = 0  # bytes before the current line
-    with p.open("rb") as fh:
-        for lineno, raw in enumerate(fh, 1):
+    with gzip.open(p, "rb") if compressed else p.open("rb") as fh:
+        lines = enumerate(fh, 1)
+        while True:
+            try:
+                lineno, raw = next(lines)
+            except StopIteration:
+                break
+            except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
+                if not compressed:
+                    raise
+                raise RlhfkitError(f"{p}: not a readable gzip file ({exc or type(exc).__name__})") from None
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
@@ -36,7 +53,7 @@ def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict]]:
                     lineno,
                     None,
                     f"not UTF-8 text ({exc.reason}: byte 0x{raw[exc.start]:02x} at column {column}, "
-                    f"byte offset {offset + exc.start} in the file)",
+                    f"byte offset {offset + exc.start} {where})",
                 ) from None
             offset += len(raw)
             if not line.strip():
@@ -75,11 +92,13 @@ def read_jsonl_lenient(path: str | Path, limit: int | None = None) -> list[dict]
 
 
 def write_jsonl(path: str | Path, records: Iterable[dict]) -> int:
-    """Write records one per line (UTF-8, non-ASCII kept as is); create parent folders; return the count."""
+    """Write records one per line (UTF-8, non-ASCII kept as is; gzip-compressed when the name ends in `.gz`);
+    create parent folders; return the count."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     count = 0
-    with p.open("w", encoding="utf-8") as fh:
+    opener = gzip.open if p.name.endswith(".gz") else open
+    with opener(p, "wt", encoding="utf-8") as fh:
         for record in records:
             fh.write(json.dumps(record, ensure_ascii=False) + "\n")
             count += 1

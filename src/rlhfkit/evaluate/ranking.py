@@ -86,8 +86,25 @@ def rank_models(
     """
     names = list(scores)
     matrix = np.asarray([list(scores[n]) for n in names], dtype=np.float64)
-    outcomes = outcome_tensor(matrix, tie_margin)
-    n_prompts = matrix.shape[1]
+    return rank_outcomes(
+        names, outcome_tensor(matrix, tie_margin), matrix,
+        n_bootstrap=n_bootstrap, seed=seed, prior=prior, confidence=confidence,
+    )  # fmt: skip
+
+
+def rank_outcomes(
+    names: Sequence[str],
+    outcomes: np.ndarray,
+    matrix: np.ndarray,
+    *,
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+    prior: float = 1.0,
+    confidence: float = 0.95,
+) -> list[dict]:
+    """`rank_models` from an outcome tensor O[i, j, k] (model i against j on prompt k: 1, 0.5 or 0), as a
+    pairwise judge gives it directly; `matrix[i, k]` is model i's score on prompt k (for `mean_score`)."""
+    n_prompts = outcomes.shape[2]
     theta = fit_bradley_terry(outcomes.sum(axis=2), prior)
     elo = to_elo(theta)
 

@@ -10,6 +10,11 @@ scores and win rates per category, probe rates (`probes`) -> write `results.json
 Probes need the gold judge's parts. With `judge="gold"` they come with the scores; with a reward-model judge
 they are computed with the gold judge as well when the prompts come from the demo world (their `meta` has a
 `task`), and each response then records both `score` (the reward model's) and `gold`.
+
+A pairwise judge (`judge="openai:URL#MODEL"`, see `judges`) compares every pair of models on every prompt in
+both orders instead of scoring responses: its verdicts are the win/tie/loss outcomes directly (and the ranking
+is fitted to them), a model's `score` on a prompt is its mean P(better) against the others, and each line of
+`responses.jsonl` also records the verdicts under `judgements`.
 """
 
 from __future__ import annotations
@@ -21,10 +26,10 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from rlhfkit.errors import RlhfkitError
-from rlhfkit.evaluate.judges import gold_judge, make_judge
+from rlhfkit.evaluate.judges import gold_judge, make_judge, pairwise_judge, parse_judge_spec
 from rlhfkit.evaluate.probes import PROBES, probe_rates
-from rlhfkit.evaluate.ranking import rank_models
-from rlhfkit.evaluate.winrates import pairwise_counts
+from rlhfkit.evaluate.ranking import outcome_tensor, rank_outcomes
+from rlhfkit.evaluate.winrates import counts_from_outcomes
 from rlhfkit.train.distributed import (
     finish_distributed,
     init_distributed,
@@ -41,12 +46,15 @@ RESPONSES = "responses.jsonl"
 class EvalConfig:
     """What to evaluate and how (`rlhfkit evaluate`); the defaults suit the demo world on a CPU."""
 
-    models: dict[str, str] = field(default_factory=dict)  # {display name: checkpoint folder}, in table order
+    models: dict[str, str] = field(default_factory=dict)  # {display name: model source}, in table order
     prompts: str = (
-        ""  # chat JSONL of prompts (e.g. world/eval_prompts.jsonl); a trailing assistant turn is dropped
+        ""  # prompt chats: JSONL or any data source (e.g. world/eval_prompts.jsonl); a final reply is dropped
     )
     out: str = "eval"  # output folder for results.json and responses.jsonl
-    judge: str = "gold"  # "gold" (the demo world's gold judge) or "reward:DIR" (a reward model folder)
+    judge: str = (
+        "gold"  # "gold" (demo world), "reward:DIR" (a reward model) or "openai:URL#MODEL" (LLM judge)
+    )
+    judge_prompt: str = ""  # openai judge: prompt template file ({conversation}, {response_a}, {response_b})
     n_prompts: int = 0  # use N prompts, round-robin over categories; 0: all
     temperature: float = 0.7  # sampling temperature, the same for every model; 0: greedy
     top_p: float = 1.0  # nucleus sampling mass; 1.0: off
@@ -54,8 +62,13 @@ class EvalConfig:
     batch_size: int = 32  # sequences decoded together
     seed: int = 0  # sampling and bootstrap seed
     bootstrap: int = 1000  # resamples of the prompts for the ranking's confidence intervals; 0: none
-    tie_margin: float = 0.0  # score differences up to this are ties (counted half)
+    tie_margin: float = 0.0  # score differences up to this are ties (counted half); openai judge: P(A)-P(B)
     quiet: bool = False  # no progress bars or summary table
+    device: str = (
+        "auto"  # where the models run: auto (the GPU when CUDA is available, else the CPU), cpu, cuda[:N]
+    )
+    dtype: str = "auto"  # models' dtype: auto (bfloat16 on a bf16-capable GPU, else float32), float32, bfloat16, float16
+    chat_template: list[str] | None = None  # Jinja chat template FILE for every model, or NAME=FILE for one
 
 
 def pick_prompts(path: str | Path, n_prompts: int = 0) -> list[dict]:
@@ -92,37 +105,43 @@ def pick_prompts(path: str | Path, n_prompts: int = 0) -> list[dict]:
 def _check(cfg: EvalConfig) -> None:
     if not cfg.models:
         raise RlhfkitError("models: expected at least one NAME=DIR model to evaluate")
+    from rlhfkit.generation.loading import check_template_targets
+    from rlhfkit.models import check_source
+
     for name, folder in cfg.models.items():
         if not name or "=" in name:
             raise RlhfkitError(f"models: invalid model name '{name}'")
-        if not Path(folder, "config.json").is_file():
-            raise RlhfkitError(f"{folder}: model '{name}' is not a checkpoint folder (no config.json)")
+        try:
+            check_source(folder)  # a folder, .gguf file, Hub name or adapter folder; loads nothing
+        except RlhfkitError as exc:
+            raise RlhfkitError(f"model '{name}': {exc}") from None
+    check_template_targets(cfg.chat_template, list(cfg.models))
     if not cfg.prompts:
         raise RlhfkitError("prompts: expected a chat JSONL file of evaluation prompts")
+    if parse_judge_spec(cfg.judge)[0] == "openai" and len(cfg.models) < 2:
+        raise RlhfkitError(f"--judge {cfg.judge}: a pairwise judge needs at least two --model to compare")
     if cfg.bootstrap < 0:
         raise RlhfkitError(f"bootstrap: expected an integer >= 0, got {cfg.bootstrap}")
 
 
 def generate_responses(name: str, folder: str, prompts: list[dict], cfg: EvalConfig, progress=None) -> dict:
     """One sampled response per prompt from the model in `folder`: texts, finish reasons, token counts, time."""
-    import torch
-
     from rlhfkit.generation import SamplingParams, generate_chat
-    from rlhfkit.models import load_causal_lm
-    from rlhfkit.tokenizer import load_tokenizer
+    from rlhfkit.generation.loading import load_for_generation, template_for
 
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = load_causal_lm(folder).to(device).eval()
-    tokenizer = load_tokenizer(folder)
-    if not getattr(tokenizer, "chat_template", None):
-        raise RlhfkitError(f"{folder}: the tokenizer of model '{name}' has no chat template")
+    try:
+        model, tokenizer = load_for_generation(
+            folder, device=cfg.device, dtype=cfg.dtype, chat_template=template_for(name, cfg.chat_template)
+        )
+    except RlhfkitError as exc:
+        raise RlhfkitError(f"model '{name}': {exc}") from None
     params = SamplingParams(
         max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed
     )
     task = progress.add_task(f"sample {name}", total=len(prompts)) if progress else None
     t0 = time.perf_counter()
     # Under torchrun each rank samples its share of the prompts (own seed); every rank gets all, in order.
-    info = init_distributed(torch.device(device))
+    info = init_distributed(next(model.parameters()).device)
     params = replace(params, seed=rank_seed(params.seed, info))
     completions = map_across_ranks(
         [p["messages"] for p in prompts],
@@ -170,14 +189,23 @@ def compare(
     prompts: list[dict],
     cfg: EvalConfig,
     probe_parts: dict[str, list[dict]] | None = None,
+    outcomes=None,
 ) -> dict:
-    """Win rates, ranking, per-category results and probe rates from the scores (no I/O)."""
-    counts = pairwise_counts(scores, cfg.tie_margin)
+    """Win rates, ranking, per-category results and probe rates from the scores (no I/O). The outcomes
+    (O[i, j, k]: model i against j on prompt k) are the scores compared (`ranking.outcome_tensor`) unless a
+    pairwise judge gave them."""
+    import numpy as np
+
+    names = list(scores)
+    matrix = np.asarray([list(scores[n]) for n in names], dtype=np.float64)
+    if outcomes is None:
+        outcomes = outcome_tensor(matrix, cfg.tie_margin)
+    counts = counts_from_outcomes(names, outcomes)
     out: dict = {
         "mean_score": {m: sum(s) / max(len(s), 1) for m, s in scores.items()},
         "win_rates": {a: {b: c.win_rate for b, c in row.items()} for a, row in counts.items()},
         "pair_counts": {a: {b: c.as_dict() for b, c in row.items()} for a, row in counts.items()},
-        "ranking": rank_models(scores, n_bootstrap=cfg.bootstrap, seed=cfg.seed, tie_margin=cfg.tie_margin),
+        "ranking": rank_outcomes(names, outcomes, matrix, n_bootstrap=cfg.bootstrap, seed=cfg.seed),
     }
     by_category: dict[str, list[int]] = defaultdict(list)
     for i, p in enumerate(prompts):
@@ -185,7 +213,7 @@ def compare(
     out["by_category"] = {}
     for category, idx in sorted(by_category.items()):
         sub = {m: [s[i] for i in idx] for m, s in scores.items()}
-        sub_counts = pairwise_counts(sub, cfg.tie_margin)
+        sub_counts = counts_from_outcomes(names, outcomes[:, :, idx])
         out["by_category"][category] = {
             "n": len(idx),
             "mean_score": {m: sum(v) / len(v) for m, v in sub.items()},
@@ -209,13 +237,17 @@ def run(cfg: EvalConfig) -> dict:
     prompts = pick_prompts(cfg.prompts, cfg.n_prompts)
     if not prompts:
         raise RlhfkitError(f"{cfg.prompts}: no prompts to evaluate")
-    judge = make_judge(cfg.judge)
+    pairwise = None
+    if parse_judge_spec(cfg.judge)[0] == "openai":
+        pairwise = pairwise_judge(cfg.judge, cfg.judge_prompt or None, seed=cfg.seed)
+    else:
+        judge = make_judge(cfg.judge)
     world_prompts = any("task" in p["meta"] for p in prompts)
     messages = [p["messages"] for p in prompts]
     metas = [p["meta"] or None for p in prompts]
 
     generated: dict[str, dict] = {}
-    info = init_distributed(pick_device("auto"))
+    info = init_distributed(pick_device(cfg.device))
     with _progress(cfg.quiet or not info.is_main) as progress:
         for name, folder in cfg.models.items():
             generated[name] = generate_responses(name, folder, prompts, cfg, progress)
@@ -226,9 +258,20 @@ def run(cfg: EvalConfig) -> dict:
     scores: dict[str, list[float]] = {}
     parts: dict[str, list[dict]] = {}
     gold: dict[str, list] = {}
+    outcomes = verdicts = None
+    if pairwise is not None:
+        texts = {name: g["texts"] for name, g in generated.items()}
+        with _progress(cfg.quiet) as progress:
+            task = progress.add_task(
+                f"judge pairs ({pairwise.name})", total=len(texts) * (len(texts) - 1) // 2
+            )
+            scores, outcomes, verdicts = pairwise.tournament(
+                messages, texts, cfg.tie_margin, on_pair=lambda a, b: progress.advance(task)
+            )
     for name, g in generated.items():
-        judged = judge(messages, g["texts"], metas)
-        scores[name] = [s.total for s in judged]
+        if pairwise is None:
+            judged = judge(messages, g["texts"], metas)
+            scores[name] = [s.total for s in judged]
         if cfg.judge == "gold":
             parts[name] = [s.parts for s in judged]
         elif world_prompts:
@@ -242,9 +285,11 @@ def run(cfg: EvalConfig) -> dict:
         "n_prompts": len(prompts),
         "categories": sorted({p["category"] for p in prompts}),
         "config": asdict(cfg),
-        **compare(scores, prompts, cfg, parts or None),
+        **compare(scores, prompts, cfg, parts or None, outcomes),
         "generation": {name: g["stats"] for name, g in generated.items()},
     }
+    if pairwise is not None:
+        results["judge_template"] = pairwise.template  # the exact words the judge was asked with
     if gold:
         results["gold_mean_score"] = {m: sum(s.total for s in v) / len(v) for m, v in gold.items()}
     results["seconds"] = round(time.perf_counter() - t_start, 2)
@@ -253,14 +298,14 @@ def run(cfg: EvalConfig) -> dict:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / RESULTS).write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    _write_responses(out / RESPONSES, prompts, generated, scores, parts, gold)
+    _write_responses(out / RESPONSES, prompts, generated, scores, parts, gold, verdicts)
     if not cfg.quiet:
         print_summary(results)
     finish_distributed(info)
     return results
 
 
-def _write_responses(path: Path, prompts, generated, scores, parts, gold) -> None:
+def _write_responses(path: Path, prompts, generated, scores, parts, gold, verdicts=None) -> None:
     with path.open("w", encoding="utf-8") as fh:
         for i, p in enumerate(prompts):
             responses = {}
@@ -278,6 +323,8 @@ def _write_responses(path: Path, prompts, generated, scores, parts, gold) -> Non
                 responses[name] = entry
             record = {"id": p["id"], "category": p["category"], "prompt": p["messages"], "meta": p["meta"]}
             record["responses"] = responses
+            if verdicts is not None:
+                record["judgements"] = verdicts[i]
             fh.write(json.dumps(record, ensure_ascii=False) + "\n")
 
 

@@ -61,6 +61,23 @@ def pairwise_counts(
     return {a: {b: head_to_head(scores[a], scores[b], tie_margin) for b in names if b != a} for a in names}
 
 
+def counts_from_outcomes(names: Sequence[str], outcomes) -> dict[str, dict[str, PairCounts]]:
+    """`pairwise_counts` from an outcome tensor O[i, j, k] (1 win, 0.5 tie, 0 loss of model i against j on
+    prompt k; `ranking.outcome_tensor`, or a pairwise judge's verdicts)."""
+    return {
+        a: {
+            b: PairCounts(
+                int((outcomes[i][j] == 1.0).sum()),
+                int((outcomes[i][j] == 0.5).sum()),
+                int((outcomes[i][j] == 0.0).sum()),
+            )
+            for j, b in enumerate(names)
+            if j != i
+        }
+        for i, a in enumerate(names)
+    }
+
+
 def win_rate_matrix(
     scores: Mapping[str, Sequence[float]], tie_margin: float = 0.0
 ) -> dict[str, dict[str, float]]:

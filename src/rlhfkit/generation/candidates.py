@@ -19,27 +19,24 @@ from rlhfkit.generation.params import SamplingParams
 
 def write_candidates(model_dir: str, prompts_path: str, out: str, params: SamplingParams, *, n: int = 1,
                      batch_size: int = 64, best_of: int = 1, reward: str | None = None,
-                     off_prompt: int = 0) -> int:  # fmt: skip
+                     off_prompt: int = 0, device: str = "auto", dtype: str = "auto",
+                     chat_template: str | None = None) -> int:  # fmt: skip
     """Sample `n` responses per prompt (each the best of `best_of` by the reward model in `reward`), add
-    `off_prompt` responses sampled for other prompts, write the candidates JSONL; return the record count."""
+    `off_prompt` responses sampled for other prompts, write the candidates JSONL; return the record count.
+    `model_dir` is any model source (`generation.loading.load_for_generation`)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from rlhfkit.data.chats import load_prompts
     from rlhfkit.data.jsonl import write_jsonl
-    from rlhfkit.errors import RlhfkitError
+    from rlhfkit.generation.loading import load_for_generation
     from rlhfkit.generation.text import generate_chat
-    from rlhfkit.models import load_causal_lm
-    from rlhfkit.tokenizer import load_tokenizer
     from rlhfkit.train.distributed import finish_distributed, init_distributed, map_across_ranks, rank_seed
 
     records = load_prompts(prompts_path)
-    model = load_causal_lm(model_dir).eval()
+    model, tokenizer = load_for_generation(model_dir, device=device, dtype=dtype, chat_template=chat_template)
     # Under torchrun each rank samples its share of the responses (own seed); rank 0 writes them in order.
     info = init_distributed(next(model.parameters()).device)
     sample_params = replace(params, seed=rank_seed(params.seed, info))
-    tokenizer = load_tokenizer(model_dir)
-    if not getattr(tokenizer, "chat_template", None):
-        raise RlhfkitError(f"{model_dir}: the tokenizer has no chat template; chat prompts need one")
     prompts = [record["messages"] for record in records]
     draws = n * best_of  # best-of-n samples n*best_of and keeps the best of each group of best_of
     chats = [messages for messages in prompts for _ in range(draws)]  # prompt-major: K in a row

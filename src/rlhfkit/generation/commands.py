@@ -6,6 +6,24 @@ import argparse
 import sys
 
 HELP = "commands: /reset clears the conversation, /exit quits (Ctrl-D too)"
+MODEL_HELP = (
+    "the model: a Hugging Face folder, a .gguf file, a Hub name (e.g. HuggingFaceTB/SmolLM2-135M-Instruct) "
+    "or a PEFT adapter folder (applied to its base and merged)"
+)
+
+
+def add_model_options(p: argparse.ArgumentParser) -> None:
+    """--device, --dtype and --chat-template: how a model is run for inference (shared by generate and chat)."""
+    from rlhfkit.device import DEVICE_HELP, DTYPE_HELP
+
+    p.add_argument("--device", default="auto", help=f"where the model runs: {DEVICE_HELP} (default auto)")
+    p.add_argument("--dtype", default="auto", help=f"weights' dtype: {DTYPE_HELP} (default auto)")
+    p.add_argument(
+        "--chat-template",
+        default=None,
+        metavar="FILE",
+        help="a Jinja chat template that replaces the model's own (needed for a model that has none)",
+    )
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -15,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Sample --n responses to each chat prompt in --prompts with the model in --model and write "
         "them as candidates JSONL to --out.",
     )
-    p.add_argument("--model", required=True, help="model folder (Hugging Face causal LM with a tokenizer)")
+    p.add_argument("--model", required=True, help=MODEL_HELP)
     p.add_argument(
         "--prompts", required=True, help="chat JSONL: {'messages': [...], 'id', 'category', 'meta'}"
     )
@@ -40,16 +58,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="add this many responses sampled for other prompts (of another category when there is one) to each "
         "record, so annotators also rank answers that do not fit the prompt (default 0)",
     )  # fmt: skip
+    add_model_options(p)
     p.set_defaults(func=_run)
 
     p = sub.add_parser("chat", help="chat with a checkpoint in the terminal")
-    p.add_argument("--model", required=True, help="checkpoint folder")
+    p.add_argument("--model", required=True, help=MODEL_HELP)
     p.add_argument("--system", default=None, help="system prompt (persona)")
     p.add_argument("--raw", action="store_true", help="plain text completion (how a base model is used)")
     p.add_argument("--temperature", type=float, default=0.7)
     p.add_argument("--top-p", type=float, default=0.95)
     p.add_argument("--max-new-tokens", type=int, default=128)
     p.add_argument("--seed", type=int, default=0)
+    add_model_options(p)
     p.set_defaults(func=_chat)
 
 
@@ -75,18 +95,23 @@ def _run(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     count = write_candidates(args.model, args.prompts, args.out, params, n=args.n, batch_size=args.batch_size,
-                             best_of=args.best_of, reward=args.reward, off_prompt=args.off_prompt)  # fmt: skip
+                             best_of=args.best_of, reward=args.reward, off_prompt=args.off_prompt,
+                             device=args.device, dtype=args.dtype, chat_template=args.chat_template)  # fmt: skip
     print(f"generate: {count} prompts x {args.n} responses written to {args.out}")
     return 0
 
 
 def _chat(args: argparse.Namespace) -> int:
     from rlhfkit.generation import SamplingParams, generate_chat, generate_text
-    from rlhfkit.models import load_causal_lm
-    from rlhfkit.tokenizer import load_tokenizer
+    from rlhfkit.generation.loading import load_for_generation
 
-    model = load_causal_lm(args.model).eval()
-    tokenizer = load_tokenizer(args.model)
+    model, tokenizer = load_for_generation(
+        args.model,
+        device=args.device,
+        dtype=args.dtype,
+        chat_template=args.chat_template,
+        need_chat_template=not args.raw,
+    )
     mode = "completion" if args.raw else "chat"
     print(f"rlhfkit chat: {args.model} ({mode} mode). {HELP}", flush=True)
     history: list[dict] = [{"role": "system", "content": args.system}] if args.system else []

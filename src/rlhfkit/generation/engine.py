@@ -14,6 +14,8 @@ Design:
 from __future__ import annotations
 
 import random
+import sys
+import weakref
 from collections.abc import Callable, Sequence
 
 import torch
@@ -26,6 +28,19 @@ from rlhfkit.generation.sampling import pick_next_tokens
 from rlhfkit.generation.stopping import StopStrings
 
 BACKENDS = ("auto", "lean", "hf")
+_NOTICED: weakref.WeakSet = weakref.WeakSet()  # models whose fallback to the general decoder was announced
+
+
+def lean_or_notice(model: torch.nn.Module) -> bool:
+    """Whether the lean engine runs `model`; if not, say once per model object (one load) why not."""
+    reason = lean_llama.unsupported_reason(model)
+    if reason is None:
+        return True
+    if model not in _NOTICED:
+        _NOTICED.add(model)
+        print(f"generation: general Hugging Face decoder for {type(model).__name__} ({reason}; the fast lean "
+              "engine runs Llama-layout float32 models on the CPU)", file=sys.stderr, flush=True)  # fmt: skip
+    return False
 
 
 def generate(
@@ -58,9 +73,9 @@ def generate(
     for i, ids in enumerate(prompt_ids):
         if len(ids) == 0:
             raise RlhfkitError(f"prompt {i}: expected at least one token")
-    use_lean = backend == "lean" or (backend == "auto" and lean_llama.supports(model))
-    if use_lean and not lean_llama.supports(model):
+    if backend == "lean" and not lean_llama.supports(model):
         raise RlhfkitError(f"backend 'lean': {type(model).__name__} is not a supported Llama model")
+    use_lean = backend == "lean" or (backend == "auto" and lean_or_notice(model))
     device = next(model.parameters()).device
     seed = params.seed if params.seed is not None else random.SystemRandom().randrange(2**63)
     generator = torch.Generator(device=device).manual_seed(seed)

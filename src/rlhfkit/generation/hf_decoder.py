@@ -17,7 +17,10 @@ class HFDecoder:
 
     def __init__(self, model: torch.nn.Module):
         self.model = model
-        accepted = set(inspect.signature(model.forward).parameters)
+        # A PEFT wrapper's forward passes its **kwargs to the wrapped model: read what that one accepts (without
+        # position_ids, left-padded rows would get positions counted from the padding).
+        inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+        accepted = set(inspect.signature(inner.forward).parameters)
         # transformers 5 renamed `past_key_values` to `cache`; accept either spelling.
         self.cache_arg = "cache" if "cache" in accepted else "past_key_values"
         self.takes_positions = "position_ids" in accepted

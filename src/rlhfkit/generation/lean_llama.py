@@ -39,18 +39,44 @@ _DYNAMIC_ROPE_TYPES = {"dynamic", "longrope"}
 
 def supports(model: torch.nn.Module) -> bool:
     """Whether `model` is a Llama the lean path reproduces exactly (else the caller uses the HF loop)."""
+    return unsupported_reason(model) is None
+
+
+# Families with exactly Llama's layer (pre-norm RMSNorm, RoPE, GQA attention with optional q/k/v biases,
+# SwiGLU MLP, no logit soft-capping or scaling): Qwen2 is Llama plus q/k/v biases, which `_stacked` carries.
+_LLAMA_LAYOUT = ("llama", "qwen2")
+
+
+def unsupported_reason(model: torch.nn.Module) -> str | None:
+    """None when the lean path reproduces `model` exactly; else a few words on what it cannot do."""
     config = getattr(model, "config", None)
-    if config is None or getattr(config, "model_type", None) != "llama":
-        return False
+    model_type = getattr(config, "model_type", None)
+    if config is None or model_type not in _LLAMA_LAYOUT:
+        return f"{model_type or type(model).__name__} is not a Llama-layout model"
     inner = getattr(model, "model", None)
     needed = ("embed_tokens", "layers", "norm", "rotary_emb")
     if inner is None or not all(hasattr(inner, name) for name in needed) or not hasattr(model, "lm_head"):
-        return False
+        return f"{type(model).__name__} does not have the plain Llama module layout (e.g. a PEFT wrapper)"
+    weight = inner.embed_tokens.weight
+    if weight.device.type != "cpu":
+        return f"the model is on {weight.device}; the lean engine is tuned for the CPU"
+    if weight.dtype != torch.float32:
+        # transformers computes RMSNorm in fp32 whatever the weights' dtype; the lean path would not.
+        return f"the weights are {str(weight.dtype).removeprefix('torch.')}, the lean engine runs float32"
     if getattr(config, "hidden_act", "silu") != "silu":
-        return False
+        return f"activation {config.hidden_act}"
     if getattr(config, "pretraining_tp", 1) not in (None, 1):
-        return False
-    return getattr(inner.rotary_emb, "rope_type", "default") not in _DYNAMIC_ROPE_TYPES
+        return "pretraining_tp > 1"
+    if any(kind != "full_attention" for kind in getattr(config, "layer_types", None) or ()):
+        return "sliding-window attention layers"
+    if getattr(config, "final_logit_softcapping", None) or getattr(config, "attn_logit_softcapping", None):
+        return "logit soft-capping"
+    if getattr(config, "logit_scale", None) not in (None, 1, 1.0):
+        return "a logit scale"
+    rope_type = getattr(inner.rotary_emb, "rope_type", "default")
+    if rope_type in _DYNAMIC_ROPE_TYPES:
+        return f"RoPE type '{rope_type}' depends on the sequence length"
+    return None
 
 
 @dataclass

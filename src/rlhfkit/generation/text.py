@@ -2,7 +2,8 @@
 
 `generate_chat` renders each chat with the tokenizer's chat template and the generation prompt (for
 rlhfkit tokenizers: `<|role|>content<|end|>` per message, then `<|assistant|>`), and always stops at the
-end-of-turn token `<|end|>` and the tokenizer's eos, in addition to any stops in the params.
+model's end of turn (`turns.end_of_turn_ids`: the template's end-of-turn token, eos, the generation config's
+eos ids), in addition to any stops in the params.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ import torch
 
 from rlhfkit.generation.engine import generate
 from rlhfkit.generation.params import Completion, SamplingParams
+from rlhfkit.generation.turns import end_of_turn_ids, render_chat
 
-END_OF_TURN = "<|end|>"
+__all__ = ["end_of_turn_ids", "generate_chat", "generate_text", "pad_id", "render_chat"]
 
 
 def pad_id(tokenizer) -> int:
@@ -24,22 +26,6 @@ def pad_id(tokenizer) -> int:
         if candidate is not None:
             return int(candidate)
     return 0
-
-
-def end_of_turn_ids(tokenizer) -> tuple[int, ...]:
-    """Token ids that end an assistant turn: `<|end|>` when the vocabulary has it, and eos."""
-    ids = []
-    end = tokenizer.convert_tokens_to_ids(END_OF_TURN)
-    if end is not None and end != tokenizer.unk_token_id:
-        ids.append(int(end))
-    if tokenizer.eos_token_id is not None:
-        ids.append(int(tokenizer.eos_token_id))
-    return tuple(dict.fromkeys(ids))
-
-
-def render_chat(tokenizer, messages: Sequence[dict]) -> str:
-    """A chat as the model sees it, opened for the assistant's reply."""
-    return tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
 
 
 def generate_text(
@@ -81,7 +67,7 @@ def generate_chat(
 ) -> list[Completion]:
     """The assistant's next reply to each chat (a list of `{"role", "content"}` messages)."""
     params = params or SamplingParams()
-    stop_ids = tuple(dict.fromkeys((*params.stop_token_ids, *end_of_turn_ids(tokenizer))))
+    stop_ids = tuple(dict.fromkeys((*params.stop_token_ids, *end_of_turn_ids(tokenizer, model))))
     params = replace(params, stop_token_ids=stop_ids)
     prompt_ids = [
         tokenizer(render_chat(tokenizer, chat), add_special_tokens=False)["input_ids"] for chat in chats

@@ -85,13 +85,15 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _score(args: argparse.Namespace) -> int:
-    from rlhfkit.data.jsonl import read_jsonl, write_jsonl
+    from rlhfkit.data.jsonl import write_jsonl
     from rlhfkit.data.responses import record_responses
+    from rlhfkit.data.sources import record_source
     from rlhfkit.reward.model import score_conversations
 
     records, items, keys = [], [], []
-    for line, rec in read_jsonl(args.input):
-        its, ks = record_responses(rec, args.input, line)
+    source = record_source(args.input)
+    for line, rec in source:
+        its, ks = record_responses(rec, source, line)
         records.append(rec)
         items.extend(its)
         keys.append(ks)

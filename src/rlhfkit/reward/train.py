@@ -14,7 +14,6 @@ same way.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import time
@@ -27,8 +26,8 @@ import torch.nn.functional as F
 
 from rlhfkit.artifacts import write_manifest
 from rlhfkit.data.comparisons import ComparisonGroup, load_comparisons
-from rlhfkit.data.jsonl import read_jsonl
 from rlhfkit.data.responses import record_responses
+from rlhfkit.data.sources import read_records, record_source
 from rlhfkit.errors import RlhfkitError
 from rlhfkit.reward.evaluate import comparison_metrics, score_groups
 from rlhfkit.reward.model import (
@@ -155,7 +154,8 @@ def freeze_lower_layers(model, n: int) -> int:
 
 def load_calibration_items(path: str | Path) -> list[tuple[list[dict], list[dict]]]:
     """Every (prompt, response) of a candidates, comparisons or chats file (see `data.responses`)."""
-    items = [item for line, rec in read_jsonl(path) for item in record_responses(rec, path, line)[0]]
+    src = record_source(path)
+    items = [item for line, rec in read_records(src) for item in record_responses(rec, src, line)[0]]
     if not items:
         raise RlhfkitError(f"{path}: no responses to calibrate on (empty file)")
     return items
@@ -173,7 +173,7 @@ def _unique_responses(groups: list[ComparisonGroup]) -> list[tuple[list[dict], l
 
 
 def file_fingerprint(path: str | Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+    return record_source(path).fingerprint()  # a file's bytes; a `datasets` folder or Hub dataset's records
 
 
 def run(cfg: RewardConfig) -> Path:

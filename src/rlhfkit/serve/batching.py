@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 import torch
 
 from rlhfkit.generation import lean_llama
+from rlhfkit.generation.engine import lean_or_notice
 from rlhfkit.generation.hf_decoder import HFDecoder
 from rlhfkit.generation.params import SamplingParams
 from rlhfkit.generation.sampling import pick_next_tokens
@@ -121,7 +122,7 @@ def decode_batch(model: torch.nn.Module, tokenizer, pieces: list[Piece], pad_tok
     max_new = max(row.params.max_new_tokens for _, _, row in entries)
 
     with torch.inference_mode():
-        decoder = lean_llama.LeanLlama(model, count) if lean_llama.supports(model) else HFDecoder(model)
+        decoder = lean_llama.LeanLlama(model, count) if lean_or_notice(model) else HFDecoder(model)
         logits = decoder.prefill(input_ids.to(device), attention_mask.to(device), max_new)
     carried = list(range(count))  # decoder row -> entry
     while True:

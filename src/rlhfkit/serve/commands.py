@@ -1,6 +1,7 @@
 """`rlhfkit serve`: any checkpoints behind an OpenAI-compatible API.
 
 rlhfkit serve --model gpt-3.5-turbo-instruct=runs/demo/base --model gpt-4o=runs/demo/ppo --port 8000
+rlhfkit serve --model base=SmolLM2-135M-Instruct.Q4_1.gguf --model rlhf=runs/smol/ppo_adapter
 """
 
 from __future__ import annotations
@@ -10,13 +11,26 @@ import os
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from rlhfkit.device import DEVICE_HELP, DTYPE_HELP
+
     p = sub.add_parser("serve", help="serve checkpoints behind an OpenAI-compatible HTTP API")
     p.add_argument(
         "--model",
         action="append",
         required=True,
-        metavar="NAME=DIR",
-        help="a checkpoint folder served under the alias NAME (repeat for more models)",
+        metavar="NAME=SOURCE",
+        help="a model served under the alias NAME (repeat for more models): a Hugging Face folder, a .gguf file, "
+        "a Hub name or a PEFT adapter folder (applied to its base and merged)",
+    )
+    p.add_argument("--device", default="auto", help=f"where the models run: {DEVICE_HELP} (default auto)")
+    p.add_argument("--dtype", default="auto", help=f"weights' dtype: {DTYPE_HELP} (default auto)")
+    p.add_argument(
+        "--chat-template",
+        action="append",
+        default=[],
+        metavar="[NAME=]FILE",
+        help="a Jinja chat template replacing a model's own: FILE for every model, NAME=FILE for one (repeatable); "
+        "a model without any template serves /v1/completions only",
     )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
@@ -110,7 +124,12 @@ def _run(args: argparse.Namespace) -> int:
 
         torch.set_num_threads(args.threads)
     models = load_served_models(
-        args.model, max_batch_rows=args.max_batch_rows, max_active_batches=args.max_active_batches
+        args.model,
+        device=args.device,
+        dtype=args.dtype,
+        chat_templates=args.chat_template,
+        max_batch_rows=args.max_batch_rows,
+        max_active_batches=args.max_active_batches,
     )
     for name, served in models.items():
         print(f"serving {name} <- {served.path} (context {served.context_length} tokens)", flush=True)

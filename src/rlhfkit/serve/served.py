@@ -49,7 +49,9 @@ class ServedModel:
             rendered = render_chat(self.tokenizer, messages)
         except ValueError as exc:  # transformers raises ValueError when there is no chat template
             raise bad_request(
-                f"Model '{self.name}' has no chat template; use /v1/completions ({exc}).", param="messages"
+                f"Model '{self.name}' has no chat template; use /v1/completions, or start the server with "
+                f"--chat-template {self.name}=FILE ({exc}).",
+                param="messages",
             ) from None
         return self.tokenizer(rendered, add_special_tokens=False)["input_ids"]
 
@@ -86,10 +88,11 @@ class ServedModel:
 
 
 def parse_model_spec(spec: str) -> tuple[str, str]:
-    """`NAME=DIR` -> (NAME, DIR); a bare `DIR` is served under its folder name."""
+    """`NAME=SOURCE` -> (NAME, SOURCE); a bare `SOURCE` is served under its last path part (a `.gguf` file's
+    stem)."""
     name, sep, path = spec.partition("=")
     if not sep:
-        name, path = Path(spec).name, spec
+        name, path = (Path(spec).stem if spec.endswith(".gguf") else Path(spec).name), spec
     if not name or not path:
         raise RlhfkitError(f"--model '{spec}': expected NAME=DIR (e.g. --model gpt-4o=runs/demo/ppo)")
     return name.strip(), path.strip()
@@ -128,25 +131,41 @@ def serve_model(
     )
 
 
-def load_served_models(specs: list[str], **options) -> dict[str, ServedModel]:
-    """Load every `NAME=DIR` once per folder; `options` go to `serve_model`."""
-    from rlhfkit.models import load_causal_lm
-    from rlhfkit.tokenizer import load_tokenizer
+def load_served_models(
+    specs: list[str],
+    *,
+    device: str = "auto",
+    dtype: str = "auto",
+    chat_templates: list[str] | None = None,
+    **options,
+) -> dict[str, ServedModel]:
+    """Load every `NAME=SOURCE` once per source, on `device` in `dtype`; `chat_templates` are `--chat-template`
+    values (`FILE` for every model, `NAME=FILE` for one); `options` go to `serve_model`.
 
+    A source is anything `load_causal_lm` takes: a folder, a `.gguf` file, a Hub name, a PEFT adapter folder.
+    Each model keeps its own tokenizer, chat template and stop ids. A model without a chat template is served
+    for /v1/completions only (its chat requests get a 400 that says so)."""
+    from rlhfkit.generation.loading import check_template_targets, load_for_generation, template_for
+
+    parsed = [parse_model_spec(spec) for spec in specs]
+    check_template_targets(chat_templates, [name for name, _ in parsed])
     served: dict[str, ServedModel] = {}
-    by_folder: dict[Path, ServedModel] = {}
-    for spec in specs:
-        name, path = parse_model_spec(spec)
+    by_source: dict[tuple, ServedModel] = {}
+    for (name, path), spec in zip(parsed, specs):
         if name in served:
             raise RlhfkitError(f"--model '{spec}': the name '{name}' is given twice")
-        folder = Path(path).resolve()
-        if folder in by_folder:
-            first = by_folder[folder]
+        template = template_for(name, chat_templates)
+        local = Path(path).expanduser()
+        source = str(local.resolve()) if local.exists() else path
+        key = (source, template)
+        if key in by_source:
+            first = by_source[key]
             served[name] = ServedModel(**{**first.__dict__, "name": name})
             continue
-        model = load_causal_lm(folder)
-        tokenizer = load_tokenizer(folder)
-        served[name] = by_folder[folder] = serve_model(name, model, tokenizer, str(folder), **options)
+        model, tokenizer = load_for_generation(
+            source, device=device, dtype=dtype, chat_template=template, need_chat_template=False
+        )
+        served[name] = by_source[key] = serve_model(name, model, tokenizer, source, **options)
     return served
 
 
@@ -159,9 +178,8 @@ def _context_length(model: torch.nn.Module, tokenizer) -> int:
 
 
 def _stop_token_ids(model: torch.nn.Module, tokenizer) -> tuple[int, ...]:
-    ids = list(end_of_turn_ids(tokenizer))
-    eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    ids += [eos] if isinstance(eos, int) else list(eos or [])
+    """The model's end of turn (`generation.end_of_turn_ids`), plus the end of a document for completions."""
+    ids = list(end_of_turn_ids(tokenizer, model))
     document_end = tokenizer.convert_tokens_to_ids(ENDOFTEXT)
     if isinstance(document_end, int) and document_end != tokenizer.unk_token_id:
         ids.append(document_end)
@@ -170,8 +188,9 @@ def _stop_token_ids(model: torch.nn.Module, tokenizer) -> tuple[int, ...]:
 
 def _fingerprint(model: torch.nn.Module, path: str) -> str:
     digest = hashlib.sha256(model.config.to_json_string().encode())
-    weights = Path(path) / "model.safetensors" if path else None
-    if weights is not None and weights.exists():
+    candidates = [Path(path), Path(path) / "model.safetensors", Path(path) / "adapter_model.safetensors"]
+    weights = next((c for c in candidates if c.is_file()), None) if path else None
+    if weights is not None:
         stat = weights.stat()
         digest.update(f"{stat.st_size}:{stat.st_mtime_ns}".encode())
     return f"fp_{digest.hexdigest()[:10]}"
