@@ -135,9 +135,15 @@ def load_causal_lm(path: str | Path, dtype=None, device=None):
 
     name, extra = source_kwargs(path)
     try:
-        model = AutoModelForCausalLM.from_pretrained(
-            name, dtype=dtype or torch.float32, attn_implementation="sdpa", **extra
-        )
+        try:
+            model = AutoModelForCausalLM.from_pretrained(
+                name, dtype=dtype or torch.float32, attn_implementation="sdpa", **extra
+            )
+        except ValueError as exc:
+            if "scaled_dot_product_attention" not in str(exc):
+                raise
+            # An architecture without an SDPA kernel (Gemma-2's soft-capped attention): its own default.
+            model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype or torch.float32, **extra)
     except (OSError, ValueError, KeyError) as exc:
         if not Path(name).exists():
             raise hub_error(str(path), exc) from None

@@ -37,6 +37,7 @@ import torch.nn.functional as F
 
 from rlhfkit.train.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
 from rlhfkit.train.distributed import DistInfo, all_reduce_sum
+from rlhfkit.train.logits import logits_at, plain_lm_head
 
 
 @dataclass
@@ -66,14 +67,13 @@ def lm_loss(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor, dict]:
     Batches are right-padded, so causal attention never lets a real token see a pad: no attention mask is
     needed (and building one costs time). For a plain Hugging Face model the LM head runs only on positions
     that have a label — in SFT most positions are prompt tokens, and the head is the costliest matmul of a
-    tiny model.
+    tiny model. That shortcut is taken only where it is exact (`train.logits.plain_lm_head`); other
+    architectures (Gemma-2's soft-capping, ...) go through the model's own forward.
     """
     labels = batch["labels"]
     keep = labels != -100
-    body, head = getattr(model, "model", None), getattr(model, "lm_head", None)
-    if body is not None and head is not None and not keep.all():
-        hidden = body(input_ids=batch["input_ids"], use_cache=False).last_hidden_state
-        logits = head(hidden[keep])
+    if plain_lm_head(model) and not keep.all():
+        logits, _ = logits_at(model, batch["input_ids"], keep)
         loss = F.cross_entropy(logits.float(), labels[keep], reduction="sum")
     else:
         logits = model(input_ids=batch["input_ids"], use_cache=False).logits
