@@ -217,6 +217,9 @@ def test_lora_outputs_are_peft_adapters_on_the_real_base(models, data, tmp_path)
     config = json.loads((out / "adapter_config.json").read_text())
     assert config["base_model_name_or_path"] == str(models["llama"].resolve())
     assert not (out / "model.safetensors").exists()
+    from safetensors.torch import load_file  # the resume checkpoint holds the adapters only, not the base
+
+    assert all("lora_" in k for k in load_file(out / "checkpoint" / "model.safetensors"))
     model = AutoPeftModelForCausalLM.from_pretrained(out)
     trained = load_causal_lm(models["llama"])
     ids = torch.tensor([[5, 9, 12, 7]])

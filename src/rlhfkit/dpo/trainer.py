@@ -91,7 +91,7 @@ class DPOConfig:
     # float16; trained weights stay fp32 under a CUDA autocast; a separate reference and a LoRA run's base
     # are loaded in it
     gradient_checkpointing: bool = (
-        False  # recompute activations in the backward pass (less memory, ~30% slower)
+        False  # recompute activations in the backward pass (less memory, about a third slower)
     )
     lora: LoraOptions = field(default_factory=LoraOptions)
     loop: DPOLoopConfig = field(default_factory=DPOLoopConfig)

@@ -152,7 +152,7 @@ class PPOConfig:
     # float16; trained weights stay fp32 under a CUDA autocast; frozen models (reward, reference, a LoRA
     # run's base) are loaded in it
     gradient_checkpointing: bool = (
-        False  # recompute activations in the backward pass (less memory, ~30% slower)
+        False  # recompute activations in the backward pass (less memory, about a third slower)
     )
     lora: LoraOptions = field(
         default_factory=LoraOptions

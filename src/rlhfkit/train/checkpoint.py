@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from rlhfkit.errors import RlhfkitError
+
 CHECKPOINT_DIR = "checkpoint"
 
 
@@ -47,7 +49,7 @@ def save_checkpoint(
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     # Tied weights share storage; safetensors refuses shared tensors, so store clones (loading re-ties them).
-    state = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
+    state = {k: v.detach().clone().contiguous() for k, v in trained_state(model).items()}
     save_file(state, str(tmp / "model.safetensors"))
     torch.save({"optimizer": optimizer.state_dict(), "rng": _rng_state()}, tmp / "trainer.pt")
     (tmp / "state.json").write_text(json.dumps({"step": step, "extra": extra or {}}, indent=1))
@@ -57,6 +59,16 @@ def save_checkpoint(
     tmp.rename(final)
     shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def trained_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """What a checkpoint must hold: the whole state dict, or, when some weights are frozen (a LoRA model's
+    base, a reward model's lower layers), only the trainable ones: the rest cannot have changed, and a full
+    copy of a frozen 0.5B base would double the memory and disk of every save."""
+    params = dict(model.named_parameters())
+    if all(p.requires_grad for p in params.values()):
+        return model.state_dict()
+    return {name: p for name, p in params.items() if p.requires_grad}
 
 
 def find_checkpoint(out_dir: Path) -> Path | None:
@@ -71,7 +83,13 @@ def find_checkpoint(out_dir: Path) -> Path | None:
 def load_checkpoint(ckpt: Path, model: torch.nn.Module, optimizer) -> tuple[int, dict]:
     """Restore weights, optimizer and RNG state; return (step, extra)."""
     state = load_file(str(ckpt / "model.safetensors"))
-    model.load_state_dict(state, strict=True)
+    trained = trained_state(model)
+    if set(state) != set(trained):
+        raise RlhfkitError(
+            f"{ckpt}: its weights do not match this model's trainable weights (a checkpoint of another "
+            "configuration, e.g. with or without LoRA); remove it or use another --out"
+        )
+    model.load_state_dict(state, strict=len(trained) == len(model.state_dict()))
     trainer = torch.load(ckpt / "trainer.pt", weights_only=False)
     optimizer.load_state_dict(trainer["optimizer"])
     _set_rng_state(trainer["rng"])
