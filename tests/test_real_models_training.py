@@ -282,3 +282,20 @@ def test_gradient_checkpointing_gives_the_same_training(models, data, tmp_path):
         sft(models, data, "gemma2", tmp_path / "b", lora=LORA, gradient_checkpointing=True)
     )
     assert [r["loss"] for r in plain] == pytest.approx([r["loss"] for r in checkpointed], rel=1e-4)
+
+
+def test_dpo_with_lora_trains_an_adapter_and_keeps_the_reference(models, data, tmp_path):
+    from rlhfkit.dpo.trainer import DPOConfig, DPOLoopConfig, run
+
+    loop = DPOLoopConfig(max_steps=4, lr=1e-2, warmup_steps=1, eval_every=4, save_every=100, log_every=1)
+    out = run(DPOConfig(policy=str(models["gemma2"]), data=str(data["pairs"]), eval_data=str(data["pairs"]),
+                        out=str(tmp_path / "dpo"), epochs=0, batch_size=4, micro_batch_size=4, max_length=64,
+                        device="cpu", lora=LORA, loop=loop))  # fmt: skip
+    rows = metrics(out)
+    assert rows[0]["loss"] == pytest.approx(
+        0.6931, abs=1e-3
+    )  # zero-initialised adapters: policy == reference
+    assert rows[-1]["loss"] < rows[0]["loss"] and rows[-1]["val_accuracy"] > 0.5
+    assert json.loads((out / "adapter_config.json").read_text())["base_model_name_or_path"] == str(
+        models["gemma2"].resolve()
+    )
