@@ -105,7 +105,12 @@ def enable_gradient_checkpointing(model: torch.nn.Module) -> None:
     so frozen inputs under LoRA need no `enable_input_require_grads`)."""
     if not getattr(model, "supports_gradient_checkpointing", False):
         raise RlhfkitError(f"--gradient-checkpointing: {type(model).__name__} does not support it")
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    kwargs = {"use_reentrant": False}
+    enable = getattr(model, "activation_checkpointing_enable", None)  # transformers >= 5.x's name
+    if enable is not None:
+        enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
 def apply_lora(model: torch.nn.Module, opts: LoraOptions, head: str | None = None) -> torch.nn.Module:
@@ -147,6 +152,11 @@ def load_merged(path: str | Path, auto_class, **kwargs) -> torch.nn.Module:
     base = adapter_base(path)
     if not Path(base).exists() and base.startswith(("/", ".")):
         raise RlhfkitError(f"{path}: its base model {base} (adapter_config.json) is not there")
+    from transformers.utils import logging
+
+    verbosity = logging.get_verbosity()
+    # A reward model's base has no score head: transformers reports it "missing", but the adapter brings it.
+    logging.set_verbosity_error()
     try:
         model = auto_class.from_pretrained(base, **kwargs)
         return PeftModel.from_pretrained(model, str(path)).merge_and_unload()
@@ -154,6 +164,8 @@ def load_merged(path: str | Path, auto_class, **kwargs) -> torch.nn.Module:
         raise RlhfkitError(
             f"{path}: could not load the adapter on {base} ({str(exc).splitlines()[0]})"
         ) from None
+    finally:
+        logging.set_verbosity(verbosity)
 
 
 def resolve_base(source: str, out: str | Path) -> str:
