@@ -299,3 +299,21 @@ def test_dpo_with_lora_trains_an_adapter_and_keeps_the_reference(models, data, t
     assert json.loads((out / "adapter_config.json").read_text())["base_model_name_or_path"] == str(
         models["gemma2"].resolve()
     )
+
+
+def test_rejection_sampling_rounds_chain_lora_adapters(models, data, tmp_path):
+    from rlhfkit.cli import main
+
+    rm = reward(models, data, "llama", tmp_path / "rm", lora=LORA)
+    out = tmp_path / "rs"
+    argv = ["rs", "--policy", str(models["llama"]), "--reward", str(rm), "--prompts", str(data["prompts"]),
+            "--out", str(out), "--n", "2", "--rounds", "2", "--max-new-tokens", "6", "--keep-unfinished",
+            "--sft-epochs", "1", "--sft-batch-size", "4", "--lr", "1e-2", "--warmup-steps", "1", "--device", "cpu",
+            "--lora-r", "4", "--lora-targets", "q_proj", "v_proj"]  # fmt: skip
+    assert main(argv) == 0
+    first = json.loads((out / "rounds" / "0" / "policy" / "adapter_config.json").read_text())
+    final = json.loads((out / "adapter_config.json").read_text())
+    assert first["base_model_name_or_path"] == str(models["llama"].resolve())
+    assert sorted(first["target_modules"]) == ["q_proj", "v_proj"]
+    # round 1 started from round 0's adapter merged into its base, saved as the new adapter's base
+    assert final["base_model_name_or_path"] == str((out / "base").resolve())
