@@ -317,3 +317,21 @@ def test_rejection_sampling_rounds_chain_lora_adapters(models, data, tmp_path):
     assert sorted(first["target_modules"]) == ["q_proj", "v_proj"]
     # round 1 started from round 0's adapter merged into its base, saved as the new adapter's base
     assert final["base_model_name_or_path"] == str((out / "base").resolve())
+
+
+def test_ppo_with_lora_resumes_exactly_from_an_adapter_only_checkpoint(models, data, tmp_path):
+    from rlhfkit.ppo import PPOConfig, run
+
+    def length_reward(prompts, texts, ids):
+        return [len(r) / 6 for r in ids]
+
+    def config(out, steps):
+        return PPOConfig(policy=str(models["qwen2"]), prompts=str(data["prompts"]), out=str(out), steps=steps,
+                         batch_size=4, minibatch_size=2, epochs=1, max_new_tokens=6, lr=1e-3, warmup_steps=1,
+                         sample_every=0, save_every=100, device="cpu", value_model="head", lora=LORA)  # fmt: skip
+
+    straight = metrics(run(config(tmp_path / "straight", 2), reward_fn=length_reward))
+    run(config(tmp_path / "resumed", 1), reward_fn=length_reward)
+    resumed = metrics(run(config(tmp_path / "resumed", 2), reward_fn=length_reward))
+    for key in ("reward", "kl", "policy_loss", "response_length"):
+        assert resumed[-1][key] == pytest.approx(straight[-1][key], abs=1e-6), key
