@@ -26,6 +26,11 @@ parameters; the checkpoint saves both plus beta and the reward normalization, so
 Output: the policy as a Hugging Face checkpoint in `out` (with tokenizer and a generation config that stops at
 end of turn), the critic in `out/value/` (or `out/value_head.safetensors`), `rlhfkit.json`, `metrics.jsonl`
 and `samples.jsonl`.
+
+With `--lora-r` the policy trains LoRA adapters and the reference is the same weights with the adapters
+disabled (no reference model is loaded); the critic trains adapters too unless `--no-critic-lora`; the output
+is a peft adapter folder on the policy's base (`rlhfkit.lora`). `--dtype` and `--gradient-checkpointing` are
+described in `train/precision.py` and `lora.enable_gradient_checkpointing`.
 """
 
 from __future__ import annotations

@@ -10,6 +10,9 @@ Each completion is scored once, and the group's loss is the mean over all its ju
 full ranking). Feeding the pairs of a ranking as independent examples would show each completion K - 1 times
 per epoch and overfit. The loop's `count` is the number of groups, so accumulation and DDP average the
 same way.
+
+With `--lora-r` the backbone trains LoRA adapters and the score head trains whole; the output is then a peft
+adapter folder (`load_reward_model` merges it back for scoring) and the score offset is in `rlhfkit.json`.
 """
 
 from __future__ import annotations
