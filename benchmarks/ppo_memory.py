@@ -4,11 +4,12 @@ The model has Qwen2.5-0.5B's shape (hidden 896, 24 layers, 14 heads, 2 KV heads,
 embeddings, its full 151,936-token vocabulary; the tokenizer is a small rlhfkit BPE, so only its ids are
 sampled from the prompts, but the embedding, LM head and logits have the real size). A policy folder and a
 reward model folder are written once; then `rlhfkit ppo` runs one step in a fresh process, whose peak RSS
-(`getrusage` of the child) is reported:
+(`os.wait4`'s resource usage of that child) is reported:
 
 - `lora`: `--lora-r 16 --gradient-checkpointing`, critic from the reward model with LoRA too (the default),
   reference = the policy with adapters disabled. Held in memory: policy base, critic base, reward model
   (three fp32 copies of the weights) plus adapters, their AdamW state and activations.
+- `bf16` (`--bf16`): the same with `--dtype bfloat16`: the three frozen bases in bf16 (no autocast on a CPU).
 - `full` (estimated, not run by default: it needs ~20 GB): full fine-tuning in fp32 holds the policy, its
   gradient and two AdamW moments (16 bytes per parameter), the same for the critic, plus the reference and
   the reward model (4 bytes each): 40 bytes per parameter before activations. `--run-full` measures it.
@@ -22,8 +23,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -72,17 +73,23 @@ def build(root: Path) -> tuple[Path, Path, Path, int]:
 def run_step(policy: Path, rm: Path, prompts: Path, out: Path, extra: list[str]) -> dict:
     """One `rlhfkit ppo` step in a child process: its wall time and peak RSS."""
     argv = [sys.executable, "-m", "rlhfkit.cli", "ppo", "--policy", str(policy), "--reward", str(rm),
-            "--prompts", str(prompts), "--out", str(out), "--device", "cpu", "--dtype", "float32"]  # fmt: skip
+            "--prompts", str(prompts), "--out", str(out), "--device", "cpu"]  # fmt: skip
     for key, value in STEP.items():
         argv += [f"--{key.replace('_', '-')}", str(value)]
+    if "--dtype" not in extra:
+        argv += ["--dtype", "float32"]
     t0 = time.perf_counter()
-    proc = subprocess.run(argv + extra, capture_output=True, text=True)
+    log = out.parent / f"{out.name}.log"
+    with log.open("w") as fh:
+        child = subprocess.Popen(argv + extra, stdout=fh, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(child.pid, 0)  # this child's own peak RSS (not the max over all children)
     seconds = time.perf_counter() - t0
-    if proc.returncode != 0:
-        raise SystemExit(f"ppo failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
-    peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # the largest child so far
+    output = log.read_text()
+    if status != 0:
+        raise SystemExit(f"ppo failed:\n{output[-4000:]}")
+    peak_kib = usage.ru_maxrss
     metrics = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
-    trainable = next((ln for ln in proc.stdout.splitlines() if "trainable parameters" in ln), "")
+    trainable = next((ln for ln in output.splitlines() if "trainable parameters" in ln), "")
     return {
         "peak_rss_gb": round(peak_kib / 2**20, 2),
         "wall_seconds": round(seconds, 1),
@@ -97,6 +104,9 @@ def run_step(policy: Path, rm: Path, prompts: Path, out: Path, extra: list[str])
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run-full", action="store_true", help="also measure full fp32 fine-tuning (~20 GB)")
+    parser.add_argument(
+        "--bf16", action="store_true", help="also measure LoRA with --dtype bfloat16 (frozen bases)"
+    )
     parser.add_argument("--out", default=str(ROOT / "docs" / "results" / "ppo_memory.json"))
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="ppo_memory_") as tmp:
@@ -108,6 +118,19 @@ def main() -> None:
             "step": STEP,
             "lora_r16_gradient_checkpointing_fp32": lora,
         }
+        if args.bf16:
+            extra = [
+                "--lora-r",
+                "16",
+                "--lora-alpha",
+                "32",
+                "--gradient-checkpointing",
+                "--dtype",
+                "bfloat16",
+            ]
+            result["lora_r16_gradient_checkpointing_bf16_frozen"] = run_step(
+                policy, rm, prompts, root / "ppo_bf16", extra
+            )
         full_estimate = 40 * params / 1e9
         result["full_finetuning_fp32"] = {
             "estimated": True,
