@@ -90,9 +90,8 @@ class DPOConfig:
     dtype: str = "auto"  # compute dtype: auto (bf16 on a GPU that has it, else float32), float32, bfloat16,
     # float16; trained weights stay fp32 under a CUDA autocast; a separate reference and a LoRA run's base
     # are loaded in it
-    gradient_checkpointing: bool = (
-        False  # recompute activations in the backward pass (less memory, about a third slower)
-    )
+    gradient_checkpointing: bool = False  # recompute activations in the backward pass: less memory,
+    # about a third slower
     lora: LoraOptions = field(default_factory=LoraOptions)
     loop: DPOLoopConfig = field(default_factory=DPOLoopConfig)
 

@@ -156,13 +156,10 @@ class PPOConfig:
     dtype: str = "auto"  # compute dtype: auto (bf16 on a GPU that has it, else float32), float32, bfloat16,
     # float16; trained weights stay fp32 under a CUDA autocast; frozen models (reward, reference, a LoRA
     # run's base) are loaded in it
-    gradient_checkpointing: bool = (
-        False  # recompute activations in the backward pass (less memory, about a third slower)
-    )
-    lora: LoraOptions = field(
-        default_factory=LoraOptions
-    )  # LoRA policy: the reference is the same weights with
-    # the adapters disabled (no second copy)
+    gradient_checkpointing: bool = False  # recompute activations in the backward pass: less memory,
+    # about a third slower
+    lora: LoraOptions = field(default_factory=LoraOptions)  # LoRA policy: the reference is the same
+    # weights with the adapters disabled (no second copy)
     critic_lora: bool = True  # with --lora-r: the critic trains LoRA adapters (and its whole head) too;
     # --no-critic-lora trains every critic weight (a second full model plus its AdamW state)
 

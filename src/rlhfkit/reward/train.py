@@ -81,9 +81,8 @@ class RewardConfig:
     device: str = "auto"  # auto (CUDA when available), cpu or cuda
     dtype: str = "auto"  # compute dtype: auto (bf16 on a GPU that has it, else float32), float32, bfloat16,
     # float16; trained weights stay fp32 under a CUDA autocast, a LoRA run's frozen base is loaded in it
-    gradient_checkpointing: bool = (
-        False  # recompute activations in the backward pass (less memory, about a third slower)
-    )
+    gradient_checkpointing: bool = False  # recompute activations in the backward pass: less memory,
+    # about a third slower
     lora: LoraOptions = field(default_factory=LoraOptions)  # with LoRA the score head still trains whole
     loop: RewardLoopConfig = field(default_factory=RewardLoopConfig)
 

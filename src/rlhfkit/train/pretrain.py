@@ -44,9 +44,8 @@ class PretrainConfig:
     device: str = "auto"  # auto (CUDA when available), cpu or cuda
     dtype: str = "auto"  # compute dtype: auto (bf16 on a GPU that has it, else float32), float32, bfloat16,
     # float16; weights stay fp32 and CUDA forwards run under autocast (a CPU computes in fp32)
-    gradient_checkpointing: bool = (
-        False  # recompute activations in the backward pass (less memory, about a third slower)
-    )
+    gradient_checkpointing: bool = False  # recompute activations in the backward pass: less memory,
+    # about a third slower
     compile: bool = False  # torch.compile the model (pays a one-off compile for faster steps)
     loop: LoopConfig = field(default_factory=LoopConfig)
 
