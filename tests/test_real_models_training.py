@@ -335,3 +335,22 @@ def test_ppo_with_lora_resumes_exactly_from_an_adapter_only_checkpoint(models, d
     resumed = metrics(run(config(tmp_path / "resumed", 2), reward_fn=length_reward))
     for key in ("reward", "kl", "policy_loss", "response_length"):
         assert resumed[-1][key] == pytest.approx(straight[-1][key], abs=1e-6), key
+
+
+def test_pretrain_takes_dtype_and_gradient_checkpointing(corpus_file, tokenizer_dir, tmp_path):
+    from rlhfkit.train.loop import LoopConfig
+    from rlhfkit.train.pretrain import PretrainConfig, run
+
+    def losses(out, **kw):
+        loop = LoopConfig(max_steps=3, warmup_steps=1, eval_every=100, log_every=1, save_every=100)
+        cfg = PretrainConfig(data=str(corpus_file), tokenizer=str(tokenizer_dir), out=str(out), preset="micro",
+                             seq_len=32, batch_size=4, micro_batch_size=4, eval_tokens=256, device="cpu",
+                             loop=loop, **kw)  # fmt: skip
+        return [r["loss"] for r in metrics(run(cfg))]
+
+    plain = losses(tmp_path / "a")
+    assert losses(tmp_path / "b", dtype="float32", gradient_checkpointing=True) == pytest.approx(
+        plain, rel=1e-5
+    )
+    with pytest.raises(RlhfkitError, match="--dtype"):
+        losses(tmp_path / "c", dtype="fp8")
