@@ -115,10 +115,13 @@ def test_training_logprobs_equal_a_full_forward(models, arch, lora):
         assert not torch.allclose(raw, model(input_ids=batch["sequences"]).logits, atol=1e-3)
 
 
-def test_dpo_sequence_logprobs_equal_a_full_forward(models):
+@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
+@pytest.mark.parametrize("arch", ARCHS)
+def test_dpo_sequence_logprobs_equal_a_full_forward(models, arch, lora):
     from rlhfkit.dpo.logprobs import sequence_logprobs
 
-    model = with_lora(load_causal_lm(models["gemma2"]).eval())
+    model = load_causal_lm(models[arch]).eval()
+    model = with_lora(model) if lora else model
     batch = episodes(model.config.vocab_size)
     labels = torch.full_like(batch["sequences"], -100)[:, 1:]
     for i in range(labels.size(0)):
