@@ -42,6 +42,8 @@ class LoraOptions:
 
     @property
     def enabled(self) -> bool:
+        if self.lora_r < 0:
+            raise RlhfkitError(f"--lora-r: expected an integer >= 0 (0: no LoRA), got {self.lora_r}")
         return self.lora_r > 0
 
 
@@ -118,8 +120,6 @@ def apply_lora(model: torch.nn.Module, opts: LoraOptions, head: str | None = Non
     reward model's or critic's score head, trained whole (peft `modules_to_save`)."""
     from peft import LoraConfig, TaskType, get_peft_model
 
-    if opts.lora_r < 0:
-        raise RlhfkitError(f"--lora-r: expected an integer >= 0, got {opts.lora_r}")
     if not 0 <= opts.lora_dropout < 1:
         raise RlhfkitError(f"--lora-dropout: expected a number in [0, 1), got {opts.lora_dropout}")
     targets = list(opts.lora_targets) or default_targets(model)
