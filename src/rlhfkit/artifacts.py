@@ -50,22 +50,48 @@ def read_manifest(model_dir: str | Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def save_hf_checkpoint(model, tokenizer, out_dir: str | Path, eos_token_ids: list[int] | None = None) -> None:
-    """`save_pretrained` for model, tokenizer and a generation config that stops at end of turn."""
-    from transformers import GenerationConfig
+def save_hf_checkpoint(
+    model, tokenizer, out_dir: str | Path, eos_token_ids: list[int] | None = None, base: str | None = None
+) -> None:
+    """`save_pretrained` for model, tokenizer and generation config.
+
+    A peft (LoRA) model saves only its adapters, recording `base` (the folder or Hub name of the model they
+    adapt) in `adapter_config.json`. The generation config is the source model's own (its sampling defaults
+    and every eos id it lists are kept), with the stage's end-of-turn ids added first.
+    """
+    from rlhfkit.lora import is_peft, save_adapter
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out, safe_serialization=True)
+    if is_peft(model):
+        if base is None:
+            raise ValueError("saving a LoRA model needs the path of its base model")
+        save_adapter(model, out, base)
+    else:
+        model.save_pretrained(out, safe_serialization=True)
     if tokenizer is not None:
         tokenizer.save_pretrained(out)
-        ids = eos_token_ids or [tokenizer.eos_token_id]
-        gen = GenerationConfig(
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=[i for i in ids if i is not None],
-            pad_token_id=tokenizer.pad_token_id,
-        )
-        gen.save_pretrained(out)
+        stage_generation_config(model, tokenizer, eos_token_ids).save_pretrained(out)
+
+
+def stage_generation_config(model, tokenizer, eos_token_ids: list[int] | None = None):
+    """The source model's generation config plus the stage's stop ids (first) and any missing special ids."""
+    import copy
+
+    from transformers import GenerationConfig
+
+    from rlhfkit.train.logits import causal_lm_of
+
+    source = getattr(causal_lm_of(model), "generation_config", None)
+    gen = copy.deepcopy(source) if source is not None else GenerationConfig()
+    old = gen.eos_token_id if isinstance(gen.eos_token_id, list) else [gen.eos_token_id]
+    ids = [*(eos_token_ids or [tokenizer.eos_token_id]), *old]
+    gen.eos_token_id = list(dict.fromkeys(int(i) for i in ids if i is not None))
+    if gen.bos_token_id is None:
+        gen.bos_token_id = tokenizer.bos_token_id
+    if gen.pad_token_id is None:
+        gen.pad_token_id = tokenizer.pad_token_id
+    return gen
 
 
 def _jsonable(obj: Any) -> Any:

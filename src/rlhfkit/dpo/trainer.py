@@ -42,13 +42,15 @@ from rlhfkit.dpo.logprobs import (
 from rlhfkit.dpo.losses import LOSSES, dpo_loss, reward_stats
 from rlhfkit.errors import RlhfkitError
 from rlhfkit.generation.text import end_of_turn_ids, pad_id
-from rlhfkit.models import load_causal_lm
+from rlhfkit.lora import LoraOptions, load_frozen_lm, load_trainable_lm
 from rlhfkit.reward.model import default_max_length
 from rlhfkit.reward.train import file_fingerprint
 from rlhfkit.tokenizer import load_tokenizer
 from rlhfkit.train.chat_tokens import IGNORE
 from rlhfkit.train.distributed import finish_distributed, init_distributed, pick_device
+from rlhfkit.train.logits import causal_lm_of
 from rlhfkit.train.loop import LoopConfig, epoch_batch_indices, set_seed, train_loop
+from rlhfkit.train.precision import Precision
 from rlhfkit.train.sharding import export_model, wrap_model
 
 
@@ -85,7 +87,13 @@ class DPOConfig:
     micro_batch_size: int = 8  # groups per forward pass; batch_size / micro_batch_size = accumulation
     forward_batch_size: int = 32  # rows per no-grad forward (reference log-probs, evaluation)
     epochs: float = 1.0  # passes over the data; sets max_steps (0: use --max-steps as given)
-    device: str = "auto"
+    device: str = "auto"  # auto (CUDA when available), cpu or cuda
+    dtype: str = "auto"  # compute dtype: auto (bf16 on a GPU that has it, else float32), float32, bfloat16,
+    # float16; trained weights stay fp32 under a CUDA autocast; a separate reference and a LoRA run's base
+    # are loaded in it
+    gradient_checkpointing: bool = False  # recompute activations in the backward pass: less memory,
+    # about a third slower
+    lora: LoraOptions = field(default_factory=LoraOptions)
     loop: DPOLoopConfig = field(default_factory=DPOLoopConfig)
 
 
@@ -168,10 +176,7 @@ def _final_metrics(last: dict, out: Path, t0: float) -> dict:
 
 def _eos_ids(model, tokenizer) -> list[int]:
     """End-of-turn ids of the tokenizer plus those of the policy's generation config (kept when saving)."""
-    ids = list(end_of_turn_ids(tokenizer))
-    gen = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    ids += gen if isinstance(gen, list) else [gen] if gen is not None else []
-    return list(dict.fromkeys(int(i) for i in ids))
+    return list(end_of_turn_ids(tokenizer, causal_lm_of(model)))
 
 
 def run(cfg: DPOConfig) -> Path:
@@ -183,7 +188,8 @@ def run(cfg: DPOConfig) -> Path:
     log = print if info.is_main else (lambda *_: None)
 
     tokenizer = load_tokenizer(cfg.policy)
-    model = load_causal_lm(cfg.policy).to(device)
+    model, base = load_trainable_lm(cfg.policy, out, device, cfg.dtype, cfg.gradient_checkpointing, cfg.lora)
+    precision = Precision.of(device, cfg.dtype)
     max_length = default_max_length(model, tokenizer, cfg.max_length)
     groups = encode_groups(tokenizer, load_comparisons(cfg.data), max_length, cfg.data, log)
     eval_groups = (
@@ -207,7 +213,8 @@ def run(cfg: DPOConfig) -> Path:
     fingerprint = f"{rows_fingerprint(groups)}-{eval_key}-{model_fingerprint(ref_path)}"
 
     def compute_reference() -> dict[str, torch.Tensor]:
-        ref = model if same else load_causal_lm(ref_path).to(device)  # freed when this returns
+        # A LoRA policy's adapters start at zero, so it still computes the starting policy here.
+        ref = model if same else load_frozen_lm(ref_path, device, precision.dtype)  # freed when this returns
         bar = "dpo: reference log-probs" if info.is_main else None
         tables = {"train": group_logprobs(ref, groups, pad, device, cfg.forward_batch_size, bar)}
         if eval_groups:
@@ -240,16 +247,20 @@ def run(cfg: DPOConfig) -> Path:
         policy = group_logprobs(m, eval_groups, pad, device, cfg.forward_batch_size)
         return evaluate_groups(policy, ref_eval, eval_groups, cfg)
 
+    def loss_fn(m, batch: dict):
+        with precision.autocast():
+            return batch_loss(m, batch, cfg)
+
     train_model = wrap_model(model, cfg.loop.shard, info)
     t0 = time.perf_counter()
     last = train_loop(
-        train_model, cfg.loop, out, get_batch, lambda m, b: batch_loss(m, b, cfg),
+        train_model, cfg.loop, out, get_batch, loss_fn,
         evaluate=evaluate if eval_groups else None, dist_info=info, items_name="cmp", description="dpo",
     )  # fmt: skip
     model = export_model(model, info)  # FSDP: the full weights, gathered on rank 0
     if info.is_main:
         metrics = {**_final_metrics(last, out, t0), "comparisons": len(groups), "pairs": pairs}
-        save_hf_checkpoint(model, tokenizer, out, eos_token_ids=_eos_ids(model, tokenizer))
+        save_hf_checkpoint(model, tokenizer, out, eos_token_ids=_eos_ids(model, tokenizer), base=base)
         write_manifest(
             out, stage="dpo", config=cfg, seed=cfg.loop.seed, parent=cfg.policy,
             data_fingerprint=file_fingerprint(cfg.data), metrics=metrics,

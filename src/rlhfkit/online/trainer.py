@@ -55,6 +55,10 @@ class OnlineConfig:
         default_factory=lambda: {"steps": 4, "kl-horizon": 2000, "max-new-tokens": 128}
     )
     seed: int = 0  # seeds the prompt slices, the sampling, the annotators and every training stage
+    device: str = "auto"  # the reward-model and policy training's --device (auto, cpu, cuda or cuda:N)
+    dtype: str = "auto"  # the reward-model and policy training's --dtype (auto, float32, bfloat16, float16)
+    gradient_checkpointing: bool = False  # the reward-model and policy training's --gradient-checkpointing
+    # (LoRA: give {"lora-r": 16} in --reward-options and --update-options)
 
 
 def _check(cfg: OnlineConfig) -> None:
@@ -134,7 +138,7 @@ def run(cfg: OnlineConfig) -> Path:
         step(f"{r}:reward", lambda d=d, s=seed: _call(
             ["reward", "train", "--model", cfg.policy, "--data", str(d / "all_comparisons.jsonl"),
              "--calibration", str(d / "candidates.jsonl"), "--out", str(d / "rm"), "--seed", str(s),
-             *to_flags(cfg.reward_options)]))  # fmt: skip
+             *_model_flags(cfg), *to_flags(cfg.reward_options)]))  # fmt: skip
         step(f"{r}:policy", lambda d=d, p=policy, t=target, s=seed: _update(cfg, d, p, t, s))
         policy = str(target)
     rounds = []
@@ -152,6 +156,12 @@ def run(cfg: OnlineConfig) -> Path:
         extra={"rounds": rounds, "update": cfg.update},
     )  # fmt: skip
     return out
+
+
+def _model_flags(cfg: OnlineConfig) -> list[str]:
+    """Device, dtype and gradient checkpointing for the training commands (the options dicts can override)."""
+    flags = ["--device", cfg.device, "--dtype", cfg.dtype]
+    return flags + (["--gradient-checkpointing"] if cfg.gradient_checkpointing else [])
 
 
 def _labels(cfg: OnlineConfig, d: Path, r: int, seed: int) -> None:
@@ -175,7 +185,7 @@ def _gather_labels(out: Path, r: int, dest: Path) -> None:
 
 
 def _update(cfg: OnlineConfig, d: Path, policy: str, target: Path, seed: int) -> None:
-    options = to_flags({**cfg.update_options, "seed": seed})
+    options = [*_model_flags(cfg), *to_flags({**cfg.update_options, "seed": seed})]
     if cfg.update == "dpo":  # on-policy preference pairs of this round, reference = the SFT model
         _call(["dpo", "--policy", policy, "--ref", cfg.policy, "--data", str(d / "comparisons.jsonl"),
                "--out", str(target), *options])  # fmt: skip

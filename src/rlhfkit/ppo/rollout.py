@@ -14,18 +14,24 @@ Layout: each episode is one row `prompt + response`, right-padded. Causal attent
 see padding that comes after it, so no attention mask is built, positions are the natural 0..n, and the
 same row serves the policy, the reference and the critic. Response token j of row i sits at position
 `p_i + j` (p_i = prompt length); the state that chose it is the hidden state at `p_i + j - 1`. Only those
-positions go through the LM head (the costliest matmul of a small model) and through the value head.
+positions go through the LM head (the costliest matmul of a small model) and through the value head, where
+that is exact (`train.logits.plain_lm_head`); other architectures use the logits of their own forward.
+
+With LoRA the reference is the policy itself with its adapters disabled (`ref=None`): one copy of the base.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 
 import torch
 
 from rlhfkit.generation import SamplingParams, generate
+from rlhfkit.lora import is_peft
+from rlhfkit.train.logits import body_of, causal_lm_of, logits_at, plain_lm_head
 
 # reward_fn(prompts, response_texts, response_token_ids) -> one float per episode
 RewardFn = Callable[[list[list[dict]], list[str], list[list[int]]], Sequence[float]]
@@ -112,9 +118,13 @@ def token_logprobs(
     unless `entropy_grad` (an entropy bonus): then it keeps its graph.
     """
     mask = batch["mask"].bool()
-    hidden = state_hidden(policy.base_model, batch["sequences"], batch["prompt_lens"], mask.size(1))
-    with torch.autocast(hidden.device.type, enabled=False):  # the head stays fp32 under a bf16 autocast
-        logits = policy.get_output_embeddings()(hidden[mask].float()).float()
+    if plain_lm_head(policy):
+        hidden = state_hidden(body_of(policy), batch["sequences"], batch["prompt_lens"], mask.size(1))
+        head = causal_lm_of(policy).lm_head
+        with torch.autocast(hidden.device.type, enabled=False):  # the head stays fp32 under a bf16 autocast
+            logits = head(hidden[mask].to(head.weight.dtype)).float()
+    else:
+        logits, hidden = _own_logits(policy, batch, mask)
     if temperature not in (0.0, 1.0):
         logits = logits / temperature
     lse = torch.logsumexp(logits, dim=-1)
@@ -131,11 +141,26 @@ def token_logprobs(
     return logp, entropy, hidden
 
 
+def _own_logits(policy, batch: dict[str, torch.Tensor], mask: torch.Tensor):
+    """(logits [N, V] at the states choosing the N real response tokens, states [B, R, H]) from the model's
+    own forward: for architectures whose logits are more than `lm_head(hidden)`."""
+    sequences, prompt_lens = batch["sequences"], batch["prompt_lens"]
+    index = prompt_lens[:, None] - 1 + torch.arange(mask.size(1), device=sequences.device)[None]
+    rows = torch.arange(sequences.size(0), device=sequences.device)[:, None].expand_as(index)
+    select = torch.zeros(sequences.shape, dtype=torch.bool, device=sequences.device)
+    select[rows[mask], index[mask]] = (
+        True  # row-major order of `select` is that of `mask`: j grows with position
+    )
+    logits, chosen = logits_at(policy, sequences, select, with_hidden=True)
+    hidden = chosen.new_zeros((*mask.shape, chosen.size(-1))).masked_scatter(mask[..., None], chosen)
+    return logits.float(), hidden
+
+
 def critic_values(
     critic: torch.nn.Module, head: torch.nn.Module, batch: dict[str, torch.Tensor]
 ) -> torch.Tensor:
     """Values [B, R] of the states before each response token, from a separate critic's backbone + head."""
-    hidden = state_hidden(critic.base_model, batch["sequences"], batch["prompt_lens"], batch["mask"].size(1))
+    hidden = state_hidden(body_of(critic), batch["sequences"], batch["prompt_lens"], batch["mask"].size(1))
     with torch.autocast(hidden.device.type, enabled=False):
         return head(hidden.float())[..., 0].float() * batch["mask"]
 
@@ -148,13 +173,16 @@ def sample_responses(
     pad_id: int,
     batch_size: int,
 ):
-    """Completions from the generation engine, with the policy in eval mode (then back to train)."""
+    """Completions from the generation engine, with the policy in eval mode (then back to train).
+
+    A LoRA policy samples through its own forward: the lean Llama decoder reads base weights only."""
     was_training = policy.training
     policy.eval()
     try:
         return generate(
-            policy, prompt_ids, params, pad_token_id=pad_id, tokenizer=tokenizer, batch_size=batch_size
-        )
+            causal_lm_of(policy), prompt_ids, params, pad_token_id=pad_id, tokenizer=tokenizer,
+            batch_size=batch_size, backend="hf" if is_peft(policy) else "auto",
+        )  # fmt: skip
     finally:
         policy.train(was_training)
 
@@ -198,17 +226,18 @@ def collect(
 def measure(
     rollout: Rollout,
     policy: torch.nn.Module,
-    ref: torch.nn.Module,
+    ref: torch.nn.Module | None,
     value_fn: Callable[[dict, torch.Tensor], torch.Tensor] | None,
     temperature: float,
     chunk: int = 64,
-    bf16: bool = False,
+    amp: Callable[[], AbstractContextManager] = nullcontext,
 ) -> None:
     """Fill old log-probs, reference log-probs and values: batched forwards over chunks of `chunk` rows, longest first.
 
-    `value_fn(batch, policy_hidden)` returns values (None: no value model, values stay 0); a value head on the policy reuses `policy_hidden`
-    (no extra forward), a separate critic runs its own. `bf16`: the transformer bodies run under a bfloat16
-    autocast (as the training forwards then are, so that the policy ratio starts at 1 up to rounding).
+    `ref` None: the reference is the (LoRA) policy with its adapters disabled. `value_fn(batch, policy_hidden)`
+    returns values (None: no value model, values stay 0); a value head on the policy reuses `policy_hidden`
+    (no extra forward), a separate critic runs its own. `amp()`: the mixed-precision context of the training
+    forwards (e.g. a bf16 autocast), used here too so that the policy ratio starts at 1 up to rounding.
     """
     t0 = time.perf_counter()
     was_training = policy.training
@@ -221,9 +250,9 @@ def measure(
     for idx in order.split(chunk):
         batch = rollout.rows(idx)
         width = batch["mask"].size(1)
-        with torch.autocast(batch["sequences"].device.type, dtype=torch.bfloat16, enabled=bf16):
+        with amp():
             logp, _, hidden = token_logprobs(policy, batch, temperature)
-            ref_logp, _, _ = token_logprobs(ref, batch, temperature)
+            ref_logp = reference_logprobs(ref, policy, batch, temperature)
             value = value_fn(batch, hidden) if value_fn is not None else torch.zeros_like(logp)
         for name, part in (("logprobs", logp), ("ref_logprobs", ref_logp), ("values", value)):
             out[name][idx, :width] = part.float()
@@ -234,3 +263,12 @@ def measure(
         out["values"],
     )
     rollout.timings["forwards"] = time.perf_counter() - t0
+
+
+def reference_logprobs(ref, policy, batch: dict[str, torch.Tensor], temperature: float) -> torch.Tensor:
+    """The frozen reference's log-probs: a separate model, or (`ref` None) the LoRA policy's base, i.e. the
+    same weights with the adapters disabled (as TRL does: no second copy of the model)."""
+    if ref is None:
+        with policy.disable_adapter():
+            return token_logprobs(policy, batch, temperature)[0]
+    return token_logprobs(ref, batch, temperature)[0]

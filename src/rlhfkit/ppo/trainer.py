@@ -26,6 +26,11 @@ parameters; the checkpoint saves both plus beta and the reward normalization, so
 Output: the policy as a Hugging Face checkpoint in `out` (with tokenizer and a generation config that stops at
 end of turn), the critic in `out/value/` (or `out/value_head.safetensors`), `rlhfkit.json`, `metrics.jsonl`
 and `samples.jsonl`.
+
+With `--lora-r` the policy trains LoRA adapters and the reference is the same weights with the adapters
+disabled (no reference model is loaded); the critic trains adapters too unless `--no-critic-lora`; the output
+is a peft adapter folder on the policy's base (`rlhfkit.lora`). `--dtype` and `--gradient-checkpointing` are
+described in `train/precision.py` and `lora.enable_gradient_checkpointing`.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +48,14 @@ from rlhfkit.artifacts import read_manifest, save_hf_checkpoint, write_manifest
 from rlhfkit.data.chats import load_prompts
 from rlhfkit.errors import RlhfkitError
 from rlhfkit.generation import SamplingParams, end_of_turn_ids, pad_id, render_chat
-from rlhfkit.models import load_causal_lm
+from rlhfkit.lora import (
+    LoraOptions,
+    apply_lora,
+    enable_gradient_checkpointing,
+    load_frozen_lm,
+    load_trainable_lm,
+    trainable_parameters,
+)
 from rlhfkit.ppo import distributed as ranks
 from rlhfkit.ppo.advantages import (
     gae,
@@ -60,6 +72,7 @@ from rlhfkit.ppo.rollout import RewardFn, Rollout, collect, critic_values, measu
 from rlhfkit.tokenizer import load_tokenizer
 from rlhfkit.train.checkpoint import checkpoint_meta, find_checkpoint, load_checkpoint, save_checkpoint
 from rlhfkit.train.distributed import DistInfo, any_rank, finish_distributed, init_distributed, pick_device
+from rlhfkit.train.logits import causal_lm_of
 from rlhfkit.train.loop import (
     LoopConfig,
     MetricsLog,
@@ -69,6 +82,7 @@ from rlhfkit.train.loop import (
     make_optimizer,
     set_seed,
 )
+from rlhfkit.train.precision import Precision
 
 VALUE_MODELS = ("auto", "critic", "head", "none")
 ADVANTAGES = ("gae", "rloo", "grpo")
@@ -143,6 +157,15 @@ class PPOConfig:
     shard: str = (
         "auto"  # under torchrun: auto or ddp (policy and critic under DDP; reference and RM replicated)
     )
+    dtype: str = "auto"  # compute dtype: auto (bf16 on a GPU that has it, else float32), float32, bfloat16,
+    # float16; trained weights stay fp32 under a CUDA autocast; frozen models (reward, reference, a LoRA
+    # run's base) are loaded in it
+    gradient_checkpointing: bool = False  # recompute activations in the backward pass: less memory,
+    # about a third slower
+    lora: LoraOptions = field(default_factory=LoraOptions)  # LoRA policy: the reference is the same
+    # weights with the adapters disabled (no second copy)
+    critic_lora: bool = True  # with --lora-r: the critic trains LoRA adapters (and its whole head) too;
+    # --no-critic-lora trains every critic weight (a second full model plus its AdamW state)
 
 
 @dataclass
@@ -167,11 +190,14 @@ class GRPOConfig(PPOConfig):
 METHOD_NAMES = {"gae": "ppo", "rloo": "rloo", "grpo": "grpo"}
 
 
-def rm_reward_fn(path: str, device, max_length: int | None, batch_size: int) -> tuple[RewardFn, dict]:
-    """A reward function over a reward-model folder, and the RM's recorded score statistics."""
+def rm_reward_fn(
+    path: str, device, max_length: int | None, batch_size: int, dtype: torch.dtype = torch.float32
+) -> tuple[RewardFn, dict]:
+    """A reward function over a reward-model folder (a LoRA RM's adapter folder too), and the RM's recorded
+    score statistics. The RM is frozen, so it is loaded in `dtype`."""
     from rlhfkit.reward.model import encode, load_scorer, score_ids
 
-    rm, rm_tokenizer, max_length = load_scorer(path, device, max_length)
+    rm, rm_tokenizer, max_length = load_scorer(path, device, max_length, dtype=dtype)
 
     def score(prompts: list[list[dict]], texts: list[str], _ids: list[list[int]]) -> list[float]:
         rows = [
@@ -201,23 +227,44 @@ def gold_scores(records: list[dict], indices: list[int], texts: list[str]) -> li
     ]
 
 
-def build_value(cfg: PPOConfig, policy, device, has_rm: bool):
-    """(value module to train, value_fn(batch, policy_hidden) -> values); (None, None) without a value model."""
+def build_value(cfg: PPOConfig, policy, device, has_rm: bool, base: str | None = None):
+    """(value module to train, value_fn(batch, policy_hidden) -> values); (None, None) without a value model.
+    `base`: the policy's starting checkpoint (an adapter policy's merged base), the critic's fallback init."""
+    base = base or cfg.policy
     if cfg.value_model == "none":
         return None, None
     if cfg.value_model == "head":
         head = torch.nn.Linear(policy.config.hidden_size, 1).to(device)
         torch.nn.init.zeros_(head.weight)
         torch.nn.init.zeros_(head.bias)
-        return head, lambda batch, hidden: head(hidden)[..., 0].float() * batch["mask"]
-    from rlhfkit.reward.model import load_reward_model, scalar_head
+        return head, lambda batch, hidden: head(hidden.to(head.weight.dtype))[..., 0].float() * batch["mask"]
+    from rlhfkit.reward.model import load_reward_model, scalar_head_name
 
-    init = cfg.value_init or (cfg.reward if has_rm else cfg.policy)
-    critic, _ = load_reward_model(init, device, new_head=init == cfg.policy)
-    if not getattr(critic.config, "is_decoder", True) or not hasattr(critic, "base_model"):
+    init = cfg.value_init or (cfg.reward if has_rm else base)
+    lora = cfg.lora.enabled and cfg.critic_lora
+    dtype = Precision.of(device, cfg.dtype).trainable_load_dtype(lora)
+    critic, _ = load_reward_model(init, device, new_head=init == base, dtype=dtype)
+    if not is_decoder_only(critic.config) or not hasattr(critic, "base_model"):
         raise RlhfkitError(f"{init}: the critic needs a causal (decoder) backbone")
-    head = scalar_head(critic)
+    head_name = scalar_head_name(critic)
+    if cfg.gradient_checkpointing:
+        enable_gradient_checkpointing(critic)
+    if lora:
+        critic = apply_lora(critic, cfg.lora, head=head_name)
+    head = causal_lm_of(critic).get_submodule(head_name)  # with LoRA: the wrapper that runs the trained copy
     return critic, lambda batch, hidden: critic_values(critic, head, batch)
+
+
+def is_decoder_only(config) -> bool:
+    """A causal-LM family that is not also a masked (bidirectional) encoder such as BERT: its state at each
+    position sees only the tokens before it, as a critic's must."""
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+    )
+
+    kind = getattr(config, "model_type", None)
+    return kind in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and kind not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
 
 def _check(cfg: PPOConfig, has_reward_fn: bool) -> None:
@@ -274,10 +321,18 @@ def run(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
     ranks.check_world(cfg.batch_size, cfg.minibatch_size, cfg.shard, info)
     say = print if info.is_main else (lambda *_a, **_k: None)
     set_seed(cfg.seed)
+    precision = Precision.of(device, cfg.dtype)
 
     tokenizer = load_tokenizer(cfg.policy)
-    policy = load_causal_lm(cfg.policy).to(device)
-    ref = load_causal_lm(cfg.ref or cfg.policy).to(device).eval().requires_grad_(False)
+    if tokenizer.chat_template is None:
+        raise RlhfkitError(
+            f"{cfg.policy}: the tokenizer has no chat template; PPO needs one to render prompts"
+        )
+    policy, base = load_trainable_lm(cfg.policy, out, device, cfg.dtype, cfg.gradient_checkpointing, cfg.lora)
+    # With LoRA and no other reference, the reference is the policy with its adapters disabled (ref None).
+    ref = None
+    if cfg.ref or not cfg.lora.enabled:
+        ref = load_frozen_lm(cfg.ref or base, device, precision.dtype)
     records = load_prompts(cfg.prompts)
     # Prompts keep their end (the question) and leave room for the response within the position limit.
     limit = getattr(policy.config, "max_position_embeddings", None) or 10**9
@@ -292,9 +347,11 @@ def run(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
     ]
     rm_stats: dict = {}
     if reward_fn is None:
-        reward_fn, rm_stats = rm_reward_fn(cfg.reward, device, cfg.rm_max_length, cfg.forward_batch_size)
+        reward_fn, rm_stats = rm_reward_fn(
+            cfg.reward, device, cfg.rm_max_length, cfg.forward_batch_size, precision.dtype
+        )
     use_gold = uses_gold_judge(cfg.gold_judge, records)
-    value_module, value_fn = build_value(cfg, policy, device, has_rm=bool(cfg.reward))
+    value_module, value_fn = build_value(cfg, policy, device, has_rm=bool(cfg.reward), base=base)
     modules = torch.nn.ModuleDict({"policy": policy, **({"value": value_module} if value_module else {})})
     trainable = [p for p in modules.parameters() if p.requires_grad]
     forward = ranks.training_forward(modules, value_fn, cfg.temperature, cfg.ent_coef > 0, info)
@@ -319,13 +376,14 @@ def run(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
     samples_path = out / "samples.jsonl"
     if info.is_main:
         _trim_samples(samples_path, start if ckpt is not None else 0)
-    stop_ids = end_of_turn_ids(tokenizer)
+    stop_ids = end_of_turn_ids(tokenizer, causal_lm_of(policy))  # with every eos id of its generation config
     pad = pad_id(tokenizer)
     say(
         f"ppo: {len(records)} prompts, {cfg.steps} steps x {cfg.batch_size} episodes "
         f"({cfg.samples_per_prompt} per prompt), {cfg.epochs} epochs of minibatches of {cfg.minibatch_size}, "
         f"advantages: {cfg.advantage}, value model: {cfg.value_model}, KL in the {cfg.kl_penalty}, "
-        f"gold judge: {'on' if use_gold else 'off'}, device {device}, {info.world_size} process(es)"
+        f"gold judge: {'on' if use_gold else 'off'}, device {device}, "
+        f"{info.world_size} process(es), {trainable_parameters(modules):,} trainable parameters"
     )
 
     last: dict = {}
@@ -365,7 +423,15 @@ def run(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
             t_gold = time.perf_counter()
             gold = gold_scores(records, idx, rollout.texts) if use_gold else None
             rollout.timings["scoring"] += time.perf_counter() - t_gold
-            measure(rollout, policy, ref, value_fn, cfg.temperature, cfg.forward_batch_size, cfg.bf16)
+            measure(
+                rollout,
+                policy,
+                ref,
+                value_fn,
+                cfg.temperature,
+                cfg.forward_batch_size,
+                lambda: amp(cfg, device),
+            )
             rollout, gold = ranks.gather_rollout(rollout, pad, info, gold)
 
             record = {"step": step + 1}
@@ -408,9 +474,17 @@ def run(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
 
     if info.is_main:
         last = last or last_logged(out / "metrics.jsonl")  # no step left to run: keep the final metrics
-        _save_outputs(cfg, out, policy, value_module, tokenizer, stop_ids, last, kl_ctl, norm, use_gold)
+        _save_outputs(cfg, out, policy, value_module, tokenizer, stop_ids, last, kl_ctl, norm, use_gold, base)
     finish_distributed(info)
     return out
+
+
+def amp(cfg: PPOConfig, device: torch.device):
+    """The training forwards' mixed precision: `--bf16` (a bf16 autocast on any device), else `--dtype`'s
+    (a CUDA autocast; nothing on a CPU)."""
+    if cfg.bf16:
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return Precision.of(device, cfg.dtype).autocast()
 
 
 def _trim_samples(path: Path, keep_through: int) -> None:
@@ -481,7 +555,7 @@ def _train_on(
             width = batch["mask"].size(1)
             mb_mask = batch["mask"]
             share = ranks.token_share(mb_mask, info) if info.enabled else 1.0
-            with torch.autocast(mask.device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+            with amp(cfg, mask.device):
                 logp, entropy, values = forward(batch)
             pg, pg_stats = policy_loss(
                 logp, rollout.logprobs[idx, :width], advantages[idx, :width], mb_mask, cfg.clip
@@ -683,10 +757,16 @@ def _ptx_loss(policy, stream: np.ndarray, cfg: PPOConfig, key: int) -> torch.Ten
     return loss_sum / count.clamp(min=1)
 
 
-def _save_outputs(cfg, out, policy, value_module, tokenizer, stop_ids, last, kl_ctl, norm, use_gold) -> None:
-    save_hf_checkpoint(policy, tokenizer, out, eos_token_ids=list(stop_ids))
+def _save_outputs(
+    cfg, out, policy, value_module, tokenizer, stop_ids, last, kl_ctl, norm, use_gold, base
+) -> None:
+    save_hf_checkpoint(policy, tokenizer, out, eos_token_ids=list(stop_ids), base=base)
     if cfg.value_model == "critic":
-        value_module.save_pretrained(out / "value", safe_serialization=True)
+        # A LoRA critic is saved merged: its base (the reward model) may itself be an adapter in memory only.
+        merged = (
+            value_module.merge_and_unload() if hasattr(value_module, "merge_and_unload") else value_module
+        )
+        merged.save_pretrained(out / "value", safe_serialization=True)
     elif cfg.value_model == "head":
         from safetensors.torch import save_file
 

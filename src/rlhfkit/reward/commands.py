@@ -25,7 +25,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     train.set_defaults(func=_train)
 
     ev = rsub.add_parser("eval", help="accuracy, calibration and score distributions on comparisons (JSON)")
-    ev.add_argument("--model", required=True, help="reward model folder")
+    ev.add_argument(
+        "--model", required=True, help="reward model folder (or a LoRA reward model's adapter folder)"
+    )
     ev.add_argument("--data", required=True, help="comparisons JSONL")
     ev.add_argument("--out", help="also write the JSON report to this file")
     _scoring_args(ev)
@@ -38,7 +40,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "and rankings ('completions') get 'rewards', one per completion; pairs get 'reward_chosen' and "
         "'reward_rejected'.",
     )
-    score.add_argument("--model", required=True, help="reward model folder")
+    score.add_argument(
+        "--model", required=True, help="reward model folder (or a LoRA reward model's adapter folder)"
+    )
     score.add_argument("--in", dest="input", required=True, help="input JSONL")
     score.add_argument("--out", required=True, help="output JSONL")
     _scoring_args(score)
@@ -50,14 +54,18 @@ def _scoring_args(p: argparse.ArgumentParser) -> None:
         "--max-length", type=int, help="tokens per conversation (default: the model's training value)"
     )
     p.add_argument("--batch-size", type=int, default=16, help="conversations per forward pass (default: 16)")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
+    from rlhfkit.device import DEVICE_HELP, DTYPE_HELP
+
+    p.add_argument("--device", default="auto", help=f"{DEVICE_HELP} (default: auto)")
+    p.add_argument("--dtype", default="auto", help=f"weights' dtype: {DTYPE_HELP} (default: auto)")
 
 
 def _load(args):
+    from rlhfkit.device import pick_device, pick_dtype
     from rlhfkit.reward.model import load_scorer
-    from rlhfkit.train.distributed import pick_device
 
-    return load_scorer(args.model, pick_device(args.device), args.max_length)
+    device = pick_device(args.device)
+    return load_scorer(args.model, device, args.max_length, dtype=pick_dtype(args.dtype, device))
 
 
 def _train(args: argparse.Namespace) -> int:

@@ -28,26 +28,41 @@ OFFSET_KEY = "rlhfkit_score_offset"
 ROLE_NAMES = {"system": "System", "user": "User", "assistant": "Assistant"}
 
 
-def load_reward_model(path: str | Path, device: str | torch.device = "cpu", new_head: bool = False):
-    """(model, tokenizer) from a folder holding a sequence-classification or causal-LM checkpoint.
+def load_reward_model(
+    path: str | Path,
+    device: str | torch.device = "cpu",
+    new_head: bool = False,
+    dtype: torch.dtype = torch.float32,
+):
+    """(model, tokenizer) from a folder holding a sequence-classification or causal-LM checkpoint, or a LoRA
+    reward model (an adapter folder from `reward train --lora-r`: merged into its base here).
 
     A causal LM or bare encoder gets a fresh scalar head (this is how training starts); a saved RM loads with
     its head. `new_head=True` (training) also replaces a classifier head of another size.
     """
     from transformers import AutoModelForSequenceClassification
 
+    from rlhfkit.artifacts import read_manifest
+    from rlhfkit.lora import is_adapter_dir, load_merged
     from rlhfkit.tokenizer import load_tokenizer
 
     p = Path(path)
-    if not (p / "config.json").exists():
+    adapter = is_adapter_dir(p)
+    if not adapter and not (p / "config.json").exists():
         raise RlhfkitError(
             f"{p}: not a model checkpoint (no config.json); expected a Hugging Face model folder"
         )
     tokenizer = load_tokenizer(p)
+    kwargs = {"num_labels": 1, "dtype": dtype}
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(
-            str(p), num_labels=1, dtype=torch.float32, ignore_mismatched_sizes=new_head
-        )
+        if adapter:
+            model = load_merged(p, AutoModelForSequenceClassification, **kwargs, ignore_mismatched_sizes=True)
+            # The score offset of a head without bias lives in the adapter run's rlhfkit.json (no config.json).
+            setattr(model.config, OFFSET_KEY, float(read_manifest(p).get("score_offset") or 0.0))
+        else:
+            model = AutoModelForSequenceClassification.from_pretrained(
+                str(p), **kwargs, ignore_mismatched_sizes=new_head
+            )
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         raise RlhfkitError(
             f"{p}: could not load as a sequence classifier ({str(exc).splitlines()[0]})"
@@ -59,7 +74,12 @@ def load_reward_model(path: str | Path, device: str | torch.device = "cpu", new_
     return model.to(device), tokenizer
 
 
-def load_scorer(path: str | Path, device: str | torch.device = "cpu", max_length: int | None = None):
+def load_scorer(
+    path: str | Path,
+    device: str | torch.device = "cpu",
+    max_length: int | None = None,
+    dtype: torch.dtype = torch.float32,
+):
     """(model, tokenizer, max_length) of a trained reward model, ready to score (eval mode, no gradients).
 
     The one rule for how much a reward model reads when it scores: `max_length` when given, else the length
@@ -68,7 +88,7 @@ def load_scorer(path: str | Path, device: str | torch.device = "cpu", max_length
     methods, best-of-n and `evaluate --judge reward:DIR` all load through here."""
     from rlhfkit.artifacts import read_manifest
 
-    model, tokenizer = load_reward_model(path, device)
+    model, tokenizer = load_reward_model(path, device, dtype=dtype)
     model.eval().requires_grad_(False)
     wanted = max_length or read_manifest(path).get("max_length") or 512
     return model, tokenizer, default_max_length(model, tokenizer, int(wanted))
@@ -146,11 +166,18 @@ def score_conversations(
 
 
 def scalar_head(model) -> torch.nn.Linear:
-    """The final Linear layer with one output (Llama `score`, BERT `classifier`, RoBERTa `out_proj`, ...)."""
+    """The final Linear layer with one output (Llama `score`, BERT `classifier`, RoBERTa `out_proj`, ...);
+    in a LoRA model, its trained copy."""
     heads = [m for m in model.modules() if isinstance(m, torch.nn.Linear) and m.out_features == 1]
     if not heads:
         raise RlhfkitError("reward model has no Linear layer with one output to use as its scalar head")
     return heads[-1]
+
+
+def scalar_head_name(model) -> str:
+    """The module name of `scalar_head` (what LoRA keeps fully trainable: peft `modules_to_save`)."""
+    head = scalar_head(model)
+    return next(name for name, m in model.named_modules() if m is head)
 
 
 @torch.no_grad()

@@ -10,6 +10,9 @@ Each completion is scored once, and the group's loss is the mean over all its ju
 full ranking). Feeding the pairs of a ranking as independent examples would show each completion K - 1 times
 per epoch and overfit. The loop's `count` is the number of groups, so accumulation and DDP average the
 same way.
+
+With `--lora-r` the backbone trains LoRA adapters and the score head trains whole; the output is then a peft
+adapter folder (`load_reward_model` merges it back for scoring) and the score offset is in `rlhfkit.json`.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from rlhfkit.data.comparisons import ComparisonGroup, load_comparisons
 from rlhfkit.data.responses import record_responses
 from rlhfkit.data.sources import read_records, record_source
 from rlhfkit.errors import RlhfkitError
+from rlhfkit.lora import LoraOptions, apply_lora, enable_gradient_checkpointing, resolve_base
 from rlhfkit.reward.evaluate import comparison_metrics, score_groups
 from rlhfkit.reward.model import (
     default_max_length,
@@ -36,11 +40,14 @@ from rlhfkit.reward.model import (
     forward_scores,
     load_reward_model,
     pad_batch,
+    scalar_head_name,
     score_ids,
+    score_offset,
     shift_scores,
 )
 from rlhfkit.train.distributed import finish_distributed, init_distributed, pick_device
 from rlhfkit.train.loop import LoopConfig, epoch_batch_indices, set_seed, train_loop
+from rlhfkit.train.precision import Precision
 from rlhfkit.train.sharding import export_model, wrap_model
 
 
@@ -72,6 +79,11 @@ class RewardConfig:
         0  # keep the embeddings and the lowest N transformer layers fixed (faster, less overfit)
     )
     device: str = "auto"  # auto (CUDA when available), cpu or cuda
+    dtype: str = "auto"  # compute dtype: auto (bf16 on a GPU that has it, else float32), float32, bfloat16,
+    # float16; trained weights stay fp32 under a CUDA autocast, a LoRA run's frozen base is loaded in it
+    gradient_checkpointing: bool = False  # recompute activations in the backward pass: less memory,
+    # about a third slower
+    lora: LoraOptions = field(default_factory=LoraOptions)  # with LoRA the score head still trains whole
     loop: RewardLoopConfig = field(default_factory=RewardLoopConfig)
 
 
@@ -191,9 +203,26 @@ def run(cfg: RewardConfig) -> Path:
         load_calibration_items(cfg.calibration) if cfg.calibration else _unique_responses(groups)
     )
 
-    model, tokenizer = load_reward_model(cfg.model, device, new_head=True)
+    if cfg.lora.enabled and cfg.freeze_layers:
+        raise RlhfkitError(
+            "--freeze-layers and --lora-r: LoRA already freezes the backbone; give one of them"
+        )
+    precision = Precision.of(device, cfg.dtype)
+    base = resolve_base(cfg.model, out)
+    model, tokenizer = load_reward_model(
+        base, device, new_head=True, dtype=precision.trainable_load_dtype(cfg.lora.enabled)
+    )
     max_length = default_max_length(model, tokenizer, cfg.max_length)
+    if cfg.gradient_checkpointing:
+        enable_gradient_checkpointing(model)
+    if cfg.lora.enabled:
+        model = apply_lora(model, cfg.lora, head=scalar_head_name(model))
     trainable = freeze_lower_layers(model, cfg.freeze_layers)
+
+    def loss_fn(m, batch: dict):
+        with precision.autocast():
+            return reward_loss(m, batch)
+
     encoded = [[encode(tokenizer, g.prompt, c, max_length) for c in g.completions] for g in groups]
     if cfg.batch_size % info.world_size:
         raise RlhfkitError(
@@ -236,7 +265,7 @@ def run(cfg: RewardConfig) -> Path:
         cfg.loop,
         out,
         get_batch,
-        reward_loss,
+        loss_fn,
         evaluate=evaluate if eval_groups else None,
         dist_info=info,
         items_name="cmp",
@@ -278,7 +307,14 @@ def run(cfg: RewardConfig) -> Path:
         metrics.update(
             {"val_accuracy": report["accuracy"], "val_loss": report["loss"], "val_ece": report["ece"]}
         )
-    model.save_pretrained(out, safe_serialization=True)
+    if (
+        cfg.lora.enabled
+    ):  # an adapter folder: the score offset cannot go in a config.json, so rlhfkit.json has it
+        from rlhfkit.lora import save_adapter
+
+        save_adapter(model, out, base)
+    else:
+        model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
     write_manifest(
         out,
@@ -288,7 +324,7 @@ def run(cfg: RewardConfig) -> Path:
         parent=cfg.model,
         data_fingerprint=file_fingerprint(cfg.data),
         metrics=metrics,
-        extra={"calibration": calibration, "max_length": max_length},
+        extra={"calibration": calibration, "max_length": max_length, "score_offset": score_offset(model)},
     )
     finish_distributed(info)
     return out

@@ -33,6 +33,7 @@ from pathlib import Path
 from rlhfkit.artifacts import read_manifest, write_manifest
 from rlhfkit.data.jsonl import read_jsonl, write_jsonl
 from rlhfkit.errors import RlhfkitError
+from rlhfkit.lora import LoraOptions
 from rlhfkit.train.loop import LoopConfig
 
 
@@ -63,6 +64,10 @@ class RSConfig:
     sft_batch_size: int = 32  # chats per optimizer step
     sft_max_len: int = 256  # tokens per chat in fine-tuning
     device: str = "auto"  # "auto" (CUDA when available), "cpu" or "cuda[:N]"
+    dtype: str = "auto"  # compute dtype: auto (bf16 on a GPU that has it, else float32), float32, bfloat16,
+    # float16; sampling and the reward model run in it, fine-tuning keeps fp32 weights under a CUDA autocast
+    gradient_checkpointing: bool = False  # fine-tuning recomputes activations in the backward pass
+    lora: LoraOptions = field(default_factory=LoraOptions)  # each round's fine-tuning trains LoRA adapters
     loop: LoopConfig = field(
         default_factory=lambda: LoopConfig(lr=1e-4, warmup_steps=5, weight_decay=0.0, eval_every=1000)
     )
@@ -134,21 +139,22 @@ def _draw_prompts(n_records: int, per_round: int, seed: int, round_index: int) -
 
 def _sample_and_pick(cfg: RSConfig, policy: str, records: list[dict], round_dir: Path, seed: int) -> None:
     """Write samples.jsonl, winners.jsonl (last, atomically: it marks the round's sampling as done) and round.json."""
+    from rlhfkit.device import pick_device, pick_dtype
     from rlhfkit.generation import SamplingParams, generate_chat
-    from rlhfkit.models import load_causal_lm
+    from rlhfkit.lora import load_frozen_lm
     from rlhfkit.reward.model import load_scorer, score_conversations
     from rlhfkit.tokenizer import load_tokenizer
-    from rlhfkit.train.distributed import pick_device
 
     device = pick_device(cfg.device)
-    model = load_causal_lm(policy).to(device).eval()
+    dtype = pick_dtype(cfg.dtype, device)
+    model = load_frozen_lm(policy, device, dtype)  # a previous LoRA round's adapters are merged in
     tokenizer = load_tokenizer(policy)
     chats = [r["messages"] for r in records for _ in range(cfg.n)]  # prompt-major: n in a row
     params = SamplingParams(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, seed=seed)
     print(f"rs: sampling {cfg.n} responses to each of {len(records)} prompts from {policy}")
     completions = generate_chat(model, tokenizer, chats, params, batch_size=cfg.generation_batch_size)
     del model
-    rm, rm_tokenizer, rm_length = load_scorer(cfg.reward, device, cfg.rm_max_length)
+    rm, rm_tokenizer, rm_length = load_scorer(cfg.reward, device, cfg.rm_max_length, dtype=dtype)
     items = [(chat, [{"role": "assistant", "content": c.text}]) for chat, c in zip(chats, completions)]
     scores = score_conversations(rm, rm_tokenizer, items, rm_length, batch_size=32)
     samples, winners, winner_scores, pairs = [], [], [], []
@@ -216,7 +222,8 @@ def _dpo(cfg: RSConfig, policy: str, pairs: Path, out: Path) -> None:
         DPOConfig(
             policy=policy, ref=cfg.policy, data=str(pairs), out=str(out), beta=cfg.dpo_beta,
             sft_coef=cfg.dpo_sft_coef, epochs=cfg.sft_epochs, max_length=cfg.sft_max_len + cfg.max_new_tokens,
-            device=cfg.device, loop=loop,
+            device=cfg.device, dtype=cfg.dtype, gradient_checkpointing=cfg.gradient_checkpointing,
+            lora=cfg.lora, loop=loop,
         )
     )  # fmt: skip
 
@@ -230,6 +237,7 @@ def _finetune(cfg: RSConfig, policy: str, winners: Path, out: Path) -> None:
         SFTConfig(
             model=policy, data=str(winners), out=str(out), max_len=cfg.sft_max_len,
             batch_size=cfg.sft_batch_size, micro_batch_size=cfg.sft_batch_size, epochs=cfg.sft_epochs,
-            val_fraction=min(0.05, 32 / max(n, 1)), device=cfg.device, loop=cfg.loop,
+            val_fraction=min(0.05, 32 / max(n, 1)), device=cfg.device, dtype=cfg.dtype,
+            gradient_checkpointing=cfg.gradient_checkpointing, lora=cfg.lora, loop=cfg.loop,
         )
     )  # fmt: skip

@@ -54,7 +54,7 @@ def save_checkpoint(
     out_dir = Path(out_dir)
     tmp = _fresh_tmp(out_dir)
     # Tied weights share storage; safetensors refuses shared tensors, so store clones (loading re-ties them).
-    state = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
+    state = {k: v.detach().clone().contiguous() for k, v in trained_state(model).items()}
     save_file(state, str(tmp / "model.safetensors"))
     torch.save({"optimizer": optimizer.state_dict(), "rng": _rng_state()}, tmp / "trainer.pt")
     return _publish(out_dir, tmp, step, extra, world_size, sharded=False)
@@ -104,6 +104,16 @@ def _publish(out_dir: Path, tmp: Path, step: int, extra, world_size: int, sharde
     return final
 
 
+def trained_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """What a checkpoint must hold: the whole state dict, or, when some weights are frozen (a LoRA model's
+    base, a reward model's lower layers), only the trainable ones: the rest cannot have changed, and a full
+    copy of a frozen 0.5B base would double the memory and disk of every save."""
+    params = dict(model.named_parameters())
+    if all(p.requires_grad for p in params.values()):
+        return model.state_dict()
+    return {name: p for name, p in params.items() if p.requires_grad}
+
+
 def find_checkpoint(out_dir: Path) -> Path | None:
     """The latest complete checkpoint under `out_dir`, if any (survives a crash during the swap)."""
     for name in (CHECKPOINT_DIR, CHECKPOINT_DIR + ".old"):
@@ -144,7 +154,14 @@ def load_checkpoint(ckpt: Path, model: torch.nn.Module, optimizer) -> tuple[int,
         dcp.load(state, checkpoint_id=str(Path(ckpt) / "dcp"))
         set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
     else:
-        model.load_state_dict(load_file(str(ckpt / "model.safetensors")), strict=True)
+        state = load_file(str(ckpt / "model.safetensors"))
+        trained = trained_state(model)
+        if set(state) != set(trained):
+            raise RlhfkitError(
+                f"{ckpt}: its weights do not match this model's trainable weights (a checkpoint of another "
+                "configuration, e.g. with or without LoRA); remove it or use another --out"
+            )
+        model.load_state_dict(state, strict=len(trained) == len(model.state_dict()))
     trainer = torch.load(ckpt / "trainer.pt", weights_only=False)
     if not meta["sharded"]:
         optimizer.load_state_dict(trainer["optimizer"])

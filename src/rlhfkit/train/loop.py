@@ -43,6 +43,7 @@ from rlhfkit.train.checkpoint import (
     save_sharded_checkpoint,
 )
 from rlhfkit.train.distributed import DistInfo, sum_floats
+from rlhfkit.train.logits import logits_at, plain_lm_head
 from rlhfkit.train.sharding import export_model, is_sharded
 
 
@@ -76,15 +77,14 @@ def lm_loss(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor, dict]:
     Batches are right-padded, so causal attention never lets a real token see a pad: no attention mask is
     needed (and building one costs time). For a plain Hugging Face model the LM head runs only on positions
     that have a label — in SFT most positions are prompt tokens, and the head is the costliest matmul of a
-    tiny model.
+    tiny model. That shortcut is taken only where it is exact (`train.logits.plain_lm_head`); other
+    architectures (Gemma-2's soft-capping, ...) go through the model's own forward.
     """
     labels = batch["labels"]
     keep = labels != -100
-    body, head = getattr(model, "model", None), getattr(model, "lm_head", None)
     # An FSDP-sharded model gathers its root parameters (embeddings, head) only in its own forward.
-    if body is not None and head is not None and not keep.all() and not isinstance(model, FSDPModule):
-        hidden = body(input_ids=batch["input_ids"], use_cache=False).last_hidden_state
-        logits = head(hidden[keep])
+    if plain_lm_head(model) and not keep.all() and not isinstance(model, FSDPModule):
+        logits, _ = logits_at(model, batch["input_ids"], keep)
         loss = F.cross_entropy(logits.float(), labels[keep], reduction="sum")
     else:
         logits = model(input_ids=batch["input_ids"], use_cache=False).logits

@@ -18,11 +18,13 @@ import torch
 
 from rlhfkit.artifacts import save_hf_checkpoint, write_manifest
 from rlhfkit.errors import RlhfkitError
+from rlhfkit.lora import enable_gradient_checkpointing
 from rlhfkit.models import build_model, count_parameters, load_causal_lm
 from rlhfkit.tokenizer import END_OF_TURN, ENDOFTEXT, load_tokenizer
 from rlhfkit.train.distributed import finish_distributed, init_distributed, pick_device
 from rlhfkit.train.lm_data import build_streams, eval_windows, sample_windows
 from rlhfkit.train.loop import LoopConfig, lm_loss, set_seed, train_loop
+from rlhfkit.train.precision import Precision
 from rlhfkit.train.sharding import export_model, resolve_shard, wrap_model
 
 
@@ -41,6 +43,10 @@ class PretrainConfig:
     sample_prompts: list[str] = field(default_factory=list)  # defaults to starts of validation documents
     sample_tokens: int = 48  # tokens sampled per prompt at each evaluation
     device: str = "auto"  # auto (CUDA when available), cpu or cuda
+    dtype: str = "auto"  # compute dtype: auto (bf16 on a GPU that has it, else float32), float32, bfloat16,
+    # float16; weights stay fp32 and CUDA forwards run under autocast (a CPU computes in fp32)
+    gradient_checkpointing: bool = False  # recompute activations in the backward pass: less memory,
+    # about a third slower
     compile: bool = False  # torch.compile the model (pays a one-off compile for faster steps)
     loop: LoopConfig = field(default_factory=LoopConfig)
 
@@ -71,6 +77,14 @@ def run(cfg: PretrainConfig) -> Path:
     else:
         model = build_model(cfg.preset, len(tokenizer), max(cfg.seq_len, 512), tokenizer, seed=cfg.loop.seed)
     model.to(device)
+    if cfg.gradient_checkpointing:
+        enable_gradient_checkpointing(model)
+    precision = Precision.of(device, cfg.dtype)
+
+    def loss_fn(m, batch: dict):
+        with precision.autocast():
+            return lm_loss(m, batch)
+
     n_params = count_parameters(model)
     if info.is_main:
         print(
@@ -102,7 +116,7 @@ def run(cfg: PretrainConfig) -> Path:
         total, count = 0.0, 0
         for i in range(0, len(val), micro):
             b = _lm_batch(val[i : i + micro], device)
-            loss_sum, n, _ = lm_loss(m, b)
+            loss_sum, n, _ = loss_fn(m, b)
             total += float(loss_sum)
             count += int(n)
         nats = total / count
@@ -123,7 +137,7 @@ def run(cfg: PretrainConfig) -> Path:
         cfg.loop,
         out,
         get_batch,
-        lm_loss,
+        loss_fn,
         evaluate=evaluate,
         sample=sample,
         dist_info=info,

@@ -19,7 +19,7 @@ import torch
 from rlhfkit.artifacts import read_manifest, save_hf_checkpoint, write_manifest
 from rlhfkit.data.chats import load_chats
 from rlhfkit.errors import RlhfkitError
-from rlhfkit.models import load_causal_lm
+from rlhfkit.lora import LoraOptions, generation_backend, load_trainable_lm
 from rlhfkit.tokenizer import load_tokenizer
 from rlhfkit.train.chat_tokens import IGNORE, tokenize_chats
 from rlhfkit.train.distributed import (
@@ -30,13 +30,17 @@ from rlhfkit.train.distributed import (
     shard_range,
 )
 from rlhfkit.train.lm_data import corpus_fingerprint
+from rlhfkit.train.logits import causal_lm_of
 from rlhfkit.train.loop import LoopConfig, lm_loss, set_seed, train_loop
+from rlhfkit.train.precision import Precision
 from rlhfkit.train.sharding import export_model, wrap_model
 
 
 @dataclass
 class SFTConfig:
-    model: str = ""  # base checkpoint folder (any HF causal LM whose tokenizer has a chat template)
+    model: str = (
+        ""  # base model: HF folder, .gguf file, Hub name or LoRA adapter folder (merged, see lora.py)
+    )
     data: str = ""  # chats JSONL
     val_data: str | None = None  # held-out chats; default: `val_fraction` of `data`
     out: str = "runs/sft"  # output folder (a Hugging Face checkpoint plus rlhfkit.json)
@@ -49,6 +53,11 @@ class SFTConfig:
     max_val_chats: int = 256  # held-out chats evaluated at most
     sample_every_eval: int = 3  # sample responses to held-out prompts this many at each evaluation
     device: str = "auto"  # auto (CUDA when available), cpu or cuda
+    dtype: str = "auto"  # compute dtype: auto (bf16 on a GPU that has it, else float32), float32, bfloat16,
+    # float16; trained weights stay fp32 under a CUDA autocast, a LoRA run's frozen base is loaded in it
+    gradient_checkpointing: bool = False  # recompute activations in the backward pass: less memory,
+    # about a third slower
+    lora: LoraOptions = field(default_factory=LoraOptions)
     loop: LoopConfig = field(
         default_factory=lambda: LoopConfig(lr=5e-4, warmup_steps=20, weight_decay=0.0, eval_every=100)
     )
@@ -64,7 +73,12 @@ def run(cfg: SFTConfig) -> Path:
     info = init_distributed(device)
     set_seed(cfg.loop.seed)
     tokenizer = load_tokenizer(cfg.tokenizer or cfg.model)
-    model = load_causal_lm(cfg.model).to(device)
+    model, base = load_trainable_lm(cfg.model, out, device, cfg.dtype, cfg.gradient_checkpointing, cfg.lora)
+    precision = Precision.of(device, cfg.dtype)
+
+    def loss_fn(m, batch: dict):
+        with precision.autocast():
+            return lm_loss(m, batch)
 
     chats = load_chats(cfg.data, require_assistant=True)
     if cfg.val_data:
@@ -118,7 +132,7 @@ def run(cfg: SFTConfig) -> Path:
             return {}
         total, count = 0.0, 0
         for b in val_batches:
-            loss_sum, n, _ = lm_loss(m, b)
+            loss_sum, n, _ = loss_fn(m, b)
             total += float(loss_sum)
             count += int(n)
         return {"val_loss": total / max(count, 1)}
@@ -127,18 +141,21 @@ def run(cfg: SFTConfig) -> Path:
         from rlhfkit.generation import SamplingParams, generate_chat
 
         params = SamplingParams(max_new_tokens=64, temperature=0.0)
-        outs = generate_chat(m, tokenizer, sample_chats, params) if sample_chats else []
+        if not sample_chats:
+            return []
+        # The lean decoder reads plain Llama weights: a LoRA model samples through its own forward.
+        outs = generate_chat(causal_lm_of(m), tokenizer, sample_chats, params, backend=generation_backend(m))
         return [f"{c[-1]['content'][:60]!r} -> {o.text!r}" for c, o in zip(sample_chats, outs)]
 
     t0 = time.perf_counter()
     train_model = wrap_model(model, loop_cfg.shard, info)
     last = train_loop(
-        train_model, loop_cfg, out, get_batch, lm_loss, evaluate=evaluate, sample=sample,
+        train_model, loop_cfg, out, get_batch, loss_fn, evaluate=evaluate, sample=sample,
         dist_info=info, items_name="tok", description="sft",
     )  # fmt: skip
     model = export_model(model, info)  # FSDP: the full weights, gathered on rank 0
     if info.is_main:
-        save_hf_checkpoint(model, tokenizer, out, eos_token_ids=list(_eos_ids(tokenizer)))
+        save_hf_checkpoint(model, tokenizer, out, eos_token_ids=list(_eos_ids(tokenizer)), base=base)
         metrics = {k: v for k, v in last.items() if k != "samples"}
         metrics["wall_seconds"] = round(time.perf_counter() - t0, 2)
         parent_manifest = read_manifest(cfg.model)
