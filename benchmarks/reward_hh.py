@@ -47,7 +47,7 @@ SPLIT_SEED = 0
 TRAIN_FRACTION = 0.8
 # `rlhfkit reward` settings passed through under their own names (flag --max-length -> RewardConfig.max_length,
 # nested ones such as the loop's lr too), with this benchmark's defaults. A new training option is one more
-# line here, e.g. `"lora_r": (int, 0),` once RewardConfig has LoRA.
+# line here.
 REWARD_FLAGS: dict[str, tuple[type, object]] = {
     "max_length": (int, 128),
     "epochs": (float, 1.0),
@@ -56,6 +56,7 @@ REWARD_FLAGS: dict[str, tuple[type, object]] = {
     "micro_batch_size": (int, 4),
     "freeze_layers": (int, 4),
     "seed": (int, 0),
+    "lora_r": (int, 0),  # LoRA adapters on the backbone (with --freeze-layers 0); 0: off
 }
 
 
@@ -107,6 +108,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-train", type=int, default=0, help="use the first N training comparisons; 0: all")
     ap.add_argument("--max-test", type=int, default=0, help="use the first N test comparisons; 0: all")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    ap.add_argument(
+        "--gradient-checkpointing", action="store_true", help="rlhfkit reward --gradient-checkpointing"
+    )
     for name, (kind, default) in REWARD_FLAGS.items():
         ap.add_argument(
             "--" + name.replace("_", "-"), type=kind, default=default, help=f"rlhfkit reward --{name}"
@@ -136,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         out = Path(args.out) if args.out else Path(tmp) / "rm"
         flags = {name: getattr(args, name) for name in REWARD_FLAGS}
         flags.update(model=str(backbone), data=str(train_file), out=str(out), eval_data=str(test_file),
-                     device="cpu", eval_every=10**9, save_every=10**9)  # fmt: skip
+                     gradient_checkpointing=args.gradient_checkpointing, device="cpu", eval_every=10**9, save_every=10**9)  # fmt: skip
         cfg = config_from_args(RewardConfig, argparse.Namespace(**flags))
         t0 = time.perf_counter()
         run(cfg)
