@@ -33,10 +33,7 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parents[1]
-HH = ROOT / "benchmarks" / "data" / "hh-rlhf-harmless" / "test-public.jsonl"
 PY = sys.executable
 
 
@@ -72,13 +69,12 @@ def run_stage(name: str, argv: list[str], log: Path, stages: dict, env: dict | N
 
 
 def hh_prompts(out: Path, n: int) -> Path:
-    """The first user turns' conversations of the HH records outside the reward model's test split, as prompts."""
-    from rlhfkit.data.convert import hh_to_pair
-    from rlhfkit.data.jsonl import read_jsonl, write_jsonl
+    """One-turn HH conversations from the reward model's training split (never its test split), as prompts."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from reward_hh import DEFAULT_DATA, fixed_split, read_pairs
+    from rlhfkit.data.jsonl import write_jsonl
 
-    records = [hh_to_pair(rec, HH, line) for line, rec in enumerate(read_jsonl(HH), start=1)]
-    order = np.random.default_rng(0).permutation(len(records))  # reward_hh.py's split: first 80% train
-    train = [records[i] for i in order[: int(round(0.8 * len(records)))]]
+    train, _test = fixed_split(read_pairs(DEFAULT_DATA))
     prompts = [{"messages": r["prompt"]} for r in train if len(r["prompt"]) == 1][:n]
     path = out / "prompts.jsonl"
     write_jsonl(path, prompts)
