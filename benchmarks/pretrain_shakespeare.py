@@ -4,7 +4,7 @@ Both sides train on the same text (first 90% train, last 10% validation, as nano
 validation loss first reaches `--target` bits/char (2.71 = nanoGPT's 1.88 nats/char after its 2,000 CPU
 iterations), one after the other in this process's run, same threads and cores:
 
-* rlhfkit: a 2,048-token BPE tokenizer trained on the training 90% only, the `tiny` model (0.9M
+* rlhfkit: a 2,048-token BPE tokenizer trained on the training 90% only, the `tiny` model (0.8M
   parameters without embeddings, like nanoGPT's 4x128), batch 12 x 128 tokens, lr 3e-3 on a 400-step
   schedule (the fastest of a small sweep of batch, vocabulary and schedule, each timed the same way); the
   clock includes tokenizer training, tokenization and the stage's own evaluations.
@@ -28,7 +28,8 @@ nanoGPT is not on PyPI; get its source once into a benchmark-only folder outside
 and pass `--nanogpt /path/to/nanoGPT` (its data/shakespeare_char is prepared from this repo's copy of
 tinyshakespeare on first use). One command, prints JSON and writes docs/results/pretrain_shakespeare_<isa>.json:
     OMP_NUM_THREADS=1 taskset -c 1 python benchmarks/pretrain_shakespeare.py --nanogpt /path/to/nanoGPT
-AVX2-only emulation: prefix `ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2`.
+AVX2-only emulation: prefix `ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2`
+(MKL picks its GEMM kernels from CPUID by itself: without the third variable fp32 matmuls stay AVX-512).
 """
 
 from __future__ import annotations
