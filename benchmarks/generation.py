@@ -2,6 +2,11 @@
 
     .venv/bin/python benchmarks/generation.py [--batch-sizes 1 16 64] [--new-tokens 64] [--repeats 3] [--threads N]
 
+One command (prints JSON, writes docs/results/generation_benchmark_<isa>.json; AVX2-only emulation: prefix
+`ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2`):
+
+    OMP_NUM_THREADS=1 taskset -c 1 python benchmarks/generation.py --batch-sizes 64
+
 Random weights (the speed of a forward does not depend on their values), prompts of ~32 random tokens,
 greedy decoding, and no stop tokens on either side, so both produce exactly `--new-tokens` per row. Each
 measurement is the best of `--repeats` runs (the CPU is shared; the best run is the least disturbed one).
@@ -12,16 +17,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
+from pathlib import Path
 
 import torch
 
+from cpu_info import cpu_info, isa_tag
 from rlhfkit.generation import SamplingParams, generate
 from rlhfkit.models import build_model, count_parameters
 
 VOCAB = 4096
 PROMPT_LEN = 32
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def best_seconds(fn, repeats: int) -> tuple[float, object]:
@@ -53,6 +60,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--preset", default="small")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: leave torch's default)")
+    parser.add_argument(
+        "--out", help="JSON result file (default docs/results/generation_benchmark_<isa>.json)"
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -95,20 +105,18 @@ def main() -> None:
                 "rlhfkit_greedy_ragged_prompts_tokens_per_s": round(tokens / ragged_s, 1),
             }
         )
-    print(
-        json.dumps(
-            {
-                "model": f"{args.preset} ({count_parameters(model):,} params, vocab {VOCAB}, fp32)",
-                "prompt_tokens": PROMPT_LEN,
-                "new_tokens": args.new_tokens,
-                "repeats": args.repeats,
-                "torch_threads": torch.get_num_threads(),
-                "cpu": platform.processor() or platform.machine(),
-                "results": results,
-            },
-            indent=2,
-        )
-    )
+    summary = {
+        "benchmark": "generation",
+        "model": f"{args.preset} ({count_parameters(model):,} params, vocab {VOCAB}, fp32)",
+        "prompt_tokens": PROMPT_LEN,
+        "new_tokens": args.new_tokens,
+        "repeats": args.repeats,
+        "cpu": cpu_info(),
+        "results": results,
+    }
+    out = Path(args.out or ROOT / "docs" / "results" / f"generation_benchmark_{isa_tag()}.json")
+    out.write_text(json.dumps(summary, indent=1) + "\n")
+    print(json.dumps(summary, indent=2))
 
 
 if __name__ == "__main__":

@@ -17,6 +17,10 @@ Side by side (`--trl-python PATH`): after rlhfkit's measurement, `PATH benchmark
 
     python3 -m venv /tmp/trlvenv && /tmp/trlvenv/bin/pip install torch==2.13.0 trl==1.12.0
 
+One command for the side-by-side result (prints JSON, writes docs/results/ppo_benchmark_<isa>.json):
+
+    OMP_NUM_THREADS=1 taskset -c 1 python benchmarks/ppo.py --steps 3 --trl-python /tmp/trlvenv/bin/python
+
 It loads the very folders this script saves under `--work` (`policy-PRESET/`: policy and reference,
 `rm-PRESET/`: reward model and value model, `world/prompts.jsonl`), with the same batch, minibatch, epochs,
 response length, temperature, lr and KL coefficient; `ppo_trl.py`'s docstring lists what TRL cannot match.
@@ -30,7 +34,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import platform
 import shutil
 import statistics
 import subprocess
@@ -40,7 +43,10 @@ from pathlib import Path
 
 import torch
 
+from cpu_info import cpu_info, isa_tag
 from rlhfkit.ppo import PPOConfig
+
+ROOT = Path(__file__).resolve().parent.parent
 
 VOCAB = 4096
 
@@ -160,6 +166,9 @@ def main() -> None:
         default=None,
         help="python of a venv with trl==1.12.0: also run benchmarks/ppo_trl.py on the same models",
     )
+    parser.add_argument(
+        "--out", help="JSON result file (default docs/results/ppo_benchmark_<isa>[_bf16].json)"
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -190,12 +199,14 @@ def main() -> None:
         trl_eps = result["trl"].get("episodes_per_s")
         if trl_eps:
             result["speedup_vs_trl"] = round(result["rlhfkit"]["episodes_per_s"] / trl_eps, 2)
-    result["machine"] = {
-        "cpu": platform.processor() or platform.machine(),
-        "threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "python": sys.version.split()[0],
-    }
+    result["cpu"] = cpu_info()
+    result["python"] = sys.version.split()[0]
+    out = Path(
+        args.out
+        or ROOT / "docs" / "results" / f"ppo_benchmark_{isa_tag()}{'_bf16' if args.bf16 else ''}.json"
+    )
+    if args.trl_python:  # a result file always holds both sides
+        out.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result, indent=2))
 
 

@@ -54,6 +54,8 @@ from pathlib import Path
 
 import torch
 
+from cpu_info import cpu_info
+
 
 def load_prompt_ids(path: Path, tokenizer, max_prompt: int) -> list[list[int]]:
     """Prompts as rlhfkit feeds them: chat template + generation prompt, trailing assistant turn dropped."""
@@ -240,6 +242,7 @@ def measure(args: argparse.Namespace) -> dict:
         "trl": trl.__version__,
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
+        "cpu": cpu_info(),
         "settings": {
             "per_device_train_batch_size": config.per_device_train_batch_size,
             "gradient_accumulation_steps": config.gradient_accumulation_steps,

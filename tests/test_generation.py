@@ -103,6 +103,42 @@ def test_greedy_equals_transformers_across_chunks():
     assert [c.token_ids for c in got] == expected
 
 
+def test_packed_weights_are_reused_until_a_parameter_changes():
+    model = llama()
+    batch = prompts()
+    first = generate(model, batch, GREEDY, pad_token_id=PAD, backend="lean")
+    packed = lean_llama._PACKED[model]
+    assert [c.token_ids for c in generate(model, batch, GREEDY, pad_token_id=PAD, backend="lean")] == [
+        c.token_ids for c in first
+    ]
+    assert lean_llama._PACKED[model] is packed  # same model, same weights: no repacking
+    # An optimizer step changes the weights in place (same tensors, new versions): the next call repacks
+    # and decodes with the new weights, exactly as transformers does.
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    model(input_ids=torch.tensor([batch[0]]), labels=torch.tensor([batch[0]])).loss.backward()
+    optimizer.step()
+    got = generate(model, batch, GREEDY, pad_token_id=PAD, backend="lean")
+    assert lean_llama._PACKED[model] is not packed
+    assert [c.token_ids for c in got] == hf_generate(model, batch, GREEDY.max_new_tokens)
+    assert [c.token_ids for c in got] != [c.token_ids for c in first]
+
+
+def test_bf16_lean_matches_transformers_logprobs():
+    # bf16 weights take oneDNN's packed path where the CPU has native bf16, F.linear elsewhere; either way
+    # the lean decoder's log-probs stay within bf16 rounding of the model's own forward.
+    model = llama().to(torch.bfloat16)
+    batch = prompts()
+    got = generate(
+        model, batch, SamplingParams(max_new_tokens=8, temperature=0), pad_token_id=PAD, backend="lean"
+    )
+    for p, c in zip(batch, got):
+        ids = torch.tensor([p + c.token_ids[:-1]])
+        with torch.inference_mode():
+            logp = model(input_ids=ids).logits[0, len(p) - 1 :].float().log_softmax(-1)
+        ref = logp.gather(-1, torch.tensor(c.token_ids)[:, None])[:, 0]
+        assert torch.allclose(torch.tensor(c.logprobs), ref, atol=0.15)
+
+
 def test_fallback_handles_other_architectures():
     model = gpt2()
     assert not lean_llama.supports(model)

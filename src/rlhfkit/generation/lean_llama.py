@@ -20,12 +20,16 @@ Numerics: the same fp32 math as transformers, in a different summation order (fu
 batched-matmul attention), so logits differ by ~1e-6 relative. Greedy decoding matches `transformers`
 `generate` token for token in the tests (tests/test_generation.py) and in `benchmarks/generation.py`; an
 exact tie between the top two logits could in principle resolve differently.
-The weights are read, never written: building a `LeanLlama` per call means a policy updated by PPO between
-calls is always decoded with its current weights.
+The weights are read, never written. The fused and packed copies are cached per model and reused by the
+next call only while every parameter is the same tensor at the same version (`data_ptr`, `_version`): an
+optimizer step, `load_state_dict` or `copy_` bumps the version, so a policy updated by PPO between calls
+is always decoded with its current weights, while repeated calls on a fixed model (serving, evaluation, a
+real 135M model whose repacking costs about a second) skip the repacking.
 """
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 
 import torch
@@ -95,6 +99,34 @@ def _stacked(linears: list[torch.nn.Linear], batch_hint: int, use_onednn: bool) 
     return Linear(weight, bias, batch_hint, use_onednn)
 
 
+# model -> (key, (lm_head, layers)): the last packing of each live model (see the module docstring).
+_PACKED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _packed_weights(model: torch.nn.Module, batch_hint: int, fast: bool) -> tuple[Linear, list[_Layer]]:
+    key = (batch_hint, fast, tuple((p.data_ptr(), p._version) for p in model.parameters()))
+    cached = _PACKED.get(model)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    config, inner = model.config, model.model
+    lm_head = Linear(model.lm_head.weight, model.lm_head.bias, batch_hint, fast)
+    layers = []
+    for layer in inner.layers[: config.num_hidden_layers]:
+        attn, mlp = layer.self_attn, layer.mlp
+        layers.append(
+            _Layer(
+                attn_norm=layer.input_layernorm.weight.detach(),
+                qkv=_stacked([attn.q_proj, attn.k_proj, attn.v_proj], batch_hint, fast),
+                out=Linear(attn.o_proj.weight, attn.o_proj.bias, batch_hint, fast),
+                mlp_norm=layer.post_attention_layernorm.weight.detach(),
+                gate_up=_stacked([mlp.gate_proj, mlp.up_proj], batch_hint, fast),
+                down=Linear(mlp.down_proj.weight, mlp.down_proj.bias, batch_hint, fast),
+            )
+        )
+    _PACKED[model] = (key, (lm_head, layers))
+    return lm_head, layers
+
+
 class LeanLlama:
     """Prefill once, then decode one token per row per `step`; rows can be dropped with `keep`.
 
@@ -113,22 +145,8 @@ class LeanLlama:
         self.embed = inner.embed_tokens.weight.detach()
         self.dtype = self.embed.dtype
         self.device = self.embed.device
-        fast = onednn_usable(self.device, self.dtype)
         self.final_norm = inner.norm.weight.detach()
-        self.lm_head = Linear(model.lm_head.weight, model.lm_head.bias, batch_hint, fast)
-        self.layers = []
-        for layer in inner.layers[: config.num_hidden_layers]:
-            attn, mlp = layer.self_attn, layer.mlp
-            self.layers.append(
-                _Layer(
-                    attn_norm=layer.input_layernorm.weight.detach(),
-                    qkv=_stacked([attn.q_proj, attn.k_proj, attn.v_proj], batch_hint, fast),
-                    out=Linear(attn.o_proj.weight, attn.o_proj.bias, batch_hint, fast),
-                    mlp_norm=layer.post_attention_layernorm.weight.detach(),
-                    gate_up=_stacked([mlp.gate_proj, mlp.up_proj], batch_hint, fast),
-                    down=Linear(mlp.down_proj.weight, mlp.down_proj.bias, batch_hint, fast),
-                )
-            )
+        self.lm_head, self.layers = _packed_weights(model, batch_hint, onednn_usable(self.device, self.dtype))
         self.intermediate = config.intermediate_size
 
     # -- public interface shared with the Hugging Face fallback --------------------------------------------
