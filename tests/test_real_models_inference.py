@@ -229,8 +229,9 @@ def test_other_models_fall_back_with_one_notice(tiny, capsys):
             generate(model, [[1, 2, 3]] * 3, SamplingParams(max_new_tokens=2), pad_token_id=0, batch_size=2)
         err = capsys.readouterr().err
         assert err.count("general Hugging Face decoder") == 1 and "not a Llama-layout model" in err
-    llama, _ = load_for_generation(tiny["llama"], dtype="bfloat16")
-    assert llama.dtype == torch.bfloat16 and "bfloat16" in lean_llama.unsupported_reason(llama)
+    llama, _ = load_for_generation(tiny["llama"], dtype="float16")
+    assert llama.dtype == torch.float16 and "float16" in lean_llama.unsupported_reason(llama)
+    assert lean_llama.supports(load_for_generation(tiny["llama"], dtype="bfloat16")[0])
     softcapped, _ = load_for_generation(tiny["llama"])
     softcapped.config.final_logit_softcapping = 30.0
     assert lean_llama.unsupported_reason(softcapped) == "logit soft-capping"

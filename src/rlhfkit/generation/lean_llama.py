@@ -64,9 +64,8 @@ def unsupported_reason(model: torch.nn.Module) -> str | None:
     weight = inner.embed_tokens.weight
     if weight.device.type != "cpu":
         return f"the model is on {weight.device}; the lean engine is tuned for the CPU"
-    if weight.dtype != torch.float32:
-        # transformers computes RMSNorm in fp32 whatever the weights' dtype; the lean path would not.
-        return f"the weights are {str(weight.dtype).removeprefix('torch.')}, the lean engine runs float32"
+    if weight.dtype not in (torch.float32, torch.bfloat16):
+        return f"the weights are {str(weight.dtype).removeprefix('torch.')}; the lean engine runs float32 or bfloat16"
     if getattr(config, "hidden_act", "silu") != "silu":
         return f"activation {config.hidden_act}"
     if getattr(config, "pretraining_tp", 1) not in (None, 1):
@@ -212,7 +211,10 @@ class LeanLlama:
         self.sin_signed = torch.cat((-sin[0, :, :half], sin[0, :, half:]), dim=-1)
 
     def _rms_norm(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        return F.rms_norm(x, weight.shape, weight, self.eps)
+        if x.dtype == torch.float32:
+            return F.rms_norm(x, weight.shape, weight, self.eps)
+        # As transformers does for half-precision weights: normalize in fp32, round, then scale.
+        return weight * F.rms_norm(x.float(), weight.shape, None, self.eps).to(x.dtype)
 
     def _rope(self, qk: torch.Tensor, cos: torch.Tensor, sin_signed: torch.Tensor) -> torch.Tensor:
         # rotate_half(x) * sin == flip(x's two halves) * [-sin_lo, sin_hi]: one flip instead of slice/neg/cat.
