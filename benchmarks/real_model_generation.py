@@ -125,7 +125,8 @@ def main() -> None:
     bandwidth = read_bandwidth_gbs()
     runs = []
     for dtype in args.dtypes:
-        model = load_causal_lm(args.model, dtype=getattr(torch, dtype)).eval()
+        # Frozen, as `rlhfkit serve` loads it (the lean engine keeps a frozen model's packed weights).
+        model = load_causal_lm(args.model, dtype=getattr(torch, dtype)).eval().requires_grad_(False)
         model.generation_config.eos_token_id = None  # exactly --new-tokens on both sides
         bound = bandwidth * 1e9 / weight_bytes_per_token(model)
         for batch in args.batch_sizes:

@@ -103,22 +103,33 @@ def test_greedy_equals_transformers_across_chunks():
     assert [c.token_ids for c in got] == expected
 
 
-def test_packed_weights_are_reused_until_a_parameter_changes():
-    model = llama()
+def test_packed_weights_are_reused_only_for_a_frozen_model():
+    model = llama().requires_grad_(False)
     batch = prompts()
     first = generate(model, batch, GREEDY, pad_token_id=PAD, backend="lean")
     packed = lean_llama._PACKED[model]
     assert [c.token_ids for c in generate(model, batch, GREEDY, pad_token_id=PAD, backend="lean")] == [
         c.token_ids for c in first
     ]
-    assert lean_llama._PACKED[model] is packed  # same model, same weights: no repacking
-    # An optimizer step changes the weights in place (same tensors, new versions): the next call repacks
-    # and decodes with the new weights, exactly as transformers does.
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    assert lean_llama._PACKED[model] is packed  # same frozen model, same weights: no repacking
+    # load_state_dict copies into the same tensors (new versions): the next call repacks.
+    model.load_state_dict(llama(seed=1).state_dict())
+    got = generate(model, batch, GREEDY, pad_token_id=PAD, backend="lean")
+    assert lean_llama._PACKED[model] is not packed
+    assert [c.token_ids for c in got] == hf_generate(model, batch, GREEDY.max_new_tokens)
+
+
+def test_a_model_in_training_is_decoded_with_its_current_weights():
+    # The fused AdamW kernel (the training loop's) updates parameters in place without bumping their version:
+    # a packed copy kept across calls would decode PPO's policy with the weights of its first rollout.
+    model = llama()
+    batch = prompts()
+    first = generate(model, batch, GREEDY, pad_token_id=PAD, backend="lean")
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.05, fused=True)
     model(input_ids=torch.tensor([batch[0]]), labels=torch.tensor([batch[0]])).loss.backward()
     optimizer.step()
     got = generate(model, batch, GREEDY, pad_token_id=PAD, backend="lean")
-    assert lean_llama._PACKED[model] is not packed
+    assert model not in lean_llama._PACKED
     assert [c.token_ids for c in got] == hf_generate(model, batch, GREEDY.max_new_tokens)
     assert [c.token_ids for c in got] != [c.token_ids for c in first]
 

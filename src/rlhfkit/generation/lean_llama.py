@@ -20,11 +20,12 @@ Numerics: the same fp32 math as transformers, in a different summation order (fu
 batched-matmul attention), so logits differ by ~1e-6 relative. Greedy decoding matches `transformers`
 `generate` token for token in the tests (tests/test_generation.py) and in `benchmarks/generation.py`; an
 exact tie between the top two logits could in principle resolve differently.
-The weights are read, never written. The fused and packed copies are cached per model and reused by the
-next call only while every parameter is the same tensor at the same version (`data_ptr`, `_version`): an
-optimizer step, `load_state_dict` or `copy_` bumps the version, so a policy updated by PPO between calls
-is always decoded with its current weights, while repeated calls on a fixed model (serving, evaluation, a
-real 135M model whose repacking costs about a second) skip the repacking.
+The weights are read, never written. For a frozen model (no parameter requires grad: serving, evaluation,
+a real 135M model whose repacking costs about a second) the fused and packed copies are cached and reused
+while every parameter is the same tensor at the same version (`data_ptr`, `_version`; `load_state_dict` and
+`copy_` bump it). A model that can train is repacked on every call: the fused AdamW kernel updates
+parameters in place without bumping their version, so a cached copy would decode PPO's policy with stale
+weights.
 """
 
 from __future__ import annotations
@@ -103,8 +104,9 @@ _PACKED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _packed_weights(model: torch.nn.Module, batch_hint: int, fast: bool) -> tuple[Linear, list[_Layer]]:
+    frozen = not any(p.requires_grad for p in model.parameters())
     key = (batch_hint, fast, tuple((p.data_ptr(), p._version) for p in model.parameters()))
-    cached = _PACKED.get(model)
+    cached = _PACKED.get(model) if frozen else None
     if cached is not None and cached[0] == key:
         return cached[1]
     config, inner = model.config, model.model
@@ -122,7 +124,8 @@ def _packed_weights(model: torch.nn.Module, batch_hint: int, fast: bool) -> tupl
                 down=Linear(mlp.down_proj.weight, mlp.down_proj.bias, batch_hint, fast),
             )
         )
-    _PACKED[model] = (key, (lm_head, layers))
+    if frozen:
+        _PACKED[model] = (key, (lm_head, layers))
     return lm_head, layers
 
 

@@ -37,7 +37,8 @@ def load_for_generation(
         tokenizer.chat_template = read_chat_template(chat_template)
     if need_chat_template:
         require_chat_template(tokenizer, source)
-    model = load_causal_lm(source, dtype=torch_dtype, device=torch_device).eval()
+    # Frozen: inference never trains it, and the lean engine keeps a frozen model's packed weights.
+    model = load_causal_lm(source, dtype=torch_dtype, device=torch_device).eval().requires_grad_(False)
     return model, tokenizer
 
 
