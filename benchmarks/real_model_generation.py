@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from cpu_info import cpu_info, isa_tag
+from generation import best_seconds, hf_generate
 from rlhfkit.generation import SamplingParams, generate
 from rlhfkit.models import load_causal_lm
 from rlhfkit.tokenizer import load_tokenizer
@@ -63,28 +64,6 @@ def weight_bytes_per_token(model) -> int:
     if head.data_ptr() not in seen:
         total += head.numel() * head.element_size()
     return total
-
-
-def best_seconds(fn, repeats: int):
-    best, out = float("inf"), None
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t0)
-    return best, out
-
-
-def hf_generate(model, prompts: torch.Tensor, new_tokens: int) -> list[list[int]]:
-    with torch.inference_mode():
-        out = model.generate(
-            input_ids=prompts,
-            attention_mask=torch.ones_like(prompts),
-            do_sample=False,
-            max_new_tokens=new_tokens,
-            min_new_tokens=new_tokens,
-            pad_token_id=0,
-        )
-    return out[:, prompts.shape[1] :].tolist()
 
 
 def measure(model, prompt_ids: list[int], batch: int, new_tokens: int, repeats: int) -> dict:
