@@ -19,15 +19,12 @@ saved once to `<out>/base/` so the new adapter has a real base folder to point t
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from rlhfkit.errors import RlhfkitError
-
-ADAPTER_CONFIG = "adapter_config.json"
 
 
 @dataclass
@@ -48,24 +45,14 @@ class LoraOptions:
 
 
 def is_adapter_dir(path: str | Path) -> bool:
-    p = Path(path)
-    return p.is_dir() and (p / ADAPTER_CONFIG).exists() and not (p / "config.json").exists()
+    """A PEFT adapter folder (adapter_config.json, no full weights): `models.adapter_base` decides."""
+    from rlhfkit.models import adapter_base
+
+    return adapter_base(path) is not None
 
 
 def is_peft(model: torch.nn.Module) -> bool:
     return callable(getattr(model, "get_base_model", None)) and hasattr(model, "peft_config")
-
-
-def adapter_base(path: str | Path) -> str:
-    """The base model an adapter folder was trained on (`base_model_name_or_path`), or a clear error."""
-    config_path = Path(path) / ADAPTER_CONFIG
-    try:
-        base = json.loads(config_path.read_text()).get("base_model_name_or_path")
-    except (OSError, json.JSONDecodeError) as exc:
-        raise RlhfkitError(f"{config_path}: unreadable adapter config ({exc})") from None
-    if not base:
-        raise RlhfkitError(f"{config_path}: no base_model_name_or_path: cannot tell which model it adapts")
-    return base
 
 
 def _blocks(model: torch.nn.Module) -> torch.nn.ModuleList | None:
@@ -144,21 +131,23 @@ def trainable_parameters(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def load_merged(path: str | Path, auto_class, **kwargs) -> torch.nn.Module:
-    """An adapter folder's base loaded with `auto_class` (e.g. AutoModelForCausalLM) and its adapters merged
-    in: a plain Hugging Face model with the adapted weights."""
+def load_merged_classifier(path: str | Path, **kwargs) -> torch.nn.Module:
+    """A reward-model adapter folder as a plain sequence classifier: its base loaded with a score head and the
+    adapters (and the trained head) merged in. Causal LMs load through `models.load_causal_lm`, which merges
+    adapters itself."""
     from peft import PeftModel
-
-    base = adapter_base(path)
-    if not Path(base).exists() and base.startswith(("/", ".")):
-        raise RlhfkitError(f"{path}: its base model {base} (adapter_config.json) is not there")
+    from transformers import AutoModelForSequenceClassification
     from transformers.utils import logging
 
+    from rlhfkit.models import adapter_base, check_source
+
+    check_source(path)
+    base = adapter_base(path)
     verbosity = logging.get_verbosity()
-    # A reward model's base has no score head: transformers reports it "missing", but the adapter brings it.
+    # The base has no score head: transformers reports it "missing", but the adapter brings it.
     logging.set_verbosity_error()
     try:
-        model = auto_class.from_pretrained(base, **kwargs)
+        model = AutoModelForSequenceClassification.from_pretrained(base, **kwargs)
         return PeftModel.from_pretrained(model, str(path)).merge_and_unload()
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         raise RlhfkitError(
@@ -173,14 +162,13 @@ def resolve_base(source: str, out: str | Path) -> str:
     as `<out>/base/` (with the tokenizer) so the stage's own adapter has a base on disk."""
     if not is_adapter_dir(source):
         return source
-    from transformers import AutoModelForCausalLM
-
+    from rlhfkit.models import adapter_base, load_causal_lm
     from rlhfkit.tokenizer import load_tokenizer
 
     target = Path(out) / "base"
     if not (target / "config.json").exists():
         print(f"{source}: LoRA adapter; merging it into {adapter_base(source)} -> {target}")
-        model = load_merged(source, AutoModelForCausalLM, dtype=torch.float32)
+        model = load_causal_lm(source, dtype=torch.float32)
         model.save_pretrained(target, safe_serialization=True)
         load_tokenizer(source).save_pretrained(target)
     return str(target)
@@ -220,16 +208,10 @@ def load_trainable_lm(
 
 def load_frozen_lm(source: str, device, dtype: torch.dtype) -> torch.nn.Module:
     """A causal LM that is never trained (a reference), in `dtype`, eval mode, no gradients; an adapter folder
-    is merged in memory."""
-    from transformers import AutoModelForCausalLM
-
+    is merged in memory (`load_causal_lm` does it)."""
     from rlhfkit.models import load_causal_lm
 
-    if is_adapter_dir(source):
-        model = load_merged(source, AutoModelForCausalLM, dtype=dtype)
-    else:
-        model = load_causal_lm(source, dtype=dtype)
-    return model.to(device).eval().requires_grad_(False)
+    return load_causal_lm(source, dtype=dtype).to(device).eval().requires_grad_(False)
 
 
 def generation_backend(model: torch.nn.Module) -> str:

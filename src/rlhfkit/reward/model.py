@@ -43,7 +43,7 @@ def load_reward_model(
     from transformers import AutoModelForSequenceClassification
 
     from rlhfkit.artifacts import read_manifest
-    from rlhfkit.lora import is_adapter_dir, load_merged
+    from rlhfkit.lora import is_adapter_dir, load_merged_classifier
     from rlhfkit.tokenizer import load_tokenizer
 
     p = Path(path)
@@ -56,7 +56,7 @@ def load_reward_model(
     kwargs = {"num_labels": 1, "dtype": dtype}
     try:
         if adapter:
-            model = load_merged(p, AutoModelForSequenceClassification, **kwargs, ignore_mismatched_sizes=True)
+            model = load_merged_classifier(p, **kwargs, ignore_mismatched_sizes=True)
             # The score offset of a head without bias lives in the adapter run's rlhfkit.json (no config.json).
             setattr(model.config, OFFSET_KEY, float(read_manifest(p).get("score_offset") or 0.0))
         else:
