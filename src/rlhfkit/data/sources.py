@@ -33,7 +33,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from rlhfkit.data.jsonl import read_jsonl
-from rlhfkit.errors import RlhfkitError
+from rlhfkit.errors import RlhfkitError, first_line
 
 BATCH_ROWS = 1024  # rows converted to Python at a time: bounded memory for large tables
 HUB_REPO = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
@@ -108,7 +108,7 @@ class RecordSource:
         try:
             yield from pq.ParquetFile(self.name).iter_batches(batch_size=BATCH_ROWS)
         except (OSError, ValueError) as exc:  # pyarrow.ArrowInvalid is a ValueError
-            raise RlhfkitError(f"{self}: not a readable Parquet file ({_first_line(exc)})") from None
+            raise RlhfkitError(f"{self}: not a readable Parquet file ({first_line(exc)})") from None
 
     def _load_folder(self):
         folder = self.spec if self.split is None else self.spec[: -len(self.split) - 1]
@@ -123,7 +123,7 @@ class RecordSource:
         except (FileNotFoundError, ValueError) as exc:
             raise RlhfkitError(
                 f"{folder}: is a directory, expected a JSONL or Parquet file or a folder written by "
-                f"`datasets`' save_to_disk ({_first_line(exc)})"
+                f"`datasets`' save_to_disk ({first_line(exc)})"
             ) from None
         return _pick_split(loaded, self.split, self)
 
@@ -201,18 +201,14 @@ def _import_hf(source: RecordSource, module: str, what: str):
         ) from None
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 def hub_dataset_error(source: RecordSource, repo: str, exc: Exception) -> RlhfkitError:
     """One line for a Hub dataset that could not be loaded: offline and not cached, unknown, or a bad split."""
     from datasets import config as ds_config
-    from huggingface_hub.constants import HF_HUB_OFFLINE
 
-    text = _first_line(exc)
-    if HF_HUB_OFFLINE or isinstance(exc, ConnectionError) or "offline" in text.lower():
+    from rlhfkit.models import hub_offline  # the one offline check, shared with model sources
+
+    text = first_line(exc)
+    if hub_offline() or isinstance(exc, ConnectionError) or "offline" in text.lower():
         return RlhfkitError(
             f"{source}: not a local file or folder, and the Hugging Face Hub cannot be reached (offline); the "
             f"dataset '{repo}' is not in the datasets cache ({ds_config.HF_DATASETS_CACHE}) either. Load it "

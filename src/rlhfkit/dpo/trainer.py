@@ -47,7 +47,7 @@ from rlhfkit.reward.model import default_max_length
 from rlhfkit.reward.train import file_fingerprint
 from rlhfkit.tokenizer import load_tokenizer
 from rlhfkit.train.chat_tokens import IGNORE
-from rlhfkit.train.distributed import finish_distributed, init_distributed, pick_device
+from rlhfkit.train.distributed import check_divisible, finish_distributed, init_distributed, pick_device
 from rlhfkit.train.logits import causal_lm_of
 from rlhfkit.train.loop import LoopConfig, epoch_batch_indices, set_seed, train_loop
 from rlhfkit.train.precision import Precision
@@ -197,10 +197,7 @@ def run(cfg: DPOConfig) -> Path:
         if cfg.eval_data
         else []
     )
-    if cfg.batch_size % info.world_size:
-        raise RlhfkitError(
-            f"--batch-size {cfg.batch_size} must divide evenly across {info.world_size} processes"
-        )
+    check_divisible("--batch-size", cfg.batch_size, info, "comparisons")
     if cfg.epochs > 0:
         cfg.loop.max_steps = max(1, math.ceil(cfg.epochs * len(groups) / cfg.batch_size))
     pad = pad_id(tokenizer)

@@ -105,7 +105,9 @@ _PACKED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 def _packed_weights(model: torch.nn.Module, batch_hint: int, fast: bool) -> tuple[Linear, list[_Layer]]:
     frozen = not any(p.requires_grad for p in model.parameters())
-    key = (batch_hint, fast, tuple((p.data_ptr(), p._version) for p in model.parameters()))
+    key = (
+        (batch_hint, fast, tuple((p.data_ptr(), p._version) for p in model.parameters())) if frozen else None
+    )
     cached = _PACKED.get(model) if frozen else None
     if cached is not None and cached[0] == key:
         return cached[1]

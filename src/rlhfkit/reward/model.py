@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from rlhfkit.errors import RlhfkitError
+from rlhfkit.errors import RlhfkitError, first_line
 
 OFFSET_KEY = "rlhfkit_score_offset"
 ROLE_NAMES = {"system": "System", "user": "User", "assistant": "Assistant"}
@@ -64,9 +64,7 @@ def load_reward_model(
                 str(p), **kwargs, ignore_mismatched_sizes=new_head
             )
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
-        raise RlhfkitError(
-            f"{p}: could not load as a sequence classifier ({str(exc).splitlines()[0]})"
-        ) from None
+        raise RlhfkitError(f"{p}: could not load as a sequence classifier ({first_line(exc)})") from None
     if model.config.pad_token_id is None:
         # Without it a decoder cannot find the last real token of a padded row.
         model.config.pad_token_id = tokenizer.pad_token_id

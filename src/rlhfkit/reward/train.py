@@ -45,7 +45,7 @@ from rlhfkit.reward.model import (
     score_offset,
     shift_scores,
 )
-from rlhfkit.train.distributed import finish_distributed, init_distributed, pick_device
+from rlhfkit.train.distributed import check_divisible, finish_distributed, init_distributed, pick_device
 from rlhfkit.train.loop import LoopConfig, epoch_batch_indices, set_seed, train_loop
 from rlhfkit.train.precision import Precision
 from rlhfkit.train.sharding import export_model, wrap_model
@@ -224,10 +224,7 @@ def run(cfg: RewardConfig) -> Path:
             return reward_loss(m, batch)
 
     encoded = [[encode(tokenizer, g.prompt, c, max_length) for c in g.completions] for g in groups]
-    if cfg.batch_size % info.world_size:
-        raise RlhfkitError(
-            f"--batch-size {cfg.batch_size} must divide evenly across {info.world_size} processes"
-        )
+    check_divisible("--batch-size", cfg.batch_size, info, "comparisons")
     if cfg.epochs > 0:
         cfg.loop.max_steps = max(1, math.ceil(cfg.epochs * len(groups) / cfg.batch_size))
     pairs = sum(len(g.pairs) for g in groups)

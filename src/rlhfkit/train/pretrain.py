@@ -21,7 +21,7 @@ from rlhfkit.errors import RlhfkitError
 from rlhfkit.lora import enable_gradient_checkpointing
 from rlhfkit.models import build_model, count_parameters, load_causal_lm
 from rlhfkit.tokenizer import END_OF_TURN, ENDOFTEXT, load_tokenizer
-from rlhfkit.train.distributed import finish_distributed, init_distributed, pick_device
+from rlhfkit.train.distributed import check_divisible, finish_distributed, init_distributed, pick_device
 from rlhfkit.train.lm_data import build_streams, eval_windows, sample_windows
 from rlhfkit.train.loop import LoopConfig, lm_loss, set_seed, train_loop
 from rlhfkit.train.precision import Precision
@@ -57,10 +57,7 @@ def run(cfg: PretrainConfig) -> Path:
     info = init_distributed(device)
     set_seed(cfg.loop.seed)
     tokenizer = load_tokenizer(cfg.tokenizer)
-    if cfg.batch_size % (cfg.micro_batch_size * info.world_size) and cfg.batch_size % info.world_size:
-        raise RlhfkitError(
-            f"--batch-size {cfg.batch_size} must divide evenly across {info.world_size} processes"
-        )
+    check_divisible("--batch-size", cfg.batch_size, info, "sequences")
 
     streams = build_streams(cfg.data, tokenizer, cfg.val_fraction, out / "data_cache", cfg.tokenizer)
     if len(streams.train) < cfg.seq_len + 2:
