@@ -43,7 +43,8 @@ from rlhfkit.train.checkpoint import (
     save_sharded_checkpoint,
 )
 from rlhfkit.train.distributed import DistInfo, sum_floats
-from rlhfkit.train.logits import logits_at, plain_lm_head
+from rlhfkit.train.head_loss import linear_cross_entropy
+from rlhfkit.train.logits import causal_lm_of, plain_lm_head
 from rlhfkit.train.sharding import export_model, is_sharded
 
 
@@ -77,15 +78,20 @@ def lm_loss(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor, dict]:
     Batches are right-padded, so causal attention never lets a real token see a pad: no attention mask is
     needed (and building one costs time). For a plain Hugging Face model the LM head runs only on positions
     that have a label — in SFT most positions are prompt tokens, and the head is the costliest matmul of a
-    tiny model. That shortcut is taken only where it is exact (`train.logits.plain_lm_head`); other
+    tiny model — fused with the loss (`train.head_loss`). That shortcut is taken only where it is exact (`train.logits.plain_lm_head`); other
     architectures (Gemma-2's soft-capping, ...) go through the model's own forward.
     """
     labels = batch["labels"]
     keep = labels != -100
     # An FSDP-sharded model gathers its root parameters (embeddings, head) only in its own forward.
-    if plain_lm_head(model) and not keep.all() and not isinstance(model, FSDPModule):
-        logits, _ = logits_at(model, batch["input_ids"], keep)
-        loss = F.cross_entropy(logits.float(), labels[keep], reduction="sum")
+    if plain_lm_head(model) and not isinstance(model, FSDPModule):
+        lm = causal_lm_of(model)
+        hidden = lm.model(input_ids=batch["input_ids"], use_cache=False).last_hidden_state
+        if keep.all():  # pretraining: every position (a reshape, not a boolean-index copy)
+            hidden, targets = hidden.reshape(-1, hidden.size(-1)), labels.reshape(-1)
+        else:
+            hidden, targets = hidden[keep], labels[keep]
+        loss = linear_cross_entropy(hidden, lm.lm_head, targets)
     else:
         logits = model(input_ids=batch["input_ids"], use_cache=False).logits
         loss = F.cross_entropy(
