@@ -130,11 +130,34 @@ def test_ranking_is_one_batch_element_with_all_pairs_and_each_completion_scored_
     encoded = [[[i + 1] * (i + 1) for i in range(4)], [[7], [8, 8]]]
     batch = collate_groups([k4, pair], encoded, [0, 1], pad_id=0, device="cpu")
     assert batch["count"] == 2  # two batch elements...
-    assert batch["input_ids"].shape[0] == 4 + 2  # ...each completion scored once...
+    assert batch["rows"] == 4 + 2  # ...each completion scored once...
     assert len(batch["better"]) == math.comb(4, 2) + 1  # ...and all C(K,2) pairs of the ranking
     weights = batch["weight"].tolist()
     assert sum(weights[:6]) == pytest.approx(1.0) and weights[6] == pytest.approx(1.0)  # mean over its pairs
     assert (batch["better"][:6] < 4).all() and (batch["better"][6] == 4) and (batch["worse"][6] == 5)
+
+
+def test_length_sorted_parts_give_the_scores_and_gradients_of_one_padded_batch():
+    from transformers import LlamaConfig, LlamaForSequenceClassification
+
+    from rlhfkit.reward.model import forward_scores, pad_batch, pad_parts
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=50, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                      num_attention_heads=2, num_labels=1, pad_token_id=0)  # fmt: skip
+    model = LlamaForSequenceClassification(cfg)
+    rng = random.Random(0)
+    rows = [[rng.randrange(1, 50) for _ in range(rng.randrange(2, 12))] for _ in range(11)]
+    grads = []
+    for batch in (pad_batch(rows, 0, "cpu"), pad_parts(rows, 0, "cpu", rows_per_part=4)):
+        model.zero_grad(set_to_none=True)
+        scores = forward_scores(model, batch)
+        (scores * torch.arange(len(rows))).sum().backward()  # row-specific weights: the order must be right
+        grads.append((scores.detach(), [p.grad.clone() for p in model.parameters()]))
+    (whole, whole_grads), (parts, parts_grads) = grads
+    assert torch.allclose(whole, parts, atol=1e-5)
+    for a, b in zip(whole_grads, parts_grads):
+        assert torch.allclose(a, b, atol=1e-5)
 
 
 def test_batches_are_a_pure_function_of_seed_and_step_covering_each_epoch():

@@ -39,7 +39,7 @@ from rlhfkit.reward.model import (
     encode,
     forward_scores,
     load_reward_model,
-    pad_batch,
+    pad_parts,
     scalar_head_name,
     score_ids,
     score_offset,
@@ -118,7 +118,7 @@ def collate_groups(
             target.append(p.target)
             margin.append(p.margin)
             weight.append(1.0 / len(pairs))  # each group counts once, whatever its number of pairs
-    batch = pad_batch(rows, pad_id, device)
+    batch = pad_parts(rows, pad_id, device)
     batch.update(
         better=torch.tensor(better, device=device),
         worse=torch.tensor(worse, device=device),
