@@ -1,8 +1,10 @@
 """Sequence log-probs: through the model's own logits, for training, and once for the frozen reference.
 
-`sequence_logprobs` sums log pi(token) over the label (response) tokens of each row. It calls the model's
-forward and uses its `logits`, never the body and `lm_head` by hand, so any architecture's own logit
-processing (scaling, soft-capping, a final norm) is part of the probabilities we train.
+`sequence_logprobs` sums log pi(token) over the label (response) tokens of each row. It takes the logits
+from `train.logits.logits_at`: the LM head runs only on the response positions where that is exact (plain
+Llama-family heads; on the demo's rankings about two thirds of the positions are prompt tokens), and every
+other architecture goes through its own forward, so its logit processing (scaling, soft-capping) is part of
+the probabilities we train.
 
 The reference policy never changes, so its log-probs are a function of the data alone: `reference_table`
 computes them once before training in no-grad, length-sorted batches, into a table indexed by
@@ -22,6 +24,7 @@ import torch
 
 from rlhfkit.dpo.data import TokenGroup
 from rlhfkit.train.chat_tokens import IGNORE
+from rlhfkit.train.logits import logits_at
 from rlhfkit.train.sft import collate
 
 REF_FILE = "ref_logprobs.safetensors"
@@ -29,11 +32,11 @@ REF_FILE = "ref_logprobs.safetensors"
 
 def sequence_logprobs(model, batch: dict) -> torch.Tensor:
     """[rows] sum of log-probs of each row's label tokens (labels already shifted by `collate`)."""
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     labels = batch["labels"]
     mask = labels != IGNORE
-    # Normalize only the positions that count: the vocabulary-wide logsumexp is the expensive part.
-    picked = logits[mask].float()
+    # Rows are right-padded, so causal attention needs no mask; normalize only the positions that count.
+    picked, _ = logits_at(model, batch["input_ids"], mask)
+    picked = picked.float()
     token_logps = picked.gather(1, labels[mask][:, None])[:, 0] - torch.logsumexp(picked, dim=-1)
     rows = mask.nonzero()[:, 0]
     return torch.zeros(labels.size(0), dtype=token_logps.dtype, device=token_logps.device).index_add(
