@@ -13,6 +13,7 @@ import argparse
 import importlib
 import sys
 
+from rlhfkit.allocator import keep_freed_memory
 from rlhfkit.errors import RlhfkitError
 
 # One line per command module (a stage package's `commands.py`); each exposes `register(subparsers)`.
@@ -137,6 +138,7 @@ def _version() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     _quiet_libraries()
+    keep_freed_memory()  # big per-step tensors reuse malloc's memory instead of fresh pages (allocator.py)
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
