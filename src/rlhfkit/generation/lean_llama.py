@@ -218,8 +218,9 @@ class LeanLlama:
         return weight * F.rms_norm(x.float(), weight.shape, None, self.eps).to(x.dtype)
 
     def _rope(self, qk: torch.Tensor, cos: torch.Tensor, sin_signed: torch.Tensor) -> torch.Tensor:
-        # rotate_half(x) * sin == flip(x's two halves) * [-sin_lo, sin_hi]: one flip instead of slice/neg/cat.
-        halves = qk.unflatten(-1, (2, self.head_dim // 2)).flip(-2).flatten(-2)
+        # rotate_half(x) * sin == (x's two halves swapped) * [-sin_lo, sin_hi]: one roll instead of
+        # slice/neg/cat (roll: ~4x faster than flip on a decode step's [64, 1, 16, 32]).
+        halves = qk.roll(self.head_dim // 2, dims=-1)
         return qk * cos + halves * sin_signed
 
     def _forward(
