@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from rlhfkit.generation import SamplingParams, generate
+from rlhfkit.generation import SamplingParams, generate, lean_llama
 from rlhfkit.generation.kv_cache import _CAPACITY_STEP, KVCache
 from test_generation import PAD, hf_generate, llama, prompts
 
@@ -68,3 +68,20 @@ def test_long_generation_with_dropped_rows_equals_transformers():
     got = generate(model, batch, params, pad_token_id=PAD, backend="lean")
     assert [c.token_ids for c in got] == expected
     assert len({len(row) for row in expected}) > 2
+
+
+def test_prefill_in_row_slices_gives_the_same_logits_and_tokens(monkeypatch):
+    model = llama(kv_heads=2)
+    batch = prompts(lengths=(5, 9, 3, 12, 7, 1, 4, 6))
+    width = max(map(len, batch))
+    ids = torch.full((len(batch), width), PAD)
+    mask = torch.zeros_like(ids)
+    for row, p in enumerate(batch):
+        ids[row, width - len(p) :], mask[row, width - len(p) :] = torch.tensor(p), 1
+    with torch.inference_mode():
+        whole = lean_llama.LeanLlama(model, len(batch)).prefill(ids, mask, 4)
+        monkeypatch.setattr(lean_llama, "_PREFILL_TOKENS", 3 * width)  # slices of 3, 3 and 2 rows
+        sliced = lean_llama.LeanLlama(model, len(batch)).prefill(ids, mask, 4)
+    assert torch.equal(sliced, whole)
+    got = generate(model, batch, SamplingParams(max_new_tokens=20, temperature=0), pad_token_id=PAD)
+    assert [c.token_ids for c in got] == hf_generate(model, batch, 20)

@@ -55,14 +55,16 @@ class KVCache:
         self.value_start = kv_row * total  # [rows * group, 1]
         self._value_index: tuple[int, torch.Tensor] | None = None
 
-    def write(self, layer: int, start: int, k: torch.Tensor, v: torch.Tensor) -> None:
-        """Store positions start.. of `k`, `v` ([batch, seq, kv_heads, head_dim]) for `layer`."""
-        batch, seq = k.shape[:2]
+    def write(self, layer: int, start: int, k: torch.Tensor, v: torch.Tensor, first_row: int = 0) -> None:
+        """Store positions start.. of `k`, `v` ([rows, seq, kv_heads, head_dim]) for `layer`, batch rows
+        first_row.. (a prefill may come in slices of rows)."""
+        rows, seq = k.shape[:2]
         if start + seq > self.capacity:
             self._grow(start + seq)
-        keys = self.keys[layer].view(batch, self.kv_heads, self.head_dim, self.capacity)
+        kept = slice(first_row, first_row + rows)
+        keys = self.keys[layer].view(-1, self.kv_heads, self.head_dim, self.capacity)[kept]
         keys[..., start : start + seq].copy_(k.permute(0, 2, 3, 1))
-        values = self.values[layer].view(batch, self.kv_heads, self.total, self.head_dim)
+        values = self.values[layer].view(-1, self.kv_heads, self.total, self.head_dim)[kept]
         values[:, :, start : start + seq].copy_(v.permute(0, 2, 1, 3))
 
     def attend(self, layer: int, q: torch.Tensor, length: int, scale: float) -> torch.Tensor:

@@ -15,7 +15,8 @@ fewer, faster ops:
   tiny matmuls per layer; grouped-query attention needs no `repeat_kv` copy;
 - the residual additions ride on the output and down projections' matmuls (oneDNN epilogue);
 - the last layer runs its output projection and MLP on the last prompt position only (the only one whose
-  output is used);
+  output is used), and a prefill runs in slices of ~256 tokens' worth of rows, so its activations stay in
+  cache and in the allocator's warm memory (64 x 32 tokens of `small`: 138 -> 108 ms, same logits);
 - only the last position goes through the LM head;
 - matmuls use oneDNN-prepacked weights (see `packed_linear`), about 2x faster than `F.linear` here.
 
@@ -85,6 +86,9 @@ def unsupported_reason(model: torch.nn.Module) -> str | None:
     if rope_type in _DYNAMIC_ROPE_TYPES:
         return f"RoPE type '{rope_type}' depends on the sequence length"
     return None
+
+
+_PREFILL_TOKENS = 256  # tokens per slice of rows in a prefill (see `LeanLlama.prefill`)
 
 
 @dataclass
@@ -184,8 +188,15 @@ class LeanLlama:
         # (an all-masked row gives NaN, which would leak through 0 * NaN into later layers' padded keys).
         eye = torch.eye(prompt_len, dtype=torch.bool, device=self.device)
         attn_mask = (causal & (mask[:, None, :] | eye))[:, None]
-        hidden = self._forward(input_ids, positions, attn_mask, start=0, decode=False)
-        return self._logits(hidden[:, -1])
+        # Rows are independent sequences: a prefill in slices of rows keeps its activations (up to
+        # [tokens, 2 * intermediate]) small enough to stay in cache and in the allocator's warm memory.
+        step = max(1, _PREFILL_TOKENS // prompt_len)
+        last = [
+            self._forward(input_ids[r : r + step], positions[r : r + step], attn_mask[r : r + step], start=0,
+                          decode=False, first_row=r)[:, -1]
+            for r in range(0, batch, step)
+        ]  # fmt: skip
+        return self._logits(torch.cat(last))
 
     def step(self, tokens: torch.Tensor) -> torch.Tensor:
         """Feed one token per row; returns fp32 next-token logits `[rows, vocab]`."""
@@ -230,6 +241,7 @@ class LeanLlama:
         attn_mask: torch.Tensor | None,
         start: int,
         decode: bool,
+        first_row: int = 0,
     ) -> torch.Tensor:
         """`decode`: one new token per row against the cache (`attn_mask` unused: the cache holds the key
         bias); otherwise a prefill with the 4-D boolean mask `[batch, 1, seq, seq]`.
@@ -244,7 +256,7 @@ class LeanLlama:
             qkv = w.qkv(x).view(batch, seq, heads + 2 * kv_heads, dim)
             qk = self._rope(qkv[:, :, : heads + kv_heads], cos, sin_signed)
             k, v = qk[:, :, heads:], qkv[:, :, heads + kv_heads :]  # [batch, seq, kv_heads, dim]
-            self.cache.write(i, start, k, v)
+            self.cache.write(i, start, k, v, first_row)
             if decode:
                 attn = self.cache.attend(i, qk[:, 0, :heads], start + 1, self.scale)
             else:
