@@ -40,8 +40,8 @@ class KVCache:
     `[rows, total, head_dim]`; `bias` `[batch, total]` is added to the scores (0 or -inf for padding).
     """
 
-    def __init__(self, layers: int, batch: int, kv_heads: int, heads: int, head_dim: int, total: int, bias,
-                 dtype: torch.dtype, device: torch.device):  # fmt: skip
+    def __init__(self, layers: int, batch: int, kv_heads: int, heads: int, head_dim: int, total: int,
+                 bias: torch.Tensor, dtype: torch.dtype, device: torch.device):  # fmt: skip
         self.kv_heads, self.group, self.head_dim, self.total = kv_heads, heads // kv_heads, head_dim, total
         self.bias = bias
         rows = batch * kv_heads
