@@ -3,7 +3,8 @@
     .venv/bin/python benchmarks/generation.py [--batch-sizes 1 16 64] [--new-tokens 64] [--repeats 3] [--threads N]
 
 One command (prints JSON, writes docs/results/generation_benchmark_<isa>.json; AVX2-only emulation: prefix
-`ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2`):
+`ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 FBGEMM_ENABLE_INSTRUCTIONS=AVX2`;
+the last one because the lean engine's attention runs in fbgemm, which picks its kernels from CPUID):
 
     OMP_NUM_THREADS=1 taskset -c 1 python benchmarks/generation.py --batch-sizes 64
 

@@ -1,7 +1,8 @@
 """Where the time goes, per workload, on this CPU/ISA: torch.profiler's top operators by self CPU time.
 
     OMP_NUM_THREADS=1 taskset -c 1 python benchmarks/profile_hot_paths.py [--top 8]
-    ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 ... (AVX2-only emulation)
+    ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 FBGEMM_ENABLE_INSTRUCTIONS=AVX2 ...
+    (AVX2-only emulation)
 
 Workloads (random weights: the time of an op does not depend on the values):
 - `pretrain_step`: one optimizer step of the benchmark's `tiny` model (batch 16 x 128 tokens, AdamW, clipping);

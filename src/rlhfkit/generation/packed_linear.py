@@ -70,6 +70,13 @@ class Linear:
             return F.linear(x, self.weight, self.bias)
         return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
 
+    def plus(self, x: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+        """`self(x) + other` (a residual connection); oneDNN adds `other` as the matmul's epilogue, one op
+        instead of two, with the same rounding (the fp32 product is rounded, then the sum)."""
+        if self.packed is None:
+            return F.linear(x, self.weight, self.bias) + other
+        return torch.ops.mkldnn._linear_pointwise.binary(x, other, self.packed, self.bias, "add")
+
     @property
     def out_features(self) -> int:
         return self.weight.shape[0]

@@ -29,7 +29,9 @@ def pick_next_tokens(
         tokens = logits.argmax(-1)
         logprobs = torch.log_softmax(logits, dim=-1).gather(-1, tokens[:, None])[:, 0]
         return tokens, logprobs
-    logprobs = torch.log_softmax(logits / params.temperature, dim=-1)
+    # Dividing by 1.0 changes no bit; skipping it saves a pass over [rows, vocab].
+    tempered = logits if params.temperature == 1.0 else logits / params.temperature
+    logprobs = torch.log_softmax(tempered, dim=-1)
     probs = logprobs.exp()
     candidates, candidate_ids = _candidates(probs, params)
     choice = _draw(candidates, generator)
@@ -70,5 +72,9 @@ def _draw(weights: torch.Tensor, generator: torch.Generator | None) -> torch.Ten
     )
     # right=True: the first column whose cdf exceeds the target, so a zero-weight column is never chosen.
     choice = torch.searchsorted(cdf, targets, right=True)[:, 0]
-    # Rounding can put the target at the very top of the cdf; the most likely column stands in then.
-    return torch.where(choice < weights.shape[-1], choice, weights.argmax(-1))
+    # Rounding can put the target at the very top of the cdf; the most likely column stands in then (the
+    # argmax, a pass over every row, only in that rare case).
+    overflow = choice >= weights.shape[-1]
+    if bool(overflow.any()):
+        choice = torch.where(overflow, weights.argmax(-1), choice)
+    return choice
