@@ -43,7 +43,8 @@ from rlhfkit.train.checkpoint import (
     save_sharded_checkpoint,
 )
 from rlhfkit.train.distributed import DistInfo, sum_floats
-from rlhfkit.train.logits import logits_at, plain_lm_head
+from rlhfkit.train.lean_forward import lean_supported
+from rlhfkit.train.logits import body_of, logits_at, plain_lm_head
 from rlhfkit.train.sharding import export_model, is_sharded
 
 
@@ -82,8 +83,10 @@ def lm_loss(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor, dict]:
     """
     labels = batch["labels"]
     keep = labels != -100
-    # An FSDP-sharded model gathers its root parameters (embeddings, head) only in its own forward.
-    if plain_lm_head(model) and not keep.all() and not isinstance(model, FSDPModule):
+    # An FSDP-sharded model gathers its root parameters (embeddings, head) only in its own forward. With every
+    # position labelled (pretraining) the selection saves nothing, but a Llama body's lean forward still pays.
+    selective = not keep.all() or (plain_lm_head(model) and lean_supported(body_of(model)))
+    if plain_lm_head(model) and selective and not isinstance(model, FSDPModule):
         logits, _ = logits_at(model, batch["input_ids"], keep)
         loss = F.cross_entropy(logits.float(), labels[keep], reduction="sum")
     else:
