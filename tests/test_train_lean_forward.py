@@ -176,3 +176,25 @@ def test_reward_scores_are_read_where_transformers_pools_them():
         torch.testing.assert_close(lean_grads[name], grad, atol=1e-4, rtol=1e-4, msg=name)
     left_padded = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"].flip(-1)}
     assert not _lean_classifier(model, left_padded["attention_mask"])
+
+
+def test_the_onednn_training_linear_equals_f_linear_with_its_gradients():
+    from rlhfkit.train.fast_linear import linear, usable
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 7, 16, generator=g, requires_grad=True)
+    w = torch.randn(24, 16, generator=g, requires_grad=True)
+    b = torch.randn(24, generator=g, requires_grad=True)
+    out = torch.randn(2, 7, 24, generator=g)
+    grads = []
+    for fn in (torch.nn.functional.linear, linear):
+        y = fn(x, w, b)
+        (y * out).sum().backward()
+        grads.append((y.detach(), x.grad, w.grad, b.grad))
+        x.grad = w.grad = b.grad = None
+    for want, got in zip(*grads):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    assert usable()  # the CPU build has oneDNN: the fast path is what was compared
+    assert (
+        linear(x.detach().to(torch.bfloat16), w.detach().to(torch.bfloat16)).dtype == torch.bfloat16
+    )  # F.linear

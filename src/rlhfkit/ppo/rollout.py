@@ -31,6 +31,7 @@ import torch
 
 from rlhfkit.generation import SamplingParams, generate
 from rlhfkit.lora import is_peft
+from rlhfkit.train.fast_linear import linear
 from rlhfkit.train.lean_forward import lean_hidden_at, lean_supported
 from rlhfkit.train.logits import body_of, causal_lm_of, logits_at, plain_lm_head
 
@@ -141,7 +142,7 @@ def token_logprobs(
         hidden = state_hidden(body_of(policy), batch)
         head = causal_lm_of(policy).lm_head
         with torch.autocast(hidden.device.type, enabled=False):  # the head stays fp32 under a bf16 autocast
-            logits = head(hidden[mask].to(head.weight.dtype)).float()
+            logits = linear(hidden[mask].to(head.weight.dtype), head.weight, head.bias).float()
     else:
         logits, hidden = _own_logits(policy, batch, mask)
     if temperature not in (0.0, 1.0):

@@ -26,6 +26,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from rlhfkit.train.fast_linear import linear
+
 # Bodies whose layer is exactly: x += o(attn(rope(q), rope(k), v)) after RMSNorm; x += down(silu(gate) * up)
 # after RMSNorm; final RMSNorm. Qwen2 adds q/k/v biases, which the concatenated projection carries.
 LEAN_BODY_CLASSES = ("LlamaModel", "Qwen2Model")
@@ -104,7 +106,7 @@ def lean_hidden_at(body: torch.nn.Module, input_ids: torch.Tensor, select: torch
     for i, layer in enumerate(body.layers):
         attn, mlp = layer.self_attn, layer.mlp
         x = F.rms_norm(hidden, (hidden.size(-1),), layer.input_layernorm.weight, eps)
-        qkv = F.linear(x, *_stacked((attn.q_proj, attn.k_proj, attn.v_proj)))
+        qkv = linear(x, *_stacked((attn.q_proj, attn.k_proj, attn.v_proj)))
         qkv = qkv.view(-1, heads + 2 * kv_heads, dim)
         # Attention in the padded layout [B, heads + 2 kv, W, D], zeros at pads; RoPE on q and k only.
         qk = _rope(qkv[:, : heads + kv_heads], cos, sin_signed)
@@ -120,10 +122,10 @@ def lean_hidden_at(body: torch.nn.Module, input_ids: torch.Tensor, select: torch
         rows = flat[chosen] if i == n_layers - 1 else flat
         if i == n_layers - 1:
             hidden = hidden[chosen]
-        hidden = hidden + attn.o_proj(out[rows])
+        hidden = hidden + linear(out[rows], attn.o_proj.weight, attn.o_proj.bias)
         x = F.rms_norm(hidden, (hidden.size(-1),), layer.post_attention_layernorm.weight, eps)
-        gate, up = F.linear(x, *_stacked((mlp.gate_proj, mlp.up_proj))).chunk(2, dim=-1)
-        hidden = hidden + mlp.down_proj(F.silu(gate) * up)
+        gate, up = linear(x, *_stacked((mlp.gate_proj, mlp.up_proj))).chunk(2, dim=-1)
+        hidden = hidden + linear(F.silu(gate) * up, mlp.down_proj.weight, mlp.down_proj.bias)
     if n_layers == 0:
         hidden = hidden[chosen]
     return F.rms_norm(hidden, (hidden.size(-1),), body.norm.weight, eps)

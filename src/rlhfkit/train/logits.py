@@ -15,6 +15,7 @@ import inspect
 
 import torch
 
+from rlhfkit.train.fast_linear import linear
 from rlhfkit.train.lean_forward import lean_hidden_at, lean_supported
 
 # Classes whose causal-LM forward is exactly `lm_head(self.model(...).last_hidden_state)`.
@@ -64,7 +65,7 @@ def logits_at(
         else:
             hidden = lm.model(input_ids=input_ids, use_cache=False).last_hidden_state[select]
         head = lm.lm_head
-        return head(hidden.to(head.weight.dtype)), hidden if with_hidden else None
+        return linear(hidden.to(head.weight.dtype), head.weight, head.bias), hidden if with_hidden else None
     kwargs: dict = {"use_cache": False}
     if with_hidden:
         kwargs["output_hidden_states"] = True
