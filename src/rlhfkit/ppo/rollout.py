@@ -31,6 +31,7 @@ import torch
 
 from rlhfkit.generation import SamplingParams, generate
 from rlhfkit.lora import is_peft
+from rlhfkit.ppo.chosen_logprobs import chosen_logprobs
 from rlhfkit.train.fast_linear import linear
 from rlhfkit.train.lean_forward import lean_hidden_at, lean_supported
 from rlhfkit.train.logits import body_of, causal_lm_of, logits_at, plain_lm_head
@@ -147,17 +148,19 @@ def token_logprobs(
         logits, hidden = _own_logits(policy, batch, mask)
     if temperature not in (0.0, 1.0):
         logits = logits / temperature
-    lse = torch.logsumexp(logits, dim=-1)
-    chosen = logits.gather(1, batch["response_ids"][mask][:, None])[:, 0]
-    logp = torch.zeros(mask.shape, dtype=logits.dtype, device=logits.device).masked_scatter(
-        mask, chosen - lse
-    )
+    targets = batch["response_ids"][mask]
     entropy = None
+    if entropy_grad and torch.is_grad_enabled():  # an entropy bonus: entropy keeps its graph
+        lse = torch.logsumexp(logits, dim=-1)
+        flat_logp = logits.gather(1, targets[:, None])[:, 0] - lse
+        flat_entropy = lse - (torch.softmax(logits, dim=-1) * logits).sum(-1)
+    else:
+        flat_logp, flat_entropy = chosen_logprobs(logits, targets)
+    logp = torch.zeros(mask.shape, dtype=logits.dtype, device=logits.device).masked_scatter(mask, flat_logp)
     if with_entropy:
-        with torch.set_grad_enabled(torch.is_grad_enabled() and entropy_grad):
-            probs = torch.softmax(logits, dim=-1)
-            flat = lse - (probs * logits).sum(-1)
-        entropy = torch.zeros(mask.shape, dtype=flat.dtype, device=flat.device).masked_scatter(mask, flat)
+        entropy = torch.zeros(mask.shape, dtype=logits.dtype, device=logits.device).masked_scatter(
+            mask, flat_entropy
+        )
     return logp, entropy, hidden
 
 
