@@ -79,13 +79,18 @@ def test_lean_hidden_states_and_gradients_equal_the_hf_forward(build):
 
 
 def test_selecting_every_position_of_unpadded_rows_equals_the_full_forward():
-    model = _randomize(llama()).eval()
+    model = _randomize(llama()).train()  # pretraining's case: no padding, nothing trimmed
     ids = torch.randint(2, 97, (3, 11))
-    select = torch.ones_like(ids, dtype=torch.bool)
-    with torch.no_grad():
-        full = model.model(input_ids=ids).last_hidden_state
-        lean = lean_hidden_at(model.model, ids, select)
+    weights = torch.randn(3, 11, SIZES["hidden_size"])
+    full = model.model(input_ids=ids).last_hidden_state
+    (full * weights).sum().backward()
+    expected = _grads(model)
+    model.zero_grad(set_to_none=True)
+    lean = lean_hidden_at(model.model, ids, torch.ones_like(ids, dtype=torch.bool))
+    (lean * weights.reshape(-1, SIZES["hidden_size"])).sum().backward()
     torch.testing.assert_close(lean, full.reshape(-1, full.size(-1)), atol=1e-5, rtol=1e-5)
+    for name, grad in _grads(model).items():
+        torch.testing.assert_close(grad, expected[name], atol=1e-4, rtol=1e-4, msg=name)
 
 
 def test_ppo_logprobs_and_critic_states_are_the_hf_ones():

@@ -90,6 +90,9 @@ def lean_hidden_at(body: torch.nn.Module, input_ids: torch.Tensor, select: torch
     packed_of = torch.full((batch * width,), -1, dtype=torch.long, device=device)
     packed_of[flat] = torch.arange(flat.numel(), device=device)
     chosen = packed_of[select[:, :width].flatten().nonzero()[:, 0]]  # packed rows of the selected positions
+    # No padding (pretraining): the packed rows are the padded layout itself, so no copies in between.
+    packing = None if flat.numel() == batch * width else flat
+    every = chosen.numel() == flat.numel()  # every computed position is read: nothing to trim at the end
 
     heads = config.num_attention_heads
     kv_heads = getattr(config, "num_key_value_heads", None) or heads
@@ -110,23 +113,24 @@ def lean_hidden_at(body: torch.nn.Module, input_ids: torch.Tensor, select: torch
         qkv = qkv.view(-1, heads + 2 * kv_heads, dim)
         # Attention in the padded layout [B, heads + 2 kv, W, D], zeros at pads; RoPE on q and k only.
         qk = _rope(qkv[:, : heads + kv_heads], cos, sin_signed)
-        qk = _padded(qk, flat, batch, width)
+        qk = _padded(qk, packing, batch, width)
         q, k = qk.split((heads, kv_heads), dim=1)
-        v = _padded(qkv[:, heads + kv_heads :], flat, batch, width)
+        v = _padded(qkv[:, heads + kv_heads :], packing, batch, width)
         if kv_heads != heads:
             k = k.repeat_interleave(heads // kv_heads, dim=1)
             v = v.repeat_interleave(heads // kv_heads, dim=1)
         out = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=attn.scaling)
         out = out.transpose(1, 2).reshape(batch * width, heads * dim)
         # The last layer's output is read only at the selected positions.
-        rows = flat[chosen] if i == n_layers - 1 else flat
-        if i == n_layers - 1:
-            hidden = hidden[chosen]
-        hidden = hidden + linear(out[rows], attn.o_proj.weight, attn.o_proj.bias)
+        if i == n_layers - 1 and not every:
+            out, hidden = out[flat[chosen]], hidden[chosen]
+        elif packing is not None:
+            out = out[packing]
+        hidden = hidden + linear(out, attn.o_proj.weight, attn.o_proj.bias)
         x = F.rms_norm(hidden, (hidden.size(-1),), layer.post_attention_layernorm.weight, eps)
         gate, up = linear(x, *_stacked((mlp.gate_proj, mlp.up_proj))).chunk(2, dim=-1)
         hidden = hidden + linear(F.silu(gate) * up, mlp.down_proj.weight, mlp.down_proj.bias)
-    if n_layers == 0:
+    if n_layers == 0 and not every:
         hidden = hidden[chosen]
     return F.rms_norm(hidden, (hidden.size(-1),), body.norm.weight, eps)
 
@@ -145,7 +149,8 @@ def _rope(x: torch.Tensor, cos: torch.Tensor, sin_signed: torch.Tensor) -> torch
     return x * cos + swapped * sin_signed
 
 
-def _padded(x: torch.Tensor, flat: torch.Tensor, batch: int, width: int) -> torch.Tensor:
-    """Packed `[T, heads, D]` -> padded `[B, heads, W, D]` with zeros at the pads (differentiable)."""
-    out = x.new_zeros(batch * width, *x.shape[1:]).index_put((flat,), x)
+def _padded(x: torch.Tensor, packing: torch.Tensor | None, batch: int, width: int) -> torch.Tensor:
+    """Packed `[T, heads, D]` -> padded `[B, heads, W, D]` with zeros at the pads (differentiable);
+    `packing` None: no pads, a view."""
+    out = x if packing is None else x.new_zeros(batch * width, *x.shape[1:]).index_put((packing,), x)
     return out.view(batch, width, *x.shape[1:]).transpose(1, 2)
