@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch.distributed.fsdp import FSDPModule
 
 from rlhfkit.train.fast_linear import linear
 
@@ -41,9 +42,13 @@ def lean_supported(body: torch.nn.Module) -> bool:
     classes = tuple(getattr(transformers, n) for n in LEAN_BODY_CLASSES if hasattr(transformers, n))
     if type(body) not in classes or getattr(body, "gradient_checkpointing", False):
         return False
+    # FSDP2 gathers a sharded module's weights in that module's own forward, which this path never calls.
+    if any(isinstance(m, FSDPModule) for m in (body, *body.layers)):
+        return False
     config = body.config
     weight = body.embed_tokens.weight
-    if weight.dtype != torch.float32 or torch.is_autocast_enabled(weight.device.type):
+    # Tuned and tested for CPU fp32 training (a GPU keeps the HF forward and its fused attention kernels).
+    if weight.device.type != "cpu" or weight.dtype != torch.float32 or torch.is_autocast_enabled("cpu"):
         return False
     if getattr(config, "hidden_act", "silu") != "silu" or getattr(config, "pretraining_tp", 1) not in (
         None,

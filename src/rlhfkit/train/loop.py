@@ -86,9 +86,8 @@ def lm_loss(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor, dict]:
     # An FSDP-sharded model gathers its root parameters (embeddings, head) only in its own forward. With every
     # position labelled (pretraining) the selection saves nothing; a Llama body's lean forward still pays
     # with AVX-512 (its oneDNN matmuls: `tiny`, batch 32 x 256, 1.27x) but not under AVX2 (4% slower).
-    full_lean = torch.backends.cpu.get_cpu_capability() == "AVX512" and lean_supported(body_of(model))
-    selective = not keep.all() or (plain_lm_head(model) and full_lean)
-    if plain_lm_head(model) and selective and not isinstance(model, FSDPModule):
+    plain = plain_lm_head(model) and not isinstance(model, FSDPModule)  # False for a DDP wrapper too
+    if plain and (not keep.all() or (_avx512() and lean_supported(body_of(model)))):
         logits, _ = logits_at(model, batch["input_ids"], keep)
         loss = F.cross_entropy(logits.float(), labels[keep], reduction="sum")
     else:
@@ -100,6 +99,10 @@ def lm_loss(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor, dict]:
             reduction="sum",
         )
     return loss, keep.sum(), {}
+
+
+def _avx512() -> bool:
+    return torch.backends.cpu.get_cpu_capability() == "AVX512"
 
 
 def set_seed(seed: int) -> None:
