@@ -55,12 +55,17 @@ def _grads(model):
     return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
 
-@pytest.mark.parametrize("build", [llama, qwen2], ids=["llama", "qwen2"])
+@pytest.mark.parametrize(
+    "build", [llama, qwen2, lambda: llama(pad_token_id=7)], ids=["llama", "qwen2", "pad-id"]
+)
 def test_lean_hidden_states_and_gradients_equal_the_hf_forward(build):
     model = _randomize(build()).train()
     body = model.model
     assert lean_supported(body)
     batch = episodes()
+    batch["sequences"][:, 0] = (
+        7  # a real token equal to the pad id (as an eos that is also the pad): no embedding grad
+    )
     select = response_states(batch)
     weights = torch.randn(int(select.sum()), SIZES["hidden_size"])
 

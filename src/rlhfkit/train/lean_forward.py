@@ -109,7 +109,9 @@ def lean_hidden_at(body: torch.nn.Module, input_ids: torch.Tensor, select: torch
     sin_signed = torch.cat((-sin[..., :half], sin[..., half:]), dim=-1)  # rotate_half's signs folded in
     cos, sin_signed = cos[0][flat % width][:, None], sin_signed[0][flat % width][:, None]  # [T, 1, D]
 
-    hidden = F.embedding(input_ids[:, :width].flatten()[flat], body.embed_tokens.weight)  # [T, H]
+    # padding_idx as nn.Embedding has it: a real token equal to the pad id (often the eos) gets no embedding gradient.
+    embed = body.embed_tokens
+    hidden = F.embedding(input_ids[:, :width].flatten()[flat], embed.weight, embed.padding_idx)  # [T, H]
     n_layers = len(body.layers)
     for i, layer in enumerate(body.layers):
         attn, mlp = layer.self_attn, layer.mlp
