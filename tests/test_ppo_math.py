@@ -172,3 +172,23 @@ def test_k3_kl_loss_is_zero_at_the_reference_and_matches_hand_computation():
     d = [-0.5, 1.0]  # ref - logp on the two real tokens
     expected = sum(math.exp(x) - x - 1 for x in d) / 2
     assert float(kl_loss(logp, ref, mask)) == pytest.approx(expected)
+
+
+def test_chosen_logprobs_and_entropy_equal_log_softmax_with_its_gradient():
+    from rlhfkit.ppo.chosen_logprobs import chosen_logprobs
+
+    g = torch.Generator().manual_seed(0)
+    logits = (torch.randn(6, 11, generator=g) * 4).requires_grad_()
+    chosen = torch.randint(0, 11, (6,), generator=g)
+    weights = torch.randn(6, generator=g)
+    log_probs = logits.log_softmax(-1)
+    want = log_probs.gather(1, chosen[:, None])[:, 0]
+    (want * weights).sum().backward()
+    want_grad = logits.grad.clone()
+    logits.grad = None
+    logp, entropy = chosen_logprobs(logits, chosen)
+    (logp * weights).sum().backward()
+    torch.testing.assert_close(logp, want, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(logits.grad, want_grad, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(entropy, -(log_probs.exp() * log_probs).sum(-1).detach(), atol=1e-5, rtol=1e-5)
+    assert not entropy.requires_grad

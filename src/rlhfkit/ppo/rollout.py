@@ -31,6 +31,9 @@ import torch
 
 from rlhfkit.generation import SamplingParams, generate
 from rlhfkit.lora import is_peft
+from rlhfkit.ppo.chosen_logprobs import chosen_logprobs
+from rlhfkit.train.fast_linear import linear
+from rlhfkit.train.lean_forward import lean_hidden_at, lean_supported
 from rlhfkit.train.logits import body_of, causal_lm_of, logits_at, plain_lm_head
 
 # reward_fn(prompts, response_texts, response_token_ids) -> one float per episode
@@ -94,10 +97,28 @@ def pad_episodes(
     return sequences.to(device), lens.to(device), response_ids.to(device), mask.to(device)
 
 
-def state_hidden(body: torch.nn.Module, sequences: torch.Tensor, prompt_lens: torch.Tensor, width_r: int):
-    """Hidden states [B, R, H] of the states that chose each response token (positions p_i - 1 + j)."""
+def response_states(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """[B, L] bool: the positions whose states chose the real response tokens (p_i - 1 + j, j < length_i).
+    Row-major order of its True entries is that of `batch["mask"]`: j grows with the position."""
+    sequences, prompt_lens, mask = batch["sequences"], batch["prompt_lens"], batch["mask"].bool()
+    index = prompt_lens[:, None] - 1 + torch.arange(mask.size(1), device=sequences.device)[None]
+    rows = torch.arange(sequences.size(0), device=sequences.device)[:, None].expand_as(index)
+    select = torch.zeros(sequences.shape, dtype=torch.bool, device=sequences.device)
+    select[rows[mask], index[mask]] = True
+    return select
+
+
+def state_hidden(body: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Hidden states [B, R, H] of the states that chose each response token (positions p_i - 1 + j).
+
+    Llama-layout bodies go through the lean training forward (`train.lean_forward`: only the tokens and
+    positions needed, no padding in the matmuls); there the states past a row's response are zeros."""
+    sequences, prompt_lens, mask = batch["sequences"], batch["prompt_lens"], batch["mask"]
+    if lean_supported(body):
+        chosen = lean_hidden_at(body, sequences, response_states(batch))
+        return chosen.new_zeros((*mask.shape, chosen.size(-1))).masked_scatter(mask.bool()[..., None], chosen)
     hidden = body(input_ids=sequences, use_cache=False).last_hidden_state
-    index = (prompt_lens[:, None] - 1 + torch.arange(width_r, device=sequences.device)[None]).clamp(
+    index = (prompt_lens[:, None] - 1 + torch.arange(mask.size(1), device=sequences.device)[None]).clamp(
         max=sequences.size(1) - 1
     )
     rows = torch.arange(sequences.size(0), device=sequences.device)[:, None]
@@ -119,38 +140,35 @@ def token_logprobs(
     """
     mask = batch["mask"].bool()
     if plain_lm_head(policy):
-        hidden = state_hidden(body_of(policy), batch["sequences"], batch["prompt_lens"], mask.size(1))
+        hidden = state_hidden(body_of(policy), batch)
         head = causal_lm_of(policy).lm_head
         with torch.autocast(hidden.device.type, enabled=False):  # the head stays fp32 under a bf16 autocast
-            logits = head(hidden[mask].to(head.weight.dtype)).float()
+            logits = linear(hidden[mask].to(head.weight.dtype), head.weight, head.bias).float()
     else:
         logits, hidden = _own_logits(policy, batch, mask)
     if temperature not in (0.0, 1.0):
         logits = logits / temperature
-    lse = torch.logsumexp(logits, dim=-1)
-    chosen = logits.gather(1, batch["response_ids"][mask][:, None])[:, 0]
-    logp = torch.zeros(mask.shape, dtype=logits.dtype, device=logits.device).masked_scatter(
-        mask, chosen - lse
-    )
+    targets = batch["response_ids"][mask]
     entropy = None
+    if entropy_grad and torch.is_grad_enabled():  # an entropy bonus: entropy keeps its graph
+        lse = torch.logsumexp(logits, dim=-1)
+        flat_logp = logits.gather(1, targets[:, None])[:, 0] - lse
+        flat_entropy = lse - (torch.softmax(logits, dim=-1) * logits).sum(-1)
+    else:
+        flat_logp, flat_entropy = chosen_logprobs(logits, targets)
+    logp = torch.zeros(mask.shape, dtype=logits.dtype, device=logits.device).masked_scatter(mask, flat_logp)
     if with_entropy:
-        with torch.set_grad_enabled(torch.is_grad_enabled() and entropy_grad):
-            probs = torch.softmax(logits, dim=-1)
-            flat = lse - (probs * logits).sum(-1)
-        entropy = torch.zeros(mask.shape, dtype=flat.dtype, device=flat.device).masked_scatter(mask, flat)
+        entropy = torch.zeros(mask.shape, dtype=logits.dtype, device=logits.device).masked_scatter(
+            mask, flat_entropy
+        )
     return logp, entropy, hidden
 
 
 def _own_logits(policy, batch: dict[str, torch.Tensor], mask: torch.Tensor):
     """(logits [N, V] at the states choosing the N real response tokens, states [B, R, H]) from the model's
     own forward: for architectures whose logits are more than `lm_head(hidden)`."""
-    sequences, prompt_lens = batch["sequences"], batch["prompt_lens"]
-    index = prompt_lens[:, None] - 1 + torch.arange(mask.size(1), device=sequences.device)[None]
-    rows = torch.arange(sequences.size(0), device=sequences.device)[:, None].expand_as(index)
-    select = torch.zeros(sequences.shape, dtype=torch.bool, device=sequences.device)
-    select[rows[mask], index[mask]] = (
-        True  # row-major order of `select` is that of `mask`: j grows with position
-    )
+    sequences = batch["sequences"]
+    select = response_states(batch)
     logits, chosen = logits_at(policy, sequences, select, with_hidden=True)
     hidden = chosen.new_zeros((*mask.shape, chosen.size(-1))).masked_scatter(mask[..., None], chosen)
     return logits.float(), hidden
@@ -160,7 +178,7 @@ def critic_values(
     critic: torch.nn.Module, head: torch.nn.Module, batch: dict[str, torch.Tensor]
 ) -> torch.Tensor:
     """Values [B, R] of the states before each response token, from a separate critic's backbone + head."""
-    hidden = state_hidden(body_of(critic), batch["sequences"], batch["prompt_lens"], batch["mask"].size(1))
+    hidden = state_hidden(body_of(critic), batch)
     with torch.autocast(hidden.device.type, enabled=False):
         return head(hidden.float())[..., 0].float() * batch["mask"]
 

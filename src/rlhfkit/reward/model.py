@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from rlhfkit.errors import RlhfkitError, first_line
+from rlhfkit.train.lean_forward import lean_hidden_at, lean_supported
 
 OFFSET_KEY = "rlhfkit_score_offset"
 ROLE_NAMES = {"system": "System", "user": "User", "assistant": "Assistant"}
@@ -151,13 +152,36 @@ def forward_scores(model, batch: dict) -> torch.Tensor:
     """Raw head outputs (one float per row), with gradients when called in training mode.
 
     `batch` is one padded batch (`pad_batch`) or length-sorted parts (`pad_parts`), scored in the rows' order.
-    """
+    A Llama-layout classifier on right-padded rows runs the lean training forward (`train.lean_forward`):
+    only each row's tokens up to the one the score is read at, and the head on that token alone. The token
+    is the one transformers pools: the rightmost that is not `pad_token_id`."""
     if "parts" in batch:
         sorted_scores = torch.cat([forward_scores(model, part) for part in batch["parts"]])
         return sorted_scores[batch["restore"]]
-    return model(
-        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False
-    ).logits[:, 0]
+    ids, attention_mask = batch["input_ids"], batch["attention_mask"]
+    if _lean_classifier(model, attention_mask):
+        positions = torch.arange(ids.size(1), device=ids.device)
+        last = (positions * (ids != model.config.pad_token_id)).argmax(-1)
+        select = torch.zeros(ids.shape, dtype=torch.bool, device=ids.device)
+        select[torch.arange(ids.size(0), device=ids.device), last] = True
+        return model.score(lean_hidden_at(model.model, ids, select))[:, 0]
+    return model(input_ids=ids, attention_mask=attention_mask, use_cache=False).logits[:, 0]
+
+
+def _lean_classifier(model, attention_mask: torch.Tensor) -> bool:
+    """A plain Llama/Qwen2 sequence classifier (no peft wrapper) whose rows are right-padded."""
+    import transformers
+
+    names = ("LlamaForSequenceClassification", "Qwen2ForSequenceClassification")
+    classes = tuple(getattr(transformers, n) for n in names if hasattr(transformers, n))
+    if type(model) not in classes or type(model.score) is not torch.nn.Linear:
+        return False
+    if model.config.pad_token_id is None or not lean_supported(model.model):
+        return False
+    lengths = attention_mask.sum(-1, keepdim=True)
+    return bool(
+        (attention_mask == (torch.arange(attention_mask.size(1), device=lengths.device) < lengths)).all()
+    )
 
 
 def score_offset(model) -> float:

@@ -17,11 +17,18 @@ from __future__ import annotations
 
 import torch
 
+from rlhfkit.train import fast_linear
+
+
+def _mm_t(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a @ b.T: through oneDNN where it is usable (about 2x MKL's fp32 rate with AVX-512, `train.fast_linear`)."""
+    return fast_linear.mm_t(a, b) if fast_linear.usable() else a @ b.t()
+
 
 class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        logits = hidden @ weight.t()
+        logits = _mm_t(hidden, weight)
         lse = torch.logsumexp(logits, dim=-1)
         loss = (lse - logits.gather(1, labels[:, None]).squeeze(1)).sum()
         ctx.save_for_backward(hidden, weight, labels, logits, lse)
@@ -34,8 +41,8 @@ class _LinearCrossEntropy(torch.autograd.Function):
         grad_logits = logits.sub_(lse[:, None]).exp_()
         grad_logits[torch.arange(labels.numel(), device=labels.device), labels] -= 1
         grad_logits.mul_(grad_loss)
-        grad_hidden = grad_logits @ weight if ctx.needs_input_grad[0] else None
-        grad_weight = grad_logits.t() @ hidden if ctx.needs_input_grad[1] else None
+        grad_hidden = _mm_t(grad_logits, weight.t()) if ctx.needs_input_grad[0] else None
+        grad_weight = _mm_t(grad_logits.t(), hidden.t()) if ctx.needs_input_grad[1] else None
         return grad_hidden, grad_weight, None
 
 

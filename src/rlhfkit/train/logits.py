@@ -15,6 +15,9 @@ import inspect
 
 import torch
 
+from rlhfkit.train.fast_linear import linear
+from rlhfkit.train.lean_forward import lean_hidden_at, lean_supported
+
 # Classes whose causal-LM forward is exactly `lm_head(self.model(...).last_hidden_state)`.
 PLAIN_HEAD_CLASSES = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM")
 # Config options that change logits after the head in some family; any of them set disables the fast path.
@@ -57,9 +60,12 @@ def logits_at(
     in row-major order. Right-padded rows need no attention mask (causal attention never sees later pads)."""
     if plain_lm_head(model):
         lm = causal_lm_of(model)
-        hidden = lm.model(input_ids=input_ids, use_cache=False).last_hidden_state[select]
+        if lean_supported(lm.model):  # Llama-layout: only the needed tokens, no padding in the matmuls
+            hidden = lean_hidden_at(lm.model, input_ids, select)
+        else:
+            hidden = lm.model(input_ids=input_ids, use_cache=False).last_hidden_state[select]
         head = lm.lm_head
-        return head(hidden.to(head.weight.dtype)), hidden if with_hidden else None
+        return linear(hidden.to(head.weight.dtype), head.weight, head.bias), hidden if with_hidden else None
     kwargs: dict = {"use_cache": False}
     if with_hidden:
         kwargs["output_hidden_states"] = True

@@ -1,0 +1,163 @@
+"""A lean training forward for Llama-layout bodies: final hidden states at chosen positions, with autograd.
+
+Why (profiled: PPO's update on the `small` preset, 1 CPU thread): a training step is ~80% matmuls that
+already run at the CPU's GEMM peak, so what is left to win is work that is not needed and ops around the
+matmuls. This forward computes exactly the transformer's math (same weights, same fp32 ops, different
+summation order: ~1e-6 relative) on only what the loss reads:
+
+- **No padding in the matmuls.** Right-padded rows are packed into one `[tokens, hidden]` matrix of their
+  real tokens; every projection, norm and MLP runs on it. Only attention sees the padded `[batch, length]`
+  layout (causal SDPA, so a real token never attends to the pads after it; pads get zero q/k/v).
+- **Tokens nobody reads are not computed.** A row's tokens after its last needed position are dropped (in
+  PPO the last response token: its state would predict the token after the response), and in the last layer
+  the attention output, MLP and final norm run only at the positions asked for; the other positions only
+  contributed their keys and values.
+- **Fewer, larger ops.** q/k/v and gate/up are one matmul each (`torch.cat` of the weights inside autograd,
+  so their gradients flow back to the separate HF parameters), `F.rms_norm`, RoPE cos/sin from the model's
+  own rotary module evaluated once, SDPA with `is_causal` (no mask tensor built).
+
+The HF modules and their parameters are used as they are (checkpoints stay HF-format; optimizers, DDP and
+`state_dict` see nothing different). `lean_supported` lists what is reproduced; everything else (LoRA
+layers, gradient checkpointing, an autocast, other dtypes or families) keeps the model's own forward.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch.distributed.fsdp import FSDPModule
+
+from rlhfkit.train.fast_linear import linear
+
+# Bodies whose layer is exactly: x += o(attn(rope(q), rope(k), v)) after RMSNorm; x += down(silu(gate) * up)
+# after RMSNorm; final RMSNorm. Qwen2 adds q/k/v biases, which the concatenated projection carries.
+LEAN_BODY_CLASSES = ("LlamaModel", "Qwen2Model")
+_DYNAMIC_ROPE_TYPES = {"dynamic", "longrope"}
+
+
+def lean_supported(body: torch.nn.Module) -> bool:
+    """Whether `lean_hidden_at` reproduces `body(input_ids).last_hidden_state` (a transformers body module)."""
+    import transformers
+
+    classes = tuple(getattr(transformers, n) for n in LEAN_BODY_CLASSES if hasattr(transformers, n))
+    if type(body) not in classes or getattr(body, "gradient_checkpointing", False):
+        return False
+    # FSDP2 gathers a sharded module's weights in that module's own forward, which this path never calls.
+    if any(isinstance(m, FSDPModule) for m in (body, *body.layers)):
+        return False
+    config = body.config
+    weight = body.embed_tokens.weight
+    # Tuned and tested for CPU fp32 training (a GPU keeps the HF forward and its fused attention kernels).
+    if weight.device.type != "cpu" or weight.dtype != torch.float32 or torch.is_autocast_enabled("cpu"):
+        return False
+    if getattr(config, "hidden_act", "silu") != "silu" or getattr(config, "pretraining_tp", 1) not in (
+        None,
+        1,
+    ):
+        return False
+    if body.training and getattr(config, "attention_dropout", 0.0):
+        return False
+    if any(kind != "full_attention" for kind in getattr(config, "layer_types", None) or ()):
+        return False
+    if getattr(body.rotary_emb, "rope_type", "default") in _DYNAMIC_ROPE_TYPES:
+        return False
+    for layer in body.layers:  # plain Linear projections only: a LoRA- or quantization-wrapped one is not
+        attn, mlp = layer.self_attn, layer.mlp
+        linears = (
+            attn.q_proj,
+            attn.k_proj,
+            attn.v_proj,
+            attn.o_proj,
+            mlp.gate_proj,
+            mlp.up_proj,
+            mlp.down_proj,
+        )
+        if any(type(m) is not torch.nn.Linear for m in linears):
+            return False
+    return True
+
+
+def lean_hidden_at(body: torch.nn.Module, input_ids: torch.Tensor, select: torch.Tensor) -> torch.Tensor:
+    """Final hidden states `[N, H]` at the N positions where `select` `[B, L]` is True, in row-major order.
+
+    Rows are right-padded; each row's tokens after its last selected position are not computed (they cannot
+    influence an earlier position). Equals `body(input_ids).last_hidden_state[select]` (see the module doc).
+    """
+    config = body.config
+    batch, length = input_ids.shape
+    device = input_ids.device
+    columns = torch.arange(length, device=device)
+    # A row needs its tokens up to its last selected position; the width is the longest such row.
+    last = torch.where(select, columns, -1).amax(1)
+    width = max(int(last.max()) + 1, 1)
+    needed = columns[None, :width] <= last[:, None]  # [B, W]
+    flat = needed.flatten().nonzero()[:, 0]  # packed row t is padded position flat[t] of [B * W]
+    packed_of = torch.full((batch * width,), -1, dtype=torch.long, device=device)
+    packed_of[flat] = torch.arange(flat.numel(), device=device)
+    chosen = packed_of[select[:, :width].flatten().nonzero()[:, 0]]  # packed rows of the selected positions
+    # No padding (pretraining): the packed rows are the padded layout itself, so no copies in between.
+    packing = None if flat.numel() == batch * width else flat
+    every = chosen.numel() == flat.numel()  # every computed position is read: nothing to trim at the end
+
+    heads = config.num_attention_heads
+    kv_heads = getattr(config, "num_key_value_heads", None) or heads
+    dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    eps = config.rms_norm_eps
+    positions = columns[:width][None]
+    cos, sin = body.rotary_emb(body.embed_tokens.weight[:0], positions)  # [1, W, D] each
+    half = dim // 2
+    sin_signed = torch.cat((-sin[..., :half], sin[..., half:]), dim=-1)  # rotate_half's signs folded in
+    cos, sin_signed = cos[0][flat % width][:, None], sin_signed[0][flat % width][:, None]  # [T, 1, D]
+
+    # padding_idx as nn.Embedding has it: a real token equal to the pad id (often the eos) gets no embedding gradient.
+    embed = body.embed_tokens
+    hidden = F.embedding(input_ids[:, :width].flatten()[flat], embed.weight, embed.padding_idx)  # [T, H]
+    n_layers = len(body.layers)
+    for i, layer in enumerate(body.layers):
+        attn, mlp = layer.self_attn, layer.mlp
+        x = F.rms_norm(hidden, (hidden.size(-1),), layer.input_layernorm.weight, eps)
+        qkv = linear(x, *_stacked((attn.q_proj, attn.k_proj, attn.v_proj)))
+        qkv = qkv.view(-1, heads + 2 * kv_heads, dim)
+        # Attention in the padded layout [B, heads + 2 kv, W, D], zeros at pads; RoPE on q and k only.
+        qk = _rope(qkv[:, : heads + kv_heads], cos, sin_signed)
+        qk = _padded(qk, packing, batch, width)
+        q, k = qk.split((heads, kv_heads), dim=1)
+        v = _padded(qkv[:, heads + kv_heads :], packing, batch, width)
+        if kv_heads != heads:
+            k = k.repeat_interleave(heads // kv_heads, dim=1)
+            v = v.repeat_interleave(heads // kv_heads, dim=1)
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=attn.scaling)
+        out = out.transpose(1, 2).reshape(batch * width, heads * dim)
+        # The last layer's output is read only at the selected positions.
+        if i == n_layers - 1 and not every:
+            out, hidden = out[flat[chosen]], hidden[chosen]
+        elif packing is not None:
+            out = out[packing]
+        hidden = hidden + linear(out, attn.o_proj.weight, attn.o_proj.bias)
+        x = F.rms_norm(hidden, (hidden.size(-1),), layer.post_attention_layernorm.weight, eps)
+        gate, up = linear(x, *_stacked((mlp.gate_proj, mlp.up_proj))).chunk(2, dim=-1)
+        hidden = hidden + linear(F.silu(gate) * up, mlp.down_proj.weight, mlp.down_proj.bias)
+    if n_layers == 0 and not every:
+        hidden = hidden[chosen]
+    return F.rms_norm(hidden, (hidden.size(-1),), body.norm.weight, eps)
+
+
+def _stacked(linears) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(weight, bias) of several Linear layers applied to the same input, as one (differentiable) matrix."""
+    weight = torch.cat([m.weight for m in linears])
+    bias = None if linears[0].bias is None else torch.cat([m.bias for m in linears])
+    return weight, bias
+
+
+def _rope(x: torch.Tensor, cos: torch.Tensor, sin_signed: torch.Tensor) -> torch.Tensor:
+    """HF's rotary embedding x * cos + rotate_half(x) * sin, rotate_half(x) = [-x2, x1]: the halves swapped
+    (one flip) times sin with its first half negated."""
+    swapped = x.unflatten(-1, (2, x.size(-1) // 2)).flip(-2).flatten(-2)
+    return x * cos + swapped * sin_signed
+
+
+def _padded(x: torch.Tensor, packing: torch.Tensor | None, batch: int, width: int) -> torch.Tensor:
+    """Packed `[T, heads, D]` -> padded `[B, heads, W, D]` with zeros at the pads (differentiable);
+    `packing` None: no pads, a view."""
+    out = x if packing is None else x.new_zeros(batch * width, *x.shape[1:]).index_put((packing,), x)
+    return out.view(batch, width, *x.shape[1:]).transpose(1, 2)
