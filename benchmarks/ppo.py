@@ -77,7 +77,10 @@ def prepare(work: Path, preset: str) -> dict[str, Path]:
 
 
 def run_rlhfkit(paths: dict[str, Path], args, out: Path) -> dict:
+    from rlhfkit.allocator import keep_freed_memory
     from rlhfkit.ppo import run
+
+    keep_freed_memory()  # as the `rlhfkit` command does at start (the peer runs in its own process)
 
     shutil.rmtree(out, ignore_errors=True)
     cfg = PPOConfig(

@@ -139,10 +139,13 @@ def held_out_bpc(args, tok_dir: Path):
 
 
 def run_rlhfkit(args, work: Path) -> dict:
+    from rlhfkit.allocator import keep_freed_memory
     from rlhfkit.models import build_model
     from rlhfkit.tokenizer import train_tokenizer
     from rlhfkit.train import pretrain
     from rlhfkit.train.loop import LoopConfig
+
+    keep_freed_memory()  # as the `rlhfkit` command does at start (the peer runs in its own process)
 
     history: list[dict] = []
     state: dict = {"steps": 0}
