@@ -44,7 +44,7 @@ from rlhfkit.generation.kv_cache import KVCache
 from rlhfkit.generation.packed_linear import Linear, onednn_usable
 
 # RoPE types whose cos/sin depend on the sequence length at run time; the lean path does not reproduce them.
-_DYNAMIC_ROPE_TYPES = {"dynamic", "longrope"}
+DYNAMIC_ROPE_TYPES = {"dynamic", "longrope"}
 
 
 def supports(model: torch.nn.Module) -> bool:
@@ -83,12 +83,27 @@ def unsupported_reason(model: torch.nn.Module) -> str | None:
     if getattr(config, "logit_scale", None) not in (None, 1, 1.0):
         return "a logit scale"
     rope_type = getattr(inner.rotary_emb, "rope_type", "default")
-    if rope_type in _DYNAMIC_ROPE_TYPES:
+    if rope_type in DYNAMIC_ROPE_TYPES:
         return f"RoPE type '{rope_type}' depends on the sequence length"
     return None
 
 
 _PREFILL_TOKENS = 256  # tokens per slice of rows in a prefill (see `LeanLlama.prefill`)
+
+
+def rope_tables(rotary_emb: torch.nn.Module, positions: torch.Tensor, like: torch.Tensor):
+    """(cos, sin_signed) `[len(positions), head_dim]` from the model's own rotary module (so any non-dynamic
+    RoPE type is reproduced), with rotate_half's signs folded into sin: [-sin_lo, sin_hi]. `like`: a tensor
+    of the dtype and device wanted."""
+    cos, sin = rotary_emb(like[:0], positions[None])
+    half = cos.size(-1) // 2
+    return cos[0], torch.cat((-sin[0, :, :half], sin[0, :, half:]), dim=-1)
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin_signed: torch.Tensor) -> torch.Tensor:
+    """HF's x * cos + rotate_half(x) * sin, with rotate_half(x) * sin == (x's halves swapped) * sin_signed:
+    one roll instead of slice/neg/cat (roll: ~4x faster than flip on a decode step's [64, 1, 16, 32])."""
+    return x * cos + x.roll(x.size(-1) // 2, dims=-1) * sin_signed
 
 
 @dataclass
@@ -179,7 +194,8 @@ class LeanLlama:
         )
         self.cache = KVCache(len(self.layers), batch, self.num_kv_heads, self.num_heads, self.head_dim, total,
                              bias, self.dtype, self.device)  # fmt: skip
-        self._rope_tables(total)
+        self.cos, self.sin_signed = rope_tables(self.model.model.rotary_emb, torch.arange(total, device=self.device),
+                                                self.embed)  # fmt: skip
         positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
         self.next_position = mask.sum(-1)  # position of each row's first generated token
         self.length = prompt_len
@@ -214,25 +230,11 @@ class LeanLlama:
 
     # -- internals --------------------------------------------------------------------------------------------
 
-    def _rope_tables(self, total: int) -> None:
-        positions = torch.arange(total, device=self.device)[None]
-        probe = torch.empty(0, dtype=self.dtype, device=self.device)
-        cos, sin = self.model.model.rotary_emb(probe, positions)
-        half = self.head_dim // 2
-        self.cos = cos[0]  # [total, head_dim]
-        self.sin_signed = torch.cat((-sin[0, :, :half], sin[0, :, half:]), dim=-1)
-
     def _rms_norm(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         if x.dtype == torch.float32:
             return F.rms_norm(x, weight.shape, weight, self.eps)
         # As transformers does for half-precision weights: normalize in fp32, round, then scale.
         return weight * F.rms_norm(x.float(), weight.shape, None, self.eps).to(x.dtype)
-
-    def _rope(self, qk: torch.Tensor, cos: torch.Tensor, sin_signed: torch.Tensor) -> torch.Tensor:
-        # rotate_half(x) * sin == (x's two halves swapped) * [-sin_lo, sin_hi]: one roll instead of
-        # slice/neg/cat (roll: ~4x faster than flip on a decode step's [64, 1, 16, 32]).
-        halves = qk.roll(self.head_dim // 2, dims=-1)
-        return qk * cos + halves * sin_signed
 
     def _forward(
         self,
@@ -254,7 +256,7 @@ class LeanLlama:
         for i, w in enumerate(self.layers):
             x = self._rms_norm(hidden, w.attn_norm)
             qkv = w.qkv(x).view(batch, seq, heads + 2 * kv_heads, dim)
-            qk = self._rope(qkv[:, :, : heads + kv_heads], cos, sin_signed)
+            qk = apply_rope(qkv[:, :, : heads + kv_heads], cos, sin_signed)
             k, v = qk[:, :, heads:], qkv[:, :, heads + kv_heads :]  # [batch, seq, kv_heads, dim]
             self.cache.write(i, start, k, v, first_row)
             if decode:

@@ -27,12 +27,12 @@ import torch
 import torch.nn.functional as F
 from torch.distributed.fsdp import FSDPModule
 
+from rlhfkit.generation.lean_llama import DYNAMIC_ROPE_TYPES, apply_rope, rope_tables
 from rlhfkit.train.fast_linear import linear
 
 # Bodies whose layer is exactly: x += o(attn(rope(q), rope(k), v)) after RMSNorm; x += down(silu(gate) * up)
 # after RMSNorm; final RMSNorm. Qwen2 adds q/k/v biases, which the concatenated projection carries.
 LEAN_BODY_CLASSES = ("LlamaModel", "Qwen2Model")
-_DYNAMIC_ROPE_TYPES = {"dynamic", "longrope"}
 
 
 def lean_supported(body: torch.nn.Module) -> bool:
@@ -59,7 +59,7 @@ def lean_supported(body: torch.nn.Module) -> bool:
         return False
     if any(kind != "full_attention" for kind in getattr(config, "layer_types", None) or ()):
         return False
-    if getattr(body.rotary_emb, "rope_type", "default") in _DYNAMIC_ROPE_TYPES:
+    if getattr(body.rotary_emb, "rope_type", "default") in DYNAMIC_ROPE_TYPES:
         return False
     for layer in body.layers:  # plain Linear projections only: a LoRA- or quantization-wrapped one is not
         attn, mlp = layer.self_attn, layer.mlp
@@ -103,11 +103,8 @@ def lean_hidden_at(body: torch.nn.Module, input_ids: torch.Tensor, select: torch
     kv_heads = getattr(config, "num_key_value_heads", None) or heads
     dim = getattr(config, "head_dim", None) or config.hidden_size // heads
     eps = config.rms_norm_eps
-    positions = columns[:width][None]
-    cos, sin = body.rotary_emb(body.embed_tokens.weight[:0], positions)  # [1, W, D] each
-    half = dim // 2
-    sin_signed = torch.cat((-sin[..., :half], sin[..., half:]), dim=-1)  # rotate_half's signs folded in
-    cos, sin_signed = cos[0][flat % width][:, None], sin_signed[0][flat % width][:, None]  # [T, 1, D]
+    cos, sin_signed = rope_tables(body.rotary_emb, columns[:width], body.embed_tokens.weight)  # [W, D] each
+    cos, sin_signed = cos[flat % width][:, None], sin_signed[flat % width][:, None]  # [T, 1, D]
 
     # padding_idx as nn.Embedding has it: a real token equal to the pad id (often the eos) gets no embedding gradient.
     embed = body.embed_tokens
@@ -119,7 +116,7 @@ def lean_hidden_at(body: torch.nn.Module, input_ids: torch.Tensor, select: torch
         qkv = linear(x, *_stacked((attn.q_proj, attn.k_proj, attn.v_proj)))
         qkv = qkv.view(-1, heads + 2 * kv_heads, dim)
         # Attention in the padded layout [B, heads + 2 kv, W, D], zeros at pads; RoPE on q and k only.
-        qk = _rope(qkv[:, : heads + kv_heads], cos, sin_signed)
+        qk = apply_rope(qkv[:, : heads + kv_heads], cos, sin_signed)
         qk = _padded(qk, packing, batch, width)
         q, k = qk.split((heads, kv_heads), dim=1)
         v = _padded(qkv[:, heads + kv_heads :], packing, batch, width)
@@ -147,13 +144,6 @@ def _stacked(linears) -> tuple[torch.Tensor, torch.Tensor | None]:
     weight = torch.cat([m.weight for m in linears])
     bias = None if linears[0].bias is None else torch.cat([m.bias for m in linears])
     return weight, bias
-
-
-def _rope(x: torch.Tensor, cos: torch.Tensor, sin_signed: torch.Tensor) -> torch.Tensor:
-    """HF's rotary embedding x * cos + rotate_half(x) * sin, rotate_half(x) = [-x2, x1]: the halves swapped
-    (one flip) times sin with its first half negated."""
-    swapped = x.unflatten(-1, (2, x.size(-1) // 2)).flip(-2).flatten(-2)
-    return x * cos + swapped * sin_signed
 
 
 def _padded(x: torch.Tensor, packing: torch.Tensor | None, batch: int, width: int) -> torch.Tensor:
