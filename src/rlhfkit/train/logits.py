@@ -53,6 +53,15 @@ def body_of(model: torch.nn.Module) -> torch.nn.Module:
     return causal_lm_of(model).base_model
 
 
+def hidden_at(body: torch.nn.Module, input_ids: torch.Tensor, select: torch.Tensor) -> torch.Tensor:
+    """Final hidden states [N, H] of a causal LM's body at the N positions where `select` [B, L] is True, in
+    row-major order (right-padded rows). Llama-layout bodies take the lean forward: only the needed tokens,
+    no padding in the matmuls."""
+    if lean_supported(body):
+        return lean_hidden_at(body, input_ids, select)
+    return body(input_ids=input_ids, use_cache=False).last_hidden_state[select]
+
+
 def logits_at(
     model: torch.nn.Module, input_ids: torch.Tensor, select: torch.Tensor, with_hidden: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -60,10 +69,7 @@ def logits_at(
     in row-major order. Right-padded rows need no attention mask (causal attention never sees later pads)."""
     if plain_lm_head(model):
         lm = causal_lm_of(model)
-        if lean_supported(lm.model):  # Llama-layout: only the needed tokens, no padding in the matmuls
-            hidden = lean_hidden_at(lm.model, input_ids, select)
-        else:
-            hidden = lm.model(input_ids=input_ids, use_cache=False).last_hidden_state[select]
+        hidden = hidden_at(lm.model, input_ids, select)
         head = lm.lm_head
         return linear(hidden.to(head.weight.dtype), head.weight, head.bias), hidden if with_hidden else None
     kwargs: dict = {"use_cache": False}

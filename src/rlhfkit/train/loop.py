@@ -44,8 +44,7 @@ from rlhfkit.train.checkpoint import (
 )
 from rlhfkit.train.distributed import DistInfo, sum_floats
 from rlhfkit.train.head_loss import linear_cross_entropy
-from rlhfkit.train.lean_forward import lean_hidden_at, lean_supported
-from rlhfkit.train.logits import causal_lm_of, plain_lm_head
+from rlhfkit.train.logits import causal_lm_of, hidden_at, plain_lm_head
 from rlhfkit.train.sharding import export_model, is_sharded
 
 
@@ -92,11 +91,7 @@ def lm_loss(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor, dict]:
     plain = plain_lm_head(model) and not isinstance(model, FSDPModule)  # False for a DDP wrapper too
     if plain and (not keep.all() or _avx512()):
         lm = causal_lm_of(model)
-        if lean_supported(lm.model):
-            hidden = lean_hidden_at(lm.model, batch["input_ids"], keep)
-        else:
-            hidden = lm.model(input_ids=batch["input_ids"], use_cache=False).last_hidden_state[keep]
-        loss = linear_cross_entropy(hidden, lm.lm_head, labels[keep])
+        loss = linear_cross_entropy(hidden_at(lm.model, batch["input_ids"], keep), lm.lm_head, labels[keep])
     else:
         logits = model(input_ids=batch["input_ids"], use_cache=False).logits
         loss = F.cross_entropy(
