@@ -15,6 +15,7 @@ import sys
 
 from rlhfkit.allocator import keep_freed_memory
 from rlhfkit.errors import RlhfkitError
+from rlhfkit.load_policy import allowing
 
 # One line per command module (a stage package's `commands.py`); each exposes `register(subparsers)`.
 # `rlhfkit pipeline`, which runs them all, is registered below.
@@ -46,7 +47,23 @@ def build_parser() -> argparse.ArgumentParser:
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)  # a module that fails to import is a bug: say so
     _register_pipeline(sub)
+    _add_load_options(parser)
     return parser
+
+
+def _add_load_options(parser: argparse.ArgumentParser) -> None:
+    """`--trust-remote-code` and `--hub-kernels` on every command (load_policy.py: both off by default)."""
+    from rlhfkit.load_policy import OPTIONS_HELP
+
+    subcommands = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not subcommands:  # a leaf: a command that runs
+        group = parser.add_argument_group("model loading (both off by default)")
+        for field, help_text in OPTIONS_HELP.items():
+            group.add_argument(f"--{field.replace('_', '-')}", action="store_true", help=help_text)
+        return
+    for action in subcommands:
+        for child in set(action.choices.values()):
+            _add_load_options(child)
 
 
 def _register_pipeline(sub: argparse._SubParsersAction) -> None:
@@ -145,7 +162,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        result = args.func(args)
+        with allowing(
+            trust_remote_code=getattr(args, "trust_remote_code", False),
+            hub_kernels=getattr(args, "hub_kernels", False),
+        ):
+            result = args.func(args)
     except RlhfkitError as exc:
         print(f"rlhfkit: error: {exc}", file=sys.stderr)
         return 1

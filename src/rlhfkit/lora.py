@@ -139,15 +139,18 @@ def load_merged_classifier(path: str | Path, **kwargs) -> torch.nn.Module:
     from transformers import AutoModelForSequenceClassification
     from transformers.utils import logging
 
+    from rlhfkit.load_policy import check_remote_code, from_pretrained_kwargs
     from rlhfkit.models import adapter_base, check_source
 
     check_source(path)
     base = adapter_base(path)
+    if Path(base).is_dir():
+        check_remote_code(base)
     verbosity = logging.get_verbosity()
     # The base has no score head: transformers reports it "missing", but the adapter brings it.
     logging.set_verbosity_error()
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(base, **kwargs)
+        model = AutoModelForSequenceClassification.from_pretrained(base, **kwargs, **from_pretrained_kwargs())
         return PeftModel.from_pretrained(model, str(path)).merge_and_unload()
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         raise RlhfkitError(f"{path}: could not load the adapter on {base} ({first_line(exc)})") from None

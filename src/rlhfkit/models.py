@@ -20,6 +20,12 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from rlhfkit.errors import RlhfkitError, first_line
+from rlhfkit.load_policy import (
+    check_remote_code,
+    from_pretrained_kwargs,
+    is_remote_code_refusal,
+    remote_code_error,
+)
 
 
 @dataclass(frozen=True)
@@ -234,6 +240,9 @@ def load_causal_lm(path: str | Path, dtype=None, device=None):
 
         # Dequantized into plain tensors: a model like any other (trainable, savable with save_pretrained).
         extra = {**extra, "quantization_config": GgufConfig(dequantize=True)}
+    if Path(name).is_dir():
+        check_remote_code(name)
+    extra = {**extra, **from_pretrained_kwargs()}
     try:
         try:
             model = AutoModelForCausalLM.from_pretrained(
@@ -245,12 +254,19 @@ def load_causal_lm(path: str | Path, dtype=None, device=None):
             # An architecture without an SDPA kernel (Gemma-2's soft-capped attention): its own default.
             model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype or torch.float32, **extra)
     except load_errors(extra) as exc:
-        if not Path(name).exists():
-            raise hub_error(str(path), exc) from None
-        raise RlhfkitError(f"{path}: could not load as a causal LM ({first_line(exc)})") from None
+        raise load_error(path, name, exc, "a causal LM") from None
     if "gguf_file" in extra:
         _set_name(model, path)  # so an adapter trained on it records the .gguf file as its base
     return model if device is None else model.to(device)
+
+
+def load_error(path, name: str, exc: BaseException, what: str) -> RlhfkitError:
+    """The one-line error for a failed `from_pretrained` of `name` (the source `path` resolved)."""
+    if is_remote_code_refusal(exc):
+        return remote_code_error(path, "defined by the repository")
+    if not Path(name).exists():
+        return hub_error(str(path), exc)
+    return RlhfkitError(f"{path}: could not load as {what} ({first_line(exc)})")
 
 
 def load_errors(extra: dict) -> tuple[type[BaseException], ...]:

@@ -134,6 +134,12 @@ def load_tokenizer(path: str | Path):
     has none."""
     from transformers import AutoTokenizer
 
+    from rlhfkit.load_policy import (
+        check_remote_code,
+        from_pretrained_kwargs,
+        is_remote_code_refusal,
+        remote_code_error,
+    )
     from rlhfkit.models import adapter_base, hub_error, load_errors, source_kwargs
 
     base = adapter_base(path)
@@ -144,9 +150,13 @@ def load_tokenizer(path: str | Path):
     local = p.is_dir()
     if local and not extra and not _has_tokenizer_files(p):
         raise RlhfkitError(f"{p}: not a tokenizer folder (no tokenizer.json or tokenizer_config.json)")
+    if local:
+        check_remote_code(p)
     try:
-        tok = AutoTokenizer.from_pretrained(name, **extra)
+        tok = AutoTokenizer.from_pretrained(name, **extra, **from_pretrained_kwargs(model=False))
     except load_errors(extra) as exc:
+        if is_remote_code_refusal(exc):
+            raise remote_code_error(path, "defined by the repository") from None
         if not local and "gguf_file" not in extra:
             raise hub_error(str(path), exc) from None
         raise RlhfkitError(f"{path}: could not load its tokenizer ({first_line(exc)})") from None

@@ -44,6 +44,12 @@ def load_reward_model(
     from transformers import AutoModelForSequenceClassification
 
     from rlhfkit.artifacts import read_manifest
+    from rlhfkit.load_policy import (
+        check_remote_code,
+        from_pretrained_kwargs,
+        is_remote_code_refusal,
+        remote_code_error,
+    )
     from rlhfkit.lora import is_adapter_dir, load_merged_classifier
     from rlhfkit.tokenizer import load_tokenizer
 
@@ -54,6 +60,7 @@ def load_reward_model(
             f"{p}: not a model checkpoint (no config.json); expected a Hugging Face model folder"
         )
     tokenizer = load_tokenizer(p)
+    check_remote_code(p)
     kwargs = {"num_labels": 1, "dtype": dtype}
     try:
         if adapter:
@@ -62,9 +69,11 @@ def load_reward_model(
             setattr(model.config, OFFSET_KEY, float(read_manifest(p).get("score_offset") or 0.0))
         else:
             model = AutoModelForSequenceClassification.from_pretrained(
-                str(p), **kwargs, ignore_mismatched_sizes=new_head
+                str(p), **kwargs, **from_pretrained_kwargs(), ignore_mismatched_sizes=new_head
             )
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        if is_remote_code_refusal(exc):
+            raise remote_code_error(p, "defined by the repository") from None
         raise RlhfkitError(f"{p}: could not load as a sequence classifier ({first_line(exc)})") from None
     if model.config.pad_token_id is None:
         # Without it a decoder cannot find the last real token of a padded row.
