@@ -65,9 +65,9 @@ def test_hub_kernels_are_an_explicit_opt_in():
     from rlhfkit.load_policy import from_pretrained_kwargs
 
     assert from_pretrained_kwargs() == {"trust_remote_code": False, "use_kernels": False}
-    with allowing(hub_kernels=True):
-        with allowing():  # a stage the pipeline runs in-process keeps what the outer command allowed
-            assert from_pretrained_kwargs()["use_kernels"] is True
+    # a stage the pipeline runs in-process keeps what the outer command allowed
+    with allowing(hub_kernels=True), allowing():
+        assert from_pretrained_kwargs()["use_kernels"] is True
     assert POLICY.hub_kernels is False  # and it does not leak into the next command
 
 
