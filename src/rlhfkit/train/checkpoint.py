@@ -20,9 +20,12 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from rlhfkit.errors import RlhfkitError
+from rlhfkit.errors import RlhfkitError, first_line
+from rlhfkit.train.safe_state import load_state, save_state
 
 CHECKPOINT_DIR = "checkpoint"
+TRAINER_STATE = "trainer"  # trainer.safetensors + trainer.json: optimizer and RNG state, no pickle
+LEGACY_TRAINER_STATE = "trainer.pt"  # before safe_state.py: read with the restricted unpickler only
 
 
 def _rng_state() -> dict[str, Any]:
@@ -56,7 +59,7 @@ def save_checkpoint(
     # Tied weights share storage; safetensors refuses shared tensors, so store clones (loading re-ties them).
     state = {k: v.detach().clone().contiguous() for k, v in trained_state(model).items()}
     save_file(state, str(tmp / "model.safetensors"))
-    torch.save({"optimizer": optimizer.state_dict(), "rng": _rng_state()}, tmp / "trainer.pt")
+    save_state({"optimizer": optimizer.state_dict(), "rng": _rng_state()}, tmp, TRAINER_STATE)
     return _publish(out_dir, tmp, step, extra, world_size, sharded=False)
 
 
@@ -77,7 +80,7 @@ def save_sharded_checkpoint(out_dir: Path, model, optimizer, step: int, extra: d
     barrier(info)  # every shard is on disk before rank 0 declares the checkpoint complete
     final = out_dir / CHECKPOINT_DIR
     if info.is_main:
-        torch.save({"rng": _rng_state()}, tmp / "trainer.pt")
+        save_state({"rng": _rng_state()}, tmp, TRAINER_STATE)
         _publish(out_dir, tmp, step, extra, info.world_size, sharded=True)
     barrier(info)
     return final
@@ -118,7 +121,8 @@ def find_checkpoint(out_dir: Path) -> Path | None:
     """The latest complete checkpoint under `out_dir`, if any (survives a crash during the swap)."""
     for name in (CHECKPOINT_DIR, CHECKPOINT_DIR + ".old"):
         cand = Path(out_dir) / name
-        if (cand / "state.json").exists() and (cand / "trainer.pt").exists():
+        trainer = (cand / f"{TRAINER_STATE}.json").exists() or (cand / LEGACY_TRAINER_STATE).exists()
+        if (cand / "state.json").exists() and trainer:
             return cand
     return None
 
@@ -151,7 +155,7 @@ def load_checkpoint(ckpt: Path, model: torch.nn.Module, optimizer) -> tuple[int,
 
         model_state, optim_state = get_state_dict(model, optimizer)
         state = {"model": model_state, "optim": optim_state}
-        dcp.load(state, checkpoint_id=str(Path(ckpt) / "dcp"))
+        dcp.load(state, checkpoint_id=str(Path(ckpt) / "dcp"), planner=_no_pickle_planner())
         set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
     else:
         state = load_file(str(ckpt / "model.safetensors"))
@@ -162,8 +166,57 @@ def load_checkpoint(ckpt: Path, model: torch.nn.Module, optimizer) -> tuple[int,
                 "configuration, e.g. with or without LoRA); remove it or use another --out"
             )
         model.load_state_dict(state, strict=len(trained) == len(model.state_dict()))
-    trainer = torch.load(ckpt / "trainer.pt", weights_only=False)
-    if not meta["sharded"]:
-        optimizer.load_state_dict(trainer["optimizer"])
-    _set_rng_state(trainer["rng"])
+    trainer = _trainer_state(ckpt)
+    try:
+        if not meta["sharded"]:
+            optimizer.load_state_dict(trainer["optimizer"])
+        _set_rng_state(trainer["rng"])
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as exc:
+        raise RlhfkitError(
+            f"{ckpt}: its optimizer or RNG state does not fit this run ({first_line(exc)}); remove it to start "
+            "the stage over, or use another --out"
+        ) from None
     return int(meta["step"]), meta.get("extra", {})
+
+
+def _trainer_state(ckpt: Path) -> dict:
+    if (ckpt / f"{TRAINER_STATE}.json").exists():
+        return load_state(ckpt, TRAINER_STATE)
+    # A checkpoint from before safe_state.py. torch's restricted unpickler builds only tensors, containers
+    # and the numpy types of the RNG state: a planted pickle cannot run code through it, it fails to load.
+    legacy = ckpt / LEGACY_TRAINER_STATE
+    numpy_types = [np.ndarray, np.dtype, type(np.dtype("uint32")), _numpy_reconstruct()]
+    try:
+        with torch.serialization.safe_globals(numpy_types):
+            state = torch.load(legacy, weights_only=True)
+    except Exception as exc:  # the unpickler raises many types for foreign or damaged files
+        raise RlhfkitError(
+            f"{legacy}: not a checkpoint rlhfkit can read safely ({first_line(exc)}); remove {ckpt} to start "
+            "the stage over, or use another --out"
+        ) from None
+    if not isinstance(state, dict):
+        raise RlhfkitError(f"{legacy}: not a training state (a {type(state).__name__}); remove {ckpt}")
+    return state
+
+
+def _numpy_reconstruct():
+    core = getattr(np, "_core", None) or np.core  # numpy 2 moved it
+    return core.multiarray._reconstruct
+
+
+def _no_pickle_planner():
+    """DCP's default planner unpickles the non-tensor items of a sharded checkpoint (`weights_only=False`);
+    this one reads them with torch's restricted unpickler, which builds plain values only."""
+    from torch.distributed.checkpoint._traverse import set_element
+    from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner
+
+    class NoPicklePlanner(DefaultLoadPlanner):
+        def load_bytes(self, read_item, value) -> None:  # DefaultLoadPlanner's, with weights_only=True
+            obj = torch.load(value, weights_only=True)
+            fqn = read_item.dest_index.fqn
+            if self.flatten_state_dict:
+                set_element(self.original_state_dict, self.mappings[fqn], obj)
+            else:
+                self.state_dict[fqn] = obj
+
+    return NoPicklePlanner()
