@@ -117,3 +117,33 @@ def test_a_checkpoint_from_before_the_safe_format_still_resumes(interrupted_run,
         json.loads(line)["step"] for line in (interrupted_run / "metrics.jsonl").read_text().splitlines()
     ]
     assert steps[-1] == 6 and (interrupted_run / "model.safetensors").exists()
+
+
+def test_a_save_that_dies_midway_leaves_no_half_model(policy_dir, tmp_path, monkeypatch):
+    """`save_pretrained` writes config.json before the weights; a save that dies between them must not leave
+    a folder that loaders take for a model, and a folder in that state is named as an incomplete save."""
+    from transformers import PreTrainedModel
+
+    from rlhfkit.artifacts import save_hf_checkpoint
+    from rlhfkit.models import load_causal_lm
+    from rlhfkit.tokenizer import load_tokenizer
+
+    model, tok = load_causal_lm(policy_dir), load_tokenizer(policy_dir)
+
+    def dies_after_the_config(self, folder, **kwargs):
+        self.config.save_pretrained(folder)
+        raise KeyboardInterrupt  # as a kill between the config and the weights
+
+    monkeypatch.setattr(PreTrainedModel, "save_pretrained", dies_after_the_config)
+    with pytest.raises(KeyboardInterrupt):
+        save_hf_checkpoint(model, tok, tmp_path / "out")
+    assert not (tmp_path / "out" / "config.json").exists()
+    monkeypatch.undo()
+
+    save_hf_checkpoint(model, tok, tmp_path / "out")
+    assert torch.equal(load_causal_lm(tmp_path / "out").lm_head.weight, model.lm_head.weight)
+    assert not (tmp_path / "out" / ".saving").exists()
+
+    (tmp_path / "out" / "model.safetensors").unlink()  # what the old save order left behind
+    with pytest.raises(RlhfkitError, match="incomplete save"):
+        load_causal_lm(tmp_path / "out")

@@ -79,6 +79,49 @@ def test_pretrain_two_processes_match_one(corpus_file, tokenizer_dir, tmp_path):
     assert json.loads((tmp_path / "two" / "rlhfkit.json").read_text())["metrics"]["step"] == 8
 
 
+def test_a_rank_that_dies_stops_the_others_with_one_line_each_and_the_job_resumes(
+    corpus_file, tokenizer_dir, tmp_path
+):
+    import signal
+    import time
+
+    out = tmp_path / "run"
+    args = ["pretrain", "--data", str(corpus_file), "--tokenizer", str(tokenizer_dir), "--preset", "micro",
+            "--seq-len", "32", "--batch-size", "8", "--micro-batch-size", "2", "--max-steps", "400",
+            "--eval-every", "1000", "--save-every", "5", "--sample-tokens", "2", "--device", "cpu",
+            "--out", str(out)]  # fmt: skip
+    head = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    job = subprocess.Popen(
+        [*head, "-m", "rlhfkit.cli", "--", *args],
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.time() + 120
+    while not (out / "checkpoint" / "state.json").exists() and time.time() < deadline:
+        time.sleep(0.1)
+    rank1 = next(
+        int(pid)
+        for pid in subprocess.run(
+            ["pgrep", "-P", str(job.pid)], capture_output=True, text=True
+        ).stdout.split()
+        if "RANK=1" in Path(f"/proc/{pid}/environ").read_bytes().decode(errors="replace").split("\0")
+    )
+    os.kill(rank1, signal.SIGKILL)
+    _, err = job.communicate(timeout=60)
+    assert job.returncode != 0
+    ours = [line for line in err.splitlines() if line.startswith("rlhfkit: error:")]
+    # Rank 0 either sees the broken connection first or is stopped by torchrun: one line either way.
+    assert ours and all(line.startswith("rlhfkit: error: rank 0 of 2") for line in ours), err[-3000:]
+    assert "resume" in ours[0]
+    assert "Traceback" not in err.split(ours[0])[0]  # none from rank 0 (torchrun's own report comes after)
+
+    resumed = launch([*args[:-2], "--max-steps", "12", "--out", str(out)], 2)  # a shorter run to the end
+    ok(resumed)
+    assert "resuming from" in resumed.stdout
+
+
 # --------------------------------------------------------------------------------------------- sft, fsdp
 
 

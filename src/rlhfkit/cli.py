@@ -147,6 +147,16 @@ def _quiet_libraries() -> None:
         pass
 
 
+def _lost_peer_message(exc: RuntimeError) -> str | None:
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None  # keeps torch unimported for one-process errors
+    from rlhfkit.train.distributed import lost_peer_message
+
+    return lost_peer_message(exc)
+
+
 def _version() -> str:
     from rlhfkit import __version__
 
@@ -173,6 +183,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("rlhfkit: interrupted", file=sys.stderr)
         return 130
+    except RuntimeError as exc:
+        lost = _lost_peer_message(exc)
+        if lost is None:
+            raise
+        print(f"rlhfkit: error: {lost}", file=sys.stderr)
+        return 1
     return int(result or 0)
 
 

@@ -163,6 +163,7 @@ def resolve_base(source: str, out: str | Path) -> str:
     as `<out>/base/` (with the tokenizer) so the stage's own adapter has a base on disk."""
     if not is_adapter_dir(source):
         return source
+    from rlhfkit.artifacts import saving_into
     from rlhfkit.models import adapter_base, load_causal_lm
     from rlhfkit.tokenizer import load_tokenizer
 
@@ -170,8 +171,9 @@ def resolve_base(source: str, out: str | Path) -> str:
     if not (target / "config.json").exists():
         print(f"{source}: LoRA adapter; merging it into {adapter_base(source)} -> {target}")
         model = load_causal_lm(source, dtype=torch.float32)
-        model.save_pretrained(target, safe_serialization=True)
-        load_tokenizer(source).save_pretrained(target)
+        with saving_into(target) as tmp:
+            model.save_pretrained(tmp, safe_serialization=True)
+            load_tokenizer(source).save_pretrained(tmp)
     return str(target)
 
 

@@ -135,6 +135,11 @@ def source_kwargs(source: str | Path, what: str = "model") -> tuple[str, dict]:
             raise RlhfkitError(
                 f"{p}: not a model checkpoint (no config.json); expected a Hugging Face model folder"
             )
+        if what == "model" and not any((p / name).exists() for name in WEIGHT_FILES):
+            raise RlhfkitError(
+                f"{p}: has a config.json but no weights ({', '.join(WEIGHT_FILES)}): an incomplete save, as "
+                "from a run killed while saving; rerun the stage that wrote it"
+            )
         return str(p), {}
     if p.exists():
         raise RlhfkitError(f"{p}: expected a Hugging Face model folder or a .gguf file")

@@ -52,7 +52,7 @@ def merge_adapter(cfg: MergeConfig) -> Path:
 def _save_plain(source: str, out_dir: str, dtype: str, stage: str) -> Path:
     import torch
 
-    from rlhfkit.artifacts import write_manifest
+    from rlhfkit.artifacts import saving_into, write_manifest
     from rlhfkit.device import pick_dtype
     from rlhfkit.generation.turns import end_of_turn_ids, model_eos_ids
     from rlhfkit.models import load_causal_lm
@@ -71,10 +71,10 @@ def _save_plain(source: str, out_dir: str, dtype: str, stage: str) -> Path:
     generation.eos_token_id = eos[0] if len(eos) == 1 else eos
     if generation.pad_token_id is None and tokenizer.pad_token_id is not None:
         generation.pad_token_id = tokenizer.pad_token_id
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out, safe_serialization=True)
-    tokenizer.save_pretrained(out)
-    generation.save_pretrained(out)
+    with saving_into(out) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        generation.save_pretrained(tmp)
     write_manifest(
         out,
         stage=stage,

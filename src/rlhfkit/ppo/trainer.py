@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rlhfkit.artifacts import read_manifest, save_hf_checkpoint, write_manifest
+from rlhfkit.artifacts import read_manifest, save_hf_checkpoint, saving_into, write_manifest
 from rlhfkit.data.chats import load_prompts
 from rlhfkit.errors import RlhfkitError
 from rlhfkit.generation import SamplingParams, end_of_turn_ids, pad_id, render_chat
@@ -766,7 +766,8 @@ def _save_outputs(
         merged = (
             value_module.merge_and_unload() if hasattr(value_module, "merge_and_unload") else value_module
         )
-        merged.save_pretrained(out / "value", safe_serialization=True)
+        with saving_into(out / "value") as tmp:
+            merged.save_pretrained(tmp, safe_serialization=True)
     elif cfg.value_model == "head":
         from safetensors.torch import save_file
 

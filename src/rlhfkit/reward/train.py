@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from rlhfkit.artifacts import write_manifest
+from rlhfkit.artifacts import saving_into, write_manifest
 from rlhfkit.data.comparisons import ComparisonGroup, load_comparisons
 from rlhfkit.data.responses import record_responses
 from rlhfkit.data.sources import read_records, record_source
@@ -304,15 +304,14 @@ def run(cfg: RewardConfig) -> Path:
         metrics.update(
             {"val_accuracy": report["accuracy"], "val_loss": report["loss"], "val_ece": report["ece"]}
         )
-    if (
-        cfg.lora.enabled
-    ):  # an adapter folder: the score offset cannot go in a config.json, so rlhfkit.json has it
-        from rlhfkit.lora import save_adapter
+    with saving_into(out) as tmp:
+        if cfg.lora.enabled:  # an adapter folder: the score offset cannot go in a config.json: rlhfkit.json
+            from rlhfkit.lora import save_adapter
 
-        save_adapter(model, out, base)
-    else:
-        model.save_pretrained(out, safe_serialization=True)
-    tokenizer.save_pretrained(out)
+            save_adapter(model, tmp, base)
+        else:
+            model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
     write_manifest(
         out,
         stage="reward",

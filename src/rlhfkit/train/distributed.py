@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import atexit
 import os
+import re
+import signal
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -72,7 +75,43 @@ def init_distributed(device: torch.device) -> DistInfo:
         dist.init_process_group(backend=backend, device_id=device if device.type == "cuda" else None)
         # A stage that raises (bad input) must still leave the group, or gloo's threads abort the process.
         atexit.register(_leave_quietly)
+        _say_why_on_sigterm(dist.get_rank(), dist.get_world_size())
     return DistInfo(dist.get_rank(), dist.get_world_size(), local_rank, dist.get_backend())
+
+
+def _say_why_on_sigterm(rank: int, world: int) -> None:
+    """When one rank dies, torchrun stops the others with SIGTERM and prints its own launcher traceback.
+    Each stopped rank says in one line what happened and how to continue, instead of vanishing silently."""
+
+    def stop(signum, frame):
+        sys.stderr.write(
+            f"rlhfkit: error: rank {rank} of {world} stopped by torchrun (SIGTERM): another rank failed or the "
+            "job was interrupted (torchrun's report below names the rank); rerun the same command to resume "
+            "from the last checkpoint\n"
+        )
+        sys.stderr.flush()
+        os._exit(128 + signum)  # no atexit: the process group is gone with the failed rank
+
+    signal.signal(signal.SIGTERM, stop)
+
+
+def lost_peer_message(exc: BaseException) -> str | None:
+    """The one-line error for a collective that failed because another rank went away, else None."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or not isinstance(exc, RuntimeError):
+        return None
+    text = str(exc)
+    if not isinstance(exc, dist.DistBackendError) and not any(k in text for k in LOST_PEER_SIGNS):
+        return None
+    first = next((line.strip() for line in text.splitlines() if line.strip()), type(exc).__name__)
+    first = re.sub(r"^\[[^\]]*\]\s*", "", first)  # gloo's "[.../pair.cc:537] " source location
+    return (
+        f"rank {os.environ.get('RANK', '?')} of {os.environ['WORLD_SIZE']}: lost contact with another rank "
+        f"({first[:160]}); rerun the same command to resume from the last checkpoint"
+    )
+
+
+# What gloo and nccl say when a peer process has gone away mid-collective.
+LOST_PEER_SIGNS = ("Connection closed by peer", "Connection reset by peer", "Broken pipe", "NCCL", "Gloo")
 
 
 def _leave_quietly() -> None:
