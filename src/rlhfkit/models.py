@@ -89,11 +89,6 @@ def build_model(name: str, vocab_size: int, max_seq_len: int, tokenizer=None, se
     return LlamaForCausalLM(config)
 
 
-def is_model_dir(path: str | Path) -> bool:
-    p = Path(path)
-    return p.is_dir() and (p / "config.json").exists()
-
-
 HUB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
 ADAPTER_CONFIG = "adapter_config.json"
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
