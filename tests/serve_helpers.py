@@ -98,13 +98,14 @@ def build_checkpoints(tokenizer_dir: Path, out: Path) -> dict[str, Path]:
     return _BUILT[tokenizer_dir]
 
 
-def untrained_checkpoint(tokenizer_dir: Path, out: Path) -> Path:
+def untrained_checkpoint(tokenizer_dir: Path, out: Path, context: int = CONTEXT) -> Path:
+    """Random weights: its rows rarely stop early, so a request runs to `max_tokens` (`context` allows long ones)."""
     from rlhfkit.models import build_model
     from rlhfkit.tokenizer import load_tokenizer
 
     tokenizer = load_tokenizer(tokenizer_dir)
     return save_checkpoint(
-        build_model("micro", len(tokenizer), CONTEXT, tokenizer, seed=3), tokenizer, out, "base"
+        build_model("micro", len(tokenizer), context, tokenizer, seed=3), tokenizer, out, "base"
     )
 
 
