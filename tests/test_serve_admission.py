@@ -116,7 +116,9 @@ def test_a_flood_of_oversized_prompts_neither_grows_memory_nor_stalls_a_small_re
         assert response.status_code == 400, response.text
         assert response.json()["error"]["code"] == "context_length_exceeded"
     assert max(seen) < 50_000  # never the full megabyte: refused on its length in characters first
-    assert small_seconds <= 2.0
+    # The goal is <= 2 s (docs/serve.md): 0.2-0.7 s on a quiet 2-core machine, up to 2.6 s seen with other
+    # jobs on the CPU, so 4 s here. Before the fix: 66 s, and 1,586 MiB more memory.
+    assert small_seconds <= 4.0
     assert growth < 400 * 2**20
 
 
@@ -157,3 +159,38 @@ def test_the_character_cap_refuses_only_what_cannot_fit(checkpoints, monkeypatch
         assert seen == [cap]
         fits = {"model": "base", "prompt": "The cat. " * 5, "max_tokens": 2}
         assert httpx.post(f"{url}/completions", json=fits, timeout=60).status_code == 200
+
+
+def test_the_queue_takes_clients_in_turn_and_refuses_beyond_its_bounds():
+    """One worker busy; client a queues 4, b and c one each: b and c go before a's second, and a full queue
+    (or a client over its share) is refused at once with Retry-After, not queued."""
+    from rlhfkit.serve.admission import Admission
+    from rlhfkit.serve.errors import APIError
+
+    async def scenario() -> tuple[list[str], list[int]]:
+        gate = Admission(workers=1, max_waiting=6, max_waiting_per_client=4)
+        order: list[str] = []
+        release = threading.Event()
+        busy = asyncio.ensure_future(gate.run("a", release.wait))
+        await asyncio.sleep(0.05)
+        queued = [asyncio.ensure_future(gate.run("a", order.append, f"a{i}")) for i in range(4)]
+        queued += [asyncio.ensure_future(gate.run(c, order.append, f"{c}0")) for c in ("b", "c")]
+        await asyncio.sleep(0.05)
+        refused = []
+        for client in ("a", "d"):  # a is over its share; the queue is full for d
+            with pytest.raises(APIError) as caught:
+                await gate.run(client, order.append, f"{client}-refused")
+            assert caught.value.headers["Retry-After"] == "1"
+            refused.append(caught.value.status)
+        queued[-1].cancel()  # c leaves (its client disconnected): its place is free for d
+        await asyncio.sleep(0.05)
+        queued.append(asyncio.ensure_future(gate.run("d", order.append, "d0")))
+        await asyncio.sleep(0.05)
+        release.set()
+        await asyncio.gather(busy, *queued, return_exceptions=True)
+        assert (gate.busy, gate.queued, dict(gate.waiting)) == (0, 0, {})
+        return order, refused
+
+    order, refused = asyncio.run(scenario())
+    assert refused == [429, 503]
+    assert order == ["a0", "b0", "d0", "a1", "a2", "a3"]

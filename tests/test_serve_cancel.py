@@ -48,6 +48,7 @@ def test_clients_that_leave_have_their_rows_cancelled(noise):
     models = load_served_models([f"noise={noise}"], max_batch_rows=4, max_active_batches=2)
     try:
         with background(create_app(models)) as url:
+            assert httpx.post(f"{url}/completions", json=SMALL, timeout=60).status_code == 200  # warm
             clients = [threading.Thread(target=give_up_after, args=(url, 1.0)) for _ in range(CLIENTS)]
             for client in clients:
                 client.start()

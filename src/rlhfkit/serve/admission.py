@@ -115,11 +115,6 @@ class Admission:
             self.busy += 1
             return
         mine = self.waiting.get(client)
-        if self.queued >= self.max_waiting:
-            self.refused += 1
-            raise _busy(
-                503, "The server is overloaded with requests; please retry shortly.", "server_overloaded"
-            )
         if mine is not None and len(mine) >= self.max_waiting_per_client:
             self.refused += 1
             raise _busy(
@@ -127,6 +122,11 @@ class Admission:
                 f"You have {len(mine)} requests waiting already (at most {self.max_waiting_per_client} per "
                 "client); please retry after some of them are answered.",
                 "rate_limit_exceeded",
+            )
+        if self.queued >= self.max_waiting:
+            self.refused += 1
+            raise _busy(
+                503, "The server is overloaded with requests; please retry shortly.", "server_overloaded"
             )
         turn = asyncio.get_running_loop().create_future()
         self.waiting.setdefault(client, deque()).append(turn)
