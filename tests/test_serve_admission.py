@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from rlhfkit.serve.limits import Limits
-from serve_helpers import build_checkpoints, running_server
+from serve_helpers import build_checkpoints, one_torch_thread, running_server
 
 CHAT = [{"role": "user", "content": "What does the cat do?"}]
 FLOOD = 50
@@ -88,7 +88,7 @@ def test_a_flood_of_oversized_prompts_neither_grows_memory_nor_stalls_a_small_re
     )
     bodies = flood_bodies()
     assert all(len(b) < Limits().max_body_bytes for b in bodies)  # the body limit lets them all in
-    with running_server(checkpoints) as (url, _):
+    with one_torch_thread(), running_server(checkpoints) as (url, _):
         small = {"model": "chat", "messages": CHAT, "max_tokens": 4, "seed": 0}
         assert httpx.post(f"{url}/chat/completions", json=small, timeout=60).status_code == 200  # warm
         asyncio.run(send_flood(url, bodies[:4], threading.Event()))  # and the flood's code paths (not timed)
