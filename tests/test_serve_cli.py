@@ -92,6 +92,10 @@ def test_serve_argument_errors_are_one_line(tmp_path, capsys):
     assert "model folder not found" in capsys.readouterr().err
     assert main(["serve", "--model", "=somewhere"]) == 1
     assert "expected NAME=DIR" in capsys.readouterr().err
+    assert main(["serve", "--model", "x=somewhere", "--shutdown-grace", "-1"]) == 1
+    assert "--shutdown-grace: expected a number of seconds >= 0, got -1" in capsys.readouterr().err
+    assert main(["serve", "--model", "x=somewhere", "--max-waiting-per-client", "0"]) == 1
+    assert "--max-waiting-per-client: expected an integer >= 1, got 0" in capsys.readouterr().err
 
 
 def test_try_it_yourself_runs_end_to_end(checkpoints, capsys):

@@ -6,13 +6,12 @@ turns a ``<script>`` in a response into visible text, and the small script on th
 reads data attributes and calls the JSON API.
 
 Who is asking (tokens, CSRF, the `User`/`Admin` route dependencies) and the templates live in ``web.py``;
-this module adds the body limits and the error mapping and includes the routers.
+this module adds the body limits (`rlhfkit.body_limit.BodyLimit`, the middleware `rlhfkit serve` uses too)
+and the error mapping, and includes the routers.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,63 +25,18 @@ from rlhfkit.annotate import api, pages
 from rlhfkit.annotate.campaigns import AnnotateError
 from rlhfkit.annotate.store import Store, open_store
 from rlhfkit.annotate.web import error_page
+from rlhfkit.body_limit import BodyLimit
 
 HERE = Path(__file__).parent
 MAX_BODY = 1 << 20  # 1 MiB for labels and forms
 MAX_UPLOAD = 64 << 20  # 64 MiB for campaign creation (a candidates file)
+BODY_TIMEOUT_S = 60.0  # a 64 MiB upload needs time on a slow link; a stalled body is still cut off
 UPLOAD_PATHS = ("/api/campaigns", "/admin/campaigns")
 
 
-class BodyLimit:
-    """ASGI middleware: answer 413 to bodies over the limit (declared or streamed) before any parsing."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-    async def __call__(self, scope: dict, receive: Callable[[], Awaitable[dict]], send: Callable) -> None:
-        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
-            await self.app(scope, receive, send)
-            return
-        limit = MAX_UPLOAD if scope["path"] in UPLOAD_PATHS else MAX_BODY
-        declared = dict(scope.get("headers") or []).get(b"content-length")
-        try:
-            too_big = declared is not None and int(declared) > limit
-        except ValueError:
-            await _plain(send, 400, "invalid Content-Length header")
-            return
-        if too_big:
-            await _plain(send, 413, f"request body over {limit} bytes")
-            return
-        chunks, size = [], 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunks.append(message.get("body", b""))
-            size += len(chunks[-1])
-            if size > limit:
-                await _plain(send, 413, f"request body over {limit} bytes")
-                return
-            if not message.get("more_body"):
-                break
-        body = b"".join(chunks)
-        replayed = False
-
-        async def replay() -> dict:
-            nonlocal replayed
-            if replayed:
-                return await receive()
-            replayed = True
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        await self.app(scope, replay, send)
-
-
-async def _plain(send: Callable, status: int, detail: str) -> None:
-    body = json.dumps({"detail": detail}).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+def body_limit(scope: dict) -> int:
+    """Largest body for a request: campaign uploads may be large, everything else is a label or a form."""
+    return MAX_UPLOAD if scope["path"] in UPLOAD_PATHS else MAX_BODY
 
 
 def create_app(db: str | Store) -> FastAPI:
@@ -94,7 +48,7 @@ def create_app(db: str | Store) -> FastAPI:
         version="1",
     )
     app.state.store = store
-    app.add_middleware(BodyLimit)
+    app.add_middleware(BodyLimit, max_bytes=body_limit, timeout_s=BODY_TIMEOUT_S)
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     app.include_router(api.router)
     app.include_router(pages.router)

@@ -9,8 +9,12 @@ Pieces, one job each:
 - `served`: the model behind each alias (tokenizer, context size, stop tokens, prompt scoring).
 - `batching`: concurrent requests decoded together in one batch, each row with its own seeded sampler.
 - `choices`: a choice's text and log-probs from its tokens, identical streamed or whole.
+- `limits`: what one request may ask for; `admission`: prompts refused on length before tokenizing, and the
+  bounded, per-client fair queue for parsing and tokenizing; `disconnect`: work cancelled when its client
+  leaves. Bodies are bounded by `rlhfkit.body_limit.BodyLimit` (shared with the annotation app).
 - `rows`, `completions`, `chat`: the two generation endpoints; `app`: routes and API key.
-- `server`: uvicorn in the foreground (CLI) or on a background thread (tests); `commands`: `rlhfkit serve`.
+- `server`: uvicorn in the foreground (CLI, with a shutdown grace period) or on a background thread (tests);
+  `commands`: `rlhfkit serve`.
 """
 
 from rlhfkit.serve.app import create_app

@@ -95,7 +95,7 @@ class BatchStats:
     batches: int = 0
     rows: int = 0
     largest: int = 0  # most rows in one batch
-    abandoned: int = 0  # rows stopped early because their client went away
+    abandoned: int = 0  # rows stopped early, or never started, because their job was cancelled (client left)
     interleaved: int = 0  # steps taken while another batch was open too
 
 
@@ -239,9 +239,6 @@ class Batcher:
         rows = 0
         with self._wakeup:
             for queued in list(self._pending):
-                if queued.job.cancelled:
-                    self._pending.remove(queued)
-                    continue
                 if queued.running:
                     continue
                 piece = queued.pieces[0]
@@ -259,10 +256,17 @@ class Batcher:
     def _has_startable(self) -> bool:
         return any(not q.running and not q.job.cancelled for q in self._pending)
 
+    def _drop_cancelled(self) -> None:
+        """Forget the waiting pieces of jobs whose client left (call with `_wakeup` held): they never start."""
+        for queued in [q for q in self._pending if q.job.cancelled]:
+            self._pending.remove(queued)
+            self.stats.abandoned += sum(len(piece.rows) for piece in queued.pieces)
+
     def _loop(self) -> None:
         open_batches: list[_Open] = []
         while True:
             with self._wakeup:
+                self._drop_cancelled()
                 while not self._closed and not open_batches and not self._has_startable():
                     self._wakeup.wait()
                 if self._closed:

@@ -17,6 +17,7 @@ from contextlib import aclosing
 
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from rlhfkit.serve.admission import Offload, check_prompt_chars
 from rlhfkit.serve.choices import chat_logprob_entries
 from rlhfkit.serve.errors import APIError, bad_request
 from rlhfkit.serve.limits import Limits
@@ -38,8 +39,12 @@ from rlhfkit.serve.served import ServedModel
 
 
 async def create_chat_completion(
-    served: ServedModel, request: ChatCompletionRequest, limits: Limits | None = None
+    served: ServedModel,
+    request: ChatCompletionRequest,
+    limits: Limits | None = None,
+    offload: Offload = asyncio.to_thread,
 ):
+    """`offload(fn, *args)` runs the tokenization off the event loop (the app passes its admission queue)."""
     limits = limits or Limits()
     if request.top_logprobs and not request.logprobs:
         raise bad_request(
@@ -50,8 +55,10 @@ async def create_chat_completion(
     n = request.n or 1
     limits.check_request([0], n, 0)
     messages = _messages(request)
+    # Too long to fit: refused before rendering (the template only adds characters) or tokenizing.
+    check_prompt_chars(served, ["".join(m["content"] for m in messages)], n, limits, "messages")
     # Rendering and tokenizing a long conversation takes a while: off the event loop.
-    prompt_ids = await asyncio.to_thread(served.encode_chat, messages)
+    prompt_ids = await offload(served.encode_chat, messages)
     room = served.context_length - len(prompt_ids)
     max_tokens = (
         request.max_completion_tokens

@@ -81,6 +81,32 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="reply length cap of a chat request that sets no max_tokens (default 512)",
     )
     p.add_argument(
+        "--admission-workers",
+        type=int,
+        default=2,
+        help="request bodies parsed and prompts tokenized at once; the rest wait in a queue, fair between "
+        "clients (default 2)",
+    )
+    p.add_argument(
+        "--max-waiting",
+        type=int,
+        default=64,
+        help="requests that may wait for an admission worker; more get 503 with Retry-After (default 64)",
+    )
+    p.add_argument(
+        "--max-waiting-per-client",
+        type=int,
+        default=16,
+        help="of those, from one client (its API key, else its address); more get 429 (default 16)",
+    )
+    p.add_argument(
+        "--shutdown-grace",
+        type=float,
+        default=3.0,
+        help="on SIGTERM or Ctrl-C, seconds the requests in flight get to finish before they are cancelled "
+        "and the server stops (default 3)",
+    )
+    p.add_argument(
         "--threads",
         type=int,
         default=None,
@@ -102,6 +128,9 @@ def _run(args: argparse.Namespace) -> int:
         "max_body_bytes",
         "max_choices",
         "max_request_tokens",
+        "admission_workers",
+        "max_waiting",
+        "max_waiting_per_client",
     ):
         if getattr(args, flag) < 1:
             name = "--" + flag.replace("_", "-")
@@ -110,12 +139,17 @@ def _run(args: argparse.Namespace) -> int:
         raise RlhfkitError(f"--default-max-tokens: expected an integer >= 1, got {args.default_max_tokens}")
     if not args.body_timeout > 0:
         raise RlhfkitError(f"--body-timeout: expected a number of seconds > 0, got {args.body_timeout}")
+    if not args.shutdown_grace >= 0:
+        raise RlhfkitError(f"--shutdown-grace: expected a number of seconds >= 0, got {args.shutdown_grace}")
     limits = Limits(
         max_body_bytes=args.max_body_bytes,
         body_timeout_s=args.body_timeout,
         max_choices=args.max_choices,
         max_request_tokens=args.max_request_tokens,
         default_chat_max_tokens=args.default_max_tokens,
+        admission_workers=args.admission_workers,
+        max_waiting=args.max_waiting,
+        max_waiting_per_client=args.max_waiting_per_client,
     )
     if args.threads is not None:
         if args.threads < 1:
@@ -135,7 +169,8 @@ def _run(args: argparse.Namespace) -> int:
         print(f"serving {name} <- {served.path} (context {served.context_length} tokens)", flush=True)
     print(f"OpenAI base URL: http://{args.host}:{args.port}/v1", flush=True)
     try:
-        run(create_app(models, api_key=args.api_key, limits=limits), host=args.host, port=args.port)
+        app = create_app(models, api_key=args.api_key, limits=limits)
+        run(app, host=args.host, port=args.port, shutdown_grace_s=args.shutdown_grace)
     finally:
         for served in {id(s.batcher): s for s in models.values()}.values():
             served.close()

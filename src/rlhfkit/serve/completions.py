@@ -16,6 +16,7 @@ from contextlib import aclosing
 
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from rlhfkit.serve.admission import Offload, check_prompt_chars
 from rlhfkit.serve.choices import ChoiceBuilder, completion_logprobs
 from rlhfkit.serve.errors import APIError, bad_request
 from rlhfkit.serve.limits import Limits
@@ -33,15 +34,22 @@ from rlhfkit.serve.served import ServedModel
 DEFAULT_MAX_TOKENS = 16
 
 
-async def create_completion(served: ServedModel, request: CompletionRequest, limits: Limits | None = None):
+async def create_completion(
+    served: ServedModel,
+    request: CompletionRequest,
+    limits: Limits | None = None,
+    offload: Offload = asyncio.to_thread,
+):
+    """`offload(fn, *args)` runs the tokenization off the event loop (the app passes its admission queue)."""
     limits = limits or Limits()
     n = request.n or 1
     count = len(request.prompt) if isinstance(request.prompt, list) and request.prompt else 1
     if request.prompt and all(isinstance(p, int) for p in request.prompt):
         count = 1  # one prompt given as token ids
     limits.check_request([0] * count, n, 0)  # too many choices: refused before any tokenization
+    _check_sizes(served, request.prompt, n, limits)  # too long to fit: refused before any tokenization
     # Tokenizing a long prompt takes a while: on a worker thread, so the event loop keeps serving others.
-    prompts, prompt_texts = await asyncio.to_thread(_prompts, served, request.prompt)
+    prompts, prompt_texts = await offload(_prompts, served, request.prompt)
     echo = bool(request.echo)
     max_tokens = DEFAULT_MAX_TOKENS if request.max_tokens is None else request.max_tokens
     if max_tokens == 0 and not echo:
@@ -183,6 +191,15 @@ async def _stream(served, rows, builders, echo_parts, top, meta, usage):
     except Exception as exc:  # the stream has started: report in-band, as OpenAI does
         error = exc if isinstance(exc, APIError) else APIError(500, f"{type(exc).__name__}: {exc}")
         yield sse(error.body())
+
+
+def _check_sizes(served: ServedModel, prompt, n: int, limits: Limits) -> None:
+    """Refuse prompts too long for the context from their length alone (characters, or token ids)."""
+    prompts = [prompt] if isinstance(prompt, str) or (prompt and isinstance(prompt[0], int)) else prompt
+    check_prompt_chars(served, [p for p in prompts if isinstance(p, str)], n, limits, "prompt")
+    for p in prompts:
+        if isinstance(p, list) and len(p) > served.context_length:
+            served.check_context(len(p), 0, "prompt")
 
 
 def _prompts(served: ServedModel, prompt) -> tuple[list[list[int]], list[str]]:

@@ -8,11 +8,19 @@ an exception class (400 -> `BadRequestError`, 401 -> `AuthenticationError`, 404 
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from rlhfkit.body_limit import send_json
+
 INVALID_REQUEST = "invalid_request_error"
+log = logging.getLogger("rlhfkit.serve")
 
 
 class APIError(Exception):
@@ -26,6 +34,7 @@ class APIError(Exception):
         type: str = INVALID_REQUEST,
         param: str | None = None,
         code: str | None = None,
+        headers: dict[str, str] | None = None,
     ):
         super().__init__(message)
         self.status = status
@@ -33,9 +42,15 @@ class APIError(Exception):
         self.type = type
         self.param = param
         self.code = code
+        self.headers = headers or {}
 
     def body(self) -> dict:
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+
+def openai_error_body(status: int, message: str, code: str | None) -> dict:
+    """The body `rlhfkit.body_limit.BodyLimit` sends when it refuses a body (400, 408 or 413)."""
+    return APIError(status, message, code=code).body()
 
 
 def bad_request(message: str, param: str | None = None, code: str | None = None) -> APIError:
@@ -75,8 +90,8 @@ def invalid_api_key(given: str) -> APIError:
 
 
 def error_response(error: APIError) -> JSONResponse:
-    headers = {"WWW-Authenticate": "Bearer"} if error.status == 401 else None
-    return JSONResponse(error.body(), status_code=error.status, headers=headers)
+    headers = {"WWW-Authenticate": "Bearer"} if error.status == 401 else {}
+    return JSONResponse(error.body(), status_code=error.status, headers={**headers, **error.headers})
 
 
 def install_handlers(app: FastAPI) -> None:
@@ -100,3 +115,45 @@ def install_handlers(app: FastAPI) -> None:
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
         message = f"The server had an error while processing your request ({type(exc).__name__}: {exc})"
         return error_response(APIError(500, message, type="server_error"))
+
+
+class ServerErrorGuard:
+    """ASGI middleware: an exception that escaped a route becomes a 500 *response*, and the connection stays;
+    a request cancelled by the server's shutdown gets a 503.
+
+    Starlette's own last-resort handler re-raises after answering, and uvicorn then drops the keep-alive
+    connection, which failed the client's next request too."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Callable[[], Awaitable[dict]], send: Callable) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracked_send(message: dict) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked_send)
+        except asyncio.CancelledError:
+            # uvicorn cancels the requests still in flight when the shutdown grace period is over: say so
+            # (503 and Retry-After, which OpenAI clients retry on) and end quietly; this task is the
+            # request's own and nothing else waits on it.
+            if not started:
+                error = APIError(
+                    503, "The server is shutting down; please retry shortly.", type="server_error"
+                )
+                await send_json(send, 503, error.body(), close=True, headers=[(b"retry-after", b"1")])
+        except Exception as exc:
+            log.exception("unexpected error on %s %s", scope["method"], scope.get("path"))
+            if not started:
+                message = (
+                    f"The server had an error while processing your request ({type(exc).__name__}: {exc})"
+                )
+                await send_json(send, 500, APIError(500, message, type="server_error").body())

@@ -1,36 +1,35 @@
-"""Per-request limits of `rlhfkit serve`, and the ASGI guard that enforces the transport-level ones.
+"""Per-request limits of `rlhfkit serve`, and the admission queue's sizes.
 
 Why: one small request must not be able to hold the server. Without limits a 1 KB body (64 prompts x
 n=128 x 64 tokens) asks for 8,192 choices, an 8 MB prompt ties up tokenization, and a client that declares
 a large Content-Length and sends little holds a connection open forever. Every limit answers with an
-OpenAI-shaped 4xx naming what was too large, before any model work starts:
+OpenAI-shaped 4xx naming what was too large, before any model work starts (the body limits are enforced by
+`rlhfkit.body_limit.BodyLimit`, the middleware the annotation app uses too):
 
 | limit | default | answer |
 |---|---|---|
-| `max_body_bytes`: request body size | 1 MiB | 413 `request_too_large` |
+| `max_body_bytes`: request body size (declared or streamed) | 1 MiB | 413 `request_too_large` |
+| a negative or malformed Content-Length | - | 400 |
 | `body_timeout_s`: time to receive the whole body | 10 s | 408 `request_timeout` |
 | `max_json_depth`: nesting of arrays/objects in the body | 32 | 400 `invalid_value` (a lone-surrogate string too) |
 | `max_choices`: prompts x n of one request | 128 | 400 `request_too_large` (param `n`) |
 | `max_request_tokens`: sum over choices of prompt tokens + max_tokens | 65,536 | 400 `request_too_large` (param `max_tokens`) |
+| a prompt longer in characters than its model's context could hold in tokens | `ServedModel.max_prompt_chars` | 400 `context_length_exceeded`, before tokenizing |
 | `default_chat_max_tokens`: a chat request without max_tokens | 512 (or the room the context leaves, if less) | - |
+| `admission_workers`: bodies parsed and prompts tokenized at once | 2 | - (the rest wait, fairly per client) |
+| `max_waiting`: requests waiting for a worker | 64 | 503 `server_overloaded`, with Retry-After |
+| `max_waiting_per_client`: of those, from one client | 16 | 429 `rate_limit_exceeded`, with Retry-After |
 
-The guard (`RequestGuard`) also turns an exception that escaped a route into a 500 *response*, so the
-connection stays usable: Starlette's own last-resort handler re-raises after answering, and uvicorn then
-drops the keep-alive connection, which failed the client's next request too.
+The queue in front of the workers is `admission.Admission`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
-import logging
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from rlhfkit.serve.errors import APIError, bad_request
-
-log = logging.getLogger("rlhfkit.serve")
+from rlhfkit.serve.errors import bad_request
 
 
 @dataclass(frozen=True)
@@ -43,6 +42,9 @@ class Limits:
     max_choices: int = 128
     max_request_tokens: int = 65_536
     default_chat_max_tokens: int = 512
+    admission_workers: int = 2
+    max_waiting: int = 64
+    max_waiting_per_client: int = 16
 
     def check_request(self, prompt_lengths: list[int], n: int, max_tokens: int) -> None:
         """Refuse a request whose choices (prompts x n) or total tokens exceed the limits."""
@@ -111,107 +113,3 @@ def _check_tree(body: Any, limits: Limits) -> None:
                     stack.append((key, depth))
                 if isinstance(child, dict | list | str):
                     stack.append((child, depth + 1))
-
-
-class RequestGuard:
-    """ASGI middleware: body size and time limits before any parsing; a 500 that keeps the connection."""
-
-    def __init__(self, app: Any, limits: Limits) -> None:
-        self.app = app
-        self.limits = limits
-
-    async def __call__(self, scope: dict, receive: Callable[[], Awaitable[dict]], send: Callable) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = False
-
-        async def tracked_send(message: dict) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
-        if scope["method"] not in ("GET", "HEAD", "OPTIONS"):
-            body = await self._read_body(scope, receive, send)
-            if body is None:
-                return  # refused (already answered) or the client went away
-            replayed = False
-
-            async def replay() -> dict:
-                nonlocal replayed
-                if replayed:
-                    return await receive()
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-
-            downstream = replay
-        else:
-            downstream = receive
-        try:
-            await self.app(scope, downstream, tracked_send)
-        except Exception as exc:
-            log.exception("unexpected error on %s %s", scope["method"], scope.get("path"))
-            if not started:
-                message = (
-                    f"The server had an error while processing your request ({type(exc).__name__}: {exc})"
-                )
-                await _answer(send, APIError(500, message, type="server_error"))
-
-    async def _read_body(self, scope: dict, receive: Callable, send: Callable) -> bytes | None:
-        limit = self.limits.max_body_bytes
-        declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None:
-            try:
-                size = int(declared)
-                if size < 0:
-                    raise ValueError
-            except ValueError:
-                await _answer(send, bad_request("Invalid Content-Length header."), close=True)
-                return None
-            if size > limit:
-                await _answer(send, _too_large(limit), close=True)
-                return None
-        chunks: list[bytes] = []
-        size = 0
-        try:
-            async with asyncio.timeout(self.limits.body_timeout_s):
-                while True:
-                    message = await receive()
-                    if message["type"] == "http.disconnect":
-                        return None
-                    chunk = message.get("body", b"")
-                    size += len(chunk)
-                    if size > limit:
-                        await _answer(send, _too_large(limit), close=True)
-                        return None
-                    chunks.append(chunk)
-                    if not message.get("more_body"):
-                        return b"".join(chunks)
-        except TimeoutError:
-            error = APIError(
-                408,
-                f"The request body did not arrive within {self.limits.body_timeout_s:g} seconds "
-                f"({size} bytes received).",
-                code="request_timeout",
-            )
-            await _answer(send, error, close=True)
-            return None
-
-
-def _too_large(limit: int) -> APIError:
-    return APIError(
-        413,
-        f"The request body is larger than this server's limit of {limit} bytes.",
-        code="request_too_large",
-    )
-
-
-async def _answer(send: Callable, error: APIError, close: bool = False) -> None:
-    """Send `error` as a complete JSON response; `close` when the rest of the body was not read."""
-    body = json.dumps(error.body()).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    if close:
-        headers.append((b"connection", b"close"))
-    await send({"type": "http.response.start", "status": error.status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})

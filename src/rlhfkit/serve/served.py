@@ -19,6 +19,7 @@ import torch
 from rlhfkit.artifacts import read_manifest
 from rlhfkit.errors import RlhfkitError
 from rlhfkit.generation import end_of_turn_ids, pad_id, render_chat
+from rlhfkit.serve.admission import longest_token_chars
 from rlhfkit.serve.batching import Batcher, decode_batch
 from rlhfkit.serve.errors import bad_request, context_length_exceeded
 from rlhfkit.tokenizer import ENDOFTEXT
@@ -38,6 +39,12 @@ class ServedModel:
     stage: str | None = None
     created: int = 0
     fingerprint: str = ""
+    longest_token_chars: int = 1  # no token spells more characters (`admission.longest_token_chars`)
+
+    @property
+    def max_prompt_chars(self) -> int:
+        """Longest text that could fit in the context: anything longer is refused before tokenizing."""
+        return self.context_length * self.longest_token_chars
 
     def encode_text(self, text: str) -> list[int]:
         """A completion prompt's tokens; the empty prompt becomes the start of a document (as OpenAI does)."""
@@ -128,6 +135,7 @@ def serve_model(
         stage=read_manifest(path).get("stage") if path else None,
         created=int(time.time()),
         fingerprint=_fingerprint(model, path),
+        longest_token_chars=longest_token_chars(tokenizer),
     )
 
 

@@ -1,5 +1,9 @@
 """Running the app: in the foreground for the CLI, or on a background thread for tests and notebooks.
 
+On SIGTERM (or Ctrl-C) `run` drains within a stated grace period and then stops, even while decoding runs:
+uvicorn stops accepting connections and waits up to the grace period for the requests in flight, then
+cancels them; a cancelled request cancels its job, whose rows stop at the next decode step.
+
 `background(app)` binds the socket itself (port 0 = any free port) before uvicorn starts, so the caller
 knows the URL at once and two servers never race for a port; it waits until uvicorn accepts connections
 and shuts it down (bounded in time) on exit.
@@ -16,8 +20,11 @@ from contextlib import contextmanager
 import uvicorn
 
 
-def run(app, host: str = "127.0.0.1", port: int = 8000) -> None:
-    uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=5)
+def run(app, host: str = "127.0.0.1", port: int = 8000, shutdown_grace_s: float = 3.0) -> None:
+    """Serve until SIGTERM or Ctrl-C; then drain: stop accepting connections, give the requests in flight
+    `shutdown_grace_s` seconds to finish, cancel the rest (their rows stop at the next decode step) and return.
+    """
+    uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=shutdown_grace_s)
 
 
 @contextmanager
