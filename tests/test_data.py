@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import random
 from pathlib import Path
 
 import pytest
 
+from cli_measured import run_cli_measured
 from rlhfkit.cli import main
 from rlhfkit.data.chats import load_chats
 from rlhfkit.data.comparisons import load_comparisons, prompt_item, ranking_pairs
@@ -323,3 +325,102 @@ def test_comparisons_split_by_prompt_item_and_rankings_split_as_before(tmp_path)
         lines[i] for i in sorted(held)
     ]
     assert prompt_item(ranks[3]) == "prompt-000003"
+
+
+# ----------------------------------------------------------------- streaming with caps (issue 25, item 3)
+
+
+def _gzip_of_one_line(path: Path, mebibytes: int) -> Path:
+    """A small .jsonl.gz (a few hundred KB) that expands to one line of `mebibytes` MiB: a decompression bomb."""
+    chunk = b" " * 2**20
+    with gzip.open(path, "wb", compresslevel=9) as fh:
+        fh.write(b'{"chosen": "')
+        for _ in range(mebibytes):
+            fh.write(chunk)
+        fh.write(b'"}\n')
+    return path
+
+
+def test_a_line_past_the_cap_fails_before_it_is_held_whole(tmp_path):
+    bomb = _gzip_of_one_line(tmp_path / "bomb.jsonl.gz", 128)
+    assert bomb.stat().st_size < 2**20
+    out = tmp_path / "pairs.jsonl"
+    run = run_cli_measured(["data", "convert", "--from", "hh", "--in", bomb, "--out", out], tmp_path)
+    assert run.code == 1, run.err
+    assert run.err.strip().splitlines() == [
+        f"rlhfkit: error: {bomb}:1: line longer than 16,777,216 bytes (the --max-line-bytes cap; raise it "
+        f"with --max-line-bytes or RLHFKIT_MAX_LINE_BYTES if the record is meant to be this long)"
+    ]
+    assert not out.exists()
+    # Read whole, the line took ~400 MB (its bytes, their decoded text, the parsed string); at the cap, ~50 MB
+    # (16 MiB read, joined from the buffer's chunks).
+    assert run.rss_growth_mb < 128, f"peak RSS grew {run.rss_growth_mb:.0f} MB"
+
+
+def test_max_line_bytes_flag_and_environment_raise_the_cap(tmp_path, capsys, monkeypatch):
+    long_line = write_lines(tmp_path / "long.jsonl", [{**HH, "note": "x" * 5000}])
+    out = tmp_path / "pairs.jsonl"
+    args = ["data", "convert", "--from", "hh", "--in", str(long_line), "--out", str(out)]
+    assert main([*args, "--max-line-bytes", "4KiB"]) == 1
+    assert f"{long_line}:1: line longer than 4,096 bytes" in capsys.readouterr().err
+    assert not out.exists()
+    assert main([*args, "--max-line-bytes", "8KiB"]) == 0
+    monkeypatch.setenv("RLHFKIT_MAX_LINE_BYTES", "4096")  # commands without the flag (sft, reward...)
+    with pytest.raises(RlhfkitError, match=r"long\.jsonl:1: line longer than 4,096 bytes"):
+        load_comparisons(long_line)
+    assert main([*args, "--max-line-bytes", "1M"]) == 0  # the flag wins over the environment
+    with pytest.raises(SystemExit):
+        main([*args, "--max-line-bytes", "lots"])
+    assert "expected a positive size such as 64MiB" in capsys.readouterr().err
+
+
+def test_a_line_of_exactly_the_cap_is_read(tmp_path, monkeypatch):
+    line = json.dumps({"x": "y" * 100})
+    f = tmp_path / "exact.jsonl"
+    f.write_text(line + "\n" + line, encoding="utf-8")  # the last line without its newline
+    monkeypatch.setenv("RLHFKIT_MAX_LINE_BYTES", str(len(line)))
+    assert len(list(read_jsonl(f))) == 2
+    monkeypatch.setenv("RLHFKIT_MAX_LINE_BYTES", str(len(line) - 1))
+    with pytest.raises(RlhfkitError, match=r"exact\.jsonl:1: line longer than"):
+        list(read_jsonl(f))
+
+
+def test_convert_streams_in_bounded_memory(tmp_path):
+    """20,000 records with 2 KB answers: held in a list before writing, they took ~140 MB more; streamed, the
+    peak grows by a few MB (the cap leaves room for allocator noise)."""
+    long = HH["chosen"].replace("Mix flour and water.", "Mix flour and water. " * 100)
+    src = tmp_path / "many.jsonl.gz"
+    write_jsonl(src, ({"chosen": long, "rejected": HH["rejected"], "id": f"r{i}"} for i in range(20_000)))
+    out = tmp_path / "pairs.jsonl"
+    run = run_cli_measured(["data", "convert", "--from", "hh", "--in", src, "--out", out], tmp_path)
+    assert run.code == 0, run.err
+    assert out.read_bytes().count(b"\n") == 20_000
+    assert run.rss_growth_mb < 40, f"peak RSS grew {run.rss_growth_mb:.0f} MB"
+
+
+def test_a_failure_half_way_leaves_no_partial_output_and_keeps_the_old_one(tmp_path, capsys):
+    out = tmp_path / "pairs.jsonl"
+    out.write_text("earlier output\n", encoding="utf-8")
+    src = tmp_path / "hh.jsonl.gz"
+    write_jsonl(src, [HH] * 3000 + [{"chosen": "no transcript", "rejected": HH["rejected"]}])
+    assert main(["data", "convert", "--from", "hh", "--in", str(src), "--out", str(out)]) == 1
+    assert f"{src}:3001: field 'chosen'" in capsys.readouterr().err
+    assert out.read_text(encoding="utf-8") == "earlier output\n"
+    assert {p.name for p in tmp_path.iterdir()} == {"pairs.jsonl", "hh.jsonl.gz"}  # no temporary file left
+
+
+@pytest.mark.parametrize("name", ["empty.jsonl", "empty.jsonl.gz", "blank.jsonl", "empty-content.jsonl.gz"])
+def test_empty_input_is_an_error_not_zero_records(tmp_path, capsys, name):
+    src = tmp_path / name
+    if name.startswith("blank"):
+        src.write_text("\n\n", encoding="utf-8")
+    elif name.startswith("empty-content"):
+        src.write_bytes(gzip.compress(b""))  # a valid gzip of nothing
+    else:
+        src.write_bytes(b"")  # 0 bytes, even for .gz
+    out = tmp_path / "pairs.jsonl"
+    assert main(["data", "convert", "--from", "hh", "--in", str(src), "--out", str(out)]) == 1
+    assert capsys.readouterr().err == f"rlhfkit: error: {src}: no records to convert (empty input)\n"
+    assert not out.exists()
+    with pytest.raises(RlhfkitError, match="no comparison records"):
+        load_comparisons(src)  # the loaders agree: no records is an error

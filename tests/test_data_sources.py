@@ -3,11 +3,13 @@ identically through every loader; bad rows name the source, row and field; Hub n
 
 from __future__ import annotations
 
+import socket
 import sys
 from pathlib import Path
 
 import pytest
 
+from cli_measured import run_cli_measured
 from rlhfkit.cli import main
 from rlhfkit.data.chats import load_chats, load_prompts
 from rlhfkit.data.comparisons import load_comparisons
@@ -219,3 +221,61 @@ def test_cli_convert_and_check_accept_every_source(tmp_path, capsys):
         assert main(["data", "check", "--kind", "chats", chats[kind]]) == 0
     printed = capsys.readouterr().out
     assert printed.count("4 valid comparisons (6 judged pairs)") == 4 and printed.count("3 valid chats") == 4
+
+
+def _closed_port() -> int:
+    """A local port nothing listens on: a Hub endpoint that refuses at once, without touching the network."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _no_hub(tmp_path: Path) -> dict:
+    """The environment of a machine without the Hub: no HF_HUB_OFFLINE, an endpoint that refuses, no cache."""
+    return {
+        "HF_HUB_OFFLINE": None,
+        "HF_ENDPOINT": f"http://127.0.0.1:{_closed_port()}",
+        "HF_HOME": str(tmp_path / "hf-home"),
+    }
+
+
+def test_unreachable_hub_dataset_fails_fast_without_offline_mode(tmp_path):
+    """Without HF_HUB_OFFLINE, `datasets` retried for ~30 s; the models' TCP probe answers in well under 5 s."""
+    out = tmp_path / "pairs.jsonl"
+    args = ["data", "convert", "--from", "hh", "--in", "Anthropic/hh-rlhf/harmless-base:test", "--out", out]
+    run = run_cli_measured(args, tmp_path, env=_no_hub(tmp_path), warm=("datasets",))
+    assert run.code == 1, run.err
+    assert run.err.strip().splitlines() == [run.err.strip()] and "Traceback" not in run.err
+    assert "Anthropic/hh-rlhf/harmless-base:test: not a local file or folder" in run.err
+    assert "cannot be reached (offline)" in run.err
+    assert run.seconds <= 5, f"{run.seconds:.1f} s"
+    assert not out.exists()
+
+
+def test_hf_prefix_means_the_hub_even_when_a_folder_has_the_name(tmp_path):
+    """`hf:Anthropic/hh-rlhf` with a folder Anthropic/hh-rlhf under the working directory: `datasets` read the
+    folder; the prefix must mean the Hub (here unreachable, so the offline error)."""
+    local = tmp_path / "Anthropic" / "hh-rlhf"
+    local.mkdir(parents=True)
+    write_jsonl(local / "test.jsonl", HH)
+    out = tmp_path / "pairs.jsonl"
+    args = ["data", "convert", "--from", "hh", "--in", "hf:Anthropic/hh-rlhf:test", "--out", out]
+    run = run_cli_measured(args, tmp_path, env=_no_hub(tmp_path), cwd=tmp_path)
+    assert run.code == 1, run.err
+    assert "error: Anthropic/hh-rlhf:test: not a local file or folder" in run.err
+    assert "cannot be reached (offline)" in run.err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("kind", ["parquet", "folder"])
+def test_a_missing_column_is_named_with_the_columns_present(tmp_path, capsys, kind):
+    sources = write_all(tmp_path, "hh", [{"chosen": r["chosen"], "id": f"x{i}"} for i, r in enumerate(HH)])
+    capsys.readouterr()  # the `datasets` progress bars of write_all
+    out = tmp_path / "pairs.jsonl"
+    assert main(["data", "convert", "--from", "hh", "--in", sources[kind], "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err == f"rlhfkit: error: {sources[kind]}: no column 'rejected' (columns: chosen, id)\n"
+    assert not out.exists()
+    chats = write_all(tmp_path, "chats", [{"text": "hi", "id": "a"}])
+    with pytest.raises(RlhfkitError, match=r"chats\.parquet: no column 'messages' \(columns: text, id\)"):
+        load_chats(chats["parquet"])

@@ -400,6 +400,32 @@ def test_bad_gguf_files_are_one_clear_error(tiny, prompts, tmp_path, capsys):
     _one_clear_error(code, err, "foreign.gguf")
 
 
+def test_damaged_gguf_headers_fuzz(tiny, tmp_path, capsys):
+    """A bounded fuzz: seeded flips in a GGUF file's header and metadata (before its tensor data), and
+    truncations anywhere. `model import` either still loads it or exits 1 with one line, writing no --out."""
+    import random
+
+    import gguf as gguf_lib
+
+    good = write_gguf(tiny["llama"], tmp_path / "good.gguf")
+    header = gguf_lib.GGUFReader(str(good)).data_offset
+    data = good.read_bytes()
+    rng = random.Random("gguf-fuzz")
+    for n in range(6):
+        damaged = bytearray(data[: rng.randrange(len(data))] if n % 3 == 0 else data)
+        if n % 3:
+            for _ in range(rng.randint(1, 4)):
+                damaged[rng.randrange(header)] = rng.randrange(256)
+        case = tmp_path / f"case{n}.gguf"
+        case.write_bytes(bytes(damaged))
+        out = tmp_path / f"out{n}"
+        code, _, err = _cli(capsys, "model", "import", case, "--out", out)
+        if code == 0:
+            continue
+        _one_clear_error(code, err, str(case))
+        assert not out.exists(), f"case {n}: wrote {out}"
+
+
 def test_bad_device_and_adapter_without_base(tiny, prompts, tmp_path, capsys):
     if not torch.cuda.is_available():
         code, _, err = _cli(capsys, "generate", "--model", tiny["llama"], "--prompts", prompts, "--out",

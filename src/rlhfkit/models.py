@@ -10,16 +10,13 @@ parameters and compute) and vocabularies are small (a few thousand tokens).
 
 from __future__ import annotations
 
-import functools
 import json
-import os
 import re
-import socket
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlparse
 
 from rlhfkit.errors import RlhfkitError, first_line
+from rlhfkit.hub import hub_offline, hub_reachable  # the probe shared with dataset sources
 from rlhfkit.load_policy import (
     check_remote_code,
     from_pretrained_kwargs,
@@ -92,7 +89,6 @@ def build_model(name: str, vocab_size: int, max_seq_len: int, tokenizer=None, se
 HUB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
 ADAPTER_CONFIG = "adapter_config.json"
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
-HUB_PROBE_TIMEOUT_S = 3.0
 
 
 def adapter_base(path: str | Path) -> str | None:
@@ -145,36 +141,6 @@ def source_kwargs(source: str | Path, what: str = "model") -> tuple[str, dict]:
     ):
         raise RlhfkitError(f"{p}: {what} folder not found")
     return str(source), hub_kwargs(str(source))
-
-
-def hub_offline() -> bool:
-    """HF_HUB_OFFLINE as set now (huggingface_hub reads it once, at import)."""
-    from huggingface_hub.constants import HF_HUB_OFFLINE
-
-    return HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in (
-        "1",
-        "ON",
-        "YES",
-        "TRUE",
-    )
-
-
-@functools.lru_cache(maxsize=1)
-def hub_reachable() -> bool:
-    """Whether a TCP connection to the Hub endpoint opens within a few seconds (probed once per process).
-
-    Why: unreachable, huggingface_hub retries every file request with backoff (~48 s for one model before the
-    error), so a typo or a missing network looks like a hang. A short probe answers in at most a few seconds."""
-    from huggingface_hub.constants import ENDPOINT
-
-    url = urlparse(ENDPOINT)
-    try:
-        with socket.create_connection(
-            (url.hostname, url.port or (443 if url.scheme == "https" else 80)), HUB_PROBE_TIMEOUT_S
-        ):
-            return True
-    except OSError:
-        return False
 
 
 def hub_cached(name: str) -> bool:

@@ -14,11 +14,12 @@ A gold file has the same records plus ``"ranking": [best, ..., worst]`` (complet
 
 from __future__ import annotations
 
-import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rlhfkit.data.jsonl import read_jsonl, read_jsonl_text
 from rlhfkit.errors import RlhfkitError
 
 ROLES = ("system", "user", "assistant")
@@ -145,18 +146,19 @@ def parse_record(record: Any, path: str, line: int, gold: bool = False) -> Candi
 
 
 def parse_lines(text: str, path: str, gold: bool = False) -> list[Candidate]:
-    """Parse JSONL text; raise RlhfkitError naming the first bad line and field."""
+    """Parse uploaded JSONL text; raise RlhfkitError naming the first bad line and field."""
+    return _parse_all(read_jsonl_text(text, path), path, gold)
+
+
+def read_candidates(path: str | Path, gold: bool = False) -> list[Candidate]:
+    """Read a candidates (or gold) JSONL file (or .jsonl.gz), validating every line."""
+    return _parse_all(read_jsonl(path), str(path), gold)
+
+
+def _parse_all(records: Iterator[tuple[int, dict]], path: str, gold: bool) -> list[Candidate]:
     out: list[Candidate] = []
     seen: dict[str, int] = {}
-    for line_no, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise RlhfkitError.at(
-                path, line_no, None, f"invalid JSON ({exc.msg} at column {exc.colno})"
-            ) from None
+    for line_no, record in records:  # data.jsonl: JSON objects, errors name the file and line
         candidate = parse_record(record, path, line_no, gold=gold)
         if candidate.id in seen:
             raise RlhfkitError.at(
@@ -169,15 +171,3 @@ def parse_lines(text: str, path: str, gold: bool = False) -> list[Candidate]:
             path, None, None, "no records found (expected JSONL, one candidates record a line)"
         )
     return out
-
-
-def read_candidates(path: str | Path, gold: bool = False) -> list[Candidate]:
-    """Read a candidates (or gold) JSONL file, validating every line."""
-    p = Path(path)
-    if not p.is_file():
-        raise RlhfkitError.at(p, None, None, "file not found")
-    try:
-        text = p.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise RlhfkitError.at(p, None, None, f"not UTF-8 text ({exc.reason})") from None
-    return parse_lines(text, str(p), gold=gold)

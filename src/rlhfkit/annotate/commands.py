@@ -27,8 +27,9 @@ from rlhfkit.annotate.campaigns import (
     rotate_token,
 )
 from rlhfkit.annotate.candidates import read_candidates
-from rlhfkit.annotate.export import VOTES, export_records, write_jsonl
+from rlhfkit.annotate.export import VOTES, export_records
 from rlhfkit.annotate.store import MODES, ROLES, Annotator, Campaign, Store, open_store
+from rlhfkit.data.jsonl import write_jsonl
 from rlhfkit.errors import RlhfkitError
 
 DEFAULT_DB = "runs/annotate.db"
@@ -215,6 +216,6 @@ def cmd_export(args: argparse.Namespace) -> int:
         records = export_records(
             s, get_campaign(s, args.campaign), votes=args.votes, include_gold=args.include_gold
         )
-    path = write_jsonl(records, args.out)
-    print(f"wrote {len(records)} comparisons ({args.votes}) to {path}")
+    write_jsonl(args.out, records)  # atomic: a crash never leaves half an export behind
+    print(f"wrote {len(records)} comparisons ({args.votes}) to {args.out}")
     return 0

@@ -20,12 +20,8 @@ answers came from the campaign author, not from the crowd.
 
 from __future__ import annotations
 
-import json
-import os
 import statistics
-import tempfile
 from collections import Counter, defaultdict
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
@@ -33,6 +29,7 @@ from sqlalchemy.orm import Session
 
 from rlhfkit.annotate.campaigns import AnnotateError, active_labels
 from rlhfkit.annotate.store import Annotator, Campaign, Item, Label, iso
+from rlhfkit.data.jsonl import jsonl_line
 
 VOTES = ("majority", "all")
 
@@ -180,19 +177,5 @@ def export_records(
 
 
 def to_jsonl(records: list[dict[str, Any]]) -> str:
-    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
-
-
-def write_jsonl(records: list[dict[str, Any]], out: str | Path) -> Path:
-    """Write atomically (temp file + rename), so a crash never leaves half an export behind."""
-    path = Path(out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(to_jsonl(records))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """The export as JSONL text (the download); `rlhfkit annotate export` writes it with data.jsonl.write_jsonl."""
+    return "".join(jsonl_line(r) for r in records)

@@ -69,6 +69,7 @@ def load_chats(path: str | Path | RecordSource, require_assistant: bool = False)
     `require_assistant=True` (SFT data) also demands an assistant turn in every chat; prompts leave it off.
     """
     src = record_source(path)
+    src.require_columns(("messages",))
     chats = [check_chat(rec, src, lineno, require_assistant) for lineno, rec in src]
     if not chats:
         raise RlhfkitError(f"{src}: no chat records (empty file)")
@@ -80,6 +81,7 @@ def load_prompts(path: str | Path | RecordSource) -> list[dict]:
     final assistant turn"). What remains must end with a user turn; anything else names the line and field.
     Every stage that samples from prompts (generate, ppo and the other methods, evaluate, cai) reads them here."""
     src = record_source(path)
+    src.require_columns(("messages",))
     out = []
     for lineno, rec in src:
         messages = list(check_chat(rec, src, lineno)["messages"])

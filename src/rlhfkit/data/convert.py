@@ -84,6 +84,9 @@ def _pair_record(prompt, chosen, rejected, record: dict, source: str, path, line
 
 def hh_to_pair(record: dict, path: str | Path, line: int) -> dict:
     """One HH-RLHF record -> one pair record."""
+    for key in ("chosen", "rejected"):
+        if key not in record:
+            raise RlhfkitError.at(path, line, key, "missing: expected 'chosen' and 'rejected' transcripts")
     chosen = parse_hh_transcript(record.get("chosen"), path, line, "chosen")
     rejected = parse_hh_transcript(record.get("rejected"), path, line, "rejected")
     prompt, chosen_tail, rejected_tail = split_shared_prompt(chosen, rejected, path, line)
@@ -145,10 +148,16 @@ def trl_to_pair(record: dict, path: str | Path, line: int) -> dict:
 
 
 def convert_records(fmt: str, path: str | Path | RecordSource) -> Iterator[dict]:
-    """Pair records converted from every record of a source (`data.sources`) in format `fmt` ("hh" or "trl")."""
+    """Pair records converted from every record of a source (`data.sources`) in format `fmt` ("hh" or "trl"),
+    one at a time (a caller that writes as it reads holds one record); a source with no records is an error."""
     if fmt not in FORMATS:
         raise RlhfkitError(f"unknown format '{fmt}' (choose from: {', '.join(FORMATS)})")
     convert = hh_to_pair if fmt == "hh" else trl_to_pair
     src = record_source(path)
+    src.require_columns(("chosen", "rejected"))
+    converted = 0
     for lineno, record in src:
         yield convert(record, src, lineno)
+        converted += 1
+    if not converted:  # an empty file (or a 0-byte .gz) is a mistake, not a dataset of zero pairs
+        raise RlhfkitError(f"{src}: no records to convert (empty input)")

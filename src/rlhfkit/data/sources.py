@@ -10,7 +10,8 @@ Wherever rlhfkit reads records it takes a SOURCE, one of:
     NAME[/DATA_DIR][#CONFIG][:SPLIT] a Hugging Face Hub dataset through `datasets.load_dataset`, split `train`
                                      unless named: `Anthropic/hh-rlhf/harmless-base:test` is the repository
                                      `Anthropic/hh-rlhf`, its folder `harmless-base`, split `test`;
-                                     `hf:NAME...` forces the Hub reading of a name that is also a local path
+                                     `hf:NAME...` always means the Hub, even when NAME (or its repository
+                                     part) is also a folder here
 
 Every source yields `(number, record)`: the line number for JSONL (blank lines skipped), the row number counted
 from 1 for tables, so the same records give the same numbers in every format. Records then go through the
@@ -20,11 +21,16 @@ same checks and converters, and errors read `data.jsonl:12: field 'chosen': ...`
 Tables have a column for every field, so a row holds `None` where its record had no such field (and a struct
 holds `None` for a key only some records had): in a table, null means absent, and those keys are dropped so a
 record reads back as it was written. Parquet, `datasets` folders and Hub datasets need the `[hf]` extra
-(`datasets`, `pyarrow`); Hub names also need the Hub, or the dataset already in the local `datasets` cache.
+(`datasets`, `pyarrow`); Hub names also need the Hub, or the dataset already in the local `datasets` cache
+(when the Hub probe of `rlhfkit.hub` fails, the cache is all that is tried, so a missing dataset fails in
+seconds). Inputs are hostile until parsed: a damaged table is one error line (Arrow data is validated before
+its rows are read), a missing column is named with the columns present, and JSONL lines are capped
+(`data.jsonl`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -34,6 +40,7 @@ from pathlib import Path
 
 from rlhfkit.data.jsonl import read_jsonl
 from rlhfkit.errors import RlhfkitError, first_line
+from rlhfkit.hub import hub_offline, hub_reachable  # the one probe, shared with model sources
 
 BATCH_ROWS = 1024  # rows converted to Python at a time: bounded memory for large tables
 HUB_REPO = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
@@ -50,6 +57,7 @@ class RecordSource:
         self.config: str | None = None
         self.data_dir: str | None = None
         self.repo: str | None = None
+        self._loaded = None  # the `datasets` Dataset of a folder or Hub source, loaded once
         self.kind, self.name = self._parse(self.spec)
         self.numbers_rows = self.kind != "jsonl"  # read by RlhfkitError.at: "row N" instead of ":N"
 
@@ -97,18 +105,62 @@ class RecordSource:
             return read_jsonl(self.name)
         return _numbered(self._batches())
 
+    def columns(self) -> list[str] | None:
+        """A table's column names; None for JSONL, where each record has its own keys."""
+        if self.kind == "jsonl":
+            return None
+        if self.kind == "parquet":
+            with self._unreadable("Parquet file"):
+                return list(self._parquet_file().schema_arrow.names)
+        return list(self._dataset().column_names)
+
+    def require_columns(self, names: tuple[str, ...]) -> None:
+        """For a table, one error naming every missing column and the columns it has, before any row is read
+        (row by row, a missing column would read as a field missing from every record)."""
+        present = self.columns()
+        missing = [n for n in names if present is not None and n not in present]
+        if missing:
+            raise RlhfkitError(
+                f"{self}: no column {', '.join(repr(n) for n in missing)} "
+                f"(columns: {', '.join(present) if present else 'none'})"
+            )
+
     def _batches(self) -> Iterator:
         if self.kind == "parquet":
             return self._parquet_batches()
-        dataset = self._load_folder() if self.kind == "folder" else self._load_hub()
-        return dataset.with_format("arrow").iter(batch_size=BATCH_ROWS)
+        return self._dataset_batches()
+
+    def _dataset(self):
+        if self._loaded is None:
+            loaded = self._load_folder() if self.kind == "folder" else self._load_hub()
+            with self._unreadable("`datasets` folder" if self.kind == "folder" else "Hub dataset"):
+                # `datasets` memory-maps its Arrow files unchecked, and a damaged offset there crashed the
+                # process (SIGSEGV) when rows were read; a full validation turns that into an error first.
+                loaded.data.table.validate(full=True)
+            self._loaded = loaded
+        return self._loaded
+
+    def _parquet_file(self):
+        return _import_hf(self, "pyarrow.parquet", "Parquet files").ParquetFile(self.name)
+
+    @contextlib.contextmanager
+    def _unreadable(self, what: str) -> Iterator[None]:
+        """A damaged table (truncated, bytes flipped) as one line: pyarrow and `datasets` raise OSError,
+        ValueError (ArrowInvalid, JSON and UTF-8 errors) or another ArrowException, wherever they notice."""
+        try:
+            yield
+        except (OSError, ValueError, _arrow_exception()) as exc:
+            raise RlhfkitError(f"{self}: not a readable {what} ({first_line(exc)})") from None
 
     def _parquet_batches(self) -> Iterator:
-        pq = _import_hf(self, "pyarrow.parquet", "Parquet files")
-        try:
-            yield from pq.ParquetFile(self.name).iter_batches(batch_size=BATCH_ROWS)
-        except (OSError, ValueError) as exc:  # pyarrow.ArrowInvalid is a ValueError
-            raise RlhfkitError(f"{self}: not a readable Parquet file ({first_line(exc)})") from None
+        with self._unreadable("Parquet file"):
+            for batch in self._parquet_file().iter_batches(batch_size=BATCH_ROWS):
+                yield batch.to_pylist()  # inside: a damaged string column fails here (UTF-8)
+
+    def _dataset_batches(self) -> Iterator:
+        with self._unreadable("`datasets` folder" if self.kind == "folder" else "Hub dataset"):
+            for batch in self._dataset().with_format("arrow").iter(batch_size=BATCH_ROWS):
+                yield batch.to_pylist()
 
     def _load_folder(self):
         folder = self.spec if self.split is None else self.spec[: -len(self.split) - 1]
@@ -118,19 +170,19 @@ class RecordSource:
                 f"`datasets`' save_to_disk"
             )
         datasets = _import_hf(self, "datasets", "`datasets` folders")
-        try:
+        with self._unreadable("`datasets` folder"):
             loaded = datasets.load_from_disk(folder)
-        except (FileNotFoundError, ValueError) as exc:
-            raise RlhfkitError(
-                f"{folder}: is a directory, expected a JSONL or Parquet file or a folder written by "
-                f"`datasets`' save_to_disk ({first_line(exc)})"
-            ) from None
         return _pick_split(loaded, self.split, self)
 
     def _load_hub(self):
         datasets = _import_hf(self, "datasets", "Hub datasets")
         try:
-            return datasets.load_dataset(self.repo, self.config, data_dir=self.data_dir, split=self.split)
+            with _offline_unless_reachable():
+                # `hf://datasets/` is datasets' Hub-only form: a bare name that is also a folder under the
+                # working directory would be read from that folder, and `hf:NAME` must mean the Hub.
+                return datasets.load_dataset(
+                    f"hf://datasets/{self.repo}", self.config, data_dir=self.data_dir, split=self.split
+                )
         except (
             Exception
         ) as exc:  # datasets raises many kinds (ConnectionError, DatasetNotFoundError, ValueError)
@@ -156,10 +208,10 @@ def read_records(source: str | Path | RecordSource) -> Iterator[tuple[int, dict]
     return iter(record_source(source))
 
 
-def _numbered(batches) -> Iterator[tuple[int, dict]]:
+def _numbered(batches: Iterator[list[dict]]) -> Iterator[tuple[int, dict]]:
     n = 0
-    for batch in batches:
-        for row in batch.to_pylist():
+    for rows in batches:
+        for row in rows:
             n += 1
             yield n, _drop_nulls(row)
 
@@ -190,6 +242,14 @@ def _pick_split(loaded, split: str | None, source: RecordSource):
     return loaded[split]
 
 
+def _arrow_exception() -> type[BaseException]:
+    try:
+        from pyarrow import ArrowException
+    except ImportError:  # without the [hf] extra, _import_hf says what to install
+        return OSError
+    return ArrowException
+
+
 def _import_hf(source: RecordSource, module: str, what: str):
     import importlib
 
@@ -201,14 +261,32 @@ def _import_hf(source: RecordSource, module: str, what: str):
         ) from None
 
 
+@contextlib.contextmanager
+def _offline_unless_reachable() -> Iterator[None]:
+    """Load in offline mode (from the `datasets` cache only) when the Hub probe fails, as models do.
+
+    Why: both libraries read HF_HUB_OFFLINE once, at import, and otherwise retry an unreachable Hub for ~30 s
+    before failing; their module-level flags are what they consult, so they are set for this one load."""
+    if hub_offline() or hub_reachable():
+        yield
+        return
+    import huggingface_hub.constants as hub_constants
+    from datasets import config as ds_config
+
+    saved = hub_constants.HF_HUB_OFFLINE, ds_config.HF_HUB_OFFLINE
+    hub_constants.HF_HUB_OFFLINE = ds_config.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        hub_constants.HF_HUB_OFFLINE, ds_config.HF_HUB_OFFLINE = saved
+
+
 def hub_dataset_error(source: RecordSource, repo: str, exc: Exception) -> RlhfkitError:
     """One line for a Hub dataset that could not be loaded: offline and not cached, unknown, or a bad split."""
     from datasets import config as ds_config
 
-    from rlhfkit.models import hub_offline  # the one offline check, shared with model sources
-
     text = first_line(exc)
-    if hub_offline() or isinstance(exc, ConnectionError) or "offline" in text.lower():
+    if hub_offline() or not hub_reachable() or isinstance(exc, ConnectionError) or "offline" in text.lower():
         return RlhfkitError(
             f"{source}: not a local file or folder, and the Hugging Face Hub cannot be reached (offline); the "
             f"dataset '{repo}' is not in the datasets cache ({ds_config.HF_DATASETS_CACHE}) either. Load it "
