@@ -59,4 +59,7 @@ def write_peak_memory() -> None:
         "max_memory_allocated_bytes": torch.cuda.max_memory_allocated(),
         "max_memory_reserved_bytes": torch.cuda.max_memory_reserved(),
     }
-    Path(path).write_text(json.dumps(report) + "\n")
+    try:
+        Path(path).write_text(json.dumps(report) + "\n")
+    except OSError as exc:  # a report must never turn a finished run into a failed one
+        print(f"rlhfkit: warning: cannot write the peak memory report {path}: {exc}", file=sys.stderr)
