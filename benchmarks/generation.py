@@ -44,8 +44,8 @@ def best_seconds(fn, repeats: int) -> tuple[float, object]:
 def hf_generate(model, prompts: torch.Tensor, new_tokens: int, do_sample: bool = False) -> list[list[int]]:
     with torch.inference_mode():
         out = model.generate(
-            input_ids=prompts,
-            attention_mask=torch.ones_like(prompts),
+            input_ids=prompts.to(model.device),
+            attention_mask=torch.ones_like(prompts, device=model.device),
             do_sample=do_sample,
             max_new_tokens=new_tokens,
             min_new_tokens=new_tokens,
@@ -62,13 +62,16 @@ def main() -> None:
     parser.add_argument("--preset", default="small")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: leave torch's default)")
     parser.add_argument(
+        "--device", default="cpu", help="cpu or cuda (benchmarks/gpu_check.py runs it on a GPU)"
+    )
+    parser.add_argument(
         "--out", help="JSON result file (default docs/results/generation_benchmark_<isa>.json)"
     )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    model = build_model(args.preset, VOCAB, max_seq_len=512, seed=0).eval()
+    model = build_model(args.preset, VOCAB, max_seq_len=512, seed=0).eval().to(args.device)
     model.generation_config.eos_token_id = None  # no early stops: exactly --new-tokens for both engines
     model.generation_config.top_k = None  # plain sampling on the transformers side too
     gen = torch.Generator().manual_seed(0)
@@ -112,6 +115,7 @@ def main() -> None:
         "prompt_tokens": PROMPT_LEN,
         "new_tokens": args.new_tokens,
         "repeats": args.repeats,
+        "device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
         "cpu": cpu_info(),
         "results": results,
     }

@@ -141,3 +141,46 @@ def test_command_modules_lists_every_stage_commands_module():
         "rlhfkit." + ".".join(p.relative_to(root).with_suffix("").parts) for p in root.rglob("commands.py")
     }
     assert found == set(cli.COMMAND_MODULES)
+
+
+TORCH_OOM = (
+    "CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity of 139.81 GiB of which "
+    "1.02 GiB is free.\nOf the allocated memory 130.2 GiB is allocated by PyTorch."
+)
+
+
+@pytest.mark.parametrize(
+    ("argv", "target", "flags", "absent"),
+    [
+        (
+            ["ppo", "--policy", "p", "--reward", "r", "--prompts", "x.jsonl"],
+            "rlhfkit.ppo.trainer.run",
+            ["--minibatch-size", "--forward-batch-size", "--gradient-checkpointing", "--lora-r 16", "--bf16"],
+            "--micro-batch-size",
+        ),
+        (
+            ["reward", "train", "--model", "m", "--data", "pairs.jsonl"],
+            "rlhfkit.reward.train.run",
+            ["--micro-batch-size", "--gradient-checkpointing", "--lora-r 16", "--dtype bfloat16"],
+            "--minibatch-size",
+        ),
+    ],
+)
+def test_cuda_out_of_memory_is_one_line_naming_the_command_and_how_to_fit(
+    run_cli, monkeypatch, argv, target, flags, absent
+):
+    import torch
+
+    def run_out_of_memory(config):
+        raise torch.cuda.OutOfMemoryError(TORCH_OOM)
+
+    monkeypatch.setattr(target, run_out_of_memory)
+    code, err = run_cli(*argv)
+    assert code == 1
+    assert "Traceback" not in err and err.count("\n") == 1, err
+    command = " ".join(argv[: 2 if argv[0] == "reward" else 1])
+    assert err.startswith(f"rlhfkit: error: `rlhfkit {command}` ran out of GPU memory (CUDA out of memory.")
+    assert "Tried to allocate 2.00 GiB" in err
+    for flag in flags:  # only flags the command has
+        assert flag in err, (flag, err)
+    assert absent not in err

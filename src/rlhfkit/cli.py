@@ -14,6 +14,7 @@ import importlib
 import sys
 
 from rlhfkit.allocator import keep_freed_memory
+from rlhfkit.cuda_report import is_cuda_oom, out_of_memory_message, write_peak_memory
 from rlhfkit.errors import RlhfkitError
 from rlhfkit.load_policy import allowing
 
@@ -157,6 +158,18 @@ def _lost_peer_message(exc: RuntimeError) -> str | None:
     return lost_peer_message(exc)
 
 
+def _command_name(parser: argparse.ArgumentParser, argv: list[str]) -> str:
+    """The words that chose the command (`reward train`), for messages."""
+    words = []
+    for word in argv:
+        subcommands = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        if not subcommands or word not in subcommands[0].choices:
+            break
+        words.append(word)
+        parser = subcommands[0].choices[word]
+    return " ".join(words)
+
+
 def _version() -> str:
     from rlhfkit import __version__
 
@@ -167,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     _quiet_libraries()
     keep_freed_memory()  # big per-step tensors reuse malloc's memory instead of fresh pages (allocator.py)
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
@@ -184,11 +198,19 @@ def main(argv: list[str] | None = None) -> int:
         print("rlhfkit: interrupted", file=sys.stderr)
         return 130
     except RuntimeError as exc:
+        if is_cuda_oom(exc):
+            print(
+                f"rlhfkit: error: {out_of_memory_message(_command_name(parser, argv), args, exc)}",
+                file=sys.stderr,
+            )
+            return 1
         lost = _lost_peer_message(exc)
         if lost is None:
             raise
         print(f"rlhfkit: error: {lost}", file=sys.stderr)
         return 1
+    finally:
+        write_peak_memory()  # only when $RLHFKIT_PEAK_MEMORY_FILE asks and CUDA was used
     return int(result or 0)
 
 
