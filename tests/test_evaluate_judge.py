@@ -113,6 +113,7 @@ def _models(tmp_path: Path, *names: str) -> dict[str, str]:
     for name in names:  # _check wants checkpoint folders; the canned generator never loads them
         (tmp_path / name).mkdir()
         (tmp_path / name / "config.json").write_text("{}")
+        (tmp_path / name / "model.safetensors").write_bytes(b"")  # a complete save has weights beside it
         out[name] = str(tmp_path / name)
     return out
 
