@@ -164,7 +164,7 @@ def forward_scores(model, batch: dict) -> torch.Tensor:
         last = (positions * (ids != model.config.pad_token_id)).argmax(-1)
         select = torch.zeros(ids.shape, dtype=torch.bool, device=ids.device)
         select[torch.arange(ids.size(0), device=ids.device), last] = True
-        return model.score(lean_hidden_at(model.model, ids, select))[:, 0]
+        return model.score(lean_hidden_at(model.model, ids, select).to(model.score.weight.dtype))[:, 0]
     return model(input_ids=ids, attention_mask=attention_mask, use_cache=False).logits[:, 0]
 
 
