@@ -93,6 +93,18 @@ def test_disabled_adapters_give_the_base_model():
     assert (adapted - base).abs().max() > 1e-2  # the adapters do change the output
 
 
+def test_a_frozen_weight_changed_in_place_is_read_anew(monkeypatch):
+    model = lora(llama()).train()
+    ids, select = batch()["input_ids"], batch()["labels"] != -100
+    with torch.inference_mode():
+        logits_module.logits_at(model, ids, select)  # the frozen q/k/v stacks are built here
+    with torch.no_grad():
+        model.get_base_model().model.layers[0].self_attn.k_proj.base_layer.weight.mul_(3.0)
+    peft_loss, peft_grads = loss_and_grads(model, False, monkeypatch)
+    lean_loss, lean_grads = loss_and_grads(model, True, monkeypatch)  # and saved for this backward
+    torch.testing.assert_close(lean_loss, peft_loss, atol=1e-4, rtol=1e-6)
+
+
 def test_what_the_side_path_does_not_reproduce_keeps_peft_forward():
     from peft import LoraConfig, get_peft_model
 

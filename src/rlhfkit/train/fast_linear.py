@@ -113,7 +113,8 @@ class _FrozenBf16Linear(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         (weight,) = ctx.saved_tensors
-        return mm_t(grad.to(torch.bfloat16), weight.t()).float(), None
+        # dY @ W as a plain matmul (oneDNN's bf16 GEMM behind torch.mm): no transposed copy of W per call.
+        return torch.mm(grad.to(torch.bfloat16), weight).float(), None
 
 
 def _probe(dtype: torch.dtype = torch.float32) -> bool:

@@ -17,6 +17,7 @@ keeps the model's own forward. Numerics equal peft's up to float summation order
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 
 import torch
@@ -53,7 +54,7 @@ def projection(modules) -> Projection | None:
             return None
         bases.append(parts[0])
         adapters.append(parts[1])
-    weight = _cat([b.weight for b in bases])
+    weight = _stacked_weight(bases)
     bias = None if bases[0].bias is None else _cat([b.bias for b in bases])
     if not any(adapters):
         return Projection(weight, bias, None, None)
@@ -69,6 +70,26 @@ def projection(modules) -> Projection | None:
 
 def _cat(tensors: list[torch.Tensor]) -> torch.Tensor:
     return tensors[0] if len(tensors) == 1 else torch.cat(tensors)
+
+
+# Frozen stacks, kept between steps: first layer -> (what they were built from, stacked weight).
+_FROZEN_STACKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _stacked_weight(bases: list[torch.nn.Linear]) -> torch.Tensor:
+    """The layers' weights as one matrix. Trained weights are concatenated inside autograd on every call
+    (their gradients flow back to each); frozen ones once, and again only when a weight is replaced or
+    changed in place (its storage or version counter moves), instead of copying them on every step."""
+    weights = [b.weight for b in bases]
+    if len(weights) == 1 or any(w.requires_grad for w in weights):
+        return _cat(weights)
+    key = tuple((id(w), w.data_ptr(), w._version, w.dtype) for w in weights)
+    cached = _FROZEN_STACKS.get(bases[0])
+    if cached is None or cached[0] != key:
+        with torch.inference_mode(False):  # built under a rollout's inference mode, saved by a later backward
+            cached = (key, torch.cat(weights))
+        _FROZEN_STACKS[bases[0]] = cached
+    return cached[1]
 
 
 def _parts(module: torch.nn.Module):
