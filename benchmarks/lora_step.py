@@ -63,7 +63,9 @@ def peft_side(args):
     from rlhfkit.models import load_causal_lm
 
     model = load_causal_lm(args.model, dtype=torch.float32)
-    config = LoraConfig(r=args.lora_r, lora_alpha=16.0, lora_dropout=0.0, target_modules=default_targets(model))
+    config = LoraConfig(
+        r=args.lora_r, lora_alpha=16.0, lora_dropout=0.0, target_modules=default_targets(model)
+    )
     model = get_peft_model(model, config).train()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.lr)
 
@@ -127,7 +129,9 @@ def main() -> None:
             for name, p in model.named_parameters():
                 if p.requires_grad:
                     p.copy_(start[name])
-    base_dtype = {k: str(next(p for p in m.parameters() if not p.requires_grad).dtype) for k, (m, _, _) in sides.items()}  # fmt: skip
+    base_dtype = {
+        k: str(next(p for p in m.parameters() if not p.requires_grad).dtype) for k, (m, _, _) in sides.items()
+    }
     times: dict[str, list[float]] = {k: [] for k in sides}
     losses: dict[str, list[float]] = {k: [] for k in sides}
     for i in range(args.warmup + args.steps):
@@ -143,9 +147,15 @@ def main() -> None:
         "benchmark": "lora_step",
         "cpu": cpu_info(),
         "load_average_before_after": [round(x, 2) for x in (*load_before[:1], os.getloadavg()[0])],
-        "setup": {"model": str(args.model), "batch": 4, "max_len": args.max_len, "lora_r": args.lora_r,
-                  "tokens_per_batch": [int(b["attention_mask"].sum()) for b in data],
-                  "labelled_per_batch": [b["count"] for b in data], "timed_steps": args.steps},  # fmt: skip
+        "setup": {
+            "model": str(args.model),
+            "batch": 4,
+            "max_len": args.max_len,
+            "lora_r": args.lora_r,
+            "tokens_per_batch": [int(b["attention_mask"].sum()) for b in data],
+            "labelled_per_batch": [b["count"] for b in data],
+            "timed_steps": args.steps,
+        },
         "frozen_base_dtype": base_dtype,
         "median_step_s": {k: round(v, 3) for k, v in median.items()},
         "min_step_s": {k: round(min(v), 3) for k, v in times.items()},

@@ -15,10 +15,8 @@ from rlhfkit.train.fast_linear import bf16_usable, linear
 from rlhfkit.train.lean_forward import lean_supported
 from rlhfkit.train.loop import lm_loss
 
-SIZES = dict(
-    vocab_size=97, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
-    num_key_value_heads=2, max_position_embeddings=64,
-)  # fmt: skip
+SIZES = {"vocab_size": 97, "hidden_size": 32, "intermediate_size": 48, "num_hidden_layers": 2}
+SIZES.update(num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
 
 
 def llama(dtype=torch.float32):

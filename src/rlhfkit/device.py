@@ -65,7 +65,9 @@ def cpu_native_bf16() -> str | None:
     flag = next((f for f in NATIVE_BF16_FLAGS if f in flags), None)
     mkldnn = getattr(torch.ops, "mkldnn", None)
     try:
-        supported = bool(mkldnn._is_mkldnn_bf16_supported()) if torch.backends.mkldnn.is_available() else False
+        supported = (
+            bool(mkldnn._is_mkldnn_bf16_supported()) if torch.backends.mkldnn.is_available() else False
+        )
     except (AttributeError, RuntimeError):
         supported = False
     return flag if supported else None

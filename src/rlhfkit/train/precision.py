@@ -58,7 +58,9 @@ def _say_once(base: torch.dtype) -> None:
             "accumulation); adapters, norms and the loss in float32; --dtype float32 keeps everything fp32"
         )
     elif base == torch.bfloat16:
-        line = "precision: LoRA base weights in bfloat16 (--dtype bfloat16; no native bf16 matmuls on this CPU)"
+        line = (
+            "precision: LoRA base weights in bfloat16 (--dtype bfloat16; no native bf16 matmuls on this CPU)"
+        )
     else:
         why = f"by --dtype; this CPU has {flag}" if flag else "this CPU has no amx_bf16/avx512_bf16"
         line = f"precision: LoRA base weights in {str(base).removeprefix('torch.')} ({why})"
