@@ -29,9 +29,10 @@ def qwen2(dtype=torch.float32):
     return Qwen2ForCausalLM(Qwen2Config(**SIZES, tie_word_embeddings=False)).to(dtype)
 
 
-def lora(base, **options):
-    """rlhfkit's LoRA (every block linear layer) with random A and B, so every adapter changes the output."""
-    model = apply_lora(base, LoraOptions(lora_r=4, **options))
+def lora(base, head=None, **options):
+    """rlhfkit's LoRA (every block linear layer; `head`: a reward model's, trained whole) with random A and
+    B, so every adapter changes the output."""
+    model = apply_lora(base, LoraOptions(lora_r=4, **options), head=head)
     gen = torch.Generator().manual_seed(1)
     with torch.no_grad():
         for name, p in model.named_parameters():
@@ -164,3 +165,31 @@ def test_auto_dtype_puts_a_lora_base_in_bf16_only_on_a_native_bf16_cpu(monkeypat
     monkeypatch.setattr(precision, "cpu_native_bf16", lambda: None)
     assert precision.Precision.of(cpu, "auto").trainable_load_dtype(lora=True) == torch.float32
     assert "no amx_bf16/avx512_bf16" in capsys.readouterr().out
+
+
+def test_a_lora_reward_model_scores_and_gradients_equal_peft(monkeypatch):
+    from transformers import LlamaForSequenceClassification
+
+    import rlhfkit.reward.model as reward_model
+
+    torch.manual_seed(0)
+    classifier = LlamaForSequenceClassification(LlamaConfig(**SIZES, num_labels=1, pad_token_id=0))
+    model = lora(classifier, head="score")
+    batch = reward_model.pad_batch([[5, 6, 7, 8], [9, 10, 0], [11]], 0, "cpu")
+    assert reward_model._lean_classifier(model, batch["attention_mask"])
+    results = []
+    for lean in (True, False):
+        with monkeypatch.context() as patch:
+            if not lean:
+                patch.setattr(reward_model, "_lean_classifier", lambda m, mask: False)
+            scores = reward_model.forward_scores(model, batch)
+        (scores * torch.tensor([1.0, -2.0, 0.5])).sum().backward()
+        results.append(
+            (scores.detach(), {n: p.grad for n, p in model.named_parameters() if p.grad is not None})
+        )
+        model.zero_grad(set_to_none=True)
+    (lean_scores, lean_grads), (peft_scores, peft_grads) = results
+    torch.testing.assert_close(lean_scores, peft_scores, atol=1e-5, rtol=1e-5)
+    assert lean_grads.keys() == peft_grads.keys() and any("score" in n for n in peft_grads)
+    for name, grad in peft_grads.items():
+        torch.testing.assert_close(lean_grads[name], grad, atol=1e-5, rtol=1e-4, msg=name)
