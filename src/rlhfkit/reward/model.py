@@ -195,8 +195,10 @@ def _plain_head(head: torch.nn.Module) -> bool:
         return True
     copies = getattr(head, "modules_to_save", None)  # peft's ModulesToSaveWrapper (`lora.apply_lora(head=)`)
     original = getattr(head, "original_module", None)
-    return copies is not None and type(original) is torch.nn.Linear and all(
-        type(m) is torch.nn.Linear for m in copies.values()
+    return (
+        copies is not None
+        and type(original) is torch.nn.Linear
+        and all(type(m) is torch.nn.Linear for m in copies.values())
     )
 
 

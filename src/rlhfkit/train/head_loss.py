@@ -47,7 +47,12 @@ class _LinearCrossEntropy(torch.autograd.Function):
         grad_logits = logits.sub_(lse[:, None]).exp_()
         grad_logits[torch.arange(labels.numel(), device=labels.device), labels] -= 1
         grad_logits.mul_(grad_loss)
-        grad_hidden = _mm_t(grad_logits, weight.t()) if ctx.needs_input_grad[0] else None
+        grad_hidden = None
+        if ctx.needs_input_grad[0] and weight.dtype == torch.bfloat16:
+            # dLogits @ W as a plain bf16 matmul: no transposed copy of the 49k-row head on every step.
+            grad_hidden = torch.mm(grad_logits.to(weight.dtype), weight).float()
+        elif ctx.needs_input_grad[0]:
+            grad_hidden = _mm_t(grad_logits, weight.t())
         grad_weight = _mm_t(grad_logits.t(), hidden.t()) if ctx.needs_input_grad[1] else None
         return grad_hidden, grad_weight, None
 
