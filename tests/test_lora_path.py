@@ -193,3 +193,28 @@ def test_a_lora_reward_model_scores_and_gradients_equal_peft(monkeypatch):
     assert lean_grads.keys() == peft_grads.keys() and any("score" in n for n in peft_grads)
     for name, grad in peft_grads.items():
         torch.testing.assert_close(lean_grads[name], grad, atol=1e-5, rtol=1e-4, msg=name)
+
+
+@needs_bf16
+def test_frozen_bf16_models_score_and_give_logprobs_through_the_lean_forward():
+    from transformers import LlamaForSequenceClassification
+
+    import rlhfkit.reward.model as reward_model
+    from rlhfkit.ppo.rollout import pad_episodes, token_logprobs
+
+    torch.manual_seed(0)
+    classifier = LlamaForSequenceClassification(LlamaConfig(**SIZES, num_labels=1, pad_token_id=0)).eval()
+    batch = reward_model.pad_batch([[5, 6, 7, 8], [9, 10, 0], [11]], 0, "cpu")
+    fp32 = reward_model.forward_scores(classifier.requires_grad_(False), batch)
+    frozen = classifier.to(torch.bfloat16)
+    assert reward_model._lean_classifier(frozen, batch["attention_mask"])
+    torch.testing.assert_close(reward_model.forward_scores(frozen, batch).float(), fp32, atol=0.05, rtol=0.05)
+
+    policy = llama().eval().requires_grad_(False)
+    seqs, plens, rids, mask = pad_episodes([[5, 6, 7], [8]], [[9, 10], [11, 12, 13]], 0, "cpu")
+    episodes = {"sequences": seqs, "prompt_lens": plens, "response_ids": rids, "mask": mask}
+    want, _, _ = token_logprobs(policy, episodes)
+    assert lean_supported(policy.to(torch.bfloat16).model)
+    got, _, _ = token_logprobs(policy, episodes)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, want, atol=0.05, rtol=0.02)
