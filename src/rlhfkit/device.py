@@ -2,7 +2,8 @@
 
 `auto` picks what a user would pick by hand: this rank's GPU when CUDA is there, else the CPU; bfloat16 on a
 GPU that supports it, else float32 (a CPU computes bf16 matmuls slower than fp32 unless it has AMX/avx512_bf16,
-and tiny models gain nothing from it).
+and tiny models gain nothing from it). On a CPU that has them (`cpu_native_bf16`), training's `auto` also
+stores a LoRA run's frozen base in bf16 (`train.precision`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,10 @@ import torch
 from rlhfkit.errors import RlhfkitError
 
 DEVICE_HELP = "auto (this rank's GPU when CUDA is available, else the CPU), cpu, cuda or cuda:N"
-DTYPE_HELP = "auto (bfloat16 on a GPU that supports it, else float32), float32, bfloat16 or float16"
+DTYPE_HELP = (
+    "auto (bfloat16 on a GPU that supports it, else float32; in training on a CPU with native bf16 matmuls, "
+    "a LoRA run's frozen base in bfloat16), float32, bfloat16 or float16"
+)
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -45,6 +49,28 @@ def pick_dtype(name: str, device: torch.device) -> torch.dtype:
     if name not in DTYPES:
         raise RlhfkitError(f"--dtype: expected {DTYPE_HELP}; got '{name}'")
     return DTYPES[name]
+
+
+NATIVE_BF16_FLAGS = ("amx_bf16", "avx512_bf16")  # /proc/cpuinfo flags of CPUs that multiply bf16 natively
+
+
+def cpu_native_bf16() -> str | None:
+    """The /proc/cpuinfo flag that gives this CPU native bf16 matmuls (AMX or AVX512-BF16), or None: also
+    None when oneDNN is kept below it (`ONEDNN_MAX_CPU_ISA=AVX2`, how an AVX2-only CPU is emulated)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:  # not Linux: no flags to read, so no claim of native bf16
+        return None
+    flag = next((f for f in NATIVE_BF16_FLAGS if f in flags), None)
+    mkldnn = getattr(torch.ops, "mkldnn", None)
+    try:
+        supported = (
+            bool(mkldnn._is_mkldnn_bf16_supported()) if torch.backends.mkldnn.is_available() else False
+        )
+    except (AttributeError, RuntimeError):
+        supported = False
+    return flag if supported else None
 
 
 def autocast(device: torch.device, dtype: torch.dtype):

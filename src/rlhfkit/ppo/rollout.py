@@ -143,7 +143,7 @@ def token_logprobs(
         hidden = state_hidden(body_of(policy), batch)
         head = causal_lm_of(policy).lm_head
         with torch.autocast(hidden.device.type, enabled=False):  # the head stays fp32 under a bf16 autocast
-            logits = linear(hidden[mask].to(head.weight.dtype), head.weight, head.bias).float()
+            logits = linear(hidden[mask], head.weight, head.bias).float()  # fp32 out of a frozen bf16 head
     else:
         logits, hidden = _own_logits(policy, batch, mask)
     if temperature not in (0.0, 1.0):

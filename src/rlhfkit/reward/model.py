@@ -24,6 +24,7 @@ import torch
 
 from rlhfkit.errors import RlhfkitError, first_line
 from rlhfkit.train.lean_forward import lean_hidden_at, lean_supported
+from rlhfkit.train.logits import causal_lm_of
 
 OFFSET_KEY = "rlhfkit_score_offset"
 ROLE_NAMES = {"system": "System", "user": "User", "assistant": "Assistant"}
@@ -169,27 +170,44 @@ def forward_scores(model, batch: dict) -> torch.Tensor:
         return sorted_scores[batch["restore"]]
     ids, attention_mask = batch["input_ids"], batch["attention_mask"]
     if _lean_classifier(model, attention_mask):
+        classifier = causal_lm_of(model)  # a LoRA reward model: the classifier inside the peft wrapper
         positions = torch.arange(ids.size(1), device=ids.device)
-        last = (positions * (ids != model.config.pad_token_id)).argmax(-1)
+        last = (positions * (ids != classifier.config.pad_token_id)).argmax(-1)
         select = torch.zeros(ids.shape, dtype=torch.bool, device=ids.device)
         select[torch.arange(ids.size(0), device=ids.device), last] = True
-        return model.score(lean_hidden_at(model.model, ids, select))[:, 0]
+        hidden, head = lean_hidden_at(classifier.model, ids, select), classifier.score
+        # A plain head reads its own dtype; peft's trained copy of a LoRA head casts its input itself.
+        return head(hidden.to(head.weight.dtype) if type(head) is torch.nn.Linear else hidden)[:, 0]
     return model(input_ids=ids, attention_mask=attention_mask, use_cache=False).logits[:, 0]
 
 
 def _lean_classifier(model, attention_mask: torch.Tensor) -> bool:
-    """A plain Llama/Qwen2 sequence classifier (no peft wrapper) whose rows are right-padded."""
+    """A Llama/Qwen2 sequence classifier, plain or LoRA (its adapters: `train.lora_path`; its head: a plain
+    Linear or peft's trained copy of one), whose rows are right-padded."""
     import transformers
 
     names = ("LlamaForSequenceClassification", "Qwen2ForSequenceClassification")
     classes = tuple(getattr(transformers, n) for n in names if hasattr(transformers, n))
-    if type(model) not in classes or type(model.score) is not torch.nn.Linear:
+    classifier = causal_lm_of(model)
+    if type(classifier) not in classes or not _plain_head(classifier.score):
         return False
-    if model.config.pad_token_id is None or not lean_supported(model.model):
+    if classifier.config.pad_token_id is None or not lean_supported(classifier.model):
         return False
     lengths = attention_mask.sum(-1, keepdim=True)
     return bool(
         (attention_mask == (torch.arange(attention_mask.size(1), device=lengths.device) < lengths)).all()
+    )
+
+
+def _plain_head(head: torch.nn.Module) -> bool:
+    if type(head) is torch.nn.Linear:
+        return True
+    copies = getattr(head, "modules_to_save", None)  # peft's ModulesToSaveWrapper (`lora.apply_lora(head=)`)
+    original = getattr(head, "original_module", None)
+    return (
+        copies is not None
+        and type(original) is torch.nn.Linear
+        and all(type(m) is torch.nn.Linear for m in copies.values())
     )
 
 

@@ -13,6 +13,11 @@ unpacked on every call (trained weights change every step, and oneDNN's own reor
 `torch.ops.mkldnn._linear_pointwise` is the op PyTorch's compiler emits for CPU linears; it is internal, so
 `usable` probes it once and everything falls back to `F.linear` (slower, never wrong) when it is missing,
 disagrees, or the call is not a float32 CPU matmul outside an autocast.
+
+A frozen bf16 weight (a LoRA base under `train.precision`'s bf16) is multiplied by the fp32 activations
+rounded to bf16, with oneDNN's fp32 accumulation, and the result comes back in fp32 (the bias added in fp32);
+its backward gives only `dX`, rounded the same way. That runs only where the CPU has native bf16 matmuls
+(`bf16_usable`: AVX512-BF16 or AMX, not emulated); elsewhere the weight is widened to fp32 for the product.
 """
 
 from __future__ import annotations
@@ -24,7 +29,12 @@ _USABLE: dict[str, bool] = {}
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """`F.linear(x, weight, bias)`, through oneDNN (with its backward) where that is usable."""
+    """`F.linear(x, weight, bias)`, through oneDNN (with its backward) where that is usable. `x` is cast to
+    the weight's dtype, except that a frozen bf16 weight on fp32 activations gives fp32 (module doc)."""
+    if x.dtype != weight.dtype:
+        if weight.dtype == torch.bfloat16 and x.dtype == torch.float32 and not weight.requires_grad:
+            return _frozen_bf16_linear(x, weight, bias)
+        x = x.to(weight.dtype)  # as the layer's own forward would need it
     if not _applies(x, weight):
         return F.linear(x, weight, bias)
     shape = x.shape
@@ -37,6 +47,23 @@ def usable() -> bool:
     if "cpu" not in _USABLE:
         _USABLE["cpu"] = _probe()
     return _USABLE["cpu"]
+
+
+def bf16_usable() -> bool:
+    """Whether oneDNN multiplies bf16 natively here (AVX512-BF16 or AMX, not lowered by ONEDNN_MAX_CPU_ISA)
+    and agrees with `F.linear` (probed once)."""
+    if "bf16" not in _USABLE:
+        _USABLE["bf16"] = usable() and _probe(torch.bfloat16)
+    return _USABLE["bf16"]
+
+
+def _frozen_bf16_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    if x.device.type != "cpu" or x.numel() == 0 or torch.is_autocast_enabled("cpu") or not bf16_usable():
+        return F.linear(x, weight.float(), None if bias is None else bias.float())
+    shape = x.shape
+    out = _FrozenBf16Linear.apply(x.reshape(-1, shape[-1]), weight)
+    out = out.view(*shape[:-1], weight.size(0))
+    return out if bias is None else out + bias.float()
 
 
 def _applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
@@ -75,19 +102,38 @@ class _OneDNNLinear(torch.autograd.Function):
         return grad_x, grad_w, grad_b
 
 
-def _probe() -> bool:
+class _FrozenBf16Linear(torch.autograd.Function):
+    """x [T, in] fp32 @ W^T (W bf16, no gradient) -> fp32; saves only W (no weight gradient needs x)."""
+
+    @staticmethod
+    def forward(ctx, x, weight):
+        ctx.save_for_backward(weight)
+        return mm_t(x.to(torch.bfloat16), weight).float()
+
+    @staticmethod
+    def backward(ctx, grad):
+        (weight,) = ctx.saved_tensors
+        # dY @ W as a plain matmul (oneDNN's bf16 GEMM behind torch.mm): no transposed copy of W per call.
+        return torch.mm(grad.to(torch.bfloat16), weight).float(), None
+
+
+def _probe(dtype: torch.dtype = torch.float32) -> bool:
     ops = getattr(torch.ops, "mkldnn", None)
     if not torch.backends.mkldnn.is_available() or not hasattr(ops, "_linear_pointwise"):
         return False
     try:
+        # Without native bf16 instructions oneDNN would emulate bf16: slower than fp32, so not used.
+        if dtype == torch.bfloat16 and not ops._is_mkldnn_bf16_supported():
+            return False
         gen = torch.Generator().manual_seed(0)
         x, w, b = (
-            torch.randn(5, 16, generator=gen),
-            torch.randn(24, 16, generator=gen),
-            torch.randn(24, generator=gen),
+            torch.randn(5, 16, generator=gen).to(dtype),
+            torch.randn(24, 16, generator=gen).to(dtype),
+            torch.randn(24, generator=gen).to(dtype),
         )
         with torch.no_grad():
-            got = mm_t(x, w, b)
-        return bool(torch.allclose(got, F.linear(x, w, b), rtol=1e-5, atol=1e-5))
+            got = mm_t(x, w, b).float()
+        rtol, atol = (1e-5, 1e-5) if dtype == torch.float32 else (2e-2, 1e-1)  # bf16: 8-bit mantissa
+        return bool(torch.allclose(got, F.linear(x, w, b).float(), rtol=rtol, atol=atol))
     except (RuntimeError, NotImplementedError, AttributeError):
         return False

@@ -11,6 +11,10 @@ the memory a long-vocabulary model (SmolLM2: 49,152) needs for the loss.
 
 The math is the same as `F.cross_entropy(..., reduction="sum")`; only the float summation order differs
 (loss within ~1e-7 relative, gradients within ~1e-6, tests/test_head_loss.py).
+
+A frozen bf16 head (a LoRA run's tied embeddings under `train.precision`'s bf16) is multiplied in bf16 with
+fp32 accumulation where the CPU has it natively (`fast_linear.bf16_usable`); the logits, their softmax and
+the loss stay fp32, and the backward gives only the hidden states' gradient.
 """
 
 from __future__ import annotations
@@ -21,8 +25,10 @@ from rlhfkit.train import fast_linear
 
 
 def _mm_t(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """a @ b.T: through oneDNN where it is usable (about 2x MKL's fp32 rate with AVX-512, `train.fast_linear`)."""
-    return fast_linear.mm_t(a, b) if fast_linear.usable() else a @ b.t()
+    """a @ b.T in fp32: through oneDNN where it is usable (about 2x MKL's fp32 rate with AVX-512,
+    `train.fast_linear`); a bf16 `b` multiplies `a` rounded to bf16, accumulating in fp32."""
+    a = a.to(b.dtype)
+    return (fast_linear.mm_t(a, b) if fast_linear.usable() else a @ b.t()).float()
 
 
 class _LinearCrossEntropy(torch.autograd.Function):
@@ -41,7 +47,12 @@ class _LinearCrossEntropy(torch.autograd.Function):
         grad_logits = logits.sub_(lse[:, None]).exp_()
         grad_logits[torch.arange(labels.numel(), device=labels.device), labels] -= 1
         grad_logits.mul_(grad_loss)
-        grad_hidden = _mm_t(grad_logits, weight.t()) if ctx.needs_input_grad[0] else None
+        grad_hidden = None
+        if ctx.needs_input_grad[0] and weight.dtype == torch.bfloat16:
+            # dLogits @ W as a plain bf16 matmul: no transposed copy of the 49k-row head on every step.
+            grad_hidden = torch.mm(grad_logits.to(weight.dtype), weight).float()
+        elif ctx.needs_input_grad[0]:
+            grad_hidden = _mm_t(grad_logits, weight.t())
         grad_weight = _mm_t(grad_logits.t(), hidden.t()) if ctx.needs_input_grad[1] else None
         return grad_hidden, grad_weight, None
 
@@ -52,10 +63,13 @@ def linear_cross_entropy(hidden: torch.Tensor, head: torch.nn.Module, labels: to
     Fused when `head` is a plain bias-free `nn.Linear` on float32 tensors outside autocast; anything else (a
     bias, a LoRA-wrapped head, bf16 autocast on a GPU) takes the plain `F.cross_entropy` path.
     """
+    weight = head.weight
+    frozen_bf16 = weight.dtype == torch.bfloat16 and not weight.requires_grad and fast_linear.bf16_usable()
     fusable = (
         type(head) is torch.nn.Linear
         and head.bias is None
-        and hidden.dtype == head.weight.dtype == torch.float32
+        and hidden.dtype == torch.float32
+        and (weight.dtype == torch.float32 or frozen_bf16)
         and not torch.is_autocast_enabled(hidden.device.type)
     )
     if fusable:

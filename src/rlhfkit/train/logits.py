@@ -71,7 +71,7 @@ def logits_at(
         lm = causal_lm_of(model)
         hidden = hidden_at(lm.model, input_ids, select)
         head = lm.lm_head
-        return linear(hidden.to(head.weight.dtype), head.weight, head.bias), hidden if with_hidden else None
+        return linear(hidden, head.weight, head.bias), hidden if with_hidden else None
     kwargs: dict = {"use_cache": False}
     if with_hidden:
         kwargs["output_hidden_states"] = True
