@@ -20,6 +20,7 @@ import html
 import json
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from rlhfkit.data.jsonl import read_jsonl_lenient
@@ -103,7 +104,7 @@ def _section(anchor: str, title: str, body: str, intro: str = "") -> str:
 
 
 def _overview(run_dir: Path, folders: list[tuple[str, Path]]) -> str:
-    data, stages = pipeline_stages(run_dir)
+    _, stages = pipeline_stages(run_dir)
     rows = []
     if stages:
         for s in stages:
@@ -582,6 +583,22 @@ def build_html(run_dir: Path) -> str:
 <footer class="wrap">Made by <code>rlhfkit report</code>. Static file: no scripts, no network; images are embedded.</footer>
 </body></html>
 """
+
+
+@dataclass
+class ReportConfig:
+    """`rlhfkit report`: the static report.html of a run."""
+
+    run: str = ""  # run folder (runs/NAME) or an evaluation folder
+
+
+def run(cfg: ReportConfig) -> Path:
+    """Write `report.html` into `cfg.run`; return its path."""
+    if not cfg.run:
+        raise RlhfkitError("report: expected a run folder (rlhfkit report runs/NAME)")
+    path = write_report(cfg.run)
+    print(f"report: written to {path}")
+    return path
 
 
 def write_report(run_dir: str | Path) -> Path:
