@@ -55,6 +55,7 @@ def _subparser(parser, words):
 )  # fmt: skip
 def test_every_option_of_a_stage_command_is_described(command):
     parser = _subparser(build_parser(), command.split())
+    assert "--help" in parser.format_help()  # renders: a `%` in a field comment is not a format directive
     bare = [a.option_strings[0] for a in parser._actions
             if a.option_strings and not (a.help or "").split("(default:")[0].strip()]  # fmt: skip
     assert bare == []

@@ -108,7 +108,7 @@ def add_config_args(
         base, is_list = _scalar_type(tp)
         flag = "--" + name.replace("_", "-")
         default = _default_at(cls, path)
-        help_text = helps.get(name, "")
+        help_text = helps.get(name, "").replace("%", "%%")  # argparse formats help with %
         help_text += f" (default: {default})" if default not in (None, "") and name not in required else ""
         common = {"dest": name, "default": None, "help": help_text}
         if name in required:

@@ -5,7 +5,8 @@ Design:
   or files from the network. It opens offline, survives being mailed or copied, and a headless browser
   renders it with every image present.
 - Every section reads what exists and is skipped when its stage is missing (`rundata` never raises on a
-  half-written run), so the report can be rebuilt at any point of a pipeline.
+  half-written run), so the report can be rebuilt at any point of a pipeline. The run record
+  (`pipeline.json`, written atomically) is read by its schema and raises on anything it does not know.
 - Every piece of text that came from a model, a dataset or a config is HTML-escaped (`_e`); model output
   is shown in `<pre>`-like blocks so whitespace and odd characters read as they were generated.
 
@@ -104,7 +105,7 @@ def _section(anchor: str, title: str, body: str, intro: str = "") -> str:
 
 
 def _overview(run_dir: Path, folders: list[tuple[str, Path]]) -> str:
-    _, stages = pipeline_stages(run_dir)
+    stages = pipeline_stages(run_dir)
     rows = []
     if stages:
         for s in stages:
@@ -521,7 +522,7 @@ def build_html(run_dir: Path) -> str:
     by_name = dict(folders)
     evaluation = eval_folder(run_dir)
     results = read_json(evaluation / "results.json") if evaluation else None
-    _, stages = pipeline_stages(run_dir)
+    stages = pipeline_stages(run_dir)
 
     sections = [
         (
