@@ -149,6 +149,8 @@ def test_report_shows_every_stage_and_escapes_model_text(tmp_path):
     assert "67%" in page  # two of three annotators agree with the gold judge's preference
     assert "33%" in page  # inter-annotator agreement: 1 agreeing pair out of 3
     assert "ppo beats sft" in page and "5 min 10 s" in page  # highlights and durations
+    # the training table names each stage as the pipeline does: base/ holds the pretrain stage, rm/ reward
+    assert "<td><b>pretrain</b></td>" in page and "<td><b>reward</b></td>" in page
 
 
 def test_report_skips_missing_stages(tmp_path):

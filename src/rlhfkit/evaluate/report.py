@@ -166,7 +166,7 @@ def _world(folder: Path | None) -> str:
 def _training(folders: list[tuple[str, Path]]) -> str:
     curves, final_rows, samples_html = {}, [], []
     for name, folder in folders:
-        if name in ("ppo", "eval"):
+        if name in ("ppo", "evaluate"):
             continue
         records = read_jsonl_lenient(folder / "metrics.jsonl")
         if not records:
@@ -196,7 +196,7 @@ def _training(folders: list[tuple[str, Path]]) -> str:
 
 
 def _reward_model(run_dir: Path, folders: dict[str, Path]) -> str:
-    rm = folders.get("rm") or folders.get("reward")
+    rm = folders.get("reward")
     report = read_json(rm / "eval.json") if rm else None
     manifest = (read_json(rm / "rlhfkit.json") or {}) if rm else {}
     metrics = manifest.get("metrics") if isinstance(manifest.get("metrics"), dict) else {}
@@ -211,7 +211,7 @@ def _reward_model(run_dir: Path, folders: dict[str, Path]) -> str:
         ("calibration error (ECE)", _num(report.get("ece", metrics.get("val_ece", "–")))),
     ]
     body = _cards(cards)
-    comparisons = folders.get("comparisons") or folders.get("labels")
+    comparisons = folders.get("labels")
     quality: dict = {}
     if comparisons:
         quality = label_quality(comparisons)

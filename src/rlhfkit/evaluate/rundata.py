@@ -1,8 +1,8 @@
 """Read a run folder for the report: a missing or half-written stage folder is skipped, never an error; the
 run record (`pipeline.json`) is read strictly, by its schema (`pipeline.record`).
 
-A run folder is `runs/NAME/{world,tokenizer,base,sft,candidates,comparisons,rm,ppo,cai,eval}/` plus
-`pipeline.json`. Training stages hold `metrics.jsonl` (one object per logged step) and `rlhfkit.json`
+A run folder is one folder per stage (`FOLDERS`, from the pipeline's stage table: world, tokenizer, base, sft,
+candidates, comparisons, rm, ppo, ..., cai, eval) plus `pipeline.json`. Training stages hold `metrics.jsonl` (one object per logged step) and `rlhfkit.json`
 (stage, config, metrics); the reward model also `eval.json` (`reward.evaluate.comparison_metrics`); the
 evaluation `results.json` and `responses.jsonl`. A folder that itself holds `results.json` is read as an
 evaluation-only run, so `rlhfkit report` also works on the output of a bare `rlhfkit evaluate`.
@@ -16,9 +16,12 @@ from collections import defaultdict
 from pathlib import Path
 
 from rlhfkit.data.jsonl import read_jsonl_lenient
+from rlhfkit.pipeline.stages import METHOD_STAGES, STAGES
 
-STAGE_ORDER = ("world", "tokenizer", "base", "pretrain", "sft", "candidates", "comparisons", "labels", "rm",
-               "reward", "ppo", "cai", "eval")  # fmt: skip
+# Where each stage writes, from the pipeline's one stage table (`stage name -> folder`); the report looks a stage
+# up by its name here and never guesses among other spellings.
+FOLDERS = {s.name: s.output for s in [*STAGES, *METHOD_STAGES] if not s.output.endswith(".html")}
+STAGE_ORDER = (*(f for f in FOLDERS.values() if f != FOLDERS["evaluate"]), "cai", FOLDERS["evaluate"])
 MAX_LABEL_GROUPS = 5000  # label quality is measured on at most this many comparisons (it is a summary)
 
 
@@ -35,9 +38,11 @@ def is_number(value: object) -> bool:
 
 
 def stage_folders(run_dir: Path) -> list[tuple[str, Path]]:
-    """Subfolders of the run, known stages first in pipeline order, then any others alphabetically."""
+    """(name, folder) for each subfolder of the run: the pipeline's stages first, in pipeline order and under
+    their stage names (`FOLDERS`: `rm/` is the `reward` stage), then any other folder by its own name."""
     found = {p.name: p for p in sorted(run_dir.iterdir()) if p.is_dir() and not p.name.startswith(".")}
-    known = [(n, found.pop(n)) for n in STAGE_ORDER if n in found]
+    stage_of = {folder: name for name, folder in FOLDERS.items()}
+    known = [(stage_of.get(f, f), found.pop(f)) for f in STAGE_ORDER if f in found]
     return known + sorted(found.items())
 
 
@@ -80,8 +85,8 @@ def pipeline_stages(run_dir: Path) -> list[dict]:
 def eval_folder(run_dir: Path) -> Path | None:
     if (run_dir / "results.json").is_file():
         return run_dir
-    if (run_dir / "eval" / "results.json").is_file():
-        return run_dir / "eval"
+    if (run_dir / FOLDERS["evaluate"] / "results.json").is_file():
+        return run_dir / FOLDERS["evaluate"]
     return None
 
 
