@@ -17,6 +17,7 @@ from rlhfkit.pipeline import (
     METHODS,
     STAGES,
     UNSEEDED,
+    build_config,
     command_line,
     rlhf_stages,
     run_pipeline,
@@ -90,6 +91,14 @@ def test_options_merge_defaults_quick_and_user_tables():
     ]
     with pytest.raises(RlhfkitError, match="unknown stage table"):
         stage_options({"pretrainn": {}}, False, ALL_STAGE_NAMES)
+    sft = STAGES[3]  # an option the stage's config does not have fails before anything runs, naming both
+    with pytest.raises(
+        RlhfkitError, match=r"pipeline stage \[sft\]: unknown option\(s\) for SFTConfig: warp_speed"
+    ):
+        build_config(sft, Path("run"), {"warp-speed": 9})
+    with pytest.raises(RlhfkitError, match=r"pipeline stage \[sft\]: max-steps: cannot read 'many'"):
+        build_config(sft, Path("run"), {"max-steps": "many"})
+    assert repr(build_config(sft, Path("run"), {"epochs": 1}).epochs) == "1.0"  # typed as the flag would be
 
 
 def test_quick_pipeline_runs_every_stage_end_to_end(tmp_path):
