@@ -1,8 +1,8 @@
 """Which use of the same labels pays off most? Every policy-optimization method from one SFT model, judged by gold.
 
 From a finished pipeline run (`rlhfkit pipeline --out RUN`: its SFT model, its 2,000 annotator rankings and the
-reward model trained on them), this trains each method with the pipeline's defaults for that method (the
-`[method]` tables of `rlhfkit.pipeline.DEFAULTS`, overridable with `--set method.key=value`) for every seed,
+reward model trained on them), this trains each method with the pipeline's options for that method
+(`defaults.toml`, through `rlhfkit.pipeline.stage_options`), overridable with `--set method.key=value`) for every seed,
 then measures each resulting policy on the 500 held-out prompts:
 
 - mean gold score and the head-to-head win rate against the SFT model (ties half) with a 95% interval;
@@ -58,15 +58,15 @@ def train(run: Path, name: str, method: str, seed: int, out: Path, overrides: di
     """Train one (method, seed) in a child process unless it is done; return its timing record.
 
     `name` is the method itself or a variant of it (`--methods rloo_long=rloo --set rloo_long.steps=30`)."""
-    from rlhfkit.pipeline import DEFAULTS, _policy_stage_argv, to_flags
+    from rlhfkit.pipeline import ALL_STAGE_NAMES, METHOD_STAGES, command_line, stage_options
 
     timing_path = out / "frontier_timing.json"
     if (out / "config.json").exists() and timing_path.exists():
         return json.loads(timing_path.read_text())
-    argv = _policy_stage_argv(method)(run)
+    stage = next(s for s in METHOD_STAGES if s.name == method)
+    options = {**stage_options({}, False, ALL_STAGE_NAMES)[method], **overrides.get(name, {}), "seed": seed}
+    argv = command_line(stage, run, options)
     argv[argv.index("--out") + 1] = str(out)
-    options = {**DEFAULTS[method], **overrides.get(name, {}), "seed": seed}
-    argv += to_flags(options)
     print(f"frontier: {name} seed {seed}: rlhfkit {' '.join(argv)}", file=sys.stderr, flush=True)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()

@@ -16,6 +16,7 @@ from rlhfkit.cli import main
 from rlhfkit.errors import RlhfkitError
 from rlhfkit.evaluate import write_report
 from rlhfkit.evaluate.run import EvalConfig, compare
+from rlhfkit.pipeline.record import RunRecord, StageRecord
 from rlhfkit.world import judge_score
 
 EVIL = "<script>alert('pwned')</script> & <b>bold</b>"
@@ -30,7 +31,7 @@ def _jsonl(path: Path, records: list[dict]) -> None:
 def make_fake_run(root: Path) -> Path:
     """A run folder shaped like the pipeline's, with hand-made numbers (no training needed)."""
     run = root / "demo"
-    stages = []
+    stages = {}
     for name, seconds in (
         ("world", 2.1),
         ("tokenizer", 4.0),
@@ -38,11 +39,11 @@ def make_fake_run(root: Path) -> Path:
         ("sft", 95.5),
         ("ppo", 240.0),
     ):
-        stages.append({"name": name, "status": "ran", "duration_s": seconds, "config": {"seed": 0, "note": EVIL},
-                       "metrics": {"loss": 1.5, "steps": 100}})  # fmt: skip
-    stages.append({"name": "eval", "status": "skipped", "duration_s": 0.0, "metrics": {}})
+        stages[name] = StageRecord("done", "k", ["rlhfkit", name, "--note", EVIL], {"seed": 0, "note": EVIL},
+                                   seconds=seconds, metrics={"loss": 1.5, "steps": 100})  # fmt: skip
+    stages["evaluate"] = StageRecord("running", "k", ["rlhfkit", "evaluate"], {})
     (run).mkdir(parents=True)
-    (run / "pipeline.json").write_text(json.dumps({"stages": stages}))
+    RunRecord(run_dir=str(run), stages=stages).save(run)
     (run / "world").mkdir()
     (run / "world" / "world.json").write_text(json.dumps({"seed": 0, "size": "small", "files": {
         "sft.jsonl": {"count": 600, "bytes": 300000, "categories": {"factual": 142, "unknowable": 64},
@@ -148,6 +149,8 @@ def test_report_shows_every_stage_and_escapes_model_text(tmp_path):
     assert "67%" in page  # two of three annotators agree with the gold judge's preference
     assert "33%" in page  # inter-annotator agreement: 1 agreeing pair out of 3
     assert "ppo beats sft" in page and "5 min 10 s" in page  # highlights and durations
+    # the training table names each stage as the pipeline does: base/ holds the pretrain stage, rm/ reward
+    assert "<td><b>pretrain</b></td>" in page and "<td><b>reward</b></td>" in page
 
 
 def test_report_skips_missing_stages(tmp_path):
@@ -194,3 +197,19 @@ def test_report_renders_in_headless_chromium(tmp_path):
         assert "ppo beats sft" in text and "68%" in text and EVIL in text
         assert dialogs == []  # the model's <script>alert(...) never ran
         browser.close()
+
+
+def test_a_run_record_the_report_does_not_know_is_an_error_not_a_missing_section(tmp_path):
+    run = make_fake_run(tmp_path)
+    data = json.loads((run / "pipeline.json").read_text())
+    data["stages"]["sft"]["duration_s"] = data["stages"]["sft"].pop("seconds")  # a renamed key
+    (run / "pipeline.json").write_text(json.dumps(data))
+    with pytest.raises(RlhfkitError, match=r"pipeline.json: stages.sft: unknown key\(s\) duration_s"):
+        write_report(run)
+    data["stages"]["sft"]["seconds"] = data["stages"]["sft"].pop("duration_s")
+    (run / "pipeline.json").write_text(json.dumps({**data, "version": 2}))
+    with pytest.raises(RlhfkitError, match="run record version 2"):
+        write_report(run)
+    del data["version"]  # a record written before the schema had a version: the same keys, read as version 1
+    (run / "pipeline.json").write_text(json.dumps(data))
+    assert "5 min 10 s" in write_report(run).read_text()

@@ -49,10 +49,10 @@ def test_an_interrupted_run_resumes_at_the_step_where_it_stopped(
     out = tmp_path / "online"
     real_call = online_trainer._call
 
-    def crash_in_round_1_reward(argv):
-        if argv[0] == "reward" and "/rounds/1/" in " ".join(argv):
+    def crash_in_round_1_reward(command, module, config, options):
+        if command == "reward train" and "/rounds/1/" in options["out"]:
             raise RlhfkitError("simulated crash")
-        real_call(argv)
+        real_call(command, module, config, options)
 
     monkeypatch.setattr(online_trainer, "_call", crash_in_round_1_reward)
     with pytest.raises(RlhfkitError, match="simulated crash"):
@@ -64,9 +64,11 @@ def test_an_interrupted_run_resumes_at_the_step_where_it_stopped(
 
     monkeypatch.setattr(online_trainer, "_call", real_call)
     calls = []
-    monkeypatch.setattr(online_trainer, "_call", lambda argv: (calls.append(argv[0]), real_call(argv)))
+    monkeypatch.setattr(
+        online_trainer, "_call", lambda command, *rest: (calls.append(command), real_call(command, *rest))
+    )
     run(_config(policy_dir, prompts_file, out))
-    assert calls == ["reward", "ppo"]  # only what had not finished
+    assert calls == ["reward train", "ppo"]  # only what had not finished
     assert (out / "rounds" / "0" / "candidates.jsonl").stat().st_mtime_ns == stamp
     assert (out / "rounds" / "1" / "comparisons.jsonl").read_bytes() == labels
     with pytest.raises(RlhfkitError, match="another configuration"):

@@ -8,17 +8,20 @@ from pathlib import Path
 import pytest
 
 from rlhfkit.cli import build_parser
+from rlhfkit.config import to_flags
 from rlhfkit.errors import RlhfkitError
 from rlhfkit.pipeline import (
+    ALL_STAGE_NAMES,
     CAI_STAGES,
     HYBRID_STAGES,
     METHODS,
     STAGES,
     UNSEEDED,
+    build_config,
+    command_line,
     rlhf_stages,
     run_pipeline,
     stage_options,
-    to_flags,
 )
 
 TINY = {
@@ -70,7 +73,7 @@ def test_pipeline_runs_records_skips_and_reruns_changed_stages(tmp_path):
 
 
 def test_options_merge_defaults_quick_and_user_tables():
-    opts = stage_options({"pretrain": {"max_steps": 7}, "seed": 3}, quick=True)
+    opts = stage_options({"pretrain": {"max_steps": 7}, "seed": 3}, True, ALL_STAGE_NAMES)
     assert (
         opts["pretrain"]["max-steps"] == 7
         and opts["pretrain"]["preset"] == "micro"
@@ -87,7 +90,15 @@ def test_options_merge_defaults_quick_and_user_tables():
         "2",
     ]
     with pytest.raises(RlhfkitError, match="unknown stage table"):
-        stage_options({"pretrainn": {}}, quick=False)
+        stage_options({"pretrainn": {}}, False, ALL_STAGE_NAMES)
+    sft = STAGES[3]  # an option the stage's config does not have fails before anything runs, naming both
+    with pytest.raises(
+        RlhfkitError, match=r"pipeline stage \[sft\]: unknown option\(s\) for SFTConfig: warp_speed"
+    ):
+        build_config(sft, Path("run"), {"warp-speed": 9})
+    with pytest.raises(RlhfkitError, match=r"pipeline stage \[sft\]: max-steps: cannot read 'many'"):
+        build_config(sft, Path("run"), {"max-steps": "many"})
+    assert repr(build_config(sft, Path("run"), {"epochs": 1}).epochs) == "1.0"  # typed as the flag would be
 
 
 def test_quick_pipeline_runs_every_stage_end_to_end(tmp_path):
@@ -102,10 +113,9 @@ def test_quick_pipeline_runs_every_stage_end_to_end(tmp_path):
         "ppo": {"steps": 2, "batch_size": 8, "minibatch_size": 4, "epochs": 1, "max_new_tokens": 12},
         "evaluate": {"n_prompts": 16, "max_new_tokens": 16, "bootstrap": 50},
     }
-    data = run_pipeline(run, config, quick=True)
-    stages = data["stages"]
-    assert all(v["status"] == "done" for v in stages.values()) and len(stages) == 10
-    data_before = json.loads(json.dumps(stages))
+    stages = run_pipeline(run, config, quick=True).stages
+    assert all(v.status == "done" for v in stages.values()) and len(stages) == 10
+    seconds_before = {name: v.seconds for name, v in stages.items()}
     for name in ("base", "sft", "ppo"):
         AutoModelForCausalLM.from_pretrained(str(run / name))
     AutoModelForSequenceClassification.from_pretrained(str(run / "rm"))
@@ -120,12 +130,11 @@ def test_quick_pipeline_runs_every_stage_end_to_end(tmp_path):
     extra = {"online": {"label_budget": 32}, "cai_demos": {"chains": 40, "judgments": 40, "max_words": 100},
              "cai_labeler": {"epochs": 0, "max_steps": 2, "batch_size": 8, "max_len": 256, "max_val_chats": 8},
              "hybrid_reward": {"epochs": 0, "max_steps": 4}}  # fmt: skip
-    data = run_pipeline(run, {**config, **extra}, quick=True, method=methods)
-    stages = data["stages"]
+    stages = run_pipeline(run, {**config, **extra}, quick=True, method=methods).stages
     for name in ("pretrain", "sft", "labels", "reward", "ppo"):
-        assert stages[name]["seconds"] == data_before[name]["seconds"], name  # skipped: up to date
+        assert stages[name].seconds == seconds_before[name], name  # skipped: up to date
     for name in methods.split(","):
-        assert stages[name]["status"] == "done"
+        assert stages[name].status == "done"
         AutoModelForCausalLM.from_pretrained(str(run / name))
     results = json.loads((run / "eval" / "results.json").read_text())
     assert list(results["models"]) == ["base", "sft", *methods.split(",")]
@@ -152,8 +161,8 @@ def test_quick_cai_pipeline_runs_every_stage(tmp_path):
         "cai_ppo": {"steps": 1, "batch_size": 8, "minibatch_size": 4, "epochs": 1, "max_new_tokens": 8},
         "cai_evaluate": {"n_prompts": 8, "max_new_tokens": 8, "bootstrap": 20},
     }
-    data = run_pipeline(run, config, quick=True, cai=True)
-    assert all(v["status"] == "done" for v in data["stages"].values()) and len(data["stages"]) == 15
+    stages = run_pipeline(run, config, quick=True, cai=True).stages
+    assert all(v.status == "done" for v in stages.values()) and len(stages) == 15
     # the critic critiqued and revised the SFT model's answers, the labeler checked each revision and labelled pairs
     assert (run / "cai" / "critic" / "config.json").exists() and (
         run / "cai" / "labeler" / "config.json"
@@ -181,7 +190,7 @@ def test_quick_cai_pipeline_runs_every_stage(tmp_path):
 
 
 def test_pipeline_seed_seeds_every_stage_that_takes_one():
-    opts = stage_options({"seed": 3}, quick=False)
+    opts = stage_options({"seed": 3}, False, ALL_STAGE_NAMES)
     seeded = {name for name, o in opts.items() if o.get("seed") == 3}
     assert seeded == set(opts) - set(UNSEEDED)
     assert {"cai_demos", "cai_critic", "cai_labeler", "cai_revise", "sl_cai", "cai_control", "cai_candidates",
@@ -192,7 +201,7 @@ def test_pipeline_seed_seeds_every_stage_that_takes_one():
         "evaluate",
         "cai_evaluate",
     }:  # evaluate's argv needs existing models; its flag is checked below
-        assert parser.parse_args(stages[name].argv(Path("run")) + ["--seed", "3"]).seed == 3, name
+        assert parser.parse_args(command_line(stages[name], Path("run"), opts[name])).seed == 3, name
     assert (
         parser.parse_args(["evaluate", "--prompts", "p", "--model", "a=b", "--out", "o", "--seed", "3"]).seed
         == 3

@@ -86,14 +86,12 @@ def _scalar_type(tp):
 def add_config_args(
     parser: argparse.ArgumentParser,
     cls,
-    help_overrides: dict[str, str] | None = None,
     *,
     required: tuple[str, ...] = (),
     skip: tuple[str, ...] = (),
 ) -> None:
     """Add one flag per (flattened) config field, defaulting to None so we can tell what the user set.
     `required` fields must be given on the command line; `skip` fields get no flag (the command adds its own)."""
-    help_overrides = help_overrides or {}
     helps: dict[str, str] = {}
     for config in _configs(cls):
         helps.update(field_help(config))
@@ -110,7 +108,7 @@ def add_config_args(
         base, is_list = _scalar_type(tp)
         flag = "--" + name.replace("_", "-")
         default = _default_at(cls, path)
-        help_text = help_overrides.get(name) or helps.get(name, "")
+        help_text = helps.get(name, "").replace("%", "%%")  # argparse formats help with %
         help_text += f" (default: {default})" if default not in (None, "") and name not in required else ""
         common = {"dest": name, "default": None, "help": help_text}
         if name in required:
@@ -119,8 +117,8 @@ def add_config_args(
             parser.add_argument(flag, type=_json_object, **common)
         elif base is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, **common)
-        elif is_list:
-            parser.add_argument(flag, nargs="*", type=base, **common)
+        elif is_list:  # `--stop a b` and `--stop a --stop b` both give [a, b]
+            parser.add_argument(flag, nargs="*", action="extend", type=base, **common)
         else:
             parser.add_argument(flag, type=base, **common)
 
@@ -165,14 +163,69 @@ def config_from_args(cls, args: argparse.Namespace, section: str | None = None):
     if getattr(args, "config", None):
         source, wanted = split_config(args.config, section)
         values = load_toml(source)
-        if wanted and isinstance(values.get(wanted), dict):
-            table, values = _table_as_flags(cls, values[wanted], f"{source} [{wanted}]"), {}
+        shipped = Path(source) == DEFAULTS_FILE  # a stage the pipeline leaves at its defaults has no table
+        if wanted and (isinstance(values.get(wanted), dict) or shipped):
+            table = _table_as_flags(cls, stage_table(values, wanted, source), f"{source} [{wanted}]")
+            values = {}
         elif wanted and wanted != section:
             raise RlhfkitError(f"{source}: no table [{wanted}]")
     flat_given = {**table, **{k: v for k, v in vars(args).items() if v is not None}}
     config = _build(cls, values, flat_given, source=source)
     _steps_or_epochs(config, set(flat_given) | _given_names(values))
     return config
+
+
+def config_from_options(cls, options: dict[str, Any], where: str):
+    """Build a config in-process from a stage table (keys are flag names, dashes or underscores): the same
+    config `rlhfkit <command> --key value ...` builds from `to_flags(options)`, values typed as the flags
+    would type them (an int given for a float field becomes a float), `_steps_or_epochs` applied alike."""
+    flags = _table_as_flags(cls, options, where)
+    types_by_name = {path[-1]: tp for path, _, tp in _leaf_fields(cls)}
+    typed = {}
+    for name, value in flags.items():
+        if value is None:
+            continue
+        try:
+            typed[name] = _as_flag_type(types_by_name[name], value)
+        except ValueError:
+            raise RlhfkitError(
+                f"{where}: {name.replace('_', '-')}: cannot read {value!r} as its type"
+            ) from None
+    config = _build(cls, {}, typed, source=where)
+    _steps_or_epochs(config, set(typed))
+    return config
+
+
+def _as_flag_type(tp, value):
+    """The value argparse would give for `to_flags({key: value})` (a str, int or float parsed back)."""
+    base, is_list = _scalar_type(tp)
+    if is_list:
+        return [_as_flag_type(base, v) for v in (value if isinstance(value, list | tuple) else [value])]
+    if base in (int, float, str) and not isinstance(value, bool):
+        return base(str(value)) if base is not str else str(value)
+    return value
+
+
+def to_flags(options: dict[str, Any]) -> list[str]:
+    """A stage table as the command line that sets it: `{"max-steps": 5, "bf16": False}` ->
+    `--max-steps 5 --no-bf16`; lists repeat the flag; a table (dict) is given as a JSON object."""
+    import json
+
+    out: list[str] = []
+    for key, value in options.items():
+        flag = "--" + key.replace("_", "-")
+        if value is True:
+            out.append(flag)
+        elif value is False:
+            out.append("--no-" + key.replace("_", "-"))
+        elif isinstance(value, dict):  # e.g. `rlhfkit online --update-options '{"steps": 4}'`
+            out += [flag, json.dumps(value)]
+        elif isinstance(value, list | tuple):
+            for v in value:
+                out += [flag, str(v)]
+        elif value is not None:
+            out += [flag, str(value)]
+    return out
 
 
 def _table_as_flags(cls, table: dict, where: str) -> dict[str, Any]:
@@ -206,6 +259,28 @@ def _steps_or_epochs(config, given: set[str]) -> None:
             f"--epochs {config.epochs:g} sets the number of steps from the data size and would override "
             "--max-steps; give --epochs 0 to run exactly --max-steps"
         )
+
+
+def stage_table(
+    tables: dict, name: str, source: str | Path = "config", overlays: tuple[dict, ...] = ()
+) -> dict:
+    """Stage `name`'s table of flags over the tables it inherits from: `[rloo] inherit = "ppo"` starts from
+    [ppo] (which may inherit in turn), then applies [rloo]'s own keys. `overlays` (the pipeline's quick.toml)
+    are applied after, each following the same chain. A missing table is empty."""
+    chain = [name]
+    while isinstance(tables.get(chain[-1]), dict) and "inherit" in tables[chain[-1]]:
+        parent = tables[chain[-1]]["inherit"]
+        if parent in chain:
+            raise RlhfkitError(f"{source}: [{chain[-1]}] inherits from itself (through [{parent}])")
+        chain.append(parent)
+    out: dict[str, Any] = {}
+    for layer in (tables, *overlays):
+        for table_name in reversed(chain):
+            table = layer.get(table_name, {})
+            if not isinstance(table, dict):
+                raise RlhfkitError(f"{source}: [{table_name}] must be a table of that command's options")
+            out.update({k: v for k, v in table.items() if k != "inherit"})
+    return out
 
 
 # The pipeline's defaults, shipped with the package: `--config defaults` on any stage command reads them.

@@ -10,6 +10,7 @@ chat template), so ``transformers.AutoTokenizer.from_pretrained(DIR).apply_chat_
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from rlhfkit.data.jsonl import read_jsonl
@@ -77,6 +78,26 @@ def read_text_file(path: Path) -> str:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise RlhfkitError(f"{path}: not UTF-8 text (bad byte at offset {exc.start})") from None
+
+
+@dataclass
+class TokenizerConfig:
+    """`rlhfkit tokenizer train`: a byte-level BPE tokenizer with the chat template, trained on a corpus."""
+
+    data: str = ""  # a .txt/.jsonl file or a folder of them
+    out: str = "runs/demo/tokenizer"  # output folder (Hugging Face tokenizer)
+    vocab_size: int = 4096  # vocabulary size
+
+
+def run(cfg: TokenizerConfig) -> Path:
+    """Train the tokenizer and save it into `cfg.out`; return the folder."""
+    if not cfg.data:
+        raise RlhfkitError("--data is required (a .txt/.jsonl file or folder)")
+    if cfg.vocab_size <= 0:
+        raise RlhfkitError("--vocab-size must be positive")
+    tok = train_tokenizer(cfg.data, cfg.vocab_size, cfg.out)
+    print(f"tokenizer: {len(tok)} tokens written to {cfg.out}")
+    return Path(cfg.out)
 
 
 def train_tokenizer(data: str | Path, vocab_size: int, out_dir: str | Path, model_max_length: int = 2048):

@@ -242,6 +242,18 @@ def _record(pair: _Pair, answer: BothOrders, labeler_name: str, seconds: float, 
     }
 
 
+def run(cfg: LabelConfig) -> Path:
+    """`rlhfkit cai label` (the pipeline's `cai_labels` and `hybrid_labels` stages): `run_label`, summarized;
+    return `cfg.out`."""
+    result = run_label(cfg)
+    labels = [c["label"] for c in result["comparisons"]]
+    methods = ", ".join(f"{k} {v}" for k, v in sorted(result["methods"].items()))
+    print(f"cai label: {result['pairs']} pairs ({result['identical_skipped']} identical skipped), "
+          f"{result['questions']} questions ({methods}), mean label {sum(labels) / len(labels):.3f}"
+          + (f", {result['truncated']} truncated" if result["truncated"] else "") + f" -> {cfg.out}")  # fmt: skip
+    return Path(cfg.out)
+
+
 def run_label(cfg: LabelConfig, labeler=None) -> dict:
     """Read candidates, label them with the labeler (built from `cfg.labeler` unless given), write comparisons."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn

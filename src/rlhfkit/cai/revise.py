@@ -192,6 +192,28 @@ def sft_chats(chains: Sequence[dict], constitution_name: str = "") -> list[dict]
     return out
 
 
+def run(cfg: ReviseConfig) -> Path:
+    """`rlhfkit cai revise` (the pipeline's `cai_revise` stage): `run_revise`, summarized; return `cfg.out`."""
+    result = run_revise(cfg)
+    print(f"cai revise: {result['prompts']} prompts x {result['revisions']} revisions; {result['changed']} responses "
+          f"changed ({result['rejected']} revisions rejected by the verifier); {result['chats']} SFT chats -> {cfg.out}; chains -> {result['chains_path']}")  # fmt: skip
+    return Path(cfg.out)
+
+
+def write_unrevised(folder: str | Path) -> Path:
+    """unrevised.jsonl: the same prompts with the first, unrevised answers (from revisions.chains.jsonl). SFT on
+    them (the pipeline's `cai_control`) shows how much of SL-CAI's gain is only fine-tuning on the model's own
+    tempered samples, and how much the revisions add."""
+    from rlhfkit.data.jsonl import read_jsonl, write_jsonl
+
+    d = Path(folder)
+    rows = [{"id": f"{c['id']}-unrevised", "messages": [*c["prompt"], {"role": "assistant", "content": c["initial"]}],
+             "category": c.get("category", "")}
+            for _, c in read_jsonl(d / "revisions.chains.jsonl") if c["initial"]]  # fmt: skip
+    write_jsonl(d / "unrevised.jsonl", rows)
+    return d / "unrevised.jsonl"
+
+
 def run_revise(cfg: ReviseConfig) -> dict:
     """Read prompts, run SL-CAI with the model, write the SFT chats and the chains; return counts."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn

@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 import random
 from collections import deque
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from rlhfkit.cai.constitution import Constitution, Principle, load_constitution
@@ -104,6 +104,37 @@ class WorldDataConfig:
     min_margin: float = 0.5  # gold-score gap (0-10 scale) below which a pair is too close to teach
     max_words: int = 120  # longest demonstration (request + reply, in words) kept: ~98% fit 256 tokens
     seed: int = 0  # mixed with the world's own seed
+
+
+@dataclass
+class DemosConfig:
+    """`rlhfkit cai world-data` (the pipeline's `cai_demos` stage): where the demonstrations come from and go."""
+
+    world: str = ""  # demo world folder (from `rlhfkit world build`)
+    out: str = "runs/demo/cai/demos"  # output folder
+    constitution: str | None = None  # constitution TOML (default: the packaged default)
+    demos: WorldDataConfig = field(default_factory=WorldDataConfig)
+
+
+def run(cfg: DemosConfig) -> Path:
+    """Write the demonstrations (`write_world_data`) into `cfg.out`; return the folder."""
+    if not cfg.world:
+        raise RlhfkitError("--world is required (a folder from `rlhfkit world build`)")
+    info = write_world_data(cfg.world, cfg.out, cfg.demos, cfg.constitution)
+    counts = info["counts"]
+    print(f"cai world-data: {counts['critiques.jsonl']} critiques, {counts['revisions.jsonl']} revisions, "
+          f"{counts['judgments.jsonl']} judgments ({info['critiques_naming_a_flaw']} critiques name a flaw) "
+          f"-> {cfg.out}/cai_demos.jsonl")  # fmt: skip
+    return Path(cfg.out)
+
+
+def write_critic_demos(folder: str | Path) -> Path:
+    """critic_demos.jsonl = critiques.jsonl + revisions.jsonl: the critic learns critiques and revisions, the
+    labeler judgments (each file is one job)."""
+    d = Path(folder)
+    text = "".join((d / name).read_text(encoding="utf-8") for name in ("critiques.jsonl", "revisions.jsonl"))
+    (d / "critic_demos.jsonl").write_text(text, encoding="utf-8")
+    return d / "critic_demos.jsonl"
 
 
 @dataclass

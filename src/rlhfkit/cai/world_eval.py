@@ -131,3 +131,13 @@ def world_eval(chains: str | Path | None = None, comparisons: str | Path | None 
             len(x["completions"]) * (len(x["completions"]) - 1) // 2 for x in rankings
         )
     return result
+
+
+def write_world_eval(chains: str | Path | None, comparisons: str | Path | None,
+                     rlhf_comparisons: str | Path | None, out: str | Path) -> dict:  # fmt: skip
+    """`world_eval` written as JSON to `out` (`rlhfkit cai world-eval --out`; the pipeline after `cai_evaluate`)."""
+    import json
+
+    result = world_eval(chains, comparisons, rlhf_comparisons)
+    Path(out).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    return result

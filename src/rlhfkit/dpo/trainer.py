@@ -76,7 +76,9 @@ class DPOConfig:
     policy: str = ""  # starting policy: an SFT checkpoint folder (any HF causal LM with a chat template)
     data: str = ""  # comparisons JSONL: TRL pairs (hard, tie or soft `label`) and/or K-way rankings
     eval_data: str | None = None  # held-out comparisons, evaluated every eval_every steps and at the end
-    out: str = "runs/dpo"
+    out: str = (
+        "runs/dpo"  # output folder (checkpoint, metrics.jsonl, cached reference log-probs, rlhfkit.json)
+    )
     ref: str | None = None  # frozen reference policy (default: the starting policy itself)
     beta: float = 0.1  # strength of the KL leash: implicit reward = beta * log(pi / pi_ref)
     loss: str = "sigmoid"  # "sigmoid" (DPO, Bradley-Terry) or "ipo" (squared loss to a finite target)

@@ -9,6 +9,7 @@ from rlhfkit.errors import RlhfkitError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from rlhfkit.evaluate.report import ReportConfig
     from rlhfkit.evaluate.run import EvalConfig
 
     ev = sub.add_parser(
@@ -39,7 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     rep.add_argument(
         "run_dir", nargs="?", metavar="RUN", help="run folder (runs/NAME) or an evaluation folder"
     )
-    rep.add_argument("--run", dest="run_flag", metavar="RUN", help="the same, as an option")
+    add_config_args(rep, ReportConfig)
     rep.set_defaults(func=_report)
 
 
@@ -72,10 +73,9 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from rlhfkit.evaluate.report import write_report
+    from rlhfkit.evaluate.report import ReportConfig, run
 
-    run_dir = args.run_flag or args.run_dir
-    if not run_dir:
-        raise RlhfkitError("report: expected a run folder (rlhfkit report runs/NAME)")
-    print(f"report: written to {write_report(run_dir)}")
+    cfg = config_from_args(ReportConfig, args, "report")
+    cfg.run = cfg.run or args.run_dir or ""
+    run(cfg)
     return 0

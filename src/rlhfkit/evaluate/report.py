@@ -5,7 +5,8 @@ Design:
   or files from the network. It opens offline, survives being mailed or copied, and a headless browser
   renders it with every image present.
 - Every section reads what exists and is skipped when its stage is missing (`rundata` never raises on a
-  half-written run), so the report can be rebuilt at any point of a pipeline.
+  half-written run), so the report can be rebuilt at any point of a pipeline. The run record
+  (`pipeline.json`, written atomically) is read by its schema and raises on anything it does not know.
 - Every piece of text that came from a model, a dataset or a config is HTML-escaped (`_e`); model output
   is shown in `<pre>`-like blocks so whitespace and odd characters read as they were generated.
 
@@ -20,6 +21,7 @@ import html
 import json
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from rlhfkit.data.jsonl import read_jsonl_lenient
@@ -103,7 +105,7 @@ def _section(anchor: str, title: str, body: str, intro: str = "") -> str:
 
 
 def _overview(run_dir: Path, folders: list[tuple[str, Path]]) -> str:
-    data, stages = pipeline_stages(run_dir)
+    stages = pipeline_stages(run_dir)
     rows = []
     if stages:
         for s in stages:
@@ -164,7 +166,7 @@ def _world(folder: Path | None) -> str:
 def _training(folders: list[tuple[str, Path]]) -> str:
     curves, final_rows, samples_html = {}, [], []
     for name, folder in folders:
-        if name in ("ppo", "eval"):
+        if name in ("ppo", "evaluate"):
             continue
         records = read_jsonl_lenient(folder / "metrics.jsonl")
         if not records:
@@ -194,7 +196,7 @@ def _training(folders: list[tuple[str, Path]]) -> str:
 
 
 def _reward_model(run_dir: Path, folders: dict[str, Path]) -> str:
-    rm = folders.get("rm") or folders.get("reward")
+    rm = folders.get("reward")
     report = read_json(rm / "eval.json") if rm else None
     manifest = (read_json(rm / "rlhfkit.json") or {}) if rm else {}
     metrics = manifest.get("metrics") if isinstance(manifest.get("metrics"), dict) else {}
@@ -209,7 +211,7 @@ def _reward_model(run_dir: Path, folders: dict[str, Path]) -> str:
         ("calibration error (ECE)", _num(report.get("ece", metrics.get("val_ece", "–")))),
     ]
     body = _cards(cards)
-    comparisons = folders.get("comparisons") or folders.get("labels")
+    comparisons = folders.get("labels")
     quality: dict = {}
     if comparisons:
         quality = label_quality(comparisons)
@@ -520,7 +522,7 @@ def build_html(run_dir: Path) -> str:
     by_name = dict(folders)
     evaluation = eval_folder(run_dir)
     results = read_json(evaluation / "results.json") if evaluation else None
-    _, stages = pipeline_stages(run_dir)
+    stages = pipeline_stages(run_dir)
 
     sections = [
         (
@@ -582,6 +584,22 @@ def build_html(run_dir: Path) -> str:
 <footer class="wrap">Made by <code>rlhfkit report</code>. Static file: no scripts, no network; images are embedded.</footer>
 </body></html>
 """
+
+
+@dataclass
+class ReportConfig:
+    """`rlhfkit report`: the static report.html of a run."""
+
+    run: str = ""  # run folder (runs/NAME) or an evaluation folder
+
+
+def run(cfg: ReportConfig) -> Path:
+    """Write `report.html` into `cfg.run`; return its path."""
+    if not cfg.run:
+        raise RlhfkitError("report: expected a run folder (rlhfkit report runs/NAME)")
+    path = write_report(cfg.run)
+    print(f"report: written to {path}")
+    return path
 
 
 def write_report(run_dir: str | Path) -> Path:

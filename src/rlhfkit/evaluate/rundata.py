@@ -1,7 +1,8 @@
-"""Read a run folder for the report, leniently: a missing or half-written stage is skipped, never an error.
+"""Read a run folder for the report: a missing or half-written stage folder is skipped, never an error; the
+run record (`pipeline.json`) is read strictly, by its schema (`pipeline.record`).
 
-A run folder is `runs/NAME/{world,tokenizer,base,sft,candidates,comparisons,rm,ppo,cai,eval}/` plus
-`pipeline.json`. Training stages hold `metrics.jsonl` (one object per logged step) and `rlhfkit.json`
+A run folder is one folder per stage (`FOLDERS`, from the pipeline's stage table: world, tokenizer, base, sft,
+candidates, comparisons, rm, ppo, ..., cai, eval) plus `pipeline.json`. Training stages hold `metrics.jsonl` (one object per logged step) and `rlhfkit.json`
 (stage, config, metrics); the reward model also `eval.json` (`reward.evaluate.comparison_metrics`); the
 evaluation `results.json` and `responses.jsonl`. A folder that itself holds `results.json` is read as an
 evaluation-only run, so `rlhfkit report` also works on the output of a bare `rlhfkit evaluate`.
@@ -15,10 +16,12 @@ from collections import defaultdict
 from pathlib import Path
 
 from rlhfkit.data.jsonl import read_jsonl_lenient
+from rlhfkit.pipeline.stages import METHOD_STAGES, STAGES
 
-STAGE_ORDER = ("world", "tokenizer", "base", "pretrain", "sft", "candidates", "comparisons", "labels", "rm",
-               "reward", "ppo", "cai", "eval")  # fmt: skip
-DURATION_KEYS = ("duration_s", "seconds", "duration", "wall_seconds", "elapsed_s", "elapsed")
+# Where each stage writes, from the pipeline's one stage table (`stage name -> folder`); the report looks a stage
+# up by its name here and never guesses among other spellings.
+FOLDERS = {s.name: s.output for s in [*STAGES, *METHOD_STAGES] if not s.output.endswith(".html")}
+STAGE_ORDER = (*(f for f in FOLDERS.values() if f != FOLDERS["evaluate"]), "cai", FOLDERS["evaluate"])
 MAX_LABEL_GROUPS = 5000  # label quality is measured on at most this many comparisons (it is a summary)
 
 
@@ -35,9 +38,11 @@ def is_number(value: object) -> bool:
 
 
 def stage_folders(run_dir: Path) -> list[tuple[str, Path]]:
-    """Subfolders of the run, known stages first in pipeline order, then any others alphabetically."""
+    """(name, folder) for each subfolder of the run: the pipeline's stages first, in pipeline order and under
+    their stage names (`FOLDERS`: `rm/` is the `reward` stage), then any other folder by its own name."""
     found = {p.name: p for p in sorted(run_dir.iterdir()) if p.is_dir() and not p.name.startswith(".")}
-    known = [(n, found.pop(n)) for n in STAGE_ORDER if n in found]
+    stage_of = {folder: name for name, folder in FOLDERS.items()}
+    known = [(stage_of.get(f, f), found.pop(f)) for f in STAGE_ORDER if f in found]
     return known + sorted(found.items())
 
 
@@ -64,41 +69,24 @@ def last_samples(records: list[dict]) -> tuple[float | None, list[str]]:
     return None, []
 
 
-def pipeline_stages(run_dir: Path) -> tuple[dict, list[dict]]:
-    """(pipeline.json's top level, its stages normalized to {name, status, seconds, metrics, config, command}).
+def pipeline_stages(run_dir: Path) -> list[dict]:
+    """pipeline.json's stages as {name, status, seconds, metrics, config, command}, in the order they ran; []
+    when the run has no record. The record is read strictly (`pipeline.record.RunRecord`): a version, key or
+    type it does not know raises `RlhfkitError` instead of silently dropping a section."""
+    from rlhfkit.pipeline.record import RunRecord
 
-    Stages may be a list of objects with `name` or an object keyed by name; the duration is the first of
-    `DURATION_KEYS`, the config `config` or `options`, the headline numbers `metrics` or `headline`."""
-    data = read_json(run_dir / "pipeline.json") or {}
-    raw = data.get("stages", [])
-    if isinstance(raw, dict):
-        raw = [{"name": k, **v} if isinstance(v, dict) else {"name": k} for k, v in raw.items()]
-    stages = []
-    for entry in raw if isinstance(raw, list) else []:
-        if not isinstance(entry, dict):
-            continue
-        seconds = next((entry[k] for k in DURATION_KEYS if is_number(entry.get(k))), None)
-        metrics = entry.get("metrics") or entry.get("headline") or {}
-        stages.append(
-            {
-                "name": str(entry.get("name") or entry.get("stage") or "?"),
-                "status": str(entry.get("status") or ("skipped" if entry.get("skipped") else "")),
-                "seconds": seconds,
-                "metrics": metrics if isinstance(metrics, dict) else {},
-                "config": next(
-                    (entry[k] for k in ("config", "options") if isinstance(entry.get(k), dict)), None
-                ),
-                "command": entry.get("command") if isinstance(entry.get("command"), list) else None,
-            }
-        )
-    return data, stages
+    record = RunRecord.load(run_dir)
+    if record is None:
+        return []
+    return [{"name": name, "status": r.status, "seconds": r.seconds, "metrics": r.metrics,
+             "config": r.options or None, "command": r.command} for name, r in record.stages.items()]  # fmt: skip
 
 
 def eval_folder(run_dir: Path) -> Path | None:
     if (run_dir / "results.json").is_file():
         return run_dir
-    if (run_dir / "eval" / "results.json").is_file():
-        return run_dir / "eval"
+    if (run_dir / FOLDERS["evaluate"] / "results.json").is_file():
+        return run_dir / FOLDERS["evaluate"]
     return None
 
 

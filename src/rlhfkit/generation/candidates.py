@@ -11,10 +11,61 @@ the sampling settings and each completion's finish reason.
 from __future__ import annotations
 
 import random
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from rlhfkit.errors import RlhfkitError
 from rlhfkit.generation.params import SamplingParams
+
+
+@dataclass
+class CandidatesConfig:
+    """`rlhfkit generate`: K sampled responses per prompt (the pipeline's `candidates` stage)."""
+
+    model: str = ""  # the model: a Hugging Face folder, a .gguf file, a Hub name (e.g.
+    # HuggingFaceTB/SmolLM2-135M-Instruct) or a PEFT adapter folder (applied to its base and merged)
+    prompts: str = ""  # chat JSONL: {'messages': [...], 'id', 'category', 'meta'}
+    out: str = "runs/demo/candidates/candidates.jsonl"  # candidates JSONL to write
+    n: int = 1  # responses per prompt
+    temperature: float = 1.0  # 0 = greedy
+    top_p: float = 1.0  # nucleus sampling mass (1.0: off)
+    top_k: int = 0  # sample among the k most likely tokens (0: off)
+    max_new_tokens: int = 128  # length limit per response
+    stop: list[str] = field(default_factory=list)  # stop strings
+    seed: int = 0  # sampling seed
+    batch_size: int = 64  # sequences decoded together
+    best_of: int = 1  # best-of-n: sample this many responses per output and keep the reward model's
+    # favourite (needs --reward)
+    reward: str | None = None  # reward model folder used by --best-of
+    off_prompt: int = 0  # add this many responses sampled for other prompts (of another category when
+    # there is one) to each record, so annotators also rank answers that do not fit the prompt
+    device: str = "auto"  # where the model runs: auto (the GPU when CUDA is available, else the CPU),
+    # cpu, cuda or cuda:N
+    dtype: str = "auto"  # weights' dtype: auto (bfloat16 on a GPU that supports it, else float32),
+    # float32, bfloat16 or float16
+    chat_template: str | None = None  # a Jinja chat template FILE that replaces the model's own (needed
+    # for a model that has none)
+
+
+def run(cfg: CandidatesConfig) -> Path:
+    """Write the candidates JSONL (`write_candidates`); return its path."""
+    if not cfg.model or not cfg.prompts:
+        raise RlhfkitError("--model and --prompts are required")
+    if cfg.n < 1:
+        raise RlhfkitError(f"--n: expected an integer >= 1, got {cfg.n}")
+    if cfg.best_of < 1:
+        raise RlhfkitError(f"--best-of: expected an integer >= 1, got {cfg.best_of}")
+    if cfg.off_prompt < 0:
+        raise RlhfkitError(f"--off-prompt: expected an integer >= 0, got {cfg.off_prompt}")
+    if cfg.best_of > 1 and not cfg.reward:
+        raise RlhfkitError("--best-of needs --reward DIR (the reward model that picks the best sample)")
+    params = SamplingParams(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_k=cfg.top_k,
+                            top_p=cfg.top_p, stop_strings=tuple(cfg.stop), seed=cfg.seed)  # fmt: skip
+    count = write_candidates(cfg.model, cfg.prompts, cfg.out, params, n=cfg.n, batch_size=cfg.batch_size,
+                             best_of=cfg.best_of, reward=cfg.reward, off_prompt=cfg.off_prompt,
+                             device=cfg.device, dtype=cfg.dtype, chat_template=cfg.chat_template)  # fmt: skip
+    print(f"generate: {count} prompts x {cfg.n} responses written to {cfg.out}")
+    return Path(cfg.out)
 
 
 def write_candidates(model_dir: str, prompts_path: str, out: str, params: SamplingParams, *, n: int = 1,

@@ -27,38 +27,16 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from rlhfkit.config import add_config_args
+    from rlhfkit.generation.candidates import CandidatesConfig
+
     p = sub.add_parser(
         "generate",
         help="sample K responses per prompt (candidates for comparisons)",
         description="Sample --n responses to each chat prompt in --prompts with the model in --model and write "
         "them as candidates JSONL to --out.",
     )
-    p.add_argument("--model", required=True, help=MODEL_HELP)
-    p.add_argument(
-        "--prompts", required=True, help="chat JSONL: {'messages': [...], 'id', 'category', 'meta'}"
-    )
-    p.add_argument("--out", required=True, help="candidates JSONL to write")
-    p.add_argument("--n", type=int, default=1, help="responses per prompt (default 1)")
-    p.add_argument("--temperature", type=float, default=1.0, help="0 = greedy (default 1.0)")
-    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (default 1.0: off)")
-    p.add_argument(
-        "--top-k", type=int, default=0, help="sample among the k most likely tokens (default 0: off)"
-    )
-    p.add_argument("--max-new-tokens", type=int, default=128, help="length limit per response (default 128)")
-    p.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
-    p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
-    p.add_argument("--batch-size", type=int, default=64, help="sequences decoded together (default 64)")
-    p.add_argument(
-        "--best-of", type=int, default=1,
-        help="best-of-n: sample this many responses per output and keep the reward model's favourite (needs --reward)",
-    )  # fmt: skip
-    p.add_argument("--reward", default=None, help="reward model folder used by --best-of")
-    p.add_argument(
-        "--off-prompt", type=int, default=0,
-        help="add this many responses sampled for other prompts (of another category when there is one) to each "
-        "record, so annotators also rank answers that do not fit the prompt (default 0)",
-    )  # fmt: skip
-    add_model_options(p)
+    add_config_args(p, CandidatesConfig, required=("model", "prompts", "out"))
     p.set_defaults(func=_run)
 
     p = sub.add_parser("chat", help="chat with a checkpoint in the terminal")
@@ -74,30 +52,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from rlhfkit.errors import RlhfkitError
-    from rlhfkit.generation import SamplingParams
-    from rlhfkit.generation.candidates import write_candidates
+    from rlhfkit.config import config_from_args
+    from rlhfkit.generation.candidates import CandidatesConfig, run
 
-    if args.n < 1:
-        raise RlhfkitError(f"--n: expected an integer >= 1, got {args.n}")
-    if args.best_of < 1:
-        raise RlhfkitError(f"--best-of: expected an integer >= 1, got {args.best_of}")
-    if args.off_prompt < 0:
-        raise RlhfkitError(f"--off-prompt: expected an integer >= 0, got {args.off_prompt}")
-    if args.best_of > 1 and not args.reward:
-        raise RlhfkitError("--best-of needs --reward DIR (the reward model that picks the best sample)")
-    params = SamplingParams(
-        max_new_tokens=args.max_new_tokens,
-        temperature=args.temperature,
-        top_k=args.top_k,
-        top_p=args.top_p,
-        stop_strings=tuple(args.stop),
-        seed=args.seed,
-    )
-    count = write_candidates(args.model, args.prompts, args.out, params, n=args.n, batch_size=args.batch_size,
-                             best_of=args.best_of, reward=args.reward, off_prompt=args.off_prompt,
-                             device=args.device, dtype=args.dtype, chat_template=args.chat_template)  # fmt: skip
-    print(f"generate: {count} prompts x {args.n} responses written to {args.out}")
+    run(config_from_args(CandidatesConfig, args, "candidates"))
     return 0
 
 

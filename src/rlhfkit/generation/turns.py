@@ -106,10 +106,3 @@ def read_chat_template(path: str | Path) -> str:
     except TemplateError as exc:
         raise RlhfkitError(f"--chat-template {p}: not a usable Jinja chat template ({exc})") from None
     return text
-
-
-def use_chat_template(tokenizer, path: str | Path | None, source: object) -> None:
-    """Give `tokenizer` the template in `path` (when set), then require that it has one."""
-    if path:
-        tokenizer.chat_template = read_chat_template(path)
-    require_chat_template(tokenizer, source)

@@ -18,17 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "so far, update the policy (PPO against that RM, or DPO on the round's labels) with the KL measured to "
         "the SFT model. --label-budget rankings in all. Resumes at the step where it stopped.",
     )
-    add_config_args(
-        p,
-        OnlineConfig,
-        {
-            "policy": "the SFT checkpoint (start, reward-model backbone and KL reference)",
-            "prompts": "prompts JSONL ({'messages': [...], 'meta': ...})",
-            "out": "output folder (the final policy)",
-            "reward_options": "JSON object of `rlhfkit reward train` options for every round",
-            "update_options": "JSON object of the update command's options for every round",
-        },
-    )
+    add_config_args(p, OnlineConfig)
     p.set_defaults(func=_run)
 
 

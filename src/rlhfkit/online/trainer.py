@@ -10,7 +10,8 @@ spends the same label budget in rounds, each on samples of the current policy:
         reward model <- `rlhfkit reward train` from the SFT model on every comparison so far
         policy      <- `rlhfkit ppo` (or `dpo` on this round's labels) from the current policy, KL to the SFT model
 
-Every step is the same command a user would type, so any round can be reproduced by hand. The prompts of the
+Every step is a stage's `run(config)`, called in this process with the config its command would build; the
+command is printed, so any round can be reproduced by hand. The prompts of the
 rounds are disjoint slices of one seeded shuffle; each round gets `label_budget // rounds` of them, so the run
 asks for exactly as many rankings as an offline run with `label_budget` prompts.
 
@@ -22,15 +23,16 @@ the training steps resume from their own checkpoints, so an interrupted run cont
 
 from __future__ import annotations
 
+import importlib
 import json
 import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from rlhfkit.artifacts import read_manifest, write_manifest
+from rlhfkit.config import config_from_options, to_flags
 from rlhfkit.data.jsonl import read_jsonl, write_jsonl
 from rlhfkit.errors import RlhfkitError
-from rlhfkit.pipeline import to_flags
 
 UPDATES = ("ppo", "dpo")
 ANNOTATORS = ("simulated", "human")
@@ -49,9 +51,10 @@ class OnlineConfig:
     off_prompt: int = 2  # answers to other prompts added to each ranking (`rlhfkit generate --off-prompt`)
     candidate_tokens: int = 64  # length limit of the ranked samples
     pool_size: int = 10  # simulated annotators
-    # one epoch per round: the last round's RM still sees every label once, the earlier labels up to R times
-    reward_options: dict = field(default_factory=lambda: {"epochs": 1, "batch-size": 16, "lr": 1e-4})
-    update_options: dict = field(
+    reward_options: dict = field(default_factory=lambda: {"epochs": 1, "batch-size": 16, "lr": 1e-4})  # JSON
+    # object of `rlhfkit reward train` options for every round; one epoch per round: the last round's RM
+    # still sees every label once, the earlier labels up to R times
+    update_options: dict = field(  # JSON object of the update command's options for every round
         default_factory=lambda: {"steps": 4, "kl-horizon": 2000, "max-new-tokens": 128}
     )
     seed: int = 0  # seeds the prompt slices, the sampling, the annotators and every training stage
@@ -74,16 +77,12 @@ def _check(cfg: OnlineConfig) -> None:
         raise RlhfkitError(f"--annotators: expected one of {', '.join(ANNOTATORS)}, got '{cfg.annotators}'")
 
 
-def _call(argv: list[str]) -> None:
-    """Run one `rlhfkit` command in this process; a failure stops the round (finished steps are kept)."""
-    from rlhfkit.cli import main
-
-    print("$ rlhfkit " + " ".join(argv))
-    code = main(argv)
-    if code != 0:
-        raise RlhfkitError(
-            f"online: `rlhfkit {argv[0]}` failed (exit {code}); fix it and run again to resume"
-        )
+def _call(command: str, module: str, config: str, options: dict) -> None:
+    """Run one stage's `run(config)` in this process, with the config `rlhfkit COMMAND --options...` builds
+    (printed so the step can be rerun by hand); a failure stops the round (finished steps are kept)."""
+    print("$ rlhfkit " + " ".join([*command.split(), *to_flags(options)]))
+    stage = importlib.import_module(module)
+    stage.run(config_from_options(getattr(stage, config), options, f"online: rlhfkit {command}"))
 
 
 def round_prompts(n_records: int, cfg: OnlineConfig) -> list[list[int]]:
@@ -130,15 +129,15 @@ def run(cfg: OnlineConfig) -> Path:
             f"{r}:prompts", lambda d=d, r=r: write_jsonl(d / "prompts.jsonl", [records[i] for i in slices[r]])
         )
         step(f"{r}:candidates", lambda d=d, p=policy, s=seed: _call(
-            ["generate", "--model", p, "--prompts", str(d / "prompts.jsonl"), "--out", str(d / "candidates.jsonl"),
-             "--n", str(cfg.n), "--off-prompt", str(cfg.off_prompt), "--max-new-tokens", str(cfg.candidate_tokens),
-             "--seed", str(s)]))  # fmt: skip
+            "generate", "rlhfkit.generation.candidates", "CandidatesConfig",
+            {"model": p, "prompts": str(d / "prompts.jsonl"), "out": str(d / "candidates.jsonl"), "n": cfg.n,
+             "off-prompt": cfg.off_prompt, "max-new-tokens": cfg.candidate_tokens, "seed": s}))  # fmt: skip
         step(f"{r}:labels", lambda d=d, r=r, s=seed: _labels(cfg, d, r, s))
         step(f"{r}:all_labels", lambda d=d, r=r: _gather_labels(out, r, d / "all_comparisons.jsonl"))
         step(f"{r}:reward", lambda d=d, s=seed: _call(
-            ["reward", "train", "--model", cfg.policy, "--data", str(d / "all_comparisons.jsonl"),
-             "--calibration", str(d / "candidates.jsonl"), "--out", str(d / "rm"), "--seed", str(s),
-             *_model_flags(cfg), *to_flags(cfg.reward_options)]))  # fmt: skip
+            "reward train", "rlhfkit.reward.train", "RewardConfig",
+            {"model": cfg.policy, "data": str(d / "all_comparisons.jsonl"), "calibration": str(d / "candidates.jsonl"),
+             "out": str(d / "rm"), "seed": s, **_model_options(cfg), **cfg.reward_options}))  # fmt: skip
         step(f"{r}:policy", lambda d=d, p=policy, t=target, s=seed: _update(cfg, d, p, t, s))
         policy = str(target)
     rounds = []
@@ -158,15 +157,17 @@ def run(cfg: OnlineConfig) -> Path:
     return out
 
 
-def _model_flags(cfg: OnlineConfig) -> list[str]:
-    """Device, dtype and gradient checkpointing for the training commands (the options dicts can override)."""
-    flags = ["--device", cfg.device, "--dtype", cfg.dtype]
-    return flags + (["--gradient-checkpointing"] if cfg.gradient_checkpointing else [])
+def _model_options(cfg: OnlineConfig) -> dict:
+    """Device, dtype and gradient checkpointing for the training stages (the options dicts can override)."""
+    options = {"device": cfg.device, "dtype": cfg.dtype}
+    return {**options, "gradient-checkpointing": True} if cfg.gradient_checkpointing else options
 
 
 def _labels(cfg: OnlineConfig, d: Path, r: int, seed: int) -> None:
     if cfg.annotators == "simulated":
-        _call(["label", "--candidates", str(d / "candidates.jsonl"), "--pool-size", str(cfg.pool_size), "--out", str(d / "comparisons.jsonl"), "--seed", str(seed)])  # fmt: skip
+        _call("label", "rlhfkit.world.labels", "LabelsConfig",
+              {"candidates": str(d / "candidates.jsonl"), "pool-size": cfg.pool_size,
+               "out": str(d / "comparisons.jsonl"), "seed": seed})  # fmt: skip
         return
     export = d / "comparisons.jsonl"
     if not export.exists():
@@ -185,10 +186,10 @@ def _gather_labels(out: Path, r: int, dest: Path) -> None:
 
 
 def _update(cfg: OnlineConfig, d: Path, policy: str, target: Path, seed: int) -> None:
-    options = [*_model_flags(cfg), *to_flags({**cfg.update_options, "seed": seed})]
+    options = {**_model_options(cfg), **cfg.update_options, "seed": seed}
     if cfg.update == "dpo":  # on-policy preference pairs of this round, reference = the SFT model
-        _call(["dpo", "--policy", policy, "--ref", cfg.policy, "--data", str(d / "comparisons.jsonl"),
-               "--out", str(target), *options])  # fmt: skip
+        _call("dpo", "rlhfkit.dpo.trainer", "DPOConfig", {"policy": policy, "ref": cfg.policy,
+              "data": str(d / "comparisons.jsonl"), "out": str(target), **options})  # fmt: skip
         return
-    _call(["ppo", "--policy", policy, "--ref", cfg.policy, "--reward", str(d / "rm"), "--prompts", cfg.prompts,
-           "--out", str(target), *options])  # fmt: skip
+    _call("ppo", "rlhfkit.ppo.trainer", "PPOConfig", {"policy": policy, "ref": cfg.policy, "reward": str(d / "rm"),
+          "prompts": cfg.prompts, "out": str(target), **options})  # fmt: skip

@@ -17,19 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "model's favourite finished response per prompt and fine-tunes the policy on those winners (SFT loss). "
         "Rounds, samples and fine-tuning all resume where they stopped.",
     )
-    add_config_args(
-        p,
-        RSConfig,
-        {
-            "policy": "starting policy (the SFT checkpoint)",
-            "reward": "reward model folder that picks the winners",
-            "prompts": "prompts JSONL ({'messages': [...]})",
-            "out": "output folder (the final policy)",
-            "lr": "fine-tuning learning rate",
-            "max_steps": "fine-tuning steps per round when --sft-epochs is 0",
-            "seed": "seed of the prompt draws, the sampling and the fine-tuning",
-        },
-    )
+    add_config_args(p, RSConfig)
     p.set_defaults(func=_run)
 
 

@@ -46,8 +46,8 @@ class RSConfig:
     n: int = 8  # responses sampled per prompt; the reward model keeps the best
     rounds: int = 1  # sample -> pick -> fine-tune, each round from the previous round's policy
     prompts_per_round: int = 0  # prompts sampled each round (a seeded draw); 0: all
-    # 0.7, the temperature the model answers at: winners of T=1 samples taught noisier answers (docs/methods.md)
-    temperature: float = 0.7
+    temperature: float = 0.7  # sampling temperature; 0.7, the temperature the model answers at: winners of
+    # T=1 samples taught noisier answers (docs/methods.md)
     max_new_tokens: int = 128  # response cap; a response cut off here is never kept
     min_score: float | None = None  # keep a winner only if its reward-model score is at least this
     keep_unfinished: bool = False  # let a response cut off at max_new_tokens win (for untrained test models)

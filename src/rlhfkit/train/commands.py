@@ -5,19 +5,17 @@ from __future__ import annotations
 import argparse
 
 from rlhfkit.config import add_config_args, config_from_args
-from rlhfkit.errors import RlhfkitError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from rlhfkit.tokenizer import TokenizerConfig
     from rlhfkit.train.pretrain import PretrainConfig
     from rlhfkit.train.sft import SFTConfig
 
     p = sub.add_parser("tokenizer", help="train a byte-level BPE tokenizer with a chat template")
     tsub = p.add_subparsers(dest="tokenizer_command", metavar="ACTION", required=True)
     t = tsub.add_parser("train", help="train a tokenizer on a text corpus")
-    t.add_argument("--data", required=True, help="a .txt/.jsonl file or a folder of them")
-    t.add_argument("--vocab-size", type=int, default=4096, help="vocabulary size (default: 4096)")
-    t.add_argument("--out", required=True, help="output folder (Hugging Face tokenizer)")
+    add_config_args(t, TokenizerConfig, required=("data", "out"))
     t.set_defaults(func=_tokenizer)
 
     stages = [
@@ -35,24 +33,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _tokenizer(args: argparse.Namespace) -> int:
-    from rlhfkit.tokenizer import train_tokenizer
+    from rlhfkit.tokenizer import TokenizerConfig, run
 
-    if args.vocab_size <= 0:
-        raise RlhfkitError("--vocab-size must be positive")
-    tok = train_tokenizer(args.data, args.vocab_size, args.out)
-    print(f"tokenizer: {len(tok)} tokens written to {args.out}")
+    run(config_from_args(TokenizerConfig, args, "tokenizer"))
     return 0
 
 
 def _pretrain(args: argparse.Namespace) -> int:
     from rlhfkit.train.pretrain import PretrainConfig, run
 
-    cfg = config_from_args(PretrainConfig, args, "pretrain")
-    if not cfg.data:
-        raise RlhfkitError("--data is required (a .txt/.jsonl file or folder)")
-    if not cfg.tokenizer:
-        raise RlhfkitError("--tokenizer is required (a folder from `rlhfkit tokenizer train`)")
-    out = run(cfg)
+    out = run(config_from_args(PretrainConfig, args, "pretrain"))
     print(f"pretrain: base model written to {out}")
     return 0
 

@@ -52,6 +52,10 @@ class PretrainConfig:
 
 
 def run(cfg: PretrainConfig) -> Path:
+    if not cfg.data:
+        raise RlhfkitError("--data is required (a .txt/.jsonl file or folder)")
+    if not cfg.tokenizer:
+        raise RlhfkitError("--tokenizer is required (a folder from `rlhfkit tokenizer train`)")
     out = Path(cfg.out)
     device = pick_device(cfg.device)
     info = init_distributed(device)

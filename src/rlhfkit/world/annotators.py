@@ -220,13 +220,3 @@ def agreement_ceiling(records: list[dict], pool_size: int = 10, seed: int = 1234
         "items": len(records),
         "pairs": sum(len(u) >= 2 for u in units.values()),
     }
-
-
-def calibrate_noise(target: float = 0.73, n_pairs: int = 2000, seed: int = 0) -> float:
-    """Bisect the pool's mean noise until agreement hits ``target`` (how the default was chosen)."""
-    lo, hi = 0.05, 5.0
-    for _ in range(14):
-        mid = (lo + hi) / 2
-        agreement = measure_agreement(n_pairs, seed=seed, config=PoolConfig(noise=mid))
-        lo, hi = (mid, hi) if agreement > target else (lo, mid)
-    return (lo + hi) / 2

@@ -1,0 +1,176 @@
+"""Run (or resume) the pipeline's stages in a run folder: keys, skip and resume, in-process `run(config)`.
+
+Each stage's config is built from its paths in the run folder and its options (`defaults.stage_options`), and
+its package's `run(config)` is called in this process. The equivalent command line is recorded in
+`pipeline.json` (and printed) only so that a person can rerun the stage by hand.
+
+Skipping and resuming: a stage's *key* is a hash of that command line and of the keys of the stages it reads.
+A stage whose key matches the one recorded as finished is skipped; any upstream change changes the keys
+downstream, so exactly the affected stages rerun. A stage that was interrupted runs again, and the training
+stages continue from their last checkpoint. If a stage's configuration changed since it was started, its
+folder is cleared first (an old checkpoint must not leak into a new run).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import shutil
+import time
+from pathlib import Path
+
+from rlhfkit.config import config_from_options, to_flags
+from rlhfkit.errors import RlhfkitError
+from rlhfkit.pipeline.defaults import stage_options
+from rlhfkit.pipeline.record import RunRecord, StageRecord
+from rlhfkit.pipeline.stages import ALL_STAGE_NAMES, Stage, parse_methods, stage_list
+
+
+def build_config(stage: Stage, run_dir: Path, options: dict):
+    """The stage's config: its files in `run_dir`, then its options."""
+    cls = getattr(importlib.import_module(stage.module), stage.config)
+    return config_from_options(cls, {**stage.paths(run_dir), **options}, f"pipeline stage [{stage.name}]")
+
+
+def command_line(stage: Stage, run_dir: Path, options: dict) -> list[str]:
+    """The `rlhfkit` command that runs the stage by hand (evaluate's models are repeated `--model NAME=DIR`)."""
+    paths = stage.paths(run_dir)
+    models = paths.pop("models", {})
+    argv = [*stage.command.split(), *to_flags(paths)]
+    argv += [a for name, folder in models.items() for a in ("--model", f"{name}={folder}")]
+    return argv + to_flags(options)
+
+
+def stage_key(argv: list[str], upstream_keys: list[str]) -> str:
+    return hashlib.sha256(json.dumps([argv, upstream_keys]).encode()).hexdigest()[:16]
+
+
+def run_pipeline(run_dir: str | Path, config: dict | None = None, quick: bool = False, from_stage: str | None = None,
+                 only: str | None = None, until: str | None = None, cai: bool = False, console=None,
+                 method: str | None = None) -> RunRecord:  # fmt: skip
+    """Run (or resume) the pipeline in `run_dir`; returns the run record (`pipeline.json`)."""
+    from rich.console import Console
+
+    from rlhfkit.allocator import keep_freed_memory
+
+    keep_freed_memory()  # big per-step tensors reuse malloc's memory instead of fresh pages (allocator.py)
+    console = console or Console()
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    methods = parse_methods(method)
+    stages = stage_list(cai, methods)
+    names = [s.name for s in stages]
+    for name in (from_stage, only, until):
+        if name is not None and name not in names:
+            raise RlhfkitError(f"unknown stage '{name}' (stages: {', '.join(names)})")
+    opts = stage_options(config or {}, quick, ALL_STAGE_NAMES)
+    record = RunRecord.load(run_dir) or RunRecord()
+    record.run_dir, record.quick, record.cai, record.methods = str(run_dir), quick, cai, methods
+    record.config = config or {}
+    selected = [only] if only else names[names.index(from_stage) :] if from_stage else names
+    if until is not None:
+        selected = [s for s in selected if names.index(s) <= names.index(until)]
+    forced = set(selected) if (only or from_stage) else set()
+
+    keys: dict[str, str] = {}
+    t_start = time.perf_counter()
+    for i, stage in enumerate(stages, 1):
+        argv = command_line(stage, run_dir, opts[stage.name])
+        key = stage_key(argv, [keys.get(d, "") for d in stage.depends])
+        keys[stage.name] = key
+        previous = record.stages.get(stage.name)
+        if stage.name not in selected:
+            continue
+        done = previous is not None and previous.status == "done" and previous.key == key
+        done = done and (run_dir / stage.output).exists()
+        elapsed = time.perf_counter() - t_start
+        eta = sum(_estimate(record, s, quick) for s in stages[i - 1 :] if s.name in selected)
+        header = f"[bold cyan]stage {i}/{len(stages)}: {stage.name}[/] — {stage.summary}"
+        console.rule(f"{header}  [dim](elapsed {_hms(elapsed)}, eta ~{_hms(eta)})[/]")
+        if done and stage.name not in forced:
+            console.print(f"[green]up to date[/] (key {key}); skipped")
+            continue
+        for dep in stage.depends:
+            dep_stage = stages[names.index(dep)]
+            if not (run_dir / dep_stage.output).exists():
+                raise RlhfkitError(
+                    f"stage '{stage.name}' needs '{dep}' first ({run_dir / dep_stage.output} is missing)"
+                )
+        if (previous is not None and previous.key != key) or stage.name in forced:
+            _clear(
+                run_dir / stage.output
+            )  # config changed (or forced): an old checkpoint must not be resumed
+        (run_dir / stage.output).parent.mkdir(parents=True, exist_ok=True)
+        if not stage.output.endswith(".html"):
+            (run_dir / stage.output).mkdir(parents=True, exist_ok=True)
+        config_obj = build_config(stage, run_dir, opts[stage.name])
+        record.stages[stage.name] = StageRecord("running", key, ["rlhfkit", *argv], opts[stage.name])
+        record.save(run_dir)
+        console.print("[dim]$ rlhfkit " + " ".join(argv) + "[/]")
+        t0 = time.perf_counter()
+        try:
+            importlib.import_module(stage.module).run(config_obj)
+            if stage.after is not None:
+                stage.after(run_dir)
+        except BaseException as exc:
+            record.stages[stage.name].status = "failed"
+            record.save(run_dir)
+            if isinstance(exc, RlhfkitError):
+                raise RlhfkitError(
+                    f"stage '{stage.name}' failed: {exc} (fix it and rerun: finished stages are kept)"
+                ) from None
+            raise
+        duration = time.perf_counter() - t0
+        rec = record.stages[stage.name]
+        rec.status, rec.seconds = "done", round(duration, 1)
+        rec.finished_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        rec.metrics = headline_metrics(run_dir, stage)
+        record.save(run_dir)
+        console.print(f"[green]done[/] in {_hms(duration)}")
+    record.total_seconds = round(sum(s.seconds or 0 for s in record.stages.values()), 1)
+    record.save(run_dir)
+    return record
+
+
+def headline_metrics(run_dir: Path, stage: Stage) -> dict:
+    """A few numbers worth showing for a finished stage (read from what the stage wrote)."""
+    out = run_dir / stage.output
+    if (out / "world.json").exists():
+        files = json.loads((out / "world.json").read_text()).get("files", {})
+        return {
+            name.removesuffix(".jsonl") + "_records": f.get("count")
+            for name, f in files.items()
+            if isinstance(f, dict)
+        }
+    for path in (out / "rlhfkit.json", out / "results.json", out / "summary.json"):
+        if path.exists():
+            data = json.loads(path.read_text())
+            metrics = data.get("metrics", data.get("headline", data))
+            flat = {
+                k: v for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)
+            }
+            return dict(list(flat.items())[:10])
+    if out.is_dir():
+        files = [p for p in out.iterdir() if p.suffix == ".jsonl"]
+        return {p.stem + "_records": sum(1 for _ in p.open(encoding="utf-8")) for p in files}
+    return {}
+
+
+def _estimate(record: RunRecord, stage: Stage, quick: bool) -> float:
+    rec = record.stages.get(stage.name)
+    if rec is not None and rec.status == "done" and rec.seconds is not None:
+        return float(rec.seconds)
+    return stage.estimate_s / (10 if quick else 1)
+
+
+def _clear(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)
+    elif path.exists():
+        path.unlink()
+
+
+def _hms(seconds: float) -> str:
+    s = int(seconds)
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
