@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import json
 import random
+import subprocess
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
 import torch
 
 from conftest import OBJECTS, PLACES, SUBJECTS, VERBS
@@ -131,3 +134,17 @@ def running_server(checkpoints: dict[str, Path], api_key: str | None = None, **o
     finally:
         for served in models.values():
             served.close()
+
+
+def wait_until_healthy(process: subprocess.Popen, port: int, timeout_s: float = 120) -> None:
+    """Wait for a `rlhfkit serve` process to answer /health, failing with its output if it exits first."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        assert process.poll() is None, process.stdout.read()
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.2)

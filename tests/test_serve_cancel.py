@@ -17,7 +17,7 @@ import time
 import httpx
 import pytest
 
-from serve_helpers import one_torch_thread, untrained_checkpoint
+from serve_helpers import one_torch_thread, untrained_checkpoint, wait_until_healthy
 
 CLIENTS = 6
 N = 16
@@ -97,16 +97,7 @@ def test_sigterm_stops_the_server_within_the_grace_period_while_it_decodes(noise
     answers: list = []
     output = ""
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert process.poll() is None, process.stdout.read()
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "the server did not start"
-            time.sleep(0.2)
+        wait_until_healthy(process, port)
 
         def long_request() -> None:
             try:

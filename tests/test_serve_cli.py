@@ -6,15 +6,13 @@ import importlib.util
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
 import openai
 import pytest
 
 from rlhfkit.cli import main
-from serve_helpers import build_checkpoints, running_server
+from serve_helpers import build_checkpoints, running_server, wait_until_healthy
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "try_it_yourself.py"
 
@@ -48,16 +46,7 @@ def test_serve_command_runs_a_real_server_with_aliases_and_a_key(checkpoints):
     ]  # fmt: skip
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert process.poll() is None, process.stdout.read()
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "the server did not start"
-            time.sleep(0.2)
+        wait_until_healthy(process, port)
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="sk-local", max_retries=0)
         assert [m.id for m in client.models.list().data] == [
             "gpt-3.5-turbo-instruct",

@@ -60,7 +60,10 @@ def _add_load_options(parser: argparse.ArgumentParser) -> None:
     if not subcommands:  # a leaf: a command that runs
         group = parser.add_argument_group("model loading (both off by default)")
         for field, help_text in OPTIONS_HELP.items():
-            group.add_argument(f"--{field.replace('_', '-')}", action="store_true", help=help_text)
+            # default None, not False: no stage flag writes a default of its own (tests/test_defaults.py)
+            group.add_argument(
+                f"--{field.replace('_', '-')}", action="store_true", default=None, help=help_text
+            )
         return
     for action in subcommands:
         for child in set(action.choices.values()):
@@ -120,8 +123,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         with allowing(
-            trust_remote_code=getattr(args, "trust_remote_code", False),
-            hub_kernels=getattr(args, "hub_kernels", False),
+            trust_remote_code=bool(getattr(args, "trust_remote_code", False)),
+            hub_kernels=bool(getattr(args, "hub_kernels", False)),
         ):
             result = args.func(args)
     except RlhfkitError as exc:

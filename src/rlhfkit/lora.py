@@ -163,8 +163,8 @@ def resolve_base(source: str, out: str | Path) -> str:
     as `<out>/base/` (with the tokenizer) so the stage's own adapter has a base on disk."""
     if not is_adapter_dir(source):
         return source
-    from rlhfkit.artifacts import saving_into
     from rlhfkit.models import adapter_base, load_causal_lm
+    from rlhfkit.saving import saving_into
     from rlhfkit.tokenizer import load_tokenizer
 
     target = Path(out) / "base"

@@ -52,10 +52,11 @@ def merge_adapter(cfg: MergeConfig) -> Path:
 def _save_plain(source: str, out_dir: str, dtype: str, stage: str) -> Path:
     import torch
 
-    from rlhfkit.artifacts import saving_into, write_manifest
+    from rlhfkit.artifacts import write_manifest
     from rlhfkit.device import pick_dtype
     from rlhfkit.generation.turns import end_of_turn_ids, model_eos_ids
     from rlhfkit.models import load_causal_lm
+    from rlhfkit.saving import saving_into
     from rlhfkit.tokenizer import load_tokenizer
 
     if not source or not out_dir:

@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rlhfkit.artifacts import read_manifest, save_hf_checkpoint, saving_into, write_manifest
+from rlhfkit.artifacts import read_manifest, save_hf_checkpoint, write_manifest
 from rlhfkit.data.chats import load_prompts
 from rlhfkit.errors import RlhfkitError
 from rlhfkit.generation import SamplingParams, end_of_turn_ids, pad_id, render_chat
@@ -69,6 +69,7 @@ from rlhfkit.ppo.advantages import (
 from rlhfkit.ppo.kl_controller import KLController
 from rlhfkit.ppo.losses import masked_mean, policy_loss, value_loss
 from rlhfkit.ppo.rollout import RewardFn, Rollout, collect, critic_values, measure
+from rlhfkit.saving import saving_into
 from rlhfkit.tokenizer import load_tokenizer
 from rlhfkit.train.checkpoint import checkpoint_meta, find_checkpoint, load_checkpoint, save_checkpoint
 from rlhfkit.train.distributed import DistInfo, any_rank, finish_distributed, init_distributed, pick_device

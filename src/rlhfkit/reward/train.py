@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from rlhfkit.artifacts import saving_into, write_manifest
+from rlhfkit.artifacts import write_manifest
 from rlhfkit.data.comparisons import ComparisonGroup, load_comparisons
 from rlhfkit.data.responses import record_responses
 from rlhfkit.data.sources import read_records, record_source
@@ -45,6 +45,7 @@ from rlhfkit.reward.model import (
     score_offset,
     shift_scores,
 )
+from rlhfkit.saving import saving_into
 from rlhfkit.train.distributed import check_divisible, finish_distributed, init_distributed, pick_device
 from rlhfkit.train.loop import LoopConfig, epoch_batch_indices, set_seed, train_loop
 from rlhfkit.train.precision import Precision
