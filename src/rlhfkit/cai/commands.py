@@ -122,16 +122,20 @@ def _world_eval(args: argparse.Namespace) -> int:
         gains = result["revisions"]
         if gains["chains"]:
             parts = ", ".join(f"{k} {v['before']:+.2f}->{v['after']:+.2f}" for k, v in gains["parts"].items())
-            print(f"revisions: gold {gains['gold_before']:.2f} -> {gains['gold_after']:.2f} over {gains['chains']} "
-                  f"chains ({gains['improved']} better, {gains['worse']} worse); parts: {parts}")  # fmt: skip
+            print(
+                f"revisions: gold {gains['gold_before']:.2f} -> {gains['gold_after']:.2f} over {gains['chains']} "
+                f"chains ({gains['improved']} better, {gains['worse']} worse); parts: {parts}"
+            )
         else:
             print("revisions: no chain carries demo-world meta")
     if args.comparisons:
         agreement = result["labels"]
         if agreement["pairs"]:
-            print(f"AI labels: agree with the gold judge on {agreement['ai_agreement']:.1%} of {agreement['pairs']} "
-                  f"pairs (simulated humans on the same pairs: {agreement['simulated_human_agreement']:.1%}); "
-                  f"{agreement['gold_ties']} gold ties left out")  # fmt: skip
+            print(
+                f"AI labels: agree with the gold judge on {agreement['ai_agreement']:.1%} of {agreement['pairs']} "
+                f"pairs (simulated humans on the same pairs: {agreement['simulated_human_agreement']:.1%}); "
+                f"{agreement['gold_ties']} gold ties left out"
+            )
         else:
             print("AI labels: no pair carries demo-world meta with a gold preference")
     return 0

@@ -200,8 +200,13 @@ def label_pairs(
             out.append(_record(pair, answer, labeler.name, seconds, constitution.name))
         if on_progress:
             on_progress(min(start + chunk, len(pairs)), len(pairs))
-    stats = {"pairs": len(out), "identical_skipped": identical, "questions": sum(methods.values()),
-             "methods": methods, "truncated": truncated}  # fmt: skip
+    stats = {
+        "pairs": len(out),
+        "identical_skipped": identical,
+        "questions": sum(methods.values()),
+        "methods": methods,
+        "truncated": truncated,
+    }
     return out, stats
 
 
@@ -248,9 +253,12 @@ def run(cfg: LabelConfig) -> Path:
     result = run_label(cfg)
     labels = [c["label"] for c in result["comparisons"]]
     methods = ", ".join(f"{k} {v}" for k, v in sorted(result["methods"].items()))
-    print(f"cai label: {result['pairs']} pairs ({result['identical_skipped']} identical skipped), "
-          f"{result['questions']} questions ({methods}), mean label {sum(labels) / len(labels):.3f}"
-          + (f", {result['truncated']} truncated" if result["truncated"] else "") + f" -> {cfg.out}")  # fmt: skip
+    print(
+        f"cai label: {result['pairs']} pairs ({result['identical_skipped']} identical skipped), "
+        f"{result['questions']} questions ({methods}), mean label {sum(labels) / len(labels):.3f}"
+        + (f", {result['truncated']} truncated" if result["truncated"] else "")
+        + f" -> {cfg.out}"
+    )
     return Path(cfg.out)
 
 
@@ -279,17 +287,26 @@ def run_label(cfg: LabelConfig, labeler=None) -> dict:
         if not cfg.labeler:
             raise RlhfkitError("--labeler: expected a model folder or openai:URL#MODEL")
         labeler = load_labeler(
-            cfg.labeler, batch_size=cfg.batch_size, api=cfg.api, votes=cfg.votes, seed=cfg.seed,
-            device=cfg.device, dtype=cfg.dtype, chat_template=cfg.chat_template,
-        )  # fmt: skip
+            cfg.labeler,
+            batch_size=cfg.batch_size,
+            api=cfg.api,
+            votes=cfg.votes,
+            seed=cfg.seed,
+            device=cfg.device,
+            dtype=cfg.dtype,
+            chat_template=cfg.chat_template,
+        )
     with Progress(
         TextColumn("cai label"), BarColumn(), MofNCompleteColumn(), TextColumn("pairs"), TimeRemainingColumn()
-    ) as progress:  # fmt: skip
+    ) as progress:
         task = progress.add_task("label", total=None)
         comparisons, stats = label_pairs(
-            records, labeler, constitution, cfg,
+            records,
+            labeler,
+            constitution,
+            cfg,
             on_progress=lambda done, total: progress.update(task, completed=done, total=total),
-        )  # fmt: skip
+        )
     if not comparisons:
         raise RlhfkitError(f"{cfg.candidates}: no pair of different responses to label")
     write_jsonl(cfg.out, comparisons)

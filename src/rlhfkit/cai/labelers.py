@@ -349,8 +349,17 @@ def letter_probabilities(positions: Sequence[tuple[str, dict[str, float]]]) -> t
     return None
 
 
-def load_labeler(spec: str, *, batch_size: int = 16, api: str = "chat", votes: int = 8, seed: int = 0,
-                 device: str = "auto", dtype: str = "auto", chat_template: str | None = None):  # fmt: skip
+def load_labeler(
+    spec: str,
+    *,
+    batch_size: int = 16,
+    api: str = "chat",
+    votes: int = 8,
+    seed: int = 0,
+    device: str = "auto",
+    dtype: str = "auto",
+    chat_template: str | None = None,
+):
     """`openai:URL#MODEL` -> `OpenAILabeler`; anything else is a local model source -> `LocalLabeler` (on
     `device` in `dtype`, with `chat_template` replacing its own when given)."""
     if spec.startswith("openai:"):

@@ -125,10 +125,17 @@ def revise_chains(
     schedules = [principle_schedule(constitution.principles, revisions, seed, pid) for pid in ids]
     current = run(prompts, who=(model, tokenizer))
     chains = [
-        {"id": pid, "prompt": prompt, "initial": text, "steps": [], "final": text,
-         "category": rec.get("category", ""), "meta": dict(rec.get("meta") or {})}
+        {
+            "id": pid,
+            "prompt": prompt,
+            "initial": text,
+            "steps": [],
+            "final": text,
+            "category": rec.get("category", ""),
+            "meta": dict(rec.get("meta") or {}),
+        }
         for pid, prompt, text, rec in zip(ids, prompts, current, records)
-    ]  # fmt: skip
+    ]
     for step in range(revisions):
         chosen = [schedule[step] for schedule in schedules]
         critiques = run(
@@ -147,8 +154,14 @@ def revise_chains(
         verified = _verify(verifier, prompts, current, revised, chosen)
         for i, (pr, crit, rev) in enumerate(zip(chosen, critiques, revised)):
             keep = not rev or (i in verified and verified[i] <= min_preference)
-            entry = {"principle": pr.name, "critique_request": pr.critique_request, "critique": crit,
-                     "revision_request": pr.revision_request, "revision": rev, "kept_previous": keep}  # fmt: skip
+            entry = {
+                "principle": pr.name,
+                "critique_request": pr.critique_request,
+                "critique": crit,
+                "revision_request": pr.revision_request,
+                "revision": rev,
+                "kept_previous": keep,
+            }
             if i in verified:
                 entry["verified"] = round(verified[i], 6)
             chains[i]["steps"].append(entry)
@@ -186,17 +199,23 @@ def sft_chats(chains: Sequence[dict], constitution_name: str = "") -> list[dict]
             "revisions": sum(1 for s in chain["steps"] if not s["kept_previous"]),
         }
         out.append(
-            {"id": f"{chain['id']}-cai", "messages": [*chain["prompt"], {"role": "assistant", "content": chain["final"]}],
-             "category": chain.get("category", ""), "meta": meta}
-        )  # fmt: skip
+            {
+                "id": f"{chain['id']}-cai",
+                "messages": [*chain["prompt"], {"role": "assistant", "content": chain["final"]}],
+                "category": chain.get("category", ""),
+                "meta": meta,
+            }
+        )
     return out
 
 
 def run(cfg: ReviseConfig) -> Path:
     """`rlhfkit cai revise` (the pipeline's `cai_revise` stage): `run_revise`, summarized; return `cfg.out`."""
     result = run_revise(cfg)
-    print(f"cai revise: {result['prompts']} prompts x {result['revisions']} revisions; {result['changed']} responses "
-          f"changed ({result['rejected']} revisions rejected by the verifier); {result['chats']} SFT chats -> {cfg.out}; chains -> {result['chains_path']}")  # fmt: skip
+    print(
+        f"cai revise: {result['prompts']} prompts x {result['revisions']} revisions; {result['changed']} responses "
+        f"changed ({result['rejected']} revisions rejected by the verifier); {result['chats']} SFT chats -> {cfg.out}; chains -> {result['chains_path']}"
+    )
     return Path(cfg.out)
 
 
@@ -207,9 +226,15 @@ def write_unrevised(folder: str | Path) -> Path:
     from rlhfkit.data.jsonl import read_jsonl, write_jsonl
 
     d = Path(folder)
-    rows = [{"id": f"{c['id']}-unrevised", "messages": [*c["prompt"], {"role": "assistant", "content": c["initial"]}],
-             "category": c.get("category", "")}
-            for _, c in read_jsonl(d / "revisions.chains.jsonl") if c["initial"]]  # fmt: skip
+    rows = [
+        {
+            "id": f"{c['id']}-unrevised",
+            "messages": [*c["prompt"], {"role": "assistant", "content": c["initial"]}],
+            "category": c.get("category", ""),
+        }
+        for _, c in read_jsonl(d / "revisions.chains.jsonl")
+        if c["initial"]
+    ]
     write_jsonl(d / "unrevised.jsonl", rows)
     return d / "unrevised.jsonl"
 
@@ -241,18 +266,39 @@ def run_revise(cfg: ReviseConfig) -> dict:
         verifier = load_labeler(cfg.verifier, seed=cfg.seed, device=cfg.device, dtype=cfg.dtype)
     total = len(records) * (1 + 2 * cfg.revisions)
     with Progress(
-        TextColumn("cai revise"), BarColumn(), MofNCompleteColumn(), TextColumn("generations"), TimeRemainingColumn()
-    ) as progress:  # fmt: skip
+        TextColumn("cai revise"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("generations"),
+        TimeRemainingColumn(),
+    ) as progress:
         task = progress.add_task("revise", total=total)
         chains = revise_chains(
-            model, tokenizer, records, constitution, revisions=cfg.revisions, params=params,
-            critique_params=critique_params, verifier=verifier, min_preference=cfg.min_preference, critic=critic,
-            seed=cfg.seed, batch_size=cfg.batch_size, on_progress=lambda n: progress.advance(task, n),
-        )  # fmt: skip
+            model,
+            tokenizer,
+            records,
+            constitution,
+            revisions=cfg.revisions,
+            params=params,
+            critique_params=critique_params,
+            verifier=verifier,
+            min_preference=cfg.min_preference,
+            critic=critic,
+            seed=cfg.seed,
+            batch_size=cfg.batch_size,
+            on_progress=lambda n: progress.advance(task, n),
+        )
     chats = sft_chats(chains, constitution.name)
     write_jsonl(cfg.out, chats)
     write_jsonl(chains_path(cfg), chains)
     changed = sum(1 for c in chains if c["final"] != c["initial"])
     rejected = sum(1 for c in chains for s in c["steps"] if s["kept_previous"] and s["revision"])
-    return {"rejected": rejected, "prompts": len(records), "chats": len(chats), "changed": changed, "chains_path": str(chains_path(cfg)),
-            "revisions": cfg.revisions, "chains": chains}  # fmt: skip
+    return {
+        "rejected": rejected,
+        "prompts": len(records),
+        "chats": len(chats),
+        "changed": changed,
+        "chains_path": str(chains_path(cfg)),
+        "revisions": cfg.revisions,
+        "chains": chains,
+    }

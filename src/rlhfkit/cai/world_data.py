@@ -39,48 +39,132 @@ from rlhfkit.errors import RlhfkitError
 # flaw -> (aspect, critique variants). Fields: {act} harmful request, {persona} the persona asked for,
 # {topic} a bare topic.
 FLAW_CRITIQUES: dict[str, tuple[str, tuple[str, ...]]] = {
-    "wrong_fact": ("honesty", ("The response states a wrong answer as if it were a fact. It should give the correct answer.",
-                               "The answer in the response is wrong. It should state the correct fact.")),
-    "hedged_wrong": ("honesty", ("The response hedges, and its answer is still wrong. It should state the correct answer.",)),
-    "wrong_price": ("honesty", ("The response gives a wrong price for one of the products. Prices must be correct.",)),
-    "fabricated": ("honesty", ("The response makes up an answer nobody can know. It should say honestly that this cannot be known.",
-                               "The response invents details it cannot know. It should admit that the answer is unknown.")),
-    "hedged_fabricated": ("honesty", ("The response hedges but still invents an answer nobody can know. It should say plainly "
-                                      "that this cannot be known.",)),
-    "compliance": ("harmlessness", ("The response helps the user {act}, which could hurt people. It should politely refuse "
-                                    "and offer a safe alternative.",
-                                    "The response gives harmful instructions. It should decline to help the user {act} and "
-                                    "suggest something safe instead.")),
-    "curt_refusal": ("harmlessness", ("The refusal is curt. It should politely explain why it cannot help and offer an "
-                                      "alternative.",)),
-    "over_refusal": ("harmlessness", ("The response refuses a harmless request. Nothing here is dangerous, so it should help.",
-                                      "The response is evasive: the request is safe, but it refuses. It should give the steps.")),
-    "questions": ("helpfulness", ("The response repeats the question and asks more questions instead of answering it.",)),
-    "too_long": ("helpfulness", ("The response is too long: it repeats itself and adds filler that does not help.",)),
-    "too_short": ("helpfulness", ("The response is too short to be useful. It should give a complete answer.",)),
-    "continuation": ("helpfulness", ("The response continues the text like an article instead of helping. It should ask what "
-                                     "the user wants to know about {topic}.",)),
-    "encyclopedic": ("helpfulness", ("The response states a fact about {topic} without finding out what the user wants. It "
-                                     "should offer help.",)),
-    "prose": ("helpfulness", ("The response gives the steps as one long sentence. Numbered steps would be easier to follow.",)),
-    "missing_steps": ("helpfulness", ("The response leaves out most of the steps. It should list all of them.",)),
-    "one_sided": ("helpfulness", ("The response talks about only one product and does not compare the two.",)),
-    "no_tradeoff": ("helpfulness", ("The response picks a product without weighing the pros and cons of both.",)),
+    "wrong_fact": (
+        "honesty",
+        (
+            "The response states a wrong answer as if it were a fact. It should give the correct answer.",
+            "The answer in the response is wrong. It should state the correct fact.",
+        ),
+    ),
+    "hedged_wrong": (
+        "honesty",
+        ("The response hedges, and its answer is still wrong. It should state the correct answer.",),
+    ),
+    "wrong_price": (
+        "honesty",
+        ("The response gives a wrong price for one of the products. Prices must be correct.",),
+    ),
+    "fabricated": (
+        "honesty",
+        (
+            "The response makes up an answer nobody can know. It should say honestly that this cannot be known.",
+            "The response invents details it cannot know. It should admit that the answer is unknown.",
+        ),
+    ),
+    "hedged_fabricated": (
+        "honesty",
+        (
+            "The response hedges but still invents an answer nobody can know. It should say plainly "
+            "that this cannot be known.",
+        ),
+    ),
+    "compliance": (
+        "harmlessness",
+        (
+            "The response helps the user {act}, which could hurt people. It should politely refuse "
+            "and offer a safe alternative.",
+            "The response gives harmful instructions. It should decline to help the user {act} and "
+            "suggest something safe instead.",
+        ),
+    ),
+    "curt_refusal": (
+        "harmlessness",
+        ("The refusal is curt. It should politely explain why it cannot help and offer an alternative.",),
+    ),
+    "over_refusal": (
+        "harmlessness",
+        (
+            "The response refuses a harmless request. Nothing here is dangerous, so it should help.",
+            "The response is evasive: the request is safe, but it refuses. It should give the steps.",
+        ),
+    ),
+    "questions": (
+        "helpfulness",
+        ("The response repeats the question and asks more questions instead of answering it.",),
+    ),
+    "too_long": (
+        "helpfulness",
+        ("The response is too long: it repeats itself and adds filler that does not help.",),
+    ),
+    "too_short": (
+        "helpfulness",
+        ("The response is too short to be useful. It should give a complete answer.",),
+    ),
+    "continuation": (
+        "helpfulness",
+        (
+            "The response continues the text like an article instead of helping. It should ask what "
+            "the user wants to know about {topic}.",
+        ),
+    ),
+    "encyclopedic": (
+        "helpfulness",
+        (
+            "The response states a fact about {topic} without finding out what the user wants. It "
+            "should offer help.",
+        ),
+    ),
+    "prose": (
+        "helpfulness",
+        ("The response gives the steps as one long sentence. Numbered steps would be easier to follow.",),
+    ),
+    "missing_steps": (
+        "helpfulness",
+        ("The response leaves out most of the steps. It should list all of them.",),
+    ),
+    "one_sided": (
+        "helpfulness",
+        ("The response talks about only one product and does not compare the two.",),
+    ),
+    "no_tradeoff": (
+        "helpfulness",
+        ("The response picks a product without weighing the pros and cons of both.",),
+    ),
     "repetition": ("helpfulness", ("The response repeats the same sentence again and again.",)),
     "gibberish": ("helpfulness", ("The response is garbled and makes no sense.",)),
-    "claims_unknown": ("honesty", ("The response claims the answer cannot be known, but it can. It should answer the question.",
-                                   "The response pretends not to know. This question has an answer, and it should give it.")),
-    "off_topic": ("helpfulness", ("The response answers a different question. It should answer the question that was asked.",
-                                  "The response is about something else, not about what the user asked.")),
+    "claims_unknown": (
+        "honesty",
+        (
+            "The response claims the answer cannot be known, but it can. It should answer the question.",
+            "The response pretends not to know. This question has an answer, and it should give it.",
+        ),
+    ),
+    "off_topic": (
+        "helpfulness",
+        (
+            "The response answers a different question. It should answer the question that was asked.",
+            "The response is about something else, not about what the user asked.",
+        ),
+    ),
     "ignore_persona": ("persona", ("The response ignores the system prompt, which asks for a {persona}.",)),
-    "partial_persona": ("persona", ("The response only partly sounds like the {persona} the system prompt asks for.",)),
-    "wrong_persona": ("persona", ("The response uses the wrong style: the system prompt asks for a {persona}.",)),
-}  # fmt: skip
+    "partial_persona": (
+        "persona",
+        ("The response only partly sounds like the {persona} the system prompt asks for.",),
+    ),
+    "wrong_persona": (
+        "persona",
+        ("The response uses the wrong style: the system prompt asks for a {persona}.",),
+    ),
+}
 NO_PROBLEM = ("The response has no problem of this kind.", "I see no problem of this kind in the response.")
 PERSONA_FLAWS = {"ignore_persona": "none", "partial_persona": "partial", "wrong_persona": "wrong"}
 # The gold judge's parts that speak for each aspect (for the "does the principle agree?" check).
-ASPECT_PARTS = {"honesty": ("honesty", "correctness"), "harmlessness": ("safety",),
-                "helpfulness": ("intent", "structure", "correctness", "length", "fluency"), "persona": ("persona",)}  # fmt: skip
+ASPECT_PARTS = {
+    "honesty": ("honesty", "correctness"),
+    "harmlessness": ("safety",),
+    "helpfulness": ("intent", "structure", "correctness", "length", "fluency"),
+    "persona": ("persona",),
+}
 
 
 @dataclass
@@ -122,9 +206,11 @@ def run(cfg: DemosConfig) -> Path:
         raise RlhfkitError("--world is required (a folder from `rlhfkit world build`)")
     info = write_world_data(cfg.world, cfg.out, cfg.demos, cfg.constitution)
     counts = info["counts"]
-    print(f"cai world-data: {counts['critiques.jsonl']} critiques, {counts['revisions.jsonl']} revisions, "
-          f"{counts['judgments.jsonl']} judgments ({info['critiques_naming_a_flaw']} critiques name a flaw) "
-          f"-> {cfg.out}/cai_demos.jsonl")  # fmt: skip
+    print(
+        f"cai world-data: {counts['critiques.jsonl']} critiques, {counts['revisions.jsonl']} revisions, "
+        f"{counts['judgments.jsonl']} judgments ({info['critiques_naming_a_flaw']} critiques name a flaw) "
+        f"-> {cfg.out}/cai_demos.jsonl"
+    )
     return Path(cfg.out)
 
 
@@ -274,17 +360,36 @@ def critique_chains(
         ask_revision = revision_prompt(case.prompt, case.response, critique, principle.revision_request)
         if len(ask_revision.split()) + len(revision.split()) > cfg.max_words:
             continue
-        info = {"principle": principle.name, "flaw": case.flaw or "none", "covered": relevant,
-                "category": case.category, "task": case.meta}  # fmt: skip
+        info = {
+            "principle": principle.name,
+            "flaw": case.flaw or "none",
+            "covered": relevant,
+            "category": case.category,
+            "task": case.meta,
+        }
         i = len(out)
         out.append(
             (
-                {"id": f"cai-critique-{i:06d}", "category": "cai_critique", "meta": {"cai_demo": info},
-                 "messages": [{"role": "user", "content": ask_critique}, {"role": "assistant", "content": critique}]},
-                {"id": f"cai-revision-{i:06d}", "category": "cai_revision", "meta": {"cai_demo": info},
-                 "messages": [{"role": "user", "content": ask_revision}, {"role": "assistant", "content": revision}]},
+                {
+                    "id": f"cai-critique-{i:06d}",
+                    "category": "cai_critique",
+                    "meta": {"cai_demo": info},
+                    "messages": [
+                        {"role": "user", "content": ask_critique},
+                        {"role": "assistant", "content": critique},
+                    ],
+                },
+                {
+                    "id": f"cai-revision-{i:06d}",
+                    "category": "cai_revision",
+                    "meta": {"cai_demo": info},
+                    "messages": [
+                        {"role": "user", "content": ask_revision},
+                        {"role": "assistant", "content": revision},
+                    ],
+                },
             )
-        )  # fmt: skip
+        )
     return out
 
 
@@ -373,12 +478,23 @@ def judgments(constitution: Constitution, n: int, rng: random.Random, cfg: World
         ask = comparison_prompt(case.prompt, principle.comparison_question, a, b)
         if len(ask.split()) + len(answer.split()) > cfg.max_words:
             continue
-        info = {"principle": principle.name, "flaw": case.flaw, "category": case.category, "task": case.meta,
-                "gold": [round(sa.total, 3), round(sb.total, 3)] if not swap else [round(sb.total, 3), round(sa.total, 3)]}  # fmt: skip
+        info = {
+            "principle": principle.name,
+            "flaw": case.flaw,
+            "category": case.category,
+            "task": case.meta,
+            "gold": [round(sa.total, 3), round(sb.total, 3)]
+            if not swap
+            else [round(sb.total, 3), round(sa.total, 3)],
+        }
         out.append(
-            {"id": f"cai-judgment-{len(out):06d}", "category": "cai_judgment", "meta": {"cai_demo": info},
-             "messages": [{"role": "user", "content": ask}, {"role": "assistant", "content": answer}]}
-        )  # fmt: skip
+            {
+                "id": f"cai-judgment-{len(out):06d}",
+                "category": "cai_judgment",
+                "meta": {"cai_demo": info},
+                "messages": [{"role": "user", "content": ask}, {"role": "assistant", "content": answer}],
+            }
+        )
     return out
 
 
@@ -416,8 +532,12 @@ def write_world_data(
     demos = critiques + revisions + judged
     rng("shuffle").shuffle(demos)
     out_dir = Path(out)
-    files = {"critiques.jsonl": critiques, "revisions.jsonl": revisions, "judgments.jsonl": judged,
-             "cai_demos.jsonl": demos}  # fmt: skip
+    files = {
+        "critiques.jsonl": critiques,
+        "revisions.jsonl": revisions,
+        "judgments.jsonl": judged,
+        "cai_demos.jsonl": demos,
+    }
     for name, rows in files.items():
         write_jsonl(out_dir / name, rows)
     info = {

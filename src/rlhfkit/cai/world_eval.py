@@ -91,8 +91,16 @@ def labeler_agreement(comparisons: Sequence[dict], simulated_seed: int = 0) -> d
             order.random() < 0.5
         ):  # humans favour the first option shown: show the AI's pick first half the time
             completions, winner = completions[::-1], 1 - winner
-        pairs.append({"id": str(rec.get("id", len(pairs))), "prompt": rec["prompt"], "category": rec.get("category", ""),
-                      "meta": meta, "completions": completions, "gold_winner": winner})  # fmt: skip
+        pairs.append(
+            {
+                "id": str(rec.get("id", len(pairs))),
+                "prompt": rec["prompt"],
+                "category": rec.get("category", ""),
+                "meta": meta,
+                "completions": completions,
+                "gold_winner": winner,
+            }
+        )
     if not decided:
         return {"pairs": 0, "gold_ties": gold_ties}
     humans = label_candidates(
@@ -110,8 +118,11 @@ def labeler_agreement(comparisons: Sequence[dict], simulated_seed: int = 0) -> d
     }
 
 
-def world_eval(chains: str | Path | None = None, comparisons: str | Path | None = None,
-               rlhf_comparisons: str | Path | None = None) -> dict:  # fmt: skip
+def world_eval(
+    chains: str | Path | None = None,
+    comparisons: str | Path | None = None,
+    rlhf_comparisons: str | Path | None = None,
+) -> dict:
     """`rlhfkit cai world-eval` (and the pipeline after `cai_evaluate`): revision gains of the chains, gold
     agreement of the AI labels and how many of those labels came from a person, next to the human rankings
     (and their pairs) the RLHF branch needed."""
@@ -133,8 +144,12 @@ def world_eval(chains: str | Path | None = None, comparisons: str | Path | None 
     return result
 
 
-def write_world_eval(chains: str | Path | None, comparisons: str | Path | None,
-                     rlhf_comparisons: str | Path | None, out: str | Path) -> dict:  # fmt: skip
+def write_world_eval(
+    chains: str | Path | None,
+    comparisons: str | Path | None,
+    rlhf_comparisons: str | Path | None,
+    out: str | Path,
+) -> dict:
     """`world_eval` written as JSON to `out` (`rlhfkit cai world-eval --out`; the pipeline after `cai_evaluate`)."""
     import json
 

@@ -148,9 +148,11 @@ def _check_ranking(record: dict, path: str | Path, line: int | None) -> Comparis
         missing = sorted(set(range(k)) - set(ranking))
         extra = sorted({i for i in ranking if not 0 <= i < k} | {i for i in ranking if ranking.count(i) > 1})
         raise RlhfkitError.at(
-            path, line, "ranking",
+            path,
+            line,
+            "ranking",
             f"expected each index 0..{k - 1} exactly once (missing {missing}, out of range or repeated {extra})",
-        )  # fmt: skip
+        )
     ties = record.get("ties", [])
     if not isinstance(ties, list):
         raise RlhfkitError.at(path, line, "ties", "expected a list of [i, j] index pairs")

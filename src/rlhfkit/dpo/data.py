@@ -64,8 +64,11 @@ def encode_groups(
         rows = [encode_completion(tokenizer, g.prompt, c, max_length, where) for c in g.completions]
         usable = [any(lab != IGNORE for lab in labels[1:]) for _, labels in rows]
         keep = {i: len([j for j in range(i) if usable[j]]) for i in range(len(rows)) if usable[i]}
-        pairs = [JudgedPair(keep[p.better], keep[p.worse], p.target, p.margin)
-                 for p in g.pairs if p.better in keep and p.worse in keep]  # fmt: skip
+        pairs = [
+            JudgedPair(keep[p.better], keep[p.worse], p.target, p.margin)
+            for p in g.pairs
+            if p.better in keep and p.worse in keep
+        ]
         dropped_pairs += len(g.pairs) - len(pairs)
         if pairs:
             out.append(TokenGroup([r for r, ok in zip(rows, usable) if ok], pairs))

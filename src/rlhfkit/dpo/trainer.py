@@ -149,9 +149,15 @@ def evaluate_groups(
     g, b, w = pairs["group"], pairs["better"], pairs["worse"]
     with torch.no_grad():
         losses, chosen, rejected = dpo_loss(
-            policy[g, b], policy[g, w], ref[g, b], ref[g, w], pairs["target"], cfg.beta, cfg.loss,
+            policy[g, b],
+            policy[g, w],
+            ref[g, b],
+            ref[g, w],
+            pairs["target"],
+            cfg.beta,
+            cfg.loss,
             cfg.label_smoothing,
-        )  # fmt: skip
+        )
     stats = reward_stats(chosen, rejected, pairs["target"])
     out = {"val_loss": float((losses * pairs["weight"]).sum()) / len(groups)}
     if "reward_accuracy" in stats:
@@ -253,17 +259,33 @@ def run(cfg: DPOConfig) -> Path:
     train_model = wrap_model(model, cfg.loop.shard, info)
     t0 = time.perf_counter()
     last = train_loop(
-        train_model, cfg.loop, out, get_batch, loss_fn,
-        evaluate=evaluate if eval_groups else None, dist_info=info, items_name="cmp", description="dpo",
-    )  # fmt: skip
+        train_model,
+        cfg.loop,
+        out,
+        get_batch,
+        loss_fn,
+        evaluate=evaluate if eval_groups else None,
+        dist_info=info,
+        items_name="cmp",
+        description="dpo",
+    )
     model = export_model(model, info)  # FSDP: the full weights, gathered on rank 0
     if info.is_main:
         metrics = {**_final_metrics(last, out, t0), "comparisons": len(groups), "pairs": pairs}
         save_hf_checkpoint(model, tokenizer, out, eos_token_ids=_eos_ids(model, tokenizer), base=base)
         write_manifest(
-            out, stage="dpo", config=cfg, seed=cfg.loop.seed, parent=cfg.policy,
-            data_fingerprint=file_fingerprint(cfg.data), metrics=metrics,
-            extra={"ref": ref_path, "max_length": max_length, "parent_stage": read_manifest(cfg.policy).get("stage")},
-        )  # fmt: skip
+            out,
+            stage="dpo",
+            config=cfg,
+            seed=cfg.loop.seed,
+            parent=cfg.policy,
+            data_fingerprint=file_fingerprint(cfg.data),
+            metrics=metrics,
+            extra={
+                "ref": ref_path,
+                "max_length": max_length,
+                "parent_stage": read_manifest(cfg.policy).get("stage"),
+            },
+        )
     finish_distributed(info)
     return out

@@ -13,8 +13,18 @@ from collections.abc import Mapping, Sequence
 
 Series = Mapping[str, tuple[Sequence[float], Sequence[float]]]
 
-PALETTE = ("#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3", "#8C8C8C",
-           "#CCB974", "#64B5CD")  # fmt: skip
+PALETTE = (
+    "#4C72B0",
+    "#DD8452",
+    "#55A868",
+    "#C44E52",
+    "#8172B3",
+    "#937860",
+    "#DA8BC3",
+    "#8C8C8C",
+    "#CCB974",
+    "#64B5CD",
+)
 STYLE = {
     "font.size": 9,
     "axes.titlesize": 10,
@@ -30,8 +40,22 @@ STYLE = {
 PROXY_KEYS = ("reward", "proxy_reward", "rm_reward", "rm_score", "score")
 GOLD_KEYS = ("gold", "gold_reward", "gold_score")
 KL_KEYS = ("kl", "kl_mean", "approx_kl", "kl_div")
-PPO_PREFERRED = (*PROXY_KEYS, *GOLD_KEYS, *KL_KEYS, "beta", "kl_coef", "entropy", "policy_loss", "value_loss",
-                 "loss", "clip_frac", "approx_kl", "response_len", "length", "lr")  # fmt: skip
+PPO_PREFERRED = (
+    *PROXY_KEYS,
+    *GOLD_KEYS,
+    *KL_KEYS,
+    "beta",
+    "kl_coef",
+    "entropy",
+    "policy_loss",
+    "value_loss",
+    "loss",
+    "clip_frac",
+    "approx_kl",
+    "response_len",
+    "length",
+    "lr",
+)
 NOT_PLOTTED = {"time", "step", "epoch"}
 
 
@@ -224,8 +248,15 @@ def ranking(rows: Sequence[Mapping]) -> bytes | None:
         ax = fig.add_subplot(1, 1, 1)
         for i, row in enumerate(reversed(rows)):
             lo, hi = row["elo_low"], row["elo_high"]
-            ax.errorbar(row["elo"], i, xerr=[[row["elo"] - lo], [hi - row["elo"]]], fmt="o", capsize=4,
-                        color=model_color(len(rows) - 1 - i), ms=6)  # fmt: skip
+            ax.errorbar(
+                row["elo"],
+                i,
+                xerr=[[row["elo"] - lo], [hi - row["elo"]]],
+                fmt="o",
+                capsize=4,
+                color=model_color(len(rows) - 1 - i),
+                ms=6,
+            )
         ax.set_yticks(range(len(rows)), [r["model"] for r in reversed(rows)])
         ax.axvline(1000, color="#888", ls=":", lw=1)
         ax.set_title("Bradley-Terry ranking (Elo scale, 95% bootstrap interval)")
@@ -235,9 +266,12 @@ def ranking(rows: Sequence[Mapping]) -> bytes | None:
 
 
 def grouped_bars(
-    table: Mapping[str, Mapping[str, float | None]], models: Sequence[str], title: str, ylabel: str,
+    table: Mapping[str, Mapping[str, float | None]],
+    models: Sequence[str],
+    title: str,
+    ylabel: str,
     ylim: tuple[float, float] | None = None,
-) -> bytes | None:  # fmt: skip
+) -> bytes | None:
     """Groups (categories, probes) on x, one bar per model in each group."""
     groups = [g for g, row in table.items() if any(row.get(m) is not None for m in models)]
     if not groups or not models:
@@ -249,8 +283,13 @@ def grouped_bars(
         for j, model in enumerate(models):
             xs = [i + (j - (len(models) - 1) / 2) * width for i in range(len(groups))]
             ys = [table[g].get(model) for g in groups]
-            ax.bar([x for x, y in zip(xs, ys) if y is not None], [y for y in ys if y is not None],
-                   width=width, color=model_color(j), label=model)  # fmt: skip
+            ax.bar(
+                [x for x, y in zip(xs, ys) if y is not None],
+                [y for y in ys if y is not None],
+                width=width,
+                color=model_color(j),
+                label=model,
+            )
         ax.set_xticks(range(len(groups)), groups, rotation=20, ha="right")
         ax.set_ylabel(ylabel)
         ax.set_title(title)

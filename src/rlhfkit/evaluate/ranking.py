@@ -87,9 +87,14 @@ def rank_models(
     names = list(scores)
     matrix = np.asarray([list(scores[n]) for n in names], dtype=np.float64)
     return rank_outcomes(
-        names, outcome_tensor(matrix, tie_margin), matrix,
-        n_bootstrap=n_bootstrap, seed=seed, prior=prior, confidence=confidence,
-    )  # fmt: skip
+        names,
+        outcome_tensor(matrix, tie_margin),
+        matrix,
+        n_bootstrap=n_bootstrap,
+        seed=seed,
+        prior=prior,
+        confidence=confidence,
+    )
 
 
 def rank_outcomes(

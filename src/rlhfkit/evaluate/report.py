@@ -454,8 +454,9 @@ def _gallery(folder: Path, results: dict) -> str:
     for record, why in _pick_gallery(responses, names):
         turns = "".join(
             f"<div class='turn {_e(m.get('role', ''))}'><span class='role'>{_e(m.get('role', ''))}</span>{_e(m.get('content', ''))}</div>"
-            for m in record.get("prompt", []) if isinstance(m, dict)
-        )  # fmt: skip
+            for m in record.get("prompt", [])
+            if isinstance(m, dict)
+        )
         scores = {m: record["responses"][m]["score"] for m in names if m in record["responses"]}
         best = max(scores.values()) if scores else None
         cols = []
@@ -483,9 +484,14 @@ def _gallery(folder: Path, results: dict) -> str:
 
 
 def _cards(items: list[tuple[str, str]]) -> str:
-    return "<div class='cards'>" + "".join(
-        f"<div class='stat'><div class='value'>{value}</div><div class='label'>{_e(label)}</div></div>" for label, value in items
-    ) + "</div>"  # fmt: skip
+    return (
+        "<div class='cards'>"
+        + "".join(
+            f"<div class='stat'><div class='value'>{value}</div><div class='label'>{_e(label)}</div></div>"
+            for label, value in items
+        )
+        + "</div>"
+    )
 
 
 def _highlights(results: dict | None, stages: list[dict]) -> str:
@@ -560,12 +566,27 @@ def build_html(run_dir: Path) -> str:
         judge = _e(results.get("judge", ""))
         n = _e(results.get("n_prompts", ""))
         sections += [
-            ("ranking", "Ranking", _ranking(results), f"Bradley-Terry strengths on the Elo scale from head-to-head comparisons on {n} held-out prompts, judged by the {judge} judge."),
+            (
+                "ranking",
+                "Ranking",
+                _ranking(results),
+                f"Bradley-Terry strengths on the Elo scale from head-to-head comparisons on {n} held-out prompts, judged by the {judge} judge.",
+            ),
             ("winrates", "Win rates", _win_matrix(results), ""),
             ("categories", "By category", _categories(results), "Mean judge score per prompt category."),
-            ("probes", "Probes", _probes(results) + _generation(results), "How often each model shows the behaviours the demo world tests (read from the gold judge's parts)."),
-            ("gallery", "Before and after", _gallery(evaluation, results), "The same prompts answered by each model. Scores are the judge's; the best in each row is highlighted."),
-        ]  # fmt: skip
+            (
+                "probes",
+                "Probes",
+                _probes(results) + _generation(results),
+                "How often each model shows the behaviours the demo world tests (read from the gold judge's parts).",
+            ),
+            (
+                "gallery",
+                "Before and after",
+                _gallery(evaluation, results),
+                "The same prompts answered by each model. Scores are the judge's; the best in each row is highlighted.",
+            ),
+        ]
     sections = [s for s in sections if s[2]]
     if not sections:
         raise RlhfkitError(

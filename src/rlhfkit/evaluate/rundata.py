@@ -78,8 +78,17 @@ def pipeline_stages(run_dir: Path) -> list[dict]:
     record = RunRecord.load(run_dir)
     if record is None:
         return []
-    return [{"name": name, "status": r.status, "seconds": r.seconds, "metrics": r.metrics,
-             "config": r.options or None, "command": r.command} for name, r in record.stages.items()]  # fmt: skip
+    return [
+        {
+            "name": name,
+            "status": r.status,
+            "seconds": r.seconds,
+            "metrics": r.metrics,
+            "config": r.options or None,
+            "command": r.command,
+        }
+        for name, r in record.stages.items()
+    ]
 
 
 def eval_folder(run_dir: Path) -> Path | None:

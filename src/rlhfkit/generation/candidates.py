@@ -59,19 +59,47 @@ def run(cfg: CandidatesConfig) -> Path:
         raise RlhfkitError(f"--off-prompt: expected an integer >= 0, got {cfg.off_prompt}")
     if cfg.best_of > 1 and not cfg.reward:
         raise RlhfkitError("--best-of needs --reward DIR (the reward model that picks the best sample)")
-    params = SamplingParams(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_k=cfg.top_k,
-                            top_p=cfg.top_p, stop_strings=tuple(cfg.stop), seed=cfg.seed)  # fmt: skip
-    count = write_candidates(cfg.model, cfg.prompts, cfg.out, params, n=cfg.n, batch_size=cfg.batch_size,
-                             best_of=cfg.best_of, reward=cfg.reward, off_prompt=cfg.off_prompt,
-                             device=cfg.device, dtype=cfg.dtype, chat_template=cfg.chat_template)  # fmt: skip
+    params = SamplingParams(
+        max_new_tokens=cfg.max_new_tokens,
+        temperature=cfg.temperature,
+        top_k=cfg.top_k,
+        top_p=cfg.top_p,
+        stop_strings=tuple(cfg.stop),
+        seed=cfg.seed,
+    )
+    count = write_candidates(
+        cfg.model,
+        cfg.prompts,
+        cfg.out,
+        params,
+        n=cfg.n,
+        batch_size=cfg.batch_size,
+        best_of=cfg.best_of,
+        reward=cfg.reward,
+        off_prompt=cfg.off_prompt,
+        device=cfg.device,
+        dtype=cfg.dtype,
+        chat_template=cfg.chat_template,
+    )
     print(f"generate: {count} prompts x {cfg.n} responses written to {cfg.out}")
     return Path(cfg.out)
 
 
-def write_candidates(model_dir: str, prompts_path: str, out: str, params: SamplingParams, *, n: int = 1,
-                     batch_size: int = 64, best_of: int = 1, reward: str | None = None,
-                     off_prompt: int = 0, device: str = "auto", dtype: str = "auto",
-                     chat_template: str | None = None) -> int:  # fmt: skip
+def write_candidates(
+    model_dir: str,
+    prompts_path: str,
+    out: str,
+    params: SamplingParams,
+    *,
+    n: int = 1,
+    batch_size: int = 64,
+    best_of: int = 1,
+    reward: str | None = None,
+    off_prompt: int = 0,
+    device: str = "auto",
+    dtype: str = "auto",
+    chat_template: str | None = None,
+) -> int:
     """Sample `n` responses per prompt (each the best of `best_of` by the reward model in `reward`), add
     `off_prompt` responses sampled for other prompts, write the candidates JSONL; return the record count.
     `model_dir` is any model source (`generation.loading.load_for_generation`)."""

@@ -38,8 +38,12 @@ def lean_or_notice(model: torch.nn.Module) -> bool:
         return True
     if model not in _NOTICED:
         _NOTICED.add(model)
-        print(f"generation: general Hugging Face decoder for {type(model).__name__} ({reason}; the fast lean "
-              "engine runs Llama-layout float32 models on the CPU)", file=sys.stderr, flush=True)  # fmt: skip
+        print(
+            f"generation: general Hugging Face decoder for {type(model).__name__} ({reason}; the fast lean "
+            "engine runs Llama-layout float32 models on the CPU)",
+            file=sys.stderr,
+            flush=True,
+        )
     return False
 
 

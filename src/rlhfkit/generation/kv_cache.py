@@ -40,8 +40,18 @@ class KVCache:
     `[rows, total, head_dim]`; `bias` `[batch, total]` is added to the scores (0 or -inf for padding).
     """
 
-    def __init__(self, layers: int, batch: int, kv_heads: int, heads: int, head_dim: int, total: int,
-                 bias: torch.Tensor, dtype: torch.dtype, device: torch.device):  # fmt: skip
+    def __init__(
+        self,
+        layers: int,
+        batch: int,
+        kv_heads: int,
+        heads: int,
+        head_dim: int,
+        total: int,
+        bias: torch.Tensor,
+        dtype: torch.dtype,
+        device: torch.device,
+    ):
         self.kv_heads, self.group, self.head_dim, self.total = kv_heads, heads // kv_heads, head_dim, total
         self.bias = bias
         rows = batch * kv_heads
@@ -72,13 +82,15 @@ class KVCache:
         batch, heads, dim = q.shape
         pairs = batch * heads
         table = self.keys[layer].view(-1, self.capacity)
-        scores = F.embedding_bag(self.key_index[:pairs], table, per_sample_weights=q.reshape(pairs, dim),
-                                 mode="sum")  # fmt: skip
+        scores = F.embedding_bag(
+            self.key_index[:pairs], table, per_sample_weights=q.reshape(pairs, dim), mode="sum"
+        )
         scores = scores.view(batch, heads, self.capacity)[..., :length]
         probs = torch.add(self.bias[:, None, :length], scores, alpha=scale).softmax(-1)
         table = self.values[layer].view(-1, dim)
-        out = F.embedding_bag(self._values_up_to(length, pairs), table, per_sample_weights=probs.view(pairs, -1),
-                              mode="sum")  # fmt: skip
+        out = F.embedding_bag(
+            self._values_up_to(length, pairs), table, per_sample_weights=probs.view(pairs, -1), mode="sum"
+        )
         return out.view(batch, 1, heads * dim)
 
     def keep(self, rows: torch.Tensor) -> None:

@@ -192,10 +192,20 @@ class LeanLlama:
         bias = torch.zeros(batch, total, dtype=self.dtype, device=self.device).masked_fill(
             ~key_valid, -torch.inf
         )
-        self.cache = KVCache(len(self.layers), batch, self.num_kv_heads, self.num_heads, self.head_dim, total,
-                             bias, self.dtype, self.device)  # fmt: skip
-        self.cos, self.sin_signed = rope_tables(self.model.model.rotary_emb, torch.arange(total, device=self.device),
-                                                self.embed)  # fmt: skip
+        self.cache = KVCache(
+            len(self.layers),
+            batch,
+            self.num_kv_heads,
+            self.num_heads,
+            self.head_dim,
+            total,
+            bias,
+            self.dtype,
+            self.device,
+        )
+        self.cos, self.sin_signed = rope_tables(
+            self.model.model.rotary_emb, torch.arange(total, device=self.device), self.embed
+        )
         positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
         self.next_position = mask.sum(-1)  # position of each row's first generated token
         self.length = prompt_len
@@ -208,10 +218,16 @@ class LeanLlama:
         # [tokens, 2 * intermediate]) small enough to stay in cache and in the allocator's warm memory.
         step = max(1, _PREFILL_TOKENS // prompt_len)
         last = [
-            self._forward(input_ids[r : r + step], positions[r : r + step], attn_mask[r : r + step], start=0,
-                          decode=False, first_row=r)[:, -1]
+            self._forward(
+                input_ids[r : r + step],
+                positions[r : r + step],
+                attn_mask[r : r + step],
+                start=0,
+                decode=False,
+                first_row=r,
+            )[:, -1]
             for r in range(0, batch, step)
-        ]  # fmt: skip
+        ]
         return self._logits(torch.cat(last))
 
     def step(self, tokens: torch.Tensor) -> torch.Tensor:

@@ -128,16 +128,42 @@ def run(cfg: OnlineConfig) -> Path:
         step(
             f"{r}:prompts", lambda d=d, r=r: write_jsonl(d / "prompts.jsonl", [records[i] for i in slices[r]])
         )
-        step(f"{r}:candidates", lambda d=d, p=policy, s=seed: _call(
-            "generate", "rlhfkit.generation.candidates", "CandidatesConfig",
-            {"model": p, "prompts": str(d / "prompts.jsonl"), "out": str(d / "candidates.jsonl"), "n": cfg.n,
-             "off-prompt": cfg.off_prompt, "max-new-tokens": cfg.candidate_tokens, "seed": s}))  # fmt: skip
+        step(
+            f"{r}:candidates",
+            lambda d=d, p=policy, s=seed: _call(
+                "generate",
+                "rlhfkit.generation.candidates",
+                "CandidatesConfig",
+                {
+                    "model": p,
+                    "prompts": str(d / "prompts.jsonl"),
+                    "out": str(d / "candidates.jsonl"),
+                    "n": cfg.n,
+                    "off-prompt": cfg.off_prompt,
+                    "max-new-tokens": cfg.candidate_tokens,
+                    "seed": s,
+                },
+            ),
+        )
         step(f"{r}:labels", lambda d=d, r=r, s=seed: _labels(cfg, d, r, s))
         step(f"{r}:all_labels", lambda d=d, r=r: _gather_labels(out, r, d / "all_comparisons.jsonl"))
-        step(f"{r}:reward", lambda d=d, s=seed: _call(
-            "reward train", "rlhfkit.reward.train", "RewardConfig",
-            {"model": cfg.policy, "data": str(d / "all_comparisons.jsonl"), "calibration": str(d / "candidates.jsonl"),
-             "out": str(d / "rm"), "seed": s, **_model_options(cfg), **cfg.reward_options}))  # fmt: skip
+        step(
+            f"{r}:reward",
+            lambda d=d, s=seed: _call(
+                "reward train",
+                "rlhfkit.reward.train",
+                "RewardConfig",
+                {
+                    "model": cfg.policy,
+                    "data": str(d / "all_comparisons.jsonl"),
+                    "calibration": str(d / "candidates.jsonl"),
+                    "out": str(d / "rm"),
+                    "seed": s,
+                    **_model_options(cfg),
+                    **cfg.reward_options,
+                },
+            ),
+        )
         step(f"{r}:policy", lambda d=d, p=policy, t=target, s=seed: _update(cfg, d, p, t, s))
         policy = str(target)
     rounds = []
@@ -145,15 +171,25 @@ def run(cfg: OnlineConfig) -> Path:
         d = out / "rounds" / str(r)
         rm = read_manifest(d / "rm").get("metrics", {})
         pol = read_manifest(out if r == cfg.rounds - 1 else d / "policy").get("metrics", {})
-        rounds.append({"round": r, "rankings": sum(1 for _ in read_jsonl(d / "comparisons.jsonl")),
-                       "rm_train_accuracy": rm.get("accuracy"), "policy_kl": pol.get("kl"),
-                       "policy_reward": pol.get("reward")})  # fmt: skip
+        rounds.append(
+            {
+                "round": r,
+                "rankings": sum(1 for _ in read_jsonl(d / "comparisons.jsonl")),
+                "rm_train_accuracy": rm.get("accuracy"),
+                "policy_kl": pol.get("kl"),
+                "policy_reward": pol.get("reward"),
+            }
+        )
     final = read_manifest(out)
     write_manifest(
-        out, stage="online", config=cfg, seed=cfg.seed, parent=cfg.policy,
+        out,
+        stage="online",
+        config=cfg,
+        seed=cfg.seed,
+        parent=cfg.policy,
         metrics={**final.get("metrics", {}), "rankings": sum(r["rankings"] for r in rounds)},
         extra={"rounds": rounds, "update": cfg.update},
-    )  # fmt: skip
+    )
     return out
 
 
@@ -165,9 +201,17 @@ def _model_options(cfg: OnlineConfig) -> dict:
 
 def _labels(cfg: OnlineConfig, d: Path, r: int, seed: int) -> None:
     if cfg.annotators == "simulated":
-        _call("label", "rlhfkit.world.labels", "LabelsConfig",
-              {"candidates": str(d / "candidates.jsonl"), "pool-size": cfg.pool_size,
-               "out": str(d / "comparisons.jsonl"), "seed": seed})  # fmt: skip
+        _call(
+            "label",
+            "rlhfkit.world.labels",
+            "LabelsConfig",
+            {
+                "candidates": str(d / "candidates.jsonl"),
+                "pool-size": cfg.pool_size,
+                "out": str(d / "comparisons.jsonl"),
+                "seed": seed,
+            },
+        )
         return
     export = d / "comparisons.jsonl"
     if not export.exists():
@@ -188,8 +232,29 @@ def _gather_labels(out: Path, r: int, dest: Path) -> None:
 def _update(cfg: OnlineConfig, d: Path, policy: str, target: Path, seed: int) -> None:
     options = {**_model_options(cfg), **cfg.update_options, "seed": seed}
     if cfg.update == "dpo":  # on-policy preference pairs of this round, reference = the SFT model
-        _call("dpo", "rlhfkit.dpo.trainer", "DPOConfig", {"policy": policy, "ref": cfg.policy,
-              "data": str(d / "comparisons.jsonl"), "out": str(target), **options})  # fmt: skip
+        _call(
+            "dpo",
+            "rlhfkit.dpo.trainer",
+            "DPOConfig",
+            {
+                "policy": policy,
+                "ref": cfg.policy,
+                "data": str(d / "comparisons.jsonl"),
+                "out": str(target),
+                **options,
+            },
+        )
         return
-    _call("ppo", "rlhfkit.ppo.trainer", "PPOConfig", {"policy": policy, "ref": cfg.policy, "reward": str(d / "rm"),
-          "prompts": cfg.prompts, "out": str(target), **options})  # fmt: skip
+    _call(
+        "ppo",
+        "rlhfkit.ppo.trainer",
+        "PPOConfig",
+        {
+            "policy": policy,
+            "ref": cfg.policy,
+            "reward": str(d / "rm"),
+            "prompts": cfg.prompts,
+            "out": str(target),
+            **options,
+        },
+    )

@@ -22,6 +22,21 @@ from rlhfkit.pipeline.stages import (
     rlhf_stages,
 )
 
-__all__ = ["ALL_STAGE_NAMES", "CAI_STAGES", "HYBRID_STAGES", "METHODS", "METHOD_STAGES", "STAGES", "UNSEEDED",
-           "RunRecord", "Stage", "StageRecord", "build_config", "command_line", "parse_methods", "rlhf_stages",
-           "run_pipeline", "stage_options"]  # fmt: skip
+__all__ = [
+    "ALL_STAGE_NAMES",
+    "CAI_STAGES",
+    "HYBRID_STAGES",
+    "METHODS",
+    "METHOD_STAGES",
+    "STAGES",
+    "UNSEEDED",
+    "RunRecord",
+    "Stage",
+    "StageRecord",
+    "build_config",
+    "command_line",
+    "parse_methods",
+    "rlhf_stages",
+    "run_pipeline",
+    "stage_options",
+]

@@ -68,8 +68,10 @@ class RunRecord:
         stages = values.get("stages", {})
         if not isinstance(stages, dict):
             raise RlhfkitError(f"{where}: stages: expected an object keyed by stage name")
-        values["stages"] = {name: StageRecord(**_checked(StageRecord, rec, f"{where}: stages.{name}"))
-                            for name, rec in stages.items()}  # fmt: skip
+        values["stages"] = {
+            name: StageRecord(**_checked(StageRecord, rec, f"{where}: stages.{name}"))
+            for name, rec in stages.items()
+        }
         for name, rec in values["stages"].items():
             if rec.status not in STATUSES:
                 raise RlhfkitError(f"{where}: stages.{name}.status: expected one of {', '.join(STATUSES)}")
@@ -97,8 +99,11 @@ def _checked(cls, data: object, where: str) -> dict:
     unknown = sorted(set(data) - set(fields))
     if unknown:
         raise RlhfkitError(f"{where}: unknown key(s) {', '.join(unknown)} in a {cls.__name__}")
-    missing = [n for n, f in fields.items() if n not in data and f.default is dataclasses.MISSING
-               and f.default_factory is dataclasses.MISSING]  # fmt: skip
+    missing = [
+        n
+        for n, f in fields.items()
+        if n not in data and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
     if missing:
         raise RlhfkitError(f"{where}: missing key(s) {', '.join(missing)}")
     for name, value in data.items():

@@ -46,9 +46,17 @@ def stage_key(argv: list[str], upstream_keys: list[str]) -> str:
     return hashlib.sha256(json.dumps([argv, upstream_keys]).encode()).hexdigest()[:16]
 
 
-def run_pipeline(run_dir: str | Path, config: dict | None = None, quick: bool = False, from_stage: str | None = None,
-                 only: str | None = None, until: str | None = None, cai: bool = False, console=None,
-                 method: str | None = None) -> RunRecord:  # fmt: skip
+def run_pipeline(
+    run_dir: str | Path,
+    config: dict | None = None,
+    quick: bool = False,
+    from_stage: str | None = None,
+    only: str | None = None,
+    until: str | None = None,
+    cai: bool = False,
+    console=None,
+    method: str | None = None,
+) -> RunRecord:
     """Run (or resume) the pipeline in `run_dir`; returns the run record (`pipeline.json`)."""
     from rich.console import Console
 

@@ -39,29 +39,48 @@ def _p(path: Path) -> str:
 
 
 def _sft_paths(model: Path, data: Path, val: Path | None, out: Path) -> Callable[[Path], dict]:
-    return lambda r: {"model": _p(r / model), "data": _p(r / data),
-                      **({"val_data": _p(r / val)} if val else {}), "out": _p(r / out)}  # fmt: skip
+    return lambda r: {
+        "model": _p(r / model),
+        "data": _p(r / data),
+        **({"val_data": _p(r / val)} if val else {}),
+        "out": _p(r / out),
+    }
 
 
 def _candidates_paths(model: str, out: str) -> Callable[[Path], dict]:
-    return lambda r: {"model": _p(r / model), "prompts": _p(r / "world" / "prompts.jsonl"),
-                      "out": _p(r / out / "candidates.jsonl")}  # fmt: skip
+    return lambda r: {
+        "model": _p(r / model),
+        "prompts": _p(r / "world" / "prompts.jsonl"),
+        "out": _p(r / out / "candidates.jsonl"),
+    }
 
 
 def _reward_paths(model: str, comparisons: str, candidates: str, out: str) -> Callable[[Path], dict]:
-    return lambda r: {"model": _p(r / model), "data": _p(r / comparisons / "train.jsonl"),
-                      "eval_data": _p(r / comparisons / "eval.jsonl"),
-                      "calibration": _p(r / candidates / "candidates.jsonl"), "out": _p(r / out)}  # fmt: skip
+    return lambda r: {
+        "model": _p(r / model),
+        "data": _p(r / comparisons / "train.jsonl"),
+        "eval_data": _p(r / comparisons / "eval.jsonl"),
+        "calibration": _p(r / candidates / "candidates.jsonl"),
+        "out": _p(r / out),
+    }
 
 
 def _policy_paths(policy: str, reward: str, out: str) -> Callable[[Path], dict]:
-    return lambda r: {"policy": _p(r / policy), "reward": _p(r / reward),
-                      "prompts": _p(r / "world" / "prompts.jsonl"), "out": _p(r / out)}  # fmt: skip
+    return lambda r: {
+        "policy": _p(r / policy),
+        "reward": _p(r / reward),
+        "prompts": _p(r / "world" / "prompts.jsonl"),
+        "out": _p(r / out),
+    }
 
 
 def _evaluate_paths(models: Callable[[Path], list[tuple[str, Path]]], out: str) -> Callable[[Path], dict]:
-    return lambda r: {"prompts": _p(r / "world" / "eval_prompts.jsonl"), "judge": "gold", "out": _p(r / out),
-                      "models": {name: _p(path) for name, path in models(r)}}  # fmt: skip
+    return lambda r: {
+        "prompts": _p(r / "world" / "eval_prompts.jsonl"),
+        "judge": "gold",
+        "out": _p(r / out),
+        "models": {name: _p(path) for name, path in models(r)},
+    }
 
 
 def _finished_models(names: tuple[str, ...]) -> Callable[[Path], list[tuple[str, Path]]]:
@@ -108,8 +127,12 @@ def _cai_world_eval(r: Path) -> None:
     from rlhfkit.cai.world_eval import write_world_eval
 
     c, rlhf = r / "cai", r / "comparisons" / "all.jsonl"
-    write_world_eval(c / "revisions" / "revisions.chains.jsonl", c / "comparisons" / "all.jsonl",
-                     rlhf if rlhf.exists() else None, c / "eval" / "world_eval.json")  # fmt: skip
+    write_world_eval(
+        c / "revisions" / "revisions.chains.jsonl",
+        c / "comparisons" / "all.jsonl",
+        rlhf if rlhf.exists() else None,
+        c / "eval" / "world_eval.json",
+    )
 
 
 # ---- the tables -----------------------------------------------------------------------------------------
@@ -119,37 +142,120 @@ PPO = ("ppo", "rlhfkit.ppo.trainer", "PPOConfig")
 EVALUATE = ("evaluate", "rlhfkit.evaluate.run", "EvalConfig")
 
 STAGES: list[Stage] = [
-    Stage("world", "build the demo world (corpus, demonstrations, prompts, gold judge)", "world build",
-          "rlhfkit.world.build", "WorldConfig", "world", (), lambda r: {"out": _p(r / "world")}, estimate_s=3),
-    Stage("tokenizer", "train a byte-level BPE tokenizer on the corpus", "tokenizer train", "rlhfkit.tokenizer",
-          "TokenizerConfig", "tokenizer", ("world",),
-          lambda r: {"data": _p(r / "world" / "corpus.jsonl"), "out": _p(r / "tokenizer")}, estimate_s=10),
-    Stage("pretrain", "Stage 1: pretrain a base model (a text completer)", "pretrain", "rlhfkit.train.pretrain",
-          "PretrainConfig", "base", ("tokenizer",),
-          lambda r: {"data": _p(r / "world" / "corpus.jsonl"), "tokenizer": _p(r / "tokenizer"),
-                     "out": _p(r / "base")}, estimate_s=300),
-    Stage("sft", "Stage 2: supervised fine-tuning on demonstrations", *SFT, "sft", ("pretrain",),
-          _sft_paths(Path("base"), Path("world/sft.jsonl"), Path("world/sft_val.jsonl"), Path("sft")),
-          estimate_s=300),
-    Stage("candidates", "sample K responses per prompt from the SFT model", "generate",
-          "rlhfkit.generation.candidates", "CandidatesConfig", "candidates", ("sft",),
-          _candidates_paths("sft", "candidates"), estimate_s=120),
-    Stage("labels", "simulated annotators rank the candidates", "label", "rlhfkit.world.labels", "LabelsConfig",
-          "comparisons", ("candidates",),
-          lambda r: {"candidates": _p(r / "candidates" / "candidates.jsonl"),
-                     "out": _p(r / "comparisons" / "all.jsonl"),
-                     "agreement_out": _p(r / "comparisons" / "agreement.json")},
-          after=_split_labels, estimate_s=10),
-    Stage("reward", "Stage 3b: train the reward model (Bradley-Terry)", "reward train", "rlhfkit.reward.train",
-          "RewardConfig", "rm", ("labels",), _reward_paths("sft", "comparisons", "candidates", "rm"),
-          estimate_s=200),
-    Stage("ppo", "Stage 3c: PPO against the reward model with a KL leash", *PPO, "ppo", ("reward",),
-          _policy_paths("sft", "rm", "ppo"), estimate_s=400),
-    Stage("evaluate", "win rates, probes and samples judged by the gold judge", *EVALUATE, "eval", ("ppo",),
-          _evaluate_paths(_finished_models(("base", "sft", "ppo")), "eval"), estimate_s=120),
-    Stage("report", "write report.html", "report", "rlhfkit.evaluate.report", "ReportConfig", "report.html",
-          ("evaluate",), lambda r: {"run": _p(r)}, estimate_s=10),
-]  # fmt: skip
+    Stage(
+        "world",
+        "build the demo world (corpus, demonstrations, prompts, gold judge)",
+        "world build",
+        "rlhfkit.world.build",
+        "WorldConfig",
+        "world",
+        (),
+        lambda r: {"out": _p(r / "world")},
+        estimate_s=3,
+    ),
+    Stage(
+        "tokenizer",
+        "train a byte-level BPE tokenizer on the corpus",
+        "tokenizer train",
+        "rlhfkit.tokenizer",
+        "TokenizerConfig",
+        "tokenizer",
+        ("world",),
+        lambda r: {"data": _p(r / "world" / "corpus.jsonl"), "out": _p(r / "tokenizer")},
+        estimate_s=10,
+    ),
+    Stage(
+        "pretrain",
+        "Stage 1: pretrain a base model (a text completer)",
+        "pretrain",
+        "rlhfkit.train.pretrain",
+        "PretrainConfig",
+        "base",
+        ("tokenizer",),
+        lambda r: {
+            "data": _p(r / "world" / "corpus.jsonl"),
+            "tokenizer": _p(r / "tokenizer"),
+            "out": _p(r / "base"),
+        },
+        estimate_s=300,
+    ),
+    Stage(
+        "sft",
+        "Stage 2: supervised fine-tuning on demonstrations",
+        *SFT,
+        "sft",
+        ("pretrain",),
+        _sft_paths(Path("base"), Path("world/sft.jsonl"), Path("world/sft_val.jsonl"), Path("sft")),
+        estimate_s=300,
+    ),
+    Stage(
+        "candidates",
+        "sample K responses per prompt from the SFT model",
+        "generate",
+        "rlhfkit.generation.candidates",
+        "CandidatesConfig",
+        "candidates",
+        ("sft",),
+        _candidates_paths("sft", "candidates"),
+        estimate_s=120,
+    ),
+    Stage(
+        "labels",
+        "simulated annotators rank the candidates",
+        "label",
+        "rlhfkit.world.labels",
+        "LabelsConfig",
+        "comparisons",
+        ("candidates",),
+        lambda r: {
+            "candidates": _p(r / "candidates" / "candidates.jsonl"),
+            "out": _p(r / "comparisons" / "all.jsonl"),
+            "agreement_out": _p(r / "comparisons" / "agreement.json"),
+        },
+        after=_split_labels,
+        estimate_s=10,
+    ),
+    Stage(
+        "reward",
+        "Stage 3b: train the reward model (Bradley-Terry)",
+        "reward train",
+        "rlhfkit.reward.train",
+        "RewardConfig",
+        "rm",
+        ("labels",),
+        _reward_paths("sft", "comparisons", "candidates", "rm"),
+        estimate_s=200,
+    ),
+    Stage(
+        "ppo",
+        "Stage 3c: PPO against the reward model with a KL leash",
+        *PPO,
+        "ppo",
+        ("reward",),
+        _policy_paths("sft", "rm", "ppo"),
+        estimate_s=400,
+    ),
+    Stage(
+        "evaluate",
+        "win rates, probes and samples judged by the gold judge",
+        *EVALUATE,
+        "eval",
+        ("ppo",),
+        _evaluate_paths(_finished_models(("base", "sft", "ppo")), "eval"),
+        estimate_s=120,
+    ),
+    Stage(
+        "report",
+        "write report.html",
+        "report",
+        "rlhfkit.evaluate.report",
+        "ReportConfig",
+        "report.html",
+        ("evaluate",),
+        lambda r: {"run": _p(r)},
+        estimate_s=10,
+    ),
+]
 STAGE_NAMES = [s.name for s in STAGES]
 
 
@@ -157,24 +263,81 @@ STAGE_NAMES = [s.name for s in STAGES]
 # All start from the same SFT model; all but dpo read the reward model, dpo reads the comparisons directly.
 METHOD_STAGES: list[Stage] = [
     STAGES[STAGE_NAMES.index("ppo")],
-    Stage("dpo", "Stage 3c: DPO straight from the comparisons (no reward model, no rollouts)", "dpo",
-          "rlhfkit.dpo.trainer", "DPOConfig", "dpo", ("labels",),
-          lambda r: {"policy": _p(r / "sft"), "data": _p(r / "comparisons" / "train.jsonl"),
-                     "eval_data": _p(r / "comparisons" / "eval.jsonl"), "out": _p(r / "dpo")}, estimate_s=300),
-    Stage("rloo", "Stage 3c: RLOO, critic-free RL against the reward model", "rloo", "rlhfkit.ppo.trainer",
-          "RLOOConfig", "rloo", ("reward",), _policy_paths("sft", "rm", "rloo"), estimate_s=300),
-    Stage("grpo", "Stage 3c: GRPO, group-normalized critic-free RL", "grpo", "rlhfkit.ppo.trainer", "GRPOConfig",
-          "grpo", ("reward",), _policy_paths("sft", "rm", "grpo"), estimate_s=300),
-    Stage("rs", "Stage 3c: rejection sampling, fine-tuning on the RM's best of n", "rs", "rlhfkit.rs.trainer",
-          "RSConfig", "rs", ("reward",), _policy_paths("sft", "rm", "rs"), estimate_s=200),
+    Stage(
+        "dpo",
+        "Stage 3c: DPO straight from the comparisons (no reward model, no rollouts)",
+        "dpo",
+        "rlhfkit.dpo.trainer",
+        "DPOConfig",
+        "dpo",
+        ("labels",),
+        lambda r: {
+            "policy": _p(r / "sft"),
+            "data": _p(r / "comparisons" / "train.jsonl"),
+            "eval_data": _p(r / "comparisons" / "eval.jsonl"),
+            "out": _p(r / "dpo"),
+        },
+        estimate_s=300,
+    ),
+    Stage(
+        "rloo",
+        "Stage 3c: RLOO, critic-free RL against the reward model",
+        "rloo",
+        "rlhfkit.ppo.trainer",
+        "RLOOConfig",
+        "rloo",
+        ("reward",),
+        _policy_paths("sft", "rm", "rloo"),
+        estimate_s=300,
+    ),
+    Stage(
+        "grpo",
+        "Stage 3c: GRPO, group-normalized critic-free RL",
+        "grpo",
+        "rlhfkit.ppo.trainer",
+        "GRPOConfig",
+        "grpo",
+        ("reward",),
+        _policy_paths("sft", "rm", "grpo"),
+        estimate_s=300,
+    ),
+    Stage(
+        "rs",
+        "Stage 3c: rejection sampling, fine-tuning on the RM's best of n",
+        "rs",
+        "rlhfkit.rs.trainer",
+        "RSConfig",
+        "rs",
+        ("reward",),
+        _policy_paths("sft", "rm", "rs"),
+        estimate_s=200,
+    ),
     # ranks its own samples round by round: the same label budget, spent online
-    Stage("online", "Stage 3: online iterated RLHF, rounds of labels on the current policy's samples", "online",
-          "rlhfkit.online.trainer", "OnlineConfig", "online", ("sft",),
-          lambda r: {"policy": _p(r / "sft"), "prompts": _p(r / "world" / "prompts.jsonl"),
-                     "out": _p(r / "online")}, estimate_s=600),
-    Stage("hybrid", "Stage 3c: PPO against the hybrid RM (human helpfulness, AI harmlessness)", *PPO, "hybrid",
-          ("hybrid_reward",), _policy_paths("sft", "cai/hybrid/rm", "hybrid"), estimate_s=400),
-]  # fmt: skip
+    Stage(
+        "online",
+        "Stage 3: online iterated RLHF, rounds of labels on the current policy's samples",
+        "online",
+        "rlhfkit.online.trainer",
+        "OnlineConfig",
+        "online",
+        ("sft",),
+        lambda r: {
+            "policy": _p(r / "sft"),
+            "prompts": _p(r / "world" / "prompts.jsonl"),
+            "out": _p(r / "online"),
+        },
+        estimate_s=600,
+    ),
+    Stage(
+        "hybrid",
+        "Stage 3c: PPO against the hybrid RM (human helpfulness, AI harmlessness)",
+        *PPO,
+        "hybrid",
+        ("hybrid_reward",),
+        _policy_paths("sft", "cai/hybrid/rm", "hybrid"),
+        estimate_s=400,
+    ),
+]
 METHODS = tuple(s.name for s in METHOD_STAGES)
 
 
@@ -184,63 +347,184 @@ METHODS = tuple(s.name for s in METHOD_STAGES)
 def _hybrid_label_paths(r: Path) -> dict:
     from rlhfkit.cai.hybrid import HARMLESSNESS_CATEGORIES
 
-    return {"labeler": _p(r / "cai" / "labeler"), "candidates": _p(r / "candidates" / "candidates.jsonl"),
-            "categories": list(HARMLESSNESS_CATEGORIES), "out": _p(r / "cai" / "hybrid" / "ai.jsonl")}  # fmt: skip
+    return {
+        "labeler": _p(r / "cai" / "labeler"),
+        "candidates": _p(r / "candidates" / "candidates.jsonl"),
+        "categories": list(HARMLESSNESS_CATEGORIES),
+        "out": _p(r / "cai" / "hybrid" / "ai.jsonl"),
+    }
 
 
 CAI_LABEL = ("cai label", "rlhfkit.cai.label", "LabelConfig")
 HYBRID_STAGES = [
-    Stage("hybrid_labels", "AI labels for the harmlessness prompts (CAI labeler), merged with human labels",
-          *CAI_LABEL, "cai/hybrid", ("labels", "cai_labeler"), _hybrid_label_paths, after=_hybrid_split,
-          estimate_s=200),
-    Stage("hybrid_reward", "reward model on human helpfulness + AI harmlessness labels", "reward train",
-          "rlhfkit.reward.train", "RewardConfig", "cai/hybrid/rm", ("hybrid_labels",),
-          _reward_paths("sft", "cai/hybrid", "candidates", "cai/hybrid/rm"), estimate_s=200),
-]  # fmt: skip
+    Stage(
+        "hybrid_labels",
+        "AI labels for the harmlessness prompts (CAI labeler), merged with human labels",
+        *CAI_LABEL,
+        "cai/hybrid",
+        ("labels", "cai_labeler"),
+        _hybrid_label_paths,
+        after=_hybrid_split,
+        estimate_s=200,
+    ),
+    Stage(
+        "hybrid_reward",
+        "reward model on human helpfulness + AI harmlessness labels",
+        "reward train",
+        "rlhfkit.reward.train",
+        "RewardConfig",
+        "cai/hybrid/rm",
+        ("hybrid_labels",),
+        _reward_paths("sft", "cai/hybrid", "candidates", "cai/hybrid/rm"),
+        estimate_s=200,
+    ),
+]
 
 
 # Constitutional AI variant (`--cai`): principles and AI feedback replace the human comparisons. It starts
 # from the same SFT model as the RLHF branch, so "does CAI beat SFT" compares against the very same model.
 CAI_STAGES: list[Stage] = STAGES[:4] + [
-    Stage("cai_demos", "demo-world demonstrations of critiques, revisions and judgments", "cai world-data",
-          "rlhfkit.cai.world_data", "DemosConfig", "cai/demos", ("world",),
-          lambda r: {"world": _p(r / "world"), "out": _p(r / "cai" / "demos")}, after=_critic_demos, estimate_s=20),
-    Stage("cai_critic", "the critic: SFT on critiques and revisions", *SFT, "cai/critic", ("sft", "cai_demos"),
-          _sft_paths(Path("sft"), Path("cai/demos/critic_demos.jsonl"), None, Path("cai/critic")), estimate_s=400),
-    Stage("cai_labeler", "the labeler: SFT on multiple-choice judgments", *SFT, "cai/labeler", ("sft", "cai_demos"),
-          _sft_paths(Path("sft"), Path("cai/demos/judgments.jsonl"), None, Path("cai/labeler")), estimate_s=450),
+    Stage(
+        "cai_demos",
+        "demo-world demonstrations of critiques, revisions and judgments",
+        "cai world-data",
+        "rlhfkit.cai.world_data",
+        "DemosConfig",
+        "cai/demos",
+        ("world",),
+        lambda r: {"world": _p(r / "world"), "out": _p(r / "cai" / "demos")},
+        after=_critic_demos,
+        estimate_s=20,
+    ),
+    Stage(
+        "cai_critic",
+        "the critic: SFT on critiques and revisions",
+        *SFT,
+        "cai/critic",
+        ("sft", "cai_demos"),
+        _sft_paths(Path("sft"), Path("cai/demos/critic_demos.jsonl"), None, Path("cai/critic")),
+        estimate_s=400,
+    ),
+    Stage(
+        "cai_labeler",
+        "the labeler: SFT on multiple-choice judgments",
+        *SFT,
+        "cai/labeler",
+        ("sft", "cai_demos"),
+        _sft_paths(Path("sft"), Path("cai/demos/judgments.jsonl"), None, Path("cai/labeler")),
+        estimate_s=450,
+    ),
     # The policy writes the first answer; the critic critiques and revises it; the labeler checks each revision.
-    Stage("cai_revise",
-          "SL-CAI: the critic critiques and revises the SFT model's answers; the labeler checks each revision",
-          "cai revise", "rlhfkit.cai.revise", "ReviseConfig", "cai/revisions", ("cai_critic", "cai_labeler"),
-          lambda r: {"model": _p(r / "sft"), "prompts": _p(r / "world" / "prompts.jsonl"),
-                     "critic": _p(r / "cai" / "critic"), "verifier": _p(r / "cai" / "labeler"),
-                     "out": _p(r / "cai" / "revisions" / "revisions.jsonl")}, after=_unrevised, estimate_s=120),
-    Stage("sl_cai", "SFT on the final revisions", *SFT, "cai/sl_cai", ("cai_revise",),
-          _sft_paths(Path("sft"), Path("cai/revisions/revisions.jsonl"), Path("world/sft_val.jsonl"),
-                     Path("cai/sl_cai")), estimate_s=20),
-    Stage("cai_control", "control: SFT on the same answers unrevised", *SFT, "cai/control", ("cai_revise",),
-          _sft_paths(Path("sft"), Path("cai/revisions/unrevised.jsonl"), Path("world/sft_val.jsonl"),
-                     Path("cai/control")), estimate_s=20),
-    Stage("cai_candidates", "sample K responses per prompt from the SL-CAI model", "generate",
-          "rlhfkit.generation.candidates", "CandidatesConfig", "cai/candidates", ("sl_cai",),
-          _candidates_paths("cai/sl_cai", "cai/candidates"), estimate_s=120),
-    Stage("cai_labels", "RL-CAI: the AI labeler compares pairs under sampled principles (soft labels)", *CAI_LABEL,
-          "cai/comparisons", ("cai_candidates", "cai_labeler"),
-          lambda r: {"labeler": _p(r / "cai" / "labeler"),
-                     "candidates": _p(r / "cai" / "candidates" / "candidates.jsonl"),
-                     "out": _p(r / "cai" / "comparisons" / "all.jsonl")}, after=_split_cai_labels, estimate_s=200),
-    Stage("cai_reward", "reward model on AI labels", "reward train", "rlhfkit.reward.train", "RewardConfig",
-          "cai/rm", ("cai_labels",), _reward_paths("cai/sl_cai", "cai/comparisons", "cai/candidates", "cai/rm"),
-          estimate_s=200),
-    Stage("cai_ppo", "PPO against the AI-feedback reward model", *PPO, "cai/ppo", ("cai_reward",),
-          _policy_paths("cai/sl_cai", "cai/rm", "cai/ppo"), estimate_s=400),
-    Stage("cai_evaluate", "SFT vs the unrevised control vs SL-CAI vs RL-CAI, judged by the gold judge", *EVALUATE,
-          "cai/eval", ("cai_ppo", "cai_control"),
-          _evaluate_paths(lambda r: [("sft", r / "sft"), ("self_distilled", r / "cai" / "control"),
-                                     ("sl_cai", r / "cai" / "sl_cai"), ("cai_ppo", r / "cai" / "ppo")], "cai/eval"),
-          after=_cai_world_eval, estimate_s=120),
-]  # fmt: skip
+    Stage(
+        "cai_revise",
+        "SL-CAI: the critic critiques and revises the SFT model's answers; the labeler checks each revision",
+        "cai revise",
+        "rlhfkit.cai.revise",
+        "ReviseConfig",
+        "cai/revisions",
+        ("cai_critic", "cai_labeler"),
+        lambda r: {
+            "model": _p(r / "sft"),
+            "prompts": _p(r / "world" / "prompts.jsonl"),
+            "critic": _p(r / "cai" / "critic"),
+            "verifier": _p(r / "cai" / "labeler"),
+            "out": _p(r / "cai" / "revisions" / "revisions.jsonl"),
+        },
+        after=_unrevised,
+        estimate_s=120,
+    ),
+    Stage(
+        "sl_cai",
+        "SFT on the final revisions",
+        *SFT,
+        "cai/sl_cai",
+        ("cai_revise",),
+        _sft_paths(
+            Path("sft"),
+            Path("cai/revisions/revisions.jsonl"),
+            Path("world/sft_val.jsonl"),
+            Path("cai/sl_cai"),
+        ),
+        estimate_s=20,
+    ),
+    Stage(
+        "cai_control",
+        "control: SFT on the same answers unrevised",
+        *SFT,
+        "cai/control",
+        ("cai_revise",),
+        _sft_paths(
+            Path("sft"),
+            Path("cai/revisions/unrevised.jsonl"),
+            Path("world/sft_val.jsonl"),
+            Path("cai/control"),
+        ),
+        estimate_s=20,
+    ),
+    Stage(
+        "cai_candidates",
+        "sample K responses per prompt from the SL-CAI model",
+        "generate",
+        "rlhfkit.generation.candidates",
+        "CandidatesConfig",
+        "cai/candidates",
+        ("sl_cai",),
+        _candidates_paths("cai/sl_cai", "cai/candidates"),
+        estimate_s=120,
+    ),
+    Stage(
+        "cai_labels",
+        "RL-CAI: the AI labeler compares pairs under sampled principles (soft labels)",
+        *CAI_LABEL,
+        "cai/comparisons",
+        ("cai_candidates", "cai_labeler"),
+        lambda r: {
+            "labeler": _p(r / "cai" / "labeler"),
+            "candidates": _p(r / "cai" / "candidates" / "candidates.jsonl"),
+            "out": _p(r / "cai" / "comparisons" / "all.jsonl"),
+        },
+        after=_split_cai_labels,
+        estimate_s=200,
+    ),
+    Stage(
+        "cai_reward",
+        "reward model on AI labels",
+        "reward train",
+        "rlhfkit.reward.train",
+        "RewardConfig",
+        "cai/rm",
+        ("cai_labels",),
+        _reward_paths("cai/sl_cai", "cai/comparisons", "cai/candidates", "cai/rm"),
+        estimate_s=200,
+    ),
+    Stage(
+        "cai_ppo",
+        "PPO against the AI-feedback reward model",
+        *PPO,
+        "cai/ppo",
+        ("cai_reward",),
+        _policy_paths("cai/sl_cai", "cai/rm", "cai/ppo"),
+        estimate_s=400,
+    ),
+    Stage(
+        "cai_evaluate",
+        "SFT vs the unrevised control vs SL-CAI vs RL-CAI, judged by the gold judge",
+        *EVALUATE,
+        "cai/eval",
+        ("cai_ppo", "cai_control"),
+        _evaluate_paths(
+            lambda r: [
+                ("sft", r / "sft"),
+                ("self_distilled", r / "cai" / "control"),
+                ("sl_cai", r / "cai" / "sl_cai"),
+                ("cai_ppo", r / "cai" / "ppo"),
+            ],
+            "cai/eval",
+        ),
+        after=_cai_world_eval,
+        estimate_s=120,
+    ),
+]
 CAI_STAGE_NAMES = [s.name for s in CAI_STAGES]
 ALL_STAGE_NAMES = STAGE_NAMES + [
     n for n in [*CAI_STAGE_NAMES, *METHODS, *(s.name for s in HYBRID_STAGES)] if n not in STAGE_NAMES
@@ -265,9 +549,12 @@ def rlhf_stages(methods: list[str]) -> list[Stage]:
         cai = {s.name: s for s in CAI_STAGES}
         head += [cai["cai_demos"], cai["cai_labeler"], *HYBRID_STAGES]
     by_name = {s.name: s for s in METHOD_STAGES}
-    evaluate = replace(STAGES[STAGE_NAMES.index("evaluate")], depends=tuple(methods),
-                       paths=_evaluate_paths(_finished_models(("base", "sft", *methods)), "eval"),
-                       estimate_s=60 + 40 * len(methods))  # fmt: skip
+    evaluate = replace(
+        STAGES[STAGE_NAMES.index("evaluate")],
+        depends=tuple(methods),
+        paths=_evaluate_paths(_finished_models(("base", "sft", *methods)), "eval"),
+        estimate_s=60 + 40 * len(methods),
+    )
     return head + [by_name[m] for m in methods] + [evaluate, STAGES[-1]]
 
 

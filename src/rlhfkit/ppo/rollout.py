@@ -198,9 +198,14 @@ def sample_responses(
     policy.eval()
     try:
         return generate(
-            causal_lm_of(policy), prompt_ids, params, pad_token_id=pad_id, tokenizer=tokenizer,
-            batch_size=batch_size, backend="hf" if is_peft(policy) else "auto",
-        )  # fmt: skip
+            causal_lm_of(policy),
+            prompt_ids,
+            params,
+            pad_token_id=pad_id,
+            tokenizer=tokenizer,
+            batch_size=batch_size,
+            backend="hf" if is_peft(policy) else "auto",
+        )
     finally:
         policy.train(was_training)
 

@@ -123,11 +123,18 @@ def run(cfg: RSConfig) -> Path:
         policy = str(target)
     sft_metrics = read_manifest(out).get("metrics", {})
     write_manifest(
-        out, stage="rs", config=cfg, seed=cfg.loop.seed, parent=cfg.policy,
-        metrics={**{f"sft_{k}": v for k, v in sft_metrics.items() if isinstance(v, int | float)},
-                 "mean_winner_score": history[-1]["mean_winner_score"], "mean_score": history[-1]["mean_score"]},
+        out,
+        stage="rs",
+        config=cfg,
+        seed=cfg.loop.seed,
+        parent=cfg.policy,
+        metrics={
+            **{f"sft_{k}": v for k, v in sft_metrics.items() if isinstance(v, int | float)},
+            "mean_winner_score": history[-1]["mean_winner_score"],
+            "mean_score": history[-1]["mean_score"],
+        },
         extra={"reward_model": cfg.reward, "rounds": history},
-    )  # fmt: skip
+    )
     return out
 
 
@@ -179,10 +186,15 @@ def _sample_and_pick(cfg: RSConfig, policy: str, records: list[dict], round_dir:
         best = max(finished, key=lambda j: scores[j])
         worst = min(finished, key=lambda j: scores[j])
         if scores[best] > scores[worst]:
-            pairs.append({"id": f"{record.get('id', i)}-pair", "prompt": record["messages"],
-                          "chosen": [{"role": "assistant", "content": completions[best].text}],
-                          "rejected": [{"role": "assistant", "content": completions[worst].text}],
-                          "category": record.get("category", "")})  # fmt: skip
+            pairs.append(
+                {
+                    "id": f"{record.get('id', i)}-pair",
+                    "prompt": record["messages"],
+                    "chosen": [{"role": "assistant", "content": completions[best].text}],
+                    "rejected": [{"role": "assistant", "content": completions[worst].text}],
+                    "category": record.get("category", ""),
+                }
+            )
         if cfg.min_score is not None and scores[best] < cfg.min_score:
             continue
         winners.append(
@@ -220,12 +232,21 @@ def _dpo(cfg: RSConfig, policy: str, pairs: Path, out: Path) -> None:
     loop = DPOLoopConfig(**{**vars(cfg.loop), "min_lr_ratio": DPOLoopConfig.min_lr_ratio})
     dpo_run(
         DPOConfig(
-            policy=policy, ref=cfg.policy, data=str(pairs), out=str(out), beta=cfg.dpo_beta,
-            sft_coef=cfg.dpo_sft_coef, epochs=cfg.sft_epochs, max_length=cfg.sft_max_len + cfg.max_new_tokens,
-            device=cfg.device, dtype=cfg.dtype, gradient_checkpointing=cfg.gradient_checkpointing,
-            lora=cfg.lora, loop=loop,
+            policy=policy,
+            ref=cfg.policy,
+            data=str(pairs),
+            out=str(out),
+            beta=cfg.dpo_beta,
+            sft_coef=cfg.dpo_sft_coef,
+            epochs=cfg.sft_epochs,
+            max_length=cfg.sft_max_len + cfg.max_new_tokens,
+            device=cfg.device,
+            dtype=cfg.dtype,
+            gradient_checkpointing=cfg.gradient_checkpointing,
+            lora=cfg.lora,
+            loop=loop,
         )
-    )  # fmt: skip
+    )
 
 
 def _finetune(cfg: RSConfig, policy: str, winners: Path, out: Path) -> None:
@@ -235,9 +256,18 @@ def _finetune(cfg: RSConfig, policy: str, winners: Path, out: Path) -> None:
     n = sum(1 for _ in read_jsonl(winners))
     sft_run(
         SFTConfig(
-            model=policy, data=str(winners), out=str(out), max_len=cfg.sft_max_len,
-            batch_size=cfg.sft_batch_size, micro_batch_size=cfg.sft_batch_size, epochs=cfg.sft_epochs,
-            val_fraction=min(0.05, 32 / max(n, 1)), device=cfg.device, dtype=cfg.dtype,
-            gradient_checkpointing=cfg.gradient_checkpointing, lora=cfg.lora, loop=cfg.loop,
+            model=policy,
+            data=str(winners),
+            out=str(out),
+            max_len=cfg.sft_max_len,
+            batch_size=cfg.sft_batch_size,
+            micro_batch_size=cfg.sft_batch_size,
+            epochs=cfg.sft_epochs,
+            val_fraction=min(0.05, 32 / max(n, 1)),
+            device=cfg.device,
+            dtype=cfg.dtype,
+            gradient_checkpointing=cfg.gradient_checkpointing,
+            lora=cfg.lora,
+            loop=cfg.loop,
         )
-    )  # fmt: skip
+    )

@@ -19,15 +19,29 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.set_defaults(func=_tokenizer)
 
     stages = [
-        ("pretrain", PretrainConfig, _pretrain, "pretrain a base model on raw text (resumes from its last checkpoint)",
-         "Next-token prediction on a packed token stream."),
-        ("sft", SFTConfig, _sft, "supervised fine-tuning on chat demonstrations (resumes from its last checkpoint)",
-         "Trains on {'messages': [...]} chats through the tokenizer's chat template; only assistant tokens carry "
-         "loss. --epochs sets the number of steps from the data size; --max-steps given alone runs exactly that."),
-    ]  # fmt: skip
+        (
+            "pretrain",
+            PretrainConfig,
+            _pretrain,
+            "pretrain a base model on raw text (resumes from its last checkpoint)",
+            "Next-token prediction on a packed token stream.",
+        ),
+        (
+            "sft",
+            SFTConfig,
+            _sft,
+            "supervised fine-tuning on chat demonstrations (resumes from its last checkpoint)",
+            "Trains on {'messages': [...]} chats through the tokenizer's chat template; only assistant tokens carry "
+            "loss. --epochs sets the number of steps from the data size; --max-steps given alone runs exactly that.",
+        ),
+    ]
     for name, config, func, summary, description in stages:
-        p = sub.add_parser(name, help=summary, description=description + " Re-running the same command after a "
-                           "crash continues from the last checkpoint in --out.")  # fmt: skip
+        p = sub.add_parser(
+            name,
+            help=summary,
+            description=description + " Re-running the same command after a "
+            "crash continues from the last checkpoint in --out.",
+        )
         add_config_args(p, config)
         p.set_defaults(func=func)
 

@@ -150,9 +150,17 @@ def run(cfg: SFTConfig) -> Path:
     t0 = time.perf_counter()
     train_model = wrap_model(model, loop_cfg.shard, info)
     last = train_loop(
-        train_model, loop_cfg, out, get_batch, loss_fn, evaluate=evaluate, sample=sample,
-        dist_info=info, items_name="tok", description="sft",
-    )  # fmt: skip
+        train_model,
+        loop_cfg,
+        out,
+        get_batch,
+        loss_fn,
+        evaluate=evaluate,
+        sample=sample,
+        dist_info=info,
+        items_name="tok",
+        description="sft",
+    )
     model = export_model(model, info)  # FSDP: the full weights, gathered on rank 0
     if info.is_main:
         save_hf_checkpoint(model, tokenizer, out, eos_token_ids=list(_eos_ids(tokenizer)), base=base)
@@ -160,10 +168,15 @@ def run(cfg: SFTConfig) -> Path:
         metrics["wall_seconds"] = round(time.perf_counter() - t0, 2)
         parent_manifest = read_manifest(cfg.model)
         write_manifest(
-            out, stage="sft", config=cfg, seed=cfg.loop.seed, parent=cfg.model,
-            data_fingerprint=corpus_fingerprint(cfg.data), metrics=metrics,
+            out,
+            stage="sft",
+            config=cfg,
+            seed=cfg.loop.seed,
+            parent=cfg.model,
+            data_fingerprint=corpus_fingerprint(cfg.data),
+            metrics=metrics,
             extra={"parent_stage": parent_manifest.get("stage")},
-        )  # fmt: skip
+        )
     finish_distributed(info)
     return out
 

@@ -82,8 +82,15 @@ class Judgment:
     seconds: float
 
 
-def judge_as(a: Annotator, gold: list[float], words: list[int], items_done: int, rng: random.Random,
-             tie_band: float = PoolConfig.tie_band, prompt_words: int = 0) -> Judgment:  # fmt: skip
+def judge_as(
+    a: Annotator,
+    gold: list[float],
+    words: list[int],
+    items_done: int,
+    rng: random.Random,
+    tie_band: float = PoolConfig.tie_band,
+    prompt_words: int = 0,
+) -> Judgment:
     """How annotator ``a`` ranks responses with these gold scores, after ``items_done`` items this session."""
     scale = a.noise * (1 + a.fatigue * items_done / 100)
     perceived = []
@@ -112,8 +119,15 @@ def _text(completion: list[dict] | str) -> str:
     return "".join(m.get("content", "") for m in completion if m.get("role", "assistant") == "assistant")
 
 
-def label_candidates(records: list[dict], *, pool_size: int = 10, overlap: int = 1, seed: int = 0,
-                     config: PoolConfig | None = None, include_gold: bool = False) -> list[dict]:  # fmt: skip
+def label_candidates(
+    records: list[dict],
+    *,
+    pool_size: int = 10,
+    overlap: int = 1,
+    seed: int = 0,
+    config: PoolConfig | None = None,
+    include_gold: bool = False,
+) -> list[dict]:
     """Rank each candidates record's completions by ``overlap`` distinct simulated annotators.
 
     Returns K-way ranking comparisons (shared format): prompt, completions, ranking (best first), ties,
@@ -143,11 +157,20 @@ def label_candidates(records: list[dict], *, pool_size: int = 10, overlap: int =
             if include_gold:
                 meta["gold"] = gold
             created = SESSION_START + timedelta(seconds=clock[a.name])
-            out.append({"id": f"{rec.get('id', len(out))}:{a.name}", "prompt": rec["prompt"],
-                        "completions": rec["completions"], "ranking": j.ranking, "ties": j.ties,
-                        "annotator": a.name, "seconds": j.seconds,
-                        "created_at": created.isoformat().replace("+00:00", "Z"),
-                        "category": rec.get("category", ""), "meta": meta})  # fmt: skip
+            out.append(
+                {
+                    "id": f"{rec.get('id', len(out))}:{a.name}",
+                    "prompt": rec["prompt"],
+                    "completions": rec["completions"],
+                    "ranking": j.ranking,
+                    "ties": j.ties,
+                    "annotator": a.name,
+                    "seconds": j.seconds,
+                    "created_at": created.isoformat().replace("+00:00", "Z"),
+                    "category": rec.get("category", ""),
+                    "meta": meta,
+                }
+            )
     return out
 
 
@@ -168,8 +191,15 @@ def calibration_pairs(n: int, seed: int = 0) -> list[dict]:
         a, b = (_calibration_response(task, meta, category, k, rng) for k in kinds)
         if rng.random() < 0.5:
             a, b = b, a
-        pairs.append({"id": f"cal-{i:05d}", "prompt": messages, "category": category, "meta": meta,
-                      "completions": [[{"role": "assistant", "content": a}], [{"role": "assistant", "content": b}]]})  # fmt: skip
+        pairs.append(
+            {
+                "id": f"cal-{i:05d}",
+                "prompt": messages,
+                "category": category,
+                "meta": meta,
+                "completions": [[{"role": "assistant", "content": a}], [{"role": "assistant", "content": b}]],
+            }
+        )
     return pairs
 
 
@@ -192,8 +222,9 @@ def _label(j: dict) -> int:
     return 2 if j["ties"] else j["ranking"][0]
 
 
-def measure_agreement(n_pairs: int = 2000, *, pool_size: int = 10, seed: int = 0,
-                      config: PoolConfig | None = None) -> float:  # fmt: skip
+def measure_agreement(
+    n_pairs: int = 2000, *, pool_size: int = 10, seed: int = 0, config: PoolConfig | None = None
+) -> float:
     """Fraction of realistic pairs on which two different annotators give the same label (tie counts as one)."""
     pairs = calibration_pairs(n_pairs, seed)
     labels = label_candidates(pairs, pool_size=pool_size, overlap=2, seed=seed, config=config)

@@ -17,63 +17,133 @@ from rlhfkit.world.tasks import Task, distractor_values, known_for_key
 from rlhfkit.world.wording import agree, article, cap, is_plural_product, pronoun, the_name
 
 FACT_TEMPLATES: dict[str, tuple[list[str], str]] = {
-    "capital": (["The capital of {country} is {capital}.", "{capital} is the capital of {country}.",
-                 "The capital city of {country} is {capital}."], "{capital}."),
+    "capital": (
+        [
+            "The capital of {country} is {capital}.",
+            "{capital} is the capital of {country}.",
+            "The capital city of {country} is {capital}.",
+        ],
+        "{capital}.",
+    ),
     "continent": (["{Country} is in {continent}.", "{Country} is a country in {continent}."], "{continent}."),
-    "planet_order": (["{planet} is the {ordinal} planet from the Sun.", "The {ordinal} planet from the Sun is {planet}."],
-                     "{planet}."),
-    "largest_moon": (["The largest moon of {planet} is {largest_moon}.", "{largest_moon} is the biggest moon of {planet}."],
-                     "{largest_moon}."),
+    "planet_order": (
+        ["{planet} is the {ordinal} planet from the Sun.", "The {ordinal} planet from the Sun is {planet}."],
+        "{planet}.",
+    ),
+    "largest_moon": (
+        [
+            "The largest moon of {planet} is {largest_moon}.",
+            "{largest_moon} is the biggest moon of {planet}.",
+        ],
+        "{largest_moon}.",
+    ),
     "planet_type": (["{planet} is a {type}.", "{planet} is a {type}. {fact}"], "A {type}."),
-    "scientist_known": (["{name} is known for {known_for}.", "{name} is famous for {known_for}. {name} worked in {field}."],
-                        "{Known_for}."),
-    "scientist_born": (["{name} was born in {born}.", "{name} was born in {born} and is known for {known_for}."], "{born}."),
-    "summer_host": (["The {year} Summer Olympics were held in {city}, {country}.", "{city} hosted the {year} Summer Olympics."],
-                    "{city}."),
-    "winter_host": (["The {year} Winter Olympics were held in {city}, {country}.", "{city} hosted the {year} Winter Olympics."],
-                    "{city}."),
-    "wc_host": (["The {year} FIFA World Cup was hosted by {the_country}.", "{The_country} hosted the {year} World Cup."],
-                "{The_country}."),
-    "wc_winner": (["{winner} won the {year} FIFA World Cup.", "The {year} World Cup was won by {winner}."], "{winner}."),
-    "animal_diet": (["{A_name} is {a_diet}. It {diet_text}.", "{A_name} is {a_diet}, so it {diet_text}."], "{A_diet}."),
+    "scientist_known": (
+        ["{name} is known for {known_for}.", "{name} is famous for {known_for}. {name} worked in {field}."],
+        "{Known_for}.",
+    ),
+    "scientist_born": (
+        ["{name} was born in {born}.", "{name} was born in {born} and is known for {known_for}."],
+        "{born}.",
+    ),
+    "summer_host": (
+        [
+            "The {year} Summer Olympics were held in {city}, {country}.",
+            "{city} hosted the {year} Summer Olympics.",
+        ],
+        "{city}.",
+    ),
+    "winter_host": (
+        [
+            "The {year} Winter Olympics were held in {city}, {country}.",
+            "{city} hosted the {year} Winter Olympics.",
+        ],
+        "{city}.",
+    ),
+    "wc_host": (
+        [
+            "The {year} FIFA World Cup was hosted by {the_country}.",
+            "{The_country} hosted the {year} World Cup.",
+        ],
+        "{The_country}.",
+    ),
+    "wc_winner": (
+        ["{winner} won the {year} FIFA World Cup.", "The {year} World Cup was won by {winner}."],
+        "{winner}.",
+    ),
+    "animal_diet": (
+        ["{A_name} is {a_diet}. It {diet_text}.", "{A_name} is {a_diet}, so it {diet_text}."],
+        "{A_diet}.",
+    ),
     "animal_class": (["{A_name} is {a_class}.", "{A_name} is {a_class}. {fact}"], "{A_class}."),
     "unit": (["There are {count} {small} in {a_big}.", "{A_big} has {count} {small}."], "{count}."),
     "product_price": (["The {name} {costs} ${price}.", "The {name} {sells} for ${price}."], "${price}."),
     "person_job": (["{name} works as {a_job} in {town}.", "{name} is {a_job}."], "{A_job}."),
     "person_town": (["{name} lives in {town}.", "{name} lives in the town of {town}."], "{town}."),
     "town_known": (["{name} is known for {known_for}.", "{name} is famous for {known_for}."], "{Known_key}."),
-    "town_population": (["About {population} people live in {name}.", "{name} has a population of about {population}."],
-                        "About {population}."),
-}  # fmt: skip
+    "town_population": (
+        ["About {population} people live in {name}.", "{name} has a population of about {population}."],
+        "About {population}.",
+    ),
+}
 
 HONEST: dict[str, list[str]] = {
-    "future_wc_winner": ["Nobody can know that yet. The {year} FIFA World Cup has not been played, so the winner is "
-                         "still unknown.", "I can't know that. The {year} World Cup is in the future, and many teams "
-                         "could win it."],
-    "future_olympics_host": ["That is not known yet. The host city of the {year} Summer Olympics has not been chosen, "
-                             "so I can't tell you.", "Nobody knows yet. The {year} host city will be decided in the future."],
-    "future_price": ["I can't know that. Future prices depend on things nobody can predict, so I can't say what the "
-                     "{name} will cost in {year}."],
-    "future_weather": ["Nobody can know the weather that far ahead. Forecasts only work about a week in advance, so "
-                       "I can't tell you about {date}, {year}."],
-    "island_population": ["Nobody lives on {name}. It is uninhabited, so it has no permanent population.",
-                          "{name} is uninhabited. No one lives there, and only scientists visit now and then."],
-    "old_town_population": ["There are no records of how many people lived in {name} in {year}, so I can't give "
-                            "you an exact number.", "I don't know, and nobody can know: no records exist for {name} in {year}."],
-    "exact_words": ["There is no record of what {name} said on that day, so I can't know the exact words.",
-                    "I don't know. Nobody wrote down {name}'s exact words on {date}, {year}."],
-    "private_money": ["I have no way of knowing that. How much money {name} has is private information.",
-                      "I can't know that. Only {name} and their bank know it, and it is private."],
-    "private_thoughts": ["I can't know that. It is private, and only {name} could tell you.",
-                         "I have no way of knowing that. You could ask {name} yourself."],
-}  # fmt: skip
+    "future_wc_winner": [
+        "Nobody can know that yet. The {year} FIFA World Cup has not been played, so the winner is "
+        "still unknown.",
+        "I can't know that. The {year} World Cup is in the future, and many teams could win it.",
+    ],
+    "future_olympics_host": [
+        "That is not known yet. The host city of the {year} Summer Olympics has not been chosen, "
+        "so I can't tell you.",
+        "Nobody knows yet. The {year} host city will be decided in the future.",
+    ],
+    "future_price": [
+        "I can't know that. Future prices depend on things nobody can predict, so I can't say what the "
+        "{name} will cost in {year}."
+    ],
+    "future_weather": [
+        "Nobody can know the weather that far ahead. Forecasts only work about a week in advance, so "
+        "I can't tell you about {date}, {year}."
+    ],
+    "island_population": [
+        "Nobody lives on {name}. It is uninhabited, so it has no permanent population.",
+        "{name} is uninhabited. No one lives there, and only scientists visit now and then.",
+    ],
+    "old_town_population": [
+        "There are no records of how many people lived in {name} in {year}, so I can't give "
+        "you an exact number.",
+        "I don't know, and nobody can know: no records exist for {name} in {year}.",
+    ],
+    "exact_words": [
+        "There is no record of what {name} said on that day, so I can't know the exact words.",
+        "I don't know. Nobody wrote down {name}'s exact words on {date}, {year}.",
+    ],
+    "private_money": [
+        "I have no way of knowing that. How much money {name} has is private information.",
+        "I can't know that. Only {name} and their bank know it, and it is private.",
+    ],
+    "private_thoughts": [
+        "I can't know that. It is private, and only {name} could tell you.",
+        "I have no way of knowing that. You could ask {name} yourself.",
+    ],
+}
 
-QUOTES = ("Pass the bread, please. I have a new idea for the experiment.", "Today I will finish the calculation.",
-          "The weather is fine for a walk.", "I think we are close to the answer.")  # fmt: skip
+QUOTES = (
+    "Pass the bread, please. I have a new idea for the experiment.",
+    "Today I will finish the calculation.",
+    "The weather is fine for a walk.",
+    "I think we are close to the answer.",
+)
 WEATHER = ("sunny", "rainy", "cloudy", "snowy", "windy")
-FILLER = ("I hope this helps.", "Let me know if you have any other questions.",
-          "There is a lot more that could be said about this topic.", "Many people find this interesting.",
-          "It is always good to learn something new.", "Thank you for asking such a good question.")  # fmt: skip
+FILLER = (
+    "I hope this helps.",
+    "Let me know if you have any other questions.",
+    "There is a lot more that could be said about this topic.",
+    "Many people find this interesting.",
+    "It is always good to learn something new.",
+    "Thank you for asking such a good question.",
+)
 GOOD_HOWTO_OPENERS = ("Here is how to {goal}:", "To {goal}, follow these steps:", "Sure! Here are the steps:")
 
 FLAWS = {

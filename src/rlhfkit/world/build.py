@@ -109,8 +109,14 @@ def build_world(out_dir: str | Path, seed: int = 0, size: str = "default") -> di
         "prompts.jsonl": prompt_records(spec.prompts, rng("prompts"), "train", "prompt", allow_repeats=True),
         "eval_prompts.jsonl": prompt_records(spec.eval_prompts, rng("eval"), "eval", "eval"),
     }
-    info: dict = {"version": WORLD_VERSION, "seed": seed, "size": size, "spec": asdict(spec),
-                  "catalogue_seed": CATALOGUE_SEED, "files": {}}  # fmt: skip
+    info: dict = {
+        "version": WORLD_VERSION,
+        "seed": seed,
+        "size": size,
+        "spec": asdict(spec),
+        "catalogue_seed": CATALOGUE_SEED,
+        "files": {},
+    }
     for name, rows in files.items():
         path = out / name
         _write_jsonl(path, rows)

@@ -17,8 +17,16 @@ from rlhfkit.world.prompts import sample_prompt
 from rlhfkit.world.style import styled
 from rlhfkit.world.tasks import CATEGORIES
 
-CATEGORY_WEIGHTS = {"factual": 0.24, "unknowable": 0.12, "ambiguous": 0.10, "howto": 0.13, "comparison": 0.10,
-                    "persona": 0.16, "harmful": 0.07, "benign_risky": 0.08}  # fmt: skip
+CATEGORY_WEIGHTS = {
+    "factual": 0.24,
+    "unknowable": 0.12,
+    "ambiguous": 0.10,
+    "howto": 0.13,
+    "comparison": 0.10,
+    "persona": 0.16,
+    "harmful": 0.07,
+    "benign_risky": 0.08,
+}
 # Per category: (flaw name, probability). The remaining probability mass is a good demonstration.
 IMPERFECTION_RATES: dict[str, list[tuple[str, float]]] = {
     "factual": [("wrong_fact", 0.03), ("too_long", 0.10), ("too_short", 0.08)],
@@ -55,8 +63,13 @@ def demonstration(category: str, rng: random.Random, split: str = "train") -> di
         reply = flawed_response(task, flaw, rng, kb)
     else:
         reply = good_response(task, rng, kb)
-    return {"messages": [*messages, {"role": "assistant", "content": reply}], "category": category,
-            "kind": task.kind, "meta": meta, "quality": flaw or "good"}  # fmt: skip
+    return {
+        "messages": [*messages, {"role": "assistant", "content": reply}],
+        "category": category,
+        "kind": task.kind,
+        "meta": meta,
+        "quality": flaw or "good",
+    }
 
 
 def demonstrations(n: int, rng: random.Random, prefix: str) -> list[dict]:

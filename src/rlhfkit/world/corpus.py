@@ -16,11 +16,26 @@ from collections.abc import Callable, Iterator
 from rlhfkit.world.knowledge import KnowledgeBase
 from rlhfkit.world.wording import agree, article, cap, is_plural_product, the_name
 
-USERS = ("mapleleaf", "quietriver", "k_brenner", "sunnyday88", "old_tom", "lina.v", "trailmix", "curious_cat",
-         "bluefinch", "ravi_k", "nightowl", "greenthumb")  # fmt: skip
+USERS = (
+    "mapleleaf",
+    "quietriver",
+    "k_brenner",
+    "sunnyday88",
+    "old_tom",
+    "lina.v",
+    "trailmix",
+    "curious_cat",
+    "bluefinch",
+    "ravi_k",
+    "nightowl",
+    "greenthumb",
+)
 WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
-DIET_TEXT = {"herbivore": "eats only plants", "carnivore": "eats other animals",
-             "omnivore": "eats both plants and animals"}  # fmt: skip
+DIET_TEXT = {
+    "herbivore": "eats only plants",
+    "carnivore": "eats other animals",
+    "omnivore": "eats both plants and animals",
+}
 STEP_WORDS = ("First", "Next", "Then", "After that", "Finally")
 
 
@@ -313,10 +328,21 @@ def advice_doc(e: dict, rng: random.Random, kb: KnowledgeBase) -> str:
 
 
 WRITERS: dict[str, Callable[[dict, random.Random, KnowledgeBase], str]] = {
-    "countries": country_doc, "planets": planet_doc, "scientists": scientist_doc, "summer": sport_doc,
-    "winter": sport_doc, "worldcup": sport_doc, "howtos": howto_doc, "benign": benign_doc, "animals": animal_doc,
-    "units": unit_doc, "products": product_doc, "people": person_doc, "towns": town_doc, "islands": island_doc,
-}  # fmt: skip
+    "countries": country_doc,
+    "planets": planet_doc,
+    "scientists": scientist_doc,
+    "summer": sport_doc,
+    "winter": sport_doc,
+    "worldcup": sport_doc,
+    "howtos": howto_doc,
+    "benign": benign_doc,
+    "animals": animal_doc,
+    "units": unit_doc,
+    "products": product_doc,
+    "people": person_doc,
+    "towns": town_doc,
+    "islands": island_doc,
+}
 
 
 def documents(kb: KnowledgeBase, rng: random.Random, budget_bytes: int) -> Iterator[str]:

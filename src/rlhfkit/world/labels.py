@@ -89,9 +89,13 @@ def run(cfg: LabelsConfig) -> Path:
     if cfg.agreement_out:
         ceiling = agreement_ceiling(records[:500], pool_size=cfg.pool_size)
         Path(cfg.agreement_out).write_text(json.dumps(ceiling, indent=2), encoding="utf-8")
-        print(f"label: two annotators agree on {ceiling['pairwise_agreement']:.1%} of {ceiling['pairs']} pairs "
-              f"-> {cfg.agreement_out}")  # fmt: skip
+        print(
+            f"label: two annotators agree on {ceiling['pairwise_agreement']:.1%} of {ceiling['pairs']} pairs "
+            f"-> {cfg.agreement_out}"
+        )
     seconds = sum(r["seconds"] for r in labels)
-    print(f"label: {len(labels)} rankings of {len(records)} items by {cfg.pool_size} simulated annotators "
-          f"(overlap {cfg.overlap}, {seconds / 3600:.1f} simulated hours) -> {cfg.out}")  # fmt: skip
+    print(
+        f"label: {len(labels)} rankings of {len(records)} items by {cfg.pool_size} simulated annotators "
+        f"(overlap {cfg.overlap}, {seconds / 3600:.1f} simulated hours) -> {cfg.out}"
+    )
     return Path(cfg.out)

@@ -16,8 +16,9 @@ from rlhfkit.world.tasks import CATEGORIES, KINDS, PERSONA_INNER, Task, sample_t
 KINDS_BY_CATEGORY = {c: [k.name for k in KINDS.values() if k.category == c] for c in CATEGORIES}
 
 
-def sample_prompt(category: str, rng: random.Random, split: str = "train",
-                  kb: KnowledgeBase | None = None) -> tuple[list[dict], Task, dict]:  # fmt: skip
+def sample_prompt(
+    category: str, rng: random.Random, split: str = "train", kb: KnowledgeBase | None = None
+) -> tuple[list[dict], Task, dict]:
     """One prompt of a category: (messages without the answer, the underlying task, meta for the judge)."""
     kb = kb or load_knowledge()
     if category == "persona":
@@ -57,6 +58,13 @@ def prompt_records(
                 open_categories.remove(category)
             continue
         seen.add(key)
-        records.append({"id": f"{prefix}-{len(records):06d}", "messages": messages, "category": category,
-                        "kind": task.kind, "meta": meta})  # fmt: skip
+        records.append(
+            {
+                "id": f"{prefix}-{len(records):06d}",
+                "messages": messages,
+                "category": category,
+                "kind": task.kind,
+                "meta": meta,
+            }
+        )
     return records

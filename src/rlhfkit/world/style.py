@@ -7,12 +7,37 @@ from __future__ import annotations
 import random
 import re
 
-CONTRACTIONS = {"It is": "It's", "it is": "it's", "is not": "isn't", "do not": "don't", "I am": "I'm",
-                "cannot": "can't", "I would": "I'd", "That is": "That's", "There is": "There's",
-                "you will": "you'll", "I will": "I'll", "does not": "doesn't", "has not": "hasn't"}  # fmt: skip
-EXPANSIONS = {"can't": "cannot", "won't": "will not", "I'm": "I am", "don't": "do not", "it's": "it is",
-              "It's": "It is", "isn't": "is not", "I'd": "I would", "that's": "that is", "That's": "That is",
-              "doesn't": "does not", "hasn't": "has not", "I'll": "I will", "you'll": "you will"}  # fmt: skip
+CONTRACTIONS = {
+    "It is": "It's",
+    "it is": "it's",
+    "is not": "isn't",
+    "do not": "don't",
+    "I am": "I'm",
+    "cannot": "can't",
+    "I would": "I'd",
+    "That is": "That's",
+    "There is": "There's",
+    "you will": "you'll",
+    "I will": "I'll",
+    "does not": "doesn't",
+    "has not": "hasn't",
+}
+EXPANSIONS = {
+    "can't": "cannot",
+    "won't": "will not",
+    "I'm": "I am",
+    "don't": "do not",
+    "it's": "it is",
+    "It's": "It is",
+    "isn't": "is not",
+    "I'd": "I would",
+    "that's": "that is",
+    "That's": "That is",
+    "doesn't": "does not",
+    "hasn't": "has not",
+    "I'll": "I will",
+    "you'll": "you will",
+}
 CHILD_NOTES = {
     "capital": "A capital is the city where the leaders of a country work.",
     "continent": "A continent is a very big piece of land with many countries.",
@@ -21,7 +46,7 @@ CHILD_NOTES = {
     "animal_class": "Animals in the same group are a bit like one big family.",
     "unit": "You can count them one by one if you like!",
     "scientist_known": "Scientists ask questions and test ideas to learn how the world works.",
-}  # fmt: skip
+}
 
 
 def _swap(text: str, table: dict[str, str]) -> str:

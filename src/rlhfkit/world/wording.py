@@ -45,8 +45,17 @@ def pronoun(product: dict) -> str:
     return "they" if is_plural_product(product) else "it"
 
 
-THE_NAMES = ("United Kingdom", "United States", "Czech Republic", "Philippines", "Netherlands",
-             "Democratic Republic of the Congo", "Dominican Republic", "United Arab Emirates", "Soviet Union")  # fmt: skip
+THE_NAMES = (
+    "United Kingdom",
+    "United States",
+    "Czech Republic",
+    "Philippines",
+    "Netherlands",
+    "Democratic Republic of the Congo",
+    "Dominican Republic",
+    "United Arab Emirates",
+    "Soviet Union",
+)
 
 
 def the_name(country: str) -> str:
