@@ -75,11 +75,11 @@ def test_every_from_pretrained_in_the_source_takes_the_policy():
     """A new `from_pretrained` call that forgets the policy fails here, not on a user's GPU."""
     offenders = []
     for path in SRC.rglob("*.py"):
-        tree = ast.parse(path.read_text())
-        for func in ast.walk(tree):
+        source = path.read_text()
+        for func in ast.walk(ast.parse(source)):
             if not isinstance(func, ast.FunctionDef):
                 continue
-            body = ast.get_source_segment(path.read_text(), func) or ""
+            body = ast.get_source_segment(source, func) or ""
             for node in ast.walk(func):
                 if not (isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "from_pretrained"):
                     continue

@@ -88,9 +88,11 @@ def check_remote_code(folder: str | Path) -> None:
         raise remote_code_error(path, config["auto_map"])
 
 
-def remote_code_error(where: str | Path, auto_map) -> RlhfkitError:
+def remote_code_error(where: str | Path, auto_map=None) -> RlhfkitError:
+    """`auto_map` as read from a local folder; None for a Hub repository, which transformers refused unread."""
+    shown = "the repository's auto_map" if auto_map is None else f"auto_map: {json.dumps(auto_map)[:200]}"
     return RlhfkitError(
-        f"{where}: this model needs its own Python code to load (auto_map: {json.dumps(auto_map)[:200]}); "
+        f"{where}: this model needs its own Python code to load ({shown}); "
         "rlhfkit does not run code from model folders unless you pass --trust-remote-code (it runs that code "
         "with your permissions: only for sources you trust)"
     )

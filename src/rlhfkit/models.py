@@ -229,7 +229,7 @@ def load_causal_lm(path: str | Path, dtype=None, device=None):
 def load_error(path, name: str, exc: BaseException, what: str) -> RlhfkitError:
     """The one-line error for a failed `from_pretrained` of `name` (the source `path` resolved)."""
     if is_remote_code_refusal(exc):
-        return remote_code_error(path, "defined by the repository")
+        return remote_code_error(path)
     if not Path(name).exists():
         return hub_error(str(path), exc)
     return RlhfkitError(f"{path}: could not load as {what} ({first_line(exc)})")

@@ -177,7 +177,7 @@ def load_tokenizer(path: str | Path):
         tok = AutoTokenizer.from_pretrained(name, **extra, **from_pretrained_kwargs(model=False))
     except load_errors(extra) as exc:
         if is_remote_code_refusal(exc):
-            raise remote_code_error(path, "defined by the repository") from None
+            raise remote_code_error(path) from None
         if not local and "gguf_file" not in extra:
             raise hub_error(str(path), exc) from None
         raise RlhfkitError(f"{path}: could not load its tokenizer ({first_line(exc)})") from None

@@ -74,7 +74,7 @@ def load_reward_model(
             )
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         if is_remote_code_refusal(exc):
-            raise remote_code_error(p, "defined by the repository") from None
+            raise remote_code_error(p) from None
         raise RlhfkitError(f"{p}: could not load as a sequence classifier ({first_line(exc)})") from None
     if model.config.pad_token_id is None:
         # Without it a decoder cannot find the last real token of a padded row.

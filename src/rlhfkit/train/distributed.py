@@ -95,6 +95,10 @@ def _say_why_on_sigterm(rank: int, world: int) -> None:
     signal.signal(signal.SIGTERM, stop)
 
 
+# What gloo and nccl say when a peer process has gone away mid-collective.
+LOST_PEER_SIGNS = ("Connection closed by peer", "Connection reset by peer", "Broken pipe", "NCCL", "Gloo")
+
+
 def lost_peer_message(exc: BaseException) -> str | None:
     """The one-line error for a collective that failed because another rank went away, else None."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or not isinstance(exc, RuntimeError):
@@ -108,10 +112,6 @@ def lost_peer_message(exc: BaseException) -> str | None:
         f"rank {os.environ.get('RANK', '?')} of {os.environ['WORLD_SIZE']}: lost contact with another rank "
         f"({first[:160]}); rerun the same command to resume from the last checkpoint"
     )
-
-
-# What gloo and nccl say when a peer process has gone away mid-collective.
-LOST_PEER_SIGNS = ("Connection closed by peer", "Connection reset by peer", "Broken pipe", "NCCL", "Gloo")
 
 
 def _leave_quietly() -> None:

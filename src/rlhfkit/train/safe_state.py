@@ -20,7 +20,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from rlhfkit.errors import RlhfkitError
+from rlhfkit.errors import RlhfkitError, first_line
 
 FORMAT = "rlhfkit-state/1"
 
@@ -39,18 +39,18 @@ def load_state(folder: Path, name: str) -> dict:
         meta = json.loads(meta_path.read_text())
         tensors = load_file(str(Path(folder) / f"{name}.safetensors"))
     except (OSError, ValueError, SafetensorError) as exc:
-        raise _damaged(meta_path, exc) from None
+        raise _damaged(meta_path, first_line(exc)) from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise _damaged(meta_path, f"field 'format' is not {FORMAT!r}")
     try:
         return _decode(meta["state"], tensors)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise _damaged(meta_path, exc) from None
+        raise _damaged(meta_path, first_line(exc)) from None
 
 
-def _damaged(path: Path, why) -> RlhfkitError:
+def _damaged(path: Path, why: str) -> RlhfkitError:
     return RlhfkitError(
-        f"{path}: not a training state this rlhfkit wrote ({str(why).splitlines()[0] if str(why) else why!r}); "
+        f"{path}: not a training state this rlhfkit wrote ({why}); "
         f"remove {path.parent} to start the stage over, or use another --out"
     )
 
