@@ -21,6 +21,7 @@ import tokenize
 import tomllib
 import types
 import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -121,6 +122,45 @@ def add_config_args(
             parser.add_argument(flag, nargs="*", action="extend", type=base, **common)
         else:
             parser.add_argument(flag, type=base, **common)
+
+
+def add_command_group(
+    sub: argparse._SubParsersAction, name: str, *, metavar: str = "ACTION", **parser_options: Any
+) -> argparse._SubParsersAction:
+    """Command `name` whose work is done by its subcommands (`rlhfkit world build`): returns the subparsers to
+    add them to. `parser_options` (help, description) go to `add_parser`."""
+    group = sub.add_parser(name, **parser_options)
+    return group.add_subparsers(dest=f"{name}_command", metavar=metavar, required=True)
+
+
+def add_config_command(
+    sub: argparse._SubParsersAction,
+    name: str,
+    cls,
+    run: Callable[[Any], Any],
+    *,
+    section: str | None = None,
+    done: str | None = None,
+    required: tuple[str, ...] = (),
+    skip: tuple[str, ...] = (),
+    **parser_options: Any,
+) -> argparse.ArgumentParser:
+    """Subcommand `name` for a stage: one flag per field of `cls` (`add_config_args`) and a handler that builds
+    the config (`config_from_args`; `section`, the stage's table in a TOML file, defaults to `name`) and calls
+    `run(config)`. `done`, if given, is printed after: a format string of `out` (what `run` returned) and
+    `config` ("dpo: policy written to {out}"). `parser_options` (help, description) go to `add_parser`."""
+    parser = sub.add_parser(name, **parser_options)
+    add_config_args(parser, cls, required=required, skip=skip)
+
+    def run_command(args: argparse.Namespace) -> int:
+        config = config_from_args(cls, args, section or name)
+        out = run(config)
+        if done:
+            print(done.format(out=out, config=config))
+        return 0
+
+    parser.set_defaults(func=run_command)
+    return parser
 
 
 def _configs(cls) -> list:

@@ -29,6 +29,7 @@ from rlhfkit.annotate.campaigns import (
 from rlhfkit.annotate.candidates import read_candidates
 from rlhfkit.annotate.export import VOTES, export_records
 from rlhfkit.annotate.store import MODES, ROLES, Annotator, Campaign, Store, open_store
+from rlhfkit.config import add_command_group
 from rlhfkit.data.jsonl import write_jsonl
 from rlhfkit.errors import RlhfkitError
 
@@ -40,6 +41,11 @@ def _open(db: str) -> Store:
     if "://" not in db:
         Path(db).expanduser().parent.mkdir(parents=True, exist_ok=True)
     return open_store(db)
+
+
+def _transaction(db: str):
+    """One transaction on the annotation database `db` (created if it does not exist yet)."""
+    return _open(db).transaction()
 
 
 def _db_option(parser: argparse.ArgumentParser) -> None:
@@ -55,8 +61,7 @@ def _base_url_option(parser: argparse.ArgumentParser) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    annotate = sub.add_parser("annotate", help="web app where people compare model responses")
-    cmds = annotate.add_subparsers(dest="annotate_command", metavar="ACTION", required=True)
+    cmds = add_command_group(sub, "annotate", help="web app where people compare model responses")
 
     serve = cmds.add_parser("serve", help="run the annotation web app")
     _db_option(serve)
@@ -72,8 +77,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     _base_url_option(init)
     init.set_defaults(func=cmd_init)
 
-    campaign = cmds.add_parser("campaign", help="manage campaigns")
-    campaign_cmds = campaign.add_subparsers(dest="campaign_command", metavar="ACTION", required=True)
+    campaign_cmds = add_command_group(cmds, "campaign", help="manage campaigns")
     create = campaign_cmds.add_parser("create", help="create a campaign from a candidates file")
     _db_option(create)
     create.add_argument("--name", required=True)
@@ -86,8 +90,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     create.add_argument("--lease-seconds", type=int, default=3600, help="how long an item stays reserved")
     create.set_defaults(func=cmd_campaign_create)
 
-    people = cmds.add_parser("annotator", help="manage annotators")
-    people_cmds = people.add_subparsers(dest="annotator_command", metavar="ACTION", required=True)
+    people_cmds = add_command_group(cmds, "annotator", help="manage annotators")
     add = people_cmds.add_parser("add", help="add a person; prints their personal login link")
     _db_option(add)
     add.add_argument("--name", required=True)
@@ -165,8 +168,7 @@ def cmd_campaign_create(args: argparse.Namespace) -> int:
         lease_seconds=args.lease_seconds,
         source=str(args.candidates),
     )
-    store = _open(args.db)
-    with store.transaction() as s:
+    with _transaction(args.db) as s:
         campaign = create_campaign(s, spec)
         progress = campaign_progress(s, campaign)
     print(
@@ -177,8 +179,7 @@ def cmd_campaign_create(args: argparse.Namespace) -> int:
 
 
 def cmd_annotator_add(args: argparse.Namespace) -> int:
-    store = _open(args.db)
-    with store.transaction() as s:
+    with _transaction(args.db) as s:
         person, token = add_annotator(s, args.name, args.role)
     print(
         f"{person.role} {person.name} added; personal login link (shown once): {login_url(args.base_url, token)}"
@@ -187,16 +188,14 @@ def cmd_annotator_add(args: argparse.Namespace) -> int:
 
 
 def cmd_annotator_link(args: argparse.Namespace) -> int:
-    store = _open(args.db)
-    with store.transaction() as s:
+    with _transaction(args.db) as s:
         token = rotate_token(s, args.name)
     print(f"new login link for {args.name} (the old one no longer works): {login_url(args.base_url, token)}")
     return 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    store = _open(args.db)
-    with store.transaction() as s:
+    with _transaction(args.db) as s:
         people = list(s.scalars(select(Annotator).order_by(Annotator.id)))
         campaigns = [(c, campaign_progress(s, c)) for c in s.scalars(select(Campaign).order_by(Campaign.id))]
     print(
@@ -211,8 +210,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    store = _open(args.db)
-    with store.transaction() as s:
+    with _transaction(args.db) as s:
         records = export_records(
             s, get_campaign(s, args.campaign), votes=args.votes, include_gold=args.include_gold
         )

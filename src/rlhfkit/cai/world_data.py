@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 import random
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -327,6 +328,29 @@ def _fields(case: _Case, kb) -> dict:
     }
 
 
+def _attempts(out: list, n: int, what: str, cfg: WorldDataConfig) -> Iterator[int]:
+    """Tries until `out` holds `n` demonstrations; after 50 n + 100 of them, one clear error instead of an endless
+    loop (a --max-words too tight for the demonstrations)."""
+    for attempt in range(50 * n + 100):
+        if len(out) >= n:
+            return
+        yield attempt
+    if len(out) < n:
+        raise RlhfkitError(
+            f"cai world-data: could not write {n} {what} demonstrations within --max-words {cfg.max_words}"
+        )
+
+
+def _demo(kind: str, i: int, info: dict, ask: str, answer: str) -> dict:
+    """Demonstration `i` of one kind (critique, revision, judgment) as an SFT chat: the ask and its answer."""
+    return {
+        "id": f"cai-{kind}-{i:06d}",
+        "category": f"cai_{kind}",
+        "meta": {"cai_demo": info},
+        "messages": [{"role": "user", "content": ask}, {"role": "assistant", "content": answer}],
+    }
+
+
 def critique_chains(
     constitution: Constitution, n: int, rng: random.Random, cfg: WorldDataConfig
 ) -> list[tuple[dict, dict]]:
@@ -335,13 +359,7 @@ def critique_chains(
 
     kb = load_knowledge()
     out: list[tuple[dict, dict]] = []
-    attempts = 0
-    while len(out) < n:
-        attempts += 1
-        if attempts > 50 * n + 100:
-            raise RlhfkitError(
-                f"cai world-data: could not write {n} critique demonstrations within --max-words {cfg.max_words}"
-            )
+    for _ in _attempts(out, n, "critique", cfg):
         case = _case(rng, kb, rng.random() >= cfg.good_fraction, cfg)
         if case is None:
             continue
@@ -370,24 +388,8 @@ def critique_chains(
         i = len(out)
         out.append(
             (
-                {
-                    "id": f"cai-critique-{i:06d}",
-                    "category": "cai_critique",
-                    "meta": {"cai_demo": info},
-                    "messages": [
-                        {"role": "user", "content": ask_critique},
-                        {"role": "assistant", "content": critique},
-                    ],
-                },
-                {
-                    "id": f"cai-revision-{i:06d}",
-                    "category": "cai_revision",
-                    "meta": {"cai_demo": info},
-                    "messages": [
-                        {"role": "user", "content": ask_revision},
-                        {"role": "assistant", "content": revision},
-                    ],
-                },
+                _demo("critique", i, info, ask_critique, critique),
+                _demo("revision", i, info, ask_revision, revision),
             )
         )
     return out
@@ -439,13 +441,7 @@ def judgments(constitution: Constitution, n: int, rng: random.Random, cfg: World
     kb = load_knowledge()
     out: list[dict] = []
     spare: deque[str] = deque(maxlen=200)  # recent good answers: the phrases spliced into noisy responses
-    attempts = 0
-    while len(out) < n:
-        attempts += 1
-        if attempts > 50 * n + 100:
-            raise RlhfkitError(
-                f"cai world-data: could not write {n} judgment demonstrations within --max-words {cfg.max_words}"
-            )
+    for _ in _attempts(out, n, "judgment", cfg):
         # Uniform categories: harmful requests and their benign look-alikes are rare in the SFT mix (15%), yet
         # telling them apart is where a labeler fails most (it learns "a refusal loses" from over-refusals).
         case = _case(rng, kb, True, cfg, uniform=True)
@@ -487,14 +483,7 @@ def judgments(constitution: Constitution, n: int, rng: random.Random, cfg: World
             if not swap
             else [round(sb.total, 3), round(sa.total, 3)],
         }
-        out.append(
-            {
-                "id": f"cai-judgment-{len(out):06d}",
-                "category": "cai_judgment",
-                "meta": {"cai_demo": info},
-                "messages": [{"role": "user", "content": ask}, {"role": "assistant", "content": answer}],
-            }
-        )
+        out.append(_demo("judgment", len(out), info, ask, answer))
     return out
 
 

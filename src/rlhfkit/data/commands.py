@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 
+from rlhfkit.config import add_command_group
 from rlhfkit.data.jsonl import add_max_line_bytes_arg, line_cap
 
 SOURCE_HELP = (
@@ -15,8 +16,7 @@ SOURCE_HELP = (
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    data = sub.add_parser("data", help="convert and check datasets")
-    dsub = data.add_subparsers(dest="data_command", metavar="COMMAND", required=True)
+    dsub = add_command_group(sub, "data", metavar="COMMAND", help="convert and check datasets")
     conv = dsub.add_parser("convert", help="convert HH-RLHF or TRL preference data to rlhfkit pairs")
     conv.add_argument("--from", dest="fmt", required=True, choices=["hh", "trl"], help="input format")
     conv.add_argument("--in", dest="input", required=True, metavar="SOURCE", help=SOURCE_HELP)

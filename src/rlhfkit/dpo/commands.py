@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import argparse
 
-from rlhfkit.config import add_config_args, config_from_args
+from rlhfkit.config import add_config_command
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from rlhfkit.dpo.trainer import DPOConfig
+    from rlhfkit.dpo.trainer import DPOConfig, run
 
-    p = sub.add_parser(
+    add_config_command(
+        sub,
         "dpo",
+        DPOConfig,
+        run,
+        done="dpo: policy written to {out}",
         help="train a policy directly on comparisons with DPO or IPO (no reward model; resumes)",
         description="Direct Preference Optimization: fits the policy's implicit reward beta * log(pi / pi_ref) to "
         "the comparisons with a Bradley-Terry loss (--loss sigmoid; soft labels and --label-smoothing supported) "
@@ -19,13 +23,3 @@ def register(sub: argparse._SubParsersAction) -> None:
         "pairs. The reference's log-probs are computed once and cached in --out. Re-running the same command "
         "after a crash continues from the last checkpoint.",
     )
-    add_config_args(p, DPOConfig)
-    p.set_defaults(func=_run)
-
-
-def _run(args: argparse.Namespace) -> int:
-    from rlhfkit.dpo.trainer import DPOConfig, run
-
-    out = run(config_from_args(DPOConfig, args, "dpo"))
-    print(f"dpo: policy written to {out}")
-    return 0

@@ -21,15 +21,13 @@ judged), reward_chosen / reward_rejected (mean implicit rewards of each side) an
 
 from __future__ import annotations
 
-import json
 import math
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from rlhfkit.artifacts import read_manifest, save_hf_checkpoint, write_manifest
+from rlhfkit.artifacts import read_manifest, save_hf_checkpoint
 from rlhfkit.data.comparisons import load_comparisons
 from rlhfkit.dpo.data import TokenGroup, collate_groups, encode_groups, pair_index
 from rlhfkit.dpo.logprobs import (
@@ -47,15 +45,15 @@ from rlhfkit.reward.model import default_max_length
 from rlhfkit.reward.train import file_fingerprint
 from rlhfkit.tokenizer import load_tokenizer
 from rlhfkit.train.chat_tokens import IGNORE
-from rlhfkit.train.distributed import check_divisible, finish_distributed, init_distributed, pick_device
+from rlhfkit.train.distributed import check_divisible, finish_distributed
 from rlhfkit.train.logits import causal_lm_of
-from rlhfkit.train.loop import LoopConfig, epoch_batch_indices, set_seed, train_loop
+from rlhfkit.train.loop import FineTuneLoopConfig, group_batches
 from rlhfkit.train.precision import Precision
-from rlhfkit.train.sharding import export_model, wrap_model
+from rlhfkit.train.stage import require, start_stage, train_and_export
 
 
 @dataclass
-class DPOLoopConfig(LoopConfig):
+class DPOLoopConfig(FineTuneLoopConfig):
     """The shared loop's settings for DPO: a short warmup, then a nearly constant small learning rate.
 
     DPO moves a policy that already works (SFT); the paper uses a constant rate after warmup. Tiny demo models
@@ -65,10 +63,6 @@ class DPOLoopConfig(LoopConfig):
     lr: float = 1e-4
     min_lr_ratio: float = 0.5
     warmup_steps: int = 5
-    weight_decay: float = 0.0
-    eval_every: int = 50
-    save_every: int = 50
-    log_every: int = 5
 
 
 @dataclass
@@ -100,10 +94,7 @@ class DPOConfig:
 
 
 def _check(cfg: DPOConfig) -> None:
-    if not cfg.policy:
-        raise RlhfkitError("--policy is required (the SFT checkpoint folder to start from)")
-    if not cfg.data:
-        raise RlhfkitError("--data is required (a comparisons JSONL file)")
+    require(cfg, policy="the SFT checkpoint folder to start from", data="a comparisons JSONL file")
     if not cfg.beta > 0:
         raise RlhfkitError(f"--beta: expected a number > 0, got {cfg.beta}")
     if cfg.loss not in LOSSES:
@@ -166,20 +157,15 @@ def evaluate_groups(
     return out
 
 
-def _final_metrics(last: dict, out: Path, t0: float) -> dict:
-    """The loop's last logged metrics plus wall time.
+def _final_metrics(trained: dict, out: Path) -> dict:
+    """The loop's final metrics (`train_and_export`).
 
-    A re-run of a finished run trains nothing and the loop returns nothing: keep what the finished run recorded
-    (its `rlhfkit.json` metrics, else the last line of `metrics.jsonl`) instead of wiping it.
+    A re-run of a finished run trains nothing; when it also finds nothing logged in `metrics.jsonl` (no `step`
+    to report), keep what the finished run recorded in its `rlhfkit.json` instead of wiping it.
     """
-    if last:
-        return {**last, "wall_seconds": round(time.perf_counter() - t0, 2)}
-    previous = read_manifest(out).get("metrics")
-    if previous:
-        return previous
-    path = out / "metrics.jsonl"
-    lines = [ln for ln in path.read_text().splitlines() if ln.strip()] if path.exists() else []
-    return json.loads(lines[-1]) if lines else {}
+    if "step" in trained:
+        return trained
+    return read_manifest(out).get("metrics") or {}
 
 
 def _eos_ids(model, tokenizer) -> list[int]:
@@ -189,10 +175,8 @@ def _eos_ids(model, tokenizer) -> list[int]:
 
 def run(cfg: DPOConfig) -> Path:
     _check(cfg)
-    out = Path(cfg.out)
-    device = pick_device(cfg.device)
-    info = init_distributed(device)
-    set_seed(cfg.loop.seed)
+    stage = start_stage("dpo", cfg)
+    out, device, info = stage.out, stage.device, stage.info
     log = print if info.is_main else (lambda *_: None)
 
     tokenizer = load_tokenizer(cfg.policy)
@@ -234,19 +218,13 @@ def run(cfg: DPOConfig) -> Path:
         f"dpo: {len(groups)} comparisons ({pairs} pairs), {cfg.loop.max_steps} steps of {cfg.batch_size} "
         f"comparisons, loss {cfg.loss}, beta {cfg.beta}, max_length {max_length}, device {device}"
     )
-    per_rank = cfg.batch_size // info.world_size
-    micro = max(1, min(cfg.micro_batch_size, per_rank))
-
-    def get_batch(step: int, rank: int, world: int) -> list[dict]:
-        mine = epoch_batch_indices(len(groups), cfg.batch_size, cfg.loop.seed, step)[
-            rank * per_rank : (rank + 1) * per_rank
-        ]
-        # Micro-batches of similar lengths waste less compute on padding; the step's gradient is the same.
-        mine.sort(key=lambda gi: max(len(r[0]) for r in groups[gi].rows))
-        return [
-            collate_groups(groups, mine[i : i + micro], ref_train, pad, device)
-            for i in range(0, len(mine), micro)
-        ]
+    get_batch = group_batches(
+        len(groups),
+        cfg,
+        info,
+        length=lambda gi: max(len(r[0]) for r in groups[gi].rows),
+        collate=lambda idx: collate_groups(groups, idx, ref_train, pad, device),
+    )
 
     def evaluate(m) -> dict:
         policy = group_logprobs(m, eval_groups, pad, device, cfg.forward_batch_size)
@@ -256,28 +234,13 @@ def run(cfg: DPOConfig) -> Path:
         with precision.autocast():
             return batch_loss(m, batch, cfg)
 
-    train_model = wrap_model(model, cfg.loop.shard, info)
-    t0 = time.perf_counter()
-    last = train_loop(
-        train_model,
-        cfg.loop,
-        out,
-        get_batch,
-        loss_fn,
-        evaluate=evaluate if eval_groups else None,
-        dist_info=info,
-        items_name="cmp",
-        description="dpo",
+    model, trained = train_and_export(
+        stage, model, get_batch, loss_fn, evaluate=evaluate if eval_groups else None, items_name="cmp"
     )
-    model = export_model(model, info)  # FSDP: the full weights, gathered on rank 0
     if info.is_main:
-        metrics = {**_final_metrics(last, out, t0), "comparisons": len(groups), "pairs": pairs}
+        metrics = {**_final_metrics(trained, out), "comparisons": len(groups), "pairs": pairs}
         save_hf_checkpoint(model, tokenizer, out, eos_token_ids=_eos_ids(model, tokenizer), base=base)
-        write_manifest(
-            out,
-            stage="dpo",
-            config=cfg,
-            seed=cfg.loop.seed,
+        stage.record(
             parent=cfg.policy,
             data_fingerprint=file_fingerprint(cfg.data),
             metrics=metrics,

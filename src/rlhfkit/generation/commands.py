@@ -27,17 +27,20 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from rlhfkit.config import add_config_args
-    from rlhfkit.generation.candidates import CandidatesConfig
+    from rlhfkit.config import add_config_command
+    from rlhfkit.generation.candidates import CandidatesConfig, run
 
-    p = sub.add_parser(
+    add_config_command(
+        sub,
         "generate",
+        CandidatesConfig,
+        run,
+        section="candidates",
+        required=("model", "prompts", "out"),
         help="sample K responses per prompt (candidates for comparisons)",
         description="Sample --n responses to each chat prompt in --prompts with the model in --model and write "
         "them as candidates JSONL to --out.",
     )
-    add_config_args(p, CandidatesConfig, required=("model", "prompts", "out"))
-    p.set_defaults(func=_run)
 
     p = sub.add_parser("chat", help="chat with a checkpoint in the terminal")
     p.add_argument("--model", required=True, help=MODEL_HELP)
@@ -49,14 +52,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     add_model_options(p)
     p.set_defaults(func=_chat)
-
-
-def _run(args: argparse.Namespace) -> int:
-    from rlhfkit.config import config_from_args
-    from rlhfkit.generation.candidates import CandidatesConfig, run
-
-    run(config_from_args(CandidatesConfig, args, "candidates"))
-    return 0
 
 
 def _chat(args: argparse.Namespace) -> int:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 
-from rlhfkit.config import add_config_args, config_from_args
+from rlhfkit.config import add_config_command
 
 COMMANDS = {
     "ppo": (
@@ -37,19 +37,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     from rlhfkit.ppo import trainer
 
     for name, (config_name, summary, description) in COMMANDS.items():
-        p = sub.add_parser(
+        add_config_command(
+            sub,
             name,
+            getattr(trainer, config_name),
+            trainer.run,
+            done=name + ": policy written to {out}",
             help=summary,
             description=description + " Logs metrics.jsonl and samples.jsonl, checkpoints every --save-every "
             "steps and resumes from the last checkpoint.",
         )
-        add_config_args(p, getattr(trainer, config_name))
-        p.set_defaults(func=_run, config_class=config_name, method=name)
-
-
-def _run(args: argparse.Namespace) -> int:
-    from rlhfkit.ppo import trainer
-
-    out = trainer.run(config_from_args(getattr(trainer, args.config_class), args, args.method))
-    print(f"{args.method}: policy written to {out}")
-    return 0

@@ -5,24 +5,25 @@ from __future__ import annotations
 import argparse
 import json
 
-from rlhfkit.config import add_config_args, config_from_args
+from rlhfkit.config import add_command_group, add_config_command
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from rlhfkit.reward.train import RewardConfig
+    from rlhfkit.reward.train import RewardConfig, run
 
-    reward = sub.add_parser("reward", help="train, evaluate and apply reward models")
-    rsub = reward.add_subparsers(dest="reward_command", metavar="COMMAND", required=True)
-
-    train = rsub.add_parser(
+    rsub = add_command_group(sub, "reward", metavar="COMMAND", help="train, evaluate and apply reward models")
+    add_config_command(
+        rsub,
         "train",
+        RewardConfig,
+        run,
+        section="reward",
+        done="reward: reward model written to {out}",
         help="train a reward model on comparisons (resumes from its last checkpoint)",
         description="Bradley-Terry training of a scalar head on any Hugging Face backbone. Rankings of K "
         "responses count as one batch element holding all C(K,2) pairs. Re-running the same command after a "
         "crash continues from the last checkpoint in --out.",
     )
-    add_config_args(train, RewardConfig)
-    train.set_defaults(func=_train)
 
     ev = rsub.add_parser("eval", help="accuracy, calibration and score distributions on comparisons (JSON)")
     ev.add_argument(
@@ -66,14 +67,6 @@ def _load(args):
 
     device = pick_device(args.device)
     return load_scorer(args.model, device, args.max_length, dtype=pick_dtype(args.dtype, device))
-
-
-def _train(args: argparse.Namespace) -> int:
-    from rlhfkit.reward.train import RewardConfig, run
-
-    out = run(config_from_args(RewardConfig, args, "reward"))
-    print(f"reward: reward model written to {out}")
-    return 0
 
 
 def _eval(args: argparse.Namespace) -> int:

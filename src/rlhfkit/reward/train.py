@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,7 +26,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from rlhfkit.artifacts import write_manifest
 from rlhfkit.data.comparisons import ComparisonGroup, load_comparisons
 from rlhfkit.data.responses import record_responses
 from rlhfkit.data.sources import read_records, record_source
@@ -46,22 +44,18 @@ from rlhfkit.reward.model import (
     shift_scores,
 )
 from rlhfkit.saving import saving_into
-from rlhfkit.train.distributed import check_divisible, finish_distributed, init_distributed, pick_device
-from rlhfkit.train.loop import LoopConfig, epoch_batch_indices, set_seed, train_loop
+from rlhfkit.train.distributed import check_divisible, finish_distributed
+from rlhfkit.train.loop import FineTuneLoopConfig, group_batches
 from rlhfkit.train.precision import Precision
-from rlhfkit.train.sharding import export_model, wrap_model
+from rlhfkit.train.stage import require, start_stage, train_and_export
 
 
 @dataclass
-class RewardLoopConfig(LoopConfig):
+class RewardLoopConfig(FineTuneLoopConfig):
     """The shared loop's settings with defaults suited to fine-tuning a pretrained backbone."""
 
     lr: float = 5e-5
     warmup_steps: int = 10
-    weight_decay: float = 0.0
-    eval_every: int = 50
-    save_every: int = 50
-    log_every: int = 5
 
 
 @dataclass
@@ -190,14 +184,11 @@ def file_fingerprint(path: str | Path) -> str:
 
 
 def run(cfg: RewardConfig) -> Path:
-    if not cfg.model:
-        raise RlhfkitError("--model is required (a Hugging Face model folder to put the reward head on)")
-    if not cfg.data:
-        raise RlhfkitError("--data is required (a comparisons JSONL file)")
-    out = Path(cfg.out)
-    device = pick_device(cfg.device)
-    info = init_distributed(device)
-    set_seed(cfg.loop.seed)
+    require(
+        cfg, model="a Hugging Face model folder to put the reward head on", data="a comparisons JSONL file"
+    )
+    stage = start_stage("reward", cfg)
+    out, device, info = stage.out, stage.device, stage.info
     groups = load_comparisons(cfg.data)
     eval_groups = load_comparisons(cfg.eval_data) if cfg.eval_data else []
     calibration_items = (
@@ -235,19 +226,13 @@ def run(cfg: RewardConfig) -> Path:
             f"{cfg.batch_size} comparisons, max_length {max_length}, {trainable:,} trainable parameters, device {device}"
         )
 
-    per_rank = cfg.batch_size // info.world_size
-    micro = max(1, min(cfg.micro_batch_size, per_rank))
-
-    def get_batch(step: int, rank: int, world: int) -> list[dict]:
-        mine = epoch_batch_indices(len(groups), cfg.batch_size, cfg.loop.seed, step)[
-            rank * per_rank : (rank + 1) * per_rank
-        ]
-        # Micro-batches of similar lengths waste less compute on padding; the step's gradient is the same.
-        mine.sort(key=lambda gi: max(len(r) for r in encoded[gi]))
-        return [
-            collate_groups(groups, encoded, mine[i : i + micro], tokenizer.pad_token_id, device)
-            for i in range(0, len(mine), micro)
-        ]
+    get_batch = group_batches(
+        len(groups),
+        cfg,
+        info,
+        length=lambda gi: max(len(r) for r in encoded[gi]),
+        collate=lambda idx: collate_groups(groups, encoded, idx, tokenizer.pad_token_id, device),
+    )
 
     latest: dict = {}  # the last evaluation's scores, reused for the final report (shifted) when current
 
@@ -256,20 +241,9 @@ def run(cfg: RewardConfig) -> Path:
         metrics = comparison_metrics(eval_groups, latest["scores"])
         return {"val_accuracy": metrics["accuracy"], "val_loss": metrics["loss"], "val_ece": metrics["ece"]}
 
-    train_model = wrap_model(model, cfg.loop.shard, info)
-    t0 = time.perf_counter()
-    last = train_loop(
-        train_model,
-        cfg.loop,
-        out,
-        get_batch,
-        loss_fn,
-        evaluate=evaluate if eval_groups else None,
-        dist_info=info,
-        items_name="cmp",
-        description="reward",
+    model, metrics = train_and_export(
+        stage, model, get_batch, loss_fn, evaluate=evaluate if eval_groups else None, items_name="cmp"
     )
-    model = export_model(model, info)  # FSDP: the full weights, gathered on rank 0
     if not info.is_main:
         finish_distributed(info)  # waits for rank 0's calibration and save, then leaves the group
         return out
@@ -290,11 +264,7 @@ def run(cfg: RewardConfig) -> Path:
         "source": cfg.calibration or cfg.data,
     }
 
-    metrics = dict(last)
-    metrics.update(
-        {"comparisons": len(groups), "pairs": pairs, "wall_seconds": round(time.perf_counter() - t0, 2)}
-    )
-    metrics.update({"score_mean": mean, "score_std": std})
+    metrics.update({"comparisons": len(groups), "pairs": pairs, "score_mean": mean, "score_std": std})
     if eval_groups:
         if "scores" in latest:  # evaluated at the last step: the same scores, shifted
             scores = [[x - mean for x in group] for group in latest["scores"]]
@@ -313,11 +283,7 @@ def run(cfg: RewardConfig) -> Path:
         else:
             model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-    write_manifest(
-        out,
-        stage="reward",
-        config=cfg,
-        seed=cfg.loop.seed,
+    stage.record(
         parent=cfg.model,
         data_fingerprint=file_fingerprint(cfg.data),
         metrics=metrics,

@@ -35,6 +35,7 @@ from rlhfkit.data.jsonl import read_jsonl, write_jsonl
 from rlhfkit.errors import RlhfkitError
 from rlhfkit.lora import LoraOptions
 from rlhfkit.train.loop import LoopConfig
+from rlhfkit.train.stage import require
 
 
 @dataclass
@@ -74,13 +75,7 @@ class RSConfig:
 
 
 def _check(cfg: RSConfig) -> None:
-    for name, what in (
-        ("policy", "the SFT checkpoint"),
-        ("reward", "a reward model"),
-        ("prompts", "prompts"),
-    ):
-        if not getattr(cfg, name):
-            raise RlhfkitError(f"--{name} is required ({what})")
+    require(cfg, policy="the SFT checkpoint", reward="a reward model", prompts="prompts")
     for name in ("n", "rounds", "max_new_tokens"):
         if getattr(cfg, name) < 1:
             raise RlhfkitError(

@@ -11,9 +11,8 @@ string, or `max_completion_tokens` / `max_tokens`.
 from __future__ import annotations
 
 import asyncio
-import time
-import uuid
 from contextlib import aclosing
+from functools import partial
 
 from fastapi.responses import JSONResponse, StreamingResponse
 
@@ -21,7 +20,16 @@ from rlhfkit.serve.admission import Offload, check_prompt_chars
 from rlhfkit.serve.choices import chat_logprob_entries
 from rlhfkit.serve.errors import APIError, bad_request
 from rlhfkit.serve.limits import Limits
-from rlhfkit.serve.rows import DONE, build_rows, new_builders, run_rows, sse
+from rlhfkit.serve.rows import (
+    DONE,
+    build_rows,
+    new_builders,
+    response_meta,
+    run_rows,
+    run_to_end,
+    sse,
+    usage_of,
+)
 from rlhfkit.serve.schemas import (
     ROLES,
     AssistantMessage,
@@ -32,7 +40,6 @@ from rlhfkit.serve.schemas import (
     ChatCompletionRequest,
     ChatLogprobs,
     Delta,
-    Usage,
     stop_strings,
 )
 from rlhfkit.serve.served import ServedModel
@@ -69,43 +76,20 @@ async def create_chat_completion(
     served.check_context(len(prompt_ids), max_tokens, param)
     limits.check_request([len(prompt_ids)], n, max_tokens)
     stops = stop_strings(request)
+    top_logprobs = request.top_logprobs or 0
     rows = build_rows(
-        served,
-        [prompt_ids],
-        n,
-        max_tokens=max_tokens,
-        temperature=request.temperature,
-        top_p=request.top_p,
-        top_k=request.top_k,
-        seed=request.seed,
-        stop_strings=stops,
-        top_logprobs=request.top_logprobs or 0,
+        served, [prompt_ids], n, request, max_tokens=max_tokens, stop_strings=stops, top_logprobs=top_logprobs
     )
     builders = new_builders(served, n, stops)
-    meta = {
-        "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
-        "created": int(time.time()),
-        "model": request.model,
-        "system_fingerprint": served.fingerprint,
-    }
+    meta = response_meta("chatcmpl", served, request)
     want_logprobs = bool(request.logprobs)
-
-    def usage() -> Usage:
-        completion = sum(len(b.tokens) for b in builders)
-        return Usage(
-            prompt_tokens=len(prompt_ids),
-            completion_tokens=completion,
-            total_tokens=len(prompt_ids) + completion,
-        )
-
+    usage = partial(usage_of, len(prompt_ids), builders)
     if request.stream:
         include_usage = bool(request.stream_options and request.stream_options.include_usage)
         events = _stream(served, rows, builders, meta, want_logprobs, usage if include_usage else None)
         return StreamingResponse(events, media_type="text/event-stream")
 
-    async with aclosing(run_rows(served, rows, builders)) as updates:
-        async for _ in updates:
-            pass
+    await run_to_end(served, rows, builders)
     choices = [
         ChatChoice(
             index=i,

@@ -10,23 +10,30 @@ likely alternatives under the model's own distribution (temperature 1).
 from __future__ import annotations
 
 import asyncio
-import time
-import uuid
 from contextlib import aclosing
+from functools import partial
 
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from rlhfkit.serve.admission import Offload, check_prompt_chars
-from rlhfkit.serve.choices import ChoiceBuilder, completion_logprobs
+from rlhfkit.serve.choices import completion_logprobs
 from rlhfkit.serve.errors import APIError, bad_request
 from rlhfkit.serve.limits import Limits
-from rlhfkit.serve.rows import DONE, build_rows, new_builders, run_rows, sse
+from rlhfkit.serve.rows import (
+    DONE,
+    build_rows,
+    new_builders,
+    response_meta,
+    run_rows,
+    run_to_end,
+    sse,
+    usage_of,
+)
 from rlhfkit.serve.schemas import (
     Completion,
     CompletionChoice,
     CompletionLogprobs,
     CompletionRequest,
-    Usage,
     stop_strings,
 )
 from rlhfkit.serve.served import ServedModel
@@ -66,16 +73,7 @@ async def create_completion(
     rows = []
     if max_tokens:
         rows = build_rows(
-            served,
-            prompts,
-            n,
-            max_tokens=max_tokens,
-            temperature=request.temperature,
-            top_p=request.top_p,
-            top_k=request.top_k,
-            seed=request.seed,
-            stop_strings=stops,
-            top_logprobs=top or 0,
+            served, prompts, n, request, max_tokens=max_tokens, stop_strings=stops, top_logprobs=top or 0
         )
     builders = new_builders(served, len(prompts) * n, stops)
     scored = [None] * len(prompts)
@@ -85,21 +83,14 @@ async def create_completion(
         _EchoPart(prompt_texts[i // n] if echo else "", prompts[i // n] if echo else [], scored[i // n])
         for i in range(len(builders))
     ]
-    meta = {
-        "id": f"cmpl-{uuid.uuid4().hex[:24]}",
-        "created": int(time.time()),
-        "model": request.model,
-        "system_fingerprint": served.fingerprint,
-    }
-    usage = _Usage(sum(len(ids) for ids in prompts), builders)
+    meta = response_meta("cmpl", served, request)
+    usage = partial(usage_of, sum(len(ids) for ids in prompts), builders)
     if request.stream:
         include_usage = bool(request.stream_options and request.stream_options.include_usage)
         events = _stream(served, rows, builders, echo_parts, top, meta, usage if include_usage else None)
         return StreamingResponse(events, media_type="text/event-stream")
     if rows:
-        async with aclosing(run_rows(served, rows, builders)) as updates:
-            async for _ in updates:
-                pass
+        await run_to_end(served, rows, builders)
     choices = []
     for i, builder in enumerate(builders):
         part = echo_parts[i]
@@ -114,7 +105,7 @@ async def create_completion(
                 finish_reason=builder.finish_reason or "length",
             )
         )
-    body = Completion(**meta, choices=choices, usage=usage.value())
+    body = Completion(**meta, choices=choices, usage=usage())
     return JSONResponse(body.model_dump())
 
 
@@ -125,20 +116,6 @@ class _EchoPart:
         self.text = text
         self.token_ids = token_ids
         self.logprobs, self.tops = scored if scored else ([], [])
-
-
-class _Usage:
-    def __init__(self, prompt_tokens: int, builders: list[ChoiceBuilder]):
-        self.prompt_tokens = prompt_tokens
-        self.builders = builders
-
-    def value(self) -> Usage:
-        completion = sum(len(b.tokens) for b in self.builders)
-        return Usage(
-            prompt_tokens=self.prompt_tokens,
-            completion_tokens=completion,
-            total_tokens=self.prompt_tokens + completion,
-        )
 
 
 def _logprobs(served: ServedModel, builder, part: _EchoPart, top: int, events, offset: int = 0) -> dict:
@@ -186,7 +163,7 @@ async def _stream(served, rows, builders, echo_parts, top, meta, usage):
             for i in range(len(builders)):
                 yield chunk(i, "", None, "length")
         if usage is not None:
-            yield sse({**Completion(**meta, choices=[]).model_dump(), "usage": usage.value().model_dump()})
+            yield sse({**Completion(**meta, choices=[]).model_dump(), "usage": usage().model_dump()})
         yield DONE
     except Exception as exc:  # the stream has started: report in-band, as OpenAI does
         error = exc if isinstance(exc, APIError) else APIError(500, f"{type(exc).__name__}: {exc}")

@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import json
 import random
+import time
+import uuid
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 
 from rlhfkit.generation import SamplingParams
 from rlhfkit.serve.batching import DoneEvent, JobStream, Row, TokenEvent
 from rlhfkit.serve.choices import ChoiceBuilder
+from rlhfkit.serve.schemas import ChatCompletionRequest, CompletionRequest, Usage
 from rlhfkit.serve.served import ServedModel
 
 SEED_SPACE = 2**63
@@ -25,18 +29,17 @@ def build_rows(
     served: ServedModel,
     prompts: list[list[int]],
     n: int,
+    request: CompletionRequest | ChatCompletionRequest,
     *,
     max_tokens: int,
-    temperature: float | None,
-    top_p: float | None,
-    top_k: int | None,
-    seed: int | None,
     stop_strings: tuple[str, ...],
     top_logprobs: int,
 ) -> list[Row]:
-    """Rows in OpenAI's choice order: prompt 0 choices 0..n-1, prompt 1 choices 0..n-1, ..."""
-    top_p = 1.0 if top_p is None else top_p
-    top_k = top_k or 0
+    """Rows in OpenAI's choice order: prompt 0 choices 0..n-1, prompt 1 choices 0..n-1, ...; each samples with
+    the request's temperature, top_p, top_k and seed."""
+    temperature, seed = request.temperature, request.seed
+    top_p = 1.0 if request.top_p is None else request.top_p
+    top_k = request.top_k or 0
     if top_p == 0:
         top_p, top_k = 1.0, 1
     rows = []
@@ -79,6 +82,33 @@ async def run_rows(
                 yield event.row, builder.finish(event.finish_reason), True
     finally:
         stream.cancel()
+
+
+async def run_to_end(served: ServedModel, rows: list[Row], builders: list[ChoiceBuilder]) -> None:
+    """Run the rows until every choice has finished (a response that does not stream)."""
+    async with aclosing(run_rows(served, rows, builders)) as updates:
+        async for _ in updates:
+            pass
+
+
+def response_meta(
+    id_prefix: str, served: ServedModel, request: CompletionRequest | ChatCompletionRequest
+) -> dict:
+    """The fields every response object and stream chunk of one request shares: id, created, model, fingerprint."""
+    return {
+        "id": f"{id_prefix}-{uuid.uuid4().hex[:24]}",
+        "created": int(time.time()),
+        "model": request.model,
+        "system_fingerprint": served.fingerprint,
+    }
+
+
+def usage_of(prompt_tokens: int, builders: list[ChoiceBuilder]) -> Usage:
+    """OpenAI's `usage` of a response: its prompt tokens and the tokens its choices have so far."""
+    completion = sum(len(b.tokens) for b in builders)
+    return Usage(
+        prompt_tokens=prompt_tokens, completion_tokens=completion, total_tokens=prompt_tokens + completion
+    )
 
 
 def sse(payload: dict | str) -> str:

@@ -67,6 +67,17 @@ class LoopConfig:
     )
 
 
+@dataclass
+class FineTuneLoopConfig(LoopConfig):
+    """The loop's settings for fine-tuning a trained model on comparisons (reward model, DPO): the data is small,
+    so no weight decay, and evaluations, checkpoints and metrics lines come often."""
+
+    weight_decay: float = 0.0
+    eval_every: int = 50
+    save_every: int = 50
+    log_every: int = 5
+
+
 MicroBatch = Any
 GetBatch = Callable[[int, int, int], list[MicroBatch]]
 LossFn = Callable[[torch.nn.Module, MicroBatch], tuple[torch.Tensor, torch.Tensor, dict]]
@@ -128,6 +139,30 @@ def epoch_batch_indices(n: int, batch_size: int, seed: int, step: int) -> list[i
         out.extend(int(i) for i in perm[offset : offset + take])
         pos += take
     return out
+
+
+def group_batches(
+    n: int,
+    cfg: Any,
+    info: DistInfo,
+    length: Callable[[int], int],
+    collate: Callable[[list[int]], dict],
+) -> GetBatch:
+    """`get_batch` over `n` groups (a comparison with its completions: the reward model's and DPO's items): each
+    step's `cfg.batch_size` groups from `epoch_batch_indices` (seeded by `cfg.loop.seed`), this rank's share
+    sorted by `length(group)` into micro-batches of `cfg.micro_batch_size`, each made by `collate(indices)`."""
+    per_rank = cfg.batch_size // info.world_size
+    micro = max(1, min(cfg.micro_batch_size, per_rank))
+
+    def get_batch(step: int, rank: int, world: int) -> list[dict]:
+        mine = epoch_batch_indices(n, cfg.batch_size, cfg.loop.seed, step)[
+            rank * per_rank : (rank + 1) * per_rank
+        ]
+        # Micro-batches of similar lengths waste less compute on padding; the step's gradient is the same.
+        mine.sort(key=length)
+        return [collate(mine[i : i + micro]) for i in range(0, len(mine), micro)]
+
+    return get_batch
 
 
 def make_optimizer(model: torch.nn.Module, cfg: LoopConfig) -> torch.optim.Optimizer:

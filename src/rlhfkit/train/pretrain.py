@@ -9,23 +9,22 @@ the tokenizer, so runs with different vocabularies (or nanoGPT's character model
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from rlhfkit.artifacts import save_hf_checkpoint, write_manifest
+from rlhfkit.artifacts import save_hf_checkpoint
 from rlhfkit.errors import RlhfkitError
 from rlhfkit.lora import enable_gradient_checkpointing
 from rlhfkit.models import build_model, count_parameters, load_causal_lm
 from rlhfkit.tokenizer import END_OF_TURN, ENDOFTEXT, load_tokenizer
-from rlhfkit.train.distributed import check_divisible, finish_distributed, init_distributed, pick_device
+from rlhfkit.train.distributed import check_divisible, finish_distributed
 from rlhfkit.train.lm_data import build_streams, eval_windows, sample_windows
-from rlhfkit.train.loop import LoopConfig, lm_loss, set_seed, train_loop
+from rlhfkit.train.loop import LoopConfig, lm_loss
 from rlhfkit.train.precision import Precision
-from rlhfkit.train.sharding import export_model, resolve_shard, wrap_model
+from rlhfkit.train.stage import require, start_stage, train_and_export
 
 
 @dataclass
@@ -52,14 +51,9 @@ class PretrainConfig:
 
 
 def run(cfg: PretrainConfig) -> Path:
-    if not cfg.data:
-        raise RlhfkitError("--data is required (a .txt/.jsonl file or folder)")
-    if not cfg.tokenizer:
-        raise RlhfkitError("--tokenizer is required (a folder from `rlhfkit tokenizer train`)")
-    out = Path(cfg.out)
-    device = pick_device(cfg.device)
-    info = init_distributed(device)
-    set_seed(cfg.loop.seed)
+    require(cfg, data="a .txt/.jsonl file or folder", tokenizer="a folder from `rlhfkit tokenizer train`")
+    stage = start_stage("pretrain", cfg)
+    out, device, info = stage.out, stage.device, stage.info
     tokenizer = load_tokenizer(cfg.tokenizer)
     check_divisible("--batch-size", cfg.batch_size, info, "sequences")
 
@@ -93,14 +87,6 @@ def run(cfg: PretrainConfig) -> Path:
             f"({streams.num_documents} documents), device {device}, {info.world_size} process(es)"
         )
 
-    # FSDP shards the module itself (then compile); DDP wraps the compiled module.
-    shard = resolve_shard(cfg.loop.shard, info)
-    train_model = wrap_model(model, shard, info) if shard == "fsdp" else model
-    if cfg.compile:
-        train_model = torch.compile(train_model)
-    if shard == "ddp":
-        train_model = wrap_model(train_model, shard, info)
-
     per_rank = cfg.batch_size // info.world_size
     micro = min(cfg.micro_batch_size, per_rank)
 
@@ -132,35 +118,25 @@ def run(cfg: PretrainConfig) -> Path:
     def sample(m) -> list[str]:
         return sample_text(m, tokenizer, prompts, cfg.sample_tokens, seed=cfg.loop.seed)
 
-    t0 = time.perf_counter()
-    last = train_loop(
-        train_model,
-        cfg.loop,
-        out,
+    model, metrics = train_and_export(
+        stage,
+        model,
         get_batch,
         loss_fn,
+        compile=cfg.compile,
         evaluate=evaluate,
         sample=sample,
-        dist_info=info,
         items_name="tok",
-        description="pretrain",
     )
-    model = export_model(model, info)  # FSDP: the full weights, gathered on rank 0
     if info.is_main:
         eos = [tokenizer.convert_tokens_to_ids(t) for t in (END_OF_TURN, ENDOFTEXT)]
         save_hf_checkpoint(
             model, tokenizer, out, eos_token_ids=[i for i in eos if isinstance(i, int) and i >= 0]
         )
-        metrics = {k: v for k, v in last.items() if k != "samples"}
-        metrics.update({"parameters": n_params, "wall_seconds": round(time.perf_counter() - t0, 2)})
-        write_manifest(
-            out,
-            stage="pretrain",
-            config=cfg,
-            seed=cfg.loop.seed,
+        stage.record(
             parent=cfg.init_from or cfg.tokenizer,
             data_fingerprint=streams.fingerprint,
-            metrics=metrics,
+            metrics={**metrics, "parameters": n_params},
         )
     finish_distributed(info)
     return out

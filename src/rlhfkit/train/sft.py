@@ -10,30 +10,22 @@ from __future__ import annotations
 
 import math
 import random
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from rlhfkit.artifacts import read_manifest, save_hf_checkpoint, write_manifest
+from rlhfkit.artifacts import read_manifest, save_hf_checkpoint
 from rlhfkit.data.chats import load_chats
-from rlhfkit.errors import RlhfkitError
 from rlhfkit.lora import LoraOptions, generation_backend, load_trainable_lm
 from rlhfkit.tokenizer import load_tokenizer
 from rlhfkit.train.chat_tokens import IGNORE, tokenize_chats
-from rlhfkit.train.distributed import (
-    check_divisible,
-    finish_distributed,
-    init_distributed,
-    pick_device,
-    shard_range,
-)
+from rlhfkit.train.distributed import check_divisible, finish_distributed, shard_range
 from rlhfkit.train.lm_data import corpus_fingerprint
 from rlhfkit.train.logits import causal_lm_of
-from rlhfkit.train.loop import LoopConfig, lm_loss, set_seed, train_loop
+from rlhfkit.train.loop import LoopConfig, lm_loss
 from rlhfkit.train.precision import Precision
-from rlhfkit.train.sharding import export_model, wrap_model
+from rlhfkit.train.stage import require, start_stage, train_and_export
 
 
 @dataclass
@@ -64,14 +56,9 @@ class SFTConfig:
 
 
 def run(cfg: SFTConfig) -> Path:
-    if not cfg.model:
-        raise RlhfkitError("--model is required (a base checkpoint folder)")
-    if not cfg.data:
-        raise RlhfkitError("--data is required (a chats JSONL file)")
-    out = Path(cfg.out)
-    device = pick_device(cfg.device)
-    info = init_distributed(device)
-    set_seed(cfg.loop.seed)
+    require(cfg, model="a base checkpoint folder", data="a chats JSONL file")
+    stage = start_stage("sft", cfg)
+    out, device, info = stage.out, stage.device, stage.info
     tokenizer = load_tokenizer(cfg.tokenizer or cfg.model)
     model, base = load_trainable_lm(cfg.model, out, device, cfg.dtype, cfg.gradient_checkpointing, cfg.lora)
     precision = Precision.of(device, cfg.dtype)
@@ -147,35 +134,16 @@ def run(cfg: SFTConfig) -> Path:
         outs = generate_chat(causal_lm_of(m), tokenizer, sample_chats, params, backend=generation_backend(m))
         return [f"{c[-1]['content'][:60]!r} -> {o.text!r}" for c, o in zip(sample_chats, outs)]
 
-    t0 = time.perf_counter()
-    train_model = wrap_model(model, loop_cfg.shard, info)
-    last = train_loop(
-        train_model,
-        loop_cfg,
-        out,
-        get_batch,
-        loss_fn,
-        evaluate=evaluate,
-        sample=sample,
-        dist_info=info,
-        items_name="tok",
-        description="sft",
+    model, metrics = train_and_export(
+        stage, model, get_batch, loss_fn, loop=loop_cfg, evaluate=evaluate, sample=sample, items_name="tok"
     )
-    model = export_model(model, info)  # FSDP: the full weights, gathered on rank 0
     if info.is_main:
         save_hf_checkpoint(model, tokenizer, out, eos_token_ids=list(_eos_ids(tokenizer)), base=base)
-        metrics = {k: v for k, v in last.items() if k != "samples"}
-        metrics["wall_seconds"] = round(time.perf_counter() - t0, 2)
-        parent_manifest = read_manifest(cfg.model)
-        write_manifest(
-            out,
-            stage="sft",
-            config=cfg,
-            seed=cfg.loop.seed,
+        stage.record(
             parent=cfg.model,
             data_fingerprint=corpus_fingerprint(cfg.data),
             metrics=metrics,
-            extra={"parent_stage": parent_manifest.get("stage")},
+            extra={"parent_stage": read_manifest(cfg.model).get("stage")},
         )
     finish_distributed(info)
     return out

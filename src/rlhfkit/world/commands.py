@@ -4,19 +4,23 @@ from __future__ import annotations
 
 import argparse
 
-from rlhfkit.config import add_config_args, config_from_args
+from rlhfkit.config import add_command_group, add_config_command
 from rlhfkit.errors import RlhfkitError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from rlhfkit.world.build import WorldConfig
-    from rlhfkit.world.labels import LabelsConfig
+    from rlhfkit.world import build, labels
 
-    world = sub.add_parser("world", help="the built-in demo world: corpus, demonstrations, prompts")
-    wsub = world.add_subparsers(dest="world_command", metavar="ACTION", required=True)
-    b = wsub.add_parser("build", help="generate the demo world's files into a folder")
-    add_config_args(b, WorldConfig, required=("out",))
-    b.set_defaults(func=_build)
+    wsub = add_command_group(sub, "world", help="the built-in demo world: corpus, demonstrations, prompts")
+    add_config_command(
+        wsub,
+        "build",
+        build.WorldConfig,
+        build.run,
+        section="world",
+        required=("out",),
+        help="generate the demo world's files into a folder",
+    )
 
     j = sub.add_parser("judge", help="score responses with the demo world's gold judge")
     j.add_argument(
@@ -30,16 +34,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     j.set_defaults(func=_judge)
 
-    lab = sub.add_parser("label", help="rank candidate responses with simulated annotators")
-    add_config_args(lab, LabelsConfig, required=("candidates", "out"))
-    lab.set_defaults(func=_label)
-
-
-def _build(args: argparse.Namespace) -> int:
-    from rlhfkit.world.build import WorldConfig, run
-
-    run(config_from_args(WorldConfig, args, "world"))
-    return 0
+    add_config_command(
+        sub,
+        "label",
+        labels.LabelsConfig,
+        labels.run,
+        section="labels",
+        required=("candidates", "out"),
+        help="rank candidate responses with simulated annotators",
+    )
 
 
 def _judge(args: argparse.Namespace) -> int:
@@ -62,11 +65,4 @@ def _judge(args: argparse.Namespace) -> int:
     unknown = sum(r["gold_task"] == "unknown" for r in out)
     note = f"; {unknown} not recognised as a world task, scored on generic parts only" if unknown else ""
     print(f"judge: scored {n} responses (mean gold {mean:.2f}{note}) -> {args.out}")
-    return 0
-
-
-def _label(args: argparse.Namespace) -> int:
-    from rlhfkit.world.labels import LabelsConfig, run
-
-    run(config_from_args(LabelsConfig, args, "labels"))
     return 0
