@@ -163,6 +163,21 @@ def add_config_command(
     return parser
 
 
+def require(cfg: Any, **fields: str) -> None:
+    """One clear error for the first empty required field of a stage config: `--name is required (what)`."""
+    for name, what in fields.items():
+        if not getattr(cfg, name):
+            raise RlhfkitError(f"--{name.replace('_', '-')} is required ({what})")
+
+
+def require_at_least(cfg: Any, minimum: int, *names: str) -> None:
+    """One clear error for the first of the integer fields `names` below `minimum`."""
+    for name in names:
+        value = getattr(cfg, name)
+        if value < minimum:
+            raise RlhfkitError(f"--{name.replace('_', '-')}: expected an integer >= {minimum}, got {value}")
+
+
 def _configs(cls) -> list:
     """The config class and the config classes nested in it (e.g. its `loop: LoopConfig`)."""
     hints = typing.get_type_hints(cls)

@@ -30,6 +30,7 @@ from typing import NamedTuple
 
 from rlhfkit.cai.constitution import Constitution, Principle, load_constitution
 from rlhfkit.cai.prompts import comparison_prompt
+from rlhfkit.config import require_at_least
 from rlhfkit.errors import RlhfkitError
 
 
@@ -181,8 +182,7 @@ def label_pairs(
     on_progress: Callable[[int, int], None] | None = None,
 ) -> tuple[list[dict], dict]:
     """Label every planned pair of every candidates record; return (comparison records, stats)."""
-    if cfg.principles_per_pair < 1:
-        raise RlhfkitError(f"--principles-per-pair: expected an integer >= 1, got {cfg.principles_per_pair}")
+    require_at_least(cfg, 1, "principles_per_pair")
     pairs, identical = plan_pairs(records, constitution, cfg)
     chunk = 8  # pairs per labeler call: progress updates without hurting batching much
     out: list[dict] = []

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from rlhfkit.cai.constitution import Constitution, Principle, load_constitution
 from rlhfkit.cai.prompts import critique_prompt, revision_prompt
+from rlhfkit.config import require_at_least
 from rlhfkit.data.chats import load_prompts
 from rlhfkit.errors import RlhfkitError
 
@@ -247,8 +248,7 @@ def run_revise(cfg: ReviseConfig) -> dict:
     from rlhfkit.generation import SamplingParams
     from rlhfkit.generation.loading import load_for_generation
 
-    if cfg.revisions < 1:
-        raise RlhfkitError(f"--revisions: expected an integer >= 1, got {cfg.revisions}")
+    require_at_least(cfg, 1, "revisions")
     constitution = load_constitution(cfg.constitution)
     records = load_prompts(cfg.prompts)
 

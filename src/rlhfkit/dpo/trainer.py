@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 
 from rlhfkit.artifacts import read_manifest, save_hf_checkpoint
+from rlhfkit.config import require, require_at_least
 from rlhfkit.data.comparisons import load_comparisons
 from rlhfkit.dpo.data import TokenGroup, collate_groups, encode_groups, pair_index
 from rlhfkit.dpo.logprobs import (
@@ -49,7 +50,7 @@ from rlhfkit.train.distributed import check_divisible, finish_distributed
 from rlhfkit.train.logits import causal_lm_of
 from rlhfkit.train.loop import FineTuneLoopConfig, group_batches
 from rlhfkit.train.precision import Precision
-from rlhfkit.train.stage import require, start_stage, train_and_export
+from rlhfkit.train.stage import start_stage, train_and_export
 
 
 @dataclass
@@ -101,11 +102,7 @@ def _check(cfg: DPOConfig) -> None:
         raise RlhfkitError(f"--loss: expected one of {', '.join(LOSSES)}, got '{cfg.loss}'")
     if not 0 <= cfg.label_smoothing < 0.5:
         raise RlhfkitError(f"--label-smoothing: expected a number in [0, 0.5), got {cfg.label_smoothing}")
-    for name in ("batch_size", "micro_batch_size", "forward_batch_size"):
-        if getattr(cfg, name) < 1:
-            raise RlhfkitError(
-                f"--{name.replace('_', '-')}: expected an integer >= 1, got {getattr(cfg, name)}"
-            )
+    require_at_least(cfg, 1, "batch_size", "micro_batch_size", "forward_batch_size")
 
 
 def batch_loss(model, batch: dict, cfg: DPOConfig) -> tuple[torch.Tensor, torch.Tensor, dict]:

@@ -14,6 +14,7 @@ import random
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from rlhfkit.config import require_at_least
 from rlhfkit.errors import RlhfkitError
 from rlhfkit.generation.params import SamplingParams
 
@@ -51,12 +52,8 @@ def run(cfg: CandidatesConfig) -> Path:
     """Write the candidates JSONL (`write_candidates`); return its path."""
     if not cfg.model or not cfg.prompts:
         raise RlhfkitError("--model and --prompts are required")
-    if cfg.n < 1:
-        raise RlhfkitError(f"--n: expected an integer >= 1, got {cfg.n}")
-    if cfg.best_of < 1:
-        raise RlhfkitError(f"--best-of: expected an integer >= 1, got {cfg.best_of}")
-    if cfg.off_prompt < 0:
-        raise RlhfkitError(f"--off-prompt: expected an integer >= 0, got {cfg.off_prompt}")
+    require_at_least(cfg, 1, "n", "best_of")
+    require_at_least(cfg, 0, "off_prompt")
     if cfg.best_of > 1 and not cfg.reward:
         raise RlhfkitError("--best-of needs --reward DIR (the reward model that picks the best sample)")
     params = SamplingParams(

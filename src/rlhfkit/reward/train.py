@@ -26,6 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from rlhfkit.config import require
 from rlhfkit.data.comparisons import ComparisonGroup, load_comparisons
 from rlhfkit.data.responses import record_responses
 from rlhfkit.data.sources import read_records, record_source
@@ -47,7 +48,7 @@ from rlhfkit.saving import saving_into
 from rlhfkit.train.distributed import check_divisible, finish_distributed
 from rlhfkit.train.loop import FineTuneLoopConfig, group_batches
 from rlhfkit.train.precision import Precision
-from rlhfkit.train.stage import require, start_stage, train_and_export
+from rlhfkit.train.stage import start_stage, train_and_export
 
 
 @dataclass

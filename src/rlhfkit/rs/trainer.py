@@ -31,11 +31,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rlhfkit.artifacts import read_manifest, write_manifest
+from rlhfkit.config import require, require_at_least
 from rlhfkit.data.jsonl import read_jsonl, write_jsonl
 from rlhfkit.errors import RlhfkitError
 from rlhfkit.lora import LoraOptions
 from rlhfkit.train.loop import LoopConfig
-from rlhfkit.train.stage import require
 
 
 @dataclass
@@ -76,11 +76,7 @@ class RSConfig:
 
 def _check(cfg: RSConfig) -> None:
     require(cfg, policy="the SFT checkpoint", reward="a reward model", prompts="prompts")
-    for name in ("n", "rounds", "max_new_tokens"):
-        if getattr(cfg, name) < 1:
-            raise RlhfkitError(
-                f"--{name.replace('_', '-')}: expected an integer >= 1, got {getattr(cfg, name)}"
-            )
+    require_at_least(cfg, 1, "n", "rounds", "max_new_tokens")
     if cfg.objective not in ("sft", "dpo"):
         raise RlhfkitError(f"--objective: expected sft or dpo, got '{cfg.objective}'")
     if cfg.n < 2:

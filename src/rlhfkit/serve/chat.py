@@ -10,7 +10,6 @@ string, or `max_completion_tokens` / `max_tokens`.
 
 from __future__ import annotations
 
-import asyncio
 from contextlib import aclosing
 from functools import partial
 
@@ -20,16 +19,8 @@ from rlhfkit.serve.admission import Offload, check_prompt_chars
 from rlhfkit.serve.choices import chat_logprob_entries
 from rlhfkit.serve.errors import APIError, bad_request
 from rlhfkit.serve.limits import Limits
-from rlhfkit.serve.rows import (
-    DONE,
-    build_rows,
-    new_builders,
-    response_meta,
-    run_rows,
-    run_to_end,
-    sse,
-    usage_of,
-)
+from rlhfkit.serve.responses import DONE, response_meta, sse, usage_of
+from rlhfkit.serve.rows import build_rows, new_builders, run_rows, run_to_end
 from rlhfkit.serve.schemas import (
     ROLES,
     AssistantMessage,
@@ -46,13 +37,9 @@ from rlhfkit.serve.served import ServedModel
 
 
 async def create_chat_completion(
-    served: ServedModel,
-    request: ChatCompletionRequest,
-    limits: Limits | None = None,
-    offload: Offload = asyncio.to_thread,
+    served: ServedModel, request: ChatCompletionRequest, limits: Limits, offload: Offload
 ):
     """`offload(fn, *args)` runs the tokenization off the event loop (the app passes its admission queue)."""
-    limits = limits or Limits()
     if request.top_logprobs and not request.logprobs:
         raise bad_request(
             "'logprobs' must be set to true if 'top_logprobs' is used.",

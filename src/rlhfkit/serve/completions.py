@@ -19,16 +19,8 @@ from rlhfkit.serve.admission import Offload, check_prompt_chars
 from rlhfkit.serve.choices import completion_logprobs
 from rlhfkit.serve.errors import APIError, bad_request
 from rlhfkit.serve.limits import Limits
-from rlhfkit.serve.rows import (
-    DONE,
-    build_rows,
-    new_builders,
-    response_meta,
-    run_rows,
-    run_to_end,
-    sse,
-    usage_of,
-)
+from rlhfkit.serve.responses import DONE, response_meta, sse, usage_of
+from rlhfkit.serve.rows import build_rows, new_builders, run_rows, run_to_end
 from rlhfkit.serve.schemas import (
     Completion,
     CompletionChoice,
@@ -42,13 +34,9 @@ DEFAULT_MAX_TOKENS = 16
 
 
 async def create_completion(
-    served: ServedModel,
-    request: CompletionRequest,
-    limits: Limits | None = None,
-    offload: Offload = asyncio.to_thread,
+    served: ServedModel, request: CompletionRequest, limits: Limits, offload: Offload
 ):
     """`offload(fn, *args)` runs the tokenization off the event loop (the app passes its admission queue)."""
-    limits = limits or Limits()
     n = request.n or 1
     count = len(request.prompt) if isinstance(request.prompt, list) and request.prompt else 1
     if request.prompt and all(isinstance(p, int) for p in request.prompt):

@@ -9,17 +9,14 @@ same choices as one request per prompt. Without a seed every choice draws a fres
 
 from __future__ import annotations
 
-import json
 import random
-import time
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 
 from rlhfkit.generation import SamplingParams
 from rlhfkit.serve.batching import DoneEvent, JobStream, Row, TokenEvent
 from rlhfkit.serve.choices import ChoiceBuilder
-from rlhfkit.serve.schemas import ChatCompletionRequest, CompletionRequest, Usage
+from rlhfkit.serve.schemas import ChatCompletionRequest, CompletionRequest
 from rlhfkit.serve.served import ServedModel
 
 SEED_SPACE = 2**63
@@ -89,32 +86,3 @@ async def run_to_end(served: ServedModel, rows: list[Row], builders: list[Choice
     async with aclosing(run_rows(served, rows, builders)) as updates:
         async for _ in updates:
             pass
-
-
-def response_meta(
-    id_prefix: str, served: ServedModel, request: CompletionRequest | ChatCompletionRequest
-) -> dict:
-    """The fields every response object and stream chunk of one request shares: id, created, model, fingerprint."""
-    return {
-        "id": f"{id_prefix}-{uuid.uuid4().hex[:24]}",
-        "created": int(time.time()),
-        "model": request.model,
-        "system_fingerprint": served.fingerprint,
-    }
-
-
-def usage_of(prompt_tokens: int, builders: list[ChoiceBuilder]) -> Usage:
-    """OpenAI's `usage` of a response: its prompt tokens and the tokens its choices have so far."""
-    completion = sum(len(b.tokens) for b in builders)
-    return Usage(
-        prompt_tokens=prompt_tokens, completion_tokens=completion, total_tokens=prompt_tokens + completion
-    )
-
-
-def sse(payload: dict | str) -> str:
-    """One server-sent event line as OpenAI streams them."""
-    data = payload if isinstance(payload, str) else json.dumps(payload, ensure_ascii=False)
-    return f"data: {data}\n\n"
-
-
-DONE = sse("[DONE]")

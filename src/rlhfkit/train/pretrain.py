@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from rlhfkit.artifacts import save_hf_checkpoint
+from rlhfkit.config import require
 from rlhfkit.errors import RlhfkitError
 from rlhfkit.lora import enable_gradient_checkpointing
 from rlhfkit.models import build_model, count_parameters, load_causal_lm
@@ -24,7 +25,7 @@ from rlhfkit.train.distributed import check_divisible, finish_distributed
 from rlhfkit.train.lm_data import build_streams, eval_windows, sample_windows
 from rlhfkit.train.loop import LoopConfig, lm_loss
 from rlhfkit.train.precision import Precision
-from rlhfkit.train.stage import require, start_stage, train_and_export
+from rlhfkit.train.stage import start_stage, train_and_export
 
 
 @dataclass

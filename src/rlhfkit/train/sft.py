@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from rlhfkit.artifacts import read_manifest, save_hf_checkpoint
+from rlhfkit.config import require
 from rlhfkit.data.chats import load_chats
 from rlhfkit.lora import LoraOptions, generation_backend, load_trainable_lm
 from rlhfkit.tokenizer import load_tokenizer
@@ -25,7 +26,7 @@ from rlhfkit.train.lm_data import corpus_fingerprint
 from rlhfkit.train.logits import causal_lm_of
 from rlhfkit.train.loop import LoopConfig, lm_loss
 from rlhfkit.train.precision import Precision
-from rlhfkit.train.stage import require, start_stage, train_and_export
+from rlhfkit.train.stage import start_stage, train_and_export
 
 
 @dataclass

@@ -12,8 +12,7 @@ A stage reads top to bottom as
     finish_distributed(stage.info)
     return stage.out
 
-so what differs between stages is all that their `run()` spells out. `require` also serves stages that train
-through other stages (rs).
+so what differs between stages is all that their `run()` spells out (`require` is `config.require`).
 """
 
 from __future__ import annotations
@@ -27,7 +26,6 @@ from typing import Any
 import torch
 
 from rlhfkit.artifacts import write_manifest
-from rlhfkit.errors import RlhfkitError
 from rlhfkit.train.distributed import DistInfo, init_distributed, pick_device
 from rlhfkit.train.loop import LoopConfig, set_seed, train_loop
 from rlhfkit.train.sharding import export_model, resolve_shard, wrap_model
@@ -63,13 +61,6 @@ class StageRun:
             metrics=metrics,
             extra=extra,
         )
-
-
-def require(cfg: Any, **fields: str) -> None:
-    """One clear error for the first empty required field: `--name is required (what it takes)`."""
-    for name, what in fields.items():
-        if not getattr(cfg, name):
-            raise RlhfkitError(f"--{name.replace('_', '-')} is required ({what})")
 
 
 def start_stage(name: str, cfg: Any) -> StageRun:

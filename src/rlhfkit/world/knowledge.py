@@ -14,6 +14,7 @@ import csv
 import json
 import random
 import zlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
@@ -113,15 +114,24 @@ def _word(rng: random.Random, syllables: list[str], n: int) -> str:
     return "".join(rng.choice(syllables) for _ in range(n)).capitalize()
 
 
+def _distinct(n: int, draw: Callable[[], str]) -> Iterator[str]:
+    """`n` different names from `draw()`: one drawn before is drawn again. Each name is used (and the draws
+    for its record made) before the next is drawn, so the catalogue stays a pure function of its seed."""
+    seen: set[str] = set()
+    while len(seen) < n:
+        name = draw()
+        if name not in seen:
+            seen.add(name)
+            yield name
+
+
 def _catalogue(parts: dict) -> dict[str, list[dict]]:
     rng = random.Random(CATALOGUE_SEED)
     syl = parts["syllables"]
-    towns, seen = [], set()
-    while len(towns) < 50:
-        name = _word(rng, syl, rng.choice([1, 2])) + rng.choice(parts["town_suffixes"])
-        if name in seen:
-            continue
-        seen.add(name)
+    towns = []
+    for name in _distinct(
+        50, lambda: _word(rng, syl, rng.choice([1, 2])) + rng.choice(parts["town_suffixes"])
+    ):
         towns.append(
             {
                 "name": name,
@@ -132,12 +142,8 @@ def _catalogue(parts: dict) -> dict[str, list[dict]]:
                 "river": "the River " + _word(rng, syl, 2),
             }
         )
-    people, seen = [], set()
-    while len(people) < 120:
-        name = f"{rng.choice(parts['first_names'])} {_word(rng, syl, 2)}"
-        if name in seen:
-            continue
-        seen.add(name)
+    people = []
+    for name in _distinct(120, lambda: f"{rng.choice(parts['first_names'])} {_word(rng, syl, 2)}"):
         people.append(
             {
                 "name": name,
