@@ -120,3 +120,43 @@ def test_a_config_table_can_be_picked_and_unknown_keys_are_named(tmp_path):
         RlhfkitError, match=r"bad.toml \[sft\]: unknown option\(s\) for SFTConfig: warp_speed"
     ):
         config_from_args(SFTConfig, args, "sft")
+
+
+def test_a_config_command_reads_its_section_runs_and_says_what_it_wrote(tmp_path, capsys):
+    from rlhfkit.config import add_command_group, add_config_command
+
+    ran = []
+    parser = argparse.ArgumentParser(prog="rlhfkit")
+    group = add_command_group(parser.add_subparsers(), "thing", help="a group")
+    add_config_command(
+        group,
+        "make",
+        _Outer,
+        lambda cfg: ran.append(cfg) or tmp_path / cfg.name,
+        section="things",
+        required=("name",),
+        done="made {config.mode} -> {out}",
+        help="make a thing",
+    )
+    config = tmp_path / "c.toml"
+    config.write_text('[things]\nmode = "from-table"\nlr = 0.5\n')
+    args = parser.parse_args(["thing", "make", "--name", "n", "--config", str(config)])
+    assert args.thing_command == "make"
+    assert args.func(args) == 0
+    assert (ran[0].name, ran[0].mode, ran[0].loop.lr) == ("n", "from-table", 0.5)  # flags over [things]
+    assert capsys.readouterr().out == f"made from-table -> {tmp_path / 'n'}\n"
+    with pytest.raises(SystemExit):  # a required flag is required on the command line
+        parser.parse_args(["thing", "make"])
+
+
+def test_required_fields_and_minimums_give_one_message_naming_the_flag():
+    from rlhfkit.config import require, require_at_least
+    from rlhfkit.errors import RlhfkitError
+
+    cfg = _Outer(name="")
+    with pytest.raises(RlhfkitError, match=r"^--name is required \(a name\)$"):
+        require(cfg, mode="a mode", name="a name")
+    cfg.loop.lr = 0
+    with pytest.raises(RlhfkitError, match=r"^--lr: expected an integer >= 1, got 0$"):
+        require_at_least(cfg.loop, 1, "lr")
+    require_at_least(cfg.loop, 0, "lr")

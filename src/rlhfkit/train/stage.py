@@ -85,10 +85,10 @@ def train_and_export(
     compile: bool = False,
     **loop_options: Any,
 ) -> tuple[torch.nn.Module | None, dict]:
-    """Train `model` with the shared loop (`loop`, default the config's; `loop_options`: evaluate, sample,
-    items_name), then return the plain
-    trained model (FSDP: the full weights, gathered on rank 0; None on the other ranks) and the final metrics:
-    the loop's last record without its text samples, plus `wall_seconds`.
+    """Train `model` with the shared loop (`loop`: default the config's; `loop_options`: evaluate, sample,
+    items_name), then return the plain trained model (FSDP: the full weights, gathered on rank 0; None on the
+    other ranks) and the final metrics: the loop's last record without its text samples, plus `wall_seconds`
+    (training and export; a stage's own work after it, such as saving, is not counted).
     """
     loop = loop or stage.config.loop
     t0 = time.perf_counter()
