@@ -206,7 +206,9 @@ def test_the_loop_settings_nest_and_bf16_is_an_alias_of_dtype(tmp_path, capsys):
     cfg = config_from_args(GRPOConfig, parser.parse_args(["grpo", "--config", str(toml)]), "grpo")
     assert (cfg.dtype, cfg.loop.save_every) == ("bfloat16", 5)
     assert config_from_options(PPOConfig, {"bf16": False}, "here").dtype == "auto"
-    with pytest.raises(RlhfkitError, match="--bf16 means --dtype bfloat16, which contradicts --dtype float32"):
+    with pytest.raises(
+        RlhfkitError, match="--bf16 means --dtype bfloat16, which contradicts --dtype float32"
+    ):
         config_from_args(GRPOConfig, parser.parse_args(["grpo", "--bf16", "--dtype", "float32"]), "grpo")
     with pytest.raises(SystemExit):  # PPO's learning rate is constant after warmup: no cosine to shape
         parser.parse_args(["ppo", "--min-lr-ratio", "0.5"])
