@@ -216,8 +216,7 @@ def run(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
         ptx_stream=ptx_stream(cfg, tokenizer) if cfg.ptx_coef > 0 else None,
         info=info,
     )
-    # with every eos id of its generation config
-    stop_ids = end_of_turn_ids(tokenizer, causal_lm_of(policy))
+    stop_ids = end_of_turn_ids(tokenizer, causal_lm_of(policy))  # with every eos id of its generation config
     sampler = Sampler(
         policy, ref, value_fn, reward_fn, tokenizer, records, prompt_ids, stop_ids, use_gold, device
     )
