@@ -17,7 +17,7 @@ JOBS=prefix,... runs only the jobs whose names start so, with the ones they need
    (benchmarks/ppo.py's `prepare`) and preference pairs;
 3. PARALLEL (6) at a time, sharing the GPU (each shows that a stage works; speeds are not comparable):
    pretrain, sft, reward and dpo under torchrun (1 process) with `--shard ddp` and `--shard fsdp` (FSDP2);
-   ppo, grpo and rloo with `--bf16`; building a random Qwen2-0.5B-shaped policy and reward model;
+   ppo, grpo and rloo with `--dtype bfloat16`; building a random Qwen2-0.5B-shaped policy and reward model;
 4. PPO on the 0.5B model, alone on the GPU: full fine-tuning and LoRA, each without and with gradient
    checkpointing (seconds per step after the first, peak memory);
 5. batch-64 sampling, rlhfkit's engine vs `transformers.generate` (benchmarks/generation.py), alone;
@@ -74,7 +74,7 @@ class Sizes:
     sample_new_tokens: int
     sample_repeats: int
     default_pipeline_cap_s: int
-    rl_bf16: bool  # ppo/grpo/rloo with --bf16 (on a CPU without native bf16 it is 10x slower)
+    rl_bf16: bool  # ppo/grpo/rloo with --dtype bfloat16 (a bf16 autocast; the old --bf16) (on a CPU without native bf16 it is 10x slower)
     timeout_scale: float  # every job's timeout is multiplied by it
 
 
@@ -267,7 +267,7 @@ def build_jobs(device: str, s: Sizes, work: Path) -> list[Job]:
         str(s.rl_minibatch),
     ]
     rl += ["--max-new-tokens", str(s.new_tokens), "--save-every", "1000", "--sample-every", "0", *dev]
-    rl += ["--bf16"] if s.rl_bf16 else ["--no-bf16"]
+    rl += ["--dtype", "bfloat16"] if s.rl_bf16 else []
     for method in ("ppo", "grpo", "rloo"):
         out = w / f"{method}-rl"
         cmd = rlhfkit(

@@ -45,6 +45,7 @@ import torch
 
 from cpu_info import cpu_info, isa_tag
 from rlhfkit.ppo import PPOConfig
+from rlhfkit.ppo.config import PPOLoopConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -94,15 +95,14 @@ def run_rlhfkit(paths: dict[str, Path], args, out: Path) -> dict:
         minibatch_size=args.minibatch_size,
         max_new_tokens=args.response_length,
         value_model=args.value_model,
-        bf16=args.bf16,
+        dtype="bfloat16" if args.bf16 else "auto",
         group_by_length=not args.no_group_by_length,
         forward_batch_size=args.forward_batch_size,
-        lr=args.lr,
         beta=args.beta,
         max_approx_kl=0.0,  # never stop epochs early: every step does the full work
         sample_every=0,
-        save_every=10**9,
         device="cpu",
+        loop=PPOLoopConfig(lr=args.lr, save_every=10**9),
     )
     with contextlib.redirect_stdout(sys.stderr):  # progress and messages to stderr: stdout is the JSON
         run(cfg)

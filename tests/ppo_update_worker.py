@@ -1,6 +1,6 @@
 """One PPO update on a fixed synthetic rollout, run by tests/test_distributed.py under torchrun with 1 or 2 ranks.
 
-Each rank measures its share of the episodes, `gather_rollout` rebuilds the global rollout and `_train_on`
+Each rank measures its share of the episodes, `gather_rollout` rebuilds the global rollout and `update`
 trains every minibatch under DDP; rank 0 writes the step's metrics and a fingerprint of the updated weights
 to the JSON file named on the command line. Sampling is not involved (it is seeded per rank by design), so
 equal outputs for 1 and 2 ranks mean the distributed update is the single-process update.
@@ -17,11 +17,13 @@ import torch
 
 from rlhfkit.models import load_causal_lm
 from rlhfkit.ppo import distributed as ranks
-from rlhfkit.ppo.kl_controller import KLController
+from rlhfkit.ppo.advantages import shape_scores
+from rlhfkit.ppo.config import PPOConfig, PPOLoopConfig
 from rlhfkit.ppo.rollout import Rollout, measure, pad_episodes
-from rlhfkit.ppo.trainer import PPOConfig, _train_on, build_value
+from rlhfkit.ppo.trainer import build_value
+from rlhfkit.ppo.update import Learner, update
 from rlhfkit.train.distributed import finish_distributed, init_distributed
-from rlhfkit.train.loop import LoopConfig, make_optimizer
+from rlhfkit.train.loop import make_optimizer
 
 
 def synthetic_episodes(n: int, vocab: int) -> tuple[list[list[int]], list[list[int]], list[float]]:
@@ -46,14 +48,19 @@ def main(policy_dir: str, out_path: str, advantage: str = "gae") -> None:
         else {"value_model": "none", "samples_per_prompt": 2, "max_approx_kl": 0.01}
     )
     cfg = PPOConfig(policy=policy_dir, prompts="-", advantage=advantage, batch_size=8, minibatch_size=4,
-                    epochs=2, lr=1e-2, beta=0.05, **kw)  # fmt: skip
+                    epochs=2, beta=0.05, loop=PPOLoopConfig(lr=1e-2), **kw)  # fmt: skip
     policy = load_causal_lm(policy_dir)
     ref = load_causal_lm(policy_dir).eval().requires_grad_(False)
     value_module, value_fn = build_value(cfg, policy, device, has_rm=False)
     modules = torch.nn.ModuleDict({"policy": policy, **({"value": value_module} if value_module else {})})
-    trainable = [p for p in modules.parameters() if p.requires_grad]
-    optimizer = make_optimizer(modules, LoopConfig(lr=cfg.lr, weight_decay=0.0))
-    forward = ranks.training_forward(modules, value_fn, cfg.temperature, False, info)
+    learner = Learner(
+        forward=ranks.training_forward(modules, value_fn, cfg.temperature, False, info),
+        optimizer=make_optimizer(modules, cfg.loop),
+        params=[p for p in modules.parameters() if p.requires_grad],
+        policy=policy,
+        ptx_stream=None,
+        info=info,
+    )
 
     prompts, responses, scores = synthetic_episodes(cfg.batch_size, policy.config.vocab_size)
     mine = ranks.episode_share(list(range(cfg.batch_size)), info)
@@ -67,10 +74,10 @@ def main(policy_dir: str, out_path: str, advantage: str = "gae") -> None:
     )  # fmt: skip
     measure(rollout, policy, ref, value_fn, cfg.temperature, chunk=3)
     rollout, _ = ranks.gather_rollout(rollout, 0, info)
-    kl_ctl = KLController(cfg.beta, None, cfg.kl_horizon)
-    metrics = _train_on(
-        cfg, rollout, kl_ctl, {"mean": 0.0, "std": 1.0}, forward, policy, optimizer, trainable, None, 0, info
+    scores = shape_scores(
+        rollout.raw_scores, rollout.finished, 0.0, 1.0, cfg.reward_clip, cfg.missing_eot_penalty
     )
+    metrics = update(cfg, learner, rollout, scores, cfg.beta, 0)
     if info.is_main:
         params = {name: float(p.detach().double().sum()) for name, p in modules.named_parameters()}
         first = next(iter(modules.parameters())).detach().flatten()[:16].tolist()

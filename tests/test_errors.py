@@ -155,7 +155,13 @@ TORCH_OOM = (
         (
             ["ppo", "--policy", "p", "--reward", "r", "--prompts", "x.jsonl"],
             "rlhfkit.ppo.trainer.run",
-            ["--minibatch-size", "--forward-batch-size", "--gradient-checkpointing", "--lora-r 16", "--bf16"],
+            [
+                "--minibatch-size",
+                "--forward-batch-size",
+                "--gradient-checkpointing",
+                "--lora-r 16",
+                "--dtype bfloat16",
+            ],
             "--micro-batch-size",
         ),
         (

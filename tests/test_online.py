@@ -3,6 +3,7 @@ round's reward model learns from every label so far, and an interrupted run resu
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -10,7 +11,6 @@ import pytest
 from rlhfkit.data.jsonl import read_jsonl
 from rlhfkit.errors import RlhfkitError
 from rlhfkit.online import OnlineConfig, run
-from rlhfkit.online import trainer as online_trainer
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -43,36 +43,76 @@ def test_the_label_budget_is_spent_on_fresh_prompts_and_every_rm_sees_all_labels
     assert json.loads((out / "rounds" / "1" / "rm" / "rlhfkit.json").read_text())["stage"] == "reward"
 
 
+def _spy_on_stages(monkeypatch, calls: list[str], crash_in: str | None = None) -> None:
+    """Record which stage modules' `run` is called; `crash_in`: a part of an output path whose reward training
+    fails (as a run killed there would)."""
+    import importlib
+
+    for name in ("rlhfkit.generation.candidates", "rlhfkit.world.labels", "rlhfkit.reward.train",
+                 "rlhfkit.ppo.trainer"):  # fmt: skip
+        module = importlib.import_module(name)
+
+        real = getattr(module.run, "real", module.run)  # a second spy replaces the first
+
+        def spied(config, _real=real, _name=name):
+            calls.append(_name.split(".")[-2])
+            if crash_in and _name == "rlhfkit.reward.train" and crash_in in config.out:
+                raise RlhfkitError("simulated crash")
+            return _real(config)
+
+        spied.real = real
+        monkeypatch.setattr(module, "run", spied)
+
+
 def test_an_interrupted_run_resumes_at_the_step_where_it_stopped(
     policy_dir, prompts_file, tmp_path, monkeypatch
 ):
+    from rlhfkit.pipeline.record import RunRecord
+
     out = tmp_path / "online"
-    real_call = online_trainer._call
-
-    def crash_in_round_1_reward(command, module, config, options):
-        if command == "reward train" and "/rounds/1/" in options["out"]:
-            raise RlhfkitError("simulated crash")
-        real_call(command, module, config, options)
-
-    monkeypatch.setattr(online_trainer, "_call", crash_in_round_1_reward)
+    calls: list[str] = []
+    _spy_on_stages(monkeypatch, calls, crash_in="/rounds/1/")
     with pytest.raises(RlhfkitError, match="simulated crash"):
         run(_config(policy_dir, prompts_file, out))
-    done = json.loads((out / "online.json").read_text())["done"]
-    assert "1:all_labels" in done and "1:reward" not in done
+    stages = RunRecord.load(out).stages  # the pipeline's run record, kept by the same runner
+    assert stages["1:labels"].status == "done" and stages["1:reward"].status == "failed"
+    assert stages["0:policy"].command[:2] == ["rlhfkit", "ppo"]
     stamp = (out / "rounds" / "0" / "candidates.jsonl").stat().st_mtime_ns
     labels = (out / "rounds" / "1" / "comparisons.jsonl").read_bytes()
 
-    monkeypatch.setattr(online_trainer, "_call", real_call)
-    calls = []
-    monkeypatch.setattr(
-        online_trainer, "_call", lambda command, *rest: (calls.append(command), real_call(command, *rest))
-    )
+    calls.clear()
+    _spy_on_stages(monkeypatch, calls)
     run(_config(policy_dir, prompts_file, out))
-    assert calls == ["reward train", "ppo"]  # only what had not finished
+    assert calls == ["reward", "ppo"]  # only what had not finished
     assert (out / "rounds" / "0" / "candidates.jsonl").stat().st_mtime_ns == stamp
     assert (out / "rounds" / "1" / "comparisons.jsonl").read_bytes() == labels
+    assert all(s.status == "done" for s in RunRecord.load(out).stages.values())
     with pytest.raises(RlhfkitError, match="another configuration"):
         run(_config(policy_dir, prompts_file, out, rounds=4))
+
+
+def test_a_run_recorded_by_online_json_resumes_where_it_stopped(
+    policy_dir, prompts_file, tmp_path, monkeypatch
+):
+    """An older rlhfkit kept the finished steps in online.json: they are not run again."""
+    out = tmp_path / "online"
+    cfg = _config(policy_dir, prompts_file, out)
+    calls: list[str] = []
+    _spy_on_stages(monkeypatch, calls, crash_in="/rounds/1/")
+    with pytest.raises(RlhfkitError, match="simulated crash"):
+        run(cfg)
+    (out / "pipeline.json").unlink()
+    done = ["0:prompts", "0:candidates", "0:labels", "0:all_labels", "0:reward", "0:policy", "1:prompts",
+            "1:candidates", "1:labels", "1:all_labels"]  # fmt: skip
+    (out / "online.json").write_text(json.dumps({"done": done, "config": dataclasses.asdict(cfg)}))
+    calls.clear()
+    _spy_on_stages(monkeypatch, calls)
+    run(cfg)
+    assert calls == ["reward", "ppo"]
+    (out / "pipeline.json").unlink()
+    (out / "online.json").write_text('{"done": ')
+    with pytest.raises(RlhfkitError, match="online.json: not an online run's state"):
+        run(cfg)
 
 
 def test_people_in_the_loop_pause_the_round_until_their_export_exists(policy_dir, prompts_file, tmp_path):

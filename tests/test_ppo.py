@@ -12,6 +12,7 @@ import torch
 from conftest import WORDS  # noqa: E402
 from rlhfkit.cli import main
 from rlhfkit.ppo import PPOConfig, run
+from rlhfkit.ppo.config import PPOLoopConfig
 
 TARGET = range(100, 160)  # the synthetic reward likes these token ids (~1/5 of the vocabulary)
 
@@ -24,10 +25,11 @@ def target_fraction(prompts, texts, ids) -> list[float]:
 
 
 def config(policy_dir: Path, prompts_file: Path, out: Path, **kw) -> PPOConfig:
+    loop = PPOLoopConfig(lr=kw.pop("lr", 1e-2), warmup_steps=1, save_every=100)
     defaults = dict(policy=str(policy_dir), prompts=str(prompts_file), out=str(out), steps=10, batch_size=32,
-                    epochs=2, minibatch_size=16, max_new_tokens=12, lr=1e-2, warmup_steps=1, beta=0.02,
-                    kl_target=0.0, normalize_reward=False, missing_eot_penalty=0.0, value_model="head",
-                    sample_every=0, save_every=100, max_approx_kl=0.0, device="cpu")  # fmt: skip
+                    epochs=2, minibatch_size=16, max_new_tokens=12, beta=0.02, kl_target=0.0,
+                    normalize_reward=False, missing_eot_penalty=0.0, value_model="head", sample_every=0,
+                    max_approx_kl=0.0, device="cpu", loop=loop)  # fmt: skip
     defaults.update(kw)
     return PPOConfig(**defaults)
 
@@ -168,7 +170,7 @@ def test_cli_errors_are_one_line(policy_dir, prompts_file, tmp_path, capsys):
 def test_bf16_autocast_trains_with_a_ratio_that_starts_at_one(policy_dir, prompts_file, tmp_path):
     rows = metrics(
         run(
-            config(policy_dir, prompts_file, tmp_path / "bf16", steps=2, epochs=1, lr=1e-6, bf16=True),
+            config(policy_dir, prompts_file, tmp_path / "bf16", steps=2, epochs=1, lr=1e-6, dtype="bfloat16"),
             reward_fn=target_fraction,
         )  # fmt: skip
     )
@@ -183,3 +185,32 @@ def test_the_gold_judge_scores_only_demo_world_prompts():
     assert uses_gold_judge(True, [world, world])
     assert not uses_gold_judge(True, [world, other]) and not uses_gold_judge(True, [{"messages": []}])
     assert not uses_gold_judge(False, [world])
+
+
+def test_the_loop_settings_nest_and_bf16_is_an_alias_of_dtype(tmp_path, capsys):
+    """`--lr`/`--seed` set the nested loop config; the loop settings PPO does not read are no options; the old
+    `--bf16` (flag or TOML key) means `--dtype bfloat16`, with a warning, and cannot contradict `--dtype`."""
+    from rlhfkit.cli import build_parser
+    from rlhfkit.config import config_from_args, config_from_options
+    from rlhfkit.errors import RlhfkitError
+    from rlhfkit.ppo.config import GRPOConfig
+
+    parser = build_parser()
+    args = parser.parse_args(["grpo", "--lr", "0.001", "--seed", "3", "--bf16"])
+    cfg = config_from_args(GRPOConfig, args, "grpo")
+    assert (cfg.loop.lr, cfg.loop.seed, cfg.loop.warmup_steps, cfg.dtype) == (1e-3, 3, 3, "bfloat16")
+    assert not hasattr(cfg, "bf16") and cfg.kl_penalty == "loss"
+    assert "--bf16 is deprecated; use --dtype bfloat16" in capsys.readouterr().err
+    toml = tmp_path / "old.toml"
+    toml.write_text("[grpo]\nbf16 = true\nsave-every = 5\n")
+    cfg = config_from_args(GRPOConfig, parser.parse_args(["grpo", "--config", str(toml)]), "grpo")
+    assert (cfg.dtype, cfg.loop.save_every) == ("bfloat16", 5)
+    assert config_from_options(PPOConfig, {"bf16": False}, "here").dtype == "auto"
+    with pytest.raises(
+        RlhfkitError, match="--bf16 means --dtype bfloat16, which contradicts --dtype float32"
+    ):
+        config_from_args(GRPOConfig, parser.parse_args(["grpo", "--bf16", "--dtype", "float32"]), "grpo")
+    with pytest.raises(SystemExit):  # PPO's learning rate is constant after warmup: no cosine to shape
+        parser.parse_args(["ppo", "--min-lr-ratio", "0.5"])
+    with pytest.raises(RlhfkitError, match="unknown option.*max_steps"):
+        config_from_options(PPOConfig, {"max-steps": 5}, "here")

@@ -129,7 +129,7 @@ def test_response_logprobs_equal_a_full_forward_per_row():
 
 
 def test_length_grouped_minibatches_cover_every_episode_once_with_little_padding():
-    from rlhfkit.ppo.trainer import minibatch_order
+    from rlhfkit.ppo.update import minibatch_order
 
     lengths = torch.tensor([40, 160, 41, 158, 90, 42, 161, 89, 39, 91, 157, 88])
     for grouped in (False, True):

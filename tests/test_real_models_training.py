@@ -177,10 +177,11 @@ def reward(models, data, arch, out, **kw):
 
 def ppo(policy, rm, data, out, **kw):
     from rlhfkit.ppo import PPOConfig, run
+    from rlhfkit.ppo.config import PPOLoopConfig
 
     cfg = PPOConfig(policy=str(policy), reward=str(rm), prompts=str(data["prompts"]), out=str(out), steps=2,
-                    batch_size=4, minibatch_size=2, epochs=1, max_new_tokens=6, lr=1e-3, warmup_steps=1,
-                    sample_every=0, save_every=100, device="cpu", forward_batch_size=4, **kw)  # fmt: skip
+                    batch_size=4, minibatch_size=2, epochs=1, max_new_tokens=6, sample_every=0, device="cpu",
+                    forward_batch_size=4, loop=PPOLoopConfig(lr=1e-3, warmup_steps=1, save_every=100), **kw)  # fmt: skip
     return run(cfg)
 
 
@@ -324,14 +325,15 @@ def test_rejection_sampling_rounds_chain_lora_adapters(models, data, tmp_path):
 
 def test_ppo_with_lora_resumes_exactly_from_an_adapter_only_checkpoint(models, data, tmp_path):
     from rlhfkit.ppo import PPOConfig, run
+    from rlhfkit.ppo.config import PPOLoopConfig
 
     def length_reward(prompts, texts, ids):
         return [len(r) / 6 for r in ids]
 
     def config(out, steps):
         return PPOConfig(policy=str(models["qwen2"]), prompts=str(data["prompts"]), out=str(out), steps=steps,
-                         batch_size=4, minibatch_size=2, epochs=1, max_new_tokens=6, lr=1e-3, warmup_steps=1,
-                         sample_every=0, save_every=100, device="cpu", value_model="head", lora=LORA)  # fmt: skip
+                         batch_size=4, minibatch_size=2, epochs=1, max_new_tokens=6, sample_every=0, device="cpu",
+                         value_model="head", lora=LORA, loop=PPOLoopConfig(lr=1e-3, warmup_steps=1, save_every=100))  # fmt: skip
 
     straight = metrics(run(config(tmp_path / "straight", 2), reward_fn=length_reward))
     run(config(tmp_path / "resumed", 1), reward_fn=length_reward)

@@ -6,6 +6,11 @@ dataclasses (e.g. the shared `LoopConfig`) are flattened to the same level: `--m
 the defaults. In TOML, nested configs are tables: `[loop] max_steps = 500`. In a config with `epochs`, a
 `--max-steps` given without `--epochs` runs exactly that many steps (see `_steps_or_epochs`).
 
+Two class attributes shape a config's options: `UNUSED`, names of inherited fields the stage does not read (PPO's
+loop config has no cosine schedule: no `--min-lr-ratio`); they get no flag and are an unknown key in a table.
+`DEPRECATED`, old switches kept working: `{"bf16": ("dtype", "bfloat16")}` makes `--bf16` (or `bf16 = true`
+in a table) mean `--dtype bfloat16`, with a warning.
+
 A field's help text is the comment after it in the dataclass (`lr: float = 1e-3  # peak learning rate`), with
 comment lines right below it as its continuation, so `--help` and the code say the same thing.
 """
@@ -17,6 +22,7 @@ import dataclasses
 import functools
 import inspect
 import io
+import sys
 import tokenize
 import tomllib
 import types
@@ -35,13 +41,43 @@ def _is_config(tp) -> bool:
 def _leaf_fields(cls) -> list[tuple[tuple[str, ...], dataclasses.Field, Any]]:
     hints = typing.get_type_hints(cls)
     out = []
-    for f in dataclasses.fields(cls):
+    for f in _option_fields(cls):
         tp = hints[f.name]
         if _is_config(tp):
             out.extend(((f.name, *path), ff, t) for path, ff, t in _leaf_fields(tp))
         else:
             out.append(((f.name,), f, tp))
     return out
+
+
+def _option_fields(cls) -> list[dataclasses.Field]:
+    """The fields of `cls` that are options: all but those it declares `UNUSED`."""
+    unused = getattr(cls, "UNUSED", ())
+    return [f for f in dataclasses.fields(cls) if f.name not in unused]
+
+
+def _deprecated(cls) -> dict[str, tuple[str, Any]]:
+    """{old switch: (option, value it means)} of `cls` and the configs nested in it."""
+    return {old: new for config in _configs(cls) for old, new in getattr(config, "DEPRECATED", {}).items()}
+
+
+def _replace_deprecated(cls, flags: dict[str, Any], where: str) -> dict[str, Any]:
+    """`flags` with each deprecated switch replaced by the option it means (a switch given false drops out)."""
+    flags = dict(flags)
+    for old, (new, value) in _deprecated(cls).items():
+        if flags.get(old) is None:
+            flags.pop(old, None)
+            continue
+        old_flag, new_flag = "--" + old.replace("_", "-"), "--" + new.replace("_", "-")
+        print(f"rlhfkit: warning: {old_flag} is deprecated; use {new_flag} {value}", file=sys.stderr)
+        if not flags.pop(old):
+            continue
+        if flags.get(new) not in (None, "auto", value):
+            raise RlhfkitError(
+                f"{where}: {old_flag} means {new_flag} {value}, which contradicts {new_flag} {flags[new]}"
+            )
+        flags[new] = value
+    return flags
 
 
 @functools.cache
@@ -122,6 +158,14 @@ def add_config_args(
             parser.add_argument(flag, nargs="*", action="extend", type=base, **common)
         else:
             parser.add_argument(flag, type=base, **common)
+    for old, (new, value) in _deprecated(cls).items():
+        parser.add_argument(
+            "--" + old.replace("_", "-"),
+            dest=old,
+            default=None,
+            action=argparse.BooleanOptionalAction,
+            help=f"deprecated: means --{new.replace('_', '-')} {value}",
+        )
 
 
 def add_command_group(
@@ -225,6 +269,8 @@ def config_from_args(cls, args: argparse.Namespace, section: str | None = None):
         elif wanted and wanted != section:
             raise RlhfkitError(f"{source}: no table [{wanted}]")
     flat_given = {**table, **{k: v for k, v in vars(args).items() if v is not None}}
+    flat_given = _replace_deprecated(cls, flat_given, "command line")
+    values = _replace_deprecated(cls, values, str(source)) if values else values
     config = _build(cls, values, flat_given, source=source)
     _steps_or_epochs(config, set(flat_given) | _given_names(values))
     return config
@@ -286,7 +332,7 @@ def to_flags(options: dict[str, Any]) -> list[str]:
 def _table_as_flags(cls, table: dict, where: str) -> dict[str, Any]:
     """A stage table's keys (flag names, dashes or underscores) as flag values; an unknown key is an error."""
     known = {path[-1] for path, _, _ in _leaf_fields(cls)}
-    out = {k.replace("-", "_"): v for k, v in table.items()}
+    out = _replace_deprecated(cls, {k.replace("-", "_"): v for k, v in table.items()}, where)
     unknown = sorted(set(out) - known)
     if unknown:
         raise RlhfkitError(f"{where}: unknown option(s) for {cls.__name__}: {', '.join(unknown)}")
@@ -364,12 +410,12 @@ def load_toml(path: str | Path) -> dict:
 
 def _build(cls, file_values: dict, flags: dict, source=None):
     hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
+    names = {f.name for f in _option_fields(cls)}
     unknown = set(file_values) - names
     if unknown:
         raise RlhfkitError(f"{source}: unknown option(s) for {cls.__name__}: {', '.join(sorted(unknown))}")
     kwargs = {}
-    for f in dataclasses.fields(cls):
+    for f in _option_fields(cls):
         tp = hints[f.name]
         if _is_config(tp):
             sub = file_values.get(f.name, {})

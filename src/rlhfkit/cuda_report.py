@@ -24,7 +24,6 @@ FIT_HINTS = (
     ("gradient_checkpointing", "--gradient-checkpointing"),
     ("lora_r", "LoRA (--lora-r 16)"),
     ("dtype", "--dtype bfloat16"),
-    ("bf16", "--bf16"),
 )
 
 

@@ -10,29 +10,32 @@ spends the same label budget in rounds, each on samples of the current policy:
         reward model <- `rlhfkit reward train` from the SFT model on every comparison so far
         policy      <- `rlhfkit ppo` (or `dpo` on this round's labels) from the current policy, KL to the SFT model
 
-Every step is a stage's `run(config)`, called in this process with the config its command would build; the
-command is printed, so any round can be reproduced by hand. The prompts of the
-rounds are disjoint slices of one seeded shuffle; each round gets `label_budget // rounds` of them, so the run
-asks for exactly as many rankings as an offline run with `label_budget` prompts.
+Each step is a stage (`round_stages`: `pipeline.stages.Stage`, named `r:candidates`, `r:labels`, `r:reward`,
+`r:policy`) run by the pipeline's runner (`pipeline.runner.run_stage`): its `run(config)` in this process, the
+equivalent command printed and recorded in `out/pipeline.json`, so any round can be reproduced by hand. The
+prompts of the rounds are disjoint slices of one seeded shuffle; each round gets `label_budget // rounds` of
+them, so the run asks for exactly as many rankings as an offline run with `label_budget` prompts.
 
 People in the loop: with `annotators = "human"` a round stops after writing its candidates and says how to
 label them with `rlhfkit annotate` and where to export the comparisons; running the same command again picks
-up the export and continues. Steps that finished are recorded in `out/online.json` and never run again, and
-the training steps resume from their own checkpoints, so an interrupted run continues where it stopped.
+up the export and continues. Resume is the pipeline's: a stage recorded as finished with the same key is not
+run again, and an interrupted training stage continues from its checkpoint, so a killed run continues where it
+stopped. A run started by an older rlhfkit (finished steps in `out/online.json`) continues the same way.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from rlhfkit.artifacts import read_manifest, write_manifest
-from rlhfkit.config import config_from_options, to_flags
 from rlhfkit.data.jsonl import read_jsonl, write_jsonl
 from rlhfkit.errors import RlhfkitError
+from rlhfkit.pipeline.record import RunRecord, StageRecord
+from rlhfkit.pipeline.runner import command_line, is_done, run_stage, stage_key
+from rlhfkit.pipeline.stages import Stage
 
 UPDATES = ("ppo", "dpo")
 ANNOTATORS = ("simulated", "human")
@@ -77,14 +80,6 @@ def _check(cfg: OnlineConfig) -> None:
         raise RlhfkitError(f"--annotators: expected one of {', '.join(ANNOTATORS)}, got '{cfg.annotators}'")
 
 
-def _call(command: str, module: str, config: str, options: dict) -> None:
-    """Run one stage's `run(config)` in this process, with the config `rlhfkit COMMAND --options...` builds
-    (printed so the step can be rerun by hand); a failure stops the round (finished steps are kept)."""
-    print("$ rlhfkit " + " ".join([*command.split(), *to_flags(options)]))
-    stage = importlib.import_module(module)
-    stage.run(config_from_options(getattr(stage, config), options, f"online: rlhfkit {command}"))
-
-
 def round_prompts(n_records: int, cfg: OnlineConfig) -> list[list[int]]:
     """Disjoint prompt indices of every round: consecutive slices of one seeded shuffle."""
     per_round = cfg.label_budget // cfg.rounds
@@ -99,78 +94,34 @@ def round_prompts(n_records: int, cfg: OnlineConfig) -> list[list[int]]:
 
 def run(cfg: OnlineConfig) -> Path:
     """Run (or resume) every round; return the final policy folder (`cfg.out`)."""
+    from rich.console import Console
+
     from rlhfkit.data.chats import load_prompts
 
     _check(cfg)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    state_path = out / "online.json"
-    state = json.loads(state_path.read_text()) if state_path.exists() else {"done": []}
-    if state.get("config", asdict(cfg)) != asdict(cfg):
-        raise RlhfkitError(f"{out}: holds an online run with another configuration; use a new --out")
-    state["config"] = asdict(cfg)
-
-    def step(name: str, action) -> None:
-        if name in state["done"]:
-            return
-        action()
-        state["done"].append(name)
-        state_path.write_text(json.dumps(state, indent=2) + "\n")
-
+    record, legacy_done = _record(out, cfg)
+    console = Console()
     records = load_prompts(cfg.prompts)
     slices = round_prompts(len(records), cfg)
+    keys: dict[str, str] = {}
     policy = cfg.policy
     for r in range(cfg.rounds):
-        d = out / "rounds" / str(r)
-        d.mkdir(parents=True, exist_ok=True)
-        target = out if r == cfg.rounds - 1 else d / "policy"
-        seed = cfg.seed * 1000 + r
-        step(
-            f"{r}:prompts", lambda d=d, r=r: write_jsonl(d / "prompts.jsonl", [records[i] for i in slices[r]])
-        )
-        step(
-            f"{r}:candidates",
-            lambda d=d, p=policy, s=seed: _call(
-                "generate",
-                "rlhfkit.generation.candidates",
-                "CandidatesConfig",
-                {
-                    "model": p,
-                    "prompts": str(d / "prompts.jsonl"),
-                    "out": str(d / "candidates.jsonl"),
-                    "n": cfg.n,
-                    "off-prompt": cfg.off_prompt,
-                    "max-new-tokens": cfg.candidate_tokens,
-                    "seed": s,
-                },
-            ),
-        )
-        step(f"{r}:labels", lambda d=d, r=r, s=seed: _labels(cfg, d, r, s))
-        step(f"{r}:all_labels", lambda d=d, r=r: _gather_labels(out, r, d / "all_comparisons.jsonl"))
-        step(
-            f"{r}:reward",
-            lambda d=d, s=seed: _call(
-                "reward train",
-                "rlhfkit.reward.train",
-                "RewardConfig",
-                {
-                    "model": cfg.policy,
-                    "data": str(d / "all_comparisons.jsonl"),
-                    "calibration": str(d / "candidates.jsonl"),
-                    "out": str(d / "rm"),
-                    "seed": s,
-                    **_model_options(cfg),
-                    **cfg.reward_options,
-                },
-            ),
-        )
-        step(f"{r}:policy", lambda d=d, p=policy, t=target, s=seed: _update(cfg, d, p, t, s))
-        policy = str(target)
+        for stage, options in round_stages(cfg, r, policy, [records[i] for i in slices[r]]):
+            argv = command_line(stage, out, options)
+            key = keys[stage.name] = stage_key(argv, [keys.get(dep, "") for dep in stage.depends])
+            if stage.name in legacy_done and stage.name not in record.stages:  # finished under online.json
+                record.stages[stage.name] = StageRecord("done", key, ["rlhfkit", *argv], options)
+            if not is_done(record, out, stage, key):
+                run_stage(record, out, stage, options, key, console)
+        policy = str(out / policy_folder(cfg, r))
+    record.save(out)
     rounds = []
     for r in range(cfg.rounds):
         d = out / "rounds" / str(r)
         rm = read_manifest(d / "rm").get("metrics", {})
-        pol = read_manifest(out if r == cfg.rounds - 1 else d / "policy").get("metrics", {})
+        pol = read_manifest(out / policy_folder(cfg, r)).get("metrics", {})
         rounds.append(
             {
                 "round": r,
@@ -199,62 +150,138 @@ def _model_options(cfg: OnlineConfig) -> dict:
     return {**options, "gradient-checkpointing": True} if cfg.gradient_checkpointing else options
 
 
-def _labels(cfg: OnlineConfig, d: Path, r: int, seed: int) -> None:
-    if cfg.annotators == "simulated":
-        _call(
-            "label",
-            "rlhfkit.world.labels",
-            "LabelsConfig",
-            {
-                "candidates": str(d / "candidates.jsonl"),
-                "pool-size": cfg.pool_size,
-                "out": str(d / "comparisons.jsonl"),
-                "seed": seed,
-            },
-        )
-        return
+def round_stages(cfg: OnlineConfig, r: int, policy: str, prompts: list[dict]) -> list[tuple[Stage, dict]]:
+    """Round `r`'s stages, each with its options (the flags that are not files): candidates sampled from
+    `policy` on the round's `prompts`, simulated labels (people label through the annotation app instead: no
+    stage), the reward model trained from the SFT model on every label so far, and the policy update from
+    `policy`. Names are `r:step`; paths are relative to the run folder `o`."""
+    d = Path("rounds") / str(r)
+    seed = cfg.seed * 1000 + r
+    target = policy_folder(cfg, r)
+    labelled = f"{r}:labels" if cfg.annotators == "simulated" else f"{r}:candidates"
+    after_previous = (f"{r - 1}:policy",) if r else ()
+    candidates = Stage(
+        f"{r}:candidates",
+        f"round {r}: sample candidates from the current policy",
+        "generate",
+        "rlhfkit.generation.candidates",
+        "CandidatesConfig",
+        str(d / "candidates.jsonl"),
+        after_previous,
+        lambda o: {
+            "model": policy,
+            "prompts": str(o / d / "prompts.jsonl"),
+            "out": str(o / d / "candidates.jsonl"),
+        },
+        before=lambda o: write_jsonl(o / d / "prompts.jsonl", prompts),
+    )
+    labels = Stage(
+        f"{r}:labels",
+        f"round {r}: the simulated annotators rank the candidates",
+        "label",
+        "rlhfkit.world.labels",
+        "LabelsConfig",
+        str(d / "comparisons.jsonl"),
+        (f"{r}:candidates",),
+        lambda o: {"candidates": str(o / d / "candidates.jsonl"), "out": str(o / d / "comparisons.jsonl")},
+    )
+    reward = Stage(
+        f"{r}:reward",
+        f"round {r}: the reward model, from the SFT model, on every label so far",
+        "reward train",
+        "rlhfkit.reward.train",
+        "RewardConfig",
+        str(d / "rm"),
+        (labelled, *((f"{r - 1}:reward",) if r else ())),
+        lambda o: {
+            "model": cfg.policy,
+            "data": str(o / d / "all_comparisons.jsonl"),
+            "calibration": str(o / d / "candidates.jsonl"),
+            "out": str(o / d / "rm"),
+        },
+        before=lambda o: _gather_labels(cfg, o, r),
+    )
+    update = _update_stage(cfg, r, policy, target, (f"{r}:reward", labelled, *after_previous))
+    stages = [
+        (
+            candidates,
+            {"n": cfg.n, "off-prompt": cfg.off_prompt, "max-new-tokens": cfg.candidate_tokens, "seed": seed},
+        ),
+        (labels, {"pool-size": cfg.pool_size, "seed": seed}),
+        (reward, {"seed": seed, **_model_options(cfg), **cfg.reward_options}),
+        (update, {**_model_options(cfg), **cfg.update_options, "seed": seed}),
+    ]
+    return [
+        (stage, options) for stage, options in stages if cfg.annotators == "simulated" or stage is not labels
+    ]
+
+
+def policy_folder(cfg: OnlineConfig, r: int) -> Path:
+    """Round r's updated policy, relative to the run folder: the last round's is the run's output itself."""
+    return Path(".") if r == cfg.rounds - 1 else Path("rounds") / str(r) / "policy"
+
+
+def _update_stage(cfg: OnlineConfig, r: int, policy: str, target: Path, depends: tuple[str, ...]) -> Stage:
+    """PPO against the round's reward model, or DPO on the round's on-policy pairs; the reference is the SFT
+    model either way."""
+    d = Path("rounds") / str(r)
+
+    def dpo_paths(o: Path) -> dict:
+        return {
+            "policy": policy,
+            "ref": cfg.policy,
+            "data": str(o / d / "comparisons.jsonl"),
+            "out": str(o / target),
+        }
+
+    def ppo_paths(o: Path) -> dict:
+        return {
+            "policy": policy,
+            "ref": cfg.policy,
+            "reward": str(o / d / "rm"),
+            "prompts": cfg.prompts,
+            "out": str(o / target),
+        }
+
+    module, config, paths = (
+        ("rlhfkit.dpo.trainer", "DPOConfig", dpo_paths)
+        if cfg.update == "dpo"
+        else ("rlhfkit.ppo.trainer", "PPOConfig", ppo_paths)
+    )
+    summary = f"round {r}: {cfg.update} from the current policy, KL to the SFT model"
+    return Stage(f"{r}:policy", summary, cfg.update, module, config, str(target), depends, paths)
+
+
+def _record(out: Path, cfg: OnlineConfig) -> tuple[RunRecord, set[str]]:
+    """The run's record (`pipeline.json` in `out`, as the pipeline keeps one) and the steps an older rlhfkit
+    recorded as finished in `online.json`; another configuration in either is an error."""
+    legacy = out / "online.json"
+    record = RunRecord.load(out)
+    done: set[str] = set()
+    if record is None and legacy.exists():
+        try:
+            state = json.loads(legacy.read_text(encoding="utf-8"))
+            done, config = set(state["done"]), state["config"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise RlhfkitError(f"{legacy}: not an online run's state ({exc})") from None
+        record = RunRecord(run_dir=str(out), methods=[cfg.update], config=config)
+    record = record or RunRecord(run_dir=str(out), methods=[cfg.update], config=asdict(cfg))
+    if record.config != asdict(cfg):
+        raise RlhfkitError(f"{out}: holds an online run with another configuration; use a new --out")
+    return record, done
+
+
+def _gather_labels(cfg: OnlineConfig, out: Path, r: int) -> None:
+    """Every comparison of rounds 0..r, for round r's reward model. With people in the loop, the round goes on
+    once their export is where it is expected."""
+    d = out / "rounds" / str(r)
     export = d / "comparisons.jsonl"
-    if not export.exists():
+    if cfg.annotators == "human" and not export.exists():
         raise RlhfkitError(
             f"online round {r}: waiting for people's labels. The candidates are in {d / 'candidates.jsonl'}: "
             f"`rlhfkit annotate campaign create --db DB --name online-{r} --candidates {d / 'candidates.jsonl'}`, "
             f"label them, `rlhfkit annotate export --db DB --campaign online-{r} --out {export}`, then run this "
             "command again"
         )
-
-
-def _gather_labels(out: Path, r: int, dest: Path) -> None:
-    """Every comparison of rounds 0..r: each round's reward model learns from all labels so far."""
     rows = [rec for k in range(r + 1) for _, rec in read_jsonl(out / "rounds" / str(k) / "comparisons.jsonl")]
-    write_jsonl(dest, rows)
-
-
-def _update(cfg: OnlineConfig, d: Path, policy: str, target: Path, seed: int) -> None:
-    options = {**_model_options(cfg), **cfg.update_options, "seed": seed}
-    if cfg.update == "dpo":  # on-policy preference pairs of this round, reference = the SFT model
-        _call(
-            "dpo",
-            "rlhfkit.dpo.trainer",
-            "DPOConfig",
-            {
-                "policy": policy,
-                "ref": cfg.policy,
-                "data": str(d / "comparisons.jsonl"),
-                "out": str(target),
-                **options,
-            },
-        )
-        return
-    _call(
-        "ppo",
-        "rlhfkit.ppo.trainer",
-        "PPOConfig",
-        {
-            "policy": policy,
-            "ref": cfg.policy,
-            "reward": str(d / "rm"),
-            "prompts": cfg.prompts,
-            "out": str(target),
-            **options,
-        },
-    )
+    write_jsonl(d / "all_comparisons.jsonl", rows)

@@ -9,6 +9,9 @@ A stage whose key matches the one recorded as finished is skipped; any upstream 
 downstream, so exactly the affected stages rerun. A stage that was interrupted runs again, and the training
 stages continue from their last checkpoint. If a stage's configuration changed since it was started, its
 folder is cleared first (an old checkpoint must not leak into a new run).
+
+`run_stage` (one stage, recorded) and `is_done` serve `rlhfkit online` too: its rounds are stages of the same
+kind, with their own `pipeline.json` in the online run's folder.
 """
 
 from __future__ import annotations
@@ -84,14 +87,13 @@ def run_pipeline(
     keys: dict[str, str] = {}
     t_start = time.perf_counter()
     for i, stage in enumerate(stages, 1):
-        argv = command_line(stage, run_dir, opts[stage.name])
-        key = stage_key(argv, [keys.get(d, "") for d in stage.depends])
+        key = stage_key(
+            command_line(stage, run_dir, opts[stage.name]), [keys.get(d, "") for d in stage.depends]
+        )
         keys[stage.name] = key
-        previous = record.stages.get(stage.name)
         if stage.name not in selected:
             continue
-        done = previous is not None and previous.status == "done" and previous.key == key
-        done = done and (run_dir / stage.output).exists()
+        done = is_done(record, run_dir, stage, key)
         elapsed = time.perf_counter() - t_start
         eta = sum(_estimate(record, s, quick) for s in stages[i - 1 :] if s.name in selected)
         header = f"[bold cyan]stage {i}/{len(stages)}: {stage.name}[/] — {stage.summary}"
@@ -105,40 +107,61 @@ def run_pipeline(
                 raise RlhfkitError(
                     f"stage '{stage.name}' needs '{dep}' first ({run_dir / dep_stage.output} is missing)"
                 )
-        if (previous is not None and previous.key != key) or stage.name in forced:
-            _clear(
-                run_dir / stage.output
-            )  # config changed (or forced): an old checkpoint must not be resumed
-        (run_dir / stage.output).parent.mkdir(parents=True, exist_ok=True)
-        if not stage.output.endswith(".html"):
-            (run_dir / stage.output).mkdir(parents=True, exist_ok=True)
-        config_obj = build_config(stage, run_dir, opts[stage.name])
-        record.stages[stage.name] = StageRecord("running", key, ["rlhfkit", *argv], opts[stage.name])
-        record.save(run_dir)
-        console.print("[dim]$ rlhfkit " + " ".join(argv) + "[/]")
-        t0 = time.perf_counter()
-        try:
-            importlib.import_module(stage.module).run(config_obj)
-            if stage.after is not None:
-                stage.after(run_dir)
-        except BaseException as exc:
-            record.stages[stage.name].status = "failed"
-            record.save(run_dir)
-            if isinstance(exc, RlhfkitError):
-                raise RlhfkitError(
-                    f"stage '{stage.name}' failed: {exc} (fix it and rerun: finished stages are kept)"
-                ) from None
-            raise
-        duration = time.perf_counter() - t0
-        rec = record.stages[stage.name]
-        rec.status, rec.seconds = "done", round(duration, 1)
-        rec.finished_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        rec.metrics = headline_metrics(run_dir, stage)
-        record.save(run_dir)
-        console.print(f"[green]done[/] in {_hms(duration)}")
+        run_stage(record, run_dir, stage, opts[stage.name], key, console, fresh=stage.name in forced)
     record.total_seconds = round(sum(s.seconds or 0 for s in record.stages.values()), 1)
     record.save(run_dir)
     return record
+
+
+def is_done(record: RunRecord, run_dir: Path, stage: Stage, key: str) -> bool:
+    """The stage finished with this key (the same command and inputs) and its output is still there."""
+    previous = record.stages.get(stage.name)
+    done = previous is not None and previous.status == "done" and previous.key == key
+    return done and (run_dir / stage.output).exists()
+
+
+def run_stage(
+    record: RunRecord, run_dir: Path, stage: Stage, options: dict, key: str, console, fresh: bool = False
+) -> None:
+    """Run one stage's `run(config)` in this process, recorded in `run_dir`'s `pipeline.json` as it starts,
+    fails or finishes. A stage started before with another key (its configuration changed), or `fresh`, starts
+    from an empty output: an old checkpoint must not be resumed into another configuration. One started with
+    the same key continues (the training stages from their last checkpoint)."""
+    argv = command_line(stage, run_dir, options)
+    output = run_dir / stage.output
+    previous = record.stages.get(stage.name)
+    # Never the run folder itself (online's last policy is written there, beside the record and the rounds).
+    if ((previous is not None and previous.key != key) or fresh) and output.resolve() != run_dir.resolve():
+        _clear(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    if not output.suffix:  # a folder (the others are single files: report.html, online's JSONL)
+        output.mkdir(parents=True, exist_ok=True)
+    if stage.before is not None:
+        stage.before(run_dir)
+    config_obj = build_config(stage, run_dir, options)
+    record.stages[stage.name] = StageRecord("running", key, ["rlhfkit", *argv], options)
+    record.save(run_dir)
+    console.print("[dim]$ rlhfkit " + " ".join(argv) + "[/]")
+    t0 = time.perf_counter()
+    try:
+        importlib.import_module(stage.module).run(config_obj)
+        if stage.after is not None:
+            stage.after(run_dir)
+    except BaseException as exc:
+        record.stages[stage.name].status = "failed"
+        record.save(run_dir)
+        if isinstance(exc, RlhfkitError):
+            raise RlhfkitError(
+                f"stage '{stage.name}' failed: {exc} (fix it and rerun: finished stages are kept)"
+            ) from None
+        raise
+    duration = time.perf_counter() - t0
+    rec = record.stages[stage.name]
+    rec.status, rec.seconds = "done", round(duration, 1)
+    rec.finished_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    rec.metrics = headline_metrics(run_dir, stage)
+    record.save(run_dir)
+    console.print(f"[green]done[/] in {_hms(duration)}")
 
 
 def headline_metrics(run_dir: Path, stage: Stage) -> dict:

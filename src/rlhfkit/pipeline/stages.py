@@ -5,7 +5,8 @@ says which command runs it by hand, which folder it writes (`output`, relative t
 stages it reads (`depends`) and the config fields that name files in the run folder (`paths`: its inputs and
 its output). Every other option comes from the stage's table in `defaults.toml` (`defaults.py`). A few stages
 arrange files for the next one afterwards (`after`); the code that does it lives in the package that owns the
-data, and each of these hooks only names the files.
+data, and each of these hooks only names the files. (`before` does the same ahead of a stage: online's rounds
+write their prompts and gather their labels with it.)
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ class Stage:
     paths: Callable[[Path], dict] = field(repr=False)  # run folder -> {config field: file}, in flag order
     after: Callable[[Path], None] | None = field(default=None, repr=False)  # post-stage step (see above)
     estimate_s: float = 60.0  # default-config duration on a 2-core CPU, for the ETA before a first run
+    before: Callable[[Path], None] | None = field(default=None, repr=False)  # writes or checks its inputs
 
 
 def _p(path: Path) -> str:

@@ -9,11 +9,15 @@ One job per file, in the order a PPO step runs them:
   the critic-free baselines of RLOO (leave-one-out) and GRPO (group-normalized, KL as a loss term).
 - `kl_controller`: the KL coefficient beta, fixed or adaptive (Ziegler et al. 2019).
 - `losses`: the clipped policy objective, the clipped value loss, entropy and approximate KL.
-- `trainer`: `PPOConfig` and `run(cfg) -> Path`: the outer loop (rollout, several epochs over minibatches,
-  logging, checkpoints and resume, Hugging Face output).
+- `config`: `PPOConfig` (the shared loop's settings nested in `loop`; one precision option, `dtype`) and the
+  RLOO and GRPO defaults of it.
+- `update`: one update on a rollout: advantages, then several epochs of clipped PPO over minibatches.
+- `trainer`: `run(cfg) -> Path`: the outer loop (roll out, update, logging, checkpoints and resume, Hugging
+  Face output).
 - `commands`: the `rlhfkit ppo`, `rlhfkit rloo` and `rlhfkit grpo` commands (one loop, three defaults).
 """
 
-from rlhfkit.ppo.trainer import GRPOConfig, PPOConfig, RLOOConfig, run
+from rlhfkit.ppo.config import GRPOConfig, PPOConfig, RLOOConfig
+from rlhfkit.ppo.trainer import run
 
 __all__ = ["GRPOConfig", "PPOConfig", "RLOOConfig", "run"]
