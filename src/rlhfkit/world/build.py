@@ -42,6 +42,11 @@ SIZES = {
 }
 
 
+def stream_rng(seed: int, stream: str) -> random.Random:
+    """The random stream of one file: a pure function of (seed, stream name)."""
+    return random.Random(f"rlhfkit-world:{seed}:{stream}")
+
+
 def _write_jsonl(path: Path, rows: list[dict]) -> None:
     with path.open("w", encoding="utf-8", newline="\n") as fh:
         for row in rows:
@@ -59,6 +64,8 @@ class WorldConfig:
     out: str = "runs/demo/world"  # output folder
     seed: int = 0  # random seed; same seed, same bytes
     size: str = "default"  # small: tests (~200 KB corpus); default: ~2.5 MB corpus, 10k chats; large: ~15 MB
+    verifiable: int = 0  # also write N verifiable RL prompts, N/4 held-out ones and N worked SFT chats
+    # (verifiable_*.jsonl, verifiable.json); the other files stay the same bytes; 0: none
 
 
 def run(cfg: WorldConfig) -> Path:
@@ -72,14 +79,20 @@ def run(cfg: WorldConfig) -> Path:
 
     if cfg.size not in SIZES:
         raise RlhfkitError(f"--size: expected one of {', '.join(SIZES)}, got '{cfg.size}'")
+    if cfg.verifiable < 0:
+        raise RlhfkitError(f"--verifiable: expected an integer >= 0, got {cfg.verifiable}")
     start = time.perf_counter()
     info = build_world(cfg.out, seed=cfg.seed, size=cfg.size)
+    if cfg.verifiable:
+        from rlhfkit.world.verifiable_build import build_verifiable
+
+        info["files"].update(build_verifiable(cfg.out, cfg.seed, cfg.verifiable)["files"])
     table = Table(title=f"demo world (seed {cfg.seed}, size {cfg.size}) in {cfg.out}")
     table.add_column("file")
     table.add_column("records", justify="right")
     table.add_column("per category")
     for name, entry in info["files"].items():
-        cats = ", ".join(f"{c} {n}" for c, n in entry.get("categories", {}).items())
+        cats = ", ".join(f"{c} {n}" for c, n in (entry.get("categories") or entry.get("kinds", {})).items())
         if name == "corpus.jsonl":
             cats = f"{entry['text_bytes'] / 1e6:.2f} MB of text"
         table.add_row(name, str(entry["count"]), cats)
@@ -99,7 +112,7 @@ def build_world(out_dir: str | Path, seed: int = 0, size: str = "default") -> di
     kb = load_knowledge()
 
     def rng(stream: str) -> random.Random:
-        return random.Random(f"rlhfkit-world:{seed}:{stream}")
+        return stream_rng(seed, stream)
 
     corpus = [{"text": t} for t in documents(kb, rng("corpus"), spec.corpus_bytes)]
     files = {
