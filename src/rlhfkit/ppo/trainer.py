@@ -69,6 +69,7 @@ from rlhfkit.ppo.advantages import (
 from rlhfkit.ppo.kl_controller import KLController
 from rlhfkit.ppo.losses import masked_mean, policy_loss, value_loss
 from rlhfkit.ppo.rollout import RewardFn, Rollout, collect, critic_values, measure
+from rlhfkit.ppo.verifier_reward import is_verifier, verifier_reward_fn
 from rlhfkit.saving import saving_into
 from rlhfkit.tokenizer import load_tokenizer
 from rlhfkit.train.checkpoint import checkpoint_meta, find_checkpoint, load_checkpoint, save_checkpoint
@@ -93,7 +94,8 @@ KL_PENALTIES = ("reward", "loss")
 @dataclass
 class PPOConfig:
     policy: str = ""  # SFT checkpoint: the policy starts here and it is the frozen reference
-    reward: str = ""  # reward model folder (AutoModelForSequenceClassification, num_labels=1)
+    reward: str = ""  # reward model folder (AutoModelForSequenceClassification, num_labels=1), or
+    # "verifier" (1 for the prompt's known answer, else 0; "verifier+format[=W]" adds W for any one answer)
     prompts: str = (
         ""  # prompts JSONL ({"messages": [...], "meta": ...}); a trailing assistant turn is dropped
     )
@@ -272,7 +274,7 @@ def _check(cfg: PPOConfig, has_reward_fn: bool) -> None:
     if not cfg.policy:
         raise RlhfkitError("--policy is required (the SFT checkpoint folder)")
     if not cfg.reward and not has_reward_fn:
-        raise RlhfkitError("--reward is required (a reward model folder)")
+        raise RlhfkitError("--reward is required (a reward model folder, or verifier)")
     if not cfg.prompts:
         raise RlhfkitError("--prompts is required (a prompts JSONL file)")
     for name, allowed in (
@@ -313,6 +315,9 @@ def _check(cfg: PPOConfig, has_reward_fn: bool) -> None:
 def run(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
     """Train (or resume) a PPO run; return the output folder. `reward_fn` replaces the reward model."""
     _check(cfg, reward_fn is not None)
+    rm_stats: dict = {}
+    if reward_fn is None and is_verifier(cfg.reward):  # before any model loads: a missing answer fails fast
+        reward_fn, rm_stats = verifier_reward_fn(cfg.reward, cfg.prompts)
     if cfg.value_model == "auto":
         cfg = replace(cfg, value_model="critic" if cfg.advantage == "gae" else "none")
     out = Path(cfg.out)
@@ -346,13 +351,14 @@ def run(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
         tokenizer(render_chat(tokenizer, r["messages"]), add_special_tokens=False)["input_ids"][-max_prompt:]
         for r in records
     ]
-    rm_stats: dict = {}
     if reward_fn is None:
         reward_fn, rm_stats = rm_reward_fn(
             cfg.reward, device, cfg.rm_max_length, cfg.forward_batch_size, precision.dtype
         )
     use_gold = uses_gold_judge(cfg.gold_judge, records)
-    value_module, value_fn = build_value(cfg, policy, device, has_rm=bool(cfg.reward), base=base)
+    value_module, value_fn = build_value(
+        cfg, policy, device, has_rm=bool(cfg.reward) and not is_verifier(cfg.reward), base=base
+    )
     modules = torch.nn.ModuleDict({"policy": policy, **({"value": value_module} if value_module else {})})
     trainable = [p for p in modules.parameters() if p.requires_grad]
     forward = ranks.training_forward(modules, value_fn, cfg.temperature, cfg.ent_coef > 0, info)
