@@ -20,6 +20,7 @@ are not read, because "one" is as often a pronoun.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from dataclasses import dataclass
@@ -84,6 +85,42 @@ def answer_of(record: dict, path: object = "<prompts>", line: int | None = None)
             path, line, prefix + "answer", f"expected a number, or a string listed in choices; got {value!r}"
         )
     return Answer(float(number), float(tolerance), (), tuple(cues))
+
+
+def prompt_key(messages: list[dict]) -> str:
+    """A prompt's identity: its turns' roles and texts (what a rollout or an evaluation hands back)."""
+    return json.dumps([[m.get("role"), m.get("content")] for m in messages], ensure_ascii=False)
+
+
+def load_answers(path: object, required_by: str | None = None) -> dict[str, Answer]:
+    """{prompt_key: Answer} for the records of a prompts source that carry an answer. With `required_by`
+    (the option that needs them), a record without one is an error naming its line; so is a prompt that
+    appears twice with different answers."""
+    from rlhfkit.data.chats import check_chat
+    from rlhfkit.data.sources import record_source
+
+    src = record_source(path)
+    answers: dict[str, Answer] = {}
+    for lineno, rec in src:
+        messages = list(check_chat(rec, src, lineno)["messages"])
+        if messages and messages[-1]["role"] == "assistant":  # a prompt, as data.chats.load_prompts reads it
+            messages.pop()
+        answer = answer_of(rec, src, lineno)
+        if answer is None:
+            if required_by:
+                raise RlhfkitError.at(
+                    src,
+                    lineno,
+                    "meta.answer",
+                    f"missing; {required_by} needs every prompt's answer (`rlhfkit world build --verifiable N` "
+                    "writes verifiable_train.jsonl with them)",
+                )
+            continue
+        key = prompt_key(messages)
+        if answers.get(key, answer) != answer:
+            raise RlhfkitError.at(src, lineno, "meta.answer", "the same prompt appears with another answer")
+        answers[key] = answer
+    return answers
 
 
 def parse_number(text: str) -> float | None:

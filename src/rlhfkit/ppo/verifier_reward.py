@@ -14,12 +14,9 @@ trainer is told their std is 1 (no normalization by the first rollout).
 
 from __future__ import annotations
 
-import json
-
-from rlhfkit.data.sources import record_source
 from rlhfkit.errors import RlhfkitError
 from rlhfkit.ppo.rollout import RewardFn
-from rlhfkit.verifier import Answer, answer_of, verify
+from rlhfkit.verifier import load_answers, prompt_key, verify
 
 VERIFIER = "verifier"
 FORMAT_WEIGHT = 0.2  # the format term of `verifier+format`
@@ -50,46 +47,16 @@ def format_weight(spec: str) -> float:
     return value
 
 
-def _key(messages: list[dict]) -> str:
-    return json.dumps([[m.get("role"), m.get("content")] for m in messages], ensure_ascii=False)
-
-
-def prompt_answers(path: str) -> dict[str, Answer]:
-    """{prompt key: Answer} for every record of a prompts source; raises on a record without an answer."""
-    from rlhfkit.data.chats import check_chat
-
-    src = record_source(path)
-    answers: dict[str, Answer] = {}
-    for lineno, rec in src:
-        messages = list(check_chat(rec, src, lineno)["messages"])
-        if messages and messages[-1]["role"] == "assistant":  # as load_prompts reads it
-            messages.pop()
-        answer = answer_of(rec, src, lineno)
-        if answer is None:
-            raise RlhfkitError.at(
-                src,
-                lineno,
-                "meta.answer",
-                "missing; --reward verifier needs every prompt's answer (`rlhfkit world build --verifiable N` "
-                "writes verifiable_train.jsonl with them)",
-            )
-        key = _key(messages)
-        if answers.get(key, answer) != answer:
-            raise RlhfkitError.at(src, lineno, "meta.answer", "the same prompt appears with another answer")
-        answers[key] = answer
-    return answers
-
-
 def verifier_reward_fn(spec: str, prompts_path: str) -> tuple[RewardFn, dict]:
     """The reward function of a `--reward verifier[+format[=W]]` spec over a prompts file, and the score
     statistics the trainer normalizes with (std 1: the scores are used as they are)."""
     weight = format_weight(spec)
-    answers = prompt_answers(prompts_path)
+    answers = load_answers(prompts_path, required_by="--reward verifier")
 
     def score(prompts: list[list[dict]], texts: list[str], _ids: list[list[int]]) -> list[float]:
         out = []
         for messages, text in zip(prompts, texts):
-            verdict = verify(text, answers[_key(messages)])
+            verdict = verify(text, answers[prompt_key(messages)])
             out.append(float(verdict.correct) + weight * (verdict.reason in ("correct", "wrong")))
         return out
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from rlhfkit.world.chats import CATEGORY_WEIGHTS, IMPERFECTION_RATES, demonstrations
 from rlhfkit.world.corpus import documents
+from rlhfkit.world.files import sha256_of, stream_rng, write_rows
 from rlhfkit.world.knowledge import CATALOGUE_SEED, load_knowledge
 from rlhfkit.world.prompts import prompt_records
 
@@ -40,21 +41,6 @@ SIZES = {
     "default": WorldSize(corpus_bytes=2_500_000, sft=10_000, sft_val=500, prompts=2_000, eval_prompts=500),
     "large": WorldSize(corpus_bytes=15_000_000, sft=30_000, sft_val=1_500, prompts=5_000, eval_prompts=1_000),
 }
-
-
-def stream_rng(seed: int, stream: str) -> random.Random:
-    """The random stream of one file: a pure function of (seed, stream name)."""
-    return random.Random(f"rlhfkit-world:{seed}:{stream}")
-
-
-def _write_jsonl(path: Path, rows: list[dict]) -> None:
-    with path.open("w", encoding="utf-8", newline="\n") as fh:
-        for row in rows:
-            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 @dataclass
@@ -132,8 +118,8 @@ def build_world(out_dir: str | Path, seed: int = 0, size: str = "default") -> di
     }
     for name, rows in files.items():
         path = out / name
-        _write_jsonl(path, rows)
-        entry = {"count": len(rows), "bytes": path.stat().st_size, "sha256": _sha256(path)}
+        write_rows(path, rows)
+        entry = {"count": len(rows), "bytes": path.stat().st_size, "sha256": sha256_of(path)}
         if name == "corpus.jsonl":
             entry["text_bytes"] = sum(len(r["text"].encode("utf-8")) for r in rows)
         else:

@@ -3,7 +3,7 @@
 Files: `verifiable_train.jsonl` (N RL prompts over the train templates and entities), `verifiable_eval.jsonl`
 (N / 4 held-out prompts, at least one), `verifiable_sft.jsonl` (N worked demonstrations, imperfect at the
 rates in `verifiable_demos.VERIFIABLE_FLAWS`) and `verifiable.json` (counts per kind and difficulty, flaw
-rates, sha256 of each file). Each file draws from its own random stream (`build.stream_rng`), so
+rates, sha256 of each file). Each file draws from its own random stream (`files.stream_rng`), so
 `world.json` and the world's other files are the same bytes with or without this option.
 """
 
@@ -13,7 +13,7 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from rlhfkit.world.build import WORLD_VERSION, _sha256, _write_jsonl, stream_rng
+from rlhfkit.world.files import sha256_of, stream_rng, write_rows
 from rlhfkit.world.verifiable import verifiable_records
 from rlhfkit.world.verifiable_demos import VERIFIABLE_FLAWS, verifiable_demonstrations
 
@@ -31,14 +31,14 @@ def build_verifiable(out_dir: str | Path, seed: int, n: int) -> dict:
         ),
         "verifiable_sft.jsonl": verifiable_demonstrations(n, stream_rng(seed, "verifiable_sft"), "vsft"),
     }
-    info: dict = {"version": WORLD_VERSION, "seed": seed, "n": n, "files": {}}
+    info: dict = {"seed": seed, "n": n, "files": {}}
     for name, rows in files.items():
         path = out / name
-        _write_jsonl(path, rows)
+        write_rows(path, rows)
         entry = {
             "count": len(rows),
             "bytes": path.stat().st_size,
-            "sha256": _sha256(path),
+            "sha256": sha256_of(path),
             "kinds": dict(sorted(Counter(r["kind"] for r in rows).items())),
             "difficulty": {
                 str(d): c for d, c in sorted(Counter(r["meta"]["difficulty"] for r in rows).items())
