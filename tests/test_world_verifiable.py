@@ -10,7 +10,7 @@ from collections import Counter
 from pathlib import Path
 
 from rlhfkit.cli import main
-from rlhfkit.verifier import answer_of, verify
+from rlhfkit.verifier import answer_of, load_answers, verify
 from rlhfkit.world.knowledge import is_eval_entity, load_knowledge
 from rlhfkit.world.verifiable import VERIFIABLE_KINDS, sample_verifiable, verifiable_records
 from rlhfkit.world.verifiable_demos import verifiable_demonstrations, worked_answer
@@ -43,6 +43,9 @@ def test_the_option_leaves_the_world_files_byte_identical(tmp_path, capsys):
     counts = {name: entry["count"] for name, entry in info["files"].items()}
     assert counts == {"verifiable_train.jsonl": 40, "verifiable_eval.jsonl": 10, "verifiable_sft.jsonl": 40}
     assert "verifiable_train.jsonl" in capsys.readouterr().out
+    # every verifiable prompt has an answer for --reward verifier; the world's own prompts have none
+    assert len(load_answers(tmp_path / "b" / "verifiable_train.jsonl", required_by="--reward verifier")) == 40
+    assert load_answers(tmp_path / "b" / "prompts.jsonl") == {}
     again = tmp_path / "c"
     assert main(["world", "build", "--out", str(again), "--size", "small", "--verifiable", "40"]) == 0
     for name in ("verifiable_train.jsonl", "verifiable_eval.jsonl", "verifiable_sft.jsonl"):
