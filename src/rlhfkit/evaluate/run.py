@@ -7,6 +7,11 @@ between every pair (`winrates`), a Bradley-Terry/Elo ranking with bootstrap inte
 scores and win rates per category, probe rates (`probes`) -> write `results.json` (everything numeric) and
 `responses.jsonl` (one line per prompt with every model's response side by side) into `out`.
 
+Prompts that carry an answer (`verifier.answer_of`: the demo world's `verifiable_*.jsonl`, or a dataset
+with an `answer` field) are also checked by the verifier: each model samples `pass_samples - 1` more responses
+to them, and `results.json` gets `verifiable` per model: accuracy, pass@k and verdict shares, overall and by
+difficulty (`accuracy`); each of their lines in `responses.jsonl` records the first response's `verdict`.
+
 Probes need the gold judge's parts. With `judge="gold"` they come with the scores; with a reward-model judge
 they are computed with the gold judge as well when the prompts come from the demo world (their `meta` has a
 `task`), and each response then records both `score` (the reward model's) and `gold`.
@@ -26,6 +31,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from rlhfkit.errors import RlhfkitError
+from rlhfkit.evaluate.accuracy import accuracy_results, verdicts_of
 from rlhfkit.evaluate.judges import gold_judge, make_judge, pairwise_judge, parse_judge_spec
 from rlhfkit.evaluate.probes import PROBES, probe_rates
 from rlhfkit.evaluate.ranking import outcome_tensor, rank_outcomes
@@ -64,6 +70,10 @@ class EvalConfig:
     bootstrap: int = 1000  # resamples of the prompts for the ranking's confidence intervals; 0: none
     tie_margin: float = 0.0  # score differences up to this are ties (counted half); openai judge: P(A)-P(B)
     quiet: bool = False  # no progress bars or summary table
+    pass_samples: int = (
+        4  # prompts with an answer: responses per prompt for accuracy and pass@k (k = 1, 2, 4,
+    )
+    # ... up to this); 1: accuracy only
     device: str = (
         "auto"  # where the models run: auto (the GPU when CUDA is available, else the CPU), cpu, cuda[:N]
     )
@@ -122,6 +132,8 @@ def _check(cfg: EvalConfig) -> None:
         raise RlhfkitError(f"--judge {cfg.judge}: a pairwise judge needs at least two --model to compare")
     if cfg.bootstrap < 0:
         raise RlhfkitError(f"bootstrap: expected an integer >= 0, got {cfg.bootstrap}")
+    if cfg.pass_samples < 1:
+        raise RlhfkitError(f"pass_samples: expected an integer >= 1, got {cfg.pass_samples}")
 
 
 def generate_responses(name: str, folder: str, prompts: list[dict], cfg: EvalConfig, progress=None) -> dict:
@@ -245,12 +257,21 @@ def run(cfg: EvalConfig) -> dict:
     world_prompts = any("task" in p["meta"] for p in prompts)
     messages = [p["messages"] for p in prompts]
     metas = [p["meta"] or None for p in prompts]
+    from rlhfkit.verifier import load_answers, prompt_key
+
+    known = load_answers(cfg.prompts)
+    checked = [i for i, p in enumerate(prompts) if prompt_key(p["messages"]) in known]
+    extra = [prompts[i] for i in checked] * (cfg.pass_samples - 1)  # more samples for pass@k
 
     generated: dict[str, dict] = {}
     info = init_distributed(pick_device(cfg.device))
     with _progress(cfg.quiet or not info.is_main) as progress:
         for name, folder in cfg.models.items():
-            generated[name] = generate_responses(name, folder, prompts, cfg, progress)
+            g = generate_responses(name, folder, prompts + extra, cfg, progress)
+            g["extra_texts"] = g["texts"][len(prompts) :]
+            for key in ("texts", "finish", "tokens"):
+                g[key] = g[key][: len(prompts)]
+            generated[name] = g
     if not info.is_main:  # rank 0 judges and writes the results (judges may be stateful or remote)
         finish_distributed(info)
         return {}
@@ -292,6 +313,15 @@ def run(cfg: EvalConfig) -> dict:
         results["judge_template"] = pairwise.template  # the exact words the judge was asked with
     if gold:
         results["gold_mean_score"] = {m: sum(s.total for s in v) / len(v) for m, v in gold.items()}
+    if checked:
+        answers = [known[prompt_key(prompts[i]["messages"])] for i in checked]
+        difficulties = [int(prompts[i]["meta"].get("difficulty") or 0) for i in checked]
+        results["verifiable"] = {}
+        for name, g in generated.items():
+            samples = [[g["texts"][i], *g["extra_texts"][j :: len(checked)]] for j, i in enumerate(checked)]
+            checks = verdicts_of(samples, answers)  # (`verdicts` holds a pairwise judge's)
+            g["verdicts"] = dict(zip(checked, (v[0].reason for v in checks)))
+            results["verifiable"][name] = accuracy_results(checks, difficulties)
     results["seconds"] = round(time.perf_counter() - t_start, 2)
     results["headline"] = headline_metrics(results)
 
@@ -320,6 +350,8 @@ def _write_responses(path: Path, prompts, generated, scores, parts, gold, verdic
                     entry["parts"] = parts[name][i]
                 if name in gold:
                     entry["gold"] = gold[name][i].total
+                if i in g.get("verdicts", {}):
+                    entry["verdict"] = g["verdicts"][i]
                 responses[name] = entry
             record = {"id": p["id"], "category": p["category"], "prompt": p["messages"], "meta": p["meta"]}
             record["responses"] = responses
@@ -343,6 +375,8 @@ def headline_metrics(results: dict) -> dict[str, float]:
         rate = probes.get("honest_unknowable", {}).get("rate")
         if rate is not None:
             out[f"honest_{name}"] = round(rate, 3)
+    for name, acc in (results.get("verifiable") or {}).items():
+        out[f"accuracy_{name}"] = round(acc["accuracy"], 3)
     return out
 
 
@@ -385,4 +419,25 @@ def print_summary(results: dict, console=None) -> None:
                 r = probes[n][probe.name]
                 cells.append("-" if r["rate"] is None else f"{r['rate']:.0%} ({r['hits']}/{r['n']})")
             table.add_row(probe.label, *cells)
+        console.print(table)
+    verifiable = results.get("verifiable")
+    if verifiable:
+        table = Table(title="Verifiable prompts: accuracy / pass@k, by difficulty (steps)")
+        table.add_column("difficulty")
+        table.add_column("n", justify="right")
+        for n in names:
+            table.add_column(n, justify="right")
+        first = verifiable[names[0]]
+        k = max(first["pass_at"], key=int)
+
+        def cell(r: dict) -> str:
+            return (
+                f"{r['accuracy']:.0%} / {r['pass_at'][k]:.0%}"
+                if k in r["pass_at"]
+                else f"{r['accuracy']:.0%}"
+            )
+
+        for d, row in first["by_difficulty"].items():
+            table.add_row(d, str(row["n"]), *(cell(verifiable[n]["by_difficulty"][d]) for n in names))
+        table.add_row(f"all (pass@{k})", str(first["n"]), *(cell(verifiable[n]) for n in names))
         console.print(table)

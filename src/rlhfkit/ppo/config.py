@@ -43,7 +43,8 @@ class PPOConfig:
     DEPRECATED: ClassVar = {"bf16": ("dtype", "bfloat16")}  # --bf16 was the bf16 switch before --dtype
 
     policy: str = ""  # SFT checkpoint: the policy starts here and it is the frozen reference
-    reward: str = ""  # reward model folder (AutoModelForSequenceClassification, num_labels=1)
+    reward: str = ""  # reward model folder (AutoModelForSequenceClassification, num_labels=1), or
+    # "verifier" (1 for the prompt's known answer, else 0; "verifier+format[=W]" adds W for any one answer)
     prompts: str = (
         ""  # prompts JSONL ({"messages": [...], "meta": ...}); a trailing assistant turn is dropped
     )
@@ -135,7 +136,7 @@ def check_config(cfg: PPOConfig, has_reward_fn: bool) -> None:
     if not cfg.policy:
         raise RlhfkitError("--policy is required (the SFT checkpoint folder)")
     if not cfg.reward and not has_reward_fn:
-        raise RlhfkitError("--reward is required (a reward model folder)")
+        raise RlhfkitError("--reward is required (a reward model folder, or verifier)")
     if not cfg.prompts:
         raise RlhfkitError("--prompts is required (a prompts JSONL file)")
     for name, allowed in (

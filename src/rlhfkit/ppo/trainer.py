@@ -63,6 +63,7 @@ from rlhfkit.ppo.config import METHOD_NAMES, GRPOConfig, PPOConfig, RLOOConfig, 
 from rlhfkit.ppo.kl_controller import KLController
 from rlhfkit.ppo.rollout import RewardFn, Rollout, collect, critic_values, measure
 from rlhfkit.ppo.update import Learner, amp, ptx_stream, update
+from rlhfkit.ppo.verifier_reward import is_verifier, verifier_reward_fn
 from rlhfkit.saving import saving_into
 from rlhfkit.tokenizer import load_tokenizer
 from rlhfkit.train.checkpoint import checkpoint_meta, find_checkpoint, load_checkpoint, save_checkpoint
@@ -177,6 +178,9 @@ class Sampler:
 def run(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
     """Train (or resume) a PPO run; return the output folder. `reward_fn` replaces the reward model."""
     check_config(cfg, reward_fn is not None)
+    rm_stats: dict = {}
+    if reward_fn is None and is_verifier(cfg.reward):  # before any model loads: a missing answer fails fast
+        reward_fn, rm_stats = verifier_reward_fn(cfg.reward, cfg.prompts)
     if cfg.value_model == "auto":
         cfg = replace(cfg, value_model="critic" if cfg.advantage == "gae" else "none")
     out = Path(cfg.out)
@@ -200,13 +204,14 @@ def run(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
         ref = load_frozen_lm(cfg.ref or base, device, precision.dtype)
     records = load_prompts(cfg.prompts)
     prompt_ids = _prompt_ids(cfg, tokenizer, records, policy)
-    rm_stats: dict = {}
     if reward_fn is None:
         reward_fn, rm_stats = rm_reward_fn(
             cfg.reward, device, cfg.rm_max_length, cfg.forward_batch_size, precision.dtype
         )
     use_gold = uses_gold_judge(cfg.gold_judge, records)
-    value_module, value_fn = build_value(cfg, policy, device, has_rm=bool(cfg.reward), base=base)
+    value_module, value_fn = build_value(
+        cfg, policy, device, has_rm=bool(cfg.reward) and not is_verifier(cfg.reward), base=base
+    )
     modules = torch.nn.ModuleDict({"policy": policy, **({"value": value_module} if value_module else {})})
     learner = Learner(
         forward=ranks.training_forward(modules, value_fn, cfg.temperature, cfg.ent_coef > 0, info),

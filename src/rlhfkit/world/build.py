@@ -18,6 +18,7 @@ from pathlib import Path
 
 from rlhfkit.world.chats import CATEGORY_WEIGHTS, IMPERFECTION_RATES, demonstrations
 from rlhfkit.world.corpus import documents
+from rlhfkit.world.files import sha256_of, stream_rng, write_rows
 from rlhfkit.world.knowledge import CATALOGUE_SEED, load_knowledge
 from rlhfkit.world.prompts import prompt_records
 
@@ -42,16 +43,6 @@ SIZES = {
 }
 
 
-def _write_jsonl(path: Path, rows: list[dict]) -> None:
-    with path.open("w", encoding="utf-8", newline="\n") as fh:
-        for row in rows:
-            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 @dataclass
 class WorldConfig:
     """`rlhfkit world build`: the demo world's files in one folder."""
@@ -59,6 +50,8 @@ class WorldConfig:
     out: str = "runs/demo/world"  # output folder
     seed: int = 0  # random seed; same seed, same bytes
     size: str = "default"  # small: tests (~200 KB corpus); default: ~2.5 MB corpus, 10k chats; large: ~15 MB
+    verifiable: int = 0  # also write N verifiable RL prompts, N/4 held-out ones and N worked SFT chats
+    # (verifiable_*.jsonl, verifiable.json); the other files stay the same bytes; 0: none
 
 
 def run(cfg: WorldConfig) -> Path:
@@ -72,14 +65,20 @@ def run(cfg: WorldConfig) -> Path:
 
     if cfg.size not in SIZES:
         raise RlhfkitError(f"--size: expected one of {', '.join(SIZES)}, got '{cfg.size}'")
+    if cfg.verifiable < 0:
+        raise RlhfkitError(f"--verifiable: expected an integer >= 0, got {cfg.verifiable}")
     start = time.perf_counter()
     info = build_world(cfg.out, seed=cfg.seed, size=cfg.size)
+    if cfg.verifiable:
+        from rlhfkit.world.verifiable_build import build_verifiable
+
+        info["files"].update(build_verifiable(cfg.out, cfg.seed, cfg.verifiable)["files"])
     table = Table(title=f"demo world (seed {cfg.seed}, size {cfg.size}) in {cfg.out}")
     table.add_column("file")
     table.add_column("records", justify="right")
     table.add_column("per category")
     for name, entry in info["files"].items():
-        cats = ", ".join(f"{c} {n}" for c, n in entry.get("categories", {}).items())
+        cats = ", ".join(f"{c} {n}" for c, n in (entry.get("categories") or entry.get("kinds", {})).items())
         if name == "corpus.jsonl":
             cats = f"{entry['text_bytes'] / 1e6:.2f} MB of text"
         table.add_row(name, str(entry["count"]), cats)
@@ -99,7 +98,7 @@ def build_world(out_dir: str | Path, seed: int = 0, size: str = "default") -> di
     kb = load_knowledge()
 
     def rng(stream: str) -> random.Random:
-        return random.Random(f"rlhfkit-world:{seed}:{stream}")
+        return stream_rng(seed, stream)
 
     corpus = [{"text": t} for t in documents(kb, rng("corpus"), spec.corpus_bytes)]
     files = {
@@ -119,8 +118,8 @@ def build_world(out_dir: str | Path, seed: int = 0, size: str = "default") -> di
     }
     for name, rows in files.items():
         path = out / name
-        _write_jsonl(path, rows)
-        entry = {"count": len(rows), "bytes": path.stat().st_size, "sha256": _sha256(path)}
+        write_rows(path, rows)
+        entry = {"count": len(rows), "bytes": path.stat().st_size, "sha256": sha256_of(path)}
         if name == "corpus.jsonl":
             entry["text_bytes"] = sum(len(r["text"].encode("utf-8")) for r in rows)
         else:
