@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from rlhfkit.cli import main
-from rlhfkit.ppo.trainer import GRPOConfig, run
+from rlhfkit.ppo.config import GRPOConfig, PPOLoopConfig
+from rlhfkit.ppo.trainer import run
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -44,19 +45,15 @@ def grpo_config(policy_dir: Path, prompts: Path, out: Path, **kw) -> GRPOConfig:
         epochs=2,
         minibatch_size=16,
         max_new_tokens=6,
-        lr=3e-2,
-        warmup_steps=1,
         beta=0.02,
         kl_target=0.0,
         missing_eot_penalty=0.0,
         sample_every=0,
-        save_every=100,
         max_approx_kl=0.0,
         device="cpu",
-        seed=0,
     )
     settings.update(kw)
-    return GRPOConfig(**settings)
+    return GRPOConfig(**settings, loop=PPOLoopConfig(lr=3e-2, warmup_steps=1, save_every=100, seed=0))
 
 
 def test_grpo_with_the_verifier_gives_more_correct_answers(policy_dir, tmp_path):

@@ -1,0 +1,188 @@
+"""What a label is worth: reward-model quality against the number of rankings, their noise and their source.
+
+For each label budget (rankings of K candidates), label source and seed, this trains the pipeline's reward model
+(`[reward]` of defaults.toml, from the run's SFT model) on the first `budget` candidate sets of a demo run, then
+measures what matters downstream, with the demo world's gold judge as the truth:
+
+- `bo8_win`: best-of-8 by the reward model against one plain SFT sample, on the held-out evaluation prompts
+  (the SFT model's own answers at the evaluation temperature; ties count half). This is the win rate a
+  policy that perfectly distilled the reward model's choice among 8 samples would get, so it caps what PPO,
+  GRPO or rejection sampling can reach with that reward model at small KL (log 8 - 7/8 = 1.2 nats).
+- `pair_accuracy_vs_gold`: how often the reward model orders two of those 8 answers as the gold judge does
+  (pairs whose gold scores differ by at least 0.5).
+
+Label sources (`--sources`):
+- `annotators`: the simulated annotator pool, one annotator per set (what the pipeline uses);
+- `annotators3`: three annotators per set at the same number of rankings (so a third as many sets);
+- `gold`: rankings by the gold judge itself (no noise, no length or position bias): the ceiling of labels.
+
+The oracle (best of 8 by the gold judge) is reported too. Reward-model training dominates the time.
+
+Usage: python benchmarks/label_budget.py --run runs/demo --budgets 250,500,1000,2000 --seeds 0
+       [--sources annotators,annotators3,gold] [--out docs/results/label_budget.json]
+Prints one JSON object per trained reward model as it finishes, then the whole result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+SOURCES = ("annotators", "annotators3", "gold")
+PICK_FROM = 8  # best-of-8, as the frontier's `ceiling` and the candidates stage's 6 + 2 sets
+
+
+def _cpu() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor()
+
+
+def _sft_samples(run: Path, prompts: list[list[dict]], seed: int) -> list[str]:
+    """PICK_FROM + 1 answers per prompt from the SFT model (the last one is the baseline), cached in the run."""
+    from rlhfkit.evaluate.run import EvalConfig
+    from rlhfkit.generation import SamplingParams, generate_chat
+    from rlhfkit.models import load_causal_lm
+    from rlhfkit.tokenizer import load_tokenizer
+
+    k = PICK_FROM + 1
+    cache = run / "label_budget" / f"sft_samples_seed{seed}.json"
+    if cache.exists():
+        return json.loads(cache.read_text())
+    model, tok = load_causal_lm(run / "sft").eval(), load_tokenizer(run / "sft")
+    params = SamplingParams(
+        max_new_tokens=EvalConfig.max_new_tokens, temperature=EvalConfig.temperature, seed=seed
+    )
+    texts = [o.text for o in generate_chat(model, tok, [p for p in prompts for _ in range(k)], params)]
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_text(json.dumps(texts))
+    return texts
+
+
+def _labels(records: list[dict], source: str, budget: int, seed: int) -> list[dict]:
+    """`budget` rankings of the first candidate sets (a third as many sets with three annotators each)."""
+    from rlhfkit.world.annotators import _text, label_candidates
+    from rlhfkit.world.judge import score
+
+    if source == "gold":
+        out = []
+        for rec in records[:budget]:
+            gold = [score(rec["prompt"], _text(c), rec.get("meta")).total for c in rec["completions"]]
+            ranking = sorted(range(len(gold)), key=lambda i: -gold[i])
+            ties = [[i, j] for i in range(len(gold)) for j in range(i + 1, len(gold)) if gold[i] == gold[j]]
+            out.append({**rec, "ranking": ranking, "ties": ties})
+        return out
+    overlap = 3 if source == "annotators3" else 1
+    return label_candidates(records[: budget // overlap], overlap=overlap, seed=seed)
+
+
+def _train_reward_model(run: Path, labels: list[dict], out: Path, seed: int) -> dict:
+    from rlhfkit.config import DEFAULTS_FILE, config_from_options, load_toml, stage_table
+    from rlhfkit.reward.train import RewardConfig
+    from rlhfkit.reward.train import run as train
+
+    data = out / "train.jsonl"
+    out.mkdir(parents=True, exist_ok=True)
+    data.write_text("".join(json.dumps(r) + "\n" for r in labels))
+    options = {
+        **stage_table(load_toml(DEFAULTS_FILE), "reward", DEFAULTS_FILE),
+        "model": str(run / "sft"),
+        "data": str(data),
+        "calibration": str(run / "candidates" / "candidates.jsonl"),
+        "out": str(out / "rm"),
+        "seed": seed,
+    }
+    start = time.perf_counter()
+    train(config_from_options(RewardConfig, options, "label_budget"))
+    return {"train_seconds": round(time.perf_counter() - start, 1)}
+
+
+def _measure(rm_dir: Path, prompts, records, texts: list[str], gold: list[float]) -> dict:
+    from rlhfkit.reward.model import default_max_length, load_reward_model, score_conversations
+
+    k = PICK_FROM + 1
+    rm, tok = load_reward_model(rm_dir)
+    items = [(prompts[i // k], [{"role": "assistant", "content": t}]) for i, t in enumerate(texts)]
+    proxy = score_conversations(rm, tok, items, default_max_length(rm, tok, 512), batch_size=64)
+    wins, picked, agree, pairs = 0.0, 0.0, 0, 0
+    for p in range(len(prompts)):
+        group = range(p * k, p * k + PICK_FROM)
+        best = max(group, key=lambda i: proxy[i])
+        baseline = gold[p * k + PICK_FROM]
+        wins += 1.0 if gold[best] > baseline else 0.5 if gold[best] == baseline else 0.0
+        picked += gold[best]
+        for i in group:
+            for j in group:
+                if i < j and abs(gold[i] - gold[j]) >= 0.5:
+                    pairs += 1
+                    agree += (proxy[i] - proxy[j]) * (gold[i] - gold[j]) > 0
+    return {
+        "bo8_win": round(wins / len(prompts), 4),
+        "bo8_gold": round(picked / len(prompts), 3),
+        "pair_accuracy_vs_gold": round(agree / max(pairs, 1), 4),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--run", required=True, help="a demo pipeline run folder (sft/, candidates/, world/)")
+    ap.add_argument(
+        "--budgets", default="250,500,1000,2000", help="rankings per reward model, comma-separated"
+    )
+    ap.add_argument("--sources", default="annotators,gold", help=f"label sources: {', '.join(SOURCES)}")
+    ap.add_argument("--seeds", default="0", help="label and training seeds, comma-separated")
+    ap.add_argument("--out", default=None, help="also write the result JSON here")
+    args = ap.parse_args()
+
+    from rlhfkit.data.chats import load_prompts
+    from rlhfkit.world.judge import score
+
+    run = Path(args.run)
+    budgets = [int(b) for b in args.budgets.split(",")]
+    sources = args.sources.split(",")
+    unknown = set(sources) - set(SOURCES)
+    if unknown:
+        ap.error(f"--sources: unknown {sorted(unknown)}; choose from {', '.join(SOURCES)}")
+    candidates = [json.loads(line) for line in (run / "candidates" / "candidates.jsonl").open()]
+    if max(budgets) > len(candidates):
+        ap.error(f"--budgets: the run has {len(candidates)} candidate sets, fewer than {max(budgets)}")
+    records = load_prompts(run / "world" / "eval_prompts.jsonl")
+    prompts = [r["messages"] for r in records]
+    k = PICK_FROM + 1
+    result: dict = {
+        "benchmark": "label_budget",
+        "cpu": _cpu(),
+        "run": str(run),
+        "eval_prompts": len(prompts),
+        "rows": [],
+    }
+    for seed in [int(s) for s in args.seeds.split(",")]:
+        texts = _sft_samples(run, prompts, seed)
+        gold = [score(prompts[i // k], t, records[i // k].get("meta")).total for i, t in enumerate(texts)]
+        oracle = [max(gold[p * k : p * k + PICK_FROM]) for p in range(len(prompts))]
+        base = [gold[p * k + PICK_FROM] for p in range(len(prompts))]
+        win = sum(1.0 if o > b else 0.5 if o == b else 0.0 for o, b in zip(oracle, base)) / len(prompts)
+        result.setdefault("oracle_bo8_win", {})[seed] = round(win, 4)
+        result.setdefault("sft_gold", {})[seed] = round(sum(base) / len(base), 3)
+        for source in sources:
+            for budget in budgets:
+                with tempfile.TemporaryDirectory(prefix="label_budget_") as tmp:
+                    labels = _labels(candidates, source, budget, seed)
+                    sets = budget // 3 if source == "annotators3" else budget
+                    row = {"source": source, "budget": len(labels), "sets": sets, "seed": seed}
+                    row.update(_train_reward_model(run, labels, Path(tmp), seed))
+                    row.update(_measure(Path(tmp) / "rm", prompts, records, texts, gold))
+                print(json.dumps(row), flush=True)
+                result["rows"].append(row)
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
