@@ -89,27 +89,22 @@ def test_trainers_refuse_a_judge_and_evaluation_reads_it(
     assert length == 64 and model is not None
 
 
-def test_evaluate_with_the_judge_reports_win_rates_probes_and_kl(judge_dir, policy_dir, tmp_path):
+def test_evaluate_with_the_judge_reports_win_rates_probes_and_kl(judge_dir, policy_dir, tmp_path, capsys):
     from rlhfkit.artifacts import save_hf_checkpoint
-    from rlhfkit.evaluate import EvalConfig, run
     from rlhfkit.models import build_model
     from rlhfkit.tokenizer import load_tokenizer
 
     tok = load_tokenizer(policy_dir)
     other = tmp_path / "other"
     save_hf_checkpoint(build_model("micro", len(tok), 128, tok, seed=5), tok, other)
-    cfg = EvalConfig(
-        models={"original": str(policy_dir), "tuned": str(other)},
-        prompts=str(judge_dir / "eval_prompts.jsonl"),
-        out=str(tmp_path / "eval"),
-        judge=f"reward:{judge_dir}",
-        n_prompts=8,
-        max_new_tokens=8,
-        bootstrap=20,
-        quiet=True,
-        device="cpu",
-    )
-    results = run(cfg)
+    out = tmp_path / "eval"
+    argv = ["evaluate", "--model", f"original={policy_dir}", "--model", f"tuned={other}",
+            "--prompts", str(judge_dir / "eval_prompts.jsonl"), "--judge", f"reward:{judge_dir}",
+            "--out", str(out), "--n-prompts", "8", "--max-new-tokens", "8", "--bootstrap", "20", "--device", "cpu"]  # fmt: skip
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "Probe rates" in printed and "Ends its turn" in printed and "KL to original" in printed
+    results = json.loads((out / "results.json").read_text())
     assert results["win_rates"]["tuned"]["original"] + results["win_rates"]["original"]["tuned"] == 1.0
     for name in ("original", "tuned"):
         probes = results["probes"][name]
