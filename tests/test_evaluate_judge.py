@@ -121,8 +121,9 @@ def _models(tmp_path: Path, *names: str) -> dict[str, str]:
 def _config(tmp_path: Path, models: dict[str, str], judge: str, **kw) -> EvalConfig:
     prompts = tmp_path / "prompts.jsonl"
     write_jsonl(prompts, PROMPTS)
+    # kl=False: the canned models have no weights to take the KL to the first one with
     return EvalConfig(models=models, prompts=str(prompts), out=str(tmp_path / "eval"), judge=judge,
-                      bootstrap=50, quiet=True, **kw)  # fmt: skip
+                      bootstrap=50, quiet=True, kl=False, **kw)  # fmt: skip
 
 
 def test_an_always_a_judge_gives_ties_and_one_half(tmp_path, canned, fake_judge):
@@ -182,7 +183,7 @@ def test_the_prompt_file_is_what_the_judge_is_asked(tmp_path, canned, fake_judge
     assert main(["evaluate", "--model", f"ab={models['ab']}", "--model", f"abcdef={models['abcdef']}",
                  "--prompts", _prompts(tmp_path),
                  "--out", str(tmp_path / "eval"), "--judge", server.spec, "--judge-prompt", str(template),
-                 "--bootstrap", "20", "--quiet", "--report"]) == 0  # fmt: skip
+                 "--bootstrap", "20", "--quiet", "--no-kl", "--report"]) == 0  # fmt: skip
     results = json.loads((tmp_path / "eval" / "results.json").read_text())
     assert results["win_rates"]["ab"]["abcdef"] == 1.0
     assert results["config"]["judge_prompt"] == str(template)

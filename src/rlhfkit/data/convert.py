@@ -161,3 +161,13 @@ def convert_records(fmt: str, path: str | Path | RecordSource) -> Iterator[dict]
         converted += 1
     if not converted:  # an empty file (or a 0-byte .gz) is a mistake, not a dataset of zero pairs
         raise RlhfkitError(f"{src}: no records to convert (empty input)")
+
+
+def read_pairs(path: str | Path | RecordSource) -> list[dict]:
+    """Pair records from a source of HH-RLHF transcripts or of rlhfkit pairs, detected per record (a record
+    with a `prompt` is a pair already); a source with no records is an error."""
+    src = record_source(path)
+    pairs = [rec if "prompt" in rec else hh_to_pair(rec, src, line) for line, rec in src]
+    if not pairs:
+        raise RlhfkitError(f"{src}: no comparison records (empty input)")
+    return pairs

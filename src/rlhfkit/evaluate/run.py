@@ -33,8 +33,10 @@ from pathlib import Path
 from rlhfkit.errors import RlhfkitError
 from rlhfkit.evaluate.accuracy import accuracy_results, verdicts_of
 from rlhfkit.evaluate.judges import gold_judge, make_judge, pairwise_judge, parse_judge_spec
+from rlhfkit.evaluate.kl import kl_to_first
 from rlhfkit.evaluate.probes import PROBES, probe_rates
 from rlhfkit.evaluate.ranking import outcome_tensor, rank_outcomes
+from rlhfkit.evaluate.text_probes import text_probe_labels, text_probe_rates
 from rlhfkit.evaluate.winrates import counts_from_outcomes
 from rlhfkit.train.distributed import (
     finish_distributed,
@@ -79,6 +81,7 @@ class EvalConfig:
     )
     dtype: str = "auto"  # models' dtype: auto (bfloat16 on a bf16-capable GPU, else float32), float32, bfloat16, float16
     chat_template: list[str] | None = None  # Jinja chat template FILE for every model, or NAME=FILE for one
+    kl: bool = True  # each model's KL to the first --model, on its own samples (needs --temperature > 0)
 
 
 def pick_prompts(path: str | Path, n_prompts: int = 0) -> list[dict]:
@@ -140,6 +143,7 @@ def generate_responses(name: str, folder: str, prompts: list[dict], cfg: EvalCon
     """One sampled response per prompt from the model in `folder`: texts, finish reasons, token counts, time."""
     from rlhfkit.generation import SamplingParams, generate_chat
     from rlhfkit.generation.loading import load_for_generation, template_for
+    from rlhfkit.generation.turns import render_chat
 
     try:
         model, tokenizer = load_for_generation(
@@ -174,6 +178,13 @@ def generate_responses(name: str, folder: str, prompts: list[dict], cfg: EvalCon
         "texts": [(c.text or "").strip() for c in completions],
         "finish": [c.finish_reason for c in completions],
         "tokens": tokens,
+        # for the KL to the first model (`evaluate.kl`): the prompts as this model's tokenizer renders them
+        "prompt_ids": [
+            tokenizer(render_chat(tokenizer, p["messages"]), add_special_tokens=False)["input_ids"]
+            for p in prompts
+        ],
+        "token_ids": [list(c.token_ids) for c in completions],
+        "logprobs": [list(c.logprobs) for c in completions],
         "stats": {
             "seconds": round(seconds, 3),
             "tokens": sum(tokens),
@@ -311,6 +322,12 @@ def run(cfg: EvalConfig) -> dict:
     }
     if pairwise is not None:
         results["judge_template"] = pairwise.template  # the exact words the judge was asked with
+    if not parts:  # real prompts: the rule-based probes read the responses themselves
+        categories = [p["category"] for p in prompts]
+        results["probes"] = {
+            name: text_probe_rates(categories, g["texts"], g["finish"]) for name, g in generated.items()
+        }
+        results["probe_labels"] = text_probe_labels()
     if gold:
         results["gold_mean_score"] = {m: sum(s.total for s in v) / len(v) for m, v in gold.items()}
     if checked:
@@ -322,6 +339,8 @@ def run(cfg: EvalConfig) -> dict:
             checks = verdicts_of(samples, answers)  # (`verdicts` holds a pairwise judge's)
             g["verdicts"] = dict(zip(checked, (v[0].reason for v in checks)))
             results["verifiable"][name] = accuracy_results(checks, difficulties)
+    if cfg.kl and len(generated) > 1:
+        results["kl_to_first"] = kl_to_first(generated, cfg)
     results["seconds"] = round(time.perf_counter() - t_start, 2)
     results["headline"] = headline_metrics(results)
 
@@ -377,6 +396,9 @@ def headline_metrics(results: dict) -> dict[str, float]:
             out[f"honest_{name}"] = round(rate, 3)
     for name, acc in (results.get("verifiable") or {}).items():
         out[f"accuracy_{name}"] = round(acc["accuracy"], 3)
+    for name, kl in (results.get("kl_to_first") or {}).get("models", {}).items():
+        if "kl" in kl and name != results["kl_to_first"]["reference"]:
+            out[f"kl_{name}"] = round(kl["kl"], 3)
     return out
 
 
@@ -413,12 +435,26 @@ def print_summary(results: dict, console=None) -> None:
         table.add_column("probe")
         for n in names:
             table.add_column(n, justify="right")
-        for probe in PROBES:
+        for probe, info in results["probe_labels"].items():
             cells = []
             for n in names:
-                r = probes[n][probe.name]
+                r = probes[n][probe]
                 cells.append("-" if r["rate"] is None else f"{r['rate']:.0%} ({r['hits']}/{r['n']})")
-            table.add_row(probe.label, *cells)
+            table.add_row(info["label"], *cells)
+        console.print(table)
+    kl = results.get("kl_to_first")
+    if kl:
+        table = Table(title=f"KL to {kl['reference']} (nats per response, on each model's own samples)")
+        for col in ("model", "KL", "± s.e.", "per token"):
+            table.add_column(col, justify="left" if col == "model" else "right")
+        for name in names[1:]:
+            row = kl["models"][name]
+            if "kl" in row:
+                table.add_row(
+                    name, f"{row['kl']:.3f}", f"{row['kl_stderr']:.3f}", f"{row['kl_per_token']:.4f}"
+                )
+            else:
+                table.add_row(name, "-", "-", row["unavailable"])
         console.print(table)
     verifiable = results.get("verifiable")
     if verifiable:

@@ -228,7 +228,7 @@ def pick_best_of(
     """
     from rlhfkit.reward.model import load_scorer, score_conversations
 
-    rm, rm_tok, max_length = load_scorer(reward_dir)
+    rm, rm_tok, max_length = load_scorer(reward_dir, optimize=True)
     per_prompt = len(completions) // len(prompts)
     items = [
         (prompts[i // per_prompt], [{"role": "assistant", "content": c.text}])

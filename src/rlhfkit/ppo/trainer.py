@@ -89,7 +89,7 @@ def rm_reward_fn(
     score statistics. The RM is frozen, so it is loaded in `dtype`."""
     from rlhfkit.reward.model import encode, load_scorer, score_ids
 
-    rm, rm_tokenizer, max_length = load_scorer(path, device, max_length, dtype=dtype)
+    rm, rm_tokenizer, max_length = load_scorer(path, device, max_length, dtype=dtype, optimize=True)
 
     def score(prompts: list[list[dict]], texts: list[str], _ids: list[list[int]]) -> list[float]:
         rows = [

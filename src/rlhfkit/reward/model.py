@@ -88,15 +88,21 @@ def load_scorer(
     device: str | torch.device = "cpu",
     max_length: int | None = None,
     dtype: torch.dtype = torch.float32,
+    optimize: bool = False,
 ):
     """(model, tokenizer, max_length) of a trained reward model, ready to score (eval mode, no gradients).
+    `optimize`: the scores will be optimized against (a policy's training, best-of-n), so an evaluation-only
+    judge folder (`reward.judge_mark`) is refused.
 
     The one rule for how much a reward model reads when it scores: `max_length` when given, else the length
     it was trained with (`max_length` in its rlhfkit.json), else 512; never more than the model's position
     limit or the tokenizer's maximum (`default_max_length`). `rlhfkit reward eval|score`, PPO and the other
     methods, best-of-n and `evaluate --judge reward:DIR` all load through here."""
     from rlhfkit.artifacts import read_manifest
+    from rlhfkit.reward.judge_mark import refuse_judge
 
+    if optimize:
+        refuse_judge(path)
     model, tokenizer = load_reward_model(path, device, dtype=dtype)
     model.eval().requires_grad_(False)
     wanted = max_length or read_manifest(path).get("max_length") or 512

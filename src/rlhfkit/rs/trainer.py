@@ -152,7 +152,9 @@ def _sample_and_pick(cfg: RSConfig, policy: str, records: list[dict], round_dir:
     print(f"rs: sampling {cfg.n} responses to each of {len(records)} prompts from {policy}")
     completions = generate_chat(model, tokenizer, chats, params, batch_size=cfg.generation_batch_size)
     del model
-    rm, rm_tokenizer, rm_length = load_scorer(cfg.reward, device, cfg.rm_max_length, dtype=dtype)
+    rm, rm_tokenizer, rm_length = load_scorer(
+        cfg.reward, device, cfg.rm_max_length, dtype=dtype, optimize=True
+    )
     items = [(chat, [{"role": "assistant", "content": c.text}]) for chat, c in zip(chats, completions)]
     scores = score_conversations(rm, rm_tokenizer, items, rm_length, batch_size=32)
     samples, winners, winner_scores, pairs = [], [], [], []
