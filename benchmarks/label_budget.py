@@ -119,7 +119,7 @@ def _labels(records: list[dict], source: str, budget: int, seed: int) -> list[di
     return label_candidates(records[: budget // overlap], overlap=overlap, seed=seed)
 
 
-def _train_reward_model(run: Path, labels: list[dict], out: Path, seed: int) -> dict:
+def _train_reward_model(run: Path, labels: list[dict], out: Path, seed: int, overrides: dict) -> dict:
     from rlhfkit.config import config_from_options
     from rlhfkit.reward.train import RewardConfig
     from rlhfkit.reward.train import run as train
@@ -134,6 +134,7 @@ def _train_reward_model(run: Path, labels: list[dict], out: Path, seed: int) -> 
         "calibration": str(run / "candidates" / "candidates.jsonl"),
         "out": str(out / "rm"),
         "seed": seed,
+        **overrides,
     }
     start = time.perf_counter()
     train(config_from_options(RewardConfig, options, "label_budget"))
@@ -174,6 +175,13 @@ def main() -> None:
     )
     ap.add_argument("--sources", default="annotators,gold", help=f"label sources: {', '.join(SOURCES)}")
     ap.add_argument("--seeds", default="0", help="label and training seeds, comma-separated")
+    ap.add_argument(
+        "--reward-option",
+        action="append",
+        default=[],
+        metavar="FLAG=VALUE",
+        help="change one of the pipeline's reward-model settings, e.g. epochs=4 (repeatable)",
+    )
     ap.add_argument("--out", default=None, help="also write the result JSON here")
     args = ap.parse_args()
 
@@ -181,6 +189,7 @@ def main() -> None:
     from rlhfkit.world.judge import score
 
     run = Path(args.run)
+    overrides = dict(option.split("=", 1) for option in args.reward_option)
     budgets = [int(b) for b in args.budgets.split(",")]
     sources = args.sources.split(",")
     unknown = set(sources) - set(SOURCES)
@@ -195,6 +204,7 @@ def main() -> None:
         "cpu": _cpu(),
         "run": str(run),
         "eval_prompts": len(prompts),
+        "reward_options": overrides,
         "rows": [],
     }
     for seed in [int(s) for s in args.seeds.split(",")]:
@@ -211,7 +221,7 @@ def main() -> None:
                     labels = _labels(candidates, source, budget, seed)
                     sets = budget // 3 if source == "annotators3" else budget
                     row = {"source": source, "budget": len(labels), "sets": sets, "seed": seed}
-                    row.update(_train_reward_model(run, labels, Path(tmp), seed))
+                    row.update(_train_reward_model(run, labels, Path(tmp), seed, overrides))
                     row.update(_measure(Path(tmp) / "rm", prompts, records, texts, gold))
                 print(json.dumps(row), flush=True)
                 result["rows"].append(row)
