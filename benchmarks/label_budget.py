@@ -29,20 +29,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import tempfile
 import time
 from pathlib import Path
 
+from cpu_info import cpu_info
+
 SOURCES = ("annotators", "annotators3", "gold")
 PICK_FROM = 8  # best-of-8, as the frontier's `ceiling` and the candidates stage's 6 + 2 sets
-
-
-def _cpu() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
 
 
 def _sft_samples(run: Path, prompts: list[list[dict]], seed: int) -> list[str]:
@@ -201,7 +195,7 @@ def main() -> None:
     k = PICK_FROM + 1
     result: dict = {
         "benchmark": "label_budget",
-        "cpu": _cpu(),
+        "cpu": cpu_info(),
         "run": str(run),
         "eval_prompts": len(prompts),
         "reward_options": overrides,
