@@ -82,7 +82,9 @@ def test_trainers_refuse_a_judge_and_evaluation_reads_it(
             "--out", str(tmp_path / "rs"), "--n", "2", "--rounds", "1", "--prompts-per-round", "2",
             "--max-new-tokens", "4", "--device", "cpu"]  # fmt: skip
     assert main(argv) == 1
-    assert "evaluation only" in capsys.readouterr().err
+    captured = capsys.readouterr()
+    assert "evaluation only" in captured.err
+    assert "sampling" not in captured.out, "rs sampled before refusing the judge"
     with pytest.raises(RlhfkitError, match="evaluation only"):
         load_scorer(judge_dir, optimize=True)
     model, _, length = load_scorer(judge_dir)  # evaluation: allowed

@@ -35,6 +35,7 @@ from rlhfkit.config import require, require_at_least
 from rlhfkit.data.jsonl import read_jsonl, write_jsonl
 from rlhfkit.errors import RlhfkitError
 from rlhfkit.lora import LoraOptions
+from rlhfkit.reward.judge_mark import refuse_judge
 from rlhfkit.train.loop import LoopConfig
 
 
@@ -81,6 +82,7 @@ def _check(cfg: RSConfig) -> None:
         raise RlhfkitError(f"--objective: expected sft or dpo, got '{cfg.objective}'")
     if cfg.n < 2:
         raise RlhfkitError("--n: rejection sampling needs at least 2 responses per prompt to choose from")
+    refuse_judge(cfg.reward)  # before any sampling: the scorer is loaded only after each round's samples
 
 
 def run(cfg: RSConfig) -> Path:
