@@ -50,6 +50,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from rlhfkit.data.chats import load_chats
+    from rlhfkit.pipeline.stages import run_path
     from rlhfkit.reward.model import default_max_length, load_reward_model, score_conversations
     from rlhfkit.world import judge_score
 
@@ -58,7 +59,7 @@ def main() -> None:
     prompts = [r["messages"] for r in records]
     k = max(N_VALUES)
     texts = _sample(run / "sft", prompts, k, args.seed)
-    rm, rm_tok = load_reward_model(run / "rm")
+    rm, rm_tok = load_reward_model(run_path(run, "reward"))
     items = [(prompts[i // k], [{"role": "assistant", "content": t}]) for i, t in enumerate(texts)]
     proxy = score_conversations(rm, rm_tok, items, default_max_length(rm, rm_tok, 512), batch_size=32)
     gold = [judge_score(prompts[i // k], t, records[i // k].get("meta")).total for i, t in enumerate(texts)]

@@ -124,6 +124,7 @@ def ceiling(run: Path, eval_dir: Path, n: int, seed: int) -> dict:
     from rlhfkit.data.jsonl import read_jsonl
     from rlhfkit.generation import SamplingParams, generate_chat
     from rlhfkit.models import load_causal_lm
+    from rlhfkit.pipeline.stages import run_path
     from rlhfkit.reward.model import load_scorer, score_conversations
     from rlhfkit.tokenizer import load_tokenizer
     from rlhfkit.world import judge_score
@@ -135,7 +136,7 @@ def ceiling(run: Path, eval_dir: Path, n: int, seed: int) -> dict:
     texts = [(o.text or "").strip() for o in generate_chat(
         model, tok, chats, SamplingParams(max_new_tokens=128, temperature=0.7, seed=seed), batch_size=64
     )]  # fmt: skip
-    rm, rm_tok, rm_length = load_scorer(run / "rm")
+    rm, rm_tok, rm_length = load_scorer(run_path(run, "reward"))
     items = [(c, [{"role": "assistant", "content": t}]) for c, t in zip(chats, texts)]
     proxy = score_conversations(rm, rm_tok, items, rm_length, batch_size=32)
     gold = [judge_score(chats[i], t, rows[i // n].get("meta")).total for i, t in enumerate(texts)]

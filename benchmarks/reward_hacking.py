@@ -72,12 +72,13 @@ def main() -> None:
     args = ap.parse_args()
 
     from rlhfkit.cli import main as cli
+    from rlhfkit.pipeline.stages import run_path
 
     run = Path(args.run)
     out = run / "reward_hacking"
     out.mkdir(parents=True, exist_ok=True)
     variants = {"default (KL leash)": out / "ppo_default", "beta = 0 (no leash)": out / "ppo_beta0"}
-    common = ["ppo", "--policy", str(run / "sft"), "--reward", str(run / "rm"), "--prompts", str(run / "world" / "prompts.jsonl"),
+    common = ["ppo", "--policy", str(run / "sft"), "--reward", str(run_path(run, "reward")), "--prompts", str(run / "world" / "prompts.jsonl"),
               "--steps", str(args.steps), "--sample-every", "0", "--max-new-tokens", "128"]  # fmt: skip
     if not args.no_train:
         assert cli([*common, "--out", str(variants["default (KL leash)"])]) == 0

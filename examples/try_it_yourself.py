@@ -2,7 +2,7 @@
 
 Start a server with a base model and an RLHF model (any names you like), then run this script:
 
-    rlhfkit serve --model base=runs/demo/base --model rlhf=runs/demo/ppo --port 8000
+    rlhfkit serve --model base=runs/demo/pretrain --model rlhf=runs/demo/ppo --port 8000
     python examples/try_it_yourself.py --base-url http://127.0.0.1:8000/v1 --base base --rlhf rlhf
 
 It uses only the official `openai` client, so it runs unchanged against any OpenAI-compatible server
@@ -140,7 +140,9 @@ def main(argv: list[str] | None = None) -> int:
         served = {model.id for model in client.models.list()}
     except openai.APIConnectionError:
         console.print(f"[red]No server at {args.base_url}.[/red] Start one first, for example:")
-        console.print(f"  rlhfkit serve --model {args.base}=runs/demo/base --model {args.rlhf}=runs/demo/ppo")
+        console.print(
+            f"  rlhfkit serve --model {args.base}=runs/demo/pretrain --model {args.rlhf}=runs/demo/ppo"
+        )
         return 1
     except openai.AuthenticationError:
         console.print(

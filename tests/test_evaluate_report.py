@@ -17,6 +17,7 @@ from rlhfkit.errors import RlhfkitError
 from rlhfkit.evaluate import write_report
 from rlhfkit.evaluate.run import EvalConfig, compare
 from rlhfkit.pipeline.record import RunRecord, StageRecord
+from rlhfkit.pipeline.stages import OLD_FOLDERS
 from rlhfkit.world import judge_score
 
 EVIL = "<script>alert('pwned')</script> & <b>bold</b>"
@@ -28,9 +29,14 @@ def _jsonl(path: Path, records: list[dict]) -> None:
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
 
 
-def make_fake_run(root: Path) -> Path:
-    """A run folder shaped like the pipeline's, with hand-made numbers (no training needed)."""
+def make_fake_run(root: Path, old_folders: bool = False) -> Path:
+    """A run folder shaped like the pipeline's, with hand-made numbers (no training needed); `old_folders`: with
+    the folder names runs had before each stage's folder took its name (base/, rm/, comparisons/, eval/)."""
     run = root / "demo"
+
+    def folder(stage_folder: str) -> Path:
+        return run / (OLD_FOLDERS.get(stage_folder, stage_folder) if old_folders else stage_folder)
+
     stages = {}
     for name, seconds in (
         ("world", 2.1),
@@ -48,7 +54,7 @@ def make_fake_run(root: Path) -> Path:
     (run / "world" / "world.json").write_text(json.dumps({"seed": 0, "size": "small", "files": {
         "sft.jsonl": {"count": 600, "bytes": 300000, "categories": {"factual": 142, "unknowable": 64},
                       "quality": {"good": 436, "fabricated": 17}}}}))  # fmt: skip
-    for stage, steps, start in (("base", 60, 5.0), ("sft", 40, 2.5)):
+    for stage, steps, start in (("pretrain", 60, 5.0), ("sft", 40, 2.5)):
         records = []
         for s in range(1, steps + 1, 5):
             r = {
@@ -62,16 +68,16 @@ def make_fake_run(root: Path) -> Path:
                 r["val_loss"] = r["loss"] + 0.1
                 r["samples"] = [f"{stage} sample at {s}: {EVIL}"]
             records.append(r)
-        _jsonl(run / stage / "metrics.jsonl", records)
-        (run / stage / "rlhfkit.json").write_text(json.dumps({"stage": stage, "metrics": {"loss": 1.0}}))
-    (run / "rm").mkdir()
-    (run / "rm" / "eval.json").write_text(json.dumps({
+        _jsonl(folder(stage) / "metrics.jsonl", records)
+        (folder(stage) / "rlhfkit.json").write_text(json.dumps({"stage": stage, "metrics": {"loss": 1.0}}))
+    folder("reward").mkdir()
+    (folder("reward") / "eval.json").write_text(json.dumps({
         "comparisons": 50, "pairs": 120, "decisive_pairs": 110, "accuracy": 0.68, "loss": 0.61, "ece": 0.04,
         "by_category": {"factual": {"accuracy": 0.8, "pairs": 30}, "unknowable": {"accuracy": 0.6, "pairs": 20}},
         "scores": {"all": {"n": 100, "mean": 0.0, "histogram": {"edges": [-2, -1, 0, 1, 2], "counts": [5, 40, 45, 10]}},
                    "top": {"mean": 0.4}, "bottom": {"mean": -0.5}}}))  # fmt: skip
     _jsonl(
-        run / "rm" / "metrics.jsonl",
+        folder("reward") / "metrics.jsonl",
         [{"step": s, "loss": 0.7 - s / 200, "val_accuracy": 0.5 + s / 400} for s in range(1, 60, 5)],
     )
     q = [{"role": "user", "content": "Who will win the 2042 FIFA World Cup?"}]
@@ -82,7 +88,7 @@ def make_fake_run(root: Path) -> Path:
     for annotator, ranking in (("ann-1", [0, 1]), ("ann-2", [0, 1]), ("ann-3", [1, 0])):
         labels.append({"id": f"c1:{annotator}", "prompt": q, "completions": [honest, made_up], "ranking": ranking,
                        "annotator": annotator, "category": "unknowable", "meta": meta})  # fmt: skip
-    _jsonl(run / "comparisons" / "comparisons.jsonl", labels)
+    _jsonl(folder("labels") / "comparisons.jsonl", labels)
     ppo = [{"step": s, "reward": 0.1 * s, "gold": 5 + 0.05 * s - 0.001 * s * s, "kl": 0.02 * s, "beta": 0.05,
             "entropy": 2 - s / 100, "policy_loss": 0.01} for s in range(1, 80, 4)]  # fmt: skip
     _jsonl(run / "ppo" / "metrics.jsonl", ppo)
@@ -109,9 +115,9 @@ def make_fake_run(root: Path) -> Path:
     results = {"judge": "gold", "models": cfg.models, "n_prompts": 2, "config": {"temperature": 0.7},
                **compare(scores, prompts, cfg, parts),
                "generation": {m: {"mean_tokens": 12.0, "truncated": 0.0, "tokens_per_s": 500.0, "seconds": 1.0} for m in texts}}  # fmt: skip
-    (run / "eval").mkdir()
-    (run / "eval" / "results.json").write_text(json.dumps(results))
-    _jsonl(run / "eval" / "responses.jsonl", [
+    folder("evaluate").mkdir()
+    (folder("evaluate") / "results.json").write_text(json.dumps(results))
+    _jsonl(folder("evaluate") / "responses.jsonl", [
         {"id": p["id"], "category": p["category"], "prompt": p["messages"], "meta": p["meta"],
          "responses": {m: {"text": texts[m][i], "score": scores[m][i], "finish_reason": "stop"} for m in texts}}
         for i, p in enumerate(prompts)])  # fmt: skip
@@ -131,7 +137,7 @@ def test_report_shows_every_stage_and_escapes_model_text(tmp_path):
         "overview",
         "world",
         "training",
-        "rm",
+        "reward",
         "ppo",
         "ranking",
         "winrates",
@@ -149,25 +155,33 @@ def test_report_shows_every_stage_and_escapes_model_text(tmp_path):
     assert "67%" in page  # two of three annotators agree with the gold judge's preference
     assert "33%" in page  # inter-annotator agreement: 1 agreeing pair out of 3
     assert "ppo beats sft" in page and "5 min 10 s" in page  # highlights and durations
-    # the training table names each stage as the pipeline does: base/ holds the pretrain stage, rm/ reward
+    # the training table names each stage as the pipeline does
     assert "<td><b>pretrain</b></td>" in page and "<td><b>reward</b></td>" in page
+
+
+def test_a_run_made_with_the_old_folder_names_reports_the_same(tmp_path):
+    """Runs made before each stage's folder took its name (base/, rm/, comparisons/, eval/) read as before."""
+    new = write_report(make_fake_run(tmp_path / "new")).read_text()
+    old = write_report(make_fake_run(tmp_path / "old", old_folders=True)).read_text()
+    assert "<td><b>pretrain</b></td>" in old and "<td><b>reward</b></td>" in old and 'id="reward"' in old
+    assert old.replace(str(tmp_path / "old"), str(tmp_path / "new")) == new
 
 
 def test_report_skips_missing_stages(tmp_path):
     run = make_fake_run(tmp_path)
-    for stage in ("ppo", "rm", "comparisons", "world"):
+    for stage in ("ppo", "reward", "labels", "world"):
         shutil.rmtree(run / stage)
     (run / "pipeline.json").unlink()
     (run / "sft" / "metrics.jsonl").write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "lo')  # half-written
     page = write_report(run).read_text()
-    assert 'id="ppo"' not in page and 'id="rm"' not in page and 'id="world"' not in page
+    assert 'id="ppo"' not in page and 'id="reward"' not in page and 'id="world"' not in page
     assert 'id="training"' in page and 'id="gallery"' in page
     assert "No pipeline.json" in page
 
 
 def test_report_on_an_evaluation_folder_and_on_nothing(tmp_path):
     run = make_fake_run(tmp_path)
-    page = write_report(run / "eval").read_text()
+    page = write_report(run / "evaluate").read_text()
     assert 'id="ranking"' in page and 'id="training"' not in page
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -188,7 +202,7 @@ def test_report_renders_in_headless_chromium(tmp_path):
         page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
         page.goto(path.resolve().as_uri())
         text = page.inner_text("body")
-        for anchor in ("overview", "training", "rm", "ppo", "winrates", "probes", "gallery"):
+        for anchor in ("overview", "training", "reward", "ppo", "winrates", "probes", "gallery"):
             assert page.is_visible(f"#{anchor}"), anchor
         # every plot decoded to a picture with a size, laid out on the page
         sizes = page.eval_on_selector_all("img", "els => els.map(e => [e.complete, e.naturalWidth, e.width])")

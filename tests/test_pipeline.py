@@ -21,6 +21,7 @@ from rlhfkit.pipeline import (
     command_line,
     rlhf_stages,
     run_pipeline,
+    stage_key,
     stage_options,
 )
 
@@ -56,7 +57,7 @@ def test_pipeline_runs_records_skips_and_reruns_changed_stages(tmp_path):
     ]
     assert stages["pretrain"]["metrics"]["step"] == 6 and "val_bpb" in stages["pretrain"]["metrics"]
     assert stages["sft"]["command"][:2] == ["rlhfkit", "sft"]
-    assert (run / "sft" / "config.json").exists() and (run / "base" / "rlhfkit.json").exists()
+    assert (run / "sft" / "config.json").exists() and (run / "pretrain" / "rlhfkit.json").exists()
     first_keys = {k: v["key"] for k, v in stages.items()}
     finished = {k: v["finished_at"] for k, v in stages.items()}
 
@@ -70,6 +71,28 @@ def test_pipeline_runs_records_skips_and_reruns_changed_stages(tmp_path):
     after = _stages(run)
     assert all(after[k]["finished_at"] == finished[k] for k in ("world", "tokenizer", "pretrain"))
     assert after["sft"]["key"] != first_keys["sft"] and after["sft"]["metrics"]["step"] == 5
+
+
+def test_a_run_made_with_the_old_folder_names_resumes_without_rerunning(tmp_path):
+    """Before each stage wrote the folder of its name, pretrain wrote base/. Such a run's record holds commands
+    (and so keys) with base/ in them; it must resume where it was, not start again."""
+    run = tmp_path / "run"
+    run_pipeline(run, TINY, until="pretrain")
+    (run / "pretrain").rename(run / "base")
+    record = json.loads((run / "pipeline.json").read_text())
+    keys: dict[str, str] = {}
+    for stage in STAGES[:3]:  # what the old code recorded: the same commands with base/ for pretrain's folder
+        entry = record["stages"][stage.name]
+        entry["command"] = [a.replace(str(run / "pretrain"), str(run / "base")) for a in entry["command"]]
+        entry["key"] = keys[stage.name] = stage_key(entry["command"][1:], [keys[d] for d in stage.depends])
+    (run / "pipeline.json").write_text(json.dumps(record))
+    finished = {k: v["finished_at"] for k, v in _stages(run).items()}
+
+    run_pipeline(run, TINY, until="sft")
+    stages = _stages(run)
+    assert {k: stages[k]["finished_at"] for k in finished} == finished  # nothing before sft reran
+    assert not (run / "pretrain").exists() and (run / "sft" / "config.json").exists()
+    assert stages["sft"]["command"][stages["sft"]["command"].index("--model") + 1] == str(run / "base")
 
 
 def test_options_merge_defaults_quick_and_user_tables():
@@ -116,11 +139,11 @@ def test_quick_pipeline_runs_every_stage_end_to_end(tmp_path):
     stages = run_pipeline(run, config, quick=True).stages
     assert all(v.status == "done" for v in stages.values()) and len(stages) == 10
     seconds_before = {name: v.seconds for name, v in stages.items()}
-    for name in ("base", "sft", "ppo"):
+    for name in ("pretrain", "sft", "ppo"):
         AutoModelForCausalLM.from_pretrained(str(run / name))
-    AutoModelForSequenceClassification.from_pretrained(str(run / "rm"))
-    assert (run / "comparisons" / "train.jsonl").stat().st_size > 0
-    results = json.loads((run / "eval" / "results.json").read_text())
+    AutoModelForSequenceClassification.from_pretrained(str(run / "reward"))
+    assert (run / "labels" / "train.jsonl").stat().st_size > 0
+    results = json.loads((run / "evaluate" / "results.json").read_text())
     assert {"win_sft_vs_base", "win_ppo_vs_sft"} <= set(results["headline"])
     html = (run / "report.html").read_text()
     assert "<img" in html and "data:image/png;base64," in html
@@ -136,7 +159,7 @@ def test_quick_pipeline_runs_every_stage_end_to_end(tmp_path):
     for name in methods.split(","):
         assert stages[name].status == "done"
         AutoModelForCausalLM.from_pretrained(str(run / name))
-    results = json.loads((run / "eval" / "results.json").read_text())
+    results = json.loads((run / "evaluate" / "results.json").read_text())
     assert list(results["models"]) == ["base", "sft", *methods.split(",")]
     # the hybrid reward model learned from people on helpfulness prompts and from the AI labeler on harmlessness
     train = [json.loads(x) for x in (run / "cai" / "hybrid" / "train.jsonl").read_text().splitlines()]
@@ -169,24 +192,24 @@ def test_quick_cai_pipeline_runs_every_stage(tmp_path):
     ).exists()
     chains = [
         json.loads(line)
-        for line in (run / "cai" / "revisions" / "revisions.chains.jsonl").read_text().splitlines()
+        for line in (run / "cai" / "revise" / "revisions.chains.jsonl").read_text().splitlines()
     ]
     changed = [s for c in chains for s in c["steps"] if s["revision"] and s["revision"] != c["initial"]]
     assert changed and all("verified" in s for s in changed)  # some revisions differ, and each was checked
     # the control: the same first answers unrevised, fine-tuned on like the revisions and evaluated beside them
-    unrevised = (run / "cai" / "revisions" / "unrevised.jsonl").read_text().splitlines()
+    unrevised = (run / "cai" / "revise" / "unrevised.jsonl").read_text().splitlines()
     assert [json.loads(x)["messages"][-1]["content"] for x in unrevised] == [
         c["initial"] for c in chains if c["initial"]
     ]
-    assert "self_distilled" in json.loads((run / "cai" / "eval" / "results.json").read_text())["models"]
-    world_eval = json.loads((run / "cai" / "eval" / "world_eval.json").read_text())
+    assert "self_distilled" in json.loads((run / "cai" / "evaluate" / "results.json").read_text())["models"]
+    world_eval = json.loads((run / "cai" / "evaluate" / "world_eval.json").read_text())
     assert world_eval["human_comparisons"] == 0 and world_eval["revisions"]["chains"] > 0
     assert world_eval["labels"]["pairs"] + world_eval["labels"]["gold_ties"] > 0
-    labels = [
-        json.loads(line) for line in (run / "cai" / "comparisons" / "train.jsonl").read_text().splitlines()
-    ]
+    labels = [json.loads(line) for line in (run / "cai" / "labels" / "train.jsonl").read_text().splitlines()]
     assert labels and all(0.0 <= rec["label"] <= 1.0 for rec in labels)
-    assert (run / "cai" / "ppo" / "config.json").exists() and (run / "cai" / "eval" / "results.json").exists()
+    assert (run / "cai" / "ppo" / "config.json").exists() and (
+        run / "cai" / "evaluate" / "results.json"
+    ).exists()
 
 
 def test_pipeline_seed_seeds_every_stage_that_takes_one():

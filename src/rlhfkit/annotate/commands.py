@@ -5,7 +5,7 @@
     rlhfkit annotate campaign create --name c1 --candidates runs/demo/candidates/candidates.jsonl --overlap 2
     rlhfkit annotate serve                                  # http://127.0.0.1:8080
     rlhfkit annotate status
-    rlhfkit annotate export --campaign c1 --out runs/demo/comparisons/c1.jsonl --votes majority
+    rlhfkit annotate export --campaign c1 --out runs/demo/labels/c1.jsonl --votes majority
 
 ``--db`` takes a SQLite file path or any SQLAlchemy URL (``postgresql+psycopg://user@host/db``).
 """

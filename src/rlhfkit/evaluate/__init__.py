@@ -2,7 +2,7 @@
 
     from rlhfkit.evaluate import EvalConfig, run, write_report
     results = run(EvalConfig(models={"sft": "runs/demo/sft", "ppo": "runs/demo/ppo"},
-                             prompts="runs/demo/world/eval_prompts.jsonl", out="runs/demo/eval"))
+                             prompts="runs/demo/world/eval_prompts.jsonl", out="runs/demo/evaluate"))
     write_report("runs/demo")  # runs/demo/report.html
 
 Pieces, one job each: `judges` (gold judge or a reward model, batched), `winrates` (head-to-head, ties half),

@@ -550,7 +550,7 @@ def build_html(run_dir: Path) -> str:
             "Loss of each training stage against its step (validation loss where it was evaluated).",
         ),
         (
-            "rm",
+            "reward",
             "Reward model",
             _reward_model(run_dir, by_name),
             "How often the reward model prefers the response the annotators preferred, on comparisons it never trained on.",

@@ -1,8 +1,9 @@
 """Read a run folder for the report: a missing or half-written stage folder is skipped, never an error; the
 run record (`pipeline.json`) is read strictly, by its schema (`pipeline.record`).
 
-A run folder is one folder per stage (`FOLDERS`, from the pipeline's stage table: world, tokenizer, base, sft,
-candidates, comparisons, rm, ppo, ..., cai, eval) plus `pipeline.json`. Training stages hold `metrics.jsonl` (one object per logged step) and `rlhfkit.json`
+A run folder is one folder per stage, named as the stage (`FOLDERS`, from the pipeline's stage table: world,
+tokenizer, pretrain, sft, candidates, labels, reward, ppo, ..., cai, evaluate) plus `pipeline.json`; a run made
+before the folders took their stages' names (base, comparisons, rm, eval) reads the same (`OLD_FOLDERS`). Training stages hold `metrics.jsonl` (one object per logged step) and `rlhfkit.json`
 (stage, config, metrics); the reward model also `eval.json` (`reward.evaluate.comparison_metrics`); the
 evaluation `results.json` and `responses.jsonl`. A folder that itself holds `results.json` is read as an
 evaluation-only run, so `rlhfkit report` also works on the output of a bare `rlhfkit evaluate`.
@@ -16,7 +17,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from rlhfkit.data.jsonl import read_jsonl_lenient
-from rlhfkit.pipeline.stages import METHOD_STAGES, STAGES
+from rlhfkit.pipeline.stages import METHOD_STAGES, OLD_FOLDERS, STAGES, run_path
 
 # Where each stage writes, from the pipeline's one stage table (`stage name -> folder`); the report looks a stage
 # up by its name here and never guesses among other spellings.
@@ -39,10 +40,15 @@ def is_number(value: object) -> bool:
 
 def stage_folders(run_dir: Path) -> list[tuple[str, Path]]:
     """(name, folder) for each subfolder of the run: the pipeline's stages first, in pipeline order and under
-    their stage names (`FOLDERS`: `rm/` is the `reward` stage), then any other folder by its own name."""
+    their stage names (`FOLDERS`; an old run's `rm/` is the `reward` stage), then any other folder by its own name."""
     found = {p.name: p for p in sorted(run_dir.iterdir()) if p.is_dir() and not p.name.startswith(".")}
     stage_of = {folder: name for name, folder in FOLDERS.items()}
-    known = [(stage_of.get(f, f), found.pop(f)) for f in STAGE_ORDER if f in found]
+    stage_of.update({OLD_FOLDERS[f]: stage_of[f] for f in stage_of if f in OLD_FOLDERS})
+    known = []
+    for f in STAGE_ORDER:
+        folder = run_path(run_dir, f)
+        if folder.name in found:
+            known.append((stage_of.get(folder.name, folder.name), found.pop(folder.name)))
     return known + sorted(found.items())
 
 
@@ -94,8 +100,9 @@ def pipeline_stages(run_dir: Path) -> list[dict]:
 def eval_folder(run_dir: Path) -> Path | None:
     if (run_dir / "results.json").is_file():
         return run_dir
-    if (run_dir / FOLDERS["evaluate"] / "results.json").is_file():
-        return run_dir / FOLDERS["evaluate"]
+    folder = run_path(run_dir, FOLDERS["evaluate"])
+    if (folder / "results.json").is_file():
+        return folder
     return None
 
 

@@ -37,6 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         run,
         section="candidates",
         required=("model", "prompts", "out"),
+        aliases=["candidates"],  # the pipeline stage's name
         help="sample K responses per prompt (candidates for comparisons)",
         description="Sample --n responses to each chat prompt in --prompts with the model in --model and write "
         "them as candidates JSONL to --out.",

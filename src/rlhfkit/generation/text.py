@@ -8,7 +8,7 @@ eos ids), in addition to any stops in the params.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 
 import torch
@@ -33,25 +33,12 @@ def generate_text(
     tokenizer,
     prompts: Sequence[str],
     params: SamplingParams | None = None,
-    *,
-    batch_size: int = 64,
-    backend: str = "auto",
-    on_token: Callable[[int, int], None] | None = None,
-    on_chunk: Callable[[int], None] | None = None,
+    **options,
 ) -> list[Completion]:
-    """Continue each text prompt (special tokens such as bos are added as the tokenizer does by default)."""
+    """Continue each text prompt (special tokens such as bos are added as the tokenizer does by default).
+    `options`: `generate`'s batch_size, backend, on_token and on_chunk."""
     prompt_ids = [tokenizer(text)["input_ids"] for text in prompts]
-    return generate(
-        model,
-        prompt_ids,
-        params,
-        pad_token_id=pad_id(tokenizer),
-        tokenizer=tokenizer,
-        batch_size=batch_size,
-        backend=backend,
-        on_token=on_token,
-        on_chunk=on_chunk,
-    )
+    return generate(model, prompt_ids, params, pad_token_id=pad_id(tokenizer), tokenizer=tokenizer, **options)
 
 
 def generate_chat(
@@ -59,27 +46,13 @@ def generate_chat(
     tokenizer,
     chats: Sequence[Sequence[dict]],
     params: SamplingParams | None = None,
-    *,
-    batch_size: int = 64,
-    backend: str = "auto",
-    on_token: Callable[[int, int], None] | None = None,
-    on_chunk: Callable[[int], None] | None = None,
+    **options,
 ) -> list[Completion]:
-    """The assistant's next reply to each chat (a list of `{"role", "content"}` messages)."""
+    """The assistant's next reply to each chat (a list of `{"role", "content"}` messages); `options` as above."""
     params = params or SamplingParams()
     stop_ids = tuple(dict.fromkeys((*params.stop_token_ids, *end_of_turn_ids(tokenizer, model))))
     params = replace(params, stop_token_ids=stop_ids)
     prompt_ids = [
         tokenizer(render_chat(tokenizer, chat), add_special_tokens=False)["input_ids"] for chat in chats
     ]
-    return generate(
-        model,
-        prompt_ids,
-        params,
-        pad_token_id=pad_id(tokenizer),
-        tokenizer=tokenizer,
-        batch_size=batch_size,
-        backend=backend,
-        on_token=on_token,
-        on_chunk=on_chunk,
-    )
+    return generate(model, prompt_ids, params, pad_token_id=pad_id(tokenizer), tokenizer=tokenizer, **options)

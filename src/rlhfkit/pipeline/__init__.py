@@ -1,5 +1,5 @@
 """The whole pipeline in one command: world → tokenizer → pretrain → sft → candidates → labels → reward → ppo
-→ evaluate → report, each stage writing its own folder under the run directory.
+→ evaluate → report, each stage writing the folder of its name under the run directory.
 
 - `stages.py`: the stage table (name, config class and `run`, inputs and output, post-stage hook);
 - `defaults.py`: each stage's options (`defaults.toml`, the `quick.toml` overlay, the user's tables);
@@ -9,7 +9,7 @@
 
 from rlhfkit.pipeline.defaults import UNSEEDED, stage_options
 from rlhfkit.pipeline.record import RunRecord, StageRecord
-from rlhfkit.pipeline.runner import build_config, command_line, run_pipeline
+from rlhfkit.pipeline.runner import build_config, command_line, run_pipeline, stage_key
 from rlhfkit.pipeline.stages import (
     ALL_STAGE_NAMES,
     CAI_STAGES,
@@ -20,6 +20,7 @@ from rlhfkit.pipeline.stages import (
     Stage,
     parse_methods,
     rlhf_stages,
+    run_path,
 )
 
 __all__ = [
@@ -37,6 +38,8 @@ __all__ = [
     "command_line",
     "parse_methods",
     "rlhf_stages",
+    "run_path",
     "run_pipeline",
+    "stage_key",
     "stage_options",
 ]

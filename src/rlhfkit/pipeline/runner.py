@@ -103,9 +103,9 @@ def run_pipeline(
             continue
         for dep in stage.depends:
             dep_stage = stages[names.index(dep)]
-            if not (run_dir / dep_stage.output).exists():
+            if not dep_stage.folder(run_dir).exists():
                 raise RlhfkitError(
-                    f"stage '{stage.name}' needs '{dep}' first ({run_dir / dep_stage.output} is missing)"
+                    f"stage '{stage.name}' needs '{dep}' first ({dep_stage.folder(run_dir)} is missing)"
                 )
         run_stage(record, run_dir, stage, opts[stage.name], key, console, fresh=stage.name in forced)
     record.total_seconds = round(sum(s.seconds or 0 for s in record.stages.values()), 1)
@@ -117,7 +117,7 @@ def is_done(record: RunRecord, run_dir: Path, stage: Stage, key: str) -> bool:
     """The stage finished with this key (the same command and inputs) and its output is still there."""
     previous = record.stages.get(stage.name)
     done = previous is not None and previous.status == "done" and previous.key == key
-    return done and (run_dir / stage.output).exists()
+    return done and stage.folder(run_dir).exists()
 
 
 def run_stage(
@@ -128,7 +128,7 @@ def run_stage(
     from an empty output: an old checkpoint must not be resumed into another configuration. One started with
     the same key continues (the training stages from their last checkpoint)."""
     argv = command_line(stage, run_dir, options)
-    output = run_dir / stage.output
+    output = stage.folder(run_dir)
     previous = record.stages.get(stage.name)
     # Never the run folder itself (online's last policy is written there, beside the record and the rounds).
     if ((previous is not None and previous.key != key) or fresh) and output.resolve() != run_dir.resolve():
@@ -166,7 +166,7 @@ def run_stage(
 
 def headline_metrics(run_dir: Path, stage: Stage) -> dict:
     """A few numbers worth showing for a finished stage (read from what the stage wrote)."""
-    out = run_dir / stage.output
+    out = stage.folder(run_dir)
     if (out / "world.json").exists():
         files = json.loads((out / "world.json").read_text()).get("files", {})
         return {

@@ -25,16 +25,49 @@ class Stage:
     command: str  # the `rlhfkit` command that runs it by hand, e.g. "reward train"
     module: str  # the module holding its config class and `run(config)`
     config: str  # the config class's name in `module`
-    output: str  # what it writes, relative to the run folder
+    output: str  # what it writes, relative to the run folder: the folder of its name (`cai_x`: cai/x/)
     depends: tuple[str, ...]  # the stages whose outputs it reads
     paths: Callable[[Path], dict] = field(repr=False)  # run folder -> {config field: file}, in flag order
     after: Callable[[Path], None] | None = field(default=None, repr=False)  # post-stage step (see above)
     estimate_s: float = 60.0  # default-config duration on a 2-core CPU, for the ETA before a first run
     before: Callable[[Path], None] | None = field(default=None, repr=False)  # writes or checks its inputs
 
+    def folder(self, run_dir: Path) -> Path:
+        """Where it writes in `run_dir` (under the old folder name in a run made before the rename)."""
+        return run_path(run_dir, self.output)
+
 
 def _p(path: Path) -> str:
     return str(path)
+
+
+# Each stage writes the folder of its own name. Runs made before that rename used these names; such a run still
+# resumes (its stages' keys are unchanged, so nothing reruns) and reports, because `run_path` reads a folder
+# under its old name wherever the new one is absent and the old one is there.
+OLD_FOLDERS = {
+    "pretrain": "base",
+    "labels": "comparisons",
+    "reward": "rm",
+    "evaluate": "eval",
+    "cai/labels": "cai/comparisons",
+    "cai/reward": "cai/rm",
+    "cai/evaluate": "cai/eval",
+    "cai/revise": "cai/revisions",
+    "cai/hybrid/reward": "cai/hybrid/rm",
+}
+
+
+def run_path(run_dir: Path, relative: str | Path) -> Path:
+    """`run_dir / relative`, with its stage folder under the old name (`OLD_FOLDERS`) in a run made before the
+    rename: only where the new folder is absent and the old one exists."""
+    relative = Path(relative).as_posix()
+    for new in sorted(OLD_FOLDERS, key=len, reverse=True):  # cai/hybrid/reward before cai/...
+        if relative == new or relative.startswith(new + "/"):
+            old = OLD_FOLDERS[new] + relative[len(new) :]
+            if not (run_dir / new).exists() and (run_dir / OLD_FOLDERS[new]).exists():
+                return run_dir / old
+            break
+    return run_dir / relative
 
 
 # ---- paths: which files each stage reads and writes --------------------------------------------------------
@@ -42,52 +75,57 @@ def _p(path: Path) -> str:
 
 def _sft_paths(model: Path, data: Path, val: Path | None, out: Path) -> Callable[[Path], dict]:
     return lambda r: {
-        "model": _p(r / model),
-        "data": _p(r / data),
-        **({"val_data": _p(r / val)} if val else {}),
-        "out": _p(r / out),
+        "model": _p(run_path(r, model)),
+        "data": _p(run_path(r, data)),
+        **({"val_data": _p(run_path(r, val))} if val else {}),
+        "out": _p(run_path(r, out)),
     }
 
 
 def _candidates_paths(model: str, out: str) -> Callable[[Path], dict]:
     return lambda r: {
-        "model": _p(r / model),
-        "prompts": _p(r / "world" / "prompts.jsonl"),
-        "out": _p(r / out / "candidates.jsonl"),
+        "model": _p(run_path(r, model)),
+        "prompts": _p(run_path(r, "world/prompts.jsonl")),
+        "out": _p(run_path(r, out) / "candidates.jsonl"),
     }
 
 
 def _reward_paths(model: str, comparisons: str, candidates: str, out: str) -> Callable[[Path], dict]:
     return lambda r: {
-        "model": _p(r / model),
-        "data": _p(r / comparisons / "train.jsonl"),
-        "eval_data": _p(r / comparisons / "eval.jsonl"),
-        "calibration": _p(r / candidates / "candidates.jsonl"),
-        "out": _p(r / out),
+        "model": _p(run_path(r, model)),
+        "data": _p(run_path(r, comparisons) / "train.jsonl"),
+        "eval_data": _p(run_path(r, comparisons) / "eval.jsonl"),
+        "calibration": _p(run_path(r, candidates) / "candidates.jsonl"),
+        "out": _p(run_path(r, out)),
     }
 
 
 def _policy_paths(policy: str, reward: str, out: str) -> Callable[[Path], dict]:
     return lambda r: {
-        "policy": _p(r / policy),
-        "reward": _p(r / reward),
-        "prompts": _p(r / "world" / "prompts.jsonl"),
-        "out": _p(r / out),
+        "policy": _p(run_path(r, policy)),
+        "reward": _p(run_path(r, reward)),
+        "prompts": _p(run_path(r, "world/prompts.jsonl")),
+        "out": _p(run_path(r, out)),
     }
 
 
 def _evaluate_paths(models: Callable[[Path], list[tuple[str, Path]]], out: str) -> Callable[[Path], dict]:
     return lambda r: {
-        "prompts": _p(r / "world" / "eval_prompts.jsonl"),
+        "prompts": _p(run_path(r, "world/eval_prompts.jsonl")),
         "judge": "gold",
-        "out": _p(r / out),
+        "out": _p(run_path(r, out)),
         "models": {name: _p(path) for name, path in models(r)},
     }
 
 
 def _finished_models(names: tuple[str, ...]) -> Callable[[Path], list[tuple[str, Path]]]:
-    """The models among `names` (each its folder's name) whose folders hold a checkpoint."""
-    return lambda r: [(n, r / n) for n in names if (r / n / "config.json").exists()]
+    """The models among `names` (each its stage's folder; `base`, the pretrained model, is in `pretrain/`) whose
+    folders hold a checkpoint."""
+
+    def folders(r: Path) -> list[tuple[str, Path]]:
+        return [(n, run_path(r, "pretrain" if n == "base" else n)) for n in names]
+
+    return lambda r: [(n, f) for n, f in folders(r) if (f / "config.json").exists()]
 
 
 # ---- after: post-stage steps, each owned by the package of its data ---------------------------------------
@@ -97,43 +135,43 @@ def _split_labels(r: Path) -> None:
     """Hold out 10% of the prompt items (all their lines) for measuring the reward model (`rlhfkit data split`)."""
     from rlhfkit.data.comparisons import write_split
 
-    write_split(r / "comparisons" / "all.jsonl", r / "comparisons")
+    write_split(run_path(r, "labels/all.jsonl"), run_path(r, "labels"))
 
 
 def _split_cai_labels(r: Path) -> None:
     from rlhfkit.data.comparisons import write_split
 
-    write_split(r / "cai" / "comparisons" / "all.jsonl", r / "cai" / "comparisons")
+    write_split(run_path(r, "cai/labels/all.jsonl"), run_path(r, "cai/labels"))
 
 
 def _critic_demos(r: Path) -> None:
     from rlhfkit.cai.world_data import write_critic_demos
 
-    write_critic_demos(r / "cai" / "demos")
+    write_critic_demos(run_path(r, "cai/demos"))
 
 
 def _unrevised(r: Path) -> None:
     from rlhfkit.cai.revise import write_unrevised
 
-    write_unrevised(r / "cai" / "revisions")
+    write_unrevised(run_path(r, "cai/revise"))
 
 
 def _hybrid_split(r: Path) -> None:
     from rlhfkit.cai.hybrid import write_hybrid_split
 
-    write_hybrid_split(r / "comparisons", r / "cai" / "hybrid")
+    write_hybrid_split(run_path(r, "labels"), run_path(r, "cai/hybrid"))
 
 
 def _cai_world_eval(r: Path) -> None:
-    """`rlhfkit cai world-eval` on the CAI branch's chains and labels -> cai/eval/world_eval.json."""
+    """`rlhfkit cai world-eval` on the CAI branch's chains and labels -> cai/evaluate/world_eval.json."""
     from rlhfkit.cai.world_eval import write_world_eval
 
-    c, rlhf = r / "cai", r / "comparisons" / "all.jsonl"
+    rlhf = run_path(r, "labels/all.jsonl")
     write_world_eval(
-        c / "revisions" / "revisions.chains.jsonl",
-        c / "comparisons" / "all.jsonl",
+        run_path(r, "cai/revise/revisions.chains.jsonl"),
+        run_path(r, "cai/labels/all.jsonl"),
         rlhf if rlhf.exists() else None,
-        c / "eval" / "world_eval.json",
+        run_path(r, "cai/evaluate/world_eval.json"),
     )
 
 
@@ -152,7 +190,7 @@ STAGES: list[Stage] = [
         "WorldConfig",
         "world",
         (),
-        lambda r: {"out": _p(r / "world")},
+        lambda r: {"out": _p(run_path(r, "world"))},
         estimate_s=3,
     ),
     Stage(
@@ -163,7 +201,7 @@ STAGES: list[Stage] = [
         "TokenizerConfig",
         "tokenizer",
         ("world",),
-        lambda r: {"data": _p(r / "world" / "corpus.jsonl"), "out": _p(r / "tokenizer")},
+        lambda r: {"data": _p(run_path(r, "world/corpus.jsonl")), "out": _p(run_path(r, "tokenizer"))},
         estimate_s=10,
     ),
     Stage(
@@ -172,12 +210,12 @@ STAGES: list[Stage] = [
         "pretrain",
         "rlhfkit.train.pretrain",
         "PretrainConfig",
-        "base",
+        "pretrain",
         ("tokenizer",),
         lambda r: {
-            "data": _p(r / "world" / "corpus.jsonl"),
-            "tokenizer": _p(r / "tokenizer"),
-            "out": _p(r / "base"),
+            "data": _p(run_path(r, "world/corpus.jsonl")),
+            "tokenizer": _p(run_path(r, "tokenizer")),
+            "out": _p(run_path(r, "pretrain")),
         },
         estimate_s=300,
     ),
@@ -187,7 +225,7 @@ STAGES: list[Stage] = [
         *SFT,
         "sft",
         ("pretrain",),
-        _sft_paths(Path("base"), Path("world/sft.jsonl"), Path("world/sft_val.jsonl"), Path("sft")),
+        _sft_paths(Path("pretrain"), Path("world/sft.jsonl"), Path("world/sft_val.jsonl"), Path("sft")),
         estimate_s=300,
     ),
     Stage(
@@ -207,12 +245,12 @@ STAGES: list[Stage] = [
         "label",
         "rlhfkit.world.labels",
         "LabelsConfig",
-        "comparisons",
+        "labels",
         ("candidates",),
         lambda r: {
-            "candidates": _p(r / "candidates" / "candidates.jsonl"),
-            "out": _p(r / "comparisons" / "all.jsonl"),
-            "agreement_out": _p(r / "comparisons" / "agreement.json"),
+            "candidates": _p(run_path(r, "candidates/candidates.jsonl")),
+            "out": _p(run_path(r, "labels/all.jsonl")),
+            "agreement_out": _p(run_path(r, "labels/agreement.json")),
         },
         after=_split_labels,
         estimate_s=10,
@@ -223,9 +261,9 @@ STAGES: list[Stage] = [
         "reward train",
         "rlhfkit.reward.train",
         "RewardConfig",
-        "rm",
+        "reward",
         ("labels",),
-        _reward_paths("sft", "comparisons", "candidates", "rm"),
+        _reward_paths("sft", "labels", "candidates", "reward"),
         estimate_s=200,
     ),
     Stage(
@@ -234,16 +272,16 @@ STAGES: list[Stage] = [
         *PPO,
         "ppo",
         ("reward",),
-        _policy_paths("sft", "rm", "ppo"),
+        _policy_paths("sft", "reward", "ppo"),
         estimate_s=400,
     ),
     Stage(
         "evaluate",
         "win rates, probes and samples judged by the gold judge",
         *EVALUATE,
-        "eval",
+        "evaluate",
         ("ppo",),
-        _evaluate_paths(_finished_models(("base", "sft", "ppo")), "eval"),
+        _evaluate_paths(_finished_models(("base", "sft", "ppo")), "evaluate"),
         estimate_s=120,
     ),
     Stage(
@@ -274,10 +312,10 @@ METHOD_STAGES: list[Stage] = [
         "dpo",
         ("labels",),
         lambda r: {
-            "policy": _p(r / "sft"),
-            "data": _p(r / "comparisons" / "train.jsonl"),
-            "eval_data": _p(r / "comparisons" / "eval.jsonl"),
-            "out": _p(r / "dpo"),
+            "policy": _p(run_path(r, "sft")),
+            "data": _p(run_path(r, "labels/train.jsonl")),
+            "eval_data": _p(run_path(r, "labels/eval.jsonl")),
+            "out": _p(run_path(r, "dpo")),
         },
         estimate_s=300,
     ),
@@ -289,7 +327,7 @@ METHOD_STAGES: list[Stage] = [
         "RLOOConfig",
         "rloo",
         ("reward",),
-        _policy_paths("sft", "rm", "rloo"),
+        _policy_paths("sft", "reward", "rloo"),
         estimate_s=300,
     ),
     Stage(
@@ -300,7 +338,7 @@ METHOD_STAGES: list[Stage] = [
         "GRPOConfig",
         "grpo",
         ("reward",),
-        _policy_paths("sft", "rm", "grpo"),
+        _policy_paths("sft", "reward", "grpo"),
         estimate_s=300,
     ),
     Stage(
@@ -311,7 +349,7 @@ METHOD_STAGES: list[Stage] = [
         "RSConfig",
         "rs",
         ("reward",),
-        _policy_paths("sft", "rm", "rs"),
+        _policy_paths("sft", "reward", "rs"),
         estimate_s=200,
     ),
     # ranks its own samples round by round: the same label budget, spent online
@@ -324,9 +362,9 @@ METHOD_STAGES: list[Stage] = [
         "online",
         ("sft",),
         lambda r: {
-            "policy": _p(r / "sft"),
-            "prompts": _p(r / "world" / "prompts.jsonl"),
-            "out": _p(r / "online"),
+            "policy": _p(run_path(r, "sft")),
+            "prompts": _p(run_path(r, "world/prompts.jsonl")),
+            "out": _p(run_path(r, "online")),
         },
         estimate_s=600,
     ),
@@ -336,7 +374,7 @@ METHOD_STAGES: list[Stage] = [
         *PPO,
         "hybrid",
         ("hybrid_reward",),
-        _policy_paths("sft", "cai/hybrid/rm", "hybrid"),
+        _policy_paths("sft", "cai/hybrid/reward", "hybrid"),
         estimate_s=400,
     ),
 ]
@@ -350,10 +388,10 @@ def _hybrid_label_paths(r: Path) -> dict:
     from rlhfkit.cai.hybrid import HARMLESSNESS_CATEGORIES
 
     return {
-        "labeler": _p(r / "cai" / "labeler"),
-        "candidates": _p(r / "candidates" / "candidates.jsonl"),
+        "labeler": _p(run_path(r, "cai/labeler")),
+        "candidates": _p(run_path(r, "candidates/candidates.jsonl")),
         "categories": list(HARMLESSNESS_CATEGORIES),
-        "out": _p(r / "cai" / "hybrid" / "ai.jsonl"),
+        "out": _p(run_path(r, "cai/hybrid/ai.jsonl")),
     }
 
 
@@ -375,9 +413,9 @@ HYBRID_STAGES = [
         "reward train",
         "rlhfkit.reward.train",
         "RewardConfig",
-        "cai/hybrid/rm",
+        "cai/hybrid/reward",
         ("hybrid_labels",),
-        _reward_paths("sft", "cai/hybrid", "candidates", "cai/hybrid/rm"),
+        _reward_paths("sft", "cai/hybrid", "candidates", "cai/hybrid/reward"),
         estimate_s=200,
     ),
 ]
@@ -394,7 +432,7 @@ CAI_STAGES: list[Stage] = STAGES[:4] + [
         "DemosConfig",
         "cai/demos",
         ("world",),
-        lambda r: {"world": _p(r / "world"), "out": _p(r / "cai" / "demos")},
+        lambda r: {"world": _p(run_path(r, "world")), "out": _p(run_path(r, "cai/demos"))},
         after=_critic_demos,
         estimate_s=20,
     ),
@@ -423,14 +461,14 @@ CAI_STAGES: list[Stage] = STAGES[:4] + [
         "cai revise",
         "rlhfkit.cai.revise",
         "ReviseConfig",
-        "cai/revisions",
+        "cai/revise",
         ("cai_critic", "cai_labeler"),
         lambda r: {
-            "model": _p(r / "sft"),
-            "prompts": _p(r / "world" / "prompts.jsonl"),
-            "critic": _p(r / "cai" / "critic"),
-            "verifier": _p(r / "cai" / "labeler"),
-            "out": _p(r / "cai" / "revisions" / "revisions.jsonl"),
+            "model": _p(run_path(r, "sft")),
+            "prompts": _p(run_path(r, "world/prompts.jsonl")),
+            "critic": _p(run_path(r, "cai/critic")),
+            "verifier": _p(run_path(r, "cai/labeler")),
+            "out": _p(run_path(r, "cai/revise/revisions.jsonl")),
         },
         after=_unrevised,
         estimate_s=120,
@@ -443,7 +481,7 @@ CAI_STAGES: list[Stage] = STAGES[:4] + [
         ("cai_revise",),
         _sft_paths(
             Path("sft"),
-            Path("cai/revisions/revisions.jsonl"),
+            Path("cai/revise/revisions.jsonl"),
             Path("world/sft_val.jsonl"),
             Path("cai/sl_cai"),
         ),
@@ -457,7 +495,7 @@ CAI_STAGES: list[Stage] = STAGES[:4] + [
         ("cai_revise",),
         _sft_paths(
             Path("sft"),
-            Path("cai/revisions/unrevised.jsonl"),
+            Path("cai/revise/unrevised.jsonl"),
             Path("world/sft_val.jsonl"),
             Path("cai/control"),
         ),
@@ -478,12 +516,12 @@ CAI_STAGES: list[Stage] = STAGES[:4] + [
         "cai_labels",
         "RL-CAI: the AI labeler compares pairs under sampled principles (soft labels)",
         *CAI_LABEL,
-        "cai/comparisons",
+        "cai/labels",
         ("cai_candidates", "cai_labeler"),
         lambda r: {
-            "labeler": _p(r / "cai" / "labeler"),
-            "candidates": _p(r / "cai" / "candidates" / "candidates.jsonl"),
-            "out": _p(r / "cai" / "comparisons" / "all.jsonl"),
+            "labeler": _p(run_path(r, "cai/labeler")),
+            "candidates": _p(run_path(r, "cai/candidates/candidates.jsonl")),
+            "out": _p(run_path(r, "cai/labels/all.jsonl")),
         },
         after=_split_cai_labels,
         estimate_s=200,
@@ -494,9 +532,9 @@ CAI_STAGES: list[Stage] = STAGES[:4] + [
         "reward train",
         "rlhfkit.reward.train",
         "RewardConfig",
-        "cai/rm",
+        "cai/reward",
         ("cai_labels",),
-        _reward_paths("cai/sl_cai", "cai/comparisons", "cai/candidates", "cai/rm"),
+        _reward_paths("cai/sl_cai", "cai/labels", "cai/candidates", "cai/reward"),
         estimate_s=200,
     ),
     Stage(
@@ -505,23 +543,23 @@ CAI_STAGES: list[Stage] = STAGES[:4] + [
         *PPO,
         "cai/ppo",
         ("cai_reward",),
-        _policy_paths("cai/sl_cai", "cai/rm", "cai/ppo"),
+        _policy_paths("cai/sl_cai", "cai/reward", "cai/ppo"),
         estimate_s=400,
     ),
     Stage(
         "cai_evaluate",
         "SFT vs the unrevised control vs SL-CAI vs RL-CAI, judged by the gold judge",
         *EVALUATE,
-        "cai/eval",
+        "cai/evaluate",
         ("cai_ppo", "cai_control"),
         _evaluate_paths(
             lambda r: [
-                ("sft", r / "sft"),
-                ("self_distilled", r / "cai" / "control"),
-                ("sl_cai", r / "cai" / "sl_cai"),
-                ("cai_ppo", r / "cai" / "ppo"),
+                ("sft", run_path(r, "sft")),
+                ("self_distilled", run_path(r, "cai/control")),
+                ("sl_cai", run_path(r, "cai/sl_cai")),
+                ("cai_ppo", run_path(r, "cai/ppo")),
             ],
-            "cai/eval",
+            "cai/evaluate",
         ),
         after=_cai_world_eval,
         estimate_s=120,
@@ -554,7 +592,7 @@ def rlhf_stages(methods: list[str]) -> list[Stage]:
     evaluate = replace(
         STAGES[STAGE_NAMES.index("evaluate")],
         depends=tuple(methods),
-        paths=_evaluate_paths(_finished_models(("base", "sft", *methods)), "eval"),
+        paths=_evaluate_paths(_finished_models(("base", "sft", *methods)), "evaluate"),
         estimate_s=60 + 40 * len(methods),
     )
     return head + [by_name[m] for m in methods] + [evaluate, STAGES[-1]]

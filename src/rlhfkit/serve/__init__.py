@@ -1,7 +1,7 @@
 """An OpenAI-compatible HTTP API over rlhfkit checkpoints (and any local Hugging Face causal LM).
 
     from rlhfkit.serve import create_app, load_served_models
-    app = create_app(load_served_models(["base=runs/demo/base", "ppo=runs/demo/ppo"]))
+    app = create_app(load_served_models(["base=runs/demo/pretrain", "ppo=runs/demo/ppo"]))
 
 Pieces, one job each:
 - `schemas`: request validation (OpenAI's limits, 400 naming the parameter) and response objects.

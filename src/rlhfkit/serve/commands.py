@@ -1,6 +1,6 @@
 """`rlhfkit serve`: any checkpoints behind an OpenAI-compatible API.
 
-rlhfkit serve --model gpt-3.5-turbo-instruct=runs/demo/base --model gpt-4o=runs/demo/ppo --port 8000
+rlhfkit serve --model gpt-3.5-turbo-instruct=runs/demo/pretrain --model gpt-4o=runs/demo/ppo --port 8000
 rlhfkit serve --model base=SmolLM2-135M-Instruct.Q4_1.gguf --model rlhf=runs/smol/ppo_adapter
 """
 

@@ -41,6 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         labels.run,
         section="labels",
         required=("candidates", "out"),
+        aliases=["labels"],  # the pipeline stage's name
         help="rank candidate responses with simulated annotators",
     )
 

@@ -19,7 +19,7 @@ class LabelsConfig:
     """`rlhfkit label`. Defaults: ten annotators, each item ranked once."""
 
     candidates: str = ""  # candidates JSONL (prompt, completions, category, meta)
-    out: str = "runs/demo/comparisons/all.jsonl"  # output JSONL of K-way ranking comparisons
+    out: str = "runs/demo/labels/all.jsonl"  # output JSONL of K-way ranking comparisons
     pool_size: int = 10  # number of simulated annotators
     overlap: int = 1  # annotators per item
     seed: int = 0  # random seed
