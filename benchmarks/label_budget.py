@@ -20,8 +20,12 @@ The oracle (best of 8 by the gold judge) is reported too. Budgets beyond the run
 sets for fresh training prompts (`extra_candidates_*.jsonl` in `<run>/label_budget/`, cached). Reward-model
 training dominates the time: about 50 s per 1,000 rankings (2 epochs) on 2 Zen 4 cores.
 
+With `--ensemble N`, each row trains N reward models on the same labels (seeds seed, seed+1000, ...) and also
+measures their ensemble: the mean of the members' normalized scores, and mean - k * std (the uncertainty-
+penalized reward, a guard against over-optimization).
+
 Usage: python benchmarks/label_budget.py --run runs/demo --budgets 250,500,1000,2000 --seeds 0
-       [--sources annotators,annotators3,gold] [--out docs/results/label_budget.json]
+       [--sources annotators,annotators3,gold] [--ensemble 3] [--out docs/results/label_budget.json]
 Prints one JSON object per trained reward model as it finishes, then the whole result.
 """
 
@@ -135,15 +139,25 @@ def _train_reward_model(run: Path, labels: list[dict], out: Path, seed: int, ove
     return {"train_seconds": round(time.perf_counter() - start, 1)}
 
 
-def _measure(rm_dir: Path, prompts, records, texts: list[str], gold: list[float]) -> dict:
+def _proxy_scores(rm_dir: Path, prompts, texts: list[str]) -> list[float]:
+    """The reward model's score of every sampled answer, divided by the model's score std on them (so that the
+    members of an ensemble weigh the same)."""
     from rlhfkit.reward.model import default_max_length, load_reward_model, score_conversations
 
     k = PICK_FROM + 1
     rm, tok = load_reward_model(rm_dir)
     items = [(prompts[i // k], [{"role": "assistant", "content": t}]) for i, t in enumerate(texts)]
     proxy = score_conversations(rm, tok, items, default_max_length(rm, tok, 512), batch_size=64)
+    mean = sum(proxy) / len(proxy)
+    std = (sum((x - mean) ** 2 for x in proxy) / len(proxy)) ** 0.5 or 1.0
+    return [(x - mean) / std for x in proxy]
+
+
+def _measure(proxy: list[float], n_prompts: int, gold: list[float]) -> dict:
+    """Best-of-8 by `proxy` against the plain SFT sample, judged by gold; pair accuracy against gold."""
+    k = PICK_FROM + 1
     wins, picked, agree, pairs = 0.0, 0.0, 0, 0
-    for p in range(len(prompts)):
+    for p in range(n_prompts):
         group = range(p * k, p * k + PICK_FROM)
         best = max(group, key=lambda i: proxy[i])
         baseline = gold[p * k + PICK_FROM]
@@ -155,10 +169,19 @@ def _measure(rm_dir: Path, prompts, records, texts: list[str], gold: list[float]
                     pairs += 1
                     agree += (proxy[i] - proxy[j]) * (gold[i] - gold[j]) > 0
     return {
-        "bo8_win": round(wins / len(prompts), 4),
-        "bo8_gold": round(picked / len(prompts), 3),
+        "bo8_win": round(wins / n_prompts, 4),
+        "bo8_gold": round(picked / n_prompts, 3),
         "pair_accuracy_vs_gold": round(agree / max(pairs, 1), 4),
     }
+
+
+def _ensemble(members: list[list[float]], penalty: float) -> list[float]:
+    """mean - penalty * std across the members' (normalized) scores of each answer."""
+    out = []
+    for scores in zip(*members):
+        mean = sum(scores) / len(scores)
+        out.append(mean - penalty * (sum((x - mean) ** 2 for x in scores) / len(scores)) ** 0.5)
+    return out
 
 
 def main() -> None:
@@ -176,6 +199,14 @@ def main() -> None:
         metavar="FLAG=VALUE",
         help="change one of the pipeline's reward-model settings, e.g. epochs=4 (repeatable)",
     )
+    ap.add_argument(
+        "--ensemble",
+        type=int,
+        default=1,
+        help="reward models per row, trained with seeds seed, seed+1000, ... on the same labels; each member is "
+        "measured, and their mean score (and mean - k * std for each --ensemble-penalty k)",
+    )
+    ap.add_argument("--ensemble-penalty", default="1", help="k values for mean - k * std, comma-separated")
     ap.add_argument("--out", default=None, help="also write the result JSON here")
     args = ap.parse_args()
 
@@ -211,12 +242,24 @@ def main() -> None:
         result.setdefault("sft_gold", {})[seed] = round(sum(base) / len(base), 3)
         for source in sources:
             for budget in budgets:
-                with tempfile.TemporaryDirectory(prefix="label_budget_") as tmp:
-                    labels = _labels(candidates, source, budget, seed)
-                    sets = budget // 3 if source == "annotators3" else budget
-                    row = {"source": source, "budget": len(labels), "sets": sets, "seed": seed}
-                    row.update(_train_reward_model(run, labels, Path(tmp), seed, overrides))
-                    row.update(_measure(Path(tmp) / "rm", prompts, records, texts, gold))
+                labels = _labels(candidates, source, budget, seed)
+                sets = budget // 3 if source == "annotators3" else budget
+                row = {"source": source, "budget": len(labels), "sets": sets, "seed": seed}
+                members = []
+                for m in range(args.ensemble):
+                    with tempfile.TemporaryDirectory(prefix="label_budget_") as tmp:
+                        trained = _train_reward_model(run, labels, Path(tmp), seed + 1000 * m, overrides)
+                        members.append(_proxy_scores(Path(tmp) / "rm", prompts, texts))
+                    measured = {**trained, **_measure(members[-1], len(prompts), gold)}
+                    if args.ensemble == 1:
+                        row.update(measured)
+                    else:
+                        row.setdefault("members", []).append(measured)
+                if args.ensemble > 1:
+                    row["ensemble"] = {"mean": _measure(_ensemble(members, 0.0), len(prompts), gold)}
+                    for k_std in args.ensemble_penalty.split(","):
+                        picks = _ensemble(members, float(k_std))
+                        row["ensemble"][f"mean-{k_std}std"] = _measure(picks, len(prompts), gold)
                 print(json.dumps(row), flush=True)
                 result["rows"].append(row)
     if args.out:
