@@ -43,8 +43,11 @@ class PPOConfig:
     DEPRECATED: ClassVar = {"bf16": ("dtype", "bfloat16")}  # --bf16 was the bf16 switch before --dtype
 
     policy: str = ""  # SFT checkpoint: the policy starts here and it is the frozen reference
-    reward: str = ""  # reward model folder (AutoModelForSequenceClassification, num_labels=1), or
-    # "verifier" (1 for the prompt's known answer, else 0; "verifier+format[=W]" adds W for any one answer)
+    reward: str = ""  # reward model folder (AutoModelForSequenceClassification, num_labels=1); several,
+    # comma-separated, for an ensemble (see --ensemble-penalty); or "verifier" (1 for the prompt's known answer,
+    # else 0; "verifier+format[=W]" adds W for any one answer)
+    ensemble_penalty: float = 1.0  # with several reward models: reward = their mean - this * their std (each
+    # model's scores divided by its own std first): less reward where the models disagree
     prompts: str = (
         ""  # prompts JSONL ({"messages": [...], "meta": ...}); a trailing assistant turn is dropped
     )

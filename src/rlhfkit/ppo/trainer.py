@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from rlhfkit.artifacts import read_manifest, save_hf_checkpoint, write_manifest
+from rlhfkit.artifacts import save_hf_checkpoint, write_manifest
 from rlhfkit.data.chats import load_prompts
 from rlhfkit.errors import RlhfkitError
 from rlhfkit.generation import SamplingParams, end_of_turn_ids, pad_id, render_chat
@@ -61,6 +61,7 @@ from rlhfkit.ppo import distributed as ranks
 from rlhfkit.ppo.advantages import shape_scores
 from rlhfkit.ppo.config import METHOD_NAMES, GRPOConfig, PPOConfig, RLOOConfig, check_config
 from rlhfkit.ppo.kl_controller import KLController
+from rlhfkit.ppo.rm_reward import ensemble_reward_fn, reward_folders
 from rlhfkit.ppo.rollout import RewardFn, Rollout, collect, critic_values, measure
 from rlhfkit.ppo.update import Learner, amp, ptx_stream, update
 from rlhfkit.ppo.verifier_reward import is_verifier, verifier_reward_fn
@@ -80,27 +81,6 @@ from rlhfkit.train.loop import (
 from rlhfkit.train.precision import Precision
 
 __all__ = ["GRPOConfig", "PPOConfig", "RLOOConfig", "run"]  # the stage table names the configs here
-
-
-def rm_reward_fn(
-    path: str, device, max_length: int | None, batch_size: int, dtype: torch.dtype = torch.float32
-) -> tuple[RewardFn, dict]:
-    """A reward function over a reward-model folder (a LoRA RM's adapter folder too), and the RM's recorded
-    score statistics. The RM is frozen, so it is loaded in `dtype`."""
-    from rlhfkit.reward.model import encode, load_scorer, score_ids
-
-    rm, rm_tokenizer, max_length = load_scorer(path, device, max_length, dtype=dtype, optimize=True)
-
-    def score(prompts: list[list[dict]], texts: list[str], _ids: list[list[int]]) -> list[float]:
-        rows = [
-            encode(rm_tokenizer, p, [{"role": "assistant", "content": t}], max_length)
-            for p, t in zip(prompts, texts)
-        ]
-        return score_ids(rm, rm_tokenizer, rows, batch_size)
-
-    manifest = read_manifest(path)
-    std = (manifest.get("calibration") or {}).get("std") or (manifest.get("metrics") or {}).get("score_std")
-    return score, ({"score_std": float(std)} if std else {})
 
 
 def uses_gold_judge(wanted: bool, records: list[dict]) -> bool:
@@ -132,7 +112,7 @@ def build_value(cfg: PPOConfig, policy, device, has_rm: bool, base: str | None =
         return head, lambda batch, hidden: head(hidden.to(head.weight.dtype))[..., 0].float() * batch["mask"]
     from rlhfkit.reward.model import load_reward_model, scalar_head_name
 
-    init = cfg.value_init or (cfg.reward if has_rm else base)
+    init = cfg.value_init or (reward_folders(cfg.reward)[0] if has_rm else base)  # an ensemble's first
     lora = cfg.lora.enabled and cfg.critic_lora
     dtype = Precision.of(device, cfg.dtype).trainable_load_dtype(lora)
     critic, _ = load_reward_model(init, device, new_head=init == base, dtype=dtype)
@@ -205,8 +185,8 @@ def run(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
     records = load_prompts(cfg.prompts)
     prompt_ids = _prompt_ids(cfg, tokenizer, records, policy)
     if reward_fn is None:
-        reward_fn, rm_stats = rm_reward_fn(
-            cfg.reward, device, cfg.rm_max_length, cfg.forward_batch_size, precision.dtype
+        reward_fn, rm_stats = ensemble_reward_fn(
+            cfg.reward, cfg.ensemble_penalty, device, cfg.rm_max_length, cfg.forward_batch_size, precision.dtype
         )
     use_gold = uses_gold_judge(cfg.gold_judge, records)
     value_module, value_fn = build_value(
