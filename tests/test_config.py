@@ -9,6 +9,7 @@ import pytest
 
 from rlhfkit.cli import build_parser
 from rlhfkit.config import add_config_args, field_help
+from rlhfkit.train.loop import LoopConfig
 
 
 @dataclass
@@ -160,3 +161,23 @@ def test_required_fields_and_minimums_give_one_message_naming_the_flag():
     with pytest.raises(RlhfkitError, match=r"^--lr: expected an integer >= 1, got 0$"):
         require_at_least(cfg.loop, 1, "lr")
     require_at_least(cfg.loop, 0, "lr")
+
+
+def test_a_nested_configs_own_defaults_are_the_ones_that_run():
+    """A stage that nests the loop with its own defaults (SFT's lr) gets them from flags and from TOML alike;
+    the builder once ignored them, so the help said one lr and the run used another."""
+    from rlhfkit.config import config_from_args, config_from_options
+
+    @dataclass
+    class Stage:
+        out: str = ""
+        loop: LoopConfig = field(default_factory=lambda: LoopConfig(lr=5e-4, warmup_steps=7))
+
+    built = config_from_options(Stage, {"out": "x"}, "test")
+    assert (built.loop.lr, built.loop.warmup_steps, built.loop.weight_decay) == (5e-4, 7, 0.1)
+    assert config_from_options(Stage, {"lr": 1e-3}, "test").loop == LoopConfig(lr=1e-3, warmup_steps=7)
+    parser = argparse.ArgumentParser()
+    add_config_args(parser, Stage)
+    assert config_from_args(Stage, parser.parse_args(["--warmup-steps", "3"]), "stage").loop == LoopConfig(
+        lr=5e-4, warmup_steps=3
+    )

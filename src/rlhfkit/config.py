@@ -408,12 +408,16 @@ def load_toml(path: str | Path) -> dict:
         raise RlhfkitError(f"{p}: invalid TOML ({exc})") from None
 
 
-def _build(cls, file_values: dict, flags: dict, source=None):
+def _build(cls, file_values: dict, flags: dict, source=None, default=None):
+    """`cls` from the file's values and the flags; every other field keeps its default: `default`'s value when
+    `cls` is nested in another config, whose factory may set its own (SFT's loop has its own lr), else the
+    class's."""
     hints = typing.get_type_hints(cls)
     names = {f.name for f in _option_fields(cls)}
     unknown = set(file_values) - names
     if unknown:
         raise RlhfkitError(f"{source}: unknown option(s) for {cls.__name__}: {', '.join(sorted(unknown))}")
+    default = default if default is not None else cls()
     kwargs = {}
     for f in _option_fields(cls):
         tp = hints[f.name]
@@ -421,9 +425,9 @@ def _build(cls, file_values: dict, flags: dict, source=None):
             sub = file_values.get(f.name, {})
             if not isinstance(sub, dict):
                 raise RlhfkitError(f"{source}: field '{f.name}' must be a table")
-            kwargs[f.name] = _build(tp, sub, flags, source)
+            kwargs[f.name] = _build(tp, sub, flags, source, getattr(default, f.name))
         elif f.name in flags:
             kwargs[f.name] = flags[f.name]
         elif f.name in file_values:
             kwargs[f.name] = file_values[f.name]
-    return cls(**kwargs)
+    return dataclasses.replace(default, **kwargs)

@@ -63,7 +63,10 @@ def ensemble_reward_fn(
     def score(prompts: list[list[dict]], texts: list[str], ids: list[list[int]]) -> list[float]:
         table = torch.tensor([fn(prompts, texts, ids) for fn, _ in members], dtype=torch.float64)
         # A member without a recorded std is scaled by its std on this batch (a batch of one: not scaled).
-        stds = [std or (float(row.std()) if row.numel() > 1 else 1.0) or 1.0 for (_, std), row in zip(members, table)]
+        stds = [
+            std or (float(row.std()) if row.numel() > 1 else 1.0) or 1.0
+            for (_, std), row in zip(members, table)
+        ]
         table = table / torch.tensor(stds, dtype=torch.float64)[:, None]
         return (table.mean(0) - penalty * table.std(0, correction=0)).tolist()
 

@@ -186,7 +186,12 @@ def run(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
     prompt_ids = _prompt_ids(cfg, tokenizer, records, policy)
     if reward_fn is None:
         reward_fn, rm_stats = ensemble_reward_fn(
-            cfg.reward, cfg.ensemble_penalty, device, cfg.rm_max_length, cfg.forward_batch_size, precision.dtype
+            cfg.reward,
+            cfg.ensemble_penalty,
+            device,
+            cfg.rm_max_length,
+            cfg.forward_batch_size,
+            precision.dtype,
         )
     use_gold = uses_gold_judge(cfg.gold_judge, records)
     value_module, value_fn = build_value(

@@ -70,9 +70,9 @@ class RSConfig:
     # float16; sampling and the reward model run in it, fine-tuning keeps fp32 weights under a CUDA autocast
     gradient_checkpointing: bool = False  # fine-tuning recomputes activations in the backward pass
     lora: LoraOptions = field(default_factory=LoraOptions)  # each round's fine-tuning trains LoRA adapters
-    loop: LoopConfig = field(
-        default_factory=lambda: LoopConfig(lr=1e-4, warmup_steps=5, weight_decay=0.0, eval_every=1000)
-    )
+    # LoopConfig's own values (lr 1e-3). It said lr 1e-4, warmup 5, no decay until 2026-12-05, but the config
+    # builder ignored nested defaults, so every rejection-sampling run measured (docs/methods.md) used these.
+    loop: LoopConfig = field(default_factory=LoopConfig)
 
 
 def _check(cfg: RSConfig) -> None:

@@ -51,9 +51,10 @@ class SFTConfig:
     gradient_checkpointing: bool = False  # recompute activations in the backward pass: less memory,
     # about a third slower
     lora: LoraOptions = field(default_factory=LoraOptions)
-    loop: LoopConfig = field(
-        default_factory=lambda: LoopConfig(lr=5e-4, warmup_steps=20, weight_decay=0.0, eval_every=100)
-    )
+    # Its own lr. (Until 2026-12-05 this also set warmup 20 and no weight decay, but the config builder ignored
+    # nested defaults: every SFT run had LoopConfig's warmup and decay, and the CLI its lr 1e-3. The builder
+    # honours them now; the warmup and decay stay what every measured run used.)
+    loop: LoopConfig = field(default_factory=lambda: LoopConfig(lr=5e-4))
 
 
 def run(cfg: SFTConfig) -> Path:
