@@ -48,6 +48,12 @@ class PPOConfig:
     # else 0; "verifier+format[=W]" adds W for any one answer)
     ensemble_penalty: float = 1.0  # with several reward models: reward = their mean - this * their std (each
     # model's scores divided by its own std first): less reward where the models disagree
+    watch_reward: str = ""  # reward models (comma-separated) trained on the same labels but NOT optimized
+    # against: their score of each step's responses is logged (watch_score), a stand-in for a gold judge
+    stop_patience: int = (
+        0  # with --watch-reward: stop when the watch score's moving average has not reached a
+    )
+    # new best for this many steps, and keep the policy of its best step (ppo/stop_rule.py); 0: only log
     prompts: str = (
         ""  # prompts JSONL ({"messages": [...], "meta": ...}); a trailing assistant turn is dropped
     )
@@ -151,6 +157,10 @@ def check_config(cfg: PPOConfig, has_reward_fn: bool) -> None:
             raise RlhfkitError(
                 f"--{name.replace('_', '-')}: expected one of {', '.join(allowed)}, got '{getattr(cfg, name)}'"
             )
+    if cfg.stop_patience < 0 or (cfg.stop_patience > 0 and not cfg.watch_reward):
+        raise RlhfkitError(
+            f"--stop-patience {cfg.stop_patience}: needs --watch-reward (reward models to watch) and must be >= 0"
+        )
     if cfg.advantage != "gae" and cfg.samples_per_prompt < 2:
         raise RlhfkitError(
             f"--advantage {cfg.advantage} compares responses to the same prompt: --samples-per-prompt must be "

@@ -63,6 +63,7 @@ from rlhfkit.ppo.config import METHOD_NAMES, GRPOConfig, PPOConfig, RLOOConfig, 
 from rlhfkit.ppo.kl_controller import KLController
 from rlhfkit.ppo.rm_reward import ensemble_reward_fn, reward_folders
 from rlhfkit.ppo.rollout import RewardFn, Rollout, collect, critic_values, measure
+from rlhfkit.ppo.stop_rule import StopRule
 from rlhfkit.ppo.update import Learner, amp, ptx_stream, update
 from rlhfkit.ppo.verifier_reward import is_verifier, verifier_reward_fn
 from rlhfkit.saving import saving_into
@@ -193,6 +194,12 @@ def run(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
             cfg.forward_batch_size,
             precision.dtype,
         )
+    stop = None
+    if cfg.watch_reward:  # reward models the policy never sees, watched for over-optimization
+        watch_fn, _ = ensemble_reward_fn(
+            cfg.watch_reward, 0.0, device, cfg.rm_max_length, cfg.forward_batch_size, precision.dtype
+        )
+        stop = StopRule(watch_fn, cfg.stop_patience)
     use_gold = uses_gold_judge(cfg.gold_judge, records)
     value_module, value_fn = build_value(
         cfg, policy, device, has_rm=bool(cfg.reward) and not is_verifier(cfg.reward), base=base
@@ -222,6 +229,8 @@ def run(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
         start, extra = load_checkpoint(ckpt, modules, learner.optimizer)
         kl_ctl.beta = float(extra["beta"])
         norm = extra["norm"]
+        if stop is not None:
+            stop.load(extra.get("watch"))
         say(f"ppo: resuming from {ckpt} at step {start}/{cfg.steps}")
     log = MetricsLog(out / "metrics.jsonl", start if ckpt is not None else None, enabled=info.is_main)
     samples_path = out / "samples.jsonl"
@@ -240,6 +249,8 @@ def run(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
     with _progress(cfg.steps, info.is_main) as progress:
         task = progress.add_task("ppo", total=cfg.steps, completed=start, info="")
         for step in range(start, cfg.steps):
+            if stop is not None and stop.should_stop:  # resumed after the rule stopped it: train no further
+                break
             t0 = time.perf_counter()
             lr = cfg.loop.lr * min(1.0, (step + 1) / max(cfg.loop.warmup_steps, 1))
             for group in learner.optimizer.param_groups:
@@ -247,6 +258,9 @@ def run(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
             rollout, gold = roll_out(cfg, sampler, step, info)
 
             record = {"step": step + 1}
+            if stop is not None:  # before the update: the snapshot is the policy that wrote these responses
+                prompts = [records[i]["messages"] for i in rollout.prompt_index]
+                record.update(stop.observe(step + 1, prompts, rollout.texts, policy))
             bad = _non_finite(rollout)
             if bad:
                 say(f"step {step + 1}: {bad}; rollout batch skipped")
@@ -274,15 +288,29 @@ def run(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
             log.write(record)
             last = record
             progress.update(task, completed=done, info=_summary(record))
-            if (done % cfg.loop.save_every == 0 or done == cfg.steps) and info.is_main:
-                extra = {"beta": kl_ctl.beta, "norm": norm}
+            stopping = stop is not None and stop.should_stop
+            if (done % cfg.loop.save_every == 0 or done == cfg.steps or stopping) and info.is_main:
+                extra = {"beta": kl_ctl.beta, "norm": norm, **({"watch": stop.state()} if stop else {})}
                 save_checkpoint(out, modules, learner.optimizer, done, extra, world_size=info.world_size)
+            if stopping:
+                say(
+                    f"ppo: the watch score has not improved since step {stop.best_step}; stopped at step {done}"
+                )
+                break
 
+    state = {"final_beta": kl_ctl.beta, "reward_normalization": norm}
+    if stop is not None and stop.patience > 0:
+        kept = stop.restore_best(policy)  # the policy of the watch score's best step
+        state["stop_rule"] = {"best_step": stop.best_step, "stopped_at": stop.last_step, "kept_step": kept}
+        if kept is None and stop.best_step != stop.last_step and (out / "rlhfkit.json").exists():
+            # Resumed after the stop: the best step's policy was written then and is not in this process.
+            say(f"ppo: stopped at step {stop.last_step} before; its outputs (step {stop.best_step}) stay")
+            finish_distributed(info)
+            return out
+        say(f"ppo: the output is the policy of step {kept or stop.last_step}")
     if info.is_main:
         last = last or last_logged(out / "metrics.jsonl")  # no step left to run: keep the final metrics
-        _save_outputs(
-            cfg, sampler, value_module, base, last, {"final_beta": kl_ctl.beta, "reward_normalization": norm}
-        )
+        _save_outputs(cfg, sampler, value_module, base, last, state)
     finish_distributed(info)
     return out
 
