@@ -90,7 +90,8 @@ def make_fake_run(root: Path, old_folders: bool = False) -> Path:
                        "annotator": annotator, "category": "unknowable", "meta": meta})  # fmt: skip
     _jsonl(folder("labels") / "comparisons.jsonl", labels)
     ppo = [{"step": s, "reward": 0.1 * s, "gold": 5 + 0.05 * s - 0.001 * s * s, "kl": 0.02 * s, "beta": 0.05,
-            "entropy": 2 - s / 100, "policy_loss": 0.01} for s in range(1, 80, 4)]  # fmt: skip
+            "entropy": 2 - s / 100, "policy_loss": 0.01, "watch_ema": 0.02 * s - 0.0003 * s * s,
+            "watch_best_step": min(s, 33)} for s in range(1, 80, 4)]  # fmt: skip
     _jsonl(run / "ppo" / "metrics.jsonl", ppo)
 
     prompts = [
@@ -155,6 +156,7 @@ def test_report_shows_every_stage_and_escapes_model_text(tmp_path):
     assert "67%" in page  # two of three annotators agree with the gold judge's preference
     assert "33%" in page  # inter-annotator agreement: 1 agreeing pair out of 3
     assert "ppo beats sft" in page and "5 min 10 s" in page  # highlights and durations
+    assert "never optimizes" in page  # the watch rule's score is explained where the run logged it
     # the training table names each stage as the pipeline does
     assert "<td><b>pretrain</b></td>" in page and "<td><b>reward</b></td>" in page
 

@@ -148,6 +148,17 @@ def ppo_overview(series: Series) -> bytes | None:
         if proxy:
             lines += ax.plot(*series[proxy], color=PALETTE[0], lw=1.4, label=f"proxy ({proxy})")
             ax.set_ylabel("reward model score")
+        if "watch_ema" in series:  # reward models the policy never optimizes (ppo --watch-reward): own scale
+            wax = ax.twinx()
+            wax.spines["right"].set_position(("axes", 1.2))
+            wax.grid(False)
+            wax.set_ylabel("watch score")
+            lines += wax.plot(*series["watch_ema"], color=PALETTE[4], lw=1.4, label="watch RMs (moving avg.)")
+            best = series.get("watch_best_step")
+            if best and best[1]:
+                lines.append(
+                    ax.axvline(best[1][-1], color=PALETTE[4], ls=":", lw=1, label="watch rule's best")
+                )
         if gold:
             gax = ax.twinx() if proxy else ax
             lines += gax.plot(*series[gold], color=PALETTE[2], lw=1.4, label=f"gold ({gold})")

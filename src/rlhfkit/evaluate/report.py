@@ -270,7 +270,7 @@ def _ppo(folder: Path | None) -> str:
         return ""
     series = numeric_series(records)
     body = _img(plots.ppo_overview(series), "PPO proxy vs gold reward vs KL")
-    shown = {plots._first(series, plots.PROXY_KEYS), plots._first(series, plots.GOLD_KEYS)}
+    shown = {plots._first(series, plots.PROXY_KEYS), plots._first(series, plots.GOLD_KEYS), "watch_ema"}
     body += _img(
         plots.series_grid(series, "Everything PPO logged", plots.PPO_PREFERRED, skip=[k for k in shown if k]),
         "PPO metrics",
@@ -280,6 +280,12 @@ def _ppo(folder: Path | None) -> str:
         "want; when proxy keeps rising while gold stalls or falls, the policy is over-optimizing the reward "
         "model, which the KL penalty to the SFT model holds back.</p>"
     )
+    if "watch_ema" in series:
+        body += (
+            "<p class='note'>The watch score comes from reward models trained on the same labels that the policy "
+            "never optimizes: what a user without a gold judge can see. The watch rule (<code>--stop-patience"
+            "</code>) stops where its moving average stops reaching new bests and keeps that step's policy.</p>"
+        )
     step, samples = last_samples(records)
     if samples:
         items = "".join(f"<pre class='sample'>{_e(s)}</pre>" for s in samples[:MAX_SAMPLES_SHOWN])
