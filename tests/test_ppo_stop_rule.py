@@ -55,6 +55,7 @@ def test_ppo_logs_the_watch_score_and_stops_by_it(policy_dir, prompts_file, rm_d
     assert main(_argv(policy_dir, prompts_file, rm_dir, watch, logged)) == 0
     rows = [json.loads(line) for line in (logged / "metrics.jsonl").read_text().splitlines()]
     assert len(rows) == 6 and all("watch_score" in r and "watch_ema" in r for r in rows)
+    assert all(r["watch_corr"] == pytest.approx(1.0) for r in rows)  # the watch model is the optimized one
     assert "stop_rule" not in json.loads((logged / "rlhfkit.json").read_text())  # patience 0: only logged
 
     stopped = tmp_path / "stopped"

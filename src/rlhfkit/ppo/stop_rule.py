@@ -34,10 +34,16 @@ class StopRule:
     best_state: dict[str, torch.Tensor] | None = field(default=None, repr=False)
 
     def observe(
-        self, step: int, prompts: list[list[dict]], texts: list[str], policy: torch.nn.Module
+        self,
+        step: int,
+        prompts: list[list[dict]],
+        texts: list[str],
+        policy: torch.nn.Module,
+        proxy: torch.Tensor | None = None,
     ) -> dict:
         """Score step `step`'s responses with the watch models; remember `policy` (the one that wrote them, before
-        the step's update) if the EMA is at a new best. Returns the numbers to log."""
+        the step's update) if the EMA is at a new best. Returns the numbers to log (given `proxy`, the optimized
+        reward model's scores of the same responses, also their correlation with the watch scores)."""
         scores = self.score_fn(prompts, texts, [[] for _ in texts])
         score = sum(scores) / max(len(scores), 1)
         self.ema = score if self.ema is None else self.smoothing * self.ema + (1 - self.smoothing) * score
@@ -48,7 +54,13 @@ class StopRule:
                 self.patience > 0
             ):  # a copy of what trains (for a LoRA policy: the adapters and the rest alike)
                 self.best_state = {k: v.detach().clone() for k, v in policy.state_dict().items()}
-        return {"watch_score": score, "watch_ema": self.ema, "watch_best_step": self.best_step}
+        logged = {"watch_score": score, "watch_ema": self.ema, "watch_best_step": self.best_step}
+        if proxy is not None and len(scores) > 2:
+            # How far the optimized reward model and the watch models still rank this step's responses alike
+            # (logged only: a candidate signal of over-optimization that `benchmarks/stop_rule.py` can test).
+            pair = torch.stack([proxy.double().cpu(), torch.tensor(scores, dtype=torch.float64)])
+            logged["watch_corr"] = float(torch.corrcoef(pair)[0, 1].nan_to_num(0.0))
+        return logged
 
     @property
     def should_stop(self) -> bool:

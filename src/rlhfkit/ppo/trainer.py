@@ -260,7 +260,7 @@ def run(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
             record = {"step": step + 1}
             if stop is not None:  # before the update: the snapshot is the policy that wrote these responses
                 prompts = [records[i]["messages"] for i in rollout.prompt_index]
-                record.update(stop.observe(step + 1, prompts, rollout.texts, policy))
+                record.update(stop.observe(step + 1, prompts, rollout.texts, policy, rollout.raw_scores))
             bad = _non_finite(rollout)
             if bad:
                 say(f"step {step + 1}: {bad}; rollout batch skipped")
