@@ -85,6 +85,14 @@ def test_trainers_refuse_a_judge_and_evaluation_reads_it(
     captured = capsys.readouterr()
     assert "evaluation only" in captured.err
     assert "sampling" not in captured.out, "rs sampled before refusing the judge"
+    # Hidden in an ensemble, or as the start of a new reward model, it is refused too.
+    argv = ["ppo", "--policy", str(policy_dir), "--reward", f"{judge_dir},{judge_dir}", "--prompts",
+            str(prompts_file), "--out", str(tmp_path / "ens"), "--device", "cpu"]  # fmt: skip
+    assert main(argv) == 1 and "evaluation only" in capsys.readouterr().err
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text('{"prompt": "hi", "chosen": "hello", "rejected": "go away"}\n')
+    argv = ["reward", "train", "--model", str(judge_dir), "--data", str(pairs), "--out", str(tmp_path / "rm2")]
+    assert main(argv) == 1 and "evaluation only" in capsys.readouterr().err
     with pytest.raises(RlhfkitError, match="evaluation only"):
         load_scorer(judge_dir, optimize=True)
     model, _, length = load_scorer(judge_dir)  # evaluation: allowed

@@ -33,6 +33,7 @@ from rlhfkit.data.sources import read_records, record_source
 from rlhfkit.errors import RlhfkitError
 from rlhfkit.lora import LoraOptions, apply_lora, enable_gradient_checkpointing, resolve_base
 from rlhfkit.reward.evaluate import comparison_metrics, score_groups
+from rlhfkit.reward.judge_mark import refuse_judge
 from rlhfkit.reward.model import (
     default_max_length,
     encode,
@@ -188,6 +189,7 @@ def run(cfg: RewardConfig) -> Path:
     require(
         cfg, model="a Hugging Face model folder to put the reward head on", data="a comparisons JSONL file"
     )
+    refuse_judge(cfg.model, "--model")  # a reward model grown from the judge would carry it into training
     stage = start_stage("reward", cfg)
     out, device, info = stage.out, stage.device, stage.info
     groups = load_comparisons(cfg.data)
