@@ -174,17 +174,21 @@ def generate_responses(name: str, folder: str, prompts: list[dict], cfg: EvalCon
     seconds = time.perf_counter() - t0
     del model
     tokens = [len(c.token_ids) for c in completions]
+    kl_inputs = {}  # what the KL to the first model needs (`evaluate.kl`); nothing under --no-kl
+    if cfg.kl:
+        kl_inputs = {
+            "prompt_ids": [  # the prompts as this model's tokenizer renders them
+                tokenizer(render_chat(tokenizer, p["messages"]), add_special_tokens=False)["input_ids"]
+                for p in prompts
+            ],
+            "token_ids": [list(c.token_ids) for c in completions],
+            "logprobs": [list(c.logprobs) for c in completions],
+        }
     return {
         "texts": [(c.text or "").strip() for c in completions],
         "finish": [c.finish_reason for c in completions],
         "tokens": tokens,
-        # for the KL to the first model (`evaluate.kl`): the prompts as this model's tokenizer renders them
-        "prompt_ids": [
-            tokenizer(render_chat(tokenizer, p["messages"]), add_special_tokens=False)["input_ids"]
-            for p in prompts
-        ],
-        "token_ids": [list(c.token_ids) for c in completions],
-        "logprobs": [list(c.logprobs) for c in completions],
+        **kl_inputs,
         "stats": {
             "seconds": round(seconds, 3),
             "tokens": sum(tokens),
