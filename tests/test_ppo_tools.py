@@ -134,9 +134,18 @@ def test_stored_logprobs_equal_a_fresh_forward_and_the_mask_is_zero_exactly_on_t
     )
     messages = [[{"role": "user", "content": f"cat or dog {i}?"}] for i in range(8)]
     ro = collect(
-        policy, tok, prompts, messages, list(range(8)), lambda p, t, i: [0.0] * len(t), params,
-        pad_id=tok.pad_token_id, device="cpu", tools=WORLD_TOOLS, max_tool_turns=2,
-    )  # fmt: skip
+        policy,
+        tok,
+        prompts,
+        messages,
+        list(range(8)),
+        lambda p, t, i: [0.0] * len(t),
+        params,
+        pad_id=tok.pad_token_id,
+        device="cpu",
+        tools=WORLD_TOOLS,
+        max_tool_turns=2,
+    )
     measure(ro, policy, policy, None, temperature=1.0)
     assert ro.mask.min() == 0
     with torch.no_grad():
@@ -195,11 +204,22 @@ def test_every_method_trains_on_tool_episodes(policy_dir, tmp_path, monkeypatch,
     prompts = tmp_path / "p.jsonl"
     prompts.write_text("".join(json.dumps(r) + "\n" for r in rows))
     cfg = config(
-        policy=str(policy_dir), prompts=str(prompts), out=str(tmp_path / "out"), reward="verifier", steps=2,
-        batch_size=8, samples_per_prompt=1 if config is PPOConfig else 4, epochs=1, minibatch_size=4,
-        max_new_tokens=6, max_tool_turns=1, sample_every=2, device="cpu", value_model="head" if config is PPOConfig else "auto",
+        policy=str(policy_dir),
+        prompts=str(prompts),
+        out=str(tmp_path / "out"),
+        reward="verifier",
+        steps=2,
+        batch_size=8,
+        samples_per_prompt=1 if config is PPOConfig else 4,
+        epochs=1,
+        minibatch_size=4,
+        max_new_tokens=6,
+        max_tool_turns=1,
+        sample_every=2,
+        device="cpu",
+        value_model="head" if config is PPOConfig else "auto",
         loop=PPOLoopConfig(lr=1e-3, warmup_steps=1, save_every=100),
-    )  # fmt: skip
+    )
     out = run(cfg)
     metrics = [json.loads(x) for x in (Path(out) / "metrics.jsonl").read_text().splitlines()]
     assert [m["tool_calls"] for m in metrics] == [1.0, 1.0] and all("skipped" not in m for m in metrics)
