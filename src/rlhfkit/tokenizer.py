@@ -26,10 +26,21 @@ ASSISTANT = "<|assistant|>"
 END_OF_TURN = "<|end|>"
 SPECIAL_TOKENS = [ENDOFTEXT, PAD, SYSTEM, USER, ASSISTANT, END_OF_TURN]
 
-# Each message is `<|role|>content<|end|>`; a generation prompt opens the assistant turn.
+# Each message is `<|role|>content<|end|>`; a generation prompt opens the assistant turn. An assistant turn's
+# OpenAI `tool_calls` follow its content, one `{"name": ..., "arguments": {...}}` line each (the text
+# `data.tool_calls.call_text` writes and `parse_tool_call` reads); a tool's result is a `<|tool|>` turn. The
+# `tool` role is plain text, not a special token, so the vocabulary (and every old chat's ids) is unchanged.
 CHAT_TEMPLATE = (
     "{% for message in messages %}"
-    "{{ '<|' + message['role'] + '|>' + message['content'] + '<|end|>' }}"
+    "{{ '<|' + message['role'] + '|>' + (message['content'] or '') }}"
+    "{% if message['tool_calls'] is defined and message['tool_calls'] %}"
+    "{% for call in message['tool_calls'] %}"
+    "{% set f = call['function'] if call['function'] is defined else call %}"
+    "{{ ('\\n' if (message['content'] or not loop.first) else '') + '{\"name\": ' + (f['name'] | tojson) }}"
+    "{{ ', \"arguments\": ' + (f['arguments'] if f['arguments'] is string else (f['arguments'] | tojson)) + '}' }}"
+    "{% endfor %}"
+    "{% endif %}"
+    "{{ '<|end|>' }}"
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|assistant|>' }}{% endif %}"
 )

@@ -1,6 +1,8 @@
 """Chat records: `{"messages": [{"role": ..., "content": ...}, ...], "id": ..., "category": ..., ...}`.
 
-The OpenAI / TRL conversational format. Validation names the file, line and the exact field
+The OpenAI / TRL conversational format, with tool use as OpenAI writes it: an assistant message may carry
+`tool_calls` (its `content` then may be null: read as ""), and a `tool` message holds a tool's result
+(`data.tool_calls`). Validation names the file, line and the exact field
 (`messages[2].role`) with what was expected, so a user can fix a file of thousands of lines quickly.
 Free metadata is kept untouched; only the fields rlhfkit reads are checked.
 """
@@ -10,9 +12,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from rlhfkit.data.sources import RecordSource, record_source
+from rlhfkit.data.tool_calls import check_tool_calls
 from rlhfkit.errors import RlhfkitError
 
-ROLES = ("system", "user", "assistant")
+ROLES = ("system", "user", "assistant", "tool")
 
 
 def check_messages(
@@ -41,6 +44,9 @@ def check_messages(
             raise RlhfkitError.at(
                 path, line, f"{where}.role", f"expected one of {', '.join(roles)}, got {role!r}"
             )
+        check_tool_calls(msg, path, line, where)
+        if msg.get("content") is None and msg.get("tool_calls"):
+            msg["content"] = ""  # OpenAI's null content beside tool calls: every reader expects a string
         if not isinstance(msg.get("content"), str):
             got = type(msg.get("content")).__name__ if "content" in msg else "nothing"
             raise RlhfkitError.at(path, line, f"{where}.content", f"expected a string, got {got}")

@@ -15,7 +15,10 @@ Generalized advantage estimation (Schulman et al. 2016), with V(s_T) = 0 after t
     R_t     = A_t + V(s_t)                       (the value target)
 
 Rewards and values are zeroed past each response's end, so the recursion needs no per-row bookkeeping:
-every delta after the end is 0 and the last real token sees V = 0 after it.
+every delta after the end is 0 and the last real token sees V = 0 after it. In a tool-using episode the mask
+has holes (tool turns: tokens the policy did not choose); t + 1 above is the next *sampled* token, so GAE runs
+on each row's sampled tokens packed to the left and the result goes back to their places: the turn that made
+a call bootstraps from the value after the tool's answer, not from a zero.
 
 Whitening (masked over all response tokens of the rollout batch) makes the advantages mean 0 / std 1, so
 the learning rate means the same thing whatever the reward scale; TRL and lm-human-preferences do the same.
@@ -44,10 +47,11 @@ def per_token_rewards(
     mask: torch.Tensor,
     beta: float,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(`rewards` [B, T], per-token `kl` [B, T]); `scores` [B] lands on each row's last real token."""
+    """(`rewards` [B, T], per-token `kl` [B, T]); `scores` [B] lands on each row's last sampled token."""
     kl = (logp - ref_logp) * mask
     rewards = -beta * kl
-    lengths = mask.sum(-1).long()
+    positions = torch.arange(1, mask.size(-1) + 1, device=mask.device)
+    lengths = (positions * (mask > 0)).amax(-1).long()  # up to the last sampled token (`response_extent`)
     last = (lengths - 1).clamp(min=0)
     rows = torch.arange(rewards.size(0), device=rewards.device)
     rewards[rows, last] += scores * (lengths > 0)
@@ -57,9 +61,12 @@ def per_token_rewards(
 def gae(
     rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float, lam: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(advantages, returns), both [B, T], zero past each response's end."""
-    rewards = rewards * mask
-    values = values * mask
+    """(advantages, returns), both [B, T], zero past each response's end and on tokens outside the mask."""
+    # Sampled tokens first, in order (a stable sort): the identity when the mask has no holes.
+    packed = torch.sort((mask <= 0).to(torch.int8), dim=-1, stable=True).indices
+    mask = mask.gather(-1, packed)
+    rewards = rewards.gather(-1, packed) * mask
+    values = values.gather(-1, packed) * mask
     steps = rewards.size(1)
     advantages = torch.zeros_like(rewards)
     running = torch.zeros_like(rewards[:, 0])
@@ -69,7 +76,8 @@ def gae(
         running = delta + gamma * lam * running
         advantages[:, t] = running
     returns = advantages + values
-    return advantages * mask, returns * mask
+    unpack = torch.zeros_like(advantages)
+    return unpack.scatter(-1, packed, advantages * mask), unpack.scatter(-1, packed, returns * mask)
 
 
 def whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True) -> torch.Tensor:

@@ -74,7 +74,10 @@ class PPOConfig:
     epochs: int = 4  # passes over each rollout
     minibatch_size: int = 16  # episodes per gradient step
     group_by_length: bool = True  # minibatches of similar-length episodes (less padding); order still random
-    max_new_tokens: int = 64  # response cap; longer responses are cut (and pay missing_eot_penalty)
+    max_new_tokens: int = 64  # response cap; longer responses are cut (and pay missing_eot_penalty); with
+    # tools, the cap of each turn
+    max_tool_turns: int = 0  # tool calls an episode may make (the demo world's lookup and calculator, run
+    # between turns; their outputs are masked out of the loss, the KL and the advantages); 0: no tools
     temperature: float = 1.0  # sampling temperature (log-probs are taken at the same temperature)
     max_prompt_tokens: int = 192  # longer prompts lose their beginning
     beta: float = 0.05  # initial KL coefficient
@@ -181,6 +184,8 @@ def check_config(cfg: PPOConfig, has_reward_fn: bool) -> None:
             raise RlhfkitError(
                 f"--{name.replace('_', '-')}: expected an integer >= 1, got {getattr(cfg, name)}"
             )
+    if cfg.max_tool_turns < 0:
+        raise RlhfkitError(f"--max-tool-turns: expected an integer >= 0, got {cfg.max_tool_turns}")
     if cfg.temperature <= 0:
         raise RlhfkitError(f"--temperature: expected a number > 0 (PPO samples), got {cfg.temperature}")
     if cfg.ptx_coef > 0 and not cfg.ptx_data:

@@ -79,6 +79,7 @@ def gather_rollout(rollout: Rollout, pad_id: int, info: DistInfo, extra=None) ->
     names = ("sequences", "prompt_lens", "response_ids", "mask", "finished", "raw_scores", *_PER_TOKEN)
     mine = {n: getattr(rollout, n).cpu() for n in names}
     mine.update(texts=rollout.texts, prompt_index=rollout.prompt_index, timings=rollout.timings, extra=extra)
+    mine.update(turns=rollout.turns)
     parts = gather_objects(mine, info)
 
     def cat(name: str, fill: float) -> torch.Tensor:
@@ -99,6 +100,7 @@ def gather_rollout(rollout: Rollout, pad_id: int, info: DistInfo, extra=None) ->
         texts=[t for p in parts for t in p["texts"]],
         prompt_index=[i for p in parts for i in p["prompt_index"]],
         timings={k: max(p["timings"].get(k, 0.0) for p in parts) for k in rollout.timings},
+        turns=None if rollout.turns is None else [t for p in parts for t in p["turns"]],
     )
     for name in _PER_TOKEN:
         setattr(full, name, cat(name, 0.0))

@@ -3,7 +3,9 @@
 Steps (each timed, so the trainer can report where the time goes):
 
 1. Generation: the project's engine (`rlhfkit.generation.generate`; the lean KV-cached decoder for Llama
-   models) samples one response per prompt, stopping at end of turn or `max_new_tokens`.
+   models) samples one response per prompt, stopping at end of turn or `max_new_tokens`. With tools
+   (`--max-tool-turns`), an episode is several turns: `ppo/environment.py` runs the model's tool calls and
+   appends their results between turns.
 2. Scoring: the reward function reads (prompt messages, response text, response token ids). For a reward
    model folder it renders the chat with the RM tokenizer's template, exactly as the RM was trained, and
    reads the score of the last token (`rlhfkit.reward.model`). Tests pass any Python callable.
@@ -13,8 +15,10 @@ Steps (each timed, so the trainer can report where the time goes):
 Layout: each episode is one row `prompt + response`, right-padded. Causal attention never lets a real token
 see padding that comes after it, so no attention mask is built, positions are the natural 0..n, and the
 same row serves the policy, the reference and the critic. Response token j of row i sits at position
-`p_i + j` (p_i = prompt length); the state that chose it is the hidden state at `p_i + j - 1`. Only those
-positions go through the LM head (the costliest matmul of a small model) and through the value head, where
+`p_i + j` (p_i = prompt length); the state that chose it is the hidden state at `p_i + j - 1`. `mask` is 1 on
+the response tokens the policy sampled; tool turns inside a response are 0 there (they condition the tokens
+after them but are no action), and a row's response runs to its last 1 (`response_extent`), always a sampled
+token. Only the sampled positions go through the LM head (the costliest matmul of a small model) and through the value head, where
 that is exact (`train.logits.plain_lm_head`); other architectures use the logits of their own forward.
 
 With LoRA the reference is the policy itself with its adapters disabled (`ref=None`): one copy of the base.
@@ -32,6 +36,7 @@ import torch
 from rlhfkit.generation import SamplingParams, generate
 from rlhfkit.lora import is_peft
 from rlhfkit.ppo.chosen_logprobs import chosen_logprobs
+from rlhfkit.ppo.environment import Tools, run_episodes
 from rlhfkit.train.fast_linear import linear
 from rlhfkit.train.lean_forward import lean_hidden_at, lean_supported
 from rlhfkit.train.logits import body_of, causal_lm_of, logits_at, plain_lm_head
@@ -47,7 +52,7 @@ class Rollout:
     sequences: torch.Tensor  # [B, L] prompt + response, right-padded
     prompt_lens: torch.Tensor  # [B]
     response_ids: torch.Tensor  # [B, R] response tokens (pad past the end)
-    mask: torch.Tensor  # [B, R] float, 1 on real response tokens
+    mask: torch.Tensor  # [B, R] float, 1 on response tokens the policy sampled (0 on tool turns and padding)
     finished: torch.Tensor  # [B] bool: ended with an end-of-turn token
     raw_scores: torch.Tensor  # [B] reward function output
     texts: list[str]
@@ -56,6 +61,9 @@ class Rollout:
     ref_logprobs: torch.Tensor | None = None  # [B, R] frozen reference
     values: torch.Tensor | None = None  # [B, R] critic at rollout time
     timings: dict[str, float] = field(default_factory=dict)
+    turns: list[list[dict]] | None = (
+        None  # with tools: each episode's calls and results before its final text
+    )
 
     @property
     def size(self) -> int:
@@ -63,12 +71,12 @@ class Rollout:
 
     @property
     def lengths(self) -> torch.Tensor:
-        """[B] tokens per episode (prompt + response): the width its row needs."""
-        return self.prompt_lens + self.mask.sum(-1).long()
+        """[B] tokens per episode (prompt + response, tool turns included): the width its row needs."""
+        return self.prompt_lens + response_extent(self.mask)
 
     def rows(self, idx: torch.Tensor) -> dict[str, torch.Tensor]:
         """The tensors of rows `idx`, trimmed to the longest sequence / response among them."""
-        lengths = self.mask[idx].sum(-1).long()
+        lengths = response_extent(self.mask[idx])
         width_r = max(int(lengths.max()), 1)
         width = int((self.prompt_lens[idx] + lengths).max())
         return {
@@ -79,10 +87,23 @@ class Rollout:
         }
 
 
+def response_extent(mask: torch.Tensor) -> torch.Tensor:
+    """[B] response length of each row: up to its last sampled token (tool turns before it included)."""
+    positions = torch.arange(1, mask.size(-1) + 1, device=mask.device)
+    return (
+        (positions * (mask > 0)).amax(-1).long() if mask.size(-1) else mask.new_zeros(mask.shape[:-1]).long()
+    )
+
+
 def pad_episodes(
-    prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]], pad_id: int, device
+    prompts: Sequence[Sequence[int]],
+    responses: Sequence[Sequence[int]],
+    pad_id: int,
+    device,
+    sampled: Sequence[Sequence[int]] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(sequences [B, L], prompt_lens [B], response_ids [B, R], mask [B, R]) for right-padded episodes."""
+    """(sequences [B, L], prompt_lens [B], response_ids [B, R], mask [B, R]) for right-padded episodes.
+    `sampled`: per response token, 1 if the policy sampled it (default: every token)."""
     batch = len(prompts)
     width = max(len(p) + len(r) for p, r in zip(prompts, responses))
     width_r = max(max(len(r) for r in responses), 1)
@@ -92,7 +113,7 @@ def pad_episodes(
     for i, (p, r) in enumerate(zip(prompts, responses)):
         sequences[i, : len(p) + len(r)] = torch.tensor(list(p) + list(r), dtype=torch.long)
         response_ids[i, : len(r)] = torch.tensor(list(r), dtype=torch.long)
-        mask[i, : len(r)] = 1.0
+        mask[i, : len(r)] = 1.0 if sampled is None else torch.tensor(list(sampled[i]), dtype=mask.dtype)
     lens = torch.tensor([len(p) for p in prompts], dtype=torch.long)
     return sequences.to(device), lens.to(device), response_ids.to(device), mask.to(device)
 
@@ -222,26 +243,48 @@ def collect(
     pad_id: int,
     device,
     generation_batch_size: int = 64,
+    tools: Tools | None = None,
+    max_tool_turns: int = 0,
 ) -> Rollout:
-    """Generate and score one rollout batch (the forwards are `measure`'s job)."""
+    """Generate and score one rollout batch (the forwards are `measure`'s job). With `tools` and
+    `max_tool_turns` > 0 each episode may call tools between turns (`ppo.environment`); the reward reads its
+    final turn."""
     t0 = time.perf_counter()
-    completions = sample_responses(policy, tokenizer, prompt_ids, params, pad_id, generation_batch_size)
+
+    def sample(contexts: list[list[int]], turn_params: SamplingParams):
+        return sample_responses(policy, tokenizer, contexts, turn_params, pad_id, generation_batch_size)
+
+    if tools and max_tool_turns > 0:
+        limit = getattr(causal_lm_of(policy).config, "max_position_embeddings", None) or 10**9
+        episodes = run_episodes(sample, tokenizer, prompt_ids, params, tools, max_tool_turns, limit)
+        responses, sampled = [e.response for e in episodes], [e.sampled for e in episodes]
+        texts, finished, turns = (
+            [e.text for e in episodes],
+            [e.finished for e in episodes],
+            [e.turns for e in episodes],
+        )
+    else:
+        completions = sample([list(p) for p in prompt_ids], params)
+        responses, sampled, turns = [c.token_ids for c in completions], None, None
+        texts, finished = (
+            [c.text or "" for c in completions],
+            [c.finish_reason == "stop" for c in completions],
+        )
     t1 = time.perf_counter()
-    responses = [c.token_ids for c in completions]
-    texts = [c.text or "" for c in completions]
     raw = reward_fn([list(m) for m in prompt_messages], texts, [list(r) for r in responses])
     t2 = time.perf_counter()
-    sequences, prompt_lens, response_ids, mask = pad_episodes(prompt_ids, responses, pad_id, device)
+    sequences, prompt_lens, response_ids, mask = pad_episodes(prompt_ids, responses, pad_id, device, sampled)
     return Rollout(
         sequences=sequences,
         prompt_lens=prompt_lens,
         response_ids=response_ids,
         mask=mask,
-        finished=torch.tensor([c.finish_reason == "stop" for c in completions], device=device),
+        finished=torch.tensor(finished, dtype=torch.bool, device=device),
         raw_scores=torch.tensor([float(x) for x in raw], dtype=torch.float32, device=device),
         texts=texts,
         prompt_index=list(prompt_index),
         timings={"generation": t1 - t0, "scoring": t2 - t1},
+        turns=turns,
     )
 
 

@@ -154,6 +154,7 @@ class Sampler:
     stop_ids: list[int]
     use_gold: bool  # also score with the demo world's gold judge (logged, never trained on)
     device: torch.device
+    tools: dict | None = None  # name -> tool (`world.tools`), with --max-tool-turns
 
 
 def run(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
@@ -214,8 +215,15 @@ def run(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
         info=info,
     )
     stop_ids = end_of_turn_ids(tokenizer, causal_lm_of(policy))  # with every eos id of its generation config
+    tools = None
+    if cfg.max_tool_turns > 0:
+        from rlhfkit.data.tool_calls import require_tool_template
+        from rlhfkit.world.tools import WORLD_TOOLS
+
+        require_tool_template(tokenizer, cfg.policy)
+        tools = WORLD_TOOLS
     sampler = Sampler(
-        policy, ref, value_fn, reward_fn, tokenizer, records, prompt_ids, stop_ids, use_gold, device
+        policy, ref, value_fn, reward_fn, tokenizer, records, prompt_ids, stop_ids, use_gold, device, tools
     )
 
     kl_ctl = KLController(cfg.beta, cfg.kl_target if cfg.kl_target > 0 else None, cfg.kl_horizon)
@@ -360,6 +368,8 @@ def roll_out(cfg: PPOConfig, sampler: Sampler, step: int, info: DistInfo) -> tup
         pad_id=pad,
         device=sampler.device,
         generation_batch_size=cfg.generation_batch_size,
+        tools=sampler.tools,
+        max_tool_turns=cfg.max_tool_turns,
     )
     t_gold = time.perf_counter()
     gold = gold_scores(sampler.records, idx, rollout.texts) if sampler.use_gold else None
@@ -421,6 +431,8 @@ def _rollout_metrics(rollout: Rollout, gold, seconds: float, lr: float, beta: fl
     }
     if gold is not None:
         out["gold_reward"] = float(np.mean(gold))
+    if rollout.turns is not None:
+        out["tool_calls"] = float(np.mean([sum(m["role"] == "tool" for m in t) for t in rollout.turns]))
     return out
 
 
@@ -448,6 +460,8 @@ def _write_samples(path: Path, step: int, rollout: Rollout, records, gold, show:
             }
             if gold is not None:
                 row["gold"] = gold[j]
+            if rollout.turns is not None:
+                row["turns"] = rollout.turns[j]  # the calls and tool outputs before the final `response`
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
     console.print(f"[dim]step {step} samples:[/dim]")
     for j in range(min(show, rollout.size)):

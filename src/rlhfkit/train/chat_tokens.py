@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rlhfkit.data.tool_calls import require_tool_template
 from rlhfkit.errors import RlhfkitError
 
 IGNORE = -100
@@ -52,6 +53,8 @@ def tokenize_chats(
     tokenizer, chats: list[dict], max_len: int, source: str | Path = ""
 ) -> list[tuple[list[int], list[int]]]:
     """Tokenize every chat; drop those whose assistant tokens were all cut off by `max_len` (and say how many)."""
+    if any(m.get("tool_calls") or m["role"] == "tool" for chat in chats for m in chat["messages"]):
+        require_tool_template(tokenizer, source or "the chats")  # an old template would drop the calls
     out, dropped = [], 0
     for n, chat in enumerate(chats, 1):
         ids, labels = tokenize_chat(tokenizer, chat["messages"], max_len, where=f"{source}:{n}")

@@ -52,6 +52,8 @@ class WorldConfig:
     size: str = "default"  # small: tests (~200 KB corpus); default: ~2.5 MB corpus, 10k chats; large: ~15 MB
     verifiable: int = 0  # also write N verifiable RL prompts, N/4 held-out ones and N worked SFT chats
     # (verifiable_*.jsonl, verifiable.json); the other files stay the same bytes; 0: none
+    tools: bool = False  # with --verifiable: also N SFT chats that solve them with the world's tools
+    # (lookup, calculator): verifiable_tools_sft.jsonl
 
 
 def run(cfg: WorldConfig) -> Path:
@@ -67,12 +69,16 @@ def run(cfg: WorldConfig) -> Path:
         raise RlhfkitError(f"--size: expected one of {', '.join(SIZES)}, got '{cfg.size}'")
     if cfg.verifiable < 0:
         raise RlhfkitError(f"--verifiable: expected an integer >= 0, got {cfg.verifiable}")
+    if cfg.tools and not cfg.verifiable:
+        raise RlhfkitError(
+            "--tools writes tool-using demonstrations of the verifiable tasks: give --verifiable N"
+        )
     start = time.perf_counter()
     info = build_world(cfg.out, seed=cfg.seed, size=cfg.size)
     if cfg.verifiable:
         from rlhfkit.world.verifiable_build import build_verifiable
 
-        info["files"].update(build_verifiable(cfg.out, cfg.seed, cfg.verifiable)["files"])
+        info["files"].update(build_verifiable(cfg.out, cfg.seed, cfg.verifiable, cfg.tools)["files"])
     table = Table(title=f"demo world (seed {cfg.seed}, size {cfg.size}) in {cfg.out}")
     table.add_column("file")
     table.add_column("records", justify="right")

@@ -3,7 +3,8 @@
 Files: `verifiable_train.jsonl` (N RL prompts over the train templates and entities), `verifiable_eval.jsonl`
 (N / 4 held-out prompts, at least one), `verifiable_sft.jsonl` (N worked demonstrations, imperfect at the
 rates in `verifiable_demos.VERIFIABLE_FLAWS`) and `verifiable.json` (counts per kind and difficulty, flaw
-rates, sha256 of each file). Each file draws from its own random stream (`files.stream_rng`), so
+rates, sha256 of each file). With `--tools`, also `verifiable_tools_sft.jsonl`: N demonstrations that solve the
+tasks with the world's tools (`verifiable_tool_demos`). Each file draws from its own random stream (`files.stream_rng`), so
 `world.json` and the world's other files are the same bytes with or without this option.
 """
 
@@ -16,9 +17,10 @@ from pathlib import Path
 from rlhfkit.world.files import sha256_of, stream_rng, write_rows
 from rlhfkit.world.verifiable import verifiable_records
 from rlhfkit.world.verifiable_demos import VERIFIABLE_FLAWS, verifiable_demonstrations
+from rlhfkit.world.verifiable_tool_demos import VERIFIABLE_TOOL_FLAWS, verifiable_tool_demonstrations
 
 
-def build_verifiable(out_dir: str | Path, seed: int, n: int) -> dict:
+def build_verifiable(out_dir: str | Path, seed: int, n: int, tools: bool = False) -> dict:
     """Write the verifiable files into `out_dir`; return the content of `verifiable.json`."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -31,6 +33,10 @@ def build_verifiable(out_dir: str | Path, seed: int, n: int) -> dict:
         ),
         "verifiable_sft.jsonl": verifiable_demonstrations(n, stream_rng(seed, "verifiable_sft"), "vsft"),
     }
+    if tools:
+        files["verifiable_tools_sft.jsonl"] = verifiable_tool_demonstrations(
+            n, stream_rng(seed, "verifiable_tools_sft"), "vtool"
+        )
     info: dict = {"seed": seed, "n": n, "files": {}}
     for name, rows in files.items():
         path = out / name
@@ -44,9 +50,11 @@ def build_verifiable(out_dir: str | Path, seed: int, n: int) -> dict:
                 str(d): c for d, c in sorted(Counter(r["meta"]["difficulty"] for r in rows).items())
             },
         }
-        if name == "verifiable_sft.jsonl":
+        if name in ("verifiable_sft.jsonl", "verifiable_tools_sft.jsonl"):
             entry["quality"] = dict(sorted(Counter(r["quality"] for r in rows).items()))
         info["files"][name] = entry
     info["flaw_rates"] = dict(VERIFIABLE_FLAWS)
+    if tools:
+        info["tool_flaw_rates"] = dict(VERIFIABLE_TOOL_FLAWS)
     (out / "verifiable.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
     return info

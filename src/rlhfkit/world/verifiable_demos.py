@@ -40,7 +40,7 @@ def _step_sentence(kind: str, step: dict) -> str | None:
     return None  # comparisons are summed up in the closing sentences
 
 
-def _final(meta: dict, answer) -> str:
+def final_sentence(meta: dict, answer) -> str:
     kind = meta["kind"]
     if kind == "cheapest":
         return f"So the {answer} is the {meta['answer_cues'][0]}."
@@ -72,7 +72,7 @@ def worked_answer(meta: dict, rng: random.Random, flaw: str | None = None) -> st
     steps, answer = meta["steps"], meta["answer"]
     if flaw == "arithmetic_slip" and any(s["op"] in ARITHMETIC for s in steps):
         steps, answer = _slip(steps, rng)
-    final = _final(meta, answer)
+    final = final_sentence(meta, answer)
     if flaw == "direct":
         return final[3:4].upper() + final[4:]  # "The answer is $1,165."
     sentences = [s for s in (_step_sentence(meta["kind"], step) for step in steps) if s]
@@ -85,9 +85,9 @@ def worked_answer(meta: dict, rng: random.Random, flaw: str | None = None) -> st
     return " ".join([*sentences, final])
 
 
-def _pick_flaw(rng: random.Random) -> str | None:
+def pick_flaw(rng: random.Random, flaws: list[tuple[str, float]] = VERIFIABLE_FLAWS) -> str | None:
     r = rng.random()
-    for flaw, p in VERIFIABLE_FLAWS:
+    for flaw, p in flaws:
         if r < p:
             return flaw
         r -= p
@@ -100,7 +100,7 @@ def verifiable_demonstrations(n: int, rng: random.Random, prefix: str) -> list[d
     out = []
     for i in range(n):
         task = sample_verifiable(kinds[i % len(kinds)], rng, "train")
-        flaw = _pick_flaw(rng)
+        flaw = pick_flaw(rng)
         if flaw == "arithmetic_slip" and not any(s["op"] in ARITHMETIC for s in task.meta["steps"]):
             flaw = None  # a comparison has no arithmetic to slip on
         reply = worked_answer(task.meta, rng, flaw)

@@ -1,0 +1,215 @@
+"""Does GRPO with the verifier and the world's tools raise verifiable accuracy over SFT? Prints JSON.
+
+Phases (each one command, so each stays a short locked run on a shared CPU):
+  prepare  the world with `--verifiable N --tools`, a tokenizer on its corpus and tool chats, and an untrained
+           model of `--preset` (no pretraining: the tool demonstrations are the whole curriculum)
+  sft      SFT on verifiable_tools_sft.jsonl
+  grpo     `rlhfkit grpo --reward verifier --max-tool-turns T` on verifiable_train.jsonl from the SFT model
+  eval     accuracy on the held-out verifiable_eval.jsonl and on fresh train-template prompts, each played with
+           the tools through the rollout's own environment (`ppo.environment.run_episodes`), greedy or sampled
+
+    python benchmarks/tool_grpo.py prepare --out /tmp/tools && python benchmarks/tool_grpo.py sft --out /tmp/tools
+    python benchmarks/tool_grpo.py eval --out /tmp/tools --model sft && ... grpo ... && ... eval --model grpo
+
+Measured (seed 0, AMD EPYC, 2 cores shared with other jobs): docs/methods.md, "Tools and multi-turn rollouts".
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections import Counter
+from pathlib import Path
+
+import torch
+
+from cpu_info import cpu_info
+
+
+def prepare(args) -> dict:
+    from rlhfkit.artifacts import save_hf_checkpoint
+    from rlhfkit.models import build_model
+    from rlhfkit.tokenizer import train_tokenizer
+    from rlhfkit.world.build import WorldConfig
+    from rlhfkit.world.build import run as build_world
+
+    out = Path(args.out)
+    build_world(
+        WorldConfig(out=str(out / "world"), size="small", seed=args.seed, verifiable=args.n, tools=True)
+    )
+    corpus = out / "tokenizer_corpus.jsonl"
+    with corpus.open("w") as fh:
+        for name in ("corpus.jsonl", "verifiable_tools_sft.jsonl"):
+            for line in (out / "world" / name).read_text().splitlines():
+                record = json.loads(line)
+                text = record.get("text") or json.dumps(record["messages"], ensure_ascii=False)
+                fh.write(json.dumps({"text": text}) + "\n")
+    tok = train_tokenizer(corpus, args.vocab, out / "base")
+    model = build_model(args.preset, len(tok), args.max_len, tok, seed=args.seed)
+    save_hf_checkpoint(model, tok, out / "base")
+    return {"parameters": sum(p.numel() for p in model.parameters())}
+
+
+def sft(args) -> dict:
+    from rlhfkit.train.loop import LoopConfig
+    from rlhfkit.train.sft import SFTConfig
+    from rlhfkit.train.sft import run as run_sft
+
+    out = Path(args.out)
+    loop = LoopConfig(
+        max_steps=args.steps, lr=args.lr, warmup_steps=20, weight_decay=0.0, eval_every=args.steps
+    )
+    cfg = SFTConfig(
+        model=str(out / "base"),
+        data=str(out / "world" / "verifiable_tools_sft.jsonl"),
+        out=str(out / "sft"),
+        max_len=args.max_len,
+        batch_size=32,
+        micro_batch_size=32,
+        epochs=0,
+        device="cpu",
+        sample_every_eval=0,
+        loop=loop,
+    )
+    run_sft(cfg)
+    last = [json.loads(x) for x in (out / "sft" / "metrics.jsonl").read_text().splitlines()][-1]
+    return {k: v for k, v in last.items() if "loss" in k}
+
+
+def grpo(args) -> dict:
+    from rlhfkit.ppo.config import GRPOConfig, PPOLoopConfig
+    from rlhfkit.ppo.trainer import run
+
+    out = Path(args.out)
+    cfg = GRPOConfig(
+        policy=str(out / "sft"),
+        prompts=str(out / "world" / "verifiable_train.jsonl"),
+        out=str(out / args.name),
+        reward="verifier",
+        steps=args.steps,
+        batch_size=args.batch,
+        samples_per_prompt=args.k,
+        epochs=args.epochs,
+        temperature=args.rl_temperature,
+        minibatch_size=args.batch // 2,
+        max_new_tokens=args.turn_tokens,
+        max_tool_turns=args.turns,
+        beta=0.02,
+        kl_target=0.0,
+        missing_eot_penalty=0.0,
+        sample_every=args.steps,
+        device="cpu",
+        loop=PPOLoopConfig(lr=args.lr, warmup_steps=2, save_every=1000, seed=args.seed),
+    )
+    run(cfg)
+    rows = [json.loads(x) for x in (out / args.name / "metrics.jsonl").read_text().splitlines()]
+    return {"reward_first": rows[0]["reward"], "reward_last": rows[-1]["reward"], "steps": len(rows)}
+
+
+def fresh(out: Path) -> list[dict]:
+    """Prompts of the train templates and entities that neither the SFT chats nor the RL prompts hold: what the
+    models were trained on, in new combinations (the held-out eval changes the wording and the entities too)."""
+    from rlhfkit.world.files import stream_rng
+    from rlhfkit.world.verifiable import verifiable_records
+
+    seen = set()
+    for name in ("verifiable_tools_sft.jsonl", "verifiable_train.jsonl"):
+        seen |= {
+            json.loads(x)["messages"][0]["content"] for x in (out / "world" / name).read_text().splitlines()
+        }
+    records = verifiable_records(2000, stream_rng(0, "tool_grpo_fresh"), "train", "vfresh")
+    return [r for r in records if r["messages"][0]["content"] not in seen]
+
+
+def evaluate(args) -> dict:
+    from rlhfkit.data.chats import load_prompts
+    from rlhfkit.generation import SamplingParams, end_of_turn_ids, generate, render_chat
+    from rlhfkit.generation.loading import load_for_generation
+    from rlhfkit.ppo.environment import run_episodes
+    from rlhfkit.verifier import answer_of, verify
+    from rlhfkit.world.tools import WORLD_TOOLS
+
+    out = Path(args.out)
+    model, tok = load_for_generation(str(out / args.model), device="cpu", dtype="float32")
+    results = {}
+    for split, records in (
+        ("eval", load_prompts(out / "world" / "verifiable_eval.jsonl")),
+        ("fresh", fresh(out)),
+    ):
+        records = records[: args.prompts]
+        ids = [tok(render_chat(tok, r["messages"]), add_special_tokens=False)["input_ids"] for r in records]
+        params = SamplingParams(
+            max_new_tokens=args.turn_tokens,
+            temperature=args.temperature,
+            stop_token_ids=end_of_turn_ids(tok, model),
+            seed=0,
+        )
+
+        def sample(contexts, p):
+            return generate(model, contexts, p, pad_token_id=tok.pad_token_id, tokenizer=tok, batch_size=64)
+
+        episodes = run_episodes(
+            sample, tok, ids, params, WORLD_TOOLS, args.turns, model.config.max_position_embeddings
+        )
+        verdicts = [verify(e.text, answer_of(r)) for e, r in zip(episodes, records)]
+        by_kind: dict[str, list[bool]] = {}
+        for r, v in zip(records, verdicts):
+            by_kind.setdefault(r["kind"], []).append(v.correct)
+        results[split] = {
+            "n": len(records),
+            "accuracy": sum(v.correct for v in verdicts) / len(records),
+            "by_kind": {k: round(sum(v) / len(v), 3) for k, v in sorted(by_kind.items())},
+            "tool_calls_per_episode": sum(e.tool_calls for e in episodes) / len(episodes),
+            "verdicts": dict(Counter(v.reason for v in verdicts)),
+            "example": {"turns": episodes[0].turns, "answer": episodes[0].text},
+        }
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("phase", choices=("prepare", "sft", "grpo", "eval"))
+    parser.add_argument("--out", default="/tmp/tool_grpo")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--n", type=int, default=8000, help="verifiable tasks (train prompts, tool demonstrations)"
+    )
+    parser.add_argument("--preset", default="tiny")
+    parser.add_argument("--vocab", type=int, default=2048)
+    parser.add_argument("--max-len", type=int, default=512)
+    parser.add_argument("--steps", type=int, default=None, help="sft 1500, grpo 120")
+    parser.add_argument("--lr", type=float, default=None, help="sft 2e-3, grpo 1e-4")
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--k", type=int, default=8)
+    parser.add_argument("--turns", type=int, default=5, help="--max-tool-turns")
+    parser.add_argument("--turn-tokens", type=int, default=48, help="--max-new-tokens (per turn)")
+    parser.add_argument("--epochs", type=int, default=1, help="grpo: passes over each rollout")
+    parser.add_argument("--rl-temperature", type=float, default=1.0, help="grpo: sampling temperature")
+    parser.add_argument("--name", default="grpo")
+    parser.add_argument("--model", default="sft")
+    parser.add_argument("--prompts", type=int, default=200)
+    parser.add_argument("--temperature", type=float, default=0.0)
+    args = parser.parse_args()
+    defaults = {"sft": (1500, 2e-3), "grpo": (120, 1e-4)}.get(args.phase, (0, 0.0))
+    args.steps = defaults[0] if args.steps is None else args.steps
+    args.lr = defaults[1] if args.lr is None else args.lr
+    torch.manual_seed(args.seed)
+    t0 = time.perf_counter()
+    result = {"prepare": prepare, "sft": sft, "grpo": grpo, "eval": evaluate}[args.phase](args)
+    print(
+        json.dumps(
+            {
+                "phase": args.phase,
+                "args": vars(args),
+                "seconds": round(time.perf_counter() - t0, 1),
+                "cpu": cpu_info(),
+                "result": result,
+            },
+            indent=1,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,134 @@
+"""SFT demonstrations that solve the verifiable tasks with the world's tools (`world build --verifiable N --tools`).
+
+A demonstration is a multi-turn chat: the question, then one tool call per assistant turn (a `lookup` for each
+fact the task's `steps` read, then one `calculator` call for the arithmetic of `price_total` and the year
+gaps), each followed by the tool's real output (`world.tools.run_tool`), and a final answer in the format of
+the plain demonstrations (`verifiable_demos`: "So the answer is $1,097."). Comparisons and counts need no
+calculator: the answer follows from the looked-up prices.
+
+Some demonstrations carry documented mistakes, at the rates in `VERIFIABLE_TOOL_FLAWS`, named in `quality`:
+- `wrong_lookup`: one lookup asks for another item of the same pool (a product of the same category) and the
+  demonstration uses its value as if it were the one asked for, through to a (usually) wrong answer;
+- `no_calculator`: the lookups, then the arithmetic done by hand in the final turn, with one slip carried to
+  the answer (`verifiable_demos._slip`), as a hurried person does.
+Both are what RL with the verifier has to fix: look up the right item, use the calculator.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+
+from rlhfkit.data.tool_calls import ToolCall, call_message
+from rlhfkit.world.knowledge import load_knowledge
+from rlhfkit.world.tools import LOOKUP_FIELDS, run_tool
+from rlhfkit.world.verifiable import CATEGORY, VERIFIABLE_KINDS, sample_verifiable
+from rlhfkit.world.verifiable_demos import ARITHMETIC, final_sentence, pick_flaw, worked_answer
+
+# (flaw, probability); the rest use the right lookups and the calculator
+VERIFIABLE_TOOL_FLAWS: list[tuple[str, float]] = [("wrong_lookup", 0.1), ("no_calculator", 0.1)]
+
+
+def _counts(steps: list[dict]) -> list[int]:
+    """How many of each looked-up product a price_total task buys (a lookup followed by its `mul`, else 1)."""
+    counts = []
+    for i, step in enumerate(steps):
+        if step["op"] == "lookup":
+            after = steps[i + 1] if i + 1 < len(steps) else {}
+            counts.append(after["args"][0] if after.get("op") == "mul" else 1)
+    return counts
+
+
+def _expression(meta: dict, values: list[int]) -> str | None:
+    """The calculator's expression over the looked-up values; None for comparisons and counts."""
+    if meta["kind"] == "price_total":
+        return " + ".join(f"{c} * {v}" if c > 1 else str(v) for c, v in zip(_counts(meta["steps"]), values))
+    if meta["kind"] in ("born_gap", "founded_gap"):
+        return f"{values[1]} - {values[0]}"
+    return None
+
+
+def _answer(meta: dict, values: list[int], computed):
+    """The answer that follows from the looked-up `values` (`computed`: the calculator's result, if any)."""
+    if meta["kind"] == "cheapest":
+        pick = min if meta["steps"][len(values)]["op"] == "min" else max
+        return meta["choices"][values.index(pick(values))]
+    if meta["kind"] == "count_below":
+        limit = next(s for s in meta["steps"] if s["op"] == "lt")["args"][1]
+        return sum(v < limit for v in values)
+    return computed
+
+
+def _final_text(meta: dict, values: list[int], answer) -> str:
+    final = final_sentence(meta, answer)
+    if meta["kind"] != "count_below":
+        return final
+    limit = next(s for s in meta["steps"] if s["op"] == "lt")["args"][1]
+    items = [s["of"] for s in meta["steps"] if s["op"] == "lookup"]
+    below = [f"the {name}" for name, v in zip(items, values) if v < limit]
+    return f"Under ${limit:,}: " + (", ".join(below) if below else "none of them") + ". " + final
+
+
+def _wrong_item(meta: dict, name: str, rng: random.Random) -> str:
+    """Another entity of `name`'s pool (a product of the same category) that the task does not ask about."""
+    kb = load_knowledge()
+    asked = {s["of"] for s in meta["steps"] if s["op"] == "lookup"}
+    for pool, field in LOOKUP_FIELDS.items():
+        entity = kb.find(pool, name)
+        if entity is not None:
+            same = [
+                e["name"]
+                for e in kb.pools[pool]
+                if e["name"] not in asked and e.get(field) and e.get("category") == entity.get("category")
+            ]
+            return rng.choice(sorted(same))
+    raise KeyError(name)  # cannot happen: every lookup step names a world entity
+
+
+def tool_chat(question: str, meta: dict, rng: random.Random, flaw: str | None = None) -> list[dict]:
+    """The demonstration's messages for a task's `meta`, with `flaw` if any."""
+    messages: list[dict] = [{"role": "user", "content": question}]
+
+    def call(name: str, arguments: dict) -> dict:
+        messages.append(call_message(ToolCall(name, arguments)))
+        messages.append({"role": "tool", "content": run_tool(ToolCall(name, arguments))})
+        return json.loads(messages[-1]["content"])
+
+    items = [s["of"] for s in meta["steps"] if s["op"] == "lookup"]
+    wrong_at = rng.randrange(len(items)) if flaw == "wrong_lookup" else None
+    values = []
+    for i, item in enumerate(items):
+        asked = _wrong_item(meta, item, rng) if i == wrong_at else item
+        result = call("lookup", {"item": asked})
+        values.append(next(v for k, v in result.items() if k != "item"))
+    if flaw == "no_calculator":
+        messages.append({"role": "assistant", "content": worked_answer(meta, rng, "arithmetic_slip")})
+        return messages
+    expr = _expression(meta, values)
+    computed = call("calculator", {"expr": expr})["result"] if expr else None
+    messages.append(
+        {"role": "assistant", "content": _final_text(meta, values, _answer(meta, values, computed))}
+    )
+    return messages
+
+
+def verifiable_tool_demonstrations(n: int, rng: random.Random, prefix: str) -> list[dict]:
+    """`n` tool-using SFT chats over the train templates and entities, kinds in turn; `quality` names the flaw."""
+    kinds = list(VERIFIABLE_KINDS)
+    out = []
+    for i in range(n):
+        task = sample_verifiable(kinds[i % len(kinds)], rng, "train")
+        flaw = pick_flaw(rng, VERIFIABLE_TOOL_FLAWS)
+        if flaw == "no_calculator" and not any(s["op"] in ARITHMETIC for s in task.meta["steps"]):
+            flaw = None  # a comparison has no arithmetic to do by hand
+        out.append(
+            {
+                "id": f"{prefix}-{i:06d}",
+                "messages": tool_chat(task.question, task.meta, rng, flaw),
+                "category": CATEGORY,
+                "kind": task.kind,
+                "meta": task.meta,
+                "quality": flaw or "good",
+            }
+        )
+    return out

@@ -1,0 +1,80 @@
+"""The world's tools: lookup over the knowledge base and a calculator that evaluates arithmetic only."""
+
+import json
+
+import pytest
+
+from rlhfkit.data.tool_calls import ToolCall, parse_tool_call
+from rlhfkit.world.knowledge import load_knowledge
+from rlhfkit.world.tools import TOOL_SPECS, WORLD_TOOLS, calculator, lookup, run_tool
+
+
+def out(text: str) -> dict:
+    return json.loads(text)
+
+
+def test_lookup_returns_the_fact_each_verifiable_task_needs():
+    kb = load_knowledge()
+    phone = kb.pools["products"][0]
+    assert out(lookup({"item": phone["name"]})) == {"item": phone["name"], "price": phone["price"]}
+    assert out(lookup({"item": "the " + phone["name"].upper()}))["price"] == phone["price"]
+    town = kb.pools["towns"][0]
+    assert out(lookup({"item": town["name"]})) == {"item": town["name"], "founded": int(town["founded"])}
+    assert out(lookup({"item": "Albert Einstein"})) == {"item": "Albert Einstein", "born": 1879}
+
+
+@pytest.mark.parametrize(
+    "arguments, error",
+    [
+        ({"item": "Zorblax Q9 toaster"}, "no item named 'Zorblax Q9 toaster'"),
+        ({}, "lookup takes"),
+        ({"item": 3}, "lookup takes"),
+    ],
+)
+def test_lookup_errors_are_tool_output(arguments, error):
+    assert error in out(lookup(arguments))["error"]
+
+
+@pytest.mark.parametrize(
+    "expr, value",
+    [
+        ("3 * 349 + 2 * 25", 1097),
+        ("1879 - 1843", 36),
+        ("3 × $1,047", 3141),
+        ("(2 + 3) * -4", -20),
+        ("7 / 2", 3.5),
+        ("6 / 3", 2),
+        ("2 ** 10 % 1000", 24),
+    ],
+)
+def test_calculator_evaluates_arithmetic(expr, value):
+    result = out(calculator({"expr": expr}))["result"]
+    assert result == value and type(result) is type(value)
+
+
+@pytest.mark.parametrize(
+    "expr, error",
+    [
+        ("__import__('os').system('true')", "only numbers"),
+        ("open('x')", "only numbers"),
+        ("(1).real", "only numbers"),
+        ("x + 1", "only numbers"),
+        ("True + 1", "only numbers"),
+        ("1 / 0", "division by zero"),
+        ("9 ** 99", "exponent"),
+        ("2 ** 60 ** 2", "exponent"),
+        ("10 ** 12 * 10 ** 12", "out of range"),
+        ("3 +", "cannot parse"),
+        ("1 + " * 60 + "1", "longer than"),
+    ],
+)
+def test_calculator_refuses_everything_but_arithmetic(expr, error):
+    assert error in out(calculator({"expr": expr}))["error"]
+
+
+def test_run_tool_answers_bad_calls_with_errors():
+    assert out(run_tool(ToolCall("calculator", {"expr": "1 + 2"}))) == {"result": 3}
+    assert "no tool named 'search'" in out(run_tool(ToolCall("search", {"q": "x"})))["error"]
+    assert "calculator takes" in out(run_tool(ToolCall("calculator", {"expression": "1"})))["error"]
+    assert "not valid JSON" in out(run_tool(parse_tool_call('{"name": "lookup", "arg')))["error"]
+    assert [s["function"]["name"] for s in TOOL_SPECS] == sorted(WORLD_TOOLS, reverse=True)
