@@ -91,7 +91,16 @@ def test_trainers_refuse_a_judge_and_evaluation_reads_it(
     assert main(argv) == 1 and "evaluation only" in capsys.readouterr().err
     pairs = tmp_path / "pairs.jsonl"
     pairs.write_text('{"prompt": "hi", "chosen": "hello", "rejected": "go away"}\n')
-    argv = ["reward", "train", "--model", str(judge_dir), "--data", str(pairs), "--out", str(tmp_path / "rm2")]
+    argv = [
+        "reward",
+        "train",
+        "--model",
+        str(judge_dir),
+        "--data",
+        str(pairs),
+        "--out",
+        str(tmp_path / "rm2"),
+    ]
     assert main(argv) == 1 and "evaluation only" in capsys.readouterr().err
     with pytest.raises(RlhfkitError, match="evaluation only"):
         load_scorer(judge_dir, optimize=True)
