@@ -238,6 +238,14 @@ class LeanLlama:
         self.length = t + 1
         return self._logits(hidden[:, -1])
 
+    def step_rows(self, tokens: torch.Tensor, positions: torch.Tensor, cache, rope) -> torch.Tensor:
+        """Feed one token per row at that row's own `positions` into `cache` (a `SlotKVCache` whose
+        `begin_step` named the rows), with `rope` (cos, sin_signed) covering every position; fp32 logits."""
+        hidden = self._forward(
+            tokens[:, None], positions[:, None], None, start=0, decode=True, cache=cache, rope=rope
+        )
+        return self._logits(hidden[:, -1])
+
     def keep(self, rows: torch.Tensor) -> bool:
         """Drop every row not in `rows` (a 1-D index tensor) from the cache and the bookkeeping."""
         self.cache.keep(rows)
@@ -260,23 +268,28 @@ class LeanLlama:
         start: int,
         decode: bool,
         first_row: int = 0,
+        cache=None,
+        rope: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """`decode`: one new token per row against the cache (`attn_mask` unused: the cache holds the key
         bias); otherwise a prefill with the 4-D boolean mask `[batch, 1, seq, seq]`.
-        The mask's kind, not the sequence length, picks the path: a one-token prompt is still a prefill."""
+        The mask's kind, not the sequence length, picks the path: a one-token prompt is still a prefill.
+        `cache` and `rope` (cos, sin_signed) replace this call's own (a slot pool's decode step)."""
         batch, seq = tokens.shape
         heads, kv_heads, dim = self.num_heads, self.num_kv_heads, self.head_dim
-        cos = self.cos[positions][:, :, None]  # [batch, seq, 1, dim]: broadcast over heads
-        sin_signed = self.sin_signed[positions][:, :, None]
+        cache = self.cache if cache is None else cache
+        cos_table, sin_table = rope or (self.cos, self.sin_signed)
+        cos = cos_table[positions][:, :, None]  # [batch, seq, 1, dim]: broadcast over heads
+        sin_signed = sin_table[positions][:, :, None]
         hidden = F.embedding(tokens, self.embed)
         for i, w in enumerate(self.layers):
             x = self._rms_norm(hidden, w.attn_norm)
             qkv = w.qkv(x).view(batch, seq, heads + 2 * kv_heads, dim)
             qk = apply_rope(qkv[:, :, : heads + kv_heads], cos, sin_signed)
             k, v = qk[:, :, heads:], qkv[:, :, heads + kv_heads :]  # [batch, seq, kv_heads, dim]
-            self.cache.write(i, start, k, v, first_row)
+            cache.write(i, start, k, v, first_row)
             if decode:
-                attn = self.cache.attend(i, qk[:, 0, :heads], start + 1, self.scale)
+                attn = cache.attend(i, qk[:, 0, :heads], start + 1, self.scale)
             else:
                 q, k, v = qk[:, :, :heads].transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
                 if kv_heads != heads:
