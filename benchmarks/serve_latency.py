@@ -76,21 +76,34 @@ def free_port() -> int:
 
 # `rlhfkit serve --threads 1` with default limits, except that the model's stop tokens are switched off: random
 # weights would otherwise end rows at random end tokens, and every row must run to max_tokens (the worst case).
+# `--batching` and the stop switch are the last two arguments (the concurrent-clients measurement keeps stops).
 SERVER = """
 import sys, torch
 from rlhfkit.serve import create_app, load_served_models
 from rlhfkit.serve.server import run
-torch.set_num_threads(1)
-models = load_served_models([sys.argv[1]], max_active_batches=int(sys.argv[3]))
+torch.set_num_threads(int(sys.argv[6]))
+models = load_served_models([sys.argv[1]], max_active_batches=int(sys.argv[3]), batching=sys.argv[4])
 for served in models.values():
-    served.stop_token_ids = ()
+    if sys.argv[5] == "no-stops":
+        served.stop_token_ids = ()
 run(create_app(models), port=int(sys.argv[2]))
 """
 
 
-def start_server(checkpoint: Path, port: int, max_active: int) -> subprocess.Popen:
-    command = [sys.executable, "-c", SERVER, f"bench={checkpoint}", str(port), str(max_active)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+def start_server(
+    checkpoint: Path,
+    port: int,
+    max_active: int,
+    batching: str = "static",
+    stops: bool = False,
+    threads: int = 1,
+    name: str = "bench",
+) -> subprocess.Popen:
+    command = [
+        sys.executable, "-c", SERVER, f"{name}={checkpoint}", str(port), str(max_active), batching,
+        "stops" if stops else "no-stops", str(threads),
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:

@@ -102,7 +102,7 @@ def test_a_client_that_leaves_frees_its_slot(server):
     assert batcher.stats.abandoned == abandoned_before + 3
     while batcher.rows.live and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert batcher.rows.free == 3  # every slot is free again
+    assert batcher.rows.free == batcher.rows.decoder.slots == 3 * 4  # every slot is free again
     assert batcher.rows.decoder.cache.capacity == 0  # and the idle pool holds no cache
 
 
@@ -115,3 +115,13 @@ def test_static_batching_stays_reachable(tokenizer_dir, tmp_path_factory):
             assert health(url)["base"]["mode"] == mode
             texts[mode] = post(url, body)["choices"][0]["text"]
     assert texts["static"] == texts["continuous"]
+
+
+def test_one_request_holds_at_most_max_batch_rows_slots(server):
+    url, models = server
+    stats = models["noise"].batcher.stats
+    largest_before = stats.largest
+    body = {"model": "noise", "prompt": "The cat", "n": 7, "max_tokens": 6, "temperature": 1.0, "seed": 2}
+    choices = post(url, body)["choices"]
+    assert len(choices) == 7 and stats.largest == max(largest_before, 3)  # 3 + 3 + 1 rows, never 7
+    assert choices[6]["text"] == post(url, {**body, "n": 1, "seed": 8})["choices"][0]["text"]

@@ -18,10 +18,11 @@ _ROPE_STEP = 1024  # RoPE tables grow in steps of this many positions
 
 
 class SlotDecoder:
-    """`slots` sequences decoded together; rows join with `prefill` and leave with `release`."""
+    """Up to `slots` sequences decoded together; rows join with `prefill` and leave with `release`.
+    `batch_hint` (the usual number of rows per step) only tunes the oneDNN weight layout."""
 
-    def __init__(self, model: torch.nn.Module, slots: int):
-        self.lean = LeanLlama(model, slots)
+    def __init__(self, model: torch.nn.Module, slots: int, batch_hint: int = 32):
+        self.lean = LeanLlama(model, batch_hint)
         self.slots = slots
         self.cache = SlotKVCache(
             len(self.lean.layers),

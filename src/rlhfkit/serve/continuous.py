@@ -6,13 +6,15 @@ their place until half the batch is done. Under steady load from many clients ea
 carries few rows, while a step of a small model costs about the same for 1 or 32 rows. Here every step
 carries every live row of every request:
 
-- The pool has `slots` sequences (`generation.slot_decoder.SlotDecoder`, `--max-batch-rows`). Between two
-  decode steps, waiting rows take the free slots: each newcomer is prefilled alone (what
+- The pool has up to `slots` sequences (`generation.slot_decoder.SlotDecoder`: `--max-batch-rows` x
+  `--max-active-batches`, the static batcher's bound on rows holding a cache; its memory follows the rows
+  live). Between two decode steps, waiting rows take the free slots: each newcomer is prefilled alone (what
   `generation.generate` computes for its prompt) and its cache is copied into its slot. A row that finishes,
   or whose client left, frees its slot at once.
-- Free slots go to the waiting jobs in turn, one row at a time, the job holding the fewest slots first; so a
-  4-token chat that arrives while a 128-choice request decodes takes the first slot that frees, ahead of the
-  big request's remaining rows.
+- One request holds at most `per_job` slots (`--max-batch-rows`); its other rows wait for its own rows to
+  finish. Free slots go to the waiting jobs in turn, one row at a time, the job holding the fewest slots
+  first. So a 4-token chat that arrives while a 128-choice request decodes starts at the next step, as with
+  the static batcher's interleaving; it waits only when `--max-active-batches` large requests fill the pool.
 - Each row samples with its own seeded generator through `batching.RowRun`, exactly as the static batcher
   does, so a request with a seed gets the same tokens alone or among 31 others (and greedy output equals
   `rlhfkit generate`'s).
@@ -37,8 +39,8 @@ from rlhfkit.serve.batching import BatchStats, ErrorEvent, Job, Piece, RowRun, t
 class SlotRows:
     """The rows in the pool's slots: admit newcomers (prefill and first token), then one decode step for all."""
 
-    def __init__(self, model: torch.nn.Module, tokenizer, pad_token_id: int, slots: int):
-        self.decoder = SlotDecoder(model, slots)
+    def __init__(self, model: torch.nn.Module, tokenizer, pad_token_id: int, slots: int, batch_hint: int):
+        self.decoder = SlotDecoder(model, slots, batch_hint)
         self.tokenizer = tokenizer
         self.pad_token_id = pad_token_id
         self.device = next(model.parameters()).device
@@ -115,13 +117,14 @@ class _Waiting:
 class ContinuousBatcher:
     """The same interface as `batching.Batcher` (`submit`, `close`, `lock`, `stats`), decoding continuously.
 
-    `run(pieces)` admits rows into the pool (`SlotRows.admit`); `gather_s` is how long the worker waits,
-    when a job arrives at an idle server, for others to join its first prefill round."""
+    `run(pieces)` admits rows into the pool (`SlotRows.admit`); a job holds at most `per_job` slots;
+    `gather_s` is how long the worker waits, when a job arrives at an idle server, for others to join its first
+    prefill round."""
 
-    def __init__(self, rows: SlotRows, gather_s: float = 0.005):
+    def __init__(self, rows: SlotRows, per_job: int, gather_s: float = 0.005):
         self.rows = rows
         self.run = rows.admit
-        self.max_rows = rows.decoder.slots
+        self.per_job = per_job
         self.gather_s = gather_s
         self.lock = threading.Lock()
         self.stats = BatchStats()
@@ -147,13 +150,17 @@ class ContinuousBatcher:
 
     def _take(self, free: int) -> list[Piece]:
         """Rows for `free` slots, one at a time to the waiting job that holds the fewest slots (then the
-        oldest); a job's rows taken together form one piece."""
+        oldest), none to a job holding `per_job`; a job's rows taken together form one piece."""
         with self._wakeup:
             waiting = [w for w in self._waiting if w.left]
             held = {id(w.job): self.rows.held_by(w.job) for w in waiting}
             taken = {id(w.job): 0 for w in waiting}
             for _ in range(free):
-                open_jobs = [w for w in waiting if taken[id(w.job)] < w.left]
+                open_jobs = [
+                    w
+                    for w in waiting
+                    if taken[id(w.job)] < w.left and held[id(w.job)] + taken[id(w.job)] < self.per_job
+                ]
                 if not open_jobs:
                     break
                 chosen = min(open_jobs, key=lambda w: held[id(w.job)] + taken[id(w.job)])

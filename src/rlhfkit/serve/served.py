@@ -121,15 +121,18 @@ def serve_model(
 ) -> ServedModel:
     """Wrap a loaded model and tokenizer for serving (starts its batcher thread).
 
-    `batching`: "continuous" (rows join and leave the decode batch at every step, in `max_batch_rows` slots;
-    models the lean decoder runs) or "static" (batches of up to `max_batch_rows` rows run to completion,
-    `max_active_batches` of them interleaved). A model the lean decoder does not run is batched statically."""
+    `batching`: "continuous" (rows join and leave the decode batch at every step; at most `max_batch_rows`
+    rows of one request and `max_batch_rows` x `max_active_batches` in all hold a slot; models the lean decoder
+    runs) or "static" (batches of up to `max_batch_rows` rows run to completion, `max_active_batches` of them
+    interleaved). A model the lean decoder does not run is batched statically."""
     if batching not in BATCHING:
         raise RlhfkitError(f"--batching: expected one of {', '.join(BATCHING)}, got '{batching}'")
     model.eval()
     pad = pad_id(tokenizer)
     if batching == "continuous" and lean_or_notice(model):
-        batcher = ContinuousBatcher(SlotRows(model, tokenizer, pad, max_batch_rows), gather_s)
+        slots = max_batch_rows * max_active_batches
+        rows = SlotRows(model, tokenizer, pad, slots, batch_hint=max_batch_rows)
+        batcher = ContinuousBatcher(rows, per_job=max_batch_rows, gather_s=gather_s)
     else:
         batcher = Batcher(
             lambda pieces: decode_batch(model, tokenizer, pieces, pad),
