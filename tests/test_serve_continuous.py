@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from rlhfkit.generation import SamplingParams, generate, pad_id
+from rlhfkit.generation.int8_linear import Int8Linear
 from serve_helpers import build_checkpoints, one_torch_thread, running_server, untrained_checkpoint
 
 LONG = {"model": "noise", "prompt": "The cat", "max_tokens": 120, "temperature": 1.0, "seed": 5}
@@ -125,3 +126,22 @@ def test_one_request_holds_at_most_max_batch_rows_slots(server):
     choices = post(url, body)["choices"]
     assert len(choices) == 7 and stats.largest == max(largest_before, 3)  # 3 + 3 + 1 rows, never 7
     assert choices[6]["text"] == post(url, {**body, "n": 1, "seed": 8})["choices"][0]["text"]
+
+
+def test_int8_serving_answers_as_int8_generate(tokenizer_dir, tmp_path_factory):
+    checkpoints = build_checkpoints(tokenizer_dir, tmp_path_factory.mktemp("serve_models"))
+    body = {"model": "base", "prompt": "The old king", "max_tokens": 12, "temperature": 0}
+    with running_server({"base": checkpoints["base"]}, quantize="int8") as (url, models):
+        text = post(url, body)["choices"][0]["text"]
+        served = models["base"]
+        assert isinstance(served.batcher.rows.decoder.lean.lm_head, Int8Linear)
+        params = SamplingParams(max_new_tokens=12, temperature=0, stop_token_ids=served.stop_token_ids)
+        (expected,) = generate(
+            served.model,
+            [served.encode_text("The old king")],
+            params,
+            pad_token_id=pad_id(served.tokenizer),
+            tokenizer=served.tokenizer,
+            quantize="int8",
+        )
+    assert text == expected.text

@@ -40,6 +40,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from rlhfkit.generation.int8_linear import Int8Linear
 from rlhfkit.generation.kv_cache import KVCache
 from rlhfkit.generation.packed_linear import Linear, onednn_usable
 
@@ -109,44 +110,51 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin_signed: torch.Tensor) -> 
 @dataclass
 class _Layer:
     attn_norm: torch.Tensor
-    qkv: Linear  # q, k and v projections stacked: one matmul
-    out: Linear
+    qkv: Linear | Int8Linear  # q, k and v projections stacked: one matmul
+    out: Linear | Int8Linear
     mlp_norm: torch.Tensor
-    gate_up: Linear  # gate and up projections stacked: one matmul
-    down: Linear
+    gate_up: Linear | Int8Linear  # gate and up projections stacked: one matmul
+    down: Linear | Int8Linear
 
 
-def _stacked(linears: list[torch.nn.Linear], batch_hint: int, use_onednn: bool) -> Linear:
+def _linear(weight: torch.Tensor, bias: torch.Tensor | None, batch_hint: int, fast: bool, quantize: str):
+    if quantize == "int8":
+        return Int8Linear(weight, bias)
+    return Linear(weight, bias, batch_hint, fast)
+
+
+def _stacked(linears: list[torch.nn.Linear], batch_hint: int, fast: bool, quantize: str):
     weight = torch.cat([lin.weight.detach() for lin in linears])
     bias = None if linears[0].bias is None else torch.cat([lin.bias.detach() for lin in linears])
-    return Linear(weight, bias, batch_hint, use_onednn)
+    return _linear(weight, bias, batch_hint, fast, quantize)
 
 
 # model -> (key, (lm_head, layers)): the last packing of each live model (see the module docstring).
 _PACKED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def _packed_weights(model: torch.nn.Module, batch_hint: int, fast: bool) -> tuple[Linear, list[_Layer]]:
+def _packed_weights(
+    model: torch.nn.Module, batch_hint: int, fast: bool, quantize: str = "none"
+) -> tuple[Linear, list[_Layer]]:
     frozen = not any(p.requires_grad for p in model.parameters())
-    key = (
-        (batch_hint, fast, tuple((p.data_ptr(), p._version) for p in model.parameters())) if frozen else None
-    )
+    versions = tuple((p.data_ptr(), p._version) for p in model.parameters())
+    key = (batch_hint, fast, quantize, versions) if frozen else None
     cached = _PACKED.get(model) if frozen else None
     if cached is not None and cached[0] == key:
         return cached[1]
     config, inner = model.config, model.model
-    lm_head = Linear(model.lm_head.weight, model.lm_head.bias, batch_hint, fast)
+    lm_head = _linear(model.lm_head.weight, model.lm_head.bias, batch_hint, fast, quantize)
     layers = []
     for layer in inner.layers[: config.num_hidden_layers]:
         attn, mlp = layer.self_attn, layer.mlp
         layers.append(
             _Layer(
                 attn_norm=layer.input_layernorm.weight.detach(),
-                qkv=_stacked([attn.q_proj, attn.k_proj, attn.v_proj], batch_hint, fast),
-                out=Linear(attn.o_proj.weight, attn.o_proj.bias, batch_hint, fast),
+                qkv=_stacked([attn.q_proj, attn.k_proj, attn.v_proj], batch_hint, fast, quantize),
+                out=_linear(attn.o_proj.weight, attn.o_proj.bias, batch_hint, fast, quantize),
                 mlp_norm=layer.post_attention_layernorm.weight.detach(),
-                gate_up=_stacked([mlp.gate_proj, mlp.up_proj], batch_hint, fast),
-                down=Linear(mlp.down_proj.weight, mlp.down_proj.bias, batch_hint, fast),
+                gate_up=_stacked([mlp.gate_proj, mlp.up_proj], batch_hint, fast, quantize),
+                down=_linear(mlp.down_proj.weight, mlp.down_proj.bias, batch_hint, fast, quantize),
             )
         )
     if frozen:
@@ -157,10 +165,11 @@ def _packed_weights(model: torch.nn.Module, batch_hint: int, fast: bool) -> tupl
 class LeanLlama:
     """Prefill once, then decode one token per row per `step`; rows can be dropped with `keep`.
 
-    `batch_hint` (the expected number of rows) only tunes the oneDNN weight layout.
+    `batch_hint` (the expected number of rows) only tunes the oneDNN weight layout. `quantize="int8"`
+    decodes with weight-only int8 copies of the linear layers (`int8_linear`); the model is not changed.
     """
 
-    def __init__(self, model: torch.nn.Module, batch_hint: int = 64):
+    def __init__(self, model: torch.nn.Module, batch_hint: int = 64, quantize: str = "none"):
         config = model.config
         inner = model.model
         self.model = model
@@ -173,7 +182,8 @@ class LeanLlama:
         self.dtype = self.embed.dtype
         self.device = self.embed.device
         self.final_norm = inner.norm.weight.detach()
-        self.lm_head, self.layers = _packed_weights(model, batch_hint, onednn_usable(self.device, self.dtype))
+        fast = onednn_usable(self.device, self.dtype)
+        self.lm_head, self.layers = _packed_weights(model, batch_hint, fast, quantize)
         self.intermediate = config.intermediate_size
 
     # -- public interface shared with the Hugging Face fallback --------------------------------------------

@@ -19,10 +19,11 @@ _ROPE_STEP = 1024  # RoPE tables grow in steps of this many positions
 
 class SlotDecoder:
     """Up to `slots` sequences decoded together; rows join with `prefill` and leave with `release`.
-    `batch_hint` (the usual number of rows per step) only tunes the oneDNN weight layout."""
+    `batch_hint` (the usual number of rows per step) only tunes the oneDNN weight layout; `quantize` is
+    `LeanLlama`'s."""
 
-    def __init__(self, model: torch.nn.Module, slots: int, batch_hint: int = 32):
-        self.lean = LeanLlama(model, batch_hint)
+    def __init__(self, model: torch.nn.Module, slots: int, batch_hint: int = 32, quantize: str = "none"):
+        self.lean = LeanLlama(model, batch_hint, quantize)
         self.slots = slots
         self.cache = SlotKVCache(
             len(self.lean.layers),

@@ -38,6 +38,7 @@ def generate_text(
     backend: str = "auto",
     on_token: Callable[[int, int], None] | None = None,
     on_chunk: Callable[[int], None] | None = None,
+    quantize: str = "none",
 ) -> list[Completion]:
     """Continue each text prompt (special tokens such as bos are added as the tokenizer does by default)."""
     prompt_ids = [tokenizer(text)["input_ids"] for text in prompts]
@@ -51,6 +52,7 @@ def generate_text(
         backend=backend,
         on_token=on_token,
         on_chunk=on_chunk,
+        quantize=quantize,
     )
 
 
@@ -64,6 +66,7 @@ def generate_chat(
     backend: str = "auto",
     on_token: Callable[[int, int], None] | None = None,
     on_chunk: Callable[[int], None] | None = None,
+    quantize: str = "none",
 ) -> list[Completion]:
     """The assistant's next reply to each chat (a list of `{"role", "content"}` messages)."""
     params = params or SamplingParams()
@@ -82,4 +85,5 @@ def generate_chat(
         backend=backend,
         on_token=on_token,
         on_chunk=on_chunk,
+        quantize=quantize,
     )

@@ -152,8 +152,11 @@ def take_tokens(runs: list[RowRun | None], logits: torch.Tensor, pad_token_id: i
     ]
 
 
-def decode_batch(model: torch.nn.Module, tokenizer, pieces: list[Piece], pad_token_id: int) -> Iterator[None]:
+def decode_batch(
+    model: torch.nn.Module, tokenizer, pieces: list[Piece], pad_token_id: int, quantize: str = "none"
+) -> Iterator[None]:
     """Generate every row of every piece as one left-padded batch, reporting tokens through the jobs' sinks.
+    `quantize` is `LeanLlama`'s.
 
     A generator: it yields after the prefill and after each decode step, so the caller can interleave other
     batches between steps; its return value (`StopIteration.value`) is the number of rows abandoned (their
@@ -172,7 +175,8 @@ def decode_batch(model: torch.nn.Module, tokenizer, pieces: list[Piece], pad_tok
     max_new = max(row.params.max_new_tokens for _, _, row in entries)
 
     with torch.inference_mode():
-        decoder = lean_llama.LeanLlama(model, count) if lean_or_notice(model) else HFDecoder(model)
+        lean = lean_or_notice(model)
+        decoder = lean_llama.LeanLlama(model, count, quantize) if lean else HFDecoder(model)
         logits = decoder.prefill(input_ids.to(device), attention_mask.to(device), max_new)
     carried = list(range(count))  # decoder row -> entry
     while True:

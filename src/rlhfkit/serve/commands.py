@@ -47,6 +47,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "CPU; others fall back to static); static: batches run to completion, interleaved (default continuous)",
     )
     p.add_argument(
+        "--quantize",
+        choices=("none", "int8"),
+        default="none",
+        help="int8: decode with weight-only int8 copies of the weights (CPU, Llama-layout models; faster at "
+        "small batches, see docs/performance.md); the model itself is unchanged (default none)",
+    )
+    p.add_argument(
         "--max-batch-rows",
         type=int,
         default=32,
@@ -175,6 +182,7 @@ def _run(args: argparse.Namespace) -> int:
         max_batch_rows=args.max_batch_rows,
         max_active_batches=args.max_active_batches,
         batching=args.batching,
+        quantize=args.quantize,
     )
     for name, served in models.items():
         print(f"serving {name} <- {served.path} (context {served.context_length} tokens)", flush=True)

@@ -39,8 +39,16 @@ from rlhfkit.serve.batching import BatchStats, ErrorEvent, Job, Piece, RowRun, t
 class SlotRows:
     """The rows in the pool's slots: admit newcomers (prefill and first token), then one decode step for all."""
 
-    def __init__(self, model: torch.nn.Module, tokenizer, pad_token_id: int, slots: int, batch_hint: int):
-        self.decoder = SlotDecoder(model, slots, batch_hint)
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        tokenizer,
+        pad_token_id: int,
+        slots: int,
+        batch_hint: int,
+        quantize: str = "none",
+    ):
+        self.decoder = SlotDecoder(model, slots, batch_hint, quantize)
         self.tokenizer = tokenizer
         self.pad_token_id = pad_token_id
         self.device = next(model.parameters()).device
