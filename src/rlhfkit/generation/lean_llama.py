@@ -129,8 +129,10 @@ def _stacked(linears: list[torch.nn.Linear], batch_hint: int, fast: bool, quanti
     return _linear(weight, bias, batch_hint, fast, quantize)
 
 
-# model -> (key, (lm_head, layers)): the last packing of each live model (see the module docstring).
+# model -> (key, (lm_head, layers)): the last packing of each live model (see the module docstring), one
+# table per `quantize` mode, so fp32 and int8 decoding of one model do not evict each other.
 _PACKED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_PACKED_BY_MODE = {"none": _PACKED, "int8": weakref.WeakKeyDictionary()}
 
 
 def _packed_weights(
@@ -138,8 +140,9 @@ def _packed_weights(
 ) -> tuple[Linear, list[_Layer]]:
     frozen = not any(p.requires_grad for p in model.parameters())
     versions = tuple((p.data_ptr(), p._version) for p in model.parameters())
-    key = (batch_hint, fast, quantize, versions) if frozen else None
-    cached = _PACKED.get(model) if frozen else None
+    # int8 weights have one layout whatever the batch; oneDNN's depend on the batch hint.
+    key = (None if quantize == "int8" else batch_hint, fast, versions) if frozen else None
+    cached = _PACKED_BY_MODE[quantize].get(model) if frozen else None
     if cached is not None and cached[0] == key:
         return cached[1]
     config, inner = model.config, model.model
@@ -158,7 +161,7 @@ def _packed_weights(
             )
         )
     if frozen:
-        _PACKED[model] = (key, (lm_head, layers))
+        _PACKED_BY_MODE[quantize][model] = (key, (lm_head, layers))
     return lm_head, layers
 
 
