@@ -153,10 +153,17 @@ def take_tokens(runs: list[RowRun | None], logits: torch.Tensor, pad_token_id: i
 
 
 def decode_batch(
-    model: torch.nn.Module, tokenizer, pieces: list[Piece], pad_token_id: int, quantize: str = "none"
+    model: torch.nn.Module,
+    tokenizer,
+    pieces: list[Piece],
+    pad_token_id: int,
+    quantize: str = "none",
+    batch_hint: int | None = None,
 ) -> Iterator[None]:
     """Generate every row of every piece as one left-padded batch, reporting tokens through the jobs' sinks.
-    `quantize` is `LeanLlama`'s.
+    `quantize` is `LeanLlama`'s; `batch_hint` its weight-layout hint (default: this batch's rows). A server
+    passes a fixed one: the packed weights are cached per hint, and a new hint repacks them all (0.35-1.6 s
+    for SmolLM2-135M on one core), which batches of changing sizes would pay again and again.
 
     A generator: it yields after the prefill and after each decode step, so the caller can interleave other
     batches between steps; its return value (`StopIteration.value`) is the number of rows abandoned (their
@@ -176,7 +183,7 @@ def decode_batch(
 
     with torch.inference_mode():
         lean = lean_or_notice(model)
-        decoder = lean_llama.LeanLlama(model, count, quantize) if lean else HFDecoder(model)
+        decoder = lean_llama.LeanLlama(model, batch_hint or count, quantize) if lean else HFDecoder(model)
         logits = decoder.prefill(input_ids.to(device), attention_mask.to(device), max_new)
     carried = list(range(count))  # decoder row -> entry
     while True:

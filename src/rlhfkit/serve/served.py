@@ -138,7 +138,7 @@ def serve_model(
         batcher = ContinuousBatcher(rows, per_job=max_batch_rows, gather_s=gather_s)
     else:
         batcher = Batcher(
-            lambda pieces: decode_batch(model, tokenizer, pieces, pad, quantize),
+            lambda pieces: decode_batch(model, tokenizer, pieces, pad, quantize, max_batch_rows),
             max_batch_rows,
             gather_s,
             max_active_batches,
