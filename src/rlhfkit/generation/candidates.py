@@ -46,6 +46,8 @@ class CandidatesConfig:
     # float32, bfloat16 or float16
     chat_template: str | None = None  # a Jinja chat template FILE that replaces the model's own (needed
     # for a model that has none)
+    quantize: str = "none"  # none, or int8: decode with weight-only int8 copies of the weights (CPU, Llama
+    # layout; faster at small batches, see docs/performance.md)
 
 
 def run(cfg: CandidatesConfig) -> Path:
@@ -54,6 +56,10 @@ def run(cfg: CandidatesConfig) -> Path:
         raise RlhfkitError("--model and --prompts are required")
     require_at_least(cfg, 1, "n", "best_of")
     require_at_least(cfg, 0, "off_prompt")
+    from rlhfkit.generation.int8_linear import QUANTIZE
+
+    if cfg.quantize not in QUANTIZE:
+        raise RlhfkitError(f"--quantize: expected one of {', '.join(QUANTIZE)}, got '{cfg.quantize}'")
     if cfg.best_of > 1 and not cfg.reward:
         raise RlhfkitError("--best-of needs --reward DIR (the reward model that picks the best sample)")
     params = SamplingParams(
@@ -77,6 +83,7 @@ def run(cfg: CandidatesConfig) -> Path:
         device=cfg.device,
         dtype=cfg.dtype,
         chat_template=cfg.chat_template,
+        quantize=cfg.quantize,
     )
     print(f"generate: {count} prompts x {cfg.n} responses written to {cfg.out}")
     return Path(cfg.out)
@@ -96,6 +103,7 @@ def write_candidates(
     device: str = "auto",
     dtype: str = "auto",
     chat_template: str | None = None,
+    quantize: str = "none",
 ) -> int:
     """Sample `n` responses per prompt (each the best of `best_of` by the reward model in `reward`), add
     `off_prompt` responses sampled for other prompts, write the candidates JSONL; return the record count.
@@ -134,6 +142,7 @@ def write_candidates(
                 sample_params,
                 batch_size=batch_size,
                 on_chunk=lambda done: progress.update(task, completed=done),
+                quantize=quantize,
             ),
             info,
         )

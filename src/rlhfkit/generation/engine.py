@@ -23,6 +23,7 @@ import torch
 from rlhfkit.errors import RlhfkitError
 from rlhfkit.generation import lean_llama
 from rlhfkit.generation.hf_decoder import HFDecoder
+from rlhfkit.generation.int8_linear import QUANTIZE, int8_usable
 from rlhfkit.generation.params import Completion, SamplingParams
 from rlhfkit.generation.sampling import pick_next_tokens
 from rlhfkit.generation.stopping import StopStrings
@@ -47,6 +48,21 @@ def lean_or_notice(model: torch.nn.Module) -> bool:
     return False
 
 
+def check_quantize(model: torch.nn.Module, quantize: str, option: str = "quantize") -> None:
+    """Refuse a `--quantize` value this model or this torch cannot decode with (`int8_linear`)."""
+    if quantize not in QUANTIZE:
+        raise RlhfkitError(f"{option}: expected one of {', '.join(QUANTIZE)}, got '{quantize}'")
+    if quantize == "none":
+        return
+    reason = lean_llama.unsupported_reason(model)
+    if reason is not None:
+        raise RlhfkitError(f"{option} {quantize}: decodes with the lean engine only, and {reason}")
+    if not int8_usable():
+        raise RlhfkitError(
+            f"{option} {quantize}: this torch has no CPU int8 weight kernel (_weight_int8pack_mm)"
+        )
+
+
 def generate(
     model: torch.nn.Module,
     prompt_ids: Sequence[Sequence[int]],
@@ -58,6 +74,7 @@ def generate(
     backend: str = "auto",
     on_token: Callable[[int, int], None] | None = None,
     on_chunk: Callable[[int], None] | None = None,
+    quantize: str = "none",
 ) -> list[Completion]:
     """Sample one completion per prompt (token ids in, token ids + log-probs out).
 
@@ -66,6 +83,7 @@ def generate(
     own forward, any causal LM) or "auto" (lean when supported).
     `on_token(prompt_index, token_id)` is called for every generated token as it comes (streaming);
     `on_chunk(done)` after each chunk with the number of prompts finished so far (progress bars).
+    `quantize="int8"`: the lean engine decodes with weight-only int8 copies of the weights (`int8_linear`).
     """
     params = params or SamplingParams()
     if backend not in BACKENDS:
@@ -79,6 +97,9 @@ def generate(
             raise RlhfkitError(f"prompt {i}: expected at least one token")
     if backend == "lean" and not lean_llama.supports(model):
         raise RlhfkitError(f"backend 'lean': {type(model).__name__} is not a supported Llama model")
+    check_quantize(model, quantize)
+    if quantize != "none" and backend == "hf":
+        raise RlhfkitError(f"quantize {quantize}: decodes with the lean engine only, not backend 'hf'")
     use_lean = backend == "lean" or (backend == "auto" and lean_or_notice(model))
     device = next(model.parameters()).device
     seed = params.seed if params.seed is not None else random.SystemRandom().randrange(2**63)
@@ -90,7 +111,7 @@ def generate(
     with torch.inference_mode():
         for start in range(0, len(order), batch_size):
             chunk = order[start : start + batch_size]
-            decoder = lean_llama.LeanLlama(model, len(chunk)) if use_lean else HFDecoder(model)
+            decoder = lean_llama.LeanLlama(model, len(chunk), quantize) if use_lean else HFDecoder(model)
             chunk_prompts = [list(prompt_ids[i]) for i in chunk]
             stream = None if on_token is None else (lambda row, token, c=chunk: on_token(c[row], token))
             done = _generate_chunk(

@@ -40,6 +40,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from rlhfkit.generation.int8_linear import Int8Linear
 from rlhfkit.generation.kv_cache import KVCache
 from rlhfkit.generation.packed_linear import Linear, onednn_usable
 
@@ -109,58 +110,69 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin_signed: torch.Tensor) -> 
 @dataclass
 class _Layer:
     attn_norm: torch.Tensor
-    qkv: Linear  # q, k and v projections stacked: one matmul
-    out: Linear
+    qkv: Linear | Int8Linear  # q, k and v projections stacked: one matmul
+    out: Linear | Int8Linear
     mlp_norm: torch.Tensor
-    gate_up: Linear  # gate and up projections stacked: one matmul
-    down: Linear
+    gate_up: Linear | Int8Linear  # gate and up projections stacked: one matmul
+    down: Linear | Int8Linear
 
 
-def _stacked(linears: list[torch.nn.Linear], batch_hint: int, use_onednn: bool) -> Linear:
+def _linear(weight: torch.Tensor, bias: torch.Tensor | None, batch_hint: int, fast: bool, quantize: str):
+    if quantize == "int8":
+        return Int8Linear(weight, bias)
+    return Linear(weight, bias, batch_hint, fast)
+
+
+def _stacked(linears: list[torch.nn.Linear], batch_hint: int, fast: bool, quantize: str):
     weight = torch.cat([lin.weight.detach() for lin in linears])
     bias = None if linears[0].bias is None else torch.cat([lin.bias.detach() for lin in linears])
-    return Linear(weight, bias, batch_hint, use_onednn)
+    return _linear(weight, bias, batch_hint, fast, quantize)
 
 
-# model -> (key, (lm_head, layers)): the last packing of each live model (see the module docstring).
+# model -> (key, (lm_head, layers)): the last packing of each live model (see the module docstring), one
+# table per `quantize` mode, so fp32 and int8 decoding of one model do not evict each other.
 _PACKED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_PACKED_BY_MODE = {"none": _PACKED, "int8": weakref.WeakKeyDictionary()}
 
 
-def _packed_weights(model: torch.nn.Module, batch_hint: int, fast: bool) -> tuple[Linear, list[_Layer]]:
+def _packed_weights(
+    model: torch.nn.Module, batch_hint: int, fast: bool, quantize: str = "none"
+) -> tuple[Linear, list[_Layer]]:
     frozen = not any(p.requires_grad for p in model.parameters())
-    key = (
-        (batch_hint, fast, tuple((p.data_ptr(), p._version) for p in model.parameters())) if frozen else None
-    )
-    cached = _PACKED.get(model) if frozen else None
+    versions = tuple((p.data_ptr(), p._version) for p in model.parameters())
+    # int8 weights have one layout whatever the batch; oneDNN's depend on the batch hint.
+    key = (None if quantize == "int8" else batch_hint, fast, versions) if frozen else None
+    cached = _PACKED_BY_MODE[quantize].get(model) if frozen else None
     if cached is not None and cached[0] == key:
         return cached[1]
     config, inner = model.config, model.model
-    lm_head = Linear(model.lm_head.weight, model.lm_head.bias, batch_hint, fast)
+    lm_head = _linear(model.lm_head.weight, model.lm_head.bias, batch_hint, fast, quantize)
     layers = []
     for layer in inner.layers[: config.num_hidden_layers]:
         attn, mlp = layer.self_attn, layer.mlp
         layers.append(
             _Layer(
                 attn_norm=layer.input_layernorm.weight.detach(),
-                qkv=_stacked([attn.q_proj, attn.k_proj, attn.v_proj], batch_hint, fast),
-                out=Linear(attn.o_proj.weight, attn.o_proj.bias, batch_hint, fast),
+                qkv=_stacked([attn.q_proj, attn.k_proj, attn.v_proj], batch_hint, fast, quantize),
+                out=_linear(attn.o_proj.weight, attn.o_proj.bias, batch_hint, fast, quantize),
                 mlp_norm=layer.post_attention_layernorm.weight.detach(),
-                gate_up=_stacked([mlp.gate_proj, mlp.up_proj], batch_hint, fast),
-                down=Linear(mlp.down_proj.weight, mlp.down_proj.bias, batch_hint, fast),
+                gate_up=_stacked([mlp.gate_proj, mlp.up_proj], batch_hint, fast, quantize),
+                down=_linear(mlp.down_proj.weight, mlp.down_proj.bias, batch_hint, fast, quantize),
             )
         )
     if frozen:
-        _PACKED[model] = (key, (lm_head, layers))
+        _PACKED_BY_MODE[quantize][model] = (key, (lm_head, layers))
     return lm_head, layers
 
 
 class LeanLlama:
     """Prefill once, then decode one token per row per `step`; rows can be dropped with `keep`.
 
-    `batch_hint` (the expected number of rows) only tunes the oneDNN weight layout.
+    `batch_hint` (the expected number of rows) only tunes the oneDNN weight layout. `quantize="int8"`
+    decodes with weight-only int8 copies of the linear layers (`int8_linear`); the model is not changed.
     """
 
-    def __init__(self, model: torch.nn.Module, batch_hint: int = 64):
+    def __init__(self, model: torch.nn.Module, batch_hint: int = 64, quantize: str = "none"):
         config = model.config
         inner = model.model
         self.model = model
@@ -173,7 +185,8 @@ class LeanLlama:
         self.dtype = self.embed.dtype
         self.device = self.embed.device
         self.final_norm = inner.norm.weight.detach()
-        self.lm_head, self.layers = _packed_weights(model, batch_hint, onednn_usable(self.device, self.dtype))
+        fast = onednn_usable(self.device, self.dtype)
+        self.lm_head, self.layers = _packed_weights(model, batch_hint, fast, quantize)
         self.intermediate = config.intermediate_size
 
     # -- public interface shared with the Hugging Face fallback --------------------------------------------
@@ -238,6 +251,14 @@ class LeanLlama:
         self.length = t + 1
         return self._logits(hidden[:, -1])
 
+    def step_rows(self, tokens: torch.Tensor, positions: torch.Tensor, cache, rope) -> torch.Tensor:
+        """Feed one token per row at that row's own `positions` into `cache` (a `SlotKVCache` whose
+        `begin_step` named the rows), with `rope` (cos, sin_signed) covering every position; fp32 logits."""
+        hidden = self._forward(
+            tokens[:, None], positions[:, None], None, start=0, decode=True, cache=cache, rope=rope
+        )
+        return self._logits(hidden[:, -1])
+
     def keep(self, rows: torch.Tensor) -> bool:
         """Drop every row not in `rows` (a 1-D index tensor) from the cache and the bookkeeping."""
         self.cache.keep(rows)
@@ -260,23 +281,28 @@ class LeanLlama:
         start: int,
         decode: bool,
         first_row: int = 0,
+        cache=None,
+        rope: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """`decode`: one new token per row against the cache (`attn_mask` unused: the cache holds the key
         bias); otherwise a prefill with the 4-D boolean mask `[batch, 1, seq, seq]`.
-        The mask's kind, not the sequence length, picks the path: a one-token prompt is still a prefill."""
+        The mask's kind, not the sequence length, picks the path: a one-token prompt is still a prefill.
+        `cache` and `rope` (cos, sin_signed) replace this call's own (a slot pool's decode step)."""
         batch, seq = tokens.shape
         heads, kv_heads, dim = self.num_heads, self.num_kv_heads, self.head_dim
-        cos = self.cos[positions][:, :, None]  # [batch, seq, 1, dim]: broadcast over heads
-        sin_signed = self.sin_signed[positions][:, :, None]
+        cache = self.cache if cache is None else cache
+        cos_table, sin_table = rope or (self.cos, self.sin_signed)
+        cos = cos_table[positions][:, :, None]  # [batch, seq, 1, dim]: broadcast over heads
+        sin_signed = sin_table[positions][:, :, None]
         hidden = F.embedding(tokens, self.embed)
         for i, w in enumerate(self.layers):
             x = self._rms_norm(hidden, w.attn_norm)
             qkv = w.qkv(x).view(batch, seq, heads + 2 * kv_heads, dim)
             qk = apply_rope(qkv[:, :, : heads + kv_heads], cos, sin_signed)
             k, v = qk[:, :, heads:], qkv[:, :, heads + kv_heads :]  # [batch, seq, kv_heads, dim]
-            self.cache.write(i, start, k, v, first_row)
+            cache.write(i, start, k, v, first_row)
             if decode:
-                attn = self.cache.attend(i, qk[:, 0, :heads], start + 1, self.scale)
+                attn = cache.attend(i, qk[:, 0, :heads], start + 1, self.scale)
             else:
                 q, k, v = qk[:, :, :heads].transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
                 if kv_heads != heads:

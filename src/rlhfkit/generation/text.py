@@ -36,7 +36,7 @@ def generate_text(
     **options,
 ) -> list[Completion]:
     """Continue each text prompt (special tokens such as bos are added as the tokenizer does by default).
-    `options`: `generate`'s batch_size, backend, on_token and on_chunk."""
+    `options`: `generate`'s batch_size, backend, on_token, on_chunk and quantize."""
     prompt_ids = [tokenizer(text)["input_ids"] for text in prompts]
     return generate(model, prompt_ids, params, pad_token_id=pad_id(tokenizer), tokenizer=tokenizer, **options)
 

@@ -7,7 +7,9 @@ Pieces, one job each:
 - `schemas`: request validation (OpenAI's limits, 400 naming the parameter) and response objects.
 - `errors`: OpenAI-shaped errors with OpenAI's status codes.
 - `served`: the model behind each alias (tokenizer, context size, stop tokens, prompt scoring).
-- `batching`: concurrent requests decoded together in one batch, each row with its own seeded sampler.
+- `continuous` (the default): rows join and leave the decode batch at every step, over a slotted KV cache
+  pool; `batching`: static batches that run to completion (`--batching static`), and each row's own seeded
+  sampler, which both use.
 - `choices`: a choice's text and log-probs from its tokens, identical streamed or whole.
 - `limits`: what one request may ask for; `admission`: prompts refused on length before tokenizing, and the
   bounded, per-client fair queue for parsing and tokenizing; `disconnect`: work cancelled when its client

@@ -30,6 +30,7 @@ from rlhfkit.body_limit import BodyLimit
 from rlhfkit.serve.admission import Admission, client_of
 from rlhfkit.serve.chat import create_chat_completion
 from rlhfkit.serve.completions import create_completion
+from rlhfkit.serve.continuous import ContinuousBatcher
 from rlhfkit.serve.disconnect import unless_disconnected
 from rlhfkit.serve.errors import (
     ServerErrorGuard,
@@ -128,6 +129,7 @@ def create_app(
         for name, served in models.items():
             stats = served.batcher.stats
             batching[name] = {
+                "mode": "continuous" if isinstance(served.batcher, ContinuousBatcher) else "static",
                 "batches": stats.batches,
                 "rows": stats.rows,
                 "largest_batch": stats.largest,

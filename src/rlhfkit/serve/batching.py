@@ -99,8 +99,71 @@ class BatchStats:
     interleaved: int = 0  # steps taken while another batch was open too
 
 
-def decode_batch(model: torch.nn.Module, tokenizer, pieces: list[Piece], pad_token_id: int) -> Iterator[None]:
+class RowRun:
+    """One row being generated: its own seeded generator, stop strings and tokens so far.
+
+    `take` samples the row's next token from its logits and reports it (and the row's end) to the job's sink;
+    every batching mode samples through it, so a row's tokens depend only on its prompt, parameters and seed.
+    """
+
+    __slots__ = ("job", "index", "row", "generator", "stops", "generated", "finished")
+
+    def __init__(self, job: Job, index: int, row: Row, tokenizer, device: torch.device):
+        self.job, self.index, self.row = job, index, row
+        self.generator = torch.Generator(device=device).manual_seed(row.params.seed)
+        self.stops = StopStrings(tokenizer, row.params.stop_strings)
+        self.generated: list[int] = []
+        self.finished = False
+
+    def take(self, logits: torch.Tensor, model_logprobs: torch.Tensor, top) -> int:
+        """Sample from `logits` [1, vocab] (`model_logprobs` [vocab]: its log-softmax; `top`: (values,
+        indices) of its most likely tokens, or None), report the token, and mark the row finished at a stop
+        token, a stop string or its length limit. Returns the token."""
+        params = self.row.params
+        token = int(pick_next_tokens(logits, params, self.generator)[0][0])
+        alternatives = ()
+        if top is not None and self.row.top_logprobs:
+            ids = top[1][: self.row.top_logprobs].tolist()
+            alternatives = tuple(zip(ids, top[0][: self.row.top_logprobs].tolist()))
+        self.generated.append(token)
+        self.job.sink(TokenEvent(self.index, token, float(model_logprobs[token]), alternatives))
+        reason = None
+        if token in params.stop_token_ids or (self.stops and self.stops.hit(self.generated)):
+            reason = "stop"
+        elif len(self.generated) >= params.max_new_tokens:
+            reason = "length"
+        if reason:
+            self.finished = True
+            self.job.sink(DoneEvent(self.index, reason))
+        return token
+
+
+def take_tokens(runs: list[RowRun | None], logits: torch.Tensor, pad_token_id: int) -> list[int]:
+    """Each live run samples its next token from its row of `logits` ([len(runs), vocab]); a row whose run is
+    None (finished) gets `pad_token_id`, fed to the decoder but never read."""
+    model_logprobs = torch.log_softmax(logits, dim=-1)
+    k = max((run.row.top_logprobs for run in runs if run is not None), default=0)
+    top = model_logprobs.topk(min(k, model_logprobs.shape[-1]), dim=-1) if k else None
+    return [
+        pad_token_id
+        if run is None
+        else run.take(logits[d : d + 1], model_logprobs[d], None if top is None else (top[0][d], top[1][d]))
+        for d, run in enumerate(runs)
+    ]
+
+
+def decode_batch(
+    model: torch.nn.Module,
+    tokenizer,
+    pieces: list[Piece],
+    pad_token_id: int,
+    quantize: str = "none",
+    batch_hint: int | None = None,
+) -> Iterator[None]:
     """Generate every row of every piece as one left-padded batch, reporting tokens through the jobs' sinks.
+    `quantize` is `LeanLlama`'s; `batch_hint` its weight-layout hint (default: this batch's rows). A server
+    passes a fixed one: the packed weights are cached per hint, and a new hint repacks them all (0.35-1.6 s
+    for SmolLM2-135M on one core), which batches of changing sizes would pay again and again.
 
     A generator: it yields after the prefill and after each decode step, so the caller can interleave other
     batches between steps; its return value (`StopIteration.value`) is the number of rows abandoned (their
@@ -114,48 +177,25 @@ def decode_batch(model: torch.nn.Module, tokenizer, pieces: list[Piece], pad_tok
     for r, (_, _, row) in enumerate(entries):
         input_ids[r, width - len(row.prompt_ids) :] = torch.tensor(row.prompt_ids, dtype=torch.long)
         attention_mask[r, width - len(row.prompt_ids) :] = 1
-    generators = [torch.Generator(device=device).manual_seed(row.params.seed) for _, _, row in entries]
-    stops = [StopStrings(tokenizer, row.params.stop_strings) for _, _, row in entries]
-    generated: list[list[int]] = [[] for _ in entries]
-    finished = [False] * count
+    runs = [RowRun(job, index, row, tokenizer, device) for job, index, row in entries]
     abandoned = 0
     max_new = max(row.params.max_new_tokens for _, _, row in entries)
 
     with torch.inference_mode():
-        decoder = lean_llama.LeanLlama(model, count) if lean_or_notice(model) else HFDecoder(model)
+        lean = lean_or_notice(model)
+        decoder = lean_llama.LeanLlama(model, batch_hint or count, quantize) if lean else HFDecoder(model)
         logits = decoder.prefill(input_ids.to(device), attention_mask.to(device), max_new)
     carried = list(range(count))  # decoder row -> entry
     while True:
         yield
         with torch.inference_mode():
-            model_logprobs = torch.log_softmax(logits, dim=-1)
-            k = max(entries[e][2].top_logprobs for e in carried)
-            top = model_logprobs.topk(min(k, model_logprobs.shape[-1]), dim=-1) if k else None
-            next_tokens = []
-            for d, e in enumerate(carried):
-                job, index, row = entries[e]
-                if finished[e] or job.cancelled:
-                    abandoned += not finished[e]
-                    finished[e] = True
-                    next_tokens.append(pad_token_id)  # fed but never read: the row is done
-                    continue
-                token = int(pick_next_tokens(logits[d : d + 1], row.params, generators[e])[0][0])
-                alternatives = ()
-                if top is not None and row.top_logprobs:
-                    ids = top.indices[d, : row.top_logprobs].tolist()
-                    alternatives = tuple(zip(ids, top.values[d, : row.top_logprobs].tolist()))
-                generated[e].append(token)
-                job.sink(TokenEvent(index, token, float(model_logprobs[d, token]), alternatives))
-                next_tokens.append(token)
-                reason = None
-                if token in row.params.stop_token_ids or (stops[e] and stops[e].hit(generated[e])):
-                    reason = "stop"
-                elif len(generated[e]) >= row.params.max_new_tokens:
-                    reason = "length"
-                if reason:
-                    finished[e] = True
-                    job.sink(DoneEvent(index, reason))
-            live = [d for d, e in enumerate(carried) if not finished[e]]
+            for e in carried:
+                if not runs[e].finished and runs[e].job.cancelled:
+                    abandoned += 1
+                    runs[e].finished = True
+            live_runs = [None if runs[e].finished else runs[e] for e in carried]
+            next_tokens = take_tokens(live_runs, logits, pad_token_id)
+            live = [d for d, e in enumerate(carried) if not runs[e].finished]
             if not live:
                 return abandoned
             tokens = torch.tensor(next_tokens, dtype=torch.long, device=device)

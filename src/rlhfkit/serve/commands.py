@@ -40,14 +40,31 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="require this Bearer key on every /v1 request (default: $RLHFKIT_API_KEY, else no key)",
     )
     p.add_argument(
-        "--max-batch-rows", type=int, default=32, help="most choices decoded together (default 32)"
+        "--batching",
+        choices=("continuous", "static"),
+        default="continuous",
+        help="continuous: requests join and leave the decode batch at every step (Llama-layout models on the "
+        "CPU; others fall back to static); static: batches run to completion, interleaved (default continuous)",
+    )
+    p.add_argument(
+        "--quantize",
+        choices=("none", "int8"),
+        default="none",
+        help="int8: decode with weight-only int8 copies of the weights (CPU, Llama-layout models; faster at "
+        "small batches, see docs/performance.md); the model itself is unchanged (default none)",
+    )
+    p.add_argument(
+        "--max-batch-rows",
+        type=int,
+        default=32,
+        help="most choices decoded together: the KV cache pool's slots with continuous batching (default 32)",
     )
     p.add_argument(
         "--max-active-batches",
         type=int,
         default=4,
-        help="most batches decoded at once, interleaved step by step, so a small request never waits for a "
-        "large one (default 4)",
+        help="static batching: most batches decoded at once, interleaved step by step, so a small request never "
+        "waits for a large one (default 4)",
     )
     # Defaults are `rlhfkit.serve.limits.Limits`'s (not imported here: it would load FastAPI for every command).
     p.add_argument(
@@ -164,6 +181,8 @@ def _run(args: argparse.Namespace) -> int:
         chat_templates=args.chat_template,
         max_batch_rows=args.max_batch_rows,
         max_active_batches=args.max_active_batches,
+        batching=args.batching,
+        quantize=args.quantize,
     )
     for name, served in models.items():
         print(f"serving {name} <- {served.path} (context {served.context_length} tokens)", flush=True)

@@ -19,12 +19,15 @@ import torch
 from rlhfkit.artifacts import read_manifest
 from rlhfkit.errors import RlhfkitError
 from rlhfkit.generation import end_of_turn_ids, pad_id, render_chat
+from rlhfkit.generation.engine import check_quantize, lean_or_notice
 from rlhfkit.serve.admission import longest_token_chars
 from rlhfkit.serve.batching import Batcher, decode_batch
+from rlhfkit.serve.continuous import ContinuousBatcher, SlotRows
 from rlhfkit.serve.errors import bad_request, context_length_exceeded
 from rlhfkit.tokenizer import ENDOFTEXT
 
 DEFAULT_CONTEXT = 2048  # when neither the config nor the tokenizer says
+BATCHING = ("continuous", "static")  # `--batching`: see `serve.continuous` and `serve.batching`
 
 
 @dataclass
@@ -33,7 +36,7 @@ class ServedModel:
     path: str
     model: torch.nn.Module
     tokenizer: object
-    batcher: Batcher
+    batcher: Batcher | ContinuousBatcher
     context_length: int
     stop_token_ids: tuple[int, ...]  # end of turn, eos, end of document: a response ends at any of them
     stage: str | None = None
@@ -114,16 +117,32 @@ def serve_model(
     max_batch_rows: int = 32,
     gather_s: float = 0.005,
     max_active_batches: int = 4,
+    batching: str = "continuous",
+    quantize: str = "none",
 ) -> ServedModel:
-    """Wrap a loaded model and tokenizer for serving (starts its batcher thread)."""
+    """Wrap a loaded model and tokenizer for serving (starts its batcher thread).
+
+    `batching`: "continuous" (rows join and leave the decode batch at every step; at most `max_batch_rows`
+    rows of one request and `max_batch_rows` x `max_active_batches` in all hold a slot; models the lean decoder
+    runs) or "static" (batches of up to `max_batch_rows` rows run to completion, `max_active_batches` of them
+    interleaved). A model the lean decoder does not run is batched statically.
+    `quantize="int8"`: decode with weight-only int8 copies of the weights (`generation.int8_linear`)."""
+    if batching not in BATCHING:
+        raise RlhfkitError(f"--batching: expected one of {', '.join(BATCHING)}, got '{batching}'")
+    check_quantize(model, quantize, "--quantize")
     model.eval()
     pad = pad_id(tokenizer)
-    batcher = Batcher(
-        lambda pieces: decode_batch(model, tokenizer, pieces, pad),
-        max_batch_rows,
-        gather_s,
-        max_active_batches,
-    )
+    if batching == "continuous" and lean_or_notice(model):
+        slots = max_batch_rows * max_active_batches
+        rows = SlotRows(model, tokenizer, pad, slots, batch_hint=max_batch_rows, quantize=quantize)
+        batcher = ContinuousBatcher(rows, per_job=max_batch_rows, gather_s=gather_s)
+    else:
+        batcher = Batcher(
+            lambda pieces: decode_batch(model, tokenizer, pieces, pad, quantize, max_batch_rows),
+            max_batch_rows,
+            gather_s,
+            max_active_batches,
+        )
     return ServedModel(
         name=name,
         path=path,
