@@ -70,7 +70,7 @@ def test_bad_completion_parameters_are_400(server, fields, param, code):
 BAD_CHATS = [
     ({"messages": []}, "messages", "invalid_value"),
     ({"messages": [{"role": "robot", "content": "hi"}]}, "messages[0].role", "invalid_value"),
-    ({"messages": [{"role": "tool", "content": "hi"}]}, "messages[0].role", "invalid_value"),
+    ({"messages": [{"role": "tool"}]}, "messages[0].content", None),
     ({"messages": [{"role": "user"}]}, "messages[0].content", None),
     ({"messages": [{"content": "hi"}]}, "messages[0].role", None),
     (
@@ -83,7 +83,8 @@ BAD_CHATS = [
     ({"messages": CHAT, "temperature": 7}, "temperature", "invalid_value"),
     ({"messages": CHAT, "top_logprobs": 21, "logprobs": True}, "top_logprobs", "invalid_value"),
     ({"messages": CHAT, "top_logprobs": 2}, "top_logprobs", "invalid_value"),
-    ({"messages": CHAT, "tools": [{"type": "function"}]}, "tools", None),
+    ({"messages": CHAT, "tools": [{"type": "function"}]}, "tools[0]", "invalid_value"),
+    ({"messages": CHAT, "functions": [{"name": "f"}]}, "functions", None),
     ({"messages": CHAT, "response_format": {"type": "json_object"}}, "response_format", None),
     ({"messages": "hello"}, "messages", "invalid_value"),
 ]

@@ -1,7 +1,7 @@
 """`POST /v1/chat/completions`: the assistant's reply to a conversation, through the model's chat template.
 
-Roles are `system`, `user` and `assistant` (`developer`, OpenAI's newer name for system, is read as
-`system`); content is a string or a list of text parts. The reply ends at the end-of-turn token, a stop
+Roles are `system`, `user`, `assistant` and `tool` (`developer`, OpenAI's newer name for system, is read as
+`system`); content is a string or a list of text parts. `tools` and `tool_calls`: `serve/tools.py`. The reply ends at the end-of-turn token, a stop
 string, or `max_completion_tokens` / `max_tokens`.
 `logprobs: true` reports each reply token's log-prob under the model's own distribution, with
 `top_logprobs` alternatives. Without a `max_tokens` the reply is capped at `Limits.default_chat_max_tokens`
@@ -34,6 +34,7 @@ from rlhfkit.serve.schemas import (
     stop_strings,
 )
 from rlhfkit.serve.served import ServedModel
+from rlhfkit.serve.tools import check_template, offered_tools, split_call, tool_message
 
 
 async def create_chat_completion(
@@ -49,6 +50,13 @@ async def create_chat_completion(
     n = request.n or 1
     limits.check_request([0], n, 0)
     messages = _messages(request)
+    offered = offered_tools(request.tools, request.tool_choice)
+    if request.tools or any(m["role"] == "tool" or "tool_calls" in m for m in messages):
+        check_template(served.tokenizer, served.name)
+        if request.stream:
+            raise bad_request(
+                "'stream' with 'tools' is not supported by this server (rlhfkit serve).", param="stream"
+            )
     # Too long to fit: refused before rendering (the template only adds characters) or tokenizing.
     check_prompt_chars(served, ["".join(m["content"] for m in messages)], n, limits, "messages")
     # Rendering and tokenizing a long conversation takes a while: off the event loop.
@@ -77,17 +85,19 @@ async def create_chat_completion(
         return StreamingResponse(events, media_type="text/event-stream")
 
     await run_to_end(served, rows, builders)
-    choices = [
-        ChatChoice(
-            index=i,
-            message=AssistantMessage(content=b.text()),
-            logprobs=ChatLogprobs(content=chat_logprob_entries(served.tokenizer, b.reported_events()))
-            if want_logprobs
-            else None,
-            finish_reason=b.finish_reason or "length",
+    choices = []
+    for i, b in enumerate(builders):
+        content, calls = split_call(b.text(), offered)
+        choices.append(
+            ChatChoice(
+                index=i,
+                message=AssistantMessage(content=content, tool_calls=calls),
+                logprobs=ChatLogprobs(content=chat_logprob_entries(served.tokenizer, b.reported_events()))
+                if want_logprobs
+                else None,
+                finish_reason="tool_calls" if calls else b.finish_reason or "length",
+            )
         )
-        for i, b in enumerate(builders)
-    ]
     return JSONResponse(ChatCompletion(**meta, choices=choices, usage=usage()).model_dump())
 
 
@@ -99,11 +109,16 @@ def _messages(request: ChatCompletionRequest) -> list[dict]:
         if message.role not in ROLES:
             raise bad_request(
                 f"Invalid value for 'messages[{i}].role': '{message.role}'. Supported values are: "
-                "'system', 'user', 'assistant' and 'developer'.",
+                "'system', 'user', 'assistant', 'developer' and 'tool'.",
                 param=f"messages[{i}].role",
                 code="invalid_value",
             )
         content = message.content
+        extra = message.model_extra or {}
+        if role == "tool" or (role == "assistant" and extra.get("tool_calls")):
+            text = "".join(p.text or "" for p in content) if isinstance(content, list) else content
+            messages.append(tool_message(role, text, extra, i))
+            continue
         if isinstance(content, list):
             if any(part.type != "text" or part.text is None for part in content):
                 raise bad_request(

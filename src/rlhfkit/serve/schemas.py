@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from rlhfkit.serve.errors import bad_request
 
-ROLES = ("system", "user", "assistant", "developer")  # "developer" is OpenAI's newer name for "system"
+ROLES = ("system", "user", "assistant", "developer", "tool")  # "developer": OpenAI's newer name for "system"
 
 
 class StreamOptions(BaseModel):
@@ -78,6 +78,8 @@ class ChatCompletionRequest(_Sampling):
     logprobs: bool | None = False
     top_logprobs: int | None = Field(None, ge=0, le=20)
     tools: list[Any] | None = None
+    tool_choice: Any = None  # "auto" or "none" (serve/tools.py)
+    parallel_tool_calls: bool | None = None  # accepted; a reply makes at most one call
     functions: list[Any] | None = None
     response_format: dict[str, Any] | None = None
 
@@ -134,8 +136,8 @@ def _check_supported(request: _Sampling) -> None:
         if request.best_of not in (None, 1, request.n or 1):
             unsupported.append("best_of")
     if isinstance(request, ChatCompletionRequest):
-        if request.tools or request.functions:
-            unsupported.append("tools" if request.tools else "functions")
+        if request.functions:
+            unsupported.append("functions")
         if request.response_format and request.response_format.get("type", "text") != "text":
             unsupported.append("response_format")
     if unsupported:
@@ -205,17 +207,29 @@ class ChatLogprobs(BaseModel):
     refusal: list[TokenLogprob] | None = None
 
 
+class FunctionCall(BaseModel):
+    name: str
+    arguments: str  # JSON text, as OpenAI sends it
+
+
+class ToolCallOut(BaseModel):
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
 class AssistantMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
-    content: str
+    content: str | None
     refusal: str | None = None
+    tool_calls: list[ToolCallOut] | None = None
 
 
 class ChatChoice(BaseModel):
     index: int
     message: AssistantMessage
     logprobs: ChatLogprobs | None = None
-    finish_reason: Literal["stop", "length"]
+    finish_reason: Literal["stop", "length", "tool_calls"]
 
 
 class ChatCompletion(BaseModel):

@@ -1,0 +1,109 @@
+"""OpenAI function calling in `POST /v1/chat/completions`: `tools` in, `tool_calls` out.
+
+A request may send `tools` (`[{"type": "function", "function": {"name": ..., ...}}]`), assistant messages
+with `tool_calls` and `tool` messages with a tool's result; the model's chat template renders them as it did in
+training (`tokenizer.CHAT_TEMPLATE`: each call one `{"name": ..., "arguments": {...}}` line after the turn's
+text, a result a `tool` turn). The tool definitions themselves are not shown to the model: a demo-world model
+knows `lookup` and `calculator` from its SFT data (`world build --verifiable N --tools`).
+
+When the request offers tools and the reply's last line is a call to one of them (`data.tool_calls.
+parse_tool_call`), the choice carries it as `message.tool_calls` (arguments as JSON text, as OpenAI sends them),
+the text before it as `content` (null when empty), and `finish_reason` "tool_calls"; the client runs the tool
+and sends the result back as a `tool` message. A reply that names no offered tool, or is not a valid call, is
+plain content. Streaming with tools is refused (a call is only known once its line is complete).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+from rlhfkit.data.tool_calls import ToolCall, parse_tool_call, require_tool_template
+from rlhfkit.errors import RlhfkitError
+from rlhfkit.serve.errors import bad_request
+
+
+def offered_tools(tools: list[Any] | None, tool_choice: Any) -> set[str]:
+    """The names of the functions a request offers (empty: none, or `tool_choice` "none"); 400 on a malformed
+    entry or a `tool_choice` this server cannot honour (it cannot force a call)."""
+    if tool_choice not in (None, "auto", "none"):
+        raise bad_request(
+            "'tool_choice' supports only 'auto' and 'none' on this server (rlhfkit serve): the model decides.",
+            param="tool_choice",
+            code="invalid_value",
+        )
+    names = set()
+    for i, tool in enumerate(tools or []):
+        function = tool.get("function") if isinstance(tool, dict) else None
+        name = function.get("name") if isinstance(function, dict) else None
+        if (
+            not isinstance(tool, dict)
+            or tool.get("type", "function") != "function"
+            or not isinstance(name, str)
+        ):
+            raise bad_request(
+                f'Invalid value for \'tools[{i}]\': expected {{"type": "function", "function": {{"name": ...}}}}.',
+                param=f"tools[{i}]",
+                code="invalid_value",
+            )
+        names.add(name)
+    return set() if tool_choice == "none" else names
+
+
+def tool_message(role: str, content: str | None, extra: dict, index: int) -> dict:
+    """A request's assistant message with `tool_calls`, or a `tool` message, as the chat template reads it."""
+    where = f"messages[{index}]"
+    if role == "tool":
+        if content is None:
+            raise bad_request(f"Missing required parameter: '{where}.content'.", param=f"{where}.content")
+        return {"role": "tool", "content": content}
+    calls = extra.get("tool_calls")
+    if not isinstance(calls, list) or not calls:
+        raise bad_request(f"Invalid value for '{where}.tool_calls': expected a list of calls.", param=where)
+    out = []
+    for j, call in enumerate(calls):
+        function = call.get("function") if isinstance(call, dict) else None
+        arguments = function.get("arguments") if isinstance(function, dict) else None
+        try:
+            arguments = json.loads(arguments) if isinstance(arguments, str) else arguments
+        except json.JSONDecodeError:
+            arguments = None
+        if (
+            not isinstance(function, dict)
+            or not isinstance(function.get("name"), str)
+            or not isinstance(arguments, dict)
+        ):
+            raise bad_request(
+                f"Invalid value for '{where}.tool_calls[{j}]': expected a function with a name and JSON "
+                "object arguments.",
+                param=f"{where}.tool_calls[{j}]",
+                code="invalid_value",
+            )
+        out.append({"type": "function", "function": {"name": function["name"], "arguments": arguments}})
+    return {"role": "assistant", "content": content or "", "tool_calls": out}
+
+
+def check_template(tokenizer, model_name: str) -> None:
+    """400 unless the model's chat template renders tool calls and tool turns."""
+    try:
+        require_tool_template(tokenizer, f"model '{model_name}'")
+    except RlhfkitError as exc:
+        raise bad_request(str(exc), param="messages") from None
+
+
+def split_call(text: str, offered: set[str]) -> tuple[str | None, list[dict] | None]:
+    """(content, tool_calls) of a reply: its last line as an OpenAI tool call when it calls an offered tool."""
+    call = parse_tool_call(text) if offered else None
+    if not isinstance(call, ToolCall) or call.name not in offered:
+        return text, None
+    content = "\n".join(text.rstrip().splitlines()[:-1]).strip() or None
+    arguments = json.dumps(call.arguments, ensure_ascii=False)
+    calls = [
+        {
+            "id": f"call_{uuid.uuid4().hex[:24]}",
+            "type": "function",
+            "function": {"name": call.name, "arguments": arguments},
+        }
+    ]
+    return content, calls

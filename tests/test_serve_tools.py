@@ -1,0 +1,88 @@
+"""OpenAI function calling in `serve`: `tools` and tool turns in, `tool_calls` out, with the official client."""
+
+from __future__ import annotations
+
+import json
+
+import openai
+import pytest
+
+from rlhfkit.serve.errors import APIError
+from rlhfkit.serve.schemas import AssistantMessage, ChatChoice, ChatCompletion, Usage
+from rlhfkit.serve.tools import offered_tools, split_call, tool_message
+from serve_helpers import build_checkpoints, running_server
+
+LOOKUP = {"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}
+CALL = '{"name": "lookup", "arguments": {"item": "Lomar K3 phone"}}'
+
+
+def test_a_reply_ending_in_a_call_to_an_offered_tool_becomes_tool_calls_the_client_reads():
+    content, calls = split_call(f"Let me look that up.\n{CALL}", {"lookup"})
+    assert content == "Let me look that up." and len(calls) == 1
+    assert calls[0]["function"] == {"name": "lookup", "arguments": '{"item": "Lomar K3 phone"}'}
+    body = ChatCompletion(
+        id="chatcmpl-1",
+        created=0,
+        model="chat",
+        choices=[
+            ChatChoice(
+                index=0, message=AssistantMessage(content=None, tool_calls=calls), finish_reason="tool_calls"
+            )
+        ],
+        usage=Usage(prompt_tokens=3, completion_tokens=4, total_tokens=7),
+    ).model_dump()
+    parsed = openai.types.chat.ChatCompletion.model_validate(json.loads(json.dumps(body)))
+    call = parsed.choices[0].message.tool_calls[0]
+    assert parsed.choices[0].finish_reason == "tool_calls" and call.function.name == "lookup"
+    assert json.loads(call.function.arguments) == {"item": "Lomar K3 phone"} and call.id.startswith("call_")
+    # Not a call to an offered tool: plain content.
+    assert split_call(CALL, {"calculator"}) == (CALL, None)
+    assert split_call(CALL, set()) == (CALL, None)  # no tools offered, or tool_choice "none"
+    broken = '{"name": "lookup", "arguments": [1]}'
+    assert split_call(broken, {"lookup"}) == (broken, None)
+
+
+def test_requests_offer_tools_and_send_calls_and_results_back():
+    assert offered_tools([LOOKUP], "auto") == {"lookup"} and offered_tools([LOOKUP], "none") == set()
+    for bad, choice in (([{"type": "function"}], None), ([LOOKUP], "required")):
+        with pytest.raises(APIError) as err:
+            offered_tools(bad, choice)
+        assert err.value.status == 400
+    call = {"id": "call_1", "type": "function", "function": {"name": "lookup", "arguments": '{"item": "x"}'}}
+    assert tool_message("assistant", None, {"tool_calls": [call]}, 1) == {
+        "role": "assistant",
+        "content": "",
+        "tool_calls": [{"type": "function", "function": {"name": "lookup", "arguments": {"item": "x"}}}],
+    }
+    assert tool_message("tool", '{"price": 49}', {"tool_call_id": "call_1"}, 2)["role"] == "tool"
+    bad_args = {"id": "c", "type": "function", "function": {"name": "lookup", "arguments": "not json"}}
+    with pytest.raises(APIError):
+        tool_message("assistant", None, {"tool_calls": [bad_args]}, 1)
+
+
+@pytest.fixture(scope="module")
+def client(tokenizer_dir, tmp_path_factory):
+    checkpoints = build_checkpoints(tokenizer_dir, tmp_path_factory.mktemp("serve_tools"))
+    with running_server(checkpoints) as (url, _models):
+        yield openai.OpenAI(base_url=url, api_key="unused", max_retries=0, timeout=60)
+
+
+def test_the_official_client_sends_a_tool_round_trip(client):
+    question = [{"role": "user", "content": "How much is the Lomar K3 phone?"}]
+    round_trip = [
+        *question,
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "call_1", "type": "function", "function": {"name": "lookup", "arguments": '{"item": "Lomar K3"}'}}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": '{"price": 299}'},
+    ]  # fmt: skip
+    args = {"model": "chat", "max_tokens": 4, "temperature": 0, "tools": [LOOKUP]}
+    plain = client.chat.completions.create(messages=question, **args)
+    answered = client.chat.completions.create(messages=round_trip, **args)
+    assert answered.choices[0].message.role == "assistant"
+    assert answered.choices[0].finish_reason in ("stop", "length", "tool_calls")
+    # The call and the tool's result were rendered into the prompt the model read.
+    assert answered.usage.prompt_tokens > plain.usage.prompt_tokens + 10
+    with pytest.raises(openai.BadRequestError, match="tool_choice"):
+        client.chat.completions.create(messages=question, tool_choice="required", **args)
+    with pytest.raises(openai.BadRequestError, match="stream"):
+        client.chat.completions.create(messages=question, stream=True, **args)
