@@ -2,7 +2,7 @@
 interleaved in the same run.
 
     PYTHONPATH=src .venv/bin/python benchmarks/grpo.py --method grpo|rloo --trl-python /work/trlvenv/bin/python
-        [--rounds 2] [--steps 6] [--batch-size 64] [--group-size 8] [--response-length 32] [--lr 5e-5]
+        [--rounds 3] [--steps 30] [--batch-size 64] [--group-size 8] [--response-length 32] [--lr 1e-3]
         [--beta 0.05] [--preset tiny] [--threads N] [--work DIR]
 
 The peer runs from a separate, benchmark-only venv (never rlhfkit's):
@@ -40,7 +40,8 @@ batch_size / mean step time. The reward curve is the mean reward of each step's 
 reward function on both sides. The rounds interleave the sides (rlhfkit, TRL, rlhfkit, TRL, ...), each a fresh
 run from the same seed, so load drifts hit both. `time_to_reward_s` is the training time (warm-up step
 included) until a side's round-mean curve first reaches `reward_target` = the lower of the two sides' best
-round-mean reward. Prints one JSON object; `--out` also writes it to a file.
+round-mean reward. Prints one JSON object and writes it to `--out` (default
+docs/results/METHOD_trl_<isa>.json).
 """
 
 from __future__ import annotations
@@ -57,9 +58,11 @@ from pathlib import Path
 
 import torch
 
-from cpu_info import cpu_info
+from cpu_info import cpu_info, isa_tag
 from grpo_reward import LetterShare
 from ppo import prepare
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def run_rlhfkit(paths: dict[str, Path], args, out: Path) -> dict:
@@ -170,14 +173,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--method", default="grpo", choices=["grpo", "rloo"])
     parser.add_argument("--trl-python", required=True, help="python of the venv with trl==1.16.0")
-    parser.add_argument("--rounds", type=int, default=2, help="interleaved (rlhfkit, TRL) run pairs")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved (rlhfkit, TRL) run pairs")
     parser.add_argument(
-        "--steps", type=int, default=6, help="optimizer steps per run (the first is not timed)"
+        "--steps", type=int, default=30, help="optimizer steps per run (the first is not timed)"
     )
     parser.add_argument("--batch-size", type=int, default=64, help="completions per step")
     parser.add_argument("--group-size", type=int, default=8, help="completions per prompt")
     parser.add_argument("--response-length", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=5e-5)
+    # 1e-3, not PPO's 5e-5: a random tiny policy then lifts the reward visibly within tens of steps
+    parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--beta", type=float, default=0.05)
     parser.add_argument("--preset", default="tiny")
     parser.add_argument(
@@ -186,7 +190,9 @@ def main() -> None:
     parser.add_argument(
         "--work", default=None, help="folder for the models and runs (default: a temp folder)"
     )
-    parser.add_argument("--out", default=None, help="also write the JSON here")
+    parser.add_argument(
+        "--out", default=None, help="JSON result file (default docs/results/METHOD_trl_<isa>.json)"
+    )
     args = parser.parse_args()
     if args.batch_size % args.group_size:
         sys.exit(f"--batch-size {args.batch_size} must be a multiple of --group-size {args.group_size}")
@@ -245,8 +251,9 @@ def main() -> None:
     }
     result["cpu"] = cpu_info()
     text = json.dumps(result, indent=2)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
+    Path(args.out or ROOT / "docs" / "results" / f"{args.method}_trl_{isa_tag()}.json").write_text(
+        text + "\n"
+    )
     print(text)
 
 

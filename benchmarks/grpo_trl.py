@@ -174,7 +174,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64, help="completions per step")
     parser.add_argument("--group-size", type=int, default=8, help="completions per prompt")
     parser.add_argument("--response-length", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=5e-5)
+    parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--beta", type=float, default=0.05)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--seed", type=int, default=0)
