@@ -26,8 +26,9 @@ baseline, no whitening. rlhfkit's raw reward is used as is (`normalize_reward=Fa
 `missing_eot_penalty=0`: TRL has none of them), no gold judge, no approx-KL early stop, no samples.
 
 Differences TRL does not let us remove:
-- Old log-probs: with one optimizer step per rollout TRL skips the old-log-prob forward (the ratio is 1 and
-  it uses the detached current log-probs); rlhfkit always re-runs the policy over the rollout (no grad).
+- Old log-probs: with one optimizer step per rollout TRL's GRPOTrainer skips the old-log-prob forward (the
+  ratio is 1: it uses the detached current log-probs); rlhfkit always re-runs the policy over the rollout (no
+  grad). TRL's RLOOTrainer runs that forward too (its KL reward reads it).
 - RLOO loss: TRL's RLOOTrainer clips a sequence-level ratio (sum of the token log-ratios) and averages per
   sequence; rlhfkit clips per token and averages over tokens. At ratio 1 the gradient directions agree but
   TRL's is about `response_length` times larger per sequence before clipping (grad-norm clip 1.0 on both).
