@@ -45,16 +45,23 @@ def prompts(lengths=(5, 9, 3, 12, 7, 1), seed: int = 1) -> list[list[int]]:
     return [torch.randint(1, VOCAB, (n,), generator=gen).tolist() for n in lengths]
 
 
-def hf_generate(model, prompt_ids, max_new_tokens, eos_token_id=None) -> list[list[int]]:
-    """transformers' greedy generate on the same prompts, left-padded; new tokens up to eos (inclusive).
-
-    `eos_token_id`: None (generate exactly `max_new_tokens`) or a list of stop ids."""
+def left_padded(prompt_ids) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids, attention mask) of the prompts, left-padded with PAD to the longest."""
     width = max(map(len, prompt_ids))
     ids = torch.full((len(prompt_ids), width), PAD)
     mask = torch.zeros_like(ids)
     for row, p in enumerate(prompt_ids):
         ids[row, width - len(p) :] = torch.tensor(p)
         mask[row, width - len(p) :] = 1
+    return ids, mask
+
+
+def hf_generate(model, prompt_ids, max_new_tokens, eos_token_id=None) -> list[list[int]]:
+    """transformers' greedy generate on the same prompts, left-padded; new tokens up to eos (inclusive).
+
+    `eos_token_id`: None (generate exactly `max_new_tokens`) or a list of stop ids."""
+    ids, mask = left_padded(prompt_ids)
+    width = ids.size(1)
     kwargs = {"min_new_tokens": max_new_tokens} if eos_token_id is None else {"eos_token_id": eos_token_id}
     with torch.inference_mode():
         out = model.generate(

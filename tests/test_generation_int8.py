@@ -9,17 +9,12 @@ import torch
 from rlhfkit.errors import RlhfkitError
 from rlhfkit.generation import SamplingParams, generate, lean_llama
 from rlhfkit.generation.int8_linear import Int8Linear
-from test_generation import PAD, gpt2, llama, prompts
+from test_generation import PAD, gpt2, left_padded, llama, prompts
 
 
 def prefill_logits(model, prompt_ids, quantize: str) -> torch.Tensor:
     decoder = lean_llama.LeanLlama(model, len(prompt_ids), quantize)
-    width = max(map(len, prompt_ids))
-    ids = torch.full((len(prompt_ids), width), PAD)
-    mask = torch.zeros_like(ids)
-    for row, p in enumerate(prompt_ids):
-        ids[row, width - len(p) :] = torch.tensor(p)
-        mask[row, width - len(p) :] = 1
+    ids, mask = left_padded(prompt_ids)
     with torch.inference_mode():
         return decoder.prefill(ids, mask, 4)
 

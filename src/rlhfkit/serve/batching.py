@@ -99,6 +99,29 @@ class BatchStats:
     interleaved: int = 0  # steps taken while another batch was open too
 
 
+class BatchWorker:
+    """What both batchers share: the model lock (held during each prefill or decode step; other work on the same
+    model, such as scoring echoed prompts, takes it too), the counters, and one worker thread running `_loop`,
+    woken through `_wakeup` and stopped by `close`."""
+
+    def _start_worker(self, name: str) -> None:
+        self.lock = threading.Lock()
+        self.stats = BatchStats()
+        self._wakeup = threading.Condition()
+        self._closed = False
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        raise NotImplementedError
+
+    def close(self, timeout: float = 5.0) -> None:
+        with self._wakeup:
+            self._closed = True
+            self._wakeup.notify()
+        self._thread.join(timeout)
+
+
 class RowRun:
     """One row being generated: its own seeded generator, stop strings and tokens so far.
 
@@ -225,7 +248,7 @@ class _Open:
     owners: list[_Queued]
 
 
-class Batcher:
+class Batcher(BatchWorker):
     """A queue of jobs and the worker thread that decodes them in interleaved batches through `run(pieces)`.
 
     - `max_rows`: most rows (choices) per batch; a larger job is cut into pieces of at most this many rows,
@@ -248,13 +271,8 @@ class Batcher:
         self.max_rows = max_rows
         self.gather_s = gather_s
         self.max_active = max_active
-        self.lock = threading.Lock()
-        self.stats = BatchStats()
         self._pending: deque[_Queued] = deque()
-        self._wakeup = threading.Condition()
-        self._closed = False
-        self._thread = threading.Thread(target=self._loop, name="rlhfkit-serve-batcher", daemon=True)
-        self._thread.start()
+        self._start_worker("rlhfkit-serve-batcher")
 
     def submit(self, job: Job) -> None:
         size = self.max_rows
@@ -265,12 +283,6 @@ class Batcher:
             if pieces:
                 self._pending.append(_Queued(job, pieces))
             self._wakeup.notify()
-
-    def close(self, timeout: float = 5.0) -> None:
-        with self._wakeup:
-            self._closed = True
-            self._wakeup.notify()
-        self._thread.join(timeout)
 
     def _take(self) -> tuple[list[Piece], list[_Queued]]:
         """The next batch: the first waiting piece of each job not decoding now, in arrival order."""

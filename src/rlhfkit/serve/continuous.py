@@ -25,7 +25,6 @@ most rows in one decode step, `interleaved` the decode steps that carried rows o
 
 from __future__ import annotations
 
-import threading
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -33,7 +32,7 @@ from dataclasses import dataclass
 import torch
 
 from rlhfkit.generation.slot_decoder import SlotDecoder
-from rlhfkit.serve.batching import BatchStats, ErrorEvent, Job, Piece, RowRun, take_tokens
+from rlhfkit.serve.batching import BatchWorker, ErrorEvent, Job, Piece, RowRun, take_tokens
 
 
 class SlotRows:
@@ -122,7 +121,7 @@ class _Waiting:
         return len(self.job.rows) - self.next_row
 
 
-class ContinuousBatcher:
+class ContinuousBatcher(BatchWorker):
     """The same interface as `batching.Batcher` (`submit`, `close`, `lock`, `stats`), decoding continuously.
 
     `run(pieces)` admits rows into the pool (`SlotRows.admit`); a job holds at most `per_job` slots;
@@ -134,13 +133,8 @@ class ContinuousBatcher:
         self.run = rows.admit
         self.per_job = per_job
         self.gather_s = gather_s
-        self.lock = threading.Lock()
-        self.stats = BatchStats()
         self._waiting: deque[_Waiting] = deque()
-        self._wakeup = threading.Condition()
-        self._closed = False
-        self._thread = threading.Thread(target=self._loop, name="rlhfkit-serve-continuous", daemon=True)
-        self._thread.start()
+        self._start_worker("rlhfkit-serve-continuous")
 
     def submit(self, job: Job) -> None:
         with self._wakeup:
@@ -149,12 +143,6 @@ class ContinuousBatcher:
             if job.rows:
                 self._waiting.append(_Waiting(job))
             self._wakeup.notify()
-
-    def close(self, timeout: float = 5.0) -> None:
-        with self._wakeup:
-            self._closed = True
-            self._wakeup.notify()
-        self._thread.join(timeout)
 
     def _take(self, free: int) -> list[Piece]:
         """Rows for `free` slots, one at a time to the waiting job that holds the fewest slots (then the

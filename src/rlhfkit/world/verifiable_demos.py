@@ -11,8 +11,9 @@ RL with the verifier has to fix.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 
-from rlhfkit.world.verifiable import CATEGORY, VERIFIABLE_KINDS, sample_verifiable
+from rlhfkit.world.verifiable import CATEGORY, VERIFIABLE_KINDS, VerifiableTask, sample_verifiable
 from rlhfkit.world.wording import PLURAL_PRODUCTS
 
 # (flaw, probability); the rest are worked, correct demonstrations
@@ -94,23 +95,28 @@ def pick_flaw(rng: random.Random, flaws: list[tuple[str, float]] = VERIFIABLE_FL
     return None
 
 
-def verifiable_demonstrations(n: int, rng: random.Random, prefix: str) -> list[dict]:
-    """`n` SFT chats over the train templates and entities, kinds in turn; `quality` names the flaw."""
+def demonstrations(
+    n: int,
+    rng: random.Random,
+    prefix: str,
+    flaws: list[tuple[str, float]],
+    arithmetic_flaw: str,
+    messages_of: Callable[[VerifiableTask, str | None], list[dict]],
+) -> list[dict]:
+    """`n` SFT chats over the train templates and entities, kinds in turn; `quality` names the flaw, drawn from
+    `flaws` ((flaw, probability) pairs); `arithmetic_flaw` needs arithmetic, which a comparison task does not
+    have. `messages_of(task, flaw)` writes each chat."""
     kinds = list(VERIFIABLE_KINDS)
     out = []
     for i in range(n):
         task = sample_verifiable(kinds[i % len(kinds)], rng, "train")
-        flaw = pick_flaw(rng)
-        if flaw == "arithmetic_slip" and not any(s["op"] in ARITHMETIC for s in task.meta["steps"]):
-            flaw = None  # a comparison has no arithmetic to slip on
-        reply = worked_answer(task.meta, rng, flaw)
+        flaw = pick_flaw(rng, flaws)
+        if flaw == arithmetic_flaw and not any(s["op"] in ARITHMETIC for s in task.meta["steps"]):
+            flaw = None
         out.append(
             {
                 "id": f"{prefix}-{i:06d}",
-                "messages": [
-                    {"role": "user", "content": task.question},
-                    {"role": "assistant", "content": reply},
-                ],
+                "messages": messages_of(task, flaw),
                 "category": CATEGORY,
                 "kind": task.kind,
                 "meta": task.meta,
@@ -118,3 +124,13 @@ def verifiable_demonstrations(n: int, rng: random.Random, prefix: str) -> list[d
             }
         )
     return out
+
+
+def verifiable_demonstrations(n: int, rng: random.Random, prefix: str) -> list[dict]:
+    """`n` SFT chats that work the answer out in words; some with a documented flaw (`VERIFIABLE_FLAWS`)."""
+
+    def messages(task: VerifiableTask, flaw: str | None) -> list[dict]:
+        reply = worked_answer(task.meta, rng, flaw)
+        return [{"role": "user", "content": task.question}, {"role": "assistant", "content": reply}]
+
+    return demonstrations(n, rng, prefix, VERIFIABLE_FLAWS, "arithmetic_slip", messages)

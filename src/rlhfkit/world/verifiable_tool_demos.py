@@ -22,8 +22,7 @@ import random
 from rlhfkit.data.tool_calls import ToolCall, call_message
 from rlhfkit.world.knowledge import load_knowledge
 from rlhfkit.world.tools import LOOKUP_FIELDS, run_tool
-from rlhfkit.world.verifiable import CATEGORY, VERIFIABLE_KINDS, sample_verifiable
-from rlhfkit.world.verifiable_demos import ARITHMETIC, final_sentence, pick_flaw, worked_answer
+from rlhfkit.world.verifiable_demos import demonstrations, final_sentence, worked_answer
 
 # (flaw, probability); the rest use the right lookups and the calculator
 VERIFIABLE_TOOL_FLAWS: list[tuple[str, float]] = [("wrong_lookup", 0.1), ("no_calculator", 0.1)]
@@ -114,21 +113,11 @@ def tool_chat(question: str, meta: dict, rng: random.Random, flaw: str | None = 
 
 def verifiable_tool_demonstrations(n: int, rng: random.Random, prefix: str) -> list[dict]:
     """`n` tool-using SFT chats over the train templates and entities, kinds in turn; `quality` names the flaw."""
-    kinds = list(VERIFIABLE_KINDS)
-    out = []
-    for i in range(n):
-        task = sample_verifiable(kinds[i % len(kinds)], rng, "train")
-        flaw = pick_flaw(rng, VERIFIABLE_TOOL_FLAWS)
-        if flaw == "no_calculator" and not any(s["op"] in ARITHMETIC for s in task.meta["steps"]):
-            flaw = None  # a comparison has no arithmetic to do by hand
-        out.append(
-            {
-                "id": f"{prefix}-{i:06d}",
-                "messages": tool_chat(task.question, task.meta, rng, flaw),
-                "category": CATEGORY,
-                "kind": task.kind,
-                "meta": task.meta,
-                "quality": flaw or "good",
-            }
-        )
-    return out
+    return demonstrations(
+        n,
+        rng,
+        prefix,
+        VERIFIABLE_TOOL_FLAWS,
+        "no_calculator",
+        lambda t, f: tool_chat(t.question, t.meta, rng, f),
+    )
