@@ -50,10 +50,10 @@ class StopRule:
         self.last_step = step
         if self.ema > self.best:
             self.best, self.best_step = self.ema, step
-            if (
-                self.patience > 0
-            ):  # a copy of what trains (for a LoRA policy: the adapters and the rest alike)
-                self.best_state = {k: v.detach().clone() for k, v in policy.state_dict().items()}
+            if self.patience > 0:  # only what trains changes (for a LoRA policy: the adapters, not the base)
+                self.best_state = {
+                    name: p.detach().clone() for name, p in policy.named_parameters() if p.requires_grad
+                }
         logged = {"watch_score": score, "watch_ema": self.ema, "watch_best_step": self.best_step}
         if proxy is not None and len(scores) > 2:
             # How far the optimized reward model and the watch models still rank this step's responses alike
@@ -71,7 +71,10 @@ class StopRule:
         e.g. the best came before a resume)."""
         if self.best_state is None:
             return None
-        policy.load_state_dict(self.best_state)
+        with torch.no_grad():
+            for name, p in policy.named_parameters():
+                if name in self.best_state:
+                    p.copy_(self.best_state[name])
         return self.best_step
 
     def state(self) -> dict:
