@@ -19,7 +19,7 @@ import json
 import uuid
 from typing import Any
 
-from rlhfkit.data.tool_calls import ToolCall, parse_tool_call, require_tool_template
+from rlhfkit.data.tool_calls import ToolCall, check_tool_calls, parse_tool_call, require_tool_template
 from rlhfkit.errors import RlhfkitError
 from rlhfkit.serve.errors import bad_request
 
@@ -59,28 +59,16 @@ def tool_message(role: str, content: str | None, extra: dict, index: int) -> dic
             raise bad_request(f"Missing required parameter: '{where}.content'.", param=f"{where}.content")
         return {"role": "tool", "content": content}
     calls = extra.get("tool_calls")
-    if not isinstance(calls, list) or not calls:
-        raise bad_request(f"Invalid value for '{where}.tool_calls': expected a list of calls.", param=where)
+    try:  # the chat files' own check of OpenAI tool calls (a name; arguments an object or its JSON text)
+        check_tool_calls({"role": "assistant", "tool_calls": calls}, "request", None, where)
+    except RlhfkitError as exc:
+        raise bad_request(str(exc), param=f"{where}.tool_calls", code="invalid_value") from None
     out = []
-    for j, call in enumerate(calls):
-        function = call.get("function") if isinstance(call, dict) else None
-        arguments = function.get("arguments") if isinstance(function, dict) else None
-        try:
-            arguments = json.loads(arguments) if isinstance(arguments, str) else arguments
-        except json.JSONDecodeError:
-            arguments = None
-        if (
-            not isinstance(function, dict)
-            or not isinstance(function.get("name"), str)
-            or not isinstance(arguments, dict)
-        ):
-            raise bad_request(
-                f"Invalid value for '{where}.tool_calls[{j}]': expected a function with a name and JSON "
-                "object arguments.",
-                param=f"{where}.tool_calls[{j}]",
-                code="invalid_value",
-            )
-        out.append({"type": "function", "function": {"name": function["name"], "arguments": arguments}})
+    for call in calls:
+        name, arguments = call["function"]["name"], call["function"]["arguments"]
+        # As objects, so the template writes each call exactly as the training chats' calls are written.
+        arguments = json.loads(arguments) if isinstance(arguments, str) else arguments
+        out.append({"type": "function", "function": {"name": name, "arguments": arguments}})
     return {"role": "assistant", "content": content or "", "tool_calls": out}
 
 
