@@ -16,33 +16,37 @@ import argparse
 import json
 from pathlib import Path
 
-SMOOTHING = 0.8  # as ppo.stop_rule.StopRule
+import torch
+
+from rlhfkit.ppo.stop_rule import StopRule
 
 
 def _ema(values: list[float]) -> list[float]:
+    """The rule's moving average of a logged series (gold, KL), to compare like with like."""
     out: list[float] = []
     for v in values:
-        out.append(v if not out else SMOOTHING * out[-1] + (1 - SMOOTHING) * v)
+        out.append(v if not out else StopRule.smoothing * out[-1] + (1 - StopRule.smoothing) * v)
     return out
 
 
 def replay(rows: list[dict], patience: int) -> tuple[int, int]:
-    """(step it stops at, step whose policy it keeps) for the rule on a run's logged watch EMA."""
-    best, best_step = float("-inf"), 0
+    """(step it stops at, step whose policy it keeps): the rule itself (`StopRule`) fed the logged watch scores."""
+    scores = iter(row["watch_score"] for row in rows)
+    rule = StopRule(lambda prompts, texts, ids: [next(scores)], patience)
+    no_weights = torch.nn.Module()  # the replay keeps no policy
     for row in rows:
-        if row["watch_ema"] > best:
-            best, best_step = row["watch_ema"], row["step"]
-        if row["step"] - best_step >= patience:
-            return row["step"], best_step
-    return rows[-1]["step"], best_step
+        rule.observe(row["step"], [[]], [""], no_weights)
+        if rule.should_stop:
+            break
+    return rule.last_step, rule.best_step
 
 
 def analyse(run: Path, patiences: list[int]) -> dict:
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    rows = [r for r in rows if "watch_ema" in r and "gold_reward" in r]
+    rows = [r for r in rows if "watch_score" in r and "gold_reward" in r]
     if not rows:
         raise SystemExit(
-            f"{run}: no step logged both watch_ema and gold_reward (run PPO with --watch-reward)"
+            f"{run}: no step logged both watch_score and gold_reward (run PPO with --watch-reward)"
         )
     steps = [r["step"] for r in rows]
     gold, kl = _ema([r["gold_reward"] for r in rows]), _ema([r["kl"] for r in rows])
@@ -85,7 +89,12 @@ def main() -> None:
     summary = {
         p: sum(r["rules"][k]["within_10pct_of_optimal_kl"] for r in runs) for k, p in enumerate(patiences)
     }
-    result = {"benchmark": "stop_rule", "smoothing": SMOOTHING, "runs": runs, "within_10pct_runs": summary}
+    result = {
+        "benchmark": "stop_rule",
+        "smoothing": StopRule.smoothing,
+        "runs": runs,
+        "within_10pct_runs": summary,
+    }
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result))
