@@ -8,7 +8,7 @@ import torch
 
 from rlhfkit.generation import SamplingParams, generate
 from rlhfkit.generation.slot_cache import _CAPACITY_STEP, SlotKVCache
-from rlhfkit.generation.slot_decoder import SlotDecoder
+from rlhfkit.generation.slot_decoder import SlotDecoder, _length_groups
 from test_generation import PAD, llama, prompts
 from test_generation_kv_cache import sdpa_reference
 
@@ -92,3 +92,45 @@ def test_rows_joining_a_running_batch_decode_what_they_decode_alone():
     assert joined_running >= 4  # most rows joined a batch already decoding
     assert [out[i] for i in range(len(prompt_ids))] == expected
     assert decoder.free == 3 and decoder.cache.capacity == 0  # an idle pool holds no cache
+
+
+def test_newcomers_prefilled_together_decode_what_they_decode_alone():
+    """Prompts of lengths 1-12 arriving together, some while others decode, are prefilled in left-padded
+    groups of similar lengths; each row's greedy tokens equal `generate`'s for its prompt alone."""
+    model = llama(kv_heads=2)
+    prompt_ids = prompts((5, 9, 3, 12, 7, 1, 11, 10))
+    new_tokens = 40
+    params = SamplingParams(max_new_tokens=new_tokens, temperature=0)
+    expected = [generate(model, [p], params, pad_token_id=PAD)[0].token_ids for p in prompt_ids]
+    decoder = SlotDecoder(model, 8)
+    out: dict[int, list[int]] = {}
+    live: dict[int, int] = {}  # slot -> prompt
+    with torch.inference_mode():
+        for arrivals in ([0, 1, 2, 3, 4], [5, 6, 7]):  # the second wave joins a running batch
+            filled = decoder.prefill_many([prompt_ids[i] for i in arrivals])
+            assert len({slot for slot, _ in filled}) == len(arrivals)
+            for i, (slot, logits) in zip(arrivals, filled):
+                out[i] = [int(logits.argmax(-1))]
+                live[slot] = i
+            for _ in range(3):
+                slots = [s for s in live if len(out[live[s]]) < new_tokens]
+                logits = decoder.step(slots, torch.tensor([out[live[s]][-1] for s in slots]))
+                for r, slot in enumerate(slots):
+                    out[live[slot]].append(int(logits[r].argmax()))
+        while any(len(out[i]) < new_tokens for i in live.values()):
+            slots = [s for s in live if len(out[live[s]]) < new_tokens]
+            logits = decoder.step(slots, torch.tensor([out[live[s]][-1] for s in slots]))
+            for r, slot in enumerate(slots):
+                out[live[slot]].append(int(logits[r].argmax()))
+    assert [out[i] for i in range(len(prompt_ids))] == expected
+    assert decoder.free == 0
+
+
+def test_prompts_are_grouped_by_length_with_little_padding():
+    lengths = [30, 2, 31, 29, 3, 120, 33]
+    groups = _length_groups([[1] * n for n in lengths])
+    assert sorted(i for group in groups for i in group) == list(range(len(lengths)))
+    assert [sorted(lengths[i] for i in group) for group in groups] == [[2, 3], [29, 30, 31, 33], [120]]
+    for group in groups:
+        real = sum(lengths[i] for i in group)
+        assert len(group) * max(lengths[i] for i in group) <= 1.25 * real

@@ -65,15 +65,18 @@ class SlotKVCache:
         """Free the memory (call when no slot is live)."""
         self._allocate(0, 0)
 
-    def load(self, slot: int, source: KVCache, length: int) -> None:
-        """Copy positions 0..length-1 of row 0 of a prefilled `KVCache` (a batch of one) into `slot`."""
+    def load(self, slot: int, source: KVCache, length: int, row: int = 0, start: int = 0) -> None:
+        """Copy a prefilled sequence into `slot`: row `row` of the `KVCache`, whose positions 0..length-1 sit
+        in its columns start..start+length-1 (`start`: the row's left padding in a batched prefill)."""
         if slot >= self.slots:
             self._allocate(min(self.max_slots, _round_up(slot + 1, _SLOT_STEP)), self.capacity)
         self.ensure(length)
         rows = slice(slot * self.kv_heads, (slot + 1) * self.kv_heads)
+        held = slice(row * self.kv_heads, (row + 1) * self.kv_heads)
+        columns = slice(start, start + length)
         for layer in range(self.layers):
-            self.keys[layer][rows, :, :length].copy_(source.keys[layer][: self.kv_heads, :, :length])
-            self.values[layer][rows, :length].copy_(source.values[layer][: self.kv_heads, :length])
+            self.keys[layer][rows, :, :length].copy_(source.keys[layer][held, :, columns])
+            self.values[layer][rows, :length].copy_(source.values[layer][held, columns])
 
     def ensure(self, needed: int) -> None:
         """Room for `needed` positions in every slot."""

@@ -8,8 +8,9 @@ carries every live row of every request:
 
 - The pool has up to `slots` sequences (`generation.slot_decoder.SlotDecoder`: `--max-batch-rows` x
   `--max-active-batches`, the static batcher's bound on rows holding a cache; its memory follows the rows
-  live). Between two decode steps, waiting rows take the free slots: each newcomer is prefilled alone (what
-  `generation.generate` computes for its prompt) and its cache is copied into its slot. A row that finishes,
+  live). Between two decode steps, waiting rows take the free slots: the newcomers are prefilled together
+  (`SlotDecoder.prefill_many`: left-padded batches of similar lengths; a lone one is what
+  `generation.generate` computes for its prompt) and each one's cache is copied into its slot. A row that finishes,
   or whose client left, frees its slot at once.
 - One request holds at most `per_job` slots (`--max-batch-rows`); its other rows wait for its own rows to
   finish. Free slots go to the waiting jobs in turn, one row at a time, the job holding the fewest slots
@@ -65,16 +66,18 @@ class SlotRows:
         return sum(run.job is job for run in self.runs.values())
 
     def admit(self, pieces: list[Piece]) -> None:
-        """Prefill each row of `pieces` into a free slot and sample its first token."""
+        """Prefill the rows of `pieces` into free slots, together (`SlotDecoder.prefill_many`), and sample
+        each one's first token."""
+        entries = [(piece.job, piece.start + i, row) for piece in pieces for i, row in enumerate(piece.rows)]
         with torch.inference_mode():
-            for piece in pieces:
-                for i, row in enumerate(piece.rows):
-                    slot, logits = self.decoder.prefill(row.prompt_ids)
-                    run = RowRun(piece.job, piece.start + i, row, self.tokenizer, self.device)
-                    self.runs[slot] = run
-                    take_tokens([run], logits, self.pad_token_id)
-                    if run.finished:
-                        self._release(slot)
+            filled = self.decoder.prefill_many([row.prompt_ids for _, _, row in entries])
+            runs = [RowRun(job, index, row, self.tokenizer, self.device) for job, index, row in entries]
+            for (slot, _), run in zip(filled, runs):
+                self.runs[slot] = run
+            take_tokens(runs, torch.cat([logits for _, logits in filled]), self.pad_token_id)
+        for (slot, _), run in zip(filled, runs):
+            if run.finished:
+                self._release(slot)
 
     def step(self) -> tuple[int, int, int]:
         """Drop the rows of cancelled jobs, then one decode step for the rest: (rows decoded, jobs among
