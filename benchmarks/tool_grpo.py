@@ -95,7 +95,7 @@ def grpo(args) -> dict:
         minibatch_size=args.batch // 2,
         max_new_tokens=args.turn_tokens,
         max_tool_turns=args.turns,
-        beta=0.02,
+        beta=args.beta,
         kl_target=0.0,
         missing_eot_penalty=0.0,
         sample_every=args.steps,
@@ -186,6 +186,7 @@ def main() -> None:
     parser.add_argument("--turn-tokens", type=int, default=48, help="--max-new-tokens (per turn)")
     parser.add_argument("--epochs", type=int, default=1, help="grpo: passes over each rollout")
     parser.add_argument("--rl-temperature", type=float, default=1.0, help="grpo: sampling temperature")
+    parser.add_argument("--beta", type=float, default=0.02, help="grpo: KL coefficient")
     parser.add_argument("--name", default="grpo")
     parser.add_argument("--model", default="sft")
     parser.add_argument("--prompts", type=int, default=200)
