@@ -77,16 +77,57 @@ def sft(args) -> dict:
     return {k: v for k, v in last.items() if "loss" in k}
 
 
+def logged_reward(spec: str, prompts: str, log: Path):
+    """The reward of `--reward` (a verifier spec, or rm:FOLDER for a reward model alone), which also appends, per
+    rollout, the process CPU seconds so far, the verifier's share of right answers, the process score (the share
+    of the tasks' steps the tool calls did) and the mean reward to `log`: every reward measured the same way."""
+    from statistics import mean
+
+    from rlhfkit.ppo.process_reward import process_score
+    from rlhfkit.ppo.verifier_reward import load_steps, verifier_reward_fn
+    from rlhfkit.verifier import prompt_key
+
+    check, _ = verifier_reward_fn("verifier", prompts)
+    steps = load_steps(prompts)
+    if spec.startswith("rm:"):
+        from rlhfkit.ppo.rm_reward import rm_reward_fn
+
+        fn, _ = rm_reward_fn(spec[3:], "cpu", 512, 64)
+    else:
+        fn, _ = verifier_reward_fn(spec, prompts)
+
+    def score(messages, texts, ids, turns):
+        extra = {"turns": turns} if getattr(fn, "reads_turns", False) else {}
+        rewards = [float(x) for x in fn(messages, texts, ids, **extra)]
+        row = {
+            "cpu_s": round(time.process_time(), 2),
+            "verifier": mean(check(messages, texts, ids)),
+            "process": mean(process_score(steps.get(prompt_key(m), []), t) for m, t in zip(messages, turns)),
+            "reward": mean(rewards),
+        }
+        with log.open("a") as fh:
+            fh.write(json.dumps(row) + "\n")
+        return rewards
+
+    score.reads_turns = True
+    return score
+
+
 def grpo(args) -> dict:
     from rlhfkit.ppo.config import GRPOConfig, PPOLoopConfig
     from rlhfkit.ppo.trainer import run
 
     out = Path(args.out)
+    prompts = str(out / "world" / "verifiable_train.jsonl")
+    (out / args.name).mkdir(parents=True, exist_ok=True)
+    curve = out / args.name / "reward_curve.jsonl"
+    curve.unlink(missing_ok=True)
+    reward_fn = logged_reward(args.reward, prompts, curve)
     cfg = GRPOConfig(
         policy=str(out / "sft"),
-        prompts=str(out / "world" / "verifiable_train.jsonl"),
+        prompts=prompts,
         out=str(out / args.name),
-        reward="verifier",
+        reward="" if args.reward.startswith("rm:") else args.reward,  # the RM is scored by reward_fn
         steps=args.steps,
         batch_size=args.batch,
         samples_per_prompt=args.k,
@@ -98,11 +139,11 @@ def grpo(args) -> dict:
         beta=args.beta,
         kl_target=0.0,
         missing_eot_penalty=0.0,
-        sample_every=args.steps,
+        sample_every=20,
         device="cpu",
         loop=PPOLoopConfig(lr=args.lr, warmup_steps=2, save_every=1000, seed=args.seed),
     )
-    run(cfg)
+    run(cfg, reward_fn=reward_fn)
     rows = [json.loads(x) for x in (out / args.name / "metrics.jsonl").read_text().splitlines()]
     return {"reward_first": rows[0]["reward"], "reward_last": rows[-1]["reward"], "steps": len(rows)}
 
@@ -187,6 +228,11 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=1, help="grpo: passes over each rollout")
     parser.add_argument("--rl-temperature", type=float, default=1.0, help="grpo: sampling temperature")
     parser.add_argument("--beta", type=float, default=0.02, help="grpo: KL coefficient")
+    parser.add_argument(
+        "--reward",
+        default="verifier",
+        help="grpo: verifier, verifier+process[=W], or rm:FOLDER (a reward model)",
+    )
     parser.add_argument("--name", default="grpo")
     parser.add_argument("--model", default="sft")
     parser.add_argument("--prompts", type=int, default=200)

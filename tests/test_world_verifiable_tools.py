@@ -78,6 +78,9 @@ def test_demonstrations_use_the_tools_and_their_mistakes_are_the_documented_ones
         if chat["quality"] == "good":
             assert verdict.correct, (messages[-1]["content"], meta["answer"])
             assert looked_up == asked and used_calculator == arithmetic
+            if used_calculator:  # the answer copies the calculator's number as the tool turn wrote it
+                result = json.loads(messages[-2]["content"])["result"]
+                assert str(result) in messages[-1]["content"], (messages[-1]["content"], result)
         elif chat["quality"] == "wrong_lookup":
             assert len(looked_up) == len(asked) and sum(x != y for x, y in zip(looked_up, asked)) == 1
         else:

@@ -3,8 +3,9 @@
 A demonstration is a multi-turn chat: the question, then one tool call per assistant turn (a `lookup` for each
 fact the task's `steps` read, then one `calculator` call for the arithmetic of `price_total` and the year
 gaps), each followed by the tool's real output (`world.tools.run_tool`), and a final answer in the format of
-the plain demonstrations (`verifiable_demos`: "So the answer is $1,097."). Comparisons and counts need no
-calculator: the answer follows from the looked-up prices.
+the plain demonstrations (`verifiable_demos`), except that a price total copies the calculator's result as it
+came ("So the answer is $1097."). Comparisons and counts need no calculator: the answer follows from the
+looked-up prices.
 
 Some demonstrations carry documented mistakes, at the rates in `VERIFIABLE_TOOL_FLAWS`, named in `quality`:
 - `wrong_lookup`: one lookup asks for another item of the same pool (a product of the same category) and the
@@ -59,6 +60,10 @@ def _answer(meta: dict, values: list[int], computed):
 
 
 def _final_text(meta: dict, values: list[int], answer) -> str:
+    if meta["kind"] == "price_total":
+        # the calculator's number as it wrote it ("$2214", not "$2,214"): a copy of the tool turn's tokens,
+        # where reformatting it made a tiny model write other digits ($2,416 after a result of 2214)
+        return f"So the answer is ${answer}."
     final = final_sentence(meta, answer)
     if meta["kind"] != "count_below":
         return final
