@@ -263,7 +263,7 @@ def test_quick_grpo_verifier_pipeline_runs_world_to_tool_evaluation(tmp_path):
     assert sft["config"]["data"].endswith("verifiable_tools_sft.jsonl")
     results = json.loads((run / "evaluate" / "results.json").read_text())
     assert (
-        list(results["verifiable"]) == ["sft", "grpo-verifier"] and results["config"]["max_tool_turns"] == 5
+        list(results["verifiable"]) == ["sft", "grpo-verifier"] and results["config"]["max_tool_turns"] == 6
     )
     assert "tools" in results["verifiable"]["grpo-verifier"] and results["n_prompts"] == 6
 
