@@ -231,7 +231,6 @@ def test_pipeline_seed_seeds_every_stage_that_takes_one():
     )
 
 
-@pytest.mark.slow
 def test_quick_grpo_verifier_pipeline_runs_world_to_tool_evaluation(tmp_path):
     """`--method grpo-verifier`: verifiable world with tools -> SFT on tool demonstrations -> GRPO with the
     checker and the tools -> accuracy with the tools on held-out tasks, each stage through its real code."""
