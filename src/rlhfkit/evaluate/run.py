@@ -291,6 +291,7 @@ def run(cfg: EvalConfig) -> dict:
     with _progress(cfg.quiet or not info.is_main) as progress:
         for name, folder in cfg.models.items():
             g = generate_responses(name, folder, prompts + extra, cfg, progress)
+            g.setdefault("turns", [[] for _ in g["texts"]])  # tool episodes' calls; none for a plain reply
             g["extra_texts"] = g["texts"][len(prompts) :]
             g["extra_turns"] = g["turns"][len(prompts) :]
             for key in ("texts", "finish", "tokens", "turns"):
