@@ -259,7 +259,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--k", type=int, default=8)
     parser.add_argument("--turns", type=int, default=6, help="--max-tool-turns")
-    parser.add_argument("--turn-tokens", type=int, default=96, help="--max-new-tokens (per turn)")
+    parser.add_argument("--turn-tokens", type=int, default=48, help="--max-new-tokens (per turn)")
     parser.add_argument("--epochs", type=int, default=1, help="grpo: passes over each rollout")
     parser.add_argument("--rl-temperature", type=float, default=1.0, help="grpo: sampling temperature")
     parser.add_argument("--beta", type=float, default=0.02, help="grpo: KL coefficient")
