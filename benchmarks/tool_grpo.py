@@ -6,7 +6,8 @@ Phases (each one command, so each stays a short locked run on a shared CPU):
   sft      SFT on verifiable_tools_sft.jsonl
   grpo     `rlhfkit grpo --reward verifier --max-tool-turns T` on verifiable_train.jsonl from the SFT model
   eval     accuracy on the held-out verifiable_eval.jsonl and on fresh train-template prompts, each played with
-           the tools through the rollout's own environment (`ppo.environment.run_episodes`), greedy or sampled
+           the tools through the rollout's own environment (`ppo.environment.run_episodes`): greedy, and pass@1 /
+           pass@k of `--samples` k episodes at temperature 1, overall, for arithmetic and comparison kinds, by kind
 
     python benchmarks/tool_grpo.py prepare --out /tmp/tools && python benchmarks/tool_grpo.py sft --out /tmp/tools
     python benchmarks/tool_grpo.py eval --out /tmp/tools --model sft && ... grpo ... && ... eval --model grpo
@@ -77,16 +78,57 @@ def sft(args) -> dict:
     return {k: v for k, v in last.items() if "loss" in k}
 
 
+def logged_reward(spec: str, prompts: str, log: Path):
+    """The reward of `--reward` (a verifier spec, or rm:FOLDER for a reward model alone), which also appends, per
+    rollout, the process CPU seconds so far, the verifier's share of right answers, the process score (the share
+    of the tasks' steps the tool calls did) and the mean reward to `log`: every reward measured the same way."""
+    from statistics import mean
+
+    from rlhfkit.ppo.process_reward import process_score
+    from rlhfkit.ppo.verifier_reward import load_steps, verifier_reward_fn
+    from rlhfkit.verifier import prompt_key
+
+    check, _ = verifier_reward_fn("verifier", prompts)
+    steps = load_steps(prompts)
+    if spec.startswith("rm:"):
+        from rlhfkit.ppo.rm_reward import rm_reward_fn
+
+        fn, _ = rm_reward_fn(spec[3:], "cpu", 512, 64)
+    else:
+        fn, _ = verifier_reward_fn(spec, prompts)
+
+    def score(messages, texts, ids, turns):
+        extra = {"turns": turns} if getattr(fn, "reads_turns", False) else {}
+        rewards = [float(x) for x in fn(messages, texts, ids, **extra)]
+        row = {
+            "cpu_s": round(time.process_time(), 2),
+            "verifier": mean(check(messages, texts, ids)),
+            "process": mean(process_score(steps.get(prompt_key(m), []), t) for m, t in zip(messages, turns)),
+            "reward": mean(rewards),
+        }
+        with log.open("a") as fh:
+            fh.write(json.dumps(row) + "\n")
+        return rewards
+
+    score.reads_turns = True
+    return score
+
+
 def grpo(args) -> dict:
     from rlhfkit.ppo.config import GRPOConfig, PPOLoopConfig
     from rlhfkit.ppo.trainer import run
 
     out = Path(args.out)
+    prompts = str(out / "world" / "verifiable_train.jsonl")
+    (out / args.name).mkdir(parents=True, exist_ok=True)
+    curve = out / args.name / "reward_curve.jsonl"
+    curve.unlink(missing_ok=True)
+    reward_fn = logged_reward(args.reward, prompts, curve)
     cfg = GRPOConfig(
         policy=str(out / "sft"),
-        prompts=str(out / "world" / "verifiable_train.jsonl"),
+        prompts=prompts,
         out=str(out / args.name),
-        reward="verifier",
+        reward="" if args.reward.startswith("rm:") else args.reward,  # the RM is scored by reward_fn
         steps=args.steps,
         batch_size=args.batch,
         samples_per_prompt=args.k,
@@ -95,14 +137,14 @@ def grpo(args) -> dict:
         minibatch_size=args.batch // 2,
         max_new_tokens=args.turn_tokens,
         max_tool_turns=args.turns,
-        beta=0.02,
+        beta=args.beta,
         kl_target=0.0,
         missing_eot_penalty=0.0,
-        sample_every=args.steps,
+        sample_every=20,
         device="cpu",
         loop=PPOLoopConfig(lr=args.lr, warmup_steps=2, save_every=1000, seed=args.seed),
     )
-    run(cfg)
+    run(cfg, reward_fn=reward_fn)
     rows = [json.loads(x) for x in (out / args.name / "metrics.jsonl").read_text().splitlines()]
     return {"reward_first": rows[0]["reward"], "reward_last": rows[-1]["reward"], "steps": len(rows)}
 
@@ -122,8 +164,31 @@ def fresh(out: Path) -> list[dict]:
     return [r for r in records if r["messages"][0]["content"] not in seen]
 
 
+def _summary(runs: list[list[bool]], idx: list[int]) -> dict:
+    """Greedy accuracy (runs[0]), and pass@1 / pass@k over the k sampled runs (runs[1:]), on the prompts `idx`;
+    `mixed_groups`: the share of prompts whose k samples are neither all right nor all wrong (what GRPO's group
+    normalization can learn from)."""
+    from rlhfkit.evaluate.accuracy import pass_at_k
+
+    k = len(runs) - 1
+    right = [sum(run[i] for run in runs[1:]) for i in idx]
+    n = max(len(idx), 1)
+    return {
+        "n": len(idx),
+        "greedy": round(sum(runs[0][i] for i in idx) / n, 3),
+        "pass1": round(sum(pass_at_k(k, c, 1) for c in right) / n, 3),
+        f"pass{k}": round(sum(pass_at_k(k, c, k) for c in right) / n, 3),
+        "mixed_groups": round(sum(0 < c < k for c in right) / n, 3),
+    }
+
+
+ARITHMETIC_KINDS = ("price_total", "born_gap", "founded_gap")
+
+
 def evaluate(args) -> dict:
+    """Each split played greedily once, then `--samples` times at temperature 1 (seeds 1..k), with the tools."""
     from rlhfkit.data.chats import load_prompts
+    from rlhfkit.evaluate.tool_episodes import tool_stats
     from rlhfkit.generation import SamplingParams, end_of_turn_ids, generate, render_chat
     from rlhfkit.generation.loading import load_for_generation
     from rlhfkit.ppo.environment import run_episodes
@@ -139,30 +204,41 @@ def evaluate(args) -> dict:
     ):
         records = records[: args.prompts]
         ids = [tok(render_chat(tok, r["messages"]), add_special_tokens=False)["input_ids"] for r in records]
-        params = SamplingParams(
-            max_new_tokens=args.turn_tokens,
-            temperature=args.temperature,
-            stop_token_ids=end_of_turn_ids(tok, model),
-            seed=0,
-        )
 
         def sample(contexts, p):
-            return generate(model, contexts, p, pad_token_id=tok.pad_token_id, tokenizer=tok, batch_size=64)
+            return generate(model, contexts, p, pad_token_id=tok.pad_token_id, tokenizer=tok, batch_size=128)
 
-        episodes = run_episodes(
-            sample, tok, ids, params, WORLD_TOOLS, args.turns, model.config.max_position_embeddings
-        )
-        verdicts = [verify(e.text, answer_of(r)) for e, r in zip(episodes, records)]
-        by_kind: dict[str, list[bool]] = {}
-        for r, v in zip(records, verdicts):
-            by_kind.setdefault(r["kind"], []).append(v.correct)
+        runs, greedy = [], None
+        for s in range(args.samples + 1):
+            params = SamplingParams(
+                max_new_tokens=args.turn_tokens,
+                temperature=0.0 if s == 0 else 1.0,
+                stop_token_ids=end_of_turn_ids(tok, model),
+                seed=s,
+            )
+            episodes = run_episodes(
+                sample, tok, ids, params, WORLD_TOOLS, args.turns, model.config.max_position_embeddings
+            )
+            runs.append([verify(e.text, answer_of(r)).correct for e, r in zip(episodes, records)])
+            greedy = greedy or episodes
+        kinds: dict[str, list[int]] = {}
+        for i, r in enumerate(records):
+            kinds.setdefault(r["kind"], []).append(i)
+        arithmetic = [i for i, r in enumerate(records) if r["kind"] in ARITHMETIC_KINDS]
+        comparison = [i for i, r in enumerate(records) if r["kind"] not in ARITHMETIC_KINDS]
         results[split] = {
-            "n": len(records),
-            "accuracy": sum(v.correct for v in verdicts) / len(records),
-            "by_kind": {k: round(sum(v) / len(v), 3) for k, v in sorted(by_kind.items())},
-            "tool_calls_per_episode": sum(e.tool_calls for e in episodes) / len(episodes),
-            "verdicts": dict(Counter(v.reason for v in verdicts)),
-            "example": {"turns": episodes[0].turns, "answer": episodes[0].text},
+            "all": _summary(runs, list(range(len(records)))),
+            "arithmetic": _summary(runs, arithmetic),
+            "comparison": _summary(runs, comparison),
+            "by_kind": {k: _summary(runs, v) for k, v in sorted(kinds.items())},
+            "greedy_tools": tool_stats([e.turns for e in greedy]),
+            "greedy_verdicts": dict(
+                Counter(verify(e.text, answer_of(r)).reason for e, r in zip(greedy, records))
+            ),
+            "examples": [
+                {"question": r["messages"][0]["content"], "turns": e.turns, "answer": e.text}
+                for e, r in zip(greedy[:3], records)
+            ],
         }
     return results
 
@@ -182,14 +258,20 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=None, help="sft 2e-3, grpo 1e-4")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--k", type=int, default=8)
-    parser.add_argument("--turns", type=int, default=5, help="--max-tool-turns")
+    parser.add_argument("--turns", type=int, default=6, help="--max-tool-turns")
     parser.add_argument("--turn-tokens", type=int, default=48, help="--max-new-tokens (per turn)")
     parser.add_argument("--epochs", type=int, default=1, help="grpo: passes over each rollout")
     parser.add_argument("--rl-temperature", type=float, default=1.0, help="grpo: sampling temperature")
+    parser.add_argument("--beta", type=float, default=0.02, help="grpo: KL coefficient")
+    parser.add_argument(
+        "--reward",
+        default="verifier",
+        help="grpo: verifier, verifier+process[=W], or rm:FOLDER (a reward model)",
+    )
     parser.add_argument("--name", default="grpo")
     parser.add_argument("--model", default="sft")
     parser.add_argument("--prompts", type=int, default=200)
-    parser.add_argument("--temperature", type=float, default=0.0)
+    parser.add_argument("--samples", type=int, default=8, help="eval: episodes at temperature 1 for pass@k")
     args = parser.parse_args()
     defaults = {"sft": (1500, 2e-3), "grpo": (120, 1e-4)}.get(args.phase, (0, 0.0))
     args.steps = defaults[0] if args.steps is None else args.steps

@@ -8,10 +8,10 @@ import importlib
 import pytest
 
 from rlhfkit.config import DEFAULTS_FILE, _default_at, _leaf_fields, load_toml, stage_table
-from rlhfkit.pipeline import CAI_STAGES, HYBRID_STAGES, METHOD_STAGES, STAGES
+from rlhfkit.pipeline import CAI_STAGES, HYBRID_STAGES, METHOD_STAGES, RLVR_STAGES, STAGES
 from rlhfkit.pipeline.defaults import QUICK_FILE
 
-STAGE_BY_NAME = {s.name: s for s in [*STAGES, *METHOD_STAGES, *HYBRID_STAGES, *CAI_STAGES]}
+STAGE_BY_NAME = {s.name: s for s in [*STAGES, *METHOD_STAGES, *HYBRID_STAGES, *CAI_STAGES, *RLVR_STAGES]}
 
 
 def _dataclass_default(stage_name: str, key: str):

@@ -229,3 +229,51 @@ def test_pipeline_seed_seeds_every_stage_that_takes_one():
         parser.parse_args(["evaluate", "--prompts", "p", "--model", "a=b", "--out", "o", "--seed", "3"]).seed
         == 3
     )
+
+
+def test_quick_grpo_verifier_pipeline_runs_world_to_tool_evaluation(tmp_path):
+    """`--method grpo-verifier`: verifiable world with tools -> SFT on tool demonstrations -> GRPO with the
+    checker and the tools -> accuracy with the tools on held-out tasks, each stage through its real code."""
+    run = tmp_path / "rlvr"
+    config = {
+        "rlvr_world": {"size": "small", "verifiable": 80},
+        "rlvr_tokenizer": {"vocab_size": 400},
+        "rlvr_pretrain": TINY["pretrain"],
+        "rlvr_sft": {"max_steps": 4, "batch_size": 8, "eval_every": 4, "max_len": 256, "max_val_chats": 8},
+        "grpo_verifier": {
+            "steps": 1,
+            "batch_size": 8,
+            "minibatch_size": 8,
+            "epochs": 1,
+            "max_new_tokens": 16,
+        },
+        "rlvr_evaluate": {"n_prompts": 6, "max_new_tokens": 16, "pass_samples": 2, "bootstrap": 0},
+    }
+    stages = run_pipeline(run, config, quick=True, method="grpo-verifier").stages
+    names = ["rlvr_world", "rlvr_tokenizer", "rlvr_pretrain", "rlvr_sft", "grpo_verifier", "rlvr_evaluate"]
+    assert list(stages) == names
+    assert all(v.status == "done" for v in stages.values())
+    assert stages["grpo_verifier"].command[:2] == ["rlhfkit", "grpo"]
+    assert (
+        "--max-tool-turns" in stages["grpo_verifier"].command
+        and "verifier" in stages["grpo_verifier"].command
+    )
+    sft = json.loads((run / "sft" / "rlhfkit.json").read_text())
+    assert sft["config"]["data"].endswith("verifiable_tools_sft.jsonl")
+    results = json.loads((run / "evaluate" / "results.json").read_text())
+    assert (
+        list(results["verifiable"]) == ["sft", "grpo-verifier"] and results["config"]["max_tool_turns"] == 6
+    )
+    assert "tools" in results["verifiable"]["grpo-verifier"] and results["n_prompts"] == 6
+
+
+def test_grpo_verifier_is_a_method_of_its_own():
+    from rlhfkit.pipeline import RLVR_STAGES, parse_methods
+    from rlhfkit.pipeline.stages import stage_list
+
+    assert stage_list(False, parse_methods("grpo-verifier")) == RLVR_STAGES
+    with pytest.raises(RlhfkitError, match="give it alone"):
+        parse_methods("ppo,grpo-verifier")
+    opts = stage_options({}, False, ALL_STAGE_NAMES)
+    assert opts["grpo_verifier"]["reward"] == "verifier" and opts["rlvr_world"]["tools"] is True
+    assert opts["rlvr_pretrain"] == opts["pretrain"]  # the same base model recipe as the RLHF pipeline

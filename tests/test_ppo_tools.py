@@ -245,3 +245,47 @@ def test_max_tool_turns_must_not_be_negative(policy_dir, tmp_path, capsys):
         ]
     )
     assert code == 1 and "--max-tool-turns: expected an integer >= 0" in capsys.readouterr().err
+
+
+def test_a_reward_that_reads_turns_gets_each_episodes_tool_turns(policy_dir, monkeypatch):
+    """`reads_turns` (the process reward): the rollout hands the reward every episode's calls and results."""
+    from transformers import AutoModelForCausalLM
+
+    tok = load_tokenizer(policy_dir)
+    policy = AutoModelForCausalLM.from_pretrained(str(policy_dir)).float()
+
+    def sample_responses(policy, tokenizer, contexts, params, pad_id, batch_size):
+        # episode 0 calls the calculator, then answers; episode 1 answers at once
+        return [
+            turn(tokenizer, "so 12" if not first_turn(tokenizer, [c]) or i else call_text(CALL))
+            for i, c in enumerate(contexts)
+        ]
+
+    monkeypatch.setattr(rollout_module, "sample_responses", sample_responses)
+    seen = {}
+
+    def reward(prompts, texts, ids, turns):
+        seen["turns"] = turns
+        return [0.0] * len(texts)
+
+    reward.reads_turns = True
+    prompts = [
+        tok(f"<|user|>q{i}<|end|><|assistant|>", add_special_tokens=False)["input_ids"] for i in range(2)
+    ]
+    params = SamplingParams(max_new_tokens=12, temperature=1.0, stop_token_ids=end_of_turn_ids(tok, policy))
+    messages = [[{"role": "user", "content": f"q{i}"}] for i in range(2)]
+    collect(
+        policy,
+        tok,
+        prompts,
+        messages,
+        [0, 1],
+        reward,
+        params,
+        pad_id=tok.pad_token_id,
+        device="cpu",
+        tools=WORLD_TOOLS,
+        max_tool_turns=2,
+    )
+    assert [[m["role"] for m in t] for t in seen["turns"]] == [["assistant", "tool"], []]
+    assert json.loads(seen["turns"][0][1]["content"]) == {"result": 12}

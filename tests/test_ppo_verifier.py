@@ -95,7 +95,11 @@ def test_the_reward_is_the_checker_plus_an_optional_format_term(tmp_path):
 
 @pytest.mark.parametrize(
     "spec, message",
-    [("verifier+length", "expected verifier, verifier"), ("verifier+format=x", "a number >= 0")],
+    [
+        ("verifier+length", "expected verifier, optionally with"),
+        ("verifier+format=x", "format weight W must be a number >= 0"),
+        ("verifier+process+process", "each once"),
+    ],
 )
 def test_a_bad_reward_spec_is_one_line(spec, message, tmp_path):
     from rlhfkit.errors import RlhfkitError

@@ -45,6 +45,11 @@ def test_lookup_errors_are_tool_output(arguments, error):
         ("7 / 2", 3.5),
         ("6 / 3", 2),
         ("2 ** 10 % 1000", 24),
+        ("(799 < 2360) + (2359 < 2360) + (2361 < 2360)", 2),
+        ("1 < 2 <= 2 != 3", 1),
+        ("min(2059, 1929, 2349)", 1929),
+        ("max(1047, 3 * 400)", 1200),
+        ("min(2059,1929)", 1929),
     ],
 )
 def test_calculator_evaluates_arithmetic(expr, value):
@@ -59,6 +64,11 @@ def test_calculator_evaluates_arithmetic(expr, value):
         ("open('x')", "only numbers"),
         ("(1).real", "only numbers"),
         ("x + 1", "only numbers"),
+        ("min", "only numbers"),
+        ("min()", "only numbers"),
+        ("sum(1, 2)", "only numbers"),
+        ("min(1, key=2)", "only numbers"),
+        ("1 in 2", "only numbers"),
         ("True + 1", "only numbers"),
         ("1 / 0", "division by zero"),
         ("9 ** 99", "exponent"),

@@ -7,7 +7,7 @@ samples per prompt with c right (Chen et al., 2021, the HumanEval paper):
     pass@k = 1 - C(n - c, k) / C(n, k)        (1 when n - c < k)
 
 averaged over prompts. `by_difficulty` repeats both per difficulty (a world task's number of steps; prompts
-without one count as difficulty 0). `verdicts` is the share of first responses per verifier reason, so a
+without one count as difficulty 0), `by_kind` per task kind. `verdicts` is the share of first responses per verifier reason, so a
 policy that learns to hedge ("12 or 15") or to stop answering shows up as `contradictory` or `no_answer`.
 """
 
@@ -49,9 +49,12 @@ def _summary(verdicts: list[list[Verdict]], ks: list[int]) -> dict:
     }
 
 
-def accuracy_results(verdicts: list[list[Verdict]], difficulties: list[int]) -> dict:
+def accuracy_results(
+    verdicts: list[list[Verdict]], difficulties: list[int], kinds: list[str] | None = None
+) -> dict:
     """One model's numbers: `n`, `accuracy`, `pass_at` {k: rate}, `verdicts` {reason: share of first
-    responses}, `samples_per_prompt` and `by_difficulty` {difficulty: {n, accuracy, pass_at}}."""
+    responses}, `samples_per_prompt`, `by_difficulty` {difficulty: {n, accuracy, pass_at}} and, given the
+    prompts' `kinds` (a world task's kind), `by_kind` likewise."""
     ks = ks_for(min(len(v) for v in verdicts))
     reasons = Counter(v[0].reason for v in verdicts)
     out = {
@@ -63,4 +66,9 @@ def accuracy_results(verdicts: list[list[Verdict]], difficulties: list[int]) -> 
     for v, d in zip(verdicts, difficulties):
         groups[d].append(v)
     out["by_difficulty"] = {str(d): _summary(groups[d], ks) for d in sorted(groups)}
+    if kinds is not None:
+        by_kind: dict[str, list[list[Verdict]]] = defaultdict(list)
+        for v, kind in zip(verdicts, kinds):
+            by_kind[kind].append(v)
+        out["by_kind"] = {kind: _summary(by_kind[kind], ks) for kind in sorted(by_kind)}
     return out

@@ -66,7 +66,7 @@ class EvalConfig:
     n_prompts: int = 0  # use N prompts, round-robin over categories; 0: all
     temperature: float = 0.7  # sampling temperature, the same for every model; 0: greedy
     top_p: float = 1.0  # nucleus sampling mass; 1.0: off
-    max_new_tokens: int = 128  # length limit per response
+    max_new_tokens: int = 128  # length limit per response (per turn with --max-tool-turns)
     batch_size: int = 32  # sequences decoded together
     seed: int = 0  # sampling and bootstrap seed
     bootstrap: int = 1000  # resamples of the prompts for the ranking's confidence intervals; 0: none
@@ -82,6 +82,7 @@ class EvalConfig:
     dtype: str = "auto"  # models' dtype: auto (bfloat16 on a bf16-capable GPU, else float32), float32, bfloat16, float16
     chat_template: list[str] | None = None  # Jinja chat template FILE for every model, or NAME=FILE for one
     kl: bool = True  # each model's KL to the first --model, on its own samples (needs --temperature > 0)
+    max_tool_turns: int = 0  # > 0: episodes with the world's tools (`evaluate.tool_episodes`); no KL then
 
 
 def pick_prompts(path: str | Path, n_prompts: int = 0) -> list[dict]:
@@ -137,6 +138,8 @@ def _check(cfg: EvalConfig) -> None:
         raise RlhfkitError(f"bootstrap: expected an integer >= 0, got {cfg.bootstrap}")
     if cfg.pass_samples < 1:
         raise RlhfkitError(f"pass_samples: expected an integer >= 1, got {cfg.pass_samples}")
+    if cfg.max_tool_turns < 0:
+        raise RlhfkitError(f"max_tool_turns: expected an integer >= 0, got {cfg.max_tool_turns}")
 
 
 def generate_responses(name: str, folder: str, prompts: list[dict], cfg: EvalConfig, progress=None) -> dict:
@@ -149,6 +152,10 @@ def generate_responses(name: str, folder: str, prompts: list[dict], cfg: EvalCon
         model, tokenizer = load_for_generation(
             folder, device=cfg.device, dtype=cfg.dtype, chat_template=template_for(name, cfg.chat_template)
         )
+        if cfg.max_tool_turns > 0:
+            from rlhfkit.data.tool_calls import require_tool_template
+
+            require_tool_template(tokenizer, folder)
     except RlhfkitError as exc:
         raise RlhfkitError(f"model '{name}': {exc}") from None
     params = SamplingParams(
@@ -159,23 +166,23 @@ def generate_responses(name: str, folder: str, prompts: list[dict], cfg: EvalCon
     # Under torchrun each rank samples its share of the prompts (own seed); every rank gets all, in order.
     info = init_distributed(next(model.parameters()).device)
     params = replace(params, seed=rank_seed(params.seed, info))
-    completions = map_across_ranks(
-        [p["messages"] for p in prompts],
-        lambda mine, model=model: generate_chat(
-            model,
-            tokenizer,
-            mine,
-            params,
-            batch_size=cfg.batch_size,
-            on_chunk=(lambda done: progress.update(task, completed=done)) if progress else None,
-        ),
-        info,
-    )
+    on_chunk = (lambda done: progress.update(task, completed=done)) if progress else None
+    if cfg.max_tool_turns > 0:
+        from rlhfkit.evaluate.tool_episodes import play_episodes
+
+        def answer(mine, model=model):
+            return play_episodes(model, tokenizer, mine, params, cfg.max_tool_turns, cfg.batch_size, on_chunk)
+    else:
+
+        def answer(mine, model=model):
+            return generate_chat(model, tokenizer, mine, params, batch_size=cfg.batch_size, on_chunk=on_chunk)
+
+    completions = map_across_ranks([p["messages"] for p in prompts], answer, info)
     seconds = time.perf_counter() - t0
     del model
     tokens = [len(c.token_ids) for c in completions]
-    kl_inputs = {}  # what the KL to the first model needs (`evaluate.kl`); nothing under --no-kl
-    if cfg.kl:
+    kl_inputs = {}  # what the KL to the first model needs (`evaluate.kl`); nothing under --no-kl or tools
+    if cfg.kl and cfg.max_tool_turns == 0:
         kl_inputs = {
             "prompt_ids": [  # the prompts as this model's tokenizer renders them
                 tokenizer(render_chat(tokenizer, p["messages"]), add_special_tokens=False)["input_ids"]
@@ -188,6 +195,7 @@ def generate_responses(name: str, folder: str, prompts: list[dict], cfg: EvalCon
         "texts": [(c.text or "").strip() for c in completions],
         "finish": [c.finish_reason for c in completions],
         "tokens": tokens,
+        "turns": [c.meta.get("turns", []) for c in completions],
         **kl_inputs,
         "stats": {
             "seconds": round(seconds, 3),
@@ -283,8 +291,10 @@ def run(cfg: EvalConfig) -> dict:
     with _progress(cfg.quiet or not info.is_main) as progress:
         for name, folder in cfg.models.items():
             g = generate_responses(name, folder, prompts + extra, cfg, progress)
+            g.setdefault("turns", [[] for _ in g["texts"]])  # tool episodes' calls; none for a plain reply
             g["extra_texts"] = g["texts"][len(prompts) :]
-            for key in ("texts", "finish", "tokens"):
+            g["extra_turns"] = g["turns"][len(prompts) :]
+            for key in ("texts", "finish", "tokens", "turns"):
                 g[key] = g[key][: len(prompts)]
             generated[name] = g
     if not info.is_main:  # rank 0 judges and writes the results (judges may be stateful or remote)
@@ -337,13 +347,20 @@ def run(cfg: EvalConfig) -> dict:
     if checked:
         answers = [known[prompt_key(prompts[i]["messages"])] for i in checked]
         difficulties = [int(prompts[i]["meta"].get("difficulty") or 0) for i in checked]
+        kinds = [str(prompts[i]["meta"].get("kind") or prompts[i]["category"]) for i in checked]
         results["verifiable"] = {}
         for name, g in generated.items():
             samples = [[g["texts"][i], *g["extra_texts"][j :: len(checked)]] for j, i in enumerate(checked)]
             checks = verdicts_of(samples, answers)  # (`verdicts` holds a pairwise judge's)
             g["verdicts"] = dict(zip(checked, (v[0].reason for v in checks)))
-            results["verifiable"][name] = accuracy_results(checks, difficulties)
-    if cfg.kl and len(generated) > 1:
+            results["verifiable"][name] = accuracy_results(checks, difficulties, kinds)
+            if cfg.max_tool_turns > 0:
+                from rlhfkit.evaluate.tool_episodes import tool_stats
+
+                results["verifiable"][name]["tools"] = tool_stats(
+                    [g["turns"][i] for i in checked] + g["extra_turns"]
+                )
+    if cfg.kl and cfg.max_tool_turns == 0 and len(generated) > 1:
         results["kl_to_first"] = kl_to_first(generated, cfg)
     results["seconds"] = round(time.perf_counter() - t_start, 2)
     results["headline"] = headline_metrics(results)
@@ -375,6 +392,8 @@ def _write_responses(path: Path, prompts, generated, scores, parts, gold, verdic
                     entry["gold"] = gold[name][i].total
                 if i in g.get("verdicts", {}):
                     entry["verdict"] = g["verdicts"][i]
+                if g["turns"][i]:
+                    entry["turns"] = g["turns"][i]
                 responses[name] = entry
             record = {"id": p["id"], "category": p["category"], "prompt": p["messages"], "meta": p["meta"]}
             record["responses"] = responses

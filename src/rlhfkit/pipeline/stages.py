@@ -566,17 +566,84 @@ CAI_STAGES: list[Stage] = STAGES[:4] + [
     ),
 ]
 CAI_STAGE_NAMES = [s.name for s in CAI_STAGES]
+
+
+# RL with verifiable rewards and tools (`--method grpo-verifier`, docs/methods.md "Verifiable rewards"): the
+# world's verifiable tasks and tool-using demonstrations, SFT on those, GRPO whose reward is the task's checker
+# and whose episodes call the world's tools, then accuracy with the tools on the held-out tasks. No labels and
+# no reward model. Its own stage names (and [tables]) over the same folders as the RLHF run: use its own --out.
+RLVR_METHOD = "grpo-verifier"
+
+
+def _rlvr_evaluate_paths(r: Path) -> dict:
+    models = _finished_models(("sft", "grpo-verifier"))(r)
+    return {
+        "prompts": _p(run_path(r, "world/verifiable_eval.jsonl")),
+        "judge": "gold",
+        "out": _p(run_path(r, "evaluate")),
+        "models": {name: _p(path) for name, path in models},
+    }
+
+
+RLVR_STAGES: list[Stage] = [
+    replace(
+        STAGES[0],
+        name="rlvr_world",
+        summary="the demo world with verifiable tasks and tool-using demonstrations",
+    ),
+    replace(STAGES[1], name="rlvr_tokenizer", depends=("rlvr_world",)),
+    replace(STAGES[2], name="rlvr_pretrain", depends=("rlvr_tokenizer",)),
+    Stage(
+        "rlvr_sft",
+        "Stage 2: SFT on demonstrations that solve verifiable tasks with the tools",
+        *SFT,
+        "sft",
+        ("rlvr_pretrain",),
+        _sft_paths(Path("pretrain"), Path("world/verifiable_tools_sft.jsonl"), None, Path("sft")),
+        estimate_s=400,
+    ),
+    Stage(
+        "grpo_verifier",
+        "Stage 3: GRPO, the task's checker as the reward, the world's tools in the episodes",
+        "grpo",
+        "rlhfkit.ppo.trainer",
+        "GRPOConfig",
+        "grpo-verifier",
+        ("rlvr_sft",),
+        lambda r: {
+            "policy": _p(run_path(r, "sft")),
+            "prompts": _p(run_path(r, "world/verifiable_train.jsonl")),
+            "out": _p(run_path(r, "grpo-verifier")),
+        },
+        estimate_s=300,
+    ),
+    Stage(
+        "rlvr_evaluate",
+        "accuracy and pass@k with the tools on held-out verifiable tasks",
+        *EVALUATE,
+        "evaluate",
+        ("grpo_verifier",),
+        _rlvr_evaluate_paths,
+        estimate_s=120,
+    ),
+]
 ALL_STAGE_NAMES = STAGE_NAMES + [
-    n for n in [*CAI_STAGE_NAMES, *METHODS, *(s.name for s in HYBRID_STAGES)] if n not in STAGE_NAMES
+    n
+    for n in [*CAI_STAGE_NAMES, *METHODS, *(s.name for s in [*HYBRID_STAGES, *RLVR_STAGES])]
+    if n not in STAGE_NAMES
 ]
 
 
 def parse_methods(text: str | None) -> list[str]:
     """`ppo`, or a comma-separated list (`ppo,dpo`) run side by side and evaluated together."""
     methods = [m.strip() for m in (text or "ppo").split(",") if m.strip()]
-    unknown = [m for m in methods if m not in METHODS]
+    unknown = [m for m in methods if m not in (*METHODS, RLVR_METHOD)]
     if unknown or not methods:
-        raise RlhfkitError(f"--method: unknown method '{','.join(unknown)}' (methods: {', '.join(METHODS)})")
+        raise RlhfkitError(
+            f"--method: unknown method '{','.join(unknown)}' (methods: {', '.join((*METHODS, RLVR_METHOD))})"
+        )
+    if RLVR_METHOD in methods and len(methods) > 1:
+        raise RlhfkitError(f"--method {RLVR_METHOD} runs its own stages (no labels); give it alone")
     return list(dict.fromkeys(methods))
 
 
@@ -601,4 +668,6 @@ def rlhf_stages(methods: list[str]) -> list[Stage]:
 def stage_list(cai: bool, methods: list[str]) -> list[Stage]:
     if cai and methods != ["ppo"]:
         raise RlhfkitError("--cai runs its own stages (SL-CAI, RL-CAI with PPO); it takes no --method")
+    if methods == [RLVR_METHOD]:
+        return RLVR_STAGES
     return CAI_STAGES if cai else rlhf_stages(methods)

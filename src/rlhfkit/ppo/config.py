@@ -45,7 +45,8 @@ class PPOConfig:
     policy: str = ""  # SFT checkpoint: the policy starts here and it is the frozen reference
     reward: str = ""  # reward model folder (AutoModelForSequenceClassification, num_labels=1); several,
     # comma-separated, for an ensemble (see --ensemble-penalty); or "verifier" (1 for the prompt's known answer,
-    # else 0; "verifier+format[=W]" adds W for any one answer)
+    # else 0; "+format[=W]" adds W for any one answer, "+process[=W]" W times the share of the task's steps
+    # its tool calls did: verifier+process)
     ensemble_penalty: float = 1.0  # with several reward models: reward = their mean - this * their std (each
     # model's scores divided by its own std first): less reward where the models disagree
     watch_reward: str = ""  # reward models (comma-separated) trained on the same labels but NOT optimized
@@ -186,6 +187,10 @@ def check_config(cfg: PPOConfig, has_reward_fn: bool) -> None:
             )
     if cfg.max_tool_turns < 0:
         raise RlhfkitError(f"--max-tool-turns: expected an integer >= 0, got {cfg.max_tool_turns}")
+    if "+process" in (cfg.reward or "") and cfg.max_tool_turns == 0:
+        raise RlhfkitError(
+            f"--reward {cfg.reward}: the process term reads tool calls; add --max-tool-turns N"
+        )
     if cfg.temperature <= 0:
         raise RlhfkitError(f"--temperature: expected a number > 0 (PPO samples), got {cfg.temperature}")
     if cfg.ptx_coef > 0 and not cfg.ptx_data:

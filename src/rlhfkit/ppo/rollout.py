@@ -41,7 +41,8 @@ from rlhfkit.train.fast_linear import linear
 from rlhfkit.train.lean_forward import lean_hidden_at, lean_supported
 from rlhfkit.train.logits import body_of, causal_lm_of, logits_at, plain_lm_head
 
-# reward_fn(prompts, response_texts, response_token_ids) -> one float per episode
+# reward_fn(prompts, response_texts, response_token_ids) -> one float per episode; one whose `reads_turns`
+# attribute is true also gets `turns=` (each episode's tool calls and results, `ppo.environment.Episode.turns`)
 RewardFn = Callable[[list[list[dict]], list[str], list[list[int]]], Sequence[float]]
 
 
@@ -271,7 +272,9 @@ def collect(
             [c.finish_reason == "stop" for c in completions],
         )
     t1 = time.perf_counter()
-    raw = reward_fn([list(m) for m in prompt_messages], texts, [list(r) for r in responses])
+    # a process reward (`verifier+process`) also reads each episode's tool calls and results
+    extra = {"turns": turns or [[] for _ in texts]} if getattr(reward_fn, "reads_turns", False) else {}
+    raw = reward_fn([list(m) for m in prompt_messages], texts, [list(r) for r in responses], **extra)
     t2 = time.perf_counter()
     sequences, prompt_lens, response_ids, mask = pad_episodes(prompt_ids, responses, pad_id, device, sampled)
     return Rollout(

@@ -7,9 +7,11 @@ rollout the error is part of the episode, and the policy learns from it like fro
 
 - `lookup(item)`: the fact the verifiable tasks need about a product (its price), a scientist (birth year)
   or a town (founding year): `{"item": "Lomar K3 phone", "price": 349}`. Case and a leading "the" are ignored.
-- `calculator(expr)`: + - * / // % ** and parentheses over numbers, parsed with `ast` and evaluated node by
-  node (never `eval`): no names, calls or attributes, bounded length, exponents and magnitudes. `$`, `×` and
-  thousands commas ("$1,047") are read the way people write them. Integral results are integers.
+- `calculator(expr)`: + - * / // % ** and parentheses over numbers, comparisons (`<`, `<=`, `>`, `>=`, `==`,
+  `!=`: 1 when true, 0 when false, so "(799 < 2360) + (2359 < 2360)" counts) and `min(...)`/`max(...)`, parsed
+  with `ast` and evaluated node by node (never `eval`): no other names, calls or attributes, bounded length,
+  exponents and magnitudes. `$`, `×` and thousands commas ("$1,047") are read the way people write them.
+  Integral results are integers.
 
 `TOOL_SPECS` describes both in the OpenAI `tools` format (what a served model would be offered).
 """
@@ -42,6 +44,15 @@ _BINARY = {
     ast.Pow: operator.pow,
 }
 _UNARY = {ast.USub: operator.neg, ast.UAdd: operator.pos}
+_COMPARE = {
+    ast.Lt: operator.lt,
+    ast.LtE: operator.le,
+    ast.Gt: operator.gt,
+    ast.GtE: operator.ge,
+    ast.Eq: operator.eq,
+    ast.NotEq: operator.ne,
+}
+_FUNCTIONS = {"min": min, "max": max}
 
 
 def _result(**fields) -> str:
@@ -87,8 +98,21 @@ def _evaluate(node: ast.AST) -> int | float:
         if isinstance(value, complex) or abs(value) > MAX_MAGNITUDE:
             raise CalculatorError("the result is out of range")
         return value
+    if isinstance(node, ast.Compare) and all(type(op) in _COMPARE for op in node.ops):
+        values = [_evaluate(node.left), *(_evaluate(c) for c in node.comparators)]
+        pairs = zip(node.ops, values, values[1:])
+        return int(all(_COMPARE[type(op)](a, b) for op, a, b in pairs))
+    if (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Name)
+        and node.func.id in _FUNCTIONS
+        and node.args
+        and not node.keywords
+    ):
+        return _FUNCTIONS[node.func.id](_evaluate(a) for a in node.args)
     raise CalculatorError(
-        f"only numbers, + - * / // % ** and parentheses are allowed, not {ast.dump(node)[:40]}"
+        "only numbers, + - * / // % **, comparisons, min(), max() and parentheses are allowed, "
+        f"not {ast.dump(node)[:40]}"
     )
 
 
@@ -96,7 +120,9 @@ def calculate(expr: str) -> int | float:
     """The value of an arithmetic expression; `CalculatorError` for anything else."""
     if len(expr) > MAX_EXPR_CHARS:
         raise CalculatorError(f"the expression is longer than {MAX_EXPR_CHARS} characters")
-    text = re.sub(r"(?<=\d),(?=\d{3}\b)", "", expr.replace("×", "*").replace("$", ""))
+    text = expr.replace("×", "*").replace("$", "")
+    if not re.search(r"\b(min|max)\s*\(", text):  # in min(2059,1929) the comma separates arguments
+        text = re.sub(r"(?<=\d),(?=\d{3}\b)", "", text)
     try:
         tree = ast.parse(text.strip(), mode="eval")
     except SyntaxError:
@@ -150,5 +176,10 @@ TOOL_SPECS = [
         "item",
         "full name",
     ),
-    _spec("calculator", "The value of an arithmetic expression.", "expr", "e.g. 3 * 349 + 25"),
+    _spec(
+        "calculator",
+        "The value of an arithmetic expression; comparisons give 1 or 0; min() and max().",
+        "expr",
+        "e.g. 3 * 349 + 25",
+    ),
 ]

@@ -1,16 +1,19 @@
 """SFT demonstrations that solve the verifiable tasks with the world's tools (`world build --verifiable N --tools`).
 
 A demonstration is a multi-turn chat: the question, then one tool call per assistant turn (a `lookup` for each
-fact the task's `steps` read, then one `calculator` call for the arithmetic of `price_total` and the year
-gaps), each followed by the tool's real output (`world.tools.run_tool`), and a final answer in the format of
-the plain demonstrations (`verifiable_demos`: "So the answer is $1,097."). Comparisons and counts need no
-calculator: the answer follows from the looked-up prices.
+fact the task's `steps` read, then one `calculator` call: the arithmetic of `price_total` and the year gaps,
+`min(...)`/`max(...)` of the prices compared, the sum of `(price < limit)` for a count), each followed by the
+tool's real output (`world.tools.run_tool`), and a final answer in the format of the plain demonstrations
+(`verifiable_demos`) that copies the calculator's result as it came ("So the answer is $1097.", not "$1,097";
+a comparison names the option whose looked-up price the result is). Every step that needs more than copying
+a number is the calculator's, so what the model must learn is to copy the right names and numbers.
 
 Some demonstrations carry documented mistakes, at the rates in `VERIFIABLE_TOOL_FLAWS`, named in `quality`:
 - `wrong_lookup`: one lookup asks for another item of the same pool (a product of the same category) and the
   demonstration uses its value as if it were the one asked for, through to a (usually) wrong answer;
 - `no_calculator`: the lookups, then the arithmetic done by hand in the final turn, with one slip carried to
-  the answer (`verifiable_demos._slip`), as a hurried person does.
+  the answer (`verifiable_demos._slip`), as a hurried person does (totals and gaps only: comparisons have no
+  arithmetic to slip).
 Both are what RL with the verifier has to fix: look up the right item, use the calculator.
 """
 
@@ -38,34 +41,34 @@ def _counts(steps: list[dict]) -> list[int]:
     return counts
 
 
-def _expression(meta: dict, values: list[int]) -> str | None:
-    """The calculator's expression over the looked-up values; None for comparisons and counts."""
-    if meta["kind"] == "price_total":
+def _expression(meta: dict, values: list[int]) -> str:
+    """The calculator's expression over the looked-up values: the arithmetic of a total or a gap, the min or
+    max of a comparison, the sum of comparisons of a count."""
+    kind = meta["kind"]
+    if kind == "price_total":
         return " + ".join(f"{c} * {v}" if c > 1 else str(v) for c, v in zip(_counts(meta["steps"]), values))
-    if meta["kind"] in ("born_gap", "founded_gap"):
+    if kind in ("born_gap", "founded_gap"):
         return f"{values[1]} - {values[0]}"
-    return None
+    if kind == "cheapest":
+        return f"{meta['steps'][len(values)]['op']}({', '.join(map(str, values))})"
+    limit = next(s for s in meta["steps"] if s["op"] == "lt")["args"][1]
+    return " + ".join(f"({v} < {limit})" for v in values)
 
 
 def _answer(meta: dict, values: list[int], computed):
-    """The answer that follows from the looked-up `values` (`computed`: the calculator's result, if any)."""
+    """The answer that follows from the looked-up `values` and the calculator's result: for a comparison, the
+    option whose looked-up value it is."""
     if meta["kind"] == "cheapest":
-        pick = min if meta["steps"][len(values)]["op"] == "min" else max
-        return meta["choices"][values.index(pick(values))]
-    if meta["kind"] == "count_below":
-        limit = next(s for s in meta["steps"] if s["op"] == "lt")["args"][1]
-        return sum(v < limit for v in values)
+        return meta["choices"][values.index(computed)]
     return computed
 
 
-def _final_text(meta: dict, values: list[int], answer) -> str:
-    final = final_sentence(meta, answer)
-    if meta["kind"] != "count_below":
-        return final
-    limit = next(s for s in meta["steps"] if s["op"] == "lt")["args"][1]
-    items = [s["of"] for s in meta["steps"] if s["op"] == "lookup"]
-    below = [f"the {name}" for name, v in zip(items, values) if v < limit]
-    return f"Under ${limit:,}: " + (", ".join(below) if below else "none of them") + ". " + final
+def _final_text(meta: dict, answer) -> str:
+    if meta["kind"] == "price_total":
+        # the calculator's number as it wrote it ("$2214", not "$2,214"): a copy of the tool turn's tokens,
+        # where reformatting it made a tiny model write other digits ($2,416 after a result of 2214)
+        return f"So the answer is ${answer}."
+    return final_sentence(meta, answer)
 
 
 def _wrong_item(meta: dict, name: str, rng: random.Random) -> str:
@@ -103,11 +106,8 @@ def tool_chat(question: str, meta: dict, rng: random.Random, flaw: str | None = 
     if flaw == "no_calculator":
         messages.append({"role": "assistant", "content": worked_answer(meta, rng, "arithmetic_slip")})
         return messages
-    expr = _expression(meta, values)
-    computed = call("calculator", {"expr": expr})["result"] if expr else None
-    messages.append(
-        {"role": "assistant", "content": _final_text(meta, values, _answer(meta, values, computed))}
-    )
+    computed = call("calculator", {"expr": _expression(meta, values)})["result"]
+    messages.append({"role": "assistant", "content": _final_text(meta, _answer(meta, values, computed))})
     return messages
 
 
