@@ -15,6 +15,7 @@ from rlhfkit.pipeline import (
     CAI_STAGES,
     HYBRID_STAGES,
     METHODS,
+    RLVR_STAGES,
     STAGES,
     UNSEEDED,
     build_config,
@@ -219,10 +220,13 @@ def test_pipeline_seed_seeds_every_stage_that_takes_one():
     assert {"cai_demos", "cai_critic", "cai_labeler", "cai_revise", "sl_cai", "cai_control", "cai_candidates",
             "cai_labels", "cai_reward", "cai_ppo", "cai_evaluate", "hybrid_labels", "hybrid_reward"} <= seeded  # fmt: skip
     parser = build_parser()
-    stages = {s.name: s for s in [*STAGES, *CAI_STAGES, *HYBRID_STAGES, *rlhf_stages(list(METHODS))]}
+    stages = {
+        s.name: s for s in [*STAGES, *CAI_STAGES, *HYBRID_STAGES, *RLVR_STAGES, *rlhf_stages(list(METHODS))]
+    }
     for name in seeded - {
         "evaluate",
         "cai_evaluate",
+        "rlvr_evaluate",
     }:  # evaluate's argv needs existing models; its flag is checked below
         assert parser.parse_args(command_line(stages[name], Path("run"), opts[name])).seed == 3, name
     assert (

@@ -16,7 +16,7 @@ from rlhfkit.errors import RlhfkitError
 QUICK_FILE = Path(DEFAULTS_FILE).with_name("quick.toml")
 
 # Stages whose configs have no randomness to seed (and so no seed field); `seed` seeds every other stage.
-UNSEEDED = ("tokenizer", "report")
+UNSEEDED = ("tokenizer", "rlvr_tokenizer", "report")
 
 
 def stage_options(config: dict, quick: bool, names: list[str]) -> dict[str, dict]:
