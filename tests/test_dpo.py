@@ -12,7 +12,7 @@ import torch
 
 from conftest import WORDS  # noqa: E402
 from rlhfkit.cli import main
-from rlhfkit.data.comparisons import load_comparisons
+from rlhfkit.data.comparisons import check_comparison, load_comparisons
 from rlhfkit.data.jsonl import read_jsonl, write_jsonl
 from rlhfkit.dpo import trainer as dpo_trainer
 from rlhfkit.dpo.data import collate_groups, encode_groups
@@ -224,6 +224,35 @@ def test_reads_rankings_and_trl_pairs_with_soft_labels(policy, tmp_path):
                  "--label-smoothing", "0.1", "--device", "cpu"]) == 0  # fmt: skip
     manifest = json.loads((out / "rlhfkit.json").read_text())
     assert manifest["metrics"]["pairs"] == 3 + 1 + 1 + 1 and manifest["config"]["loss"] == "ipo"
+
+
+def test_a_long_multi_turn_prompt_loses_its_oldest_exchanges_not_the_responses(policy):
+    from rlhfkit.tokenizer import load_tokenizer
+    from rlhfkit.train.chat_tokens import chat_ids
+
+    tok = load_tokenizer(policy)
+    old = " ".join(WORDS[:12])
+    prompt = [{"role": "system", "content": "be brief"}]
+    for i in range(4):  # four exchanges; the last user turn is the one the completions answer
+        prompt += [{"role": "user", "content": f"{old} {i}"}, {"role": "assistant", "content": old}]
+    prompt.append({"role": "user", "content": "the sun"})
+    chosen, rejected = A("thanks bird big tree"), A("stone")
+    groups = [check_comparison({"prompt": prompt, "chosen": chosen, "rejected": rejected}, "pairs.jsonl", 1)]
+    full = len(chat_ids(tok, prompt + chosen))
+    short = len(chat_ids(tok, [prompt[0], prompt[-1]] + chosen))
+    max_length = short + (full - short) // 2  # room for about half of the old exchanges
+
+    (group,) = encode_groups(tok, groups, max_length, "pairs.jsonl")
+    for (ids, labels), completion in zip(group.rows, (chosen, rejected)):
+        labelled = tok.decode([t for t, lab in zip(ids, labels) if lab != IGNORE])
+        assert completion[0]["content"] in labelled  # the whole response is scored
+        assert len(ids) <= max_length
+    text = tok.decode(group.rows[0][0])
+    # The system message and the newest exchanges stay; the oldest go first.
+    assert "be brief" in text and "the sun" in text and f"{old} 3" in text and f"{old} 0" not in text
+    # Both completions keep the same prompt, so it cancels in DPO's log-ratio difference.
+    prefix = lambda row: row[0][: next(i for i, lab in enumerate(row[1]) if lab != IGNORE)]  # noqa: E731
+    assert prefix(group.rows[0]) == prefix(group.rows[1])
 
 
 def test_resume_matches_an_uninterrupted_run_and_a_finished_rerun_keeps_metrics(

@@ -7,9 +7,13 @@ sequence log-prob log pi(y|x) that DPO compares. Earlier assistant turns inside 
 masked too; being identical in every completion of a group they would cancel in h anyway, but they would blur
 the per-response implicit rewards we log.
 
-Overlong rows are cut from the right like SFT's (a long response loses its tail). A completion with no
-token left within `max_length` cannot be scored; the pairs that involve it are dropped (and counted), and a
-group without pairs is dropped whole.
+An overlong multi-turn prompt first loses its oldest exchanges (a user turn and the reply to it; a system
+message stays), the same ones for every completion of the group, until its longest row fits or only the last
+user turn is left: real comparison data (HH-RLHF) is mostly multi-turn, and cutting from the right would
+throw away the responses being compared, the only tokens DPO learns from. Rows still too long are cut from
+the right like SFT's (a long response loses its tail). A completion with no token left within `max_length`
+cannot be scored; the pairs that involve it are dropped (and counted), and a group without pairs is dropped
+whole.
 
 One batch element is one comparison group, as in the reward stage: each completion's row appears once, the
 group's loss is the mean over its pairs (C(K, 2) for a ranking of K), and the loop's `count` is the number of
@@ -25,7 +29,7 @@ import torch
 from rlhfkit.data.comparisons import ComparisonGroup, JudgedPair
 from rlhfkit.errors import RlhfkitError
 from rlhfkit.generation.text import render_chat
-from rlhfkit.train.chat_tokens import IGNORE, tokenize_chat
+from rlhfkit.train.chat_tokens import IGNORE, chat_ids, tokenize_chat
 from rlhfkit.train.sft import collate
 
 Row = tuple[list[int], list[int]]
@@ -49,6 +53,25 @@ def encode_completion(
     return ids, labels
 
 
+def fitting_prompt(
+    tokenizer, prompt: list[dict], completions: list[list[dict]], max_length: int
+) -> list[dict]:
+    """`prompt` without its oldest exchanges, as few as needed for the longest completion's row to fit."""
+    head = [m for m in prompt[:1] if m["role"] == "system"]
+    turns = prompt[len(head) :]
+
+    def longest(p: list[dict]) -> int:
+        return max(len(chat_ids(tokenizer, p + c)) for c in completions)
+
+    # The next user turn after the first one: dropping up to it removes one whole exchange.
+    while longest(head + turns) > max_length:
+        later = [i for i, m in enumerate(turns) if m["role"] == "user" and i > 0]
+        if not later:
+            break
+        turns = turns[later[0] :]
+    return head + turns
+
+
 def encode_groups(
     tokenizer, groups: list[ComparisonGroup], max_length: int, source: str, log=print
 ) -> list[TokenGroup]:
@@ -61,7 +84,8 @@ def encode_groups(
     dropped_pairs = 0
     for n, g in enumerate(groups):
         where = f"{source}:{g.line if g.line is not None else n + 1}"
-        rows = [encode_completion(tokenizer, g.prompt, c, max_length, where) for c in g.completions]
+        prompt = fitting_prompt(tokenizer, g.prompt, g.completions, max_length)
+        rows = [encode_completion(tokenizer, prompt, c, max_length, where) for c in g.completions]
         usable = [any(lab != IGNORE for lab in labels[1:]) for _, labels in rows]
         keep = {i: len([j for j in range(i) if usable[j]]) for i in range(len(rows)) if usable[i]}
         pairs = [

@@ -16,7 +16,8 @@ from rlhfkit.errors import RlhfkitError
 IGNORE = -100
 
 
-def _ids(tokenizer, messages: list[dict], add_generation_prompt: bool) -> list[int]:
+def chat_ids(tokenizer, messages: list[dict], add_generation_prompt: bool = False) -> list[int]:
+    """The token ids of a chat rendered with the tokenizer's template (opened for a reply if asked)."""
     text = tokenizer.apply_chat_template(
         messages, tokenize=False, add_generation_prompt=add_generation_prompt
     )
@@ -33,15 +34,15 @@ def tokenize_chat(
     """
     if tokenizer.chat_template is None:
         raise RlhfkitError(f"{where}: the tokenizer has no chat template; SFT needs one to render chats")
-    full = _ids(tokenizer, messages, add_generation_prompt=False)
+    full = chat_ids(tokenizer, messages, add_generation_prompt=False)
     labels = [IGNORE] * len(full)
     for i, msg in enumerate(messages):
         if msg["role"] != "assistant":
             continue
-        start = len(_ids(tokenizer, messages[:i], add_generation_prompt=True)) if i else 0
-        end = len(_ids(tokenizer, messages[: i + 1], add_generation_prompt=False))
+        start = len(chat_ids(tokenizer, messages[:i], add_generation_prompt=True)) if i else 0
+        end = len(chat_ids(tokenizer, messages[: i + 1], add_generation_prompt=False))
         prefix = full[:end]
-        if _ids(tokenizer, messages[: i + 1], add_generation_prompt=False) != prefix:
+        if chat_ids(tokenizer, messages[: i + 1], add_generation_prompt=False) != prefix:
             raise RlhfkitError(
                 f"{where}: the chat template does not render prefixes consistently; cannot mask turns"
             )
