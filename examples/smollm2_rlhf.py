@@ -55,6 +55,15 @@ def default_gguf() -> str:
     return found
 
 
+def finished_judge(folder: Path) -> dict | None:
+    """The judge's record (`judge.json`, with its held-out accuracy) once its training finished, else None."""
+    from rlhfkit.reward.judge_mark import JUDGE_FILE
+
+    path = folder / JUDGE_FILE
+    record = json.loads(path.read_text()) if path.is_file() else {}
+    return record if record.get("status") == "done" else None
+
+
 def run_stage(name: str, argv: list[str], log: Path, stages: dict) -> dict:
     """Run one stage as a child process; record its wall time and peak RSS (from the kernel's rusage)."""
     print(f"\n== {name}: {shlex.join(argv)}", flush=True)
@@ -189,14 +198,10 @@ def main(argv: list[str] | None = None) -> int:
     if not (out / "base" / "config.json").exists():
         run_stage("import", [*cli, "model", "import", args.gguf or default_gguf(), "--out", str(out / "base")],
                   out / "import.log", stages)  # fmt: skip
-    if not (judge / "judge.json").exists() or "heldout_accuracy" not in json.loads(
-        (judge / "judge.json").read_text()
-    ):
+    if finished_judge(judge) is None:  # a judge trained to the end is reused
         run_stage("judge", [*cli, "reward", "judge", "--out", str(judge), *(["--epochs", "0.1"] if toy else [])],
                   out / "judge.log", stages)  # fmt: skip
-    stages.setdefault("judge", {})["heldout_accuracy"] = json.loads((judge / "judge.json").read_text())[
-        "heldout_accuracy"
-    ]
+    stages.setdefault("judge", {})["heldout_accuracy"] = finished_judge(judge)["heldout_accuracy"]
 
     train_half = str(judge / "split" / "judge.jsonl")
     length = ["--max-length", str(args.max_length), "--lora-r", str(args.lora_r), *device]
