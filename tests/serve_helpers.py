@@ -42,16 +42,17 @@ def base_texts(n: int, seed: int = 0) -> list[str]:
     return [f"{sentence(rng)} {sentence(rng)}<|endoftext|>" for _ in range(n)]
 
 
-def train_micro(tokenizer, texts: list[str], steps: int, seed: int):
-    """A micro model fitted to `texts` with a short plain AdamW loop (a few seconds on a CPU)."""
+def train_micro(tokenizer, texts: list[str], steps: int, seed: int, window: int = 40, context: int = CONTEXT):
+    """A micro model (`context` positions) fitted to `texts` with a short plain AdamW loop (a few seconds on a
+    CPU), on windows of `window` tokens."""
     from rlhfkit.models import build_model
 
     torch.manual_seed(seed)
-    model = build_model("micro", len(tokenizer), CONTEXT, tokenizer, seed=seed)
+    model = build_model("micro", len(tokenizer), context, tokenizer, seed=seed)
     stream = [t for text in texts for t in tokenizer(text, add_special_tokens=False)["input_ids"]]
     data = torch.tensor(stream)
     optimizer = torch.optim.AdamW(model.parameters(), lr=2e-2)
-    window, batch = 40, 8
+    batch = 8
     gen = torch.Generator().manual_seed(seed)
     model.train()
     with one_torch_thread():
@@ -107,6 +108,35 @@ def build_checkpoints(tokenizer_dir: Path, out: Path) -> dict[str, Path]:
         "chat": save_checkpoint(chat, tokenizer, out / "chat", "ppo"),
     }
     return _BUILT[tokenizer_dir]
+
+
+TOOL_QUESTION = [{"role": "user", "content": "How much is the Lomar K3 phone?"}]
+TOOL_RESULT = '{"item": "Lomar K3 phone", "price": 349}'
+
+
+def tool_chat() -> list[dict]:
+    """The one conversation the "tools" model learns by heart: a call to `lookup`, its result, the answer."""
+    from rlhfkit.data.tool_calls import ToolCall, call_message
+
+    call = call_message(ToolCall("lookup", {"item": "Lomar K3 phone"}), content="Let me look.")
+    return [
+        *TOOL_QUESTION,
+        call,
+        {"role": "tool", "content": TOOL_RESULT},
+        {"role": "assistant", "content": "It costs $349."},
+    ]
+
+
+def tool_checkpoint(tokenizer_dir: Path, out: Path) -> Path:
+    """A micro model that makes a tool call, reads the result and answers (greedy): `tool_chat` rendered by the
+    chat template (152 tokens with the tests' tokenizer) and fitted whole for 250 steps (about 4 s on a CPU)."""
+    from rlhfkit.tokenizer import load_tokenizer
+
+    tokenizer = load_tokenizer(tokenizer_dir)
+    text = tokenizer.apply_chat_template(tool_chat(), tokenize=False)
+    return save_checkpoint(
+        train_micro(tokenizer, [text] * 50, steps=250, seed=4, window=160, context=256), tokenizer, out, "sft"
+    )
 
 
 def untrained_checkpoint(tokenizer_dir: Path, out: Path, context: int = CONTEXT) -> Path:

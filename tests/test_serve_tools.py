@@ -17,8 +17,8 @@ from rlhfkit.serve.schemas import (
     Usage,
     parse_request,
 )
-from rlhfkit.serve.tools import offered_tools, split_call, tool_message
-from serve_helpers import build_checkpoints, running_server
+from rlhfkit.serve.tools import StreamedReply, call_deltas, offered_tools, split_call, tool_message
+from serve_helpers import TOOL_QUESTION, TOOL_RESULT, build_checkpoints, running_server, tool_checkpoint
 
 LOOKUP = {"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}
 CALL = '{"name": "lookup", "arguments": {"item": "Lomar K3 phone"}}'
@@ -70,7 +70,11 @@ def test_requests_offer_tools_and_send_calls_and_results_back():
 
 @pytest.fixture(scope="module")
 def server(tokenizer_dir, tmp_path_factory):
-    checkpoints = build_checkpoints(tokenizer_dir, tmp_path_factory.mktemp("serve_tools"))
+    out = tmp_path_factory.mktemp("serve_tools")
+    checkpoints = {
+        **build_checkpoints(tokenizer_dir, out),
+        "tools": tool_checkpoint(tokenizer_dir, out / "tools"),
+    }
     with running_server(checkpoints) as (url, models):
         yield openai.OpenAI(base_url=url, api_key="unused", max_retries=0, timeout=60), models
 
@@ -117,5 +121,66 @@ def test_the_official_client_sends_a_tool_round_trip(client):
     assert answered.usage.prompt_tokens > plain.usage.prompt_tokens + 10
     with pytest.raises(openai.BadRequestError, match="tool_choice"):
         client.chat.completions.create(messages=question, tool_choice="required", **args)
-    with pytest.raises(openai.BadRequestError, match="stream"):
-        client.chat.completions.create(messages=question, stream=True, **args)
+
+
+def test_a_streamed_reply_holds_back_only_what_may_be_its_call():
+    reply = StreamedReply({"lookup"})
+    sent = [
+        reply.add(piece) for piece in ["Let me", " look.", "\n", '{"name": "look', 'up", "arguments": {}}']
+    ]
+    assert sent == ["Let me", " look.", "", "", ""]  # the line break and the call line wait for the end
+    rest, calls = reply.finish("\n")
+    assert rest == "" and calls[0]["function"] == {"name": "lookup", "arguments": "{}"}
+    assert call_deltas(calls) == [
+        [
+            {
+                "index": 0,
+                "id": calls[0]["id"],
+                "type": "function",
+                "function": {"name": "lookup", "arguments": ""},
+            }
+        ],
+        [{"index": 0, "function": {"arguments": "{}"}}],
+    ]
+    # a line starting with "{" that is not the reply's last line is content; so is a held line with no call
+    reply = StreamedReply({"lookup"})
+    assert reply.add('{"a": 1}') == "" and reply.add("\nso 1") == '{"a": 1}\nso 1'
+    assert reply.add("\n{oops") == "" and reply.finish("") == ("\n{oops", None)
+    assert StreamedReply({"calculator"}).finish(CALL) == (CALL, None)  # not an offered tool
+
+
+def test_the_official_client_streams_tool_calls_as_openai_does(client):
+    args = {"model": "tools", "max_tokens": 80, "temperature": 0, "tools": [LOOKUP]}
+    whole = client.chat.completions.create(messages=TOOL_QUESTION, **args).choices[0]
+    assert whole.finish_reason == "tool_calls" and whole.message.content == "Let me look."
+
+    chunks = list(client.chat.completions.create(messages=TOOL_QUESTION, stream=True, **args))
+    deltas = [c.choices[0].delta for c in chunks]
+    pieces = [d.tool_calls[0] for d in deltas if d.tool_calls]
+    assert "".join(d.content or "" for d in deltas) == "Let me look."
+    assert [p.index for p in pieces] == [0, 0] and pieces[0].id.startswith("call_") and pieces[1].id is None
+    assert (pieces[0].type, pieces[0].function.name, pieces[0].function.arguments) == (
+        "function",
+        "lookup",
+        "",
+    )
+    assert pieces[1].function.arguments == whole.message.tool_calls[0].function.arguments
+    assert [c.choices[0].finish_reason for c in chunks] == [None] * (len(chunks) - 1) + ["tool_calls"]
+
+    # The client's own streaming helper assembles the same message.
+    with client.chat.completions.stream(messages=TOOL_QUESTION, **args) as stream:
+        final = stream.get_final_completion().choices[0]
+    call = final.message.tool_calls[0]
+    assert final.finish_reason == "tool_calls" and final.message.content == "Let me look."
+    assert call.function.name == "lookup" and json.loads(call.function.arguments) == {
+        "item": "Lomar K3 phone"
+    }
+
+    # Sent back with the tool's result, the model answers in plain content, streamed as usual.
+    answered = [*TOOL_QUESTION, final.message.model_dump(exclude_none=True)]
+    answered.append({"role": "tool", "tool_call_id": call.id, "content": TOOL_RESULT})
+    chunks = list(client.chat.completions.create(messages=answered, stream=True, **args))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == "It costs $349."
+    assert chunks[-1].choices[0].finish_reason == "stop" and not any(
+        c.choices[0].delta.tool_calls for c in chunks
+    )

@@ -34,7 +34,14 @@ from rlhfkit.serve.schemas import (
     stop_strings,
 )
 from rlhfkit.serve.served import ServedModel
-from rlhfkit.serve.tools import check_template, offered_tools, split_call, tool_message
+from rlhfkit.serve.tools import (
+    StreamedReply,
+    call_deltas,
+    check_template,
+    offered_tools,
+    split_call,
+    tool_message,
+)
 
 
 async def create_chat_completion(
@@ -53,10 +60,6 @@ async def create_chat_completion(
     offered = offered_tools(request.tools, request.tool_choice)
     if request.tools or any(m["role"] == "tool" or "tool_calls" in m for m in messages):
         check_template(served.tokenizer, served.name)
-        if request.stream:
-            raise bad_request(
-                "'stream' with 'tools' is not supported by this server (rlhfkit serve).", param="stream"
-            )
     # Too long to fit: refused before rendering (the template only adds characters) or tokenizing.
     check_prompt_chars(served, ["".join(m["content"] for m in messages)], n, limits, "messages")
     # Rendering and tokenizing a long conversation takes a while: off the event loop.
@@ -81,7 +84,9 @@ async def create_chat_completion(
     usage = partial(usage_of, len(prompt_ids), builders)
     if request.stream:
         include_usage = bool(request.stream_options and request.stream_options.include_usage)
-        events = _stream(served, rows, builders, meta, want_logprobs, usage if include_usage else None)
+        events = _stream(
+            served, rows, builders, meta, want_logprobs, usage if include_usage else None, offered
+        )
         return StreamingResponse(events, media_type="text/event-stream")
 
     await run_to_end(served, rows, builders)
@@ -135,13 +140,17 @@ def _messages(request: ChatCompletionRequest) -> list[dict]:
     return messages
 
 
-async def _stream(served, rows, builders, meta, want_logprobs, usage):
+async def _stream(served, rows, builders, meta, want_logprobs, usage, offered: set[str]):
+    """The chunks of a streamed reply; with `offered` tools, a reply that ends in a call streams it as
+    `delta.tool_calls` (`serve/tools.py`)."""
+
     def chunk(index: int, delta: Delta, logprobs=None, finish_reason=None) -> str:
         choice = ChatChunkChoice(index=index, delta=delta, logprobs=logprobs, finish_reason=finish_reason)
         body = ChatCompletionChunk(**meta, choices=[choice]).model_dump()
         body["choices"][0]["delta"] = delta.model_dump(exclude_none=True)
         return sse(body)
 
+    replies = [StreamedReply(offered) for _ in builders] if offered else None
     try:
         for i in range(len(builders)):
             yield chunk(i, Delta(role="assistant", content=""))
@@ -153,10 +162,16 @@ async def _stream(served, rows, builders, meta, want_logprobs, usage):
                     fresh = builder.new_events()
                     if fresh:
                         logprobs = ChatLogprobs(content=chat_logprob_entries(served.tokenizer, fresh))
+                calls = None
+                if replies is not None:
+                    reply = replies[index]
+                    text, calls = reply.finish(text) if finished else (reply.add(text), None)
                 if text or logprobs:
                     yield chunk(index, Delta(content=text), logprobs)
+                for piece in call_deltas(calls or []):
+                    yield chunk(index, Delta(tool_calls=piece))
                 if finished:
-                    yield chunk(index, Delta(), None, builder.finish_reason)
+                    yield chunk(index, Delta(), None, "tool_calls" if calls else builder.finish_reason)
         if usage is not None:
             body = ChatCompletionChunk(**meta, choices=[], usage=usage()).model_dump()
             yield sse(body)

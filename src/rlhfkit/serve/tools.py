@@ -10,7 +10,14 @@ When the request offers tools and the reply's last line is a call to one of them
 parse_tool_call`), the choice carries it as `message.tool_calls` (arguments as JSON text, as OpenAI sends them),
 the text before it as `content` (null when empty), and `finish_reason` "tool_calls"; the client runs the tool
 and sends the result back as a `tool` message. A reply that names no offered tool, or is not a valid call, is
-plain content. Streaming with tools is refused (a call is only known once its line is complete).
+plain content.
+
+Streaming (`stream: true`) sends what OpenAI sends: content deltas, then for a call one `delta.tool_calls` piece
+with its index, id, type and name (arguments ""), one with its arguments, and `finish_reason` "tool_calls".
+A call is only known once the reply has ended (it must be the last line), so while tools are offered the
+stream holds back the reply's trailing whitespace and a last line that starts with `{` (`StreamedReply`);
+everything before goes out as it is sampled, and a held line that turns out not to be a call goes out as
+content at the end.
 """
 
 from __future__ import annotations
@@ -95,3 +102,49 @@ def split_call(text: str, offered: set[str]) -> tuple[str | None, list[dict] | N
         }
     ]
     return content, calls
+
+
+def content_ready(text: str) -> int:
+    """How many characters of a reply sampled so far are content whatever comes next: all but its trailing
+    whitespace and, when its last line starts with `{`, that line (it may be the call the reply ends with)."""
+    core = text.rstrip()
+    lines = core.splitlines(keepends=True)  # the line breaks `parse_tool_call` splits on
+    if lines and lines[-1].lstrip().startswith("{"):
+        return len("".join(lines[:-1]).rstrip())
+    return len(core)
+
+
+class StreamedReply:
+    """One streamed choice when tools are offered: content goes out as soon as it cannot belong to a call;
+    `finish` says what the held end was. The content deltas join to the text before the call line (trailing
+    whitespace removed), or to the whole reply when it makes no call."""
+
+    def __init__(self, offered: set[str]):
+        self.offered, self.text, self.sent = offered, "", 0
+
+    def add(self, piece: str) -> str:
+        """The content to send now, `piece` appended."""
+        self.text += piece
+        ready = content_ready(self.text)
+        out = self.text[self.sent : ready] if ready > self.sent else ""
+        self.sent = max(self.sent, ready)
+        return out
+
+    def finish(self, piece: str) -> tuple[str, list[dict] | None]:
+        """(the content still to send, the OpenAI tool calls or None) once the reply has ended with `piece`."""
+        self.text += piece
+        _, calls = split_call(self.text, self.offered)
+        end = content_ready(self.text) if calls else len(self.text)
+        return self.text[self.sent : end], calls
+
+
+def call_deltas(calls: list[dict]) -> list[list[dict]]:
+    """The `delta.tool_calls` of the chunks that stream `calls`: each call's id, type and name with empty
+    arguments, then its arguments (what OpenAI's first and following pieces of a call hold)."""
+    out = []
+    for i, call in enumerate(calls):
+        function = call["function"]
+        named = {"name": function["name"], "arguments": ""}
+        out.append([{"index": i, "id": call["id"], "type": "function", "function": named}])
+        out.append([{"index": i, "function": {"arguments": function["arguments"]}}])
+    return out
