@@ -42,17 +42,16 @@ def base_texts(n: int, seed: int = 0) -> list[str]:
     return [f"{sentence(rng)} {sentence(rng)}<|endoftext|>" for _ in range(n)]
 
 
-def train_micro(tokenizer, texts: list[str], steps: int, seed: int, window: int = 40, context: int = CONTEXT):
-    """A micro model (`context` positions) fitted to `texts` with a short plain AdamW loop (a few seconds on a
-    CPU), on windows of `window` tokens."""
+def train_micro(tokenizer, texts: list[str], steps: int, seed: int):
+    """A micro model fitted to `texts` with a short plain AdamW loop (a few seconds on a CPU)."""
     from rlhfkit.models import build_model
 
     torch.manual_seed(seed)
-    model = build_model("micro", len(tokenizer), context, tokenizer, seed=seed)
+    model = build_model("micro", len(tokenizer), CONTEXT, tokenizer, seed=seed)
     stream = [t for text in texts for t in tokenizer(text, add_special_tokens=False)["input_ids"]]
     data = torch.tensor(stream)
     optimizer = torch.optim.AdamW(model.parameters(), lr=2e-2)
-    batch = 8
+    window, batch = 40, 8
     gen = torch.Generator().manual_seed(seed)
     model.train()
     with one_torch_thread():
@@ -111,7 +110,8 @@ def build_checkpoints(tokenizer_dir: Path, out: Path) -> dict[str, Path]:
 
 
 TOOL_QUESTION = [{"role": "user", "content": "How much is the Lomar K3 phone?"}]
-TOOL_RESULT = '{"item": "Lomar K3 phone", "price": 349}'
+TOOL_RESULT = '{"item": "Lomar K3 phone", "price": 749}'  # what the world's `lookup` answers
+TOOL_ANSWER = "It costs $749."
 
 
 def tool_chat() -> list[dict]:
@@ -123,20 +123,32 @@ def tool_chat() -> list[dict]:
         *TOOL_QUESTION,
         call,
         {"role": "tool", "content": TOOL_RESULT},
-        {"role": "assistant", "content": "It costs $349."},
+        {"role": "assistant", "content": TOOL_ANSWER},
     ]
 
 
 def tool_checkpoint(tokenizer_dir: Path, out: Path) -> Path:
-    """A micro model that makes a tool call, reads the result and answers (greedy): `tool_chat` rendered by the
-    chat template (152 tokens with the tests' tokenizer) and fitted whole for 250 steps (about 4 s on a CPU)."""
+    """A micro model that makes a tool call, reads the result and answers, greedily: `tool_chat` rendered by the
+    chat template (152 tokens with the tests' tokenizer), learned by heart in 150 full-sequence steps (about
+    2 s; greedy replays it for every seed tried, where `train_micro`'s random windows did not)."""
+    from rlhfkit.models import build_model
     from rlhfkit.tokenizer import load_tokenizer
 
     tokenizer = load_tokenizer(tokenizer_dir)
-    text = tokenizer.apply_chat_template(tool_chat(), tokenize=False)
-    return save_checkpoint(
-        train_micro(tokenizer, [text] * 50, steps=250, seed=4, window=160, context=256), tokenizer, out, "sft"
+    ids = torch.tensor(
+        [tokenizer.apply_chat_template(tool_chat(), tokenize=True, return_dict=True)["input_ids"]]
     )
+    torch.manual_seed(4)
+    model = build_model("micro", len(tokenizer), 256, tokenizer, seed=4)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=5e-3)
+    model.train()
+    with one_torch_thread():
+        for _ in range(150):
+            loss = model(input_ids=ids, labels=ids).loss
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    return save_checkpoint(model.eval(), tokenizer, out, "sft")
 
 
 def untrained_checkpoint(tokenizer_dir: Path, out: Path, context: int = CONTEXT) -> Path:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+from pathlib import Path
 
 import openai
 import pytest
 
+from rlhfkit.data.tool_calls import ToolCall
 from rlhfkit.serve.chat import _messages as chat_messages
 from rlhfkit.serve.errors import APIError
 from rlhfkit.serve.schemas import (
@@ -18,8 +21,17 @@ from rlhfkit.serve.schemas import (
     parse_request,
 )
 from rlhfkit.serve.tools import StreamedReply, call_deltas, offered_tools, split_call, tool_message
-from serve_helpers import TOOL_QUESTION, TOOL_RESULT, build_checkpoints, running_server, tool_checkpoint
+from rlhfkit.world.tools import run_tool
+from serve_helpers import (
+    TOOL_ANSWER,
+    TOOL_QUESTION,
+    TOOL_RESULT,
+    build_checkpoints,
+    running_server,
+    tool_checkpoint,
+)
 
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "tool_chat.py"
 LOOKUP = {"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}
 CALL = '{"name": "lookup", "arguments": {"item": "Lomar K3 phone"}}'
 
@@ -180,7 +192,43 @@ def test_the_official_client_streams_tool_calls_as_openai_does(client):
     answered = [*TOOL_QUESTION, final.message.model_dump(exclude_none=True)]
     answered.append({"role": "tool", "tool_call_id": call.id, "content": TOOL_RESULT})
     chunks = list(client.chat.completions.create(messages=answered, stream=True, **args))
-    assert "".join(c.choices[0].delta.content or "" for c in chunks) == "It costs $349."
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == TOOL_ANSWER
     assert chunks[-1].choices[0].finish_reason == "stop" and not any(
         c.choices[0].delta.tool_calls for c in chunks
     )
+
+
+def load_example():
+    spec = importlib.util.spec_from_file_location("tool_chat", EXAMPLE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_tool_chat_example_runs_the_round_trip_with_the_worlds_tools(client, tmp_path, capsys):
+    example = load_example()
+    url = str(client.base_url)
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(json.dumps({"messages": TOOL_QUESTION, "answer": 749}) + "\n")
+    assert (
+        example.main(["--base-url", url, "--model", "tools", "--max-tokens", "80", "--prompts", str(prompts)])
+        == 0
+    )
+    out = capsys.readouterr().out
+    # the model's call, run here by the world's own lookup, its result sent back, and the model's answer
+    assert 'calls lookup({"item": "Lomar K3 phone"})' in out
+    assert f"tool: {run_tool(ToolCall('lookup', {'item': 'Lomar K3 phone'}))}" in out and TOOL_RESULT in out
+    assert f"assistant: {TOOL_ANSWER}" in out and "verifier: right" in out
+
+    quiet = {"show": lambda *args, **kwargs: None}
+    for flags in ([], ["--stream"]):
+        args = example.parse_args(["--base-url", url, "--model", "tools", "--max-tokens", "80", *flags])
+        messages = example.converse(client, args, TOOL_QUESTION, **quiet)
+        assert [m["role"] for m in messages] == ["user", "assistant", "tool", "assistant"], flags
+        assert messages[2]["content"] == TOOL_RESULT and messages[3]["content"] == TOOL_ANSWER
+    # the turn limit: with no calls allowed the call is shown, not run
+    args = example.parse_args(
+        ["--base-url", url, "--model", "tools", "--max-tokens", "80", "--max-turns", "0"]
+    )
+    messages = example.converse(client, args, TOOL_QUESTION, **quiet)
+    assert [m["role"] for m in messages] == ["user", "assistant"] and messages[-1]["tool_calls"]
