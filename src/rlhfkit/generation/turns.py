@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from rlhfkit.errors import RlhfkitError
+from rlhfkit.tokenizer import NEUTRAL
 
 # End-of-turn tokens of common chat formats; used when the template cannot be probed.
 KNOWN_END_OF_TURN = (
@@ -77,8 +78,48 @@ def template_end_ids(tokenizer) -> list[int]:
 
 
 def render_chat(tokenizer, messages: Sequence[dict]) -> str:
-    """A chat as the model sees it, opened for the assistant's reply."""
-    return tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
+    """A chat as the model sees it, opened for the assistant's reply (markers in its text kept as text)."""
+    return tokenizer.apply_chat_template(
+        guard_messages(tokenizer, messages), tokenize=False, add_generation_prompt=True
+    )
+
+
+def guard_messages(tokenizer, messages: Sequence[dict]) -> list[dict]:
+    """`messages` with every special token of the tokenizer typed inside their text (content, a tool call's name
+    and arguments) broken by a zero-width space after its first character, so that no content tokenizes into a
+    turn boundary (`<|im_end|>`, `<end_of_turn>`, `<|eot_id|>`) whatever the model's template. rlhfkit's own
+    template does the same by itself (`tokenizer.CHAT_TEMPLATE`'s `plain()`, which the code that renders through
+    the template directly relies on); this covers the templates of other models. Text without them is unchanged."""
+    markers = sorted(
+        (
+            str(t)
+            for t in getattr(tokenizer, "added_tokens_decoder", {}).values()
+            if getattr(t, "special", False)
+        ),
+        key=len,
+        reverse=True,
+    )
+
+    def plain(value):
+        if isinstance(value, str):
+            for marker in markers:
+                if marker in value:
+                    value = value.replace(marker, marker[0] + NEUTRAL + marker[1:])
+            return value
+        if isinstance(value, dict):
+            return {plain(k): plain(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [plain(v) for v in value]
+        return value
+
+    guarded = []
+    for message in messages:
+        message = dict(message)
+        for field in ("content", "tool_calls"):
+            if field in message:
+                message[field] = plain(message[field])
+        guarded.append(message)
+    return guarded
 
 
 def require_chat_template(tokenizer, source: object) -> None:

@@ -12,14 +12,16 @@ from pathlib import Path
 
 from rlhfkit.data.tool_calls import require_tool_template
 from rlhfkit.errors import RlhfkitError
+from rlhfkit.generation.turns import guard_messages
 
 IGNORE = -100
 
 
 def chat_ids(tokenizer, messages: list[dict], add_generation_prompt: bool = False) -> list[int]:
-    """The token ids of a chat rendered with the tokenizer's template (opened for a reply if asked)."""
+    """The token ids of a chat rendered with the tokenizer's template (opened for a reply if asked); special
+    tokens typed in its messages stay text (`generation.turns.guard_messages`)."""
     text = tokenizer.apply_chat_template(
-        messages, tokenize=False, add_generation_prompt=add_generation_prompt
+        guard_messages(tokenizer, messages), tokenize=False, add_generation_prompt=add_generation_prompt
     )
     return tokenizer(text, add_special_tokens=False)["input_ids"]
 
