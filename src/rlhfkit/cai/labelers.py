@@ -22,6 +22,7 @@ import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 
 from rlhfkit.cai.prompts import ANSWER_A, ANSWER_B, parse_choice
 from rlhfkit.errors import RlhfkitError
@@ -76,14 +77,11 @@ class LocalLabeler:
             return prompt, *(
                 tok(" " + ans, add_special_tokens=False)["input_ids"] for ans in (ANSWER_A, ANSWER_B)
             )
+        from rlhfkit.train.chat_tokens import chat_ids
+
         user = [{"role": "user", "content": text}]
-
-        def ids(messages: list[dict], generation_prompt: bool) -> list[int]:
-            rendered = tok.apply_chat_template(
-                messages, tokenize=False, add_generation_prompt=generation_prompt
-            )
-            return tok(rendered, add_special_tokens=False)["input_ids"]
-
+        # chat_ids: the responses quoted in the request cannot close its turn and write the labeler's answer
+        ids = partial(chat_ids, tok)
         prompt = ids(user, True)
         empty = ids([*user, {"role": "assistant", "content": ""}], False)
         suffix = empty[len(prompt) :] if empty[: len(prompt)] == prompt else None
