@@ -125,14 +125,16 @@ def _train_reward_model(run: Path, labels: list[dict], out: Path, seed: int, ove
     data = out / "train.jsonl"
     out.mkdir(parents=True, exist_ok=True)
     data.write_text("".join(json.dumps(r) + "\n" for r in labels))
+    options = {**_pipeline_options("reward"), **overrides}
+    # the pipeline's backbone (`minilm`) unless `--reward-option model=...`; `sft`: the run's SFT model
+    backbone = options.pop("model", "sft")
     options = {
-        **_pipeline_options("reward"),
-        "model": str(run / "sft"),
+        **options,
+        "model": str(run / "sft") if backbone == "sft" else backbone,
         "data": str(data),
         "calibration": str(run / "candidates" / "candidates.jsonl"),
         "out": str(out / "rm"),
         "seed": seed,
-        **overrides,
     }
     start = time.perf_counter()
     train(config_from_options(RewardConfig, options, "label_budget"))
@@ -197,7 +199,8 @@ def main() -> None:
         action="append",
         default=[],
         metavar="FLAG=VALUE",
-        help="change one of the pipeline's reward-model settings, e.g. epochs=4 (repeatable)",
+        help="change one of the pipeline's reward-model settings, e.g. epochs=4, or model=sft for the run's SFT "
+        "model as the backbone (the pipeline's: minilm) (repeatable)",
     )
     ap.add_argument(
         "--ensemble",

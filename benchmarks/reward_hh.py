@@ -40,7 +40,7 @@ import numpy as np
 from rlhfkit.data.convert import read_pairs
 from rlhfkit.data.jsonl import write_jsonl
 from rlhfkit.errors import RlhfkitError
-from rlhfkit.reward.judge import minilm_backbone
+from rlhfkit.reward.backbones import minilm_backbone
 
 DEFAULT_DATA = Path(__file__).resolve().parent / "data" / "hh-rlhf-harmless" / "test-public.jsonl"
 SPLIT_SEED = 0

@@ -140,12 +140,13 @@ def test_quick_pipeline_runs_every_stage_end_to_end(tmp_path):
     stages = run_pipeline(run, config, quick=True).stages
     assert all(v.status == "done" for v in stages.values()) and len(stages) == 10
     seconds_before = {name: v.seconds for name, v in stages.items()}
-    for name in ("pretrain", "sft", "ppo"):
+    for name in ("pretrain", "sft", "rs"):  # the default method: rejection sampling
         AutoModelForCausalLM.from_pretrained(str(run / name))
-    AutoModelForSequenceClassification.from_pretrained(str(run / "reward"))
+    # the default reward model is the bundled MiniLM encoder, not the policy's backbone
+    assert AutoModelForSequenceClassification.from_pretrained(str(run / "reward")).config.model_type == "bert"
     assert (run / "labels" / "train.jsonl").stat().st_size > 0
     results = json.loads((run / "evaluate" / "results.json").read_text())
-    assert {"win_sft_vs_base", "win_ppo_vs_sft"} <= set(results["headline"])
+    assert {"win_sft_vs_base", "win_rs_vs_sft"} <= set(results["headline"])
     html = (run / "report.html").read_text()
     assert "<img" in html and "data:image/png;base64," in html
 
@@ -155,8 +156,11 @@ def test_quick_pipeline_runs_every_stage_end_to_end(tmp_path):
              "cai_labeler": {"epochs": 0, "max_steps": 2, "batch_size": 8, "max_len": 256, "max_val_chats": 8},
              "hybrid_reward": {"epochs": 0, "max_steps": 4}}  # fmt: skip
     stages = run_pipeline(run, {**config, **extra}, quick=True, method=methods).stages
-    for name in ("pretrain", "sft", "labels", "reward", "ppo"):
+    for name in ("pretrain", "sft", "labels", "reward", "rs"):
         assert stages[name].seconds == seconds_before[name], name  # skipped: up to date
+    # PPO against the MiniLM reward model: its critic starts from the policy (it cannot read the RM's tokens)
+    critic = json.loads((run / "ppo" / "value" / "config.json").read_text())
+    assert critic["model_type"] == json.loads((run / "sft" / "config.json").read_text())["model_type"]
     for name in methods.split(","):
         assert stages[name].status == "done"
         AutoModelForCausalLM.from_pretrained(str(run / name))

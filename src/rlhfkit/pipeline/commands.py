@@ -40,8 +40,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--method",
         default=None,
-        help="policy optimization after SFT: ppo (default), dpo, rloo, grpo or rs; a comma-separated list "
-        "(ppo,dpo,rs) runs each from the same SFT model and labels and evaluates them side by side",
+        help="policy optimization after SFT: rs (default: rejection sampling, the RM's best of 8 fine-tuned on), "
+        "ppo, dpo, rloo, grpo, online, hybrid, or grpo-verifier (RLVR); a comma-separated list (rs,ppo,dpo) "
+        "runs each from the same SFT model and labels and evaluates them side by side",
     )
     p.add_argument(
         "--seed", type=int, default=None, help="seed for every stage (default: each stage's own, 0)"

@@ -69,7 +69,7 @@ def run_pipeline(
     console = console or Console()
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    methods = parse_methods(method)
+    methods = parse_methods(method, cai)
     stages = stage_list(cai, methods)
     names = [s.name for s in stages]
     for name in (from_stage, only, until):

@@ -634,9 +634,17 @@ ALL_STAGE_NAMES = STAGE_NAMES + [
 ]
 
 
-def parse_methods(text: str | None) -> list[str]:
-    """`ppo`, or a comma-separated list (`ppo,dpo`) run side by side and evaluated together."""
-    methods = [m.strip() for m in (text or "ppo").split(",") if m.strip()]
+# The policy stage of `rlhfkit pipeline` without --method: rejection sampling (the reward model's best of 8
+# samples per prompt, fine-tuned on), the method that gained most from the same labels in the time budget
+# (docs/methods.md, "What a label is worth"). The CAI branch keeps PPO (`cai_ppo`).
+DEFAULT_METHOD = "rs"
+
+
+def parse_methods(text: str | None, cai: bool = False) -> list[str]:
+    """A method, or a comma-separated list (`ppo,dpo`) run side by side and evaluated together; none given:
+    `DEFAULT_METHOD` (`ppo` for the CAI branch, whose own stages run PPO)."""
+    default = "ppo" if cai else DEFAULT_METHOD
+    methods = [m.strip() for m in (text or default).split(",") if m.strip()]
     unknown = [m for m in methods if m not in (*METHODS, RLVR_METHOD)]
     if unknown or not methods:
         raise RlhfkitError(

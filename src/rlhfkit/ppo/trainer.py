@@ -113,7 +113,7 @@ def build_value(cfg: PPOConfig, policy, device, has_rm: bool, base: str | None =
         return head, lambda batch, hidden: head(hidden.to(head.weight.dtype))[..., 0].float() * batch["mask"]
     from rlhfkit.reward.model import load_reward_model, scalar_head_name
 
-    init = cfg.value_init or (reward_folders(cfg.reward)[0] if has_rm else base)  # an ensemble's first
+    init = cfg.value_init or _critic_init(reward_folders(cfg.reward)[0] if has_rm else None, base)
     lora = cfg.lora.enabled and cfg.critic_lora
     dtype = Precision.of(device, cfg.dtype).trainable_load_dtype(lora)
     critic, _ = load_reward_model(init, device, new_head=init == base, dtype=dtype)
@@ -126,6 +126,22 @@ def build_value(cfg: PPOConfig, policy, device, has_rm: bool, base: str | None =
         critic = apply_lora(critic, cfg.lora, head=head_name)
     head = causal_lm_of(critic).get_submodule(head_name)  # with LoRA: the wrapper that runs the trained copy
     return critic, lambda batch, hidden: critic_values(critic, head, batch)
+
+
+def _critic_init(reward: str | None, base: str) -> str:
+    """Where the critic starts: the reward model (an ensemble's first member) when it is a causal model that reads
+    the policy's tokens, else the policy itself (`base`). A reward model on another backbone (the demo's MiniLM
+    encoder, `reward train --model minilm`) sees text through its own tokenizer and cannot value the policy's
+    token positions."""
+    if reward is None or not (Path(reward) / "config.json").exists():  # none, or an adapter: as before
+        return reward or base
+    from transformers import AutoConfig
+
+    rm_config = AutoConfig.from_pretrained(reward)
+    if is_decoder_only(rm_config) and rm_config.vocab_size == AutoConfig.from_pretrained(base).vocab_size:
+        return reward
+    print(f"ppo: the critic starts from the policy ({base}): the reward model {reward} has another backbone")
+    return base
 
 
 def is_decoder_only(config) -> bool:

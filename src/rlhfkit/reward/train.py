@@ -32,6 +32,7 @@ from rlhfkit.data.responses import record_responses
 from rlhfkit.data.sources import read_records, record_source
 from rlhfkit.errors import RlhfkitError
 from rlhfkit.lora import LoraOptions, apply_lora, enable_gradient_checkpointing, resolve_base
+from rlhfkit.reward.backbones import resolve_backbone
 from rlhfkit.reward.evaluate import comparison_metrics, score_groups
 from rlhfkit.reward.judge_mark import refuse_judge
 from rlhfkit.reward.model import (
@@ -62,7 +63,8 @@ class RewardLoopConfig(FineTuneLoopConfig):
 
 @dataclass
 class RewardConfig:
-    model: str = ""  # backbone: a Hugging Face folder (rlhfkit base/SFT checkpoint, or any encoder/decoder)
+    model: str = ""  # backbone: a Hugging Face folder (rlhfkit base/SFT checkpoint, or any encoder/decoder), or
+    # `minilm`: the bundled 22M-parameter English encoder (reward.backbones; the demo pipeline's choice)
     data: str = ""  # comparisons JSONL (pairs and/or rankings)
     out: str = "runs/rm"  # output folder (a Hugging Face sequence classifier plus rlhfkit.json)
     eval_data: str | None = None  # held-out comparisons, evaluated every eval_every steps and at the end
@@ -203,7 +205,8 @@ def run(cfg: RewardConfig) -> Path:
             "--freeze-layers and --lora-r: LoRA already freezes the backbone; give one of them"
         )
     precision = Precision.of(device, cfg.dtype)
-    base = resolve_base(cfg.model, out)
+    source = resolve_backbone(cfg.model)  # `minilm`: the bundled encoder (reward.backbones)
+    base = resolve_base(source, out)
     model, tokenizer = load_reward_model(
         base, device, new_head=True, dtype=precision.trainable_load_dtype(cfg.lora.enabled)
     )
@@ -287,7 +290,7 @@ def run(cfg: RewardConfig) -> Path:
             model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
     stage.record(
-        parent=cfg.model,
+        parent=source,
         data_fingerprint=file_fingerprint(cfg.data),
         metrics=metrics,
         extra={"calibration": calibration, "max_length": max_length, "score_offset": score_offset(model)},
