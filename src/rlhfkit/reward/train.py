@@ -63,7 +63,9 @@ class RewardLoopConfig(FineTuneLoopConfig):
 
 @dataclass
 class RewardConfig:
-    model: str = ""  # backbone: a Hugging Face folder (rlhfkit base/SFT checkpoint, or any encoder/decoder), or
+    model: str = (
+        ""  # backbone: a Hugging Face folder (rlhfkit base/SFT checkpoint, or any encoder/decoder), or
+    )
     # `minilm`: the bundled 22M-parameter English encoder (reward.backbones; the demo pipeline's choice)
     data: str = ""  # comparisons JSONL (pairs and/or rankings)
     out: str = "runs/rm"  # output folder (a Hugging Face sequence classifier plus rlhfkit.json)
