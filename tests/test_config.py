@@ -94,7 +94,9 @@ def test_a_by_hand_command_with_the_shipped_defaults_is_the_pipelines_stage(stag
     in_process = build_config(stage, tmp_path, options)
     parser = build_parser()
     recorded = parser.parse_args(command_line(stage, tmp_path, options))
-    by_hand = parser.parse_args([*command_line(stage, tmp_path, {}), "--config", f"defaults:{stage.name}"])
+    # by hand: the stage's paths its table does not set itself, then the table (`--config defaults:<stage>`)
+    paths = command_line(stage, tmp_path, options, with_options=False)
+    by_hand = parser.parse_args([*paths, "--config", f"defaults:{stage.name}"])
     for args in (recorded, by_hand):
         cfg = config_from_args(cls, args, stage.name)
         if stage.command == "evaluate":

@@ -149,6 +149,9 @@ def test_quick_pipeline_runs_every_stage_end_to_end(tmp_path):
     assert {"win_sft_vs_base", "win_rs_vs_sft"} <= set(results["headline"])
     html = (run / "report.html").read_text()
     assert "<img" in html and "data:image/png;base64," in html
+    assert (
+        "Rejection sampling" in html and "winners of the last round" in html
+    )  # the default method's section
 
     # every other method from the same SFT model and labels: upstream stages are reused, not rerun
     methods = "ppo,dpo,rloo,grpo,rs,online,hybrid"

@@ -293,6 +293,45 @@ def _ppo(folder: Path | None) -> str:
     return body
 
 
+def _rs(folder: Path | None) -> str:
+    """Rejection sampling, round by round: how far the reward model's pick lifts its score above the average
+    sample, and a few of the winners the policy was fine-tuned on."""
+    rounds = (
+        sorted((folder / "rounds").glob("*/round.json"), key=lambda p: int(p.parent.name)) if folder else []
+    )
+    rows, winners = [], []
+    for path in rounds:
+        info = json.loads(path.read_text())
+        rows.append(
+            [
+                _e(int(path.parent.name) + 1),
+                _num(info.get("winners", "")),
+                _num(info.get("mean_score", "")),
+                _num(info.get("mean_winner_score", "")),
+                _num(info.get("finished", "")),
+            ]
+        )
+        winners = read_jsonl_lenient(path.parent / "winners.jsonl")
+    if not rows:
+        return ""
+    body = _table(["round", "winners", "mean RM score of all samples", "mean RM score of the winners",
+                   "finished share"], rows)  # fmt: skip
+    body += (
+        "<p class='note'>Each round samples n answers per prompt from the current policy, keeps the reward "
+        "model's favourite and fine-tunes on those winners. It can only choose among answers the policy already "
+        "gives, so it exploits the reward model's blind spots less than PPO does.</p>"
+    )
+    shown = [
+        f"{m[-2].get('content', '')!r} -> {m[-1].get('content', '')!r}"
+        for m in (w.get("messages", []) for w in winners[:MAX_SAMPLES_SHOWN])
+        if len(m) >= 2
+    ]
+    if shown:
+        items = "".join(f"<pre class='sample'>{_e(x)}</pre>" for x in shown)
+        body += f"<details><summary>winners of the last round</summary>{items}</details>"
+    return body
+
+
 def _ranking(results: dict) -> str:
     rows = []
     for r in results.get("ranking", []):
@@ -566,6 +605,12 @@ def build_html(run_dir: Path) -> str:
             "PPO",
             _ppo(by_name.get("ppo")),
             "Reinforcement learning against the reward model, with a KL penalty to the SFT model.",
+        ),
+        (
+            "rs",
+            "Rejection sampling",
+            _rs(by_name.get("rs")),
+            "Fine-tuning on the reward model's best of n samples per prompt.",
         ),
     ]
     if results:

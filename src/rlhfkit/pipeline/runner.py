@@ -36,13 +36,16 @@ def build_config(stage: Stage, run_dir: Path, options: dict):
     return config_from_options(cls, {**stage.paths(run_dir), **options}, f"pipeline stage [{stage.name}]")
 
 
-def command_line(stage: Stage, run_dir: Path, options: dict) -> list[str]:
-    """The `rlhfkit` command that runs the stage by hand (evaluate's models are repeated `--model NAME=DIR`)."""
-    paths = stage.paths(run_dir)
+def command_line(stage: Stage, run_dir: Path, options: dict, with_options: bool = True) -> list[str]:
+    """The `rlhfkit` command that runs the stage by hand (evaluate's models are repeated `--model NAME=DIR`).
+    A path the options set themselves is left out (`[reward] model = "minilm"` replaces the SFT folder), so that
+    the command is the same with the options as flags or (`with_options=False`) from `--config defaults:<stage>`."""
+    given = {k.replace("_", "-") for k in options}
+    paths = {k: v for k, v in stage.paths(run_dir).items() if k.replace("_", "-") not in given}
     models = paths.pop("models", {})
     argv = [*stage.command.split(), *to_flags(paths)]
     argv += [a for name, folder in models.items() for a in ("--model", f"{name}={folder}")]
-    return argv + to_flags(options)
+    return argv + to_flags(options) if with_options else argv
 
 
 def stage_key(argv: list[str], upstream_keys: list[str]) -> str:
