@@ -314,8 +314,16 @@ def _rs(folder: Path | None) -> str:
         winners = read_jsonl_lenient(path.parent / "winners.jsonl")
     if not rows:
         return ""
-    body = _table(["round", "winners", "mean RM score of all samples", "mean RM score of the winners",
-                   "finished share"], rows)  # fmt: skip
+    body = _table(
+        [
+            "round",
+            "winners",
+            "mean RM score of all samples",
+            "mean RM score of the winners",
+            "finished share",
+        ],
+        rows,
+    )
     body += (
         "<p class='note'>Each round samples n answers per prompt from the current policy, keeps the reward "
         "model's favourite and fine-tunes on those winners. It can only choose among answers the policy already "
