@@ -1,7 +1,8 @@
 """What a label is worth: reward-model quality against the number of rankings, their noise and their source.
 
 For each label budget (rankings of K candidates), label source and seed, this trains the pipeline's reward model
-(`[reward]` of defaults.toml, from the run's SFT model) on the first `budget` candidate sets of a demo run, then
+(`[reward]` of defaults.toml: the MiniLM backbone; `--reward-option model=sft` for the run's SFT model) on the
+first `budget` candidate sets of a demo run, then
 measures what matters downstream, with the demo world's gold judge as the truth:
 
 - `bo8_win`: best-of-8 by the reward model against one plain SFT sample, on the held-out evaluation prompts
@@ -18,7 +19,8 @@ Label sources (`--sources`):
 
 The oracle (best of 8 by the gold judge) is reported too. Budgets beyond the run's 2,000 candidate sets sample
 sets for fresh training prompts (`extra_candidates_*.jsonl` in `<run>/label_budget/`, cached). Reward-model
-training dominates the time: about 50 s per 1,000 rankings (2 epochs) on 2 Zen 4 cores.
+training dominates the time on 2 Zen 4 cores: about 150 s per 1,000 rankings for MiniLM (1 epoch), 50 s for the
+SFT backbone (2 epochs).
 
 With `--ensemble N`, each row trains N reward models on the same labels (seeds seed, seed+1000, ...) and also
 measures their ensemble: the mean of the members' normalized scores, and mean - k * std (the uncertainty-
