@@ -41,6 +41,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -135,10 +136,11 @@ def _critic_init(reward: str | None, base: str) -> str:
     token positions."""
     if reward is None or not (Path(reward) / "config.json").exists():  # none, or an adapter: as before
         return reward or base
-    from transformers import AutoConfig
-
-    rm_config = AutoConfig.from_pretrained(reward)
-    if is_decoder_only(rm_config) and rm_config.vocab_size == AutoConfig.from_pretrained(base).vocab_size:
+    # the config files as JSON: nothing of the model's own code runs to answer this
+    rm_config = json.loads((Path(reward) / "config.json").read_text())
+    base_config = json.loads((Path(base) / "config.json").read_text()) if Path(base).is_dir() else {}
+    decoder = is_decoder_only(SimpleNamespace(model_type=rm_config.get("model_type")))
+    if decoder and rm_config.get("vocab_size") == base_config.get("vocab_size", rm_config.get("vocab_size")):
         return reward
     print(f"ppo: the critic starts from the policy ({base}): the reward model {reward} has another backbone")
     return base
