@@ -63,10 +63,7 @@ class RewardLoopConfig(FineTuneLoopConfig):
 
 @dataclass
 class RewardConfig:
-    model: str = (
-        ""  # backbone: a Hugging Face folder (rlhfkit base/SFT checkpoint, or any encoder/decoder), or
-    )
-    # `minilm`: the bundled 22M-parameter English encoder (reward.backbones; the demo pipeline's choice)
+    model: str = ""  # backbone: a model folder (SFT checkpoint, encoder, decoder) or minilm (bundled)
     data: str = ""  # comparisons JSONL (pairs and/or rankings)
     out: str = "runs/rm"  # output folder (a Hugging Face sequence classifier plus rlhfkit.json)
     eval_data: str | None = None  # held-out comparisons, evaluated every eval_every steps and at the end
