@@ -1,7 +1,7 @@
 """Evaluation: sample every model on the same held-out prompts, judge the responses, compare the models.
 
     from rlhfkit.evaluate import EvalConfig, run, write_report
-    results = run(EvalConfig(models={"sft": "runs/demo/sft", "ppo": "runs/demo/ppo"},
+    results = run(EvalConfig(models={"sft": "runs/demo/sft", "rs": "runs/demo/rs"},
                              prompts="runs/demo/world/eval_prompts.jsonl", out="runs/demo/evaluate"))
     write_report("runs/demo")  # runs/demo/report.html
 
