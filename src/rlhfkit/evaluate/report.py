@@ -299,9 +299,9 @@ def _rs(folder: Path | None) -> str:
     rounds = (
         sorted((folder / "rounds").glob("*/round.json"), key=lambda p: int(p.parent.name)) if folder else []
     )
-    rows, winners = [], []
+    rows = []
     for path in rounds:
-        info = json.loads(path.read_text())
+        info = read_json(path) or {}  # the report reads a run leniently: a half-written file shows blanks
         rows.append(
             [
                 _e(int(path.parent.name) + 1),
@@ -311,9 +311,9 @@ def _rs(folder: Path | None) -> str:
                 _num(info.get("finished", "")),
             ]
         )
-        winners = read_jsonl_lenient(path.parent / "winners.jsonl")
     if not rows:
         return ""
+    winners = read_jsonl_lenient(rounds[-1].parent / "winners.jsonl")  # the last round's only
     body = _table(
         [
             "round",

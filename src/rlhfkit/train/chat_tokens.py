@@ -42,9 +42,9 @@ def tokenize_chat(
         if msg["role"] != "assistant":
             continue
         start = len(chat_ids(tokenizer, messages[:i], add_generation_prompt=True)) if i else 0
-        end = len(chat_ids(tokenizer, messages[: i + 1], add_generation_prompt=False))
-        prefix = full[:end]
-        if chat_ids(tokenizer, messages[: i + 1], add_generation_prompt=False) != prefix:
+        upto = chat_ids(tokenizer, messages[: i + 1], add_generation_prompt=False)
+        end = len(upto)
+        if upto != full[:end]:
             raise RlhfkitError(
                 f"{where}: the chat template does not render prefixes consistently; cannot mask turns"
             )
