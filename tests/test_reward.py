@@ -98,6 +98,7 @@ def data(tmp_path_factory) -> tuple[Path, Path]:
 
 def fast_config(backbone: Path, train: Path, out: Path, **kw) -> RewardConfig:
     loop = RewardLoopConfig(lr=kw.pop("lr", 1e-2), warmup_steps=2, log_every=1, seed=0, **kw.pop("loop", {}))
+    kw.setdefault("dtype", "float32")  # exact scores on every CPU; `auto` is bf16 on some (test below)
     return RewardConfig(model=str(backbone), data=str(train), out=str(out), max_length=64, batch_size=16,
                         device="cpu", loop=loop, **kw)  # fmt: skip
 
@@ -178,6 +179,34 @@ def test_training_learns_the_preference_and_generalizes(trained):
     manifest = json.loads((trained / "rlhfkit.json").read_text())
     assert manifest["stage"] == "reward" and manifest["metrics"]["val_accuracy"] == report["accuracy"]
     assert manifest["calibration"]["responses"] == 512 and manifest["calibration"]["std"] > 0
+
+
+def test_reward_models_train_and_score_under_bf16_autocast_on_a_native_bf16_cpu(
+    backbone, data, tmp_path, monkeypatch, capsys
+):
+    import rlhfkit.train.precision as precision
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(precision, "_SAID", set())
+    monkeypatch.setattr(precision, "cpu_native_bf16", lambda: None)
+    assert not precision.Precision.of(cpu, "auto").scorer_bf16
+    monkeypatch.setattr(precision, "cpu_native_bf16", lambda: "avx512_bf16")
+    assert not precision.Precision.of(cpu, "float32").scorer_bf16  # the one flag that turns it off
+    assert precision.Precision.of(cpu, "auto").scorer_bf16
+
+    out = tmp_path / "rm"
+    run(fast_config(backbone, data[0], out, eval_data=str(data[1]), epochs=3.0, dtype="auto"))
+    assert "reward-model matmuls in bfloat16 under autocast (this CPU has avx512_bf16)" in capsys.readouterr().out
+    assert json.loads((out / "eval.json").read_text())["accuracy"] >= 0.9  # learns as the fp32 run does
+
+    model, tok = load_reward_model(out)
+    items = [(g.prompt, c) for g in load_comparisons(data[0]) for c in g.completions]  # the calibration set
+    exact = score_conversations(model, tok, items, max_length=64)
+    fast = score_conversations(model, tok, items, max_length=64, bf16=True)
+    assert fast != exact  # the autocast did run
+    spread = max(exact) - min(exact)
+    assert max(abs(a - b) for a, b in zip(exact, fast)) < 0.05 * spread
+    assert abs(sum(exact) / len(exact)) < 0.05 * spread  # calibrated in bf16, still centred in fp32
 
 
 def test_saved_model_loads_in_transformers_with_identical_scores_and_zero_mean(trained, data):

@@ -22,10 +22,16 @@ def reward_folders(spec: str) -> list[str]:
 
 
 def rm_reward_fn(
-    path: str, device, max_length: int | None, batch_size: int, dtype: torch.dtype = torch.float32
+    path: str,
+    device,
+    max_length: int | None,
+    batch_size: int,
+    dtype: torch.dtype = torch.float32,
+    bf16: bool = False,
 ) -> tuple[RewardFn, dict]:
     """A reward function over a reward-model folder (a LoRA RM's adapter folder too), and the RM's recorded
-    score statistics. The RM is frozen, so it is loaded in `dtype`."""
+    score statistics. The RM is frozen, so it is loaded in `dtype`; `bf16`: it scores under a CPU bf16
+    autocast (`train.precision.Precision.scorer_bf16`)."""
     from rlhfkit.reward.model import encode, load_scorer, score_ids
 
     rm, rm_tokenizer, max_length = load_scorer(path, device, max_length, dtype=dtype, optimize=True)
@@ -35,7 +41,7 @@ def rm_reward_fn(
             encode(rm_tokenizer, p, [{"role": "assistant", "content": t}], max_length)
             for p, t in zip(prompts, texts)
         ]
-        return score_ids(rm, rm_tokenizer, rows, batch_size)
+        return score_ids(rm, rm_tokenizer, rows, batch_size, bf16)
 
     manifest = read_manifest(path)
     std = (manifest.get("calibration") or {}).get("std") or (manifest.get("metrics") or {}).get("score_std")
@@ -49,15 +55,16 @@ def ensemble_reward_fn(
     max_length: int | None,
     batch_size: int,
     dtype: torch.dtype = torch.float32,
+    bf16: bool = False,
 ) -> tuple[RewardFn, dict]:
     """The reward function of `--reward` (one folder, or an ensemble `A,B,C`: mean - penalty * std of the
     members' normalized scores) and its statistics for the trainer's normalization."""
     folders = reward_folders(spec)
     if len(folders) == 1:
-        return rm_reward_fn(folders[0], device, max_length, batch_size, dtype)
+        return rm_reward_fn(folders[0], device, max_length, batch_size, dtype, bf16)
     members = []
     for folder in folders:
-        fn, stats = rm_reward_fn(folder, device, max_length, batch_size, dtype)
+        fn, stats = rm_reward_fn(folder, device, max_length, batch_size, dtype, bf16)
         members.append((fn, stats.get("score_std")))
 
     def score(prompts: list[list[dict]], texts: list[str], ids: list[list[int]]) -> list[float]:

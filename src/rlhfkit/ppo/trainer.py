@@ -212,11 +212,18 @@ def run(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
             cfg.rm_max_length,
             cfg.forward_batch_size,
             precision.dtype,
+            precision.say_scorer(),
         )
     stop = None
     if cfg.watch_reward:  # reward models the policy never sees, watched for over-optimization
         watch_fn, _ = ensemble_reward_fn(
-            cfg.watch_reward, 0.0, device, cfg.rm_max_length, cfg.forward_batch_size, precision.dtype
+            cfg.watch_reward,
+            0.0,
+            device,
+            cfg.rm_max_length,
+            cfg.forward_batch_size,
+            precision.dtype,
+            precision.scorer_bf16,
         )
         stop = StopRule(watch_fn, cfg.stop_patience)
     use_gold = uses_gold_judge(cfg.gold_judge, records)

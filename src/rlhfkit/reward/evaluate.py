@@ -25,14 +25,19 @@ from rlhfkit.reward.model import encode, score_ids
 
 
 def score_groups(
-    model, tokenizer, groups: list[ComparisonGroup], max_length: int, batch_size: int = 16
+    model,
+    tokenizer,
+    groups: list[ComparisonGroup],
+    max_length: int,
+    batch_size: int = 16,
+    bf16: bool = False,
 ) -> list[list[float]]:
-    """The normalized score of every completion of every group, in group order."""
+    """The normalized score of every completion of every group, in group order (`bf16`: as in `score_ids`)."""
     rows, sizes = [], []
     for g in groups:
         rows.extend(encode(tokenizer, g.prompt, c, max_length) for c in g.completions)
         sizes.append(len(g.completions))
-    flat = score_ids(model, tokenizer, rows, batch_size)
+    flat = score_ids(model, tokenizer, rows, batch_size, bf16)
     out, start = [], 0
     for n in sizes:
         out.append(flat[start : start + n])

@@ -222,9 +222,13 @@ def score_offset(model) -> float:
 
 
 @torch.no_grad()
-def score_ids(model, tokenizer, rows: Sequence[list[int]], batch_size: int = 16) -> list[float]:
-    """Normalized scores of pre-tokenized rows (batched by similar length; order preserved)."""
+def score_ids(
+    model, tokenizer, rows: Sequence[list[int]], batch_size: int = 16, bf16: bool = False
+) -> list[float]:
+    """Normalized scores of pre-tokenized rows (batched by similar length; order preserved). `bf16`: on a
+    CPU, under a bf16 autocast (`train.precision.Precision.scorer_bf16`: where the CPU multiplies bf16 natively)."""
     device = next(model.parameters()).device
+    cpu_bf16 = torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16 and device.type == "cpu")
     was_training = model.training
     model.eval()
     order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
@@ -233,18 +237,25 @@ def score_ids(model, tokenizer, rows: Sequence[list[int]], batch_size: int = 16)
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
         batch = pad_batch([rows[i] for i in idx], tokenizer.pad_token_id, device)
-        for i, s in zip(idx, forward_scores(model, batch).float().cpu().tolist()):
+        with cpu_bf16:
+            scores = forward_scores(model, batch)
+        for i, s in zip(idx, scores.float().cpu().tolist()):
             out[i] = s - offset
     model.train(was_training)
     return out
 
 
 def score_conversations(
-    model, tokenizer, items: Sequence[tuple[list[dict], list[dict]]], max_length: int, batch_size: int = 16
+    model,
+    tokenizer,
+    items: Sequence[tuple[list[dict], list[dict]]],
+    max_length: int,
+    batch_size: int = 16,
+    bf16: bool = False,
 ) -> list[float]:
-    """Scores of (prompt, response) pairs."""
+    """Scores of (prompt, response) pairs (`bf16`: as in `score_ids`)."""
     rows = [encode(tokenizer, prompt, response, max_length) for prompt, response in items]
-    return score_ids(model, tokenizer, rows, batch_size)
+    return score_ids(model, tokenizer, rows, batch_size, bf16)
 
 
 def scalar_head(model) -> torch.nn.Linear:

@@ -130,7 +130,7 @@ def collate_groups(
 
 def reward_loss(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor, dict]:
     """Summed group losses (each the mean over its pairs), the group count, and the batch's pair accuracy."""
-    scores = forward_scores(model, batch)
+    scores = forward_scores(model, batch).float()  # under a bf16 autocast the head's output is bf16
     diff = scores[batch["better"]] - scores[batch["worse"]]
     loss_sum = (preference_loss(diff, batch["target"], batch["margin"]) * batch["weight"]).sum()
     decisive = batch["target"] != 0.5
@@ -204,6 +204,7 @@ def run(cfg: RewardConfig) -> Path:
             "--freeze-layers and --lora-r: LoRA already freezes the backbone; give one of them"
         )
     precision = Precision.of(device, cfg.dtype)
+    bf16 = precision.say_scorer()
     source = resolve_backbone(cfg.model)  # `minilm`: the bundled encoder (reward.backbones)
     base = resolve_base(source, out)
     model, tokenizer = load_reward_model(
@@ -217,7 +218,7 @@ def run(cfg: RewardConfig) -> Path:
     trainable = freeze_lower_layers(model, cfg.freeze_layers)
 
     def loss_fn(m, batch: dict):
-        with precision.autocast():
+        with precision.scorer_autocast():
             return reward_loss(m, batch)
 
     encoded = [[encode(tokenizer, g.prompt, c, max_length) for c in g.completions] for g in groups]
@@ -242,7 +243,7 @@ def run(cfg: RewardConfig) -> Path:
     latest: dict = {}  # the last evaluation's scores, reused for the final report (shifted) when current
 
     def evaluate(m) -> dict:
-        latest["scores"] = score_groups(m, tokenizer, eval_groups, max_length)
+        latest["scores"] = score_groups(m, tokenizer, eval_groups, max_length, bf16=bf16)
         metrics = comparison_metrics(eval_groups, latest["scores"])
         return {"val_accuracy": metrics["accuracy"], "val_loss": metrics["loss"], "val_ece": metrics["ece"]}
 
@@ -259,7 +260,9 @@ def run(cfg: RewardConfig) -> Path:
             len(calibration_items), cfg.calibration_samples, replace=False
         )
         calibration_items = [calibration_items[i] for i in sorted(keep)]
-    calib = score_ids(model, tokenizer, [encode(tokenizer, p, r, max_length) for p, r in calibration_items])
+    calib = score_ids(
+        model, tokenizer, [encode(tokenizer, p, r, max_length) for p, r in calibration_items], bf16=bf16
+    )
     mean, std = float(np.mean(calib)), float(np.std(calib))
     shift_scores(model, mean)
     calibration = {
@@ -274,7 +277,7 @@ def run(cfg: RewardConfig) -> Path:
         if "scores" in latest:  # evaluated at the last step: the same scores, shifted
             scores = [[x - mean for x in group] for group in latest["scores"]]
         else:
-            scores = score_groups(model, tokenizer, eval_groups, max_length)
+            scores = score_groups(model, tokenizer, eval_groups, max_length, bf16=bf16)
         report = comparison_metrics(eval_groups, scores)
         (out / "eval.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
         metrics.update(

@@ -10,6 +10,11 @@
   norms, attention and the loss stay fp32 (SmolLM2-135M LoRA step: docs/performance.md). `--dtype float32`
   turns it off; one line says what was chosen. An explicit `--dtype bfloat16` on a CPU halves the frozen
   weights of a LoRA run and the frozen models, and runs no autocast.
+- Reward models are the exception to "no autocast on a CPU": under `auto` on a CPU with native bf16 matmuls they
+  train and score under a CPU bf16 autocast (`Precision.scorer_bf16`; fp32 master weights, scores and loss in
+  fp32). The bundled MiniLM reward model's forward+backward is 2.2x faster that way on AMD Zen 4
+  (AVX512-BF16), its scoring 2.4x, the demo's 1.3M one 1.3x and 1.6x (docs/performance.md), with the same
+  held-out accuracy. The policies keep fp32: a tiny policy's own training already runs its lean path.
 """
 
 from __future__ import annotations
@@ -29,14 +34,13 @@ class Precision:
     device: torch.device
     dtype: torch.dtype  # the chosen compute dtype (`--dtype`)
     lora_base_dtype: torch.dtype  # a LoRA run's frozen base: `dtype`, or bf16 under `auto` (module doc)
+    scorer_bf16: bool = False  # reward models train and score under a CPU bf16 autocast (module doc)
 
     @classmethod
     def of(cls, device: torch.device, name: str) -> Precision:
         dtype = pick_dtype(name, device)
-        base = dtype
-        if name == "auto" and device.type == "cpu" and cpu_native_bf16():
-            base = torch.bfloat16
-        return cls(device, dtype, base)
+        native = name == "auto" and device.type == "cpu" and cpu_native_bf16() is not None
+        return cls(device, dtype, torch.bfloat16 if native else dtype, scorer_bf16=native)
 
     def trainable_load_dtype(self, lora: bool) -> torch.dtype:
         """The dtype to load the model being trained in: fp32 masters, except a LoRA run's frozen base."""
@@ -48,6 +52,26 @@ class Precision:
 
     def autocast(self) -> AbstractContextManager:
         return autocast(self.device, self.dtype)
+
+    def scorer_autocast(self) -> AbstractContextManager:
+        """The context a reward model's training forward runs in: `autocast()`, or the CPU bf16 autocast."""
+        if self.device.type != "cpu":
+            return self.autocast()
+        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.say_scorer())
+
+    def say_scorer(self) -> bool:
+        """`scorer_bf16`, after saying once what reward models compute in on this CPU."""
+        if self.device.type == "cpu":
+            flag = cpu_native_bf16()
+            if self.scorer_bf16:
+                _say(
+                    f"precision: reward-model matmuls in bfloat16 under autocast (this CPU has {flag}); weights, "
+                    "scores and the loss in float32; --dtype float32 keeps everything fp32"
+                )
+            else:
+                why = "by --dtype" if flag else "this CPU has no amx_bf16/avx512_bf16"
+                _say(f"precision: reward model in {str(self.dtype).removeprefix('torch.')} ({why})")
+        return self.scorer_bf16
 
 
 def _say_once(base: torch.dtype) -> None:
@@ -64,6 +88,10 @@ def _say_once(base: torch.dtype) -> None:
     else:
         why = f"by --dtype; this CPU has {flag}" if flag else "this CPU has no amx_bf16/avx512_bf16"
         line = f"precision: LoRA base weights in {str(base).removeprefix('torch.')} ({why})"
+    _say(line)
+
+
+def _say(line: str) -> None:
     if line not in _SAID:
         _SAID.add(line)
         print(line)
