@@ -196,7 +196,10 @@ def test_reward_models_train_and_score_under_bf16_autocast_on_a_native_bf16_cpu(
 
     out = tmp_path / "rm"
     run(fast_config(backbone, data[0], out, eval_data=str(data[1]), epochs=3.0, dtype="auto"))
-    assert "reward-model matmuls in bfloat16 under autocast (this CPU has avx512_bf16)" in capsys.readouterr().out
+    assert (
+        "reward-model matmuls in bfloat16 under autocast (this CPU has avx512_bf16)"
+        in capsys.readouterr().out
+    )
     assert json.loads((out / "eval.json").read_text())["accuracy"] >= 0.9  # learns as the fp32 run does
 
     model, tok = load_reward_model(out)

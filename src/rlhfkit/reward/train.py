@@ -204,7 +204,7 @@ def run(cfg: RewardConfig) -> Path:
             "--freeze-layers and --lora-r: LoRA already freezes the backbone; give one of them"
         )
     precision = Precision.of(device, cfg.dtype)
-    bf16 = precision.say_scorer()
+    bf16 = not cfg.lora.enabled and precision.say_scorer()  # a LoRA run's bf16 base has its own path
     source = resolve_backbone(cfg.model)  # `minilm`: the bundled encoder (reward.backbones)
     base = resolve_base(source, out)
     model, tokenizer = load_reward_model(
@@ -218,7 +218,7 @@ def run(cfg: RewardConfig) -> Path:
     trainable = freeze_lower_layers(model, cfg.freeze_layers)
 
     def loss_fn(m, batch: dict):
-        with precision.scorer_autocast():
+        with precision.scorer_autocast() if bf16 else precision.autocast():
             return reward_loss(m, batch)
 
     encoded = [[encode(tokenizer, g.prompt, c, max_length) for c in g.completions] for g in groups]
