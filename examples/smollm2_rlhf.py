@@ -14,8 +14,10 @@ Stages (each one an ordinary rlhfkit command, printed before it runs, so you can
    judge's half of the human comparisons, once per seed. (Training on the judge's half is what the demo world
    does too: policies learn from the same annotators the gold judge stands for, and are judged on prompts
    nobody trained on.)
-4. with `--reward-model`: `rlhfkit reward train --model OUT/base --lora-r 16 ...` — a SmolLM2 LoRA reward
-   model on the same half, scored on the held-out half (the split of the judge's own accuracy).
+4. with `--reward-model`: `rlhfkit reward train --model OUT/base --freeze-layers 4 ...` — a SmolLM2 reward model
+   on the same half (its upper 26 of 30 layers fine-tuned; under a bf16 autocast on a CPU with native bf16),
+   scored on the held-out half (the split of the judge's own accuracy): 67.3% held-out accuracy in 4.3 minutes
+   of training on 2 Zen 4 cores, where LoRA r 16 reached 59.5%.
 5. `rlhfkit evaluate --model original=OUT/base --model dpo_s0=... --judge reward:OUT/judge` — win rates of
    every seed over the original on held-out HH prompts, the rule-based probes (refuses harmful prompts, helps
    benign look-alikes, ends its turn) and each model's KL to the original.
@@ -175,9 +177,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--max-length", type=int, default=192, help="tokens per conversation (oldest turns go first)"
     )
-    ap.add_argument("--lora-r", type=int, default=16, help="LoRA rank (DPO and the reward model)")
+    ap.add_argument("--lora-r", type=int, default=16, help="LoRA rank (DPO)")
     ap.add_argument("--eval-prompts", type=int, default=200, help="held-out prompts the judge compares on")
-    ap.add_argument("--reward-model", action="store_true", help="also train a SmolLM2 LoRA reward model")
+    ap.add_argument("--reward-model", action="store_true", help="also train a SmolLM2 reward model")
     ap.add_argument("--serve", action="store_true", help="serve original and aligned side by side, try them")
     ap.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     ap.add_argument("--dtype", default="auto", help="auto, float32, bfloat16 or float16")
@@ -213,8 +215,11 @@ def main(argv: list[str] | None = None) -> int:
         run_stage(f"dpo_s{seed}", dpo_argv, out / f"dpo_s{seed}.log", stages)
 
     if args.reward_model:
+        # Full fine-tuning of all but the lowest 4 layers: 67.3% held-out accuracy against LoRA r 16's 59.5%
+        # (docs/real-models.md), in less time on a CPU with native bf16 (the autocast of train/precision.py).
         rm_argv = [*cli, "reward", "train", "--model", str(out / "base"), "--data", train_half,
-                   "--eval-data", str(judge / "split" / "heldout.jsonl"), "--out", str(out / "reward"), *length,
+                   "--eval-data", str(judge / "split" / "heldout.jsonl"), "--out", str(out / "reward"),
+                   "--max-length", str(args.max_length), "--freeze-layers", "4", *device,
                    "--batch-size", "16", "--micro-batch-size", "4", "--lr", "2e-4", "--warmup-steps", "3",
                    *(["--max-steps", "2", "--epochs", "0"] if toy else ["--epochs", "1"])]  # fmt: skip
         run_stage("reward", rm_argv, out / "reward.log", stages)

@@ -12,9 +12,9 @@
   weights of a LoRA run and the frozen models, and runs no autocast.
 - Reward models are the exception to "no autocast on a CPU": under `auto` on a CPU with native bf16 matmuls they
   train (all but a LoRA run, whose bf16 base has the path above) and score under a CPU bf16 autocast (`Precision.scorer_bf16`; fp32 master weights, scores and loss in
-  fp32). The bundled MiniLM reward model's forward+backward is 2.2x faster that way on AMD Zen 4
-  (AVX512-BF16), its scoring 2.4x, the demo's 1.3M one 1.3x and 1.6x (docs/performance.md), with the same
-  held-out accuracy. The policies keep fp32: a tiny policy's own training already runs its lean path.
+  fp32). On AMD Zen 4 (AVX512-BF16) the bundled MiniLM reward model trains and scores 2.5x faster that way,
+  SmolLM2-135M's 1.7x and 1.6x, the demo's 1.3M one 1.3x and 1.6x (`benchmarks/reward_bf16.py`,
+  docs/performance.md), with the same held-out accuracy. The policies keep fp32: a tiny policy's own training already runs its lean path.
 """
 
 from __future__ import annotations
