@@ -223,7 +223,7 @@ def run(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
             cfg.rm_max_length,
             cfg.forward_batch_size,
             precision.dtype,
-            precision.scorer_bf16,
+            precision.say_scorer(),
         )
         stop = StopRule(watch_fn, cfg.stop_patience)
     use_gold = uses_gold_judge(cfg.gold_judge, records)
