@@ -226,7 +226,8 @@ def score_ids(
     model, tokenizer, rows: Sequence[list[int]], batch_size: int = 16, bf16: bool = False
 ) -> list[float]:
     """Normalized scores of pre-tokenized rows (batched by similar length; order preserved). `bf16`: on a
-    CPU, under a bf16 autocast (`train.precision.Precision.scorer_bf16`: where the CPU multiplies bf16 natively)."""
+    CPU, under a bf16 autocast (`train.precision.Precision.scorer_bf16`: where the CPU multiplies bf16
+    natively)."""
     device = next(model.parameters()).device
     cpu_bf16 = torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16 and device.type == "cpu")
     was_training = model.training

@@ -218,7 +218,7 @@ def run(cfg: RewardConfig) -> Path:
     trainable = freeze_lower_layers(model, cfg.freeze_layers)
 
     def loss_fn(m, batch: dict):
-        with precision.scorer_autocast() if bf16 else precision.autocast():
+        with precision.autocast(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             return reward_loss(m, batch)
 
     encoded = [[encode(tokenizer, g.prompt, c, max_length) for c in g.completions] for g in groups]

@@ -10,11 +10,12 @@
   norms, attention and the loss stay fp32 (SmolLM2-135M LoRA step: docs/performance.md). `--dtype float32`
   turns it off; one line says what was chosen. An explicit `--dtype bfloat16` on a CPU halves the frozen
   weights of a LoRA run and the frozen models, and runs no autocast.
-- Reward models are the exception to "no autocast on a CPU": under `auto` on a CPU with native bf16 matmuls they
-  train (all but a LoRA run, whose bf16 base has the path above) and score under a CPU bf16 autocast (`Precision.scorer_bf16`; fp32 master weights, scores and loss in
-  fp32). On AMD Zen 4 (AVX512-BF16) the bundled MiniLM reward model trains and scores 2.5x faster that way,
-  SmolLM2-135M's 1.7x and 1.6x, the demo's 1.3M one 1.3x and 1.6x (`benchmarks/reward_bf16.py`,
-  docs/performance.md), with the same held-out accuracy. The policies keep fp32: a tiny policy's own training already runs its lean path.
+- Reward models are the exception to "no autocast on a CPU": under `auto` on a CPU with native bf16 matmuls
+  they train (all but a LoRA run, whose bf16 base has the path above) and score under a CPU bf16 autocast
+  (`Precision.scorer_bf16`; fp32 master weights, scores and loss in fp32). On AMD Zen 4 (AVX512-BF16) the
+  bundled MiniLM reward model trains and scores 2.5x faster that way, SmolLM2-135M's 1.7x and 1.6x, the demo's
+  1.3M one 1.3x and 1.6x (`benchmarks/reward_bf16.py`, docs/performance.md), with the same held-out accuracy.
+  The policies keep fp32: a tiny policy's own training already runs its lean path.
 """
 
 from __future__ import annotations
@@ -52,12 +53,6 @@ class Precision:
 
     def autocast(self) -> AbstractContextManager:
         return autocast(self.device, self.dtype)
-
-    def scorer_autocast(self) -> AbstractContextManager:
-        """The context a reward model's training forward runs in: `autocast()`, or the CPU bf16 autocast."""
-        if self.device.type != "cpu":
-            return self.autocast()
-        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.say_scorer())
 
     def say_scorer(self) -> bool:
         """`scorer_bf16`, after saying once what reward models compute in on this CPU."""
