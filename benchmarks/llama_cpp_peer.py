@@ -59,8 +59,8 @@ RLHFKIT_SERVER = """
 import sys, torch
 from rlhfkit.serve import create_app, load_served_models
 from rlhfkit.serve.server import run
-torch.set_num_threads(int(sys.argv[4]))
-models = load_served_models([sys.argv[1]], quantize=sys.argv[3])
+torch.set_num_threads(1)  # as `rlhfkit serve` does: only the model's worker thread decodes, with argv[4] threads
+models = load_served_models([sys.argv[1]], quantize=sys.argv[3], threads=int(sys.argv[4]))
 for served in models.values():
     served.stop_token_ids = ()
 run(create_app(models), port=int(sys.argv[2]))

@@ -93,8 +93,10 @@ SERVER = """
 import sys, torch
 from rlhfkit.serve import create_app, load_served_models
 from rlhfkit.serve.server import run
-torch.set_num_threads(int(sys.argv[6]))
-models = load_served_models([sys.argv[1]], max_active_batches=int(sys.argv[3]), batching=sys.argv[4])
+torch.set_num_threads(1)  # as `rlhfkit serve` does: only the model's worker thread decodes, with argv[6] threads
+models = load_served_models(
+    [sys.argv[1]], max_active_batches=int(sys.argv[3]), batching=sys.argv[4], threads=int(sys.argv[6])
+)
 for served in models.values():
     if sys.argv[5] == "no-stops":
         served.stop_token_ids = ()

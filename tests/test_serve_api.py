@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 
 import httpx
 import openai
@@ -163,8 +164,16 @@ def test_n_choices_and_seed_reproducibility(client):
     assert chats.usage.total_tokens == chats.usage.prompt_tokens + chats.usage.completion_tokens
 
 
-def test_echo_and_logprobs_match_a_forward_pass(client, server):
+def test_echo_and_logprobs_match_a_forward_pass(client, server, monkeypatch):
     served = server[1]["base"]
+    scored_on = []
+    score_prompt = served.score_prompt
+
+    def recording_score_prompt(ids, top):
+        scored_on.append(threading.current_thread().name)
+        return score_prompt(ids, top)
+
+    monkeypatch.setattr(served, "score_prompt", recording_score_prompt)
     result = client.completions.create(
         model="base", prompt="The teacher", max_tokens=6, temperature=0, echo=True, logprobs=3
     )
@@ -198,6 +207,8 @@ def test_echo_and_logprobs_match_a_forward_pass(client, server):
     )
     assert scored.choices[0].text == "The teacher" and scored.usage.completion_tokens == 0
     assert scored.choices[0].logprobs.token_logprobs == logprobs.token_logprobs[: len(prompt_ids)]
+    # Prompts are scored on the model's worker thread, which runs all of its torch work (BatchWorker.call).
+    assert scored_on and all(name.startswith("rlhfkit-serve-") for name in scored_on)
 
     # Token-id prompts, streamed with echo and logprobs, give the same text and log-probs.
     args = {

@@ -168,12 +168,14 @@ def _run(args: argparse.Namespace) -> int:
         max_waiting=args.max_waiting,
         max_waiting_per_client=args.max_waiting_per_client,
     )
-    if args.threads is not None:
-        if args.threads < 1:
-            raise RlhfkitError(f"--threads: expected an integer >= 1, got {args.threads}")
-        import torch
+    if args.threads is not None and args.threads < 1:
+        raise RlhfkitError(f"--threads: expected an integer >= 1, got {args.threads}")
+    import torch
 
-        torch.set_num_threads(args.threads)
+    # The models' worker threads run the decoding with `threads` CPU threads each; this thread (loading, HTTP)
+    # keeps one, so OpenMP holds no more threads than the CPU has cores (`serve.batching.BatchWorker`).
+    threads = args.threads or torch.get_num_threads()
+    torch.set_num_threads(1)
     models = load_served_models(
         args.model,
         device=args.device,
@@ -183,6 +185,7 @@ def _run(args: argparse.Namespace) -> int:
         max_active_batches=args.max_active_batches,
         batching=args.batching,
         quantize=args.quantize,
+        threads=threads,
     )
     for name, served in models.items():
         print(f"serving {name} <- {served.path} (context {served.context_length} tokens)", flush=True)

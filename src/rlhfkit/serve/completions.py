@@ -66,7 +66,11 @@ async def create_completion(
     builders = new_builders(served, len(prompts) * n, stops)
     scored = [None] * len(prompts)
     if echo and top is not None:
-        scored = [await asyncio.to_thread(served.score_prompt, ids, top) for ids in prompts]
+        # On the model's worker thread, between decode steps (`BatchWorker.call` says why not another thread).
+        scored = [
+            await asyncio.wrap_future(served.batcher.call(partial(served.score_prompt, ids, top)))
+            for ids in prompts
+        ]
     echo_parts = [
         _EchoPart(prompt_texts[i // n] if echo else "", prompts[i // n] if echo else [], scored[i // n])
         for i in range(len(builders))

@@ -131,13 +131,13 @@ class ContinuousBatcher(BatchWorker):
     `gather_s` is how long the worker waits, when a job arrives at an idle server, for others to join its first
     prefill round."""
 
-    def __init__(self, rows: SlotRows, per_job: int, gather_s: float = 0.005):
+    def __init__(self, rows: SlotRows, per_job: int, gather_s: float = 0.005, threads: int | None = None):
         self.rows = rows
         self.run = rows.admit
         self.per_job = per_job
         self.gather_s = gather_s
         self._waiting: deque[_Waiting] = deque()
-        self._start_worker("rlhfkit-serve-continuous")
+        self._start_worker("rlhfkit-serve-continuous", threads)
 
     def submit(self, job: Job) -> None:
         with self._wakeup:
@@ -184,11 +184,12 @@ class ContinuousBatcher(BatchWorker):
         while True:
             with self._wakeup:
                 self._drop_cancelled()
-                while not self._closed and not self.rows.live and not self._waiting:
+                while not self._closed and not self.rows.live and not self._waiting and not self._calls:
                     self._wakeup.wait()
                 if self._closed:
                     return
                 startable = bool(self._waiting)
+            self._run_calls()
             if startable and self.rows.free:
                 if not self.rows.live:
                     time.sleep(self.gather_s)  # let concurrent requests join the first prefill round

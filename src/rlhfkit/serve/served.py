@@ -119,6 +119,7 @@ def serve_model(
     max_active_batches: int = 4,
     batching: str = "continuous",
     quantize: str = "none",
+    threads: int | None = None,
 ) -> ServedModel:
     """Wrap a loaded model and tokenizer for serving (starts its batcher thread).
 
@@ -126,7 +127,9 @@ def serve_model(
     rows of one request and `max_batch_rows` x `max_active_batches` in all hold a slot; models the lean decoder
     runs) or "static" (batches of up to `max_batch_rows` rows run to completion, `max_active_batches` of them
     interleaved). A model the lean decoder does not run is batched statically.
-    `quantize="int8"`: decode with weight-only int8 copies of the weights (`generation.int8_linear`)."""
+    `quantize="int8"`: decode with weight-only int8 copies of the weights (`generation.int8_linear`).
+    `threads`: CPU threads of the batcher's worker, which runs all of this model's torch work (`BatchWorker`
+    says why the calling thread should then stay at one: `rlhfkit serve` does that)."""
     if batching not in BATCHING:
         raise RlhfkitError(f"--batching: expected one of {', '.join(BATCHING)}, got '{batching}'")
     check_quantize(model, quantize, "--quantize")
@@ -135,13 +138,14 @@ def serve_model(
     if batching == "continuous" and lean_or_notice(model):
         slots = max_batch_rows * max_active_batches
         rows = SlotRows(model, tokenizer, pad, slots, batch_hint=max_batch_rows, quantize=quantize)
-        batcher = ContinuousBatcher(rows, per_job=max_batch_rows, gather_s=gather_s)
+        batcher = ContinuousBatcher(rows, per_job=max_batch_rows, gather_s=gather_s, threads=threads)
     else:
         batcher = Batcher(
             lambda pieces: decode_batch(model, tokenizer, pieces, pad, quantize, max_batch_rows),
             max_batch_rows,
             gather_s,
             max_active_batches,
+            threads,
         )
     return ServedModel(
         name=name,
