@@ -4,8 +4,8 @@
         --gguf smollm2-q8_0.gguf --llama-server llama.cpp/build/bin/llama-server [--threads 2]
 
 Both sides are OpenAI-compatible HTTP servers on this machine, started one at a time (never two running a
-workload at once), each with `--threads` CPU threads: rlhfkit with `--quantize int8` (weight-only int8) and,
-for reference, fp32; llama-server on the Q8_0 GGUF converted from the same folder (the recipe is in
+workload at once), each with `--threads` CPU threads: rlhfkit with `--quantize int8` (weight-only int8), fp32
+and, with `--sides bf16` (the default), bf16 weights (`--dtype bfloat16`); llama-server on the Q8_0 GGUF converted from the same folder (the recipe is in
 docs/performance.md). Every request is a `/v1/completions` call whose prompt is the same token ids on both
 sides (the chat prompts rendered by the folder's chat template), greedy, and every reply is exactly
 `--new-tokens` tokens long: rlhfkit's server runs with its stop tokens switched off, llama-server is sent
@@ -18,7 +18,7 @@ sides (the chat prompts rendered by the folder's chat template), greedy, and eve
   default) with room for every slot's prompt and reply.
 - quality (greedy-token agreement with rlhfkit fp32, on the same 16 chat prompts): the fp32 greedy reply
   (ending at the model's end token) is fed to each quantized side token by token, and at every position we
-  compare that side's greedy next token with fp32's (rlhfkit int8 in-process, which is what its server runs;
+  compare that side's greedy next token with fp32's (rlhfkit int8 and bf16 in-process, what its servers run;
   llama-server by asking for 1 token after each prefix, its prompt cache making that a one-token step).
   Also how many free-running greedy replies equal fp32's text.
 
@@ -29,6 +29,7 @@ Prints one JSON object (and writes it to `--out`); the ratios are medians over t
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import statistics
@@ -53,14 +54,14 @@ HOW_TO_GET_LLAMA = """llama_cpp_peer.py needs llama.cpp's llama-server and a Q8_
   build/bin/llama-quantize model-f32.gguf model-q8_0.gguf Q8_0
 then pass --llama-server build/bin/llama-server --gguf model-q8_0.gguf (docs/performance.md has details)."""
 
-# `rlhfkit serve --quantize Q --threads T` with the model's stop tokens switched off, so every reply runs to
+# `rlhfkit serve --quantize Q --threads T --dtype D` with the model's stop tokens switched off, so every reply runs to
 # its max_tokens (llama-server's `ignore_eos` does the same there): equal output lengths on both sides.
 RLHFKIT_SERVER = """
 import sys, torch
 from rlhfkit.serve import create_app, load_served_models
 from rlhfkit.serve.server import run
 torch.set_num_threads(1)  # as `rlhfkit serve` does: only the model's worker thread decodes, with argv[4] threads
-models = load_served_models([sys.argv[1]], quantize=sys.argv[3], threads=int(sys.argv[4]))
+models = load_served_models([sys.argv[1]], quantize=sys.argv[3], threads=int(sys.argv[4]), dtype=sys.argv[5])
 for served in models.values():
     served.stop_token_ids = ()
 run(create_app(models), port=int(sys.argv[2]))
@@ -198,27 +199,34 @@ def llama_quality(
 
 
 def rlhfkit_quality(model, tokenizer, prompts: list[list[int]], new_tokens: int) -> tuple[dict, list]:
-    """fp32 greedy replies (to the end token) and rlhfkit int8's agreement with them (what its server runs)."""
+    """fp32 greedy replies (to the end token), and the agreement with them of what rlhfkit's servers run:
+    int8 (`--quantize int8`) and a bf16 copy of the model (`--dtype bfloat16`)."""
+    import torch
+
     from rlhfkit.generation import SamplingParams, generate, pad_id
 
     stop_ids = tuple(sorted(stop_token_ids(model, tokenizer)))
     params = SamplingParams(max_new_tokens=new_tokens, temperature=0, stop_token_ids=stop_ids)
     pad = pad_id(tokenizer)
     exact = generate(model, prompts, params, pad_token_id=pad, batch_size=1)
-    int8 = generate(model, prompts, params, pad_token_id=pad, batch_size=1, quantize="int8")
-    agree = positions = 0
-    for prompt, reply in zip(prompts, exact):
-        a = forced_logits(model, prompt, reply.token_ids, "none")
-        b = forced_logits(model, prompt, reply.token_ids, "int8")
-        agree += int((a.argmax(-1) == b.argmax(-1)).sum())
-        positions += len(reply.token_ids)
-    same = sum(e.token_ids == q.token_ids for e, q in zip(exact, int8))
-    result = {
-        "positions": positions,
-        "teacher_forced_top1_agreement": round(agree / positions, 4),
-        "free_running_greedy_identical_replies": f"{same}/{len(prompts)}",
-    }
-    return result, [reply.token_ids for reply in exact]
+    fp32_logits = [forced_logits(model, p, reply.token_ids, "none") for p, reply in zip(prompts, exact)]
+    bf16_model = copy.deepcopy(model).to(torch.bfloat16)
+    variants = {"rlhfkit int8": (model, "int8"), "rlhfkit bf16": (bf16_model, "none")}
+    results = {}
+    for name, (decoder_model, quantize) in variants.items():
+        replies = generate(decoder_model, prompts, params, pad_token_id=pad, batch_size=1, quantize=quantize)
+        agree = positions = 0
+        for prompt, reply, a in zip(prompts, exact, fp32_logits):
+            b = forced_logits(decoder_model, prompt, reply.token_ids, quantize)
+            agree += int((a.argmax(-1) == b.argmax(-1)).sum())
+            positions += len(reply.token_ids)
+        same = sum(e.token_ids == q.token_ids for e, q in zip(exact, replies))
+        results[name] = {
+            "positions": positions,
+            "teacher_forced_top1_agreement": round(agree / positions, 4),
+            "free_running_greedy_identical_replies": f"{same}/{len(prompts)}",
+        }
+    return results, [reply.token_ids for reply in exact]
 
 
 def stop_token_ids(model, tokenizer) -> set[int]:
@@ -236,7 +244,7 @@ def llama_side(args, slots: int) -> Side:
     return Side("llama.cpp Q8_0", command + ["--no-webui"], {"ignore_eos": True})
 
 
-def rlhfkit_side(args, quantize: str) -> Side:
+def rlhfkit_side(args, quantize: str, dtype: str = "float32") -> Side:
     command = [
         sys.executable,
         "-c",
@@ -245,8 +253,9 @@ def rlhfkit_side(args, quantize: str) -> Side:
         "{port}",
         quantize,
         str(args.threads),
+        dtype,
     ]
-    name = "rlhfkit int8" if quantize == "int8" else "rlhfkit fp32"
+    name = "rlhfkit int8" if quantize == "int8" else "rlhfkit bf16" if dtype == "bfloat16" else "rlhfkit fp32"
     return Side(name, command, {}, {"OMP_NUM_THREADS": str(args.threads)})
 
 
@@ -299,6 +308,11 @@ def main() -> None:
     parser.add_argument("--requests-per-client", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--quality-tokens", type=int, default=64)
+    parser.add_argument(
+        "--sides",
+        default="bf16",
+        help="'bf16' adds rlhfkit with bf16 weights (`--dtype bfloat16`); '' leaves it out",
+    )
     parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--skip-quality", action="store_true")
     parser.add_argument("--out", help="also write the JSON here")
@@ -331,6 +345,8 @@ def main() -> None:
     }
     if not args.skip_speed:
         sides = [rlhfkit_side(args, "int8"), llama_side(args, args.clients), rlhfkit_side(args, "none")]
+        if "bf16" in args.sides:
+            sides.append(rlhfkit_side(args, "none", "bfloat16"))
         runs = []
         for round_ in range(args.rounds):
             for side in sides if round_ % 2 == 0 else sides[::-1]:  # alternate the order against drift
@@ -338,12 +354,12 @@ def main() -> None:
                 print(json.dumps(runs[-1]), file=sys.stderr)
         result.update(summarize(runs, args.clients), runs=runs)
     if not args.skip_quality:
-        int8, replies = rlhfkit_quality(model, tokenizer, prompts, args.quality_tokens)
+        ours, replies = rlhfkit_quality(model, tokenizer, prompts, args.quality_tokens)
         stops = stop_token_ids(model, tokenizer)
         llama = llama_quality(
             args, prompts, replies, stops, lambda ids: tokenizer.decode(ids, skip_special_tokens=True)
         )
-        result["quality_vs_rlhfkit_fp32"] = {"rlhfkit int8": int8, "llama.cpp Q8_0": llama}
+        result["quality_vs_rlhfkit_fp32"] = {**ours, "llama.cpp Q8_0": llama}
         result["load_average_after"] = os.getloadavg()
     text = json.dumps(result, indent=2)
     print(text)
