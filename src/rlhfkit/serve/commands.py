@@ -127,7 +127,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--threads",
         type=int,
         default=None,
-        help="CPU threads for the model (default: torch's choice; 1 is often fastest for small models on a busy CPU)",
+        help="CPU threads of each model's worker thread, which runs all its torch work (default: torch's choice; "
+        "the server's own thread keeps one; 1 can be faster on a CPU busy with other jobs)",
     )
     p.set_defaults(func=_run)
 
