@@ -1,7 +1,12 @@
 """An OpenAI-compatible HTTP API over rlhfkit checkpoints (and any local Hugging Face causal LM).
 
+    import torch
     from rlhfkit.serve import create_app, load_served_models
-    app = create_app(load_served_models(["base=runs/demo/pretrain", "ppo=runs/demo/ppo"]))
+    torch.set_num_threads(1)  # this thread loads and answers HTTP; each model's worker decodes with `threads`
+    app = create_app(load_served_models(["base=runs/demo/pretrain", "ppo=runs/demo/ppo"], threads=2))
+
+(Why one thread here: `batching.BatchWorker`. A thread that already ran torch with several threads keeps its
+OpenMP team, and the workers then decode about 2x slower on a CPU with few cores.)
 
 Pieces, one job each:
 - `schemas`: request validation (OpenAI's limits, 400 naming the parameter) and response objects.
