@@ -108,11 +108,11 @@ class BatchWorker:
     `threads`: the worker sets torch to this many CPU threads (None: torch's setting as the thread inherits it).
     Why one thread runs all of a model's torch work, and the server's main thread runs with one CPU thread
     (`rlhfkit serve` does that): torch's CPU threads are GNU OpenMP's, and every Python thread that runs a
-    multi-threaded op gets a team of its own. Once a process holds more OpenMP threads than CPU cores, libgomp
-    stops its threads spinning between parallel regions and puts them to sleep instead, and a decode step
-    (a few hundred parallel regions) pays a wake-up for each. Measured on 2 cores (SmolLM2-135M, int8, batch
-    1): a step took 7.6 ms on the main thread and 17.1 ms on a worker thread once the main thread had run
-    with two threads; 8.2 ms on the worker when the main thread never had."""
+    multi-threaded op gets a team of its own. Measured on 2 cores (SmolLM2-135M, int8, batch 1): a step took
+    7.6 ms on the main thread and 17.1 ms on a worker thread once the main thread had run with two threads;
+    8.2 ms on the worker when the main thread never had. The slow step behaves as if the threads slept between
+    parallel regions (`OMP_WAIT_POLICY=PASSIVE` gives the same on the main thread): each of a step's few
+    hundred parallel regions pays a wake-up. Two workers (two served models) do not slow each other."""
 
     def _start_worker(self, name: str, threads: int | None = None) -> None:
         self.lock = threading.Lock()
