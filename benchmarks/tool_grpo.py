@@ -37,7 +37,14 @@ def prepare(args) -> dict:
 
     out = Path(args.out)
     build_world(
-        WorldConfig(out=str(out / "world"), size="small", seed=args.seed, verifiable=args.n, tools=True)
+        WorldConfig(
+            out=str(out / "world"),
+            size="small",
+            seed=args.seed,
+            verifiable=args.n,
+            tools=True,
+            tool_practice=args.tool_practice,
+        )
     )
     corpus = out / "tokenizer_corpus.jsonl"
     with corpus.open("w") as fh:
@@ -250,6 +257,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--n", type=int, default=8000, help="verifiable tasks (train prompts, tool demonstrations)"
+    )
+    parser.add_argument(
+        "--tool-practice", type=float, default=0.0, help="prepare: share of tool demos on made-up catalogues"
     )
     parser.add_argument("--preset", default="tiny")
     parser.add_argument("--vocab", type=int, default=2048)

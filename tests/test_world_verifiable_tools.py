@@ -113,3 +113,36 @@ def test_sft_learns_the_tool_calls_of_a_built_file(tmp_path, tokenizer_dir):
 def test_the_demonstrations_are_a_pure_function_of_the_seed(seed):
     one = verifiable_tool_demonstrations(20, random.Random(seed), "v")
     assert one == verifiable_tool_demonstrations(20, random.Random(seed), "v")
+
+
+def test_practice_chats_ask_about_made_up_catalogues_and_their_tools_answer_from_them():
+    from rlhfkit.world.knowledge import load_knowledge
+
+    world = load_knowledge()
+    chats = verifiable_tool_demonstrations(60, random.Random(0), "v", practice=0.5)
+    practice = [c for c in chats if c["meta"].get("practice")]
+    assert len(practice) == 30 and {c["kind"] for c in practice} == {c["kind"] for c in chats}
+    invented = 0
+    for chat in chats:
+        steps = [s for s in chat["meta"]["steps"] if s["op"] == "lookup"]
+        known = [
+            any(world.find(pool, s["of"]) for pool in ("products", "scientists", "towns")) for s in steps
+        ]
+        if not chat["meta"].get("practice") or chat["kind"] == "born_gap":  # scientists stay the world's own
+            assert all(known)
+            continue
+        assert not any(known)  # products and towns of a made-up catalogue, none named as the world's
+        invented += len(steps)
+        if chat["quality"] == "good":
+            # the lookups answered from the same catalogue the question was drawn from, and the answer holds
+            results = [json.loads(m["content"]) for m in chat["messages"] if m["role"] == "tool"]
+            looked = [next(v for k, v in r.items() if k != "item") for r in results if "item" in r]
+            assert looked == [s["value"] for s in steps]
+            assert verify(chat["messages"][-1]["content"], answer_of(chat)).correct
+    assert invented >= 40
+
+
+def test_tool_practice_is_a_share(tmp_path, capsys):
+    argv = ["world", "build", "--size", "small", "--verifiable", "10", "--tools", "--out", str(tmp_path)]
+    assert main([*argv, "--tool-practice", "1.5"]) == 1
+    assert "--tool-practice" in capsys.readouterr().err

@@ -54,6 +54,8 @@ class WorldConfig:
     # (verifiable_*.jsonl, verifiable.json); the other files stay the same bytes; 0: none
     tools: bool = False  # with --verifiable: also N SFT chats that solve them with the world's tools
     # (lookup, calculator): verifiable_tools_sft.jsonl
+    tool_practice: float = 0.0  # with --tools: this share of the tool chats asks about made-up catalogues'
+    # products and towns (knowledge.practice_knowledge): names seen once, so the model learns to copy them
 
 
 def run(cfg: WorldConfig) -> Path:
@@ -73,12 +75,16 @@ def run(cfg: WorldConfig) -> Path:
         raise RlhfkitError(
             "--tools writes tool-using demonstrations of the verifiable tasks: give --verifiable N"
         )
+    if not 0 <= cfg.tool_practice <= 1:
+        raise RlhfkitError(f"--tool-practice: expected a share from 0 to 1, got {cfg.tool_practice}")
     start = time.perf_counter()
     info = build_world(cfg.out, seed=cfg.seed, size=cfg.size)
     if cfg.verifiable:
         from rlhfkit.world.verifiable_build import build_verifiable
 
-        info["files"].update(build_verifiable(cfg.out, cfg.seed, cfg.verifiable, cfg.tools)["files"])
+        info["files"].update(
+            build_verifiable(cfg.out, cfg.seed, cfg.verifiable, cfg.tools, cfg.tool_practice)["files"]
+        )
     table = Table(title=f"demo world (seed {cfg.seed}, size {cfg.size}) in {cfg.out}")
     table.add_column("file")
     table.add_column("records", justify="right")

@@ -125,8 +125,8 @@ def _distinct(n: int, draw: Callable[[], str]) -> Iterator[str]:
             yield name
 
 
-def _catalogue(parts: dict) -> dict[str, list[dict]]:
-    rng = random.Random(CATALOGUE_SEED)
+def _catalogue(parts: dict, seed: int = CATALOGUE_SEED) -> dict[str, list[dict]]:
+    rng = random.Random(seed)
     syl = parts["syllables"]
     towns = []
     for name in _distinct(
@@ -179,6 +179,24 @@ def _catalogue(parts: dict) -> dict[str, list[dict]]:
                 }
             )
     return {"towns": towns, "people": people, "products": products}
+
+
+@lru_cache(maxsize=256)
+def practice_knowledge(seed: int) -> KnowledgeBase:
+    """The world with a made-up catalogue in place of its own: other products, towns and people, drawn the same
+    way from `seed` (none named as one of the world's), and the same curated pools and personas.
+
+    Why: tool demonstrations over the world's 80-odd products teach a tiny model to look up the names it has
+    memorised, not the one the question asks about, and the held-out questions name products it never saw
+    (docs/methods.md, "Tools and multi-turn rollouts"). Practice catalogues give it thousands of names seen once
+    each, so the only way to the right lookup is to copy the name from the question."""
+    world = load_knowledge()
+    fresh = _catalogue(json.loads(_data_text("catalogue_parts.json")), seed)
+    pools = dict(world.pools)
+    for pool, entities in fresh.items():
+        taken = {str(e["name"]).lower() for e in world.pools[pool]}
+        pools[pool] = [e for e in entities if str(e["name"]).lower() not in taken]
+    return KnowledgeBase(pools=pools, personas=world.personas)
 
 
 @lru_cache(maxsize=1)

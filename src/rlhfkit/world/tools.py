@@ -26,7 +26,7 @@ import re
 from collections.abc import Callable
 
 from rlhfkit.data.tool_calls import BadCall, ToolCall
-from rlhfkit.world.knowledge import load_knowledge
+from rlhfkit.world.knowledge import KnowledgeBase, load_knowledge
 
 # pool -> the field lookup returns for its entities (the facts the verifiable tasks are built on)
 LOOKUP_FIELDS = {"products": "price", "scientists": "born", "towns": "founded"}
@@ -63,12 +63,13 @@ def _error(message: str) -> str:
     return _result(error=message)
 
 
-def lookup(arguments: dict) -> str:
+def lookup(arguments: dict, kb: KnowledgeBase | None = None) -> str:
+    """An entity's looked-up fact, from the world's knowledge base (or `kb`: a practice catalogue)."""
     item = arguments.get("item")
     if not isinstance(item, str) or not item.strip():
         return _error('lookup takes {"item": "<a product, scientist or town>"}')
     name = re.sub(r"^the\s+", "", item.strip(), flags=re.IGNORECASE)
-    kb = load_knowledge()
+    kb = kb or load_knowledge()
     for pool, field in LOOKUP_FIELDS.items():
         entity = kb.find(pool, name)
         if entity is not None and entity.get(field) not in (None, ""):

@@ -20,7 +20,9 @@ from rlhfkit.world.verifiable_demos import VERIFIABLE_FLAWS, verifiable_demonstr
 from rlhfkit.world.verifiable_tool_demos import VERIFIABLE_TOOL_FLAWS, verifiable_tool_demonstrations
 
 
-def build_verifiable(out_dir: str | Path, seed: int, n: int, tools: bool = False) -> dict:
+def build_verifiable(
+    out_dir: str | Path, seed: int, n: int, tools: bool = False, practice: float = 0.0
+) -> dict:
     """Write the verifiable files into `out_dir`; return the content of `verifiable.json`."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -35,9 +37,11 @@ def build_verifiable(out_dir: str | Path, seed: int, n: int, tools: bool = False
     }
     if tools:
         files["verifiable_tools_sft.jsonl"] = verifiable_tool_demonstrations(
-            n, stream_rng(seed, "verifiable_tools_sft"), "vtool"
+            n, stream_rng(seed, "verifiable_tools_sft"), "vtool", practice
         )
     info: dict = {"seed": seed, "n": n, "files": {}}
+    if tools and practice:
+        info["tool_practice"] = practice
     for name, rows in files.items():
         path = out / name
         write_rows(path, rows)

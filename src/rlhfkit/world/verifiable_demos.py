@@ -13,6 +13,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 
+from rlhfkit.world.knowledge import KnowledgeBase
 from rlhfkit.world.verifiable import CATEGORY, VERIFIABLE_KINDS, VerifiableTask, sample_verifiable
 from rlhfkit.world.wording import PLURAL_PRODUCTS
 
@@ -101,22 +102,27 @@ def demonstrations(
     prefix: str,
     flaws: list[tuple[str, float]],
     arithmetic_flaw: str,
-    messages_of: Callable[[VerifiableTask, str | None], list[dict]],
+    messages_of: Callable[[VerifiableTask, str | None, KnowledgeBase | None], list[dict]],
+    knowledge_of: Callable[[int], KnowledgeBase | None] = lambda i: None,
 ) -> list[dict]:
     """`n` SFT chats over the train templates and entities, kinds in turn; `quality` names the flaw, drawn from
     `flaws` ((flaw, probability) pairs); `arithmetic_flaw` needs arithmetic, which a comparison task does not
-    have. `messages_of(task, flaw)` writes each chat."""
+    have. `knowledge_of(i)` is the knowledge base chat i draws its entities from (None: the world's; another
+    one marks the chat's meta `practice`), and `messages_of(task, flaw, knowledge)` writes each chat."""
     kinds = list(VERIFIABLE_KINDS)
     out = []
     for i in range(n):
-        task = sample_verifiable(kinds[i % len(kinds)], rng, "train")
+        knowledge = knowledge_of(i)
+        task = sample_verifiable(kinds[i % len(kinds)], rng, "train", knowledge)
+        if knowledge is not None:
+            task.meta["practice"] = True
         flaw = pick_flaw(rng, flaws)
         if flaw == arithmetic_flaw and not any(s["op"] in ARITHMETIC for s in task.meta["steps"]):
             flaw = None
         out.append(
             {
                 "id": f"{prefix}-{i:06d}",
-                "messages": messages_of(task, flaw),
+                "messages": messages_of(task, flaw, knowledge),
                 "category": CATEGORY,
                 "kind": task.kind,
                 "meta": task.meta,
@@ -129,7 +135,7 @@ def demonstrations(
 def verifiable_demonstrations(n: int, rng: random.Random, prefix: str) -> list[dict]:
     """`n` SFT chats that work the answer out in words; some with a documented flaw (`VERIFIABLE_FLAWS`)."""
 
-    def messages(task: VerifiableTask, flaw: str | None) -> list[dict]:
+    def messages(task: VerifiableTask, flaw: str | None, knowledge: KnowledgeBase | None) -> list[dict]:
         reply = worked_answer(task.meta, rng, flaw)
         return [{"role": "user", "content": task.question}, {"role": "assistant", "content": reply}]
 

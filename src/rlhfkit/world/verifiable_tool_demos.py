@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import json
 import random
+from functools import partial
 
 from rlhfkit.data.tool_calls import ToolCall, call_message
-from rlhfkit.world.knowledge import load_knowledge
-from rlhfkit.world.tools import LOOKUP_FIELDS, run_tool
+from rlhfkit.world.knowledge import KnowledgeBase, load_knowledge, practice_knowledge
+from rlhfkit.world.tools import LOOKUP_FIELDS, WORLD_TOOLS, lookup, run_tool
 from rlhfkit.world.verifiable_demos import demonstrations, final_sentence, worked_answer
 
 # (flaw, probability); the rest use the right lookups and the calculator
@@ -71,9 +72,8 @@ def _final_text(meta: dict, answer) -> str:
     return final_sentence(meta, answer)
 
 
-def _wrong_item(meta: dict, name: str, rng: random.Random) -> str:
+def _wrong_item(meta: dict, name: str, rng: random.Random, kb: KnowledgeBase) -> str:
     """Another entity of `name`'s pool (a product of the same category) that the task does not ask about."""
-    kb = load_knowledge()
     asked = {s["of"] for s in meta["steps"] if s["op"] == "lookup"}
     for pool, field in LOOKUP_FIELDS.items():
         entity = kb.find(pool, name)
@@ -87,20 +87,25 @@ def _wrong_item(meta: dict, name: str, rng: random.Random) -> str:
     raise KeyError(name)  # cannot happen: every lookup step names a world entity
 
 
-def tool_chat(question: str, meta: dict, rng: random.Random, flaw: str | None = None) -> list[dict]:
-    """The demonstration's messages for a task's `meta`, with `flaw` if any."""
+def tool_chat(
+    question: str, meta: dict, rng: random.Random, flaw: str | None = None, kb: KnowledgeBase | None = None
+) -> list[dict]:
+    """The demonstration's messages for a task's `meta`, with `flaw` if any; `kb`: the knowledge base the task
+    was drawn from and the tools read (default: the world's)."""
+    kb = kb or load_knowledge()
+    tools = {**WORLD_TOOLS, "lookup": partial(lookup, kb=kb)}
     messages: list[dict] = [{"role": "user", "content": question}]
 
     def call(name: str, arguments: dict) -> dict:
         messages.append(call_message(ToolCall(name, arguments)))
-        messages.append({"role": "tool", "content": run_tool(ToolCall(name, arguments))})
+        messages.append({"role": "tool", "content": run_tool(ToolCall(name, arguments), tools)})
         return json.loads(messages[-1]["content"])
 
     items = [s["of"] for s in meta["steps"] if s["op"] == "lookup"]
     wrong_at = rng.randrange(len(items)) if flaw == "wrong_lookup" else None
     values = []
     for i, item in enumerate(items):
-        asked = _wrong_item(meta, item, rng) if i == wrong_at else item
+        asked = _wrong_item(meta, item, rng, kb) if i == wrong_at else item
         result = call("lookup", {"item": asked})
         values.append(next(v for k, v in result.items() if k != "item"))
     if flaw == "no_calculator":
@@ -111,13 +116,29 @@ def tool_chat(question: str, meta: dict, rng: random.Random, flaw: str | None = 
     return messages
 
 
-def verifiable_tool_demonstrations(n: int, rng: random.Random, prefix: str) -> list[dict]:
-    """`n` tool-using SFT chats over the train templates and entities, kinds in turn; `quality` names the flaw."""
+PRACTICE_CATALOGUES = 256  # made-up catalogues the practice chats draw from (`knowledge.practice_knowledge`)
+
+
+def verifiable_tool_demonstrations(
+    n: int, rng: random.Random, prefix: str, practice: float = 0.0
+) -> list[dict]:
+    """`n` tool-using SFT chats over the train templates and entities, kinds in turn; `quality` names the flaw.
+    A `practice` share of them (every chat whose index falls in it, spread evenly) asks about a made-up
+    catalogue's products and towns instead of the world's, so that copying the asked name is the only way to
+    the right lookup; their `meta` says `practice: true` (the held-out questions stay the world's)."""
+    stride = round(1 / practice) if practice > 0 else 0
+
+    def knowledge_of(i: int) -> KnowledgeBase | None:
+        if not stride or i % stride:
+            return None
+        return practice_knowledge(1 + (i // stride) % PRACTICE_CATALOGUES)
+
     return demonstrations(
         n,
         rng,
         prefix,
         VERIFIABLE_TOOL_FLAWS,
         "no_calculator",
-        lambda t, f: tool_chat(t.question, t.meta, rng, f),
+        lambda task, flaw, knowledge: tool_chat(task.question, task.meta, rng, flaw, knowledge),
+        knowledge_of,
     )
