@@ -29,6 +29,7 @@ class KnowledgeBase:
     pools: dict[str, list[dict]]
     personas: dict[str, dict]
     index: dict[str, dict[str, dict]] = field(default_factory=dict)
+    practice: bool = False  # a made-up catalogue (`practice_knowledge`): no entity of it is held out
 
     def __post_init__(self) -> None:
         self.index = {
@@ -196,7 +197,7 @@ def practice_knowledge(seed: int) -> KnowledgeBase:
     for pool, entities in fresh.items():
         taken = {str(e["name"]).lower() for e in world.pools[pool]}
         pools[pool] = [e for e in entities if str(e["name"]).lower() not in taken]
-    return KnowledgeBase(pools=pools, personas=world.personas)
+    return KnowledgeBase(pools=pools, personas=world.personas, practice=True)
 
 
 @lru_cache(maxsize=1)

@@ -92,7 +92,8 @@ def _draw(
     """`n` distinct entities of `pool` (default: the kind's): none held out for train, at least one held out
     for eval (pools of `HOLDOUT_MIN_POOL` entities or more), and `ok(entities)` when given."""
     pool = pool or _pool(kb, kind)
-    holds_out = len(kb.pools[kind.pool]) >= HOLDOUT_MIN_POOL
+    # A practice catalogue's entities are made up: none is a held-out entity of the world (`practice_knowledge`).
+    holds_out = len(kb.pools[kind.pool]) >= HOLDOUT_MIN_POOL and not kb.practice
     for _ in range(1000):
         picked = rng.sample(pool, n)
         held = [is_eval_entity(kind.pool, e["name"]) for e in picked]
@@ -110,7 +111,7 @@ def _category_products(kb: KnowledgeBase, rng: random.Random, split: str, n: int
         by_category.setdefault(p["category"], []).append(p)
 
     def usable(ps: list[dict]) -> bool:
-        held = sum(is_eval_entity("products", p["name"]) for p in ps)
+        held = 0 if kb.practice else sum(is_eval_entity("products", p["name"]) for p in ps)
         return held >= 1 if split == "eval" else len(ps) - held >= n
 
     return by_category[rng.choice(sorted(c for c, ps in by_category.items() if usable(ps)))]
