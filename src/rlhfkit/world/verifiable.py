@@ -111,7 +111,9 @@ def _category_products(kb: KnowledgeBase, rng: random.Random, split: str, n: int
         by_category.setdefault(p["category"], []).append(p)
 
     def usable(ps: list[dict]) -> bool:
-        held = 0 if kb.practice else sum(is_eval_entity("products", p["name"]) for p in ps)
+        if kb.practice:  # made-up prices may repeat: a comparison needs n different ones
+            return len({p["price"] for p in ps}) >= n
+        held = sum(is_eval_entity("products", p["name"]) for p in ps)
         return held >= 1 if split == "eval" else len(ps) - held >= n
 
     return by_category[rng.choice(sorted(c for c, ps in by_category.items() if usable(ps)))]
