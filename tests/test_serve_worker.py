@@ -56,3 +56,17 @@ def test_serve_keeps_its_own_thread_at_one_and_hands_the_threads_to_the_workers(
     finally:
         torch.set_num_threads(before)
     assert seen == {"main_threads": 1, "worker_threads": 3}
+
+
+def test_calls_still_queued_when_the_worker_stops_fail_and_cancelled_ones_stay_cancelled():
+    batcher = idle_batcher(1)
+    # Queue two calls and close in one go, before the worker wakes: it sees the close first and stops.
+    with batcher._wakeup:
+        cancelled, queued = batcher.call(lambda: "ran"), batcher.call(lambda: "ran")
+        assert cancelled.cancel()  # as asyncio does when the awaiting request is cancelled
+        batcher._closed = True
+        batcher._wakeup.notify()
+    batcher.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        queued.result(10)
+    assert cancelled.cancelled()

@@ -143,7 +143,8 @@ class BatchWorker:
             with self._wakeup:
                 calls, self._calls = list(self._calls), deque()
             for _, future in calls:
-                future.set_exception(RuntimeError("the batcher is closed"))
+                if future.set_running_or_notify_cancel():  # a caller that gave up cancelled its own
+                    future.set_exception(RuntimeError("the batcher is closed"))
 
     def _run_calls(self) -> None:
         """Run the queued `call`s (the loops call this once per round, outside `_wakeup`)."""

@@ -174,7 +174,7 @@ def _run(args: argparse.Namespace) -> int:
     import torch
 
     # The models' worker threads run the decoding with `threads` CPU threads each; this thread (loading, HTTP)
-    # keeps one, so OpenMP holds no more threads than the CPU has cores (`serve.batching.BatchWorker`).
+    # keeps one: once it has run parallel ops, the workers' steps run about 2x slower (`serve.batching.BatchWorker`).
     threads = args.threads or torch.get_num_threads()
     torch.set_num_threads(1)
     models = load_served_models(
