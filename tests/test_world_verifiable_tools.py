@@ -140,6 +140,9 @@ def test_practice_chats_ask_about_made_up_catalogues_and_their_tools_answer_from
             assert looked == [s["value"] for s in steps]
             assert verify(chat["messages"][-1]["content"], answer_of(chat)).correct
     assert invented >= 40
+    # any share, not only 1/k ones: 70% of 60 chats (a stride of round(1 / 0.7) made it all 60)
+    shares = verifiable_tool_demonstrations(60, random.Random(0), "v", practice=0.7)
+    assert sum(bool(c["meta"].get("practice")) for c in shares) == 42
 
 
 def test_tool_practice_is_a_share(tmp_path, capsys):

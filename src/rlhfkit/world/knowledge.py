@@ -182,7 +182,10 @@ def _catalogue(parts: dict, seed: int = CATALOGUE_SEED) -> dict[str, list[dict]]
     return {"towns": towns, "people": people, "products": products}
 
 
-@lru_cache(maxsize=256)
+PRACTICE_CATALOGUES = 256  # made-up catalogues there are (seeds 1..256), all kept once made
+
+
+@lru_cache(maxsize=PRACTICE_CATALOGUES)
 def practice_knowledge(seed: int) -> KnowledgeBase:
     """The world with a made-up catalogue in place of its own: other products, towns and people, drawn the same
     way from `seed` (none named as one of the world's), and the same curated pools and personas.

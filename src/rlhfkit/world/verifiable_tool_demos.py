@@ -20,11 +20,12 @@ Both are what RL with the verifier has to fix: look up the right item, use the c
 from __future__ import annotations
 
 import json
+import math
 import random
 from functools import partial
 
 from rlhfkit.data.tool_calls import ToolCall, call_message
-from rlhfkit.world.knowledge import KnowledgeBase, load_knowledge, practice_knowledge
+from rlhfkit.world.knowledge import PRACTICE_CATALOGUES, KnowledgeBase, load_knowledge, practice_knowledge
 from rlhfkit.world.tools import LOOKUP_FIELDS, WORLD_TOOLS, lookup, run_tool
 from rlhfkit.world.verifiable_demos import demonstrations, final_sentence, worked_answer
 
@@ -116,22 +117,19 @@ def tool_chat(
     return messages
 
 
-PRACTICE_CATALOGUES = 256  # made-up catalogues the practice chats draw from (`knowledge.practice_knowledge`)
-
-
 def verifiable_tool_demonstrations(
     n: int, rng: random.Random, prefix: str, practice: float = 0.0
 ) -> list[dict]:
     """`n` tool-using SFT chats over the train templates and entities, kinds in turn; `quality` names the flaw.
-    A `practice` share of them (every chat whose index falls in it, spread evenly) asks about a made-up
-    catalogue's products and towns instead of the world's, so that copying the asked name is the only way to
-    the right lookup; their `meta` says `practice: true` (the held-out questions stay the world's)."""
-    stride = round(1 / practice) if practice > 0 else 0
+    A `practice` share of them (spread evenly: chat i is one when floor(i * practice) steps up there) asks about
+    a made-up catalogue's products and towns instead of the world's, so that copying the asked name is the only
+    way to the right lookup; their `meta` says `practice: true` (the held-out questions stay the world's)."""
 
     def knowledge_of(i: int) -> KnowledgeBase | None:
-        if not stride or i % stride:
+        before = math.floor(i * practice)  # when chat i is a practice one: its place among them (0-based)
+        if before == math.floor((i - 1) * practice):
             return None
-        return practice_knowledge(1 + (i // stride) % PRACTICE_CATALOGUES)
+        return practice_knowledge(1 + before % PRACTICE_CATALOGUES)
 
     return demonstrations(
         n,
