@@ -11,8 +11,8 @@ from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCau
 
 import rlhfkit.train.logits as logits_module
 from rlhfkit.lora import LoraOptions, apply_lora
-from rlhfkit.train.fast_linear import bf16_usable, linear
-from rlhfkit.train.lean_forward import lean_supported
+from rlhfkit.train.fast_linear import bf16_usable, frozen_bf16_lora, linear
+from rlhfkit.train.lean_forward import _bf16_attention, lean_supported
 from rlhfkit.train.loop import lm_loss
 
 SIZES = {"vocab_size": 97, "hidden_size": 32, "intermediate_size": 48, "num_hidden_layers": 2}
@@ -133,6 +133,42 @@ def test_a_frozen_bf16_linear_returns_fp32_and_only_the_input_gradient():
     (want_dx,) = torch.autograd.grad(want, x, grad)
     assert got_dx.dtype == torch.float32
     torch.testing.assert_close(got_dx, want_dx, atol=0.1, rtol=2e-2)
+
+
+@needs_bf16
+def test_a_bf16_lora_projection_keeps_a_small_adapter_and_gives_fp32_gradients():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(9, 64, generator=gen, requires_grad=True)
+    w = torch.randn(48, 64, generator=gen).bfloat16()
+    down = (torch.randn(6, 64, generator=gen) * 0.1).requires_grad_()
+    up = (torch.randn(48, 6, generator=gen) * 1e-4).requires_grad_()  # B early in training: near zero
+    out = frozen_bf16_lora(x, w, None, down, up)
+    assert out.dtype == torch.float32
+    # The adapter's share (~1e-4) is far below bf16's resolution of the base output (~1e-2): it must survive.
+    side = out - frozen_bf16_lora(x, w, None, down, torch.zeros_like(up))
+    torch.testing.assert_close(side, (x @ down.T) @ up.T, atol=2e-6, rtol=2e-2)
+    grad = torch.randn(9, 48, generator=gen)
+    got = torch.autograd.grad(out, (x, down, up), grad)
+    want = torch.autograd.grad(x @ w.float().T + (x @ down.T) @ up.T, (x, down, up), grad)
+    for g, ref in zip(got, want, strict=True):
+        assert g.dtype == torch.float32
+        assert torch.nn.functional.cosine_similarity(g.flatten(), ref.flatten(), dim=0) > 0.999
+
+
+@needs_bf16
+def test_bf16_attention_is_causal_grouped_query_attention():
+    gen = torch.Generator().manual_seed(0)
+    q = torch.randn(2, 4, 7, 16, generator=gen, requires_grad=True)
+    k, v = (torch.randn(2, 2, 7, 16, generator=gen, requires_grad=True) for _ in range(2))
+    got = _bf16_attention(q, k, v, 0.25)
+    want = torch.nn.functional.scaled_dot_product_attention(
+        q, k, v, is_causal=True, scale=0.25, enable_gqa=True
+    )
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, want, atol=3e-2, rtol=3e-2)
+    grad = torch.randn(got.shape, generator=gen)
+    for g, ref in zip(torch.autograd.grad(got, (q, k, v), grad), torch.autograd.grad(want, (q, k, v), grad)):
+        assert torch.nn.functional.cosine_similarity(g.flatten(), ref.flatten(), dim=0) > 0.999
 
 
 @needs_bf16
