@@ -11,8 +11,8 @@ from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCau
 
 import rlhfkit.train.logits as logits_module
 from rlhfkit.lora import LoraOptions, apply_lora
-from rlhfkit.train.fast_linear import bf16_usable, frozen_bf16_lora, linear
-from rlhfkit.train.lean_forward import _bf16_attention, lean_supported
+from rlhfkit.train.fast_linear import bf16_usable, frozen_lora, linear
+from rlhfkit.train.lean_forward import _matmul_attention, lean_supported
 from rlhfkit.train.loop import lm_loss
 
 SIZES = {"vocab_size": 97, "hidden_size": 32, "intermediate_size": 48, "num_hidden_layers": 2}
@@ -142,10 +142,10 @@ def test_a_bf16_lora_projection_keeps_a_small_adapter_and_gives_fp32_gradients()
     w = torch.randn(48, 64, generator=gen).bfloat16()
     down = (torch.randn(6, 64, generator=gen) * 0.1).requires_grad_()
     up = (torch.randn(48, 6, generator=gen) * 1e-4).requires_grad_()  # B early in training: near zero
-    out = frozen_bf16_lora(x, w, None, down, up)
+    out = frozen_lora(x, w, None, down, up)
     assert out.dtype == torch.float32
     # The adapter's share (~1e-4) is far below bf16's resolution of the base output (~1e-2): it must survive.
-    side = out - frozen_bf16_lora(x, w, None, down, torch.zeros_like(up))
+    side = out - frozen_lora(x, w, None, down, torch.zeros_like(up))
     torch.testing.assert_close(side, (x @ down.T) @ up.T, atol=2e-6, rtol=2e-2)
     grad = torch.randn(9, 48, generator=gen)
     got = torch.autograd.grad(out, (x, down, up), grad)
@@ -155,17 +155,18 @@ def test_a_bf16_lora_projection_keeps_a_small_adapter_and_gives_fp32_gradients()
         assert torch.nn.functional.cosine_similarity(g.flatten(), ref.flatten(), dim=0) > 0.999
 
 
-@needs_bf16
-def test_bf16_attention_is_causal_grouped_query_attention():
+@pytest.mark.parametrize("dtype", [torch.float32, pytest.param(torch.bfloat16, marks=needs_bf16)])
+def test_matmul_attention_is_causal_grouped_query_attention(dtype):
     gen = torch.Generator().manual_seed(0)
     q = torch.randn(2, 4, 7, 16, generator=gen, requires_grad=True)
     k, v = (torch.randn(2, 2, 7, 16, generator=gen, requires_grad=True) for _ in range(2))
-    got = _bf16_attention(q, k, v, 0.25)
+    got = _matmul_attention(q, k, v, 0.25, dtype)
     want = torch.nn.functional.scaled_dot_product_attention(
         q, k, v, is_causal=True, scale=0.25, enable_gqa=True
     )
     assert got.dtype == torch.float32
-    torch.testing.assert_close(got, want, atol=3e-2, rtol=3e-2)
+    tolerance = 1e-5 if dtype == torch.float32 else 3e-2
+    torch.testing.assert_close(got, want, atol=tolerance, rtol=tolerance)
     grad = torch.randn(got.shape, generator=gen)
     for g, ref in zip(torch.autograd.grad(got, (q, k, v), grad), torch.autograd.grad(want, (q, k, v), grad)):
         assert torch.nn.functional.cosine_similarity(g.flatten(), ref.flatten(), dim=0) > 0.999

@@ -117,54 +117,63 @@ class _FrozenBf16Linear(torch.autograd.Function):
         return torch.mm(grad.to(torch.bfloat16), weight).float(), None
 
 
-def frozen_bf16_lora(
+def frozen_lora(
     x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, down: torch.Tensor, up: torch.Tensor
 ) -> torch.Tensor | None:
-    """`x W^T + b + (x A^T) B^T` for a frozen bf16 `weight` and trained fp32 LoRA factors `down` (A, [R, in])
-    and `up` (B times the scaling, [out, R]), every product in bf16 with fp32 accumulation; returns fp32. None
-    where that does not apply (no native bf16, autocast, not a CPU), so the caller keeps its fp32 side path.
+    """`x W^T + b + (x A^T) B^T` for a frozen `weight` (fp32, or bf16 where the CPU multiplies it natively) and
+    trained fp32 LoRA factors `down` (A, [R, in]) and `up` (B times the scaling, [out, R]), as one autograd
+    node; fp32 in and out. None where that does not apply (not a CPU, an autocast, no oneDNN, a bf16 weight
+    without native bf16), so the caller keeps the plain side path.
 
-    Why: in fp32 the side path's backward reads the `[tokens, out]` gradient twice and the `[tokens, in]`
-    input once more at 4 bytes a number, and cost as much as the frozen matmuls' own backward in a SmolLM2
-    LoRA step. Here it shares the bf16 copies that the frozen product makes anyway (the input rounded for the
-    forward, the gradient rounded for `dX`), so it reads half the bytes and adds one matmul to `dX` in place.
-    This is what an autocast does to the adapters (the factors stay fp32 master weights; their gradients come
-    back fp32); unlike an autocast, norms, attention's softmax, residual sums and the loss stay fp32.
+    Why: as separate layers the side path cost as much as the frozen matmuls' own backward in a SmolLM2 LoRA
+    step. Its products are thin (R << in, out), so they are bound by reading the `[tokens, out]` gradient and
+    the `[tokens, in]` input; as separate oneDNN calls they also copied both transposed, and their sum and
+    `dX` were extra passes. Here the thin products read transposed operands in place (ATen's `mm`), and the
+    side path's output and `dX` are added into the frozen product's own results (`addmm_`). Over a bf16 base
+    it also shares the bf16 copies the frozen product makes anyway (the input rounded for the forward, the
+    gradient for `dX`), so it reads half the bytes: what an autocast would do to the adapters, except that
+    the factors' own gradients, the sums and everything outside the matmuls stay fp32.
     """
-    if x.device.type != "cpu" or x.numel() == 0 or torch.is_autocast_enabled("cpu") or not bf16_usable():
+    usable_here = (
+        bf16_usable() if weight.dtype == torch.bfloat16 else weight.dtype == torch.float32 and usable()
+    )
+    if x.device.type != "cpu" or x.numel() == 0 or torch.is_autocast_enabled("cpu") or not usable_here:
         return None
     shape = x.shape
-    out = _FrozenBf16LoraLinear.apply(x.reshape(-1, shape[-1]), weight, down, up)
+    out = _FrozenLoraLinear.apply(x.reshape(-1, shape[-1]), weight, down, up)
     out = out.view(*shape[:-1], weight.size(0))
     return out if bias is None else out + bias.float()
 
 
-class _FrozenBf16LoraLinear(torch.autograd.Function):
-    """x [T, in] fp32, W [out, in] bf16 frozen, A [R, in] and B [out, R] fp32 trained -> fp32 [T, out]."""
+class _FrozenLoraLinear(torch.autograd.Function):
+    """x [T, in] fp32, W [out, in] frozen (fp32 or bf16), A [R, in] and B [out, R] fp32 -> fp32 [T, out]."""
 
     @staticmethod
     def forward(ctx, x, weight, down, up):
-        bf16 = torch.bfloat16
-        xb, down_b = x.to(bf16), down.to(bf16)
-        low = torch.mm(xb, down_b.t())  # [T, R]
+        xc, down_c = x.to(weight.dtype), down.to(weight.dtype)  # no copies over an fp32 base
+        low = torch.mm(xc, down_c.t())  # [T, R]
         # The side path is added in fp32: while B is small (it starts at zero) its share of the sum is below
         # bf16's resolution, and rounding the sum to bf16 slowed learning (SmolLM2: +0.05 loss after 9 steps).
-        out = mm_t(xb, weight).float().addmm_(low.float(), up.t())
-        ctx.save_for_backward(xb, weight, down_b, up, low)
+        out = mm_t(xc, weight).float().addmm_(low.float(), up.t())
+        ctx.save_for_backward(xc, weight, down, up, low)
         return out
 
     @staticmethod
     def backward(ctx, grad):
-        xb, weight, down_b, up, low = ctx.saved_tensors
-        grad_b = grad.to(torch.bfloat16)
-        grad_low = torch.mm(grad_b, up.to(torch.bfloat16))  # [T, R]
+        xc, weight, down, up, low = ctx.saved_tensors
+        grad_c = grad.to(weight.dtype)
+        grad_low = torch.mm(grad_c, up.to(weight.dtype))  # [T, R]
         grad_x = grad_down = grad_up = None
         if ctx.needs_input_grad[0]:  # dY W + dLow A, the small second term added in fp32 as in the forward
-            grad_x = torch.mm(grad_b, weight).float().addmm_(grad_low.float(), down_b.float())
+            if weight.dtype == torch.bfloat16:  # a plain bf16 matmul: no transposed copy of W per call
+                grad_x = torch.mm(grad_c, weight).float()
+            else:  # oneDNN over a transposed copy: still faster than MKL's fp32 `mm` with AVX-512 (module doc)
+                grad_x = mm_t(grad, weight.t())
+            grad_x.addmm_(grad_low.float(), down)
         if ctx.needs_input_grad[2]:
-            grad_down = torch.mm(grad_low.t(), xb).float()  # [R, in]
+            grad_down = torch.mm(grad_low.t(), xc).float()  # [R, in]
         if ctx.needs_input_grad[3]:
-            grad_up = torch.mm(grad_b.t(), low).float()  # [out, R]
+            grad_up = torch.mm(grad_c.t(), low).float()  # [out, R]
         return grad_x, None, grad_down, grad_up
 
 

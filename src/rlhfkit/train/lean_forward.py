@@ -121,9 +121,14 @@ def lean_hidden_at(body: torch.nn.Module, input_ids: torch.Tensor, select: torch
     # padding_idx as nn.Embedding has it: a real token equal to the pad id (often the eos) gets no embedding gradient.
     embed = body.embed_tokens
     hidden = F.embedding(input_ids[:, :width].flatten()[flat], embed.weight, embed.padding_idx).float()
-    # A bf16 frozen base (only where the CPU multiplies bf16 natively, `lean_supported`): attention's two
-    # products in bf16 too, as the frozen projections around them already round their inputs to bf16.
+    # Attention as two batched matmuls around an fp32 softmax (`_matmul_attention`) where measured faster than
+    # SDPA's CPU kernel: over a bf16 frozen base (only where the CPU multiplies bf16 natively, `lean_supported`;
+    # the products in bf16 too, as the frozen projections around them already round their inputs to bf16), and
+    # where the embeddings are frozen and something else trains (LoRA). Other runs keep SDPA (their shapes untimed).
     bf16_base = embed.weight.dtype == torch.bfloat16
+    partly_trained = torch.is_grad_enabled() and not embed.weight.requires_grad
+    partly_trained = partly_trained and any(p.requires_grad for p in body.parameters())
+    matmul_attention = bf16_base or partly_trained
     n_layers = len(body.layers)
     for i, layer in enumerate(body.layers):
         attn, mlp = layer.self_attn, layer.mlp
@@ -135,8 +140,8 @@ def lean_hidden_at(body: torch.nn.Module, input_ids: torch.Tensor, select: torch
         qk = _padded(qk, packing, batch, width)
         q, k = qk.split((heads, kv_heads), dim=1)
         v = _padded(qkv[:, heads + kv_heads :], packing, batch, width)
-        if bf16_base:
-            out = _bf16_attention(q, k, v, attn.scaling)
+        if matmul_attention:
+            out = _matmul_attention(q, k, v, attn.scaling, embed.weight.dtype)
         else:  # grouped-query attention inside SDPA (no repeated k/v copies; ~10% faster fwd+bwd than repeats)
             gqa = kv_heads != heads
             out = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=attn.scaling, enable_gqa=gqa)
@@ -160,26 +165,24 @@ def _rms_norm(hidden: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.T
     return F.rms_norm(hidden, (hidden.size(-1),), weight.float(), eps)
 
 
-def _bf16_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
-    """Causal attention `[B, heads, W, D]` (k, v: `[B, kv_heads, W, D]`) with q k^T and p v multiplied in bf16
-    (fp32 accumulation) and the softmax in fp32; returns fp32.
+def _matmul_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, dtype) -> torch.Tensor:
+    """Causal attention `[B, heads, W, D]` (k, v: `[B, kv_heads, W, D]`; fp32) with q k^T and p v multiplied in
+    `dtype` (bf16: fp32 accumulation) and the scale, mask and softmax in fp32; returns fp32.
 
     Why (SmolLM2-135M's shapes, batch 4 x 191, 9 heads over 3 kv heads, 2 threads, AMD Zen 4): PyTorch's CPU
-    flash-attention kernel takes ~8 ms forward + backward per layer in fp32 and more in bf16 (36 vs 25 ms in an
-    earlier profile); two plain bf16 batched matmuls around an fp32 softmax take ~3 ms, 20% of a LoRA step.
-    The query heads that share a kv head are stacked as rows of one matmul, so k and v are never repeated.
-    Rounding q, k, v and the probabilities to bf16 is the precision the frozen projections on either side
-    already have (their inputs are rounded to bf16); the softmax, its scale and the mask stay fp32.
+    flash-attention kernel takes ~9 ms forward + backward per layer in fp32, and more in bf16. These two plain
+    batched matmuls take ~6.3 ms in fp32 (also under the AVX2 emulation) and ~3 ms in bf16, where attention
+    was 20% of a LoRA step. The query heads that share a kv head are stacked as rows of one matmul, so k and
+    v are never repeated. The cost is memory: the `[B, heads, W, W]` probabilities are kept for the backward.
     """
     batch, heads, width, dim = q.shape
     kv_heads = k.size(1)
     group = heads // kv_heads
-    bf16 = torch.bfloat16
-    q = (q * scale).to(bf16).reshape(batch, kv_heads, group * width, dim)  # head h reads kv head h // group
-    scores = torch.matmul(q, k.to(bf16).transpose(-1, -2)).view(batch, kv_heads, group, width, width)
+    q = (q * scale).to(dtype).reshape(batch, kv_heads, group * width, dim)  # head h reads kv head h // group
+    scores = torch.matmul(q, k.to(dtype).transpose(-1, -2)).view(batch, kv_heads, group, width, width)
     causal = torch.full((width, width), float("-inf"), device=q.device).triu_(1)
-    probs = torch.softmax(scores.float() + causal, dim=-1).to(bf16)
-    out = torch.matmul(probs.view(batch, kv_heads, group * width, width), v.to(bf16))
+    probs = torch.softmax(scores.float() + causal, dim=-1).to(dtype)
+    out = torch.matmul(probs.view(batch, kv_heads, group * width, width), v.to(dtype))
     return out.view(batch, heads, width, dim).float()
 
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
-from rlhfkit.train.fast_linear import frozen_bf16_lora, linear
+from rlhfkit.train.fast_linear import frozen_lora, linear
 
 
 @dataclass
@@ -35,8 +35,8 @@ class Projection:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if self.down is None:
             return linear(x, self.weight, self.bias)
-        if self.weight.dtype == torch.bfloat16 and not self.weight.requires_grad and x.dtype == torch.float32:
-            out = frozen_bf16_lora(x, self.weight, self.bias, self.down, self.up)
+        if not self.weight.requires_grad and x.dtype == torch.float32:
+            out = frozen_lora(x, self.weight, self.bias, self.down, self.up)
             if out is not None:
                 return out
         return linear(x, self.weight, self.bias) + linear(linear(x, self.down), self.up)
