@@ -19,8 +19,8 @@ summation order: ~1e-6 relative) on only what the loss reads:
 The HF modules and their parameters are used as they are (checkpoints stay HF-format; optimizers, DDP and
 `state_dict` see nothing different). peft LoRA layers are a low-rank side path of the same fused matmuls
 (`train.lora_path`). Frozen weights may be bf16 (a LoRA base, `train.precision`): they are multiplied in
-bf16 with fp32 accumulation where the CPU has native bf16 (`fast_linear.bf16_usable`), while the hidden
-states, norms, attention and residual sums stay fp32. `lean_supported` lists what is reproduced; everything
+bf16 with fp32 accumulation where the CPU has native bf16 (`fast_linear.bf16_usable`), and so are
+attention's two products, while the hidden states, norms, the softmax and residual sums stay fp32. `lean_supported` lists what is reproduced; everything
 else (DoRA and other adapter variants, gradient checkpointing, an autocast, trained bf16 weights, other
 families) keeps the model's own forward.
 """

@@ -8,7 +8,8 @@ one `[sum r, in]` down-projection and their B matrices (times the scaling) into 
 `[sum out, sum r]` up-projection, so a fused q/k/v costs one big matmul plus two thin ones. The frozen
 weights take no weight gradient (autograd never asks for it: `requires_grad` is False), and may be stored in
 bf16 (`train.precision`): `train.fast_linear` then multiplies in bf16 with fp32 accumulation and returns fp32.
-The adapters' side path always runs in fp32 on the fp32 activations (its matmuls are thin: r << hidden).
+Over a frozen base the side path and the frozen product are one autograd node (`fast_linear.frozen_lora`:
+its thin matmuls in the base's dtype, the sums in fp32); over a trained base the side path runs in fp32.
 
 `projection(modules)` returns None for anything this does not reproduce exactly (DoRA and other variants,
 adapter biases, dropout while training, merged or transposed weights, other wrappers); the lean forward then

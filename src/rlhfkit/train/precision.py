@@ -6,8 +6,9 @@
   model, a separate reference. LoRA adapters themselves stay fp32 (peft's default).
 - On a CPU `auto` is float32, except for a LoRA run's frozen base where the CPU multiplies bf16 natively
   (AMX or AVX512-BF16 in /proc/cpuinfo, `device.cpu_native_bf16`): that base is stored in bf16, and the lean
-  training forward (`train.lean_forward`) multiplies it in bf16 with fp32 accumulation while adapters,
-  norms, attention and the loss stay fp32 (SmolLM2-135M LoRA step: docs/performance.md). `--dtype float32`
+  training forward (`train.lean_forward`) multiplies it, the adapters' side path and attention's products
+  in bf16 with fp32 accumulation, while the adapters' master weights and gradients, sums, norms, the softmax
+  and the loss stay fp32 (SmolLM2-135M LoRA step: docs/performance.md). `--dtype float32`
   turns it off; one line says what was chosen. An explicit `--dtype bfloat16` on a CPU halves the frozen
   weights of a LoRA run and the frozen models, and runs no autocast.
 - Reward models are the exception to "no autocast on a CPU": under `auto` on a CPU with native bf16 matmuls
