@@ -75,7 +75,8 @@ def _say_once(base: torch.dtype) -> None:
     if base == torch.bfloat16 and flag:
         line = (
             f"precision: LoRA base weights in bfloat16 (this CPU has {flag}: native bf16 matmuls, fp32 "
-            "accumulation); adapters, norms and the loss in float32; --dtype float32 keeps everything fp32"
+            "accumulation), and so are the adapters' and attention's products; adapter weights, norms, "
+            "softmax and the loss in float32; --dtype float32 keeps everything fp32"
         )
     elif base == torch.bfloat16:
         line = (
