@@ -11,6 +11,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCau
 
 import rlhfkit.train.logits as logits_module
 from rlhfkit.lora import LoraOptions, apply_lora
+from rlhfkit.train import lean_forward
 from rlhfkit.train.fast_linear import bf16_usable, frozen_lora, linear
 from rlhfkit.train.lean_forward import _matmul_attention, lean_supported
 from rlhfkit.train.loop import lm_loss
@@ -63,8 +64,11 @@ def loss_and_grads(model, lean: bool, monkeypatch):
     return loss.detach(), grads
 
 
+@pytest.mark.parametrize("attention", ["matmul", "sdpa"])  # sdpa: past the matmul attention's size limit
 @pytest.mark.parametrize("build", [llama, qwen2], ids=["llama", "qwen2"])
-def test_lora_logits_and_gradients_equal_peft(build, monkeypatch):
+def test_lora_logits_and_gradients_equal_peft(build, attention, monkeypatch):
+    if attention == "sdpa":
+        monkeypatch.setattr(lean_forward, "_MATMUL_ATTENTION_MAX", 0)
     model = lora(build()).train()
     assert lean_supported(model.get_base_model().model)
     ids, select = batch()["input_ids"], batch()["labels"] != -100

@@ -35,6 +35,8 @@ from rlhfkit.generation.lean_llama import DYNAMIC_ROPE_TYPES, apply_rope, rope_t
 from rlhfkit.train.fast_linear import bf16_usable
 from rlhfkit.train.lora_path import fusable, projection
 
+_MATMUL_ATTENTION_MAX = 1 << 24  # attention probabilities per layer, above which SDPA's kernel is used
+
 # Bodies whose layer is exactly: x += o(attn(rope(q), rope(k), v)) after RMSNorm; x += down(silu(gate) * up)
 # after RMSNorm; final RMSNorm. Qwen2 adds q/k/v biases, which the concatenated projection carries.
 LEAN_BODY_CLASSES = ("LlamaModel", "Qwen2Model")
@@ -128,7 +130,10 @@ def lean_hidden_at(body: torch.nn.Module, input_ids: torch.Tensor, select: torch
     bf16_base = embed.weight.dtype == torch.bfloat16
     partly_trained = torch.is_grad_enabled() and not embed.weight.requires_grad
     partly_trained = partly_trained and any(p.requires_grad for p in body.parameters())
-    matmul_attention = bf16_base or partly_trained
+    # It keeps the `[B, heads, W, W]` probabilities for the backward where SDPA keeps O(W) per row: only while
+    # they are small (2**24 numbers a layer: SmolLM2 at batch 4 x 680 tokens), so long contexts keep SDPA.
+    small = batch * heads * width * width <= _MATMUL_ATTENTION_MAX
+    matmul_attention = (bf16_base or partly_trained) and small
     n_layers = len(body.layers)
     for i, layer in enumerate(body.layers):
         attn, mlp = layer.self_attn, layer.mlp
