@@ -20,9 +20,9 @@ The HF modules and their parameters are used as they are (checkpoints stay HF-fo
 `state_dict` see nothing different). peft LoRA layers are a low-rank side path of the same fused matmuls
 (`train.lora_path`). Frozen weights may be bf16 (a LoRA base, `train.precision`): they are multiplied in
 bf16 with fp32 accumulation where the CPU has native bf16 (`fast_linear.bf16_usable`), and so are
-attention's two products, while the hidden states, norms, the softmax and residual sums stay fp32. `lean_supported` lists what is reproduced; everything
-else (DoRA and other adapter variants, gradient checkpointing, an autocast, trained bf16 weights, other
-families) keeps the model's own forward.
+attention's two products, while the hidden states, norms, the softmax and residual sums stay fp32.
+`lean_supported` lists what is reproduced; everything else (DoRA and other adapter variants, gradient
+checkpointing, an autocast, trained bf16 weights, other families) keeps the model's own forward.
 """
 
 from __future__ import annotations
@@ -123,10 +123,11 @@ def lean_hidden_at(body: torch.nn.Module, input_ids: torch.Tensor, select: torch
     # padding_idx as nn.Embedding has it: a real token equal to the pad id (often the eos) gets no embedding gradient.
     embed = body.embed_tokens
     hidden = F.embedding(input_ids[:, :width].flatten()[flat], embed.weight, embed.padding_idx).float()
-    # Attention as two batched matmuls around an fp32 softmax (`_matmul_attention`) where measured faster than
-    # SDPA's CPU kernel: over a bf16 frozen base (only where the CPU multiplies bf16 natively, `lean_supported`;
-    # the products in bf16 too, as the frozen projections around them already round their inputs to bf16), and
-    # where the embeddings are frozen and something else trains (LoRA). Other runs keep SDPA (their shapes untimed).
+    # Attention as two batched matmuls around an fp32 softmax (`_matmul_attention`) where measured faster
+    # than SDPA's CPU kernel: over a bf16 frozen base (only where the CPU multiplies bf16 natively,
+    # `lean_supported`; the products in bf16 too, as the frozen projections around them already round their
+    # inputs to bf16), and where the embeddings are frozen and something else trains (LoRA). Other runs keep
+    # SDPA (their shapes were not timed).
     bf16_base = embed.weight.dtype == torch.bfloat16
     partly_trained = torch.is_grad_enabled() and not embed.weight.requires_grad
     partly_trained = partly_trained and any(p.requires_grad for p in body.parameters())
