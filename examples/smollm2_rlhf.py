@@ -10,10 +10,10 @@ Stages (each one an ordinary rlhfkit command, printed before it runs, so you can
 2. `rlhfkit reward judge --out OUT/judge` — the independent judge: all-MiniLM-L6-v2 trained on the half of
    the bundled HH-RLHF harmless comparisons whose first user message hashes even. It never trains a policy;
    its held-out half gives the evaluation prompts, so no policy ever sees them.
-3. `rlhfkit dpo --policy OUT/base --data OUT/judge/split/judge.jsonl --lora-r 16 --beta 0.3 ...` — DPO with LoRA on the
-   judge's half of the human comparisons, once per seed. (Training on the judge's half is what the demo world
-   does too: policies learn from the same annotators the gold judge stands for, and are judged on prompts
-   nobody trained on.)
+3. `rlhfkit dpo --policy OUT/base --data OUT/judge/split/judge.jsonl --lora-r 16 --beta 0.3 ...` — DPO with
+   LoRA on the judge's half of the human comparisons, once per seed. (Training on the judge's half is what the
+   demo world does too: policies learn from the same annotators the gold judge stands for, and are judged on
+   prompts nobody trained on.)
 4. with `--reward-model`: `rlhfkit reward train --model OUT/base --freeze-layers 4 ...` — a SmolLM2 reward model
    on the same half (its upper 26 of 30 layers fine-tuned; under a bf16 autocast on a CPU with native bf16),
    scored on the held-out half (the split of the judge's own accuracy): 67.3% held-out accuracy in 4.3 minutes
@@ -173,8 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--epochs", type=float, default=2.0, help="DPO passes over the judge's half")
     ap.add_argument("--lr", type=float, default=3e-4, help="DPO peak learning rate (LoRA adapters)")
-    # 0.3, not DPO's usual 0.1 (3 seeds each, docs/real-models.md): the judge's win rate 67% instead of 79%, but
-    # 95-97.5% of the benign look-alikes still helped instead of 85-92.5%, and a third of the KL (~5 nats).
+    # 0.3, not DPO's usual 0.1 (3 seeds each, docs/real-models.md): the judge's win rate 67% instead of 79%,
+    # but 95-97.5% of the benign look-alikes still helped instead of 85-92.5%, and a third of the KL (~5 nats).
     ap.add_argument("--beta", type=float, default=0.3, help="DPO's KL leash")
     ap.add_argument(
         "--max-length", type=int, default=192, help="tokens per conversation (oldest turns go first)"

@@ -58,7 +58,7 @@ def bf16_usable() -> bool:
 
 
 def _frozen_bf16_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    if x.device.type != "cpu" or x.numel() == 0 or torch.is_autocast_enabled("cpu") or not bf16_usable():
+    if not _bf16_applies(x):
         return F.linear(x, weight.float(), None if bias is None else bias.float())
     shape = x.shape
     out = _FrozenBf16Linear.apply(x.reshape(-1, shape[-1]), weight)
@@ -75,6 +75,11 @@ def _applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
         and not torch.is_autocast_enabled("cpu")
         and usable()
     )
+
+
+def _bf16_applies(x: torch.Tensor) -> bool:
+    """Whether fp32 activations `x` may meet a frozen bf16 weight through oneDNN's native bf16 product."""
+    return x.device.type == "cpu" and x.numel() > 0 and not torch.is_autocast_enabled("cpu") and bf16_usable()
 
 
 def mm_t(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
@@ -134,10 +139,7 @@ def frozen_lora(
     gradient for `dX`), so it reads half the bytes: what an autocast would do to the adapters, except that
     the factors' own gradients, the sums and everything outside the matmuls stay fp32.
     """
-    usable_here = (
-        bf16_usable() if weight.dtype == torch.bfloat16 else weight.dtype == torch.float32 and usable()
-    )
-    if x.device.type != "cpu" or x.numel() == 0 or torch.is_autocast_enabled("cpu") or not usable_here:
+    if not (_bf16_applies(x) if weight.dtype == torch.bfloat16 else _applies(x, weight)):
         return None
     shape = x.shape
     out = _FrozenLoraLinear.apply(x.reshape(-1, shape[-1]), weight, down, up)
