@@ -189,7 +189,10 @@ def test_reward_scores_are_read_where_transformers_pools_them():
 
 
 def test_the_onednn_training_linear_equals_f_linear_with_its_gradients():
-    from rlhfkit.train.fast_linear import linear, usable
+    from rlhfkit.train.fast_linear import _OneDNNLinear, onednn_works
+
+    def linear(x, w, b):  # the oneDNN path itself, whichever library `fast_linear.linear` prefers on this CPU
+        return _OneDNNLinear.apply(x.reshape(-1, x.size(-1)), w, b).view(*x.shape[:-1], w.size(0))
 
     g = torch.Generator().manual_seed(0)
     x = torch.randn(2, 7, 16, generator=g, requires_grad=True)
@@ -204,7 +207,22 @@ def test_the_onednn_training_linear_equals_f_linear_with_its_gradients():
         x.grad = w.grad = b.grad = None
     for want, got in zip(*grads):
         torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
-    assert usable()  # the CPU build has oneDNN: the fast path is what was compared
-    assert (
-        linear(x.detach().to(torch.bfloat16), w.detach().to(torch.bfloat16)).dtype == torch.bfloat16
-    )  # F.linear
+    assert onednn_works()  # the CPU build has oneDNN: the fast path is what was compared
+
+
+def test_the_training_linear_picks_mkl_on_intel_and_onednn_elsewhere(monkeypatch):
+    from rlhfkit.train import fast_linear
+
+    x, w = torch.randn(3, 8), torch.randn(5, 8)
+    for vendor, onednn in (("GenuineIntel", False), ("AuthenticAMD", True)):
+        monkeypatch.setattr(fast_linear, "cpu_vendor", lambda v=vendor: v)
+        assert fast_linear.usable() is onednn
+        calls = []
+        monkeypatch.setattr(
+            fast_linear, "mm_t", lambda a, b, bias=None, seen=calls: seen.append(1) or a @ b.t()
+        )
+        torch.testing.assert_close(fast_linear.linear(x, w), x @ w.t())
+        assert bool(calls) is onednn
+        monkeypatch.undo()
+    bf16 = fast_linear.linear(x.to(torch.bfloat16), w.to(torch.bfloat16))
+    assert bf16.dtype == torch.bfloat16  # F.linear

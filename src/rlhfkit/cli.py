@@ -13,7 +13,7 @@ import argparse
 import importlib
 import sys
 
-from rlhfkit.allocator import keep_freed_memory
+from rlhfkit.allocator import keep_freed_memory, preload_tcmalloc
 from rlhfkit.cuda_report import is_cuda_oom, out_of_memory_message, write_peak_memory
 from rlhfkit.errors import RlhfkitError
 from rlhfkit.load_policy import allowing
@@ -113,6 +113,8 @@ def _version() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:  # run as a program (not called from Python): tcmalloc where installed (allocator.py)
+        preload_tcmalloc()
     _quiet_libraries()
     keep_freed_memory()  # big per-step tensors reuse malloc's memory instead of fresh pages (allocator.py)
     parser = build_parser()

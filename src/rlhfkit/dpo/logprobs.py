@@ -1,10 +1,10 @@
 """Sequence log-probs: through the model's own logits, for training, and once for the frozen reference.
 
-`sequence_logprobs` sums log pi(token) over the label (response) tokens of each row. It takes the logits
-from `train.logits.logits_at`: the LM head runs only on the response positions where that is exact (plain
-Llama-family heads; on the demo's rankings about two thirds of the positions are prompt tokens), and every
-other architecture goes through its own forward, so its logit processing (scaling, soft-capping) is part of
-the probabilities we train.
+`sequence_logprobs` sums log pi(token) over the label (response) tokens of each row. It takes them from
+`train.logits.label_logprobs`: the LM head runs only on the response positions where that is exact (plain
+Llama-family heads; on the demo's rankings about two thirds of the positions are prompt tokens), fused with
+the log-softmax there, and every other architecture goes through its own forward, so its logit processing
+(scaling, soft-capping) is part of the probabilities we train.
 
 The reference policy never changes, so its log-probs are a function of the data alone: `reference_table`
 computes them once before training in no-grad, length-sorted batches, into a table indexed by
@@ -24,7 +24,7 @@ import torch
 
 from rlhfkit.dpo.data import TokenGroup
 from rlhfkit.train.chat_tokens import IGNORE
-from rlhfkit.train.logits import logits_at
+from rlhfkit.train.logits import label_logprobs
 from rlhfkit.train.sft import collate
 
 REF_FILE = "ref_logprobs.safetensors"
@@ -35,9 +35,7 @@ def sequence_logprobs(model, batch: dict) -> torch.Tensor:
     labels = batch["labels"]
     mask = labels != IGNORE
     # Rows are right-padded, so causal attention needs no mask; normalize only the positions that count.
-    picked, _ = logits_at(model, batch["input_ids"], mask)
-    picked = picked.float()
-    token_logps = picked.gather(1, labels[mask][:, None])[:, 0] - torch.logsumexp(picked, dim=-1)
+    token_logps = label_logprobs(model, batch["input_ids"], mask, labels[mask])
     rows = mask.nonzero()[:, 0]
     return torch.zeros(labels.size(0), dtype=token_logps.dtype, device=token_logps.device).index_add(
         0, rows, token_logps

@@ -1,29 +1,36 @@
-"""`y = x @ weight.T + bias` for training on a CPU: forward and backward matmuls through oneDNN.
+"""`y = x @ weight.T + bias` for training on a CPU: forward and backward matmuls through the faster library.
 
-Why (measured on the benchmark machine, AMD EPYC with AVX-512, 1 thread, fp32, a PPO minibatch's shapes
-1046 x 256 -> 768 / 1376 / 4096 and 688 -> 256): PyTorch's CPU `mm` goes to MKL, which on this AMD CPU runs
-at ~95-105 GFLOP/s, while oneDNN's inner-product kernel runs the same fp32 products at ~225-240 GFLOP/s
-forward and ~175-200 GFLOP/s for forward + both backward products (`dX = dY @ W`, `dW = dY^T @ X`, each one
-oneDNN call on contiguous operands). A training step of a small model is ~80% matmuls, so this is most of
-its time. Under the AVX2-only emulation (`ONEDNN_MAX_CPU_ISA=AVX2`) both libraries run ~90-110 GFLOP/s.
+Why: which BLAS multiplies fp32 fastest depends on the CPU's vendor. PyTorch's CPU `mm` goes to MKL, and MKL
+takes its fast kernels only on Intel CPUs. On AMD (EPYC Zen 4, AVX-512, 1 thread, a PPO minibatch's shapes
+1046 x 256 -> 768 / 1376 / 4096 and 688 -> 256) MKL runs at ~95-105 GFLOP/s, while oneDNN's inner-product
+kernel runs the same fp32 products at ~225-240 GFLOP/s forward and ~175-200 GFLOP/s for forward + both
+backward products (`dX = dY @ W`, `dW = dY^T @ X`, each one oneDNN call on contiguous operands). On an Intel
+Xeon (Sapphire Rapids class, AMX) it is the other way round: the same products and SmolLM2's take 1.2-1.5x
+longer through oneDNN than through MKL, at 1 and 2 threads, with AVX-512 and under the AVX2-only emulation
+(`benchmarks/packed_linear_speed.py`-style timings, docs/performance.md). So fp32 products go through oneDNN
+except on Intel CPUs (`usable`), where `linear` is `F.linear`. A training step of a small model is ~80%
+matmuls, so this is most of its time.
 
 Numerics: plain fp32 products in another summation order (~1e-7 relative), as `F.linear` would give on
 another BLAS; no reduced precision (the probe checks the result against `F.linear`). Weights are passed
 unpacked on every call (trained weights change every step, and oneDNN's own reorder is part of the call).
 `torch.ops.mkldnn._linear_pointwise` is the op PyTorch's compiler emits for CPU linears; it is internal, so
-`usable` probes it once and everything falls back to `F.linear` (slower, never wrong) when it is missing,
-disagrees, or the call is not a float32 CPU matmul outside an autocast.
+`onednn_works` probes it once and everything falls back to `F.linear` (slower, never wrong) when it is
+missing, disagrees, or the call is not a float32 CPU matmul outside an autocast.
 
 A frozen bf16 weight (a LoRA base under `train.precision`'s bf16) is multiplied by the fp32 activations
-rounded to bf16, with oneDNN's fp32 accumulation, and the result comes back in fp32 (the bias added in fp32);
-its backward gives only `dX`, rounded the same way. That runs only where the CPU has native bf16 matmuls
-(`bf16_usable`: AVX512-BF16 or AMX, not emulated); elsewhere the weight is widened to fp32 for the product.
+rounded to bf16, with oneDNN's fp32 accumulation (on any vendor: PyTorch's bf16 `mm` is oneDNN too), and
+the result comes back in fp32 (the bias added in fp32); its backward gives only `dX`, rounded the same way.
+That runs only where the CPU has native bf16 matmuls (`bf16_usable`: AVX512-BF16 or AMX, not emulated);
+elsewhere the weight is widened to fp32 for the product.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+from rlhfkit.device import cpu_vendor
 
 _USABLE: dict[str, bool] = {}
 
@@ -43,6 +50,12 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
 
 
 def usable() -> bool:
+    """Whether fp32 products go through oneDNN here: it works (`onednn_works`) and the CPU is not an Intel
+    one, whose MKL `F.linear` is the faster (module doc)."""
+    return onednn_works() and cpu_vendor() != "GenuineIntel"
+
+
+def onednn_works() -> bool:
     """Whether oneDNN's fp32 inner product works here and agrees with `F.linear` (probed once)."""
     if "cpu" not in _USABLE:
         _USABLE["cpu"] = _probe()
@@ -53,7 +66,7 @@ def bf16_usable() -> bool:
     """Whether oneDNN multiplies bf16 natively here (AVX512-BF16 or AMX, not lowered by ONEDNN_MAX_CPU_ISA)
     and agrees with `F.linear` (probed once)."""
     if "bf16" not in _USABLE:
-        _USABLE["bf16"] = usable() and _probe(torch.bfloat16)
+        _USABLE["bf16"] = onednn_works() and _probe(torch.bfloat16)
     return _USABLE["bf16"]
 
 
@@ -67,13 +80,16 @@ def _frozen_bf16_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tenso
 
 
 def _applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    return _fp32_cpu(x, weight) and usable()
+
+
+def _fp32_cpu(x: torch.Tensor, weight: torch.Tensor) -> bool:
     return (
         x.device.type == "cpu"
         and x.dtype == torch.float32
         and weight.dtype == torch.float32
         and x.numel() > 0
         and not torch.is_autocast_enabled("cpu")
-        and usable()
     )
 
 
@@ -85,6 +101,11 @@ def _bf16_applies(x: torch.Tensor) -> bool:
 def mm_t(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """a @ b.T (+ bias) with oneDNN; both operands contiguous (its primitive needs plain layouts)."""
     return torch.ops.mkldnn._linear_pointwise(a.contiguous(), b.contiguous(), bias, "none", [], "")
+
+
+def _fp32_mm_t(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a @ b.T in fp32 through the faster library here (module doc): oneDNN, or MKL reading `b` transposed."""
+    return mm_t(a, b) if usable() else torch.mm(a, b.t())
 
 
 class _OneDNNLinear(torch.autograd.Function):
@@ -127,8 +148,9 @@ def frozen_lora(
 ) -> torch.Tensor | None:
     """`x W^T + b + (x A^T) B^T` for a frozen `weight` (fp32, or bf16 where the CPU multiplies it natively) and
     trained fp32 LoRA factors `down` (A, [R, in]) and `up` (B times the scaling, [out, R]), as one autograd
-    node; fp32 in and out. None where that does not apply (not a CPU, an autocast, no oneDNN, a bf16 weight
-    without native bf16), so the caller keeps the plain side path.
+    node; fp32 in and out. None where that does not apply (not a CPU, an autocast, a bf16 weight without
+    native bf16), so the caller keeps the plain side path. The fp32 products go through the faster library
+    here (oneDNN, or MKL on Intel: module doc).
 
     Why: as separate layers the side path cost as much as the frozen matmuls' own backward in a SmolLM2 LoRA
     step. Its products are thin (R << in, out), so they are bound by reading the `[tokens, out]` gradient and
@@ -139,7 +161,7 @@ def frozen_lora(
     gradient for `dX`), so it reads half the bytes: what an autocast would do to the adapters, except that
     the factors' own gradients, the sums and everything outside the matmuls stay fp32.
     """
-    if not (_bf16_applies(x) if weight.dtype == torch.bfloat16 else _applies(x, weight)):
+    if not (_bf16_applies(x) if weight.dtype == torch.bfloat16 else _fp32_cpu(x, weight)):
         return None
     shape = x.shape
     out = _FrozenLoraLinear.apply(x.reshape(-1, shape[-1]), weight, down, up)
@@ -156,7 +178,8 @@ class _FrozenLoraLinear(torch.autograd.Function):
         low = torch.mm(xc, down_c.t())  # [T, R]
         # The side path is added in fp32: while B is small (it starts at zero) its share of the sum is below
         # bf16's resolution, and rounding the sum to bf16 slowed learning (SmolLM2: +0.05 loss after 9 steps).
-        out = mm_t(xc, weight).float().addmm_(low.float(), up.t())
+        frozen = mm_t(xc, weight).float() if weight.dtype == torch.bfloat16 else _fp32_mm_t(xc, weight)
+        out = frozen.addmm_(low.float(), up.t())
         ctx.save_for_backward(xc, weight, down, up, low)
         return out
 
@@ -169,8 +192,12 @@ class _FrozenLoraLinear(torch.autograd.Function):
         if ctx.needs_input_grad[0]:  # dY W + dLow A, the small second term added in fp32 as in the forward
             if weight.dtype == torch.bfloat16:  # a plain bf16 matmul: no transposed copy of W per call
                 grad_x = torch.mm(grad_c, weight).float()
-            else:  # oneDNN over a transposed copy: still faster than MKL's fp32 `mm` with AVX-512 (module doc)
+            elif (
+                usable()
+            ):  # oneDNN over a transposed copy: still faster than MKL's fp32 `mm` on AMD (module doc)
                 grad_x = mm_t(grad, weight.t())
+            else:
+                grad_x = torch.mm(grad, weight)
             grad_x.addmm_(grad_low.float(), down)
         if ctx.needs_input_grad[2]:
             grad_down = torch.mm(grad_low.t(), xc).float()  # [R, in]

@@ -16,6 +16,7 @@ import inspect
 import torch
 
 from rlhfkit.train.fast_linear import linear
+from rlhfkit.train.head_loss import linear_token_logprobs
 from rlhfkit.train.lean_forward import lean_hidden_at, lean_supported
 
 # Classes whose causal-LM forward is exactly `lm_head(self.model(...).last_hidden_state)`.
@@ -83,6 +84,19 @@ def logits_at(
     out = model(input_ids=input_ids, **kwargs)
     hidden = out.hidden_states[-1][select] if with_hidden else None
     return out.logits[:, -keep:][select[:, -keep:]], hidden
+
+
+def label_logprobs(
+    model: torch.nn.Module, input_ids: torch.Tensor, select: torch.Tensor, labels: torch.Tensor
+) -> torch.Tensor:
+    """[N] log-probs of `labels` [N] (real tokens) at the N positions where `select` [B, L] is True, in
+    row-major order: a plain head fused with the log-softmax (`train.head_loss`: no `[N, vocab]` temporaries),
+    any other through the model's own logits (`logits_at`)."""
+    if plain_lm_head(model):
+        lm = causal_lm_of(model)
+        return linear_token_logprobs(hidden_at(lm.model, input_ids, select), lm.lm_head, labels)
+    logits = logits_at(model, input_ids, select)[0].float()
+    return logits.gather(1, labels[:, None])[:, 0] - torch.logsumexp(logits, dim=-1)
 
 
 def _takes_logits_to_keep(model: torch.nn.Module) -> bool:
