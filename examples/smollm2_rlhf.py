@@ -36,12 +36,15 @@ import argparse
 import json
 import os
 import shlex
+import shutil
 import signal
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from rlhfkit.dpo.logprobs import REF_FILE
 
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
@@ -209,7 +212,13 @@ def main(argv: list[str] | None = None) -> int:
 
     train_half = str(judge / "split" / "judge.jsonl")
     length = ["--max-length", str(args.max_length), "--lora-r", str(args.lora_r), *device]
-    for seed in seeds:
+    for n, seed in enumerate(seeds):
+        # The reference's log-probs depend on the data and the starting weights only, not the seed: later seeds
+        # read the first seed's table (`dpo` checks its fingerprint and recomputes on any mismatch).
+        first_table = out / f"dpo_s{seeds[0]}" / REF_FILE
+        if n and first_table.exists() and not (out / f"dpo_s{seed}" / REF_FILE).exists():
+            (out / f"dpo_s{seed}").mkdir(parents=True, exist_ok=True)
+            shutil.copy2(first_table, out / f"dpo_s{seed}" / REF_FILE)
         dpo_argv = [*cli, "dpo", "--policy", str(out / "base"), "--data", train_half, "--out", str(out / f"dpo_s{seed}"),
                     "--seed", str(seed), *length, "--batch-size", "16", "--micro-batch-size", "4",
                     "--forward-batch-size", "16", "--lr", str(args.lr), "--beta", str(args.beta), "--warmup-steps", "3",

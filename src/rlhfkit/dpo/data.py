@@ -136,10 +136,11 @@ def collate_groups(groups: list[TokenGroup], idx: list[int], ref: torch.Tensor, 
 
     `ref` is the precomputed reference table [groups, max completions]; `better`/`worse` index the rows.
     """
-    rows, offsets, ref_rows = [], [], []
+    rows, offsets, ref_rows, row_groups = [], [], [], []
     for gi in idx:
         offsets.append(len(rows))
         rows.extend(groups[gi].rows)
+        row_groups.extend([gi] * len(groups[gi].rows))
         ref_rows.append(ref[gi, : len(groups[gi].rows)])
     batch = collate(rows, pad_id, device)  # shifted inputs/labels, right padding, attention mask
     pairs = pair_index(groups, idx)
@@ -150,6 +151,7 @@ def collate_groups(groups: list[TokenGroup], idx: list[int], ref: torch.Tensor, 
         target=pairs["target"].to(device),
         weight=pairs["weight"].to(device),
         ref_logps=torch.cat(ref_rows).to(device),
+        row_groups=row_groups,  # a group's rows share their prompt (`train.shared_prefix`)
         count=len(idx),
     )
     return batch

@@ -26,12 +26,19 @@ from rlhfkit.dpo.data import TokenGroup
 from rlhfkit.train.chat_tokens import IGNORE
 from rlhfkit.train.logits import label_logprobs
 from rlhfkit.train.sft import collate
+from rlhfkit.train.shared_prefix import shared_prefix_logprobs
 
 REF_FILE = "ref_logprobs.safetensors"
 
 
 def sequence_logprobs(model, batch: dict) -> torch.Tensor:
-    """[rows] sum of log-probs of each row's label tokens (labels already shifted by `collate`)."""
+    """[rows] sum of log-probs of each row's label tokens (labels already shifted by `collate`). Rows of one
+    comparison (`batch["row_groups"]`: the same id, next to each other) are computed over their common
+    prompt once where the lean forward applies (`train.shared_prefix`)."""
+    if "row_groups" in batch:
+        shared = shared_prefix_logprobs(model, batch, batch["row_groups"])
+        if shared is not None:
+            return shared
     labels = batch["labels"]
     mask = labels != IGNORE
     # Rows are right-padded, so causal attention needs no mask; normalize only the positions that count.
@@ -48,13 +55,15 @@ def group_logprobs(
 ) -> torch.Tensor:
     """[groups, max completions] sequence log-probs of every completion (NaN where a group has fewer).
 
-    Rows go longest first in batches of `batch_size`, so padding is small and a too-large batch fails at once.
+    Groups go longest first, their rows side by side (so their common prompt is computed once, as in
+    training), in batches of `batch_size` rows: padding is small and a too-large batch fails at once.
     `description` shows a progress bar (leave it None inside the training loop, which has its own).
     """
     from rlhfkit.train.loop import _progress
 
-    cells = [(g, c) for g, group in enumerate(groups) for c in range(len(group.rows))]
-    cells.sort(key=lambda gc: -len(groups[gc[0]].rows[gc[1]][0]))
+    longest = [max(len(ids) for ids, _ in group.rows) for group in groups]
+    order = sorted(range(len(groups)), key=lambda g: -longest[g])
+    cells = [(g, c) for g in order for c in range(len(groups[g].rows))]
     width = max(len(g.rows) for g in groups)
     table = torch.full((len(groups), width), float("nan"), dtype=torch.float32)
     was_training = model.training
@@ -64,6 +73,7 @@ def group_logprobs(
         for start in range(0, len(cells), batch_size):
             chunk = cells[start : start + batch_size]
             batch = collate([groups[g].rows[c] for g, c in chunk], pad_id, device)
+            batch["row_groups"] = [g for g, _ in chunk]
             logps = sequence_logprobs(model, batch).float().cpu()
             for (g, c), value in zip(chunk, logps):
                 table[g, c] = value

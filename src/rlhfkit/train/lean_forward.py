@@ -90,11 +90,20 @@ def lean_supported(body: torch.nn.Module) -> bool:
     return True
 
 
-def lean_hidden_at(body: torch.nn.Module, input_ids: torch.Tensor, select: torch.Tensor) -> torch.Tensor:
+def lean_hidden_at(
+    body: torch.nn.Module,
+    input_ids: torch.Tensor,
+    select: torch.Tensor,
+    branches: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> torch.Tensor:
     """Final hidden states `[N, H]` at the N positions where `select` `[B, L]` is True, in row-major order.
 
     Rows are right-padded; each row's tokens after its last selected position are not computed (they cannot
     influence an earlier position). Equals `body(input_ids).last_hidden_state[select]` (see the module doc).
+
+    `branches` = (positions, branch) `[B, L]` each packs several sequences that share a prefix into one row
+    (`train.shared_prefix`): a token at branch b > 0 attends to the earlier tokens of branch 0 (the shared
+    prefix) and of its own branch only, and RoPE reads `positions` instead of the column.
     """
     config = body.config
     batch, length = input_ids.shape
@@ -117,8 +126,17 @@ def lean_hidden_at(body: torch.nn.Module, input_ids: torch.Tensor, select: torch
     dim = getattr(config, "head_dim", None) or config.hidden_size // heads
     eps = config.rms_norm_eps
     fp32 = torch.empty(0, device=device)  # the tables in fp32 also over a bf16 base
-    cos, sin_signed = rope_tables(body.rotary_emb, columns[:width], fp32)  # [W, D] each
-    cos, sin_signed = cos[flat % width][:, None], sin_signed[flat % width][:, None]  # [T, 1, D]
+    if branches is None:
+        cos, sin_signed = rope_tables(body.rotary_emb, columns[:width], fp32)  # [W, D] each
+        cos, sin_signed = cos[flat % width][:, None], sin_signed[flat % width][:, None]  # [T, 1, D]
+        mask = None
+    else:
+        positions = branches[0][:, :width].flatten()[flat]
+        cos, sin_signed = rope_tables(
+            body.rotary_emb, torch.arange(int(positions.max()) + 1, device=device), fp32
+        )
+        cos, sin_signed = cos[positions][:, None], sin_signed[positions][:, None]
+        mask = _branch_mask(branches[1][:, :width])
 
     # padding_idx as nn.Embedding has it: a real token equal to the pad id (often the eos) gets no embedding gradient.
     embed = body.embed_tokens
@@ -147,10 +165,11 @@ def lean_hidden_at(body: torch.nn.Module, input_ids: torch.Tensor, select: torch
         q, k = qk.split((heads, kv_heads), dim=1)
         v = _padded(qkv[:, heads + kv_heads :], packing, batch, width)
         if matmul_attention:
-            out = _matmul_attention(q, k, v, attn.scaling, embed.weight.dtype)
+            out = _matmul_attention(q, k, v, attn.scaling, embed.weight.dtype, mask)
         else:  # grouped-query attention inside SDPA (no repeated k/v copies; ~10% faster fwd+bwd than repeats)
             gqa = kv_heads != heads
-            out = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=attn.scaling, enable_gqa=gqa)
+            causal = dict(is_causal=True) if mask is None else dict(attn_mask=mask[:, None] == 0)
+            out = F.scaled_dot_product_attention(q, k, v, scale=attn.scaling, enable_gqa=gqa, **causal)
         out = out.transpose(1, 2).reshape(batch * width, heads * dim)
         # The last layer's output is read only at the selected positions.
         if i == n_layers - 1 and not every:
@@ -171,9 +190,21 @@ def _rms_norm(hidden: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.T
     return F.rms_norm(hidden, (hidden.size(-1),), weight.float(), eps)
 
 
-def _matmul_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, dtype) -> torch.Tensor:
+def _branch_mask(branch: torch.Tensor) -> torch.Tensor:
+    """Additive fp32 mask `[B, W, W]` for rows of shared-prefix branches: 0 where token i may attend to token
+    j (j <= i, and j is in the prefix, branch 0, or in i's own branch), -inf elsewhere."""
+    width = branch.size(1)
+    causal = torch.ones(width, width, dtype=torch.bool, device=branch.device).tril_()
+    allowed = causal & ((branch[:, None, :] == 0) | (branch[:, None, :] == branch[:, :, None]))
+    return torch.zeros(allowed.shape, device=branch.device).masked_fill_(~allowed, float("-inf"))
+
+
+def _matmul_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, dtype, mask: torch.Tensor | None = None
+) -> torch.Tensor:
     """Causal attention `[B, heads, W, D]` (k, v: `[B, kv_heads, W, D]`; fp32) with q k^T and p v multiplied in
-    `dtype` (bf16: fp32 accumulation) and the scale, mask and softmax in fp32; returns fp32.
+    `dtype` (bf16: fp32 accumulation) and the scale, mask and softmax in fp32; returns fp32. `mask`: an
+    additive `[B, W, W]` mask to use instead of the causal one (`_branch_mask`).
 
     Why (SmolLM2-135M's shapes, batch 4 x 191, 9 heads over 3 kv heads, 2 threads, AMD Zen 4): PyTorch's CPU
     flash-attention kernel takes ~9 ms forward + backward per layer in fp32, and more in bf16. These two plain
@@ -186,8 +217,11 @@ def _matmul_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: 
     group = heads // kv_heads
     q = (q * scale).to(dtype).reshape(batch, kv_heads, group * width, dim)  # head h reads kv head h // group
     scores = torch.matmul(q, k.to(dtype).transpose(-1, -2)).view(batch, kv_heads, group, width, width)
-    causal = torch.full((width, width), float("-inf"), device=q.device).triu_(1)
-    probs = torch.softmax(scores.float() + causal, dim=-1).to(dtype)
+    if mask is None:
+        mask = torch.full((width, width), float("-inf"), device=q.device).triu_(1)
+    else:
+        mask = mask[:, None, None]  # the same for every kv head and the query heads of its group
+    probs = torch.softmax(scores.float() + mask, dim=-1).to(dtype)
     out = torch.matmul(probs.view(batch, kv_heads, group * width, width), v.to(dtype))
     return out.view(batch, heads, width, dim).float()
 
