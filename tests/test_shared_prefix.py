@@ -9,6 +9,7 @@ import torch
 
 from rlhfkit.train import lean_forward
 from rlhfkit.train.chat_tokens import IGNORE
+from rlhfkit.train.logits import label_logprobs
 from rlhfkit.train.sft import collate
 from rlhfkit.train.shared_prefix import _pack, shared_prefix_logprobs
 from test_lora_path import llama, lora
@@ -33,7 +34,7 @@ def rows():
     return out, [0, 0, 1, 1, 1, 2]
 
 
-def per_row_and_shared(model, monkeypatch):
+def per_row_and_shared(model):
     examples, groups = rows()
     batch = collate(examples, 0, "cpu")
     results = []
@@ -42,8 +43,6 @@ def per_row_and_shared(model, monkeypatch):
         if shared:
             logps = shared_prefix_logprobs(model, batch, groups)
         else:
-            from rlhfkit.train.logits import label_logprobs
-
             mask = batch["labels"] != IGNORE
             flat = label_logprobs(model, batch["input_ids"], mask, batch["labels"][mask])
             logps = torch.zeros(len(examples)).index_add(0, mask.nonzero()[:, 0], flat)
@@ -59,7 +58,7 @@ def test_shared_prefix_logprobs_and_gradients_equal_one_row_per_answer(attention
     if attention == "sdpa":
         monkeypatch.setattr(lean_forward, "_MATMUL_ATTENTION_MAX", 0)
     model = lora(llama()) if adapters else llama()
-    (want, want_grads), (got, got_grads) = per_row_and_shared(model, monkeypatch)
+    (want, want_grads), (got, got_grads) = per_row_and_shared(model)
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
     assert want_grads and want_grads.keys() == got_grads.keys()
     for name, grad in want_grads.items():
@@ -81,7 +80,7 @@ def test_packing_shares_the_prefix_and_places_each_answer_after_it():
     # the last prefix position is read once per row, each time with that row's own next token
     at_junction = [(label, row) for seq, col, label, row in picks if seq == 0 and col == 10]
     assert sorted(r for _, r in at_junction) == [0, 1] and at_junction[0][0] != at_junction[1][0]
-    assert sum(1 for p in picks) == int((batch["labels"] != IGNORE).sum())
+    assert len(picks) == int((batch["labels"] != IGNORE).sum())
 
 
 def test_rows_without_a_common_prompt_are_not_packed():
