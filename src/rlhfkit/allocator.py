@@ -14,8 +14,8 @@ Windows) are left alone.
 
 Where the system has gperftools' tcmalloc (Debian/Ubuntu: `apt install libtcmalloc-minimal4`), the command
 line goes one step further, as PyTorch's own CPU launcher (`torch.backends.xeon.run_cpu`) and Intel's
-tuning guides do: `preload_tcmalloc()` runs the command again with tcmalloc preloaded. A LoRA step's
-thousands of tensors a step are allocated and freed through size-class caches instead of glibc's searches
+tuning guides do: `preload_tcmalloc()` runs the command again with tcmalloc preloaded. The thousands of
+tensors a LoRA step allocates and frees go through size-class caches instead of glibc's searches
 of a large heap: SmolLM2-135M's LoRA step over a bf16 base on an Intel Xeon with AMX went from 1.08 to
 0.89 s (-18%), plain transformers + peft's from 2.23 to 2.04 s (-8%); jemalloc gave 1.00 s
 (docs/performance.md). Nothing is installed for the user, an `LD_PRELOAD` they set wins, and

@@ -7,7 +7,7 @@ kernel runs the same fp32 products at ~225-240 GFLOP/s forward and ~175-200 GFLO
 backward products (`dX = dY @ W`, `dW = dY^T @ X`, each one oneDNN call on contiguous operands). On an Intel
 Xeon (Sapphire Rapids class, AMX) it is the other way round: the same products and SmolLM2's take 1.2-1.5x
 longer through oneDNN than through MKL, at 1 and 2 threads, with AVX-512 and under the AVX2-only emulation
-(`benchmarks/packed_linear_speed.py`-style timings, docs/performance.md). So fp32 products go through oneDNN
+(docs/results/intel_amx_training_2026-12-05.json, docs/performance.md). So fp32 products go through oneDNN
 except on Intel CPUs (`usable`), where `linear` is `F.linear`. A training step of a small model is ~80%
 matmuls, so this is most of its time.
 
@@ -194,9 +194,8 @@ class _FrozenLoraLinear(torch.autograd.Function):
         if ctx.needs_input_grad[0]:  # dY W + dLow A, the small second term added in fp32 as in the forward
             if weight.dtype == torch.bfloat16:  # a plain bf16 matmul: no transposed copy of W per call
                 grad_x = torch.mm(grad_c, weight).float()
-            elif (
-                usable()
-            ):  # oneDNN over a transposed copy: still faster than MKL's fp32 `mm` on AMD (module doc)
+            elif usable():
+                # oneDNN over a transposed copy: still faster than MKL's fp32 `mm` on AMD (module doc)
                 grad_x = mm_t(grad, weight.t())
             else:
                 grad_x = torch.mm(grad, weight)

@@ -34,10 +34,10 @@ _BLOCK_NUMBERS = 1 << 19  # logits per block of rows (2 MB in fp32: about one co
 
 
 def _mm_t(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """a @ b.T through oneDNN where it is usable (about 2x MKL's fp32 rate with AVX-512, `train.fast_linear`);
-    a bf16 `b` multiplies `a` rounded to bf16, accumulating in fp32 and returning bf16."""
+    """a @ b.T through the faster CPU library here (`fast_linear.usable`: oneDNN on AMD, MKL on Intel; a GPU's
+    own matmul elsewhere); a bf16 `b` multiplies `a` rounded to bf16, accumulating in fp32 and returning bf16."""
     a = a.to(b.dtype)
-    return fast_linear.mm_t(a, b) if fast_linear.usable() else a @ b.t()
+    return fast_linear.mm_t(a, b) if a.device.type == "cpu" and fast_linear.usable() else a @ b.t()
 
 
 def _row_blocks(logits: torch.Tensor):
@@ -85,10 +85,10 @@ def fusable(hidden: torch.Tensor, head: torch.nn.Module) -> bool:
     weight = getattr(head, "weight", None)
     if type(head) is not torch.nn.Linear or head.bias is not None or hidden.dtype != torch.float32:
         return False
+    if torch.is_autocast_enabled(hidden.device.type):
+        return False
     frozen_bf16 = weight.dtype == torch.bfloat16 and not weight.requires_grad and fast_linear.bf16_usable()
-    return (weight.dtype == torch.float32 or frozen_bf16) and not torch.is_autocast_enabled(
-        hidden.device.type
-    )
+    return weight.dtype == torch.float32 or frozen_bf16
 
 
 def linear_token_logprobs(hidden: torch.Tensor, head: torch.nn.Module, labels: torch.Tensor) -> torch.Tensor:
