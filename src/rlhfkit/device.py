@@ -54,23 +54,24 @@ def pick_dtype(name: str, device: torch.device) -> torch.dtype:
 NATIVE_BF16_FLAGS = ("amx_bf16", "avx512_bf16")  # /proc/cpuinfo flags of CPUs that multiply bf16 natively
 
 
-def cpu_vendor() -> str | None:
-    """/proc/cpuinfo's `vendor_id` (GenuineIntel, AuthenticAMD, ...), or None where there is none to read."""
+def _cpuinfo(key: str) -> str | None:
+    """The first `key : value` line's value in /proc/cpuinfo, or None (no such line, or not Linux)."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
-            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("vendor_id")), None)
+            return next((line.split(":", 1)[1].strip() for line in f if line.startswith(key)), None)
     except OSError:
         return None
+
+
+def cpu_vendor() -> str | None:
+    """/proc/cpuinfo's `vendor_id` (GenuineIntel, AuthenticAMD, ...), or None where there is none to read."""
+    return _cpuinfo("vendor_id")
 
 
 def cpu_native_bf16() -> str | None:
     """The /proc/cpuinfo flag that gives this CPU native bf16 matmuls (AMX or AVX512-BF16), or None: also
     None when oneDNN is kept below it (`ONEDNN_MAX_CPU_ISA=AVX2`, how an AVX2-only CPU is emulated)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
-    except OSError:  # not Linux: no flags to read, so no claim of native bf16
-        return None
+    flags = (_cpuinfo("flags") or "").split()  # not Linux: no flags to read, so no claim of native bf16
     flag = next((f for f in NATIVE_BF16_FLAGS if f in flags), None)
     mkldnn = getattr(torch.ops, "mkldnn", None)
     try:

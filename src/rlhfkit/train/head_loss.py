@@ -82,13 +82,19 @@ class _LinearTokenLogprobs(torch.autograd.Function):
 def fusable(hidden: torch.Tensor, head: torch.nn.Module) -> bool:
     """Whether `head` can be fused with the log-probs: a plain bias-free `nn.Linear` on float32 hidden states
     outside autocast, with fp32 weights or a frozen bf16 one the CPU multiplies natively."""
-    weight = getattr(head, "weight", None)
     if type(head) is not torch.nn.Linear or head.bias is not None or hidden.dtype != torch.float32:
         return False
     if torch.is_autocast_enabled(hidden.device.type):
         return False
+    weight = head.weight
     frozen_bf16 = weight.dtype == torch.bfloat16 and not weight.requires_grad and fast_linear.bf16_usable()
     return weight.dtype == torch.float32 or frozen_bf16
+
+
+def logprobs_of(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """`[N]` log softmax(logits)[i, labels[i]] in fp32, the plain way (for logits some model already made)."""
+    logits = logits.float()
+    return logits.gather(1, labels[:, None])[:, 0] - torch.logsumexp(logits, dim=-1)
 
 
 def linear_token_logprobs(hidden: torch.Tensor, head: torch.nn.Module, labels: torch.Tensor) -> torch.Tensor:
@@ -96,13 +102,9 @@ def linear_token_logprobs(hidden: torch.Tensor, head: torch.nn.Module, labels: t
     anything else (a bias, a LoRA-wrapped head, bf16 autocast on a GPU) takes the plain log-softmax path."""
     if fusable(hidden, head):
         return _LinearTokenLogprobs.apply(hidden, head.weight, labels)
-    logits = head(hidden.to(head.weight.dtype)).float()
-    return logits.gather(1, labels[:, None])[:, 0] - torch.logsumexp(logits, dim=-1)
+    return logprobs_of(head(hidden.to(head.weight.dtype)), labels)
 
 
 def linear_cross_entropy(hidden: torch.Tensor, head: torch.nn.Module, labels: torch.Tensor) -> torch.Tensor:
     """Summed cross-entropy of `head(hidden)` [N, vocab] against `labels` [N] (every label a real token)."""
-    if fusable(hidden, head):
-        return -_LinearTokenLogprobs.apply(hidden, head.weight, labels).sum()
-    logits = head(hidden.to(head.weight.dtype))
-    return torch.nn.functional.cross_entropy(logits.float(), labels, reduction="sum")
+    return -linear_token_logprobs(hidden, head, labels).sum()

@@ -16,7 +16,7 @@ import inspect
 import torch
 
 from rlhfkit.train.fast_linear import linear
-from rlhfkit.train.head_loss import linear_token_logprobs
+from rlhfkit.train.head_loss import linear_token_logprobs, logprobs_of
 from rlhfkit.train.lean_forward import lean_hidden_at, lean_supported
 
 # Classes whose causal-LM forward is exactly `lm_head(self.model(...).last_hidden_state)`.
@@ -95,8 +95,7 @@ def label_logprobs(
     if plain_lm_head(model):
         lm = causal_lm_of(model)
         return linear_token_logprobs(hidden_at(lm.model, input_ids, select), lm.lm_head, labels)
-    logits = logits_at(model, input_ids, select)[0].float()
-    return logits.gather(1, labels[:, None])[:, 0] - torch.logsumexp(logits, dim=-1)
+    return logprobs_of(logits_at(model, input_ids, select)[0], labels)
 
 
 def _takes_logits_to_keep(model: torch.nn.Module) -> bool:
