@@ -17,16 +17,25 @@ CHATS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def other_model(policy_dir, tmp_path_factory) -> Path:
+def _micro(policy_dir, tmp_path_factory, seed: int) -> Path:
     from rlhfkit.artifacts import save_hf_checkpoint
     from rlhfkit.models import build_model
     from rlhfkit.tokenizer import load_tokenizer
 
     tok = load_tokenizer(policy_dir)
     out = tmp_path_factory.mktemp("other") / "model"
-    save_hf_checkpoint(build_model("micro", len(tok), 128, tok, seed=7), tok, out)
+    save_hf_checkpoint(build_model("micro", len(tok), 128, tok, seed=seed), tok, out)
     return out
+
+
+@pytest.fixture(scope="module")
+def other_model(policy_dir, tmp_path_factory) -> Path:
+    return _micro(policy_dir, tmp_path_factory, 7)
+
+
+@pytest.fixture(scope="module")
+def third_model(policy_dir, tmp_path_factory) -> Path:
+    return _micro(policy_dir, tmp_path_factory, 8)
 
 
 def _forward_logprobs(folder: Path, prompt: list[int], response: list[int], temperature: float) -> float:
@@ -78,6 +87,27 @@ def test_kl_is_the_mean_log_ratio_of_each_models_own_samples(policy_dir, other_m
     assert row["n"] == len(CHATS) and row["kl_stderr"] > 0
     assert row["kl_per_token"] == pytest.approx(sum(expected) / sum(map(len, tuned["token_ids"])), abs=1e-4)
     assert result["reference"] == "original" and result["models"]["original"]["kl"] == 0.0
+
+
+def test_several_models_answers_to_one_prompt_are_scored_together(
+    policy_dir, other_model, third_model, monkeypatch
+):
+    from rlhfkit.evaluate import kl
+
+    def one_row_each(*args):
+        raise AssertionError("every chunk holds two answers to one prompt: they share its computation")
+
+    monkeypatch.setattr(kl, "_row_logprobs", one_row_each)
+    models = {"original": policy_dir, "tuned": other_model, "third": third_model}
+    generated = {name: _sample(folder, 0.8) for name, folder in models.items()}
+    result = kl_to_first(generated, _cfg(models))
+    for name in ("tuned", "third"):
+        g = generated[name]
+        expected = [
+            _forward_logprobs(models[name], p, r, 0.8) - _forward_logprobs(policy_dir, p, r, 0.8)
+            for p, r in zip(g["prompt_ids"], g["token_ids"])
+        ]
+        assert result["models"][name]["kl"] == pytest.approx(sum(expected) / len(expected), abs=1e-4)
 
 
 def test_a_model_has_no_kl_to_itself(policy_dir):

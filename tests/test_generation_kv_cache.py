@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from rlhfkit.generation import SamplingParams, generate, lean_llama
 from rlhfkit.generation.kv_cache import _CAPACITY_STEP, KVCache
-from test_generation import PAD, hf_generate, llama, prompts
+from test_generation import PAD, hf_generate, left_padded, llama, prompts
 
 
 def sdpa_reference(keys, values, q, valid, scale):
@@ -85,3 +85,32 @@ def test_prefill_in_row_slices_gives_the_same_logits_and_tokens(monkeypatch):
     assert torch.equal(sliced, whole)
     got = generate(model, batch, SamplingParams(max_new_tokens=20, temperature=0), pad_token_id=PAD)
     assert [c.token_ids for c in got] == hf_generate(model, batch, 20)
+
+
+def test_prefill_skips_shared_left_padding_and_leaves_finite_values(monkeypatch):
+    # Slices hold consecutive rows up to _PREFILL_TOKENS tokens of their longest row, never less than one row.
+    assert lean_llama._prefill_slices([200, 90, 40, 30, 20, 300]) == [
+        (0, 1, 200),
+        (1, 2, 90),
+        (3, 2, 30),
+        (5, 1, 300),
+    ]
+    model = llama(kv_heads=2)
+    batch = prompts(lengths=(40, 3, 12, 1, 25, 7))
+    ids, mask = left_padded(batch)
+    init = KVCache.__init__
+
+    def poisoned(self, *args, **kwargs):  # uninitialized memory may hold NaN: the skipped columns must not
+        init(self, *args, **kwargs)
+        for values in self.values:
+            values.fill_(float("nan"))
+
+    monkeypatch.setattr(lean_llama, "_PREFILL_TOKENS", 40)
+    monkeypatch.setattr(KVCache, "__init__", poisoned)
+    with torch.inference_mode():
+        together = lean_llama.LeanLlama(model, len(batch)).prefill(ids, mask, 4)
+        alone = torch.cat([lean_llama.LeanLlama(model, 1).prefill(*left_padded([p]), 4) for p in batch])
+    assert torch.isfinite(together).all()
+    torch.testing.assert_close(together, alone, rtol=1e-5, atol=1e-5)
+    got = generate(model, batch, SamplingParams(max_new_tokens=12, temperature=0), pad_token_id=PAD)
+    assert [c.token_ids for c in got] == hf_generate(model, batch, 12)

@@ -77,6 +77,14 @@ class KVCache:
         values = self.values[layer].view(-1, self.kv_heads, self.total, self.head_dim)[kept]
         values[:, :, start : start + seq].copy_(v.permute(0, 2, 1, 3))
 
+    def zero_values(self, first_row: int, rows: int, stop: int) -> None:
+        """Zero every layer's values at positions 0..stop-1 of batch rows first_row.. (positions a prefill
+        skipped: their attention weight is 0, and 0 times the uninitialized memory could be NaN)."""
+        if stop <= 0:
+            return
+        for values in self.values:
+            values.view(-1, self.kv_heads, self.total, self.head_dim)[first_row : first_row + rows, :, :stop].zero_()
+
     def attend(self, layer: int, q: torch.Tensor, length: int, scale: float) -> torch.Tensor:
         """Attention of one query per row (`q`: [batch, heads, head_dim]) to positions 0..length-1."""
         batch, heads, dim = q.shape

@@ -15,8 +15,9 @@ fewer, faster ops:
   tiny matmuls per layer; grouped-query attention needs no `repeat_kv` copy;
 - the residual additions ride on the output and down projections' matmuls (oneDNN epilogue);
 - the last layer runs its output projection and MLP on the last prompt position only (the only one whose
-  output is used), and a prefill runs in slices of ~256 tokens' worth of rows, so its activations stay in
-  cache and in the allocator's warm memory (64 x 32 tokens of `small`: 138 -> 108 ms, same logits);
+  output is used), and a prefill runs in slices of ~256 tokens' worth of rows without their shared left
+  padding, so its activations stay in cache and in the allocator's warm memory (64 x 32 tokens of `small`:
+  138 -> 108 ms, same logits);
 - only the last position goes through the LM head;
 - matmuls use oneDNN-prepacked weights (see `packed_linear`), about 2x faster than `F.linear` here.
 
@@ -90,6 +91,20 @@ def unsupported_reason(model: torch.nn.Module) -> str | None:
 
 
 _PREFILL_TOKENS = 256  # tokens per slice of rows in a prefill (see `LeanLlama.prefill`)
+
+
+def _prefill_slices(lengths: list[int]) -> list[tuple[int, int, int]]:
+    """(first row, rows, width) slices of consecutive rows with `lengths` real (right-aligned) tokens: a row
+    joins the slice while rows x the slice's longest length stays within `_PREFILL_TOKENS` (one row at least)."""
+    slices, first = [], 0
+    while first < len(lengths):
+        rows, width = 1, max(lengths[first], 1)
+        while first + rows < len(lengths) and (rows + 1) * max(width, lengths[first + rows]) <= _PREFILL_TOKENS:
+            width = max(width, lengths[first + rows])
+            rows += 1
+        slices.append((first, rows, width))
+        first += rows
+    return slices
 
 
 def rope_tables(rotary_emb: torch.nn.Module, positions: torch.Tensor, like: torch.Tensor):
@@ -229,18 +244,22 @@ class LeanLlama:
         attn_mask = (causal & (mask[:, None, :] | eye))[:, None]
         # Rows are independent sequences: a prefill in slices of rows keeps its activations (up to
         # [tokens, 2 * intermediate]) small enough to stay in cache and in the allocator's warm memory.
-        step = max(1, _PREFILL_TOKENS // prompt_len)
-        last = [
-            self._forward(
-                input_ids[r : r + step],
-                positions[r : r + step],
-                attn_mask[r : r + step],
-                start=0,
+        # A slice skips the left padding all its rows share: padding is masked out of every real token's
+        # attention, so computing it changes nothing but the time (46% of the tokens of 200 HH-RLHF prompts
+        # in chunks of 32: their lengths run from 20 to 880 tokens).
+        last = []
+        for first, rows, width in _prefill_slices(mask.sum(-1).tolist()):
+            skip, cut = prompt_len - width, slice(first, first + rows)
+            self.cache.zero_values(first, rows, skip)  # never read (their keys are masked), but must be finite
+            out = self._forward(
+                input_ids[cut, skip:],
+                positions[cut, skip:],
+                attn_mask[cut, :, skip:, skip:],
+                start=skip,
                 decode=False,
-                first_row=r,
-            )[:, -1]
-            for r in range(0, batch, step)
-        ]
+                first_row=first,
+            )
+            last.append(out[:, -1])
         return self._logits(torch.cat(last))
 
     def step(self, tokens: torch.Tensor) -> torch.Tensor:

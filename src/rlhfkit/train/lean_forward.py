@@ -20,7 +20,8 @@ The HF modules and their parameters are used as they are (checkpoints stay HF-fo
 `state_dict` see nothing different). peft LoRA layers are a low-rank side path of the same fused matmuls
 (`train.lora_path`). Frozen weights may be bf16 (a LoRA base, `train.precision`): they are multiplied in
 bf16 with fp32 accumulation where the CPU has native bf16 (`fast_linear.bf16_usable`), and so are
-attention's two products, while the hidden states, norms, the softmax and residual sums stay fp32.
+attention's two products (the softmax between them computes in fp32 on their bf16 numbers), while the
+hidden states, norms and residual sums stay fp32.
 `lean_supported` lists what is reproduced; everything else (DoRA and other adapter variants, gradient
 checkpointing, an autocast, trained bf16 weights, other families) keeps the model's own forward.
 """
@@ -141,7 +142,7 @@ def lean_hidden_at(
     # padding_idx as nn.Embedding has it: a real token equal to the pad id (often the eos) gets no embedding gradient.
     embed = body.embed_tokens
     hidden = F.embedding(input_ids[:, :width].flatten()[flat], embed.weight, embed.padding_idx).float()
-    # Attention as two batched matmuls around an fp32 softmax (`_matmul_attention`) where measured faster
+    # Attention as two batched matmuls around a softmax (`_matmul_attention`) where measured faster
     # than SDPA's CPU kernel: over a bf16 frozen base (only where the CPU multiplies bf16 natively,
     # `lean_supported`; the products in bf16 too, as the frozen projections around them already round their
     # inputs to bf16), and where the embeddings are frozen and something else trains (LoRA). Other runs keep
@@ -153,6 +154,8 @@ def lean_hidden_at(
     # they are small (2**24 numbers a layer: SmolLM2 at batch 4 x 680 tokens), so long contexts keep SDPA.
     small = batch * heads * width * width <= _MATMUL_ATTENTION_MAX
     matmul_attention = (bf16_base or partly_trained) and small
+    if mask is not None and matmul_attention:
+        mask = mask.to(embed.weight.dtype)  # once, not in every layer
     n_layers = len(body.layers)
     for i, layer in enumerate(body.layers):
         attn, mlp = layer.self_attn, layer.mlp
@@ -172,16 +175,17 @@ def lean_hidden_at(
             out = F.scaled_dot_product_attention(q, k, v, scale=attn.scaling, enable_gqa=gqa, **causal)
         out = out.transpose(1, 2).reshape(batch * width, heads * dim)
         # The last layer's output is read only at the selected positions.
+        # (index_select: its backward is an index_add, ~5x faster here than indexing's accumulating index_put)
         if i == n_layers - 1 and not every:
-            out, hidden = out[flat[chosen]], hidden[chosen]
+            out, hidden = out.index_select(0, flat[chosen]), hidden.index_select(0, chosen)
         elif packing is not None:
-            out = out[packing]
+            out = out.index_select(0, packing)
         hidden = hidden + projection((attn.o_proj,))(out)
         x = _rms_norm(hidden, layer.post_attention_layernorm.weight, eps)
         gate, up = projection((mlp.gate_proj, mlp.up_proj))(x).chunk(2, dim=-1)
         hidden = hidden + projection((mlp.down_proj,))(F.silu(gate) * up)
     if n_layers == 0 and not every:
-        hidden = hidden[chosen]
+        hidden = hidden.index_select(0, chosen)
     return _rms_norm(hidden, body.norm.weight, eps)
 
 
@@ -203,8 +207,8 @@ def _matmul_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, dtype, mask: torch.Tensor | None = None
 ) -> torch.Tensor:
     """Causal attention `[B, heads, W, D]` (k, v: `[B, kv_heads, W, D]`; fp32) with q k^T and p v multiplied in
-    `dtype` (bf16: fp32 accumulation) and the scale, mask and softmax in fp32; returns fp32. `mask`: an
-    additive `[B, W, W]` mask to use instead of the causal one (`_branch_mask`).
+    `dtype` (bf16: fp32 accumulation), the softmax computed in fp32 over the product's rounded scores;
+    returns fp32. `mask`: an additive `[B, W, W]` mask to use instead of the causal one (`_branch_mask`).
 
     Why (SmolLM2-135M's shapes, batch 4 x 191, 9 heads over 3 kv heads, 2 threads, AMD Zen 4): PyTorch's CPU
     flash-attention kernel takes ~9 ms forward + backward per layer in fp32, and more in bf16. These two plain
@@ -218,10 +222,13 @@ def _matmul_attention(
     q = (q * scale).to(dtype).reshape(batch, kv_heads, group * width, dim)  # head h reads kv head h // group
     scores = torch.matmul(q, k.to(dtype).transpose(-1, -2)).view(batch, kv_heads, group, width, width)
     if mask is None:
-        mask = torch.full((width, width), float("-inf"), device=q.device).triu_(1)
+        mask = torch.full((width, width), float("-inf"), device=q.device, dtype=dtype).triu_(1)
     else:
-        mask = mask[:, None, None]  # the same for every kv head and the query heads of its group
-    probs = torch.softmax(scores.float() + mask, dim=-1).to(dtype)
+        mask = mask.to(dtype)[:, None, None]  # the same for every kv head and the query heads of its group
+    # The mask (0 or -inf) adds exactly in bf16, and softmax widens bf16 scores to fp32 inside its kernel and
+    # rounds only its output, which the product with v rounds to bf16 anyway: the same numbers as widening
+    # the scores first, without two `[B, heads, W, W]` conversions each way (~3% of a SmolLM2 LoRA step).
+    probs = torch.softmax(scores + mask, dim=-1)
     out = torch.matmul(probs.view(batch, kv_heads, group * width, width), v.to(dtype))
     return out.view(batch, heads, width, dim).float()
 

@@ -27,13 +27,17 @@ from rlhfkit.train.logits import causal_lm_of, plain_lm_head
 _MIN_SHARED = 8  # shorter common prefixes are not worth a packed row's longer attention
 
 
-def shared_prefix_logprobs(model: torch.nn.Module, batch: dict, row_groups: list[int]) -> torch.Tensor | None:
+def shared_prefix_logprobs(
+    model: torch.nn.Module, batch: dict, row_groups: list[int], temperature: float = 1.0
+) -> torch.Tensor | None:
     """[rows] summed log-probs of each row's label tokens (a `train.sft.collate` batch: shifted, right-padded),
-    with consecutive rows of the same `row_groups` id packed over their common prefix; None where the lean
-    path does not apply."""
+    with consecutive rows of the same `row_groups` id packed over their common prefix, the logits divided by
+    `temperature`; None where the lean path does not apply."""
     if not plain_lm_head(model):
         return None
     lm = causal_lm_of(model)
+    if temperature != 1.0 and lm.lm_head.bias is not None:  # below, the states are divided instead
+        return None
     if not lean_supported(lm.model):
         return None
     ids, labels = batch["input_ids"], batch["labels"]
@@ -61,6 +65,8 @@ def shared_prefix_logprobs(model: torch.nn.Module, batch: dict, row_groups: list
     x, pos, branch, select = x.to(device), pos.to(device), branch.to(device), select.to(device)
     hidden = lean_hidden_at(lm.model, x, select, (pos, branch))
     states = hidden[order[where[:, 0], where[:, 1]].to(device)]  # the last prefix state once per row
+    if temperature != 1.0:
+        states = states / temperature  # (h / T) W^T = (h W^T) / T for a bias-free head
     logps = linear_token_logprobs(states, lm.lm_head, where[:, 2].to(device))
     out = torch.zeros(ids.size(0), dtype=logps.dtype, device=device)
     return out.index_add(0, where[:, 3].to(device), logps)
