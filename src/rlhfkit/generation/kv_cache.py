@@ -82,8 +82,9 @@ class KVCache:
         skipped: their attention weight is 0, and 0 times the uninitialized memory could be NaN)."""
         if stop <= 0:
             return
+        rows_of = slice(first_row, first_row + rows)
         for values in self.values:
-            values.view(-1, self.kv_heads, self.total, self.head_dim)[first_row : first_row + rows, :, :stop].zero_()
+            values.view(-1, self.kv_heads, self.total, self.head_dim)[rows_of, :, :stop].zero_()
 
     def attend(self, layer: int, q: torch.Tensor, length: int, scale: float) -> torch.Tensor:
         """Attention of one query per row (`q`: [batch, heads, head_dim]) to positions 0..length-1."""

@@ -99,9 +99,11 @@ def _prefill_slices(lengths: list[int]) -> list[tuple[int, int, int]]:
     slices, first = [], 0
     while first < len(lengths):
         rows, width = 1, max(lengths[first], 1)
-        while first + rows < len(lengths) and (rows + 1) * max(width, lengths[first + rows]) <= _PREFILL_TOKENS:
-            width = max(width, lengths[first + rows])
-            rows += 1
+        while first + rows < len(lengths):
+            wider = max(width, lengths[first + rows])
+            if (rows + 1) * wider > _PREFILL_TOKENS:
+                break
+            rows, width = rows + 1, wider
         slices.append((first, rows, width))
         first += rows
     return slices
@@ -250,7 +252,7 @@ class LeanLlama:
         last = []
         for first, rows, width in _prefill_slices(mask.sum(-1).tolist()):
             skip, cut = prompt_len - width, slice(first, first + rows)
-            self.cache.zero_values(first, rows, skip)  # never read (their keys are masked), but must be finite
+            self.cache.zero_values(first, rows, skip)  # never read (masked keys), but must be finite
             out = self._forward(
                 input_ids[cut, skip:],
                 positions[cut, skip:],
