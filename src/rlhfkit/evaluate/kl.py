@@ -75,9 +75,9 @@ def reference_logprobs(
     empty response), in batches of `batch_size` rows, longest prompts first.
 
     Every model answered the same prompts, so the responses to one prompt are scored side by side over their
-    common prompt, computed once where the lean forward applies (`train.shared_prefix`): on the SmolLM2
-    recipe's 200 HH-RLHF prompts (126 tokens on average, up to 880) against three models' responses of up
-    to 128 tokens, the prompt is most of each row. Elsewhere each response is its own row."""
+    common prompt, computed once where the lean forward applies (`train.shared_prefix`): the SmolLM2
+    recipe's 200 HH-RLHF prompts average 126 tokens (up to 880) against responses of at most 128, and three
+    policies answer each. Elsewhere each response is its own row."""
     from rlhfkit.train.chat_tokens import IGNORE
     from rlhfkit.train.sft import collate
     from rlhfkit.train.shared_prefix import shared_prefix_logprobs
