@@ -82,7 +82,9 @@ def test_prefill_in_row_slices_gives_the_same_logits_and_tokens(monkeypatch):
         whole = lean_llama.LeanLlama(model, len(batch)).prefill(ids, mask, 4)
         monkeypatch.setattr(lean_llama, "_PREFILL_TOKENS", 3 * width)  # slices of 3, 3 and 2 rows
         sliced = lean_llama.LeanLlama(model, len(batch)).prefill(ids, mask, 4)
-    assert torch.equal(sliced, whole)
+    # Equal up to the kernel: a slice's last layer multiplies 1-3 rows, which on an Intel CPU go through MKL
+    # instead of the packed weights (`packed_linear`), in another summation order.
+    torch.testing.assert_close(sliced, whole, rtol=1e-5, atol=1e-5)
     got = generate(model, batch, SamplingParams(max_new_tokens=20, temperature=0), pad_token_id=PAD)
     assert [c.token_ids for c in got] == hf_generate(model, batch, 20)
 

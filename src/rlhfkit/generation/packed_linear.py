@@ -10,6 +10,11 @@ bf16 weights are packed too, but only where the CPU has native bf16 instructions
 bytes of fp32 and ran about 2x faster than bf16 `F.linear` at batch 1 to 64 (AMD EPYC, AVX512-BF16), while
 without native bf16 oneDNN would emulate it, so bf16 keeps `F.linear` there.
 
+On Intel CPUs, MKL (`F.linear`) is the faster fp32 path for one or two rows (`_FEW_ROWS`): SmolLM2-135M's
+greedy decode on a 2-core Xeon with AMX ran at 31.3 / 60.4 tok/s through MKL against 24.7 / 50.6 through the
+packed weights at batch 1 / 2, while at 4 and 8 rows the packed ones won (93.6 vs 76.3, 147.3 vs 111.9), so a
+packed fp32 layer on Intel keeps its plain weight for calls that few rows (`docs/performance.md`).
+
 `torch.ops.mkldnn._reorder_linear_weight` / `_linear_pointwise` are the ops PyTorch's own compiler emits for
 frozen CPU linears. They are internal, so this module probes them once and falls back to `F.linear` when
 they are missing or disagree with it: the fallback is only slower, never wrong.
@@ -20,7 +25,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from rlhfkit.device import cpu_vendor
+
 _PROBE_RESULT: dict[tuple[str, torch.dtype], bool] = {}
+_FEW_ROWS = 2  # rows up to which MKL beats the packed fp32 weights on Intel CPUs (module doc)
+_INTEL: list[bool] = []  # decided once: cpu_vendor() reads /proc/cpuinfo
 
 
 def onednn_usable(device: torch.device, dtype: torch.dtype) -> bool:
@@ -55,25 +64,36 @@ def _probe(device: torch.device, dtype: torch.dtype) -> bool:
         return False
 
 
+def _intel() -> bool:
+    if not _INTEL:
+        _INTEL.append(cpu_vendor() == "GenuineIntel")
+    return _INTEL[0]
+
+
 class Linear:
     """`y = x @ weight.T + bias`, with the weight prepacked for oneDNN when that path is usable."""
 
-    __slots__ = ("weight", "bias", "packed")
+    __slots__ = ("weight", "bias", "packed", "plain_rows")
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, batch_hint: int, use_onednn: bool):
         self.weight = weight.detach()
         self.bias = None if bias is None else bias.detach()
         self.packed = torch.ops.mkldnn._reorder_linear_weight(self.weight, batch_hint) if use_onednn else None
+        # Calls of up to this many rows take `F.linear` (MKL) instead: fp32 on an Intel CPU (module doc).
+        self.plain_rows = _FEW_ROWS if use_onednn and weight.dtype == torch.float32 and _intel() else 0
+
+    def _plain(self, x: torch.Tensor) -> bool:
+        return self.packed is None or x.numel() <= self.plain_rows * x.size(-1)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if self.packed is None:
+        if self._plain(x):
             return F.linear(x, self.weight, self.bias)
         return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
 
     def plus(self, x: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
         """`self(x) + other` (a residual connection); oneDNN adds `other` as the matmul's epilogue, one op
         instead of two, with the same rounding (the fp32 product is rounded, then the sum)."""
-        if self.packed is None:
+        if self._plain(x):
             return F.linear(x, self.weight, self.bias) + other
         return torch.ops.mkldnn._linear_pointwise.binary(x, other, self.packed, self.bias, "add")
 
