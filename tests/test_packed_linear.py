@@ -29,7 +29,6 @@ def _counting(monkeypatch) -> list[int]:
 @pytest.mark.parametrize(("vendor", "plain"), [("GenuineIntel", [1, 2]), ("AuthenticAMD", [])])
 def test_few_rows_take_mkl_on_intel_only_and_every_path_gives_the_same_product(monkeypatch, vendor, plain):
     monkeypatch.setattr(packed_linear, "cpu_vendor", lambda: vendor)
-    monkeypatch.setattr(packed_linear, "_INTEL", [])
     gen = torch.Generator().manual_seed(0)
     w, b = torch.randn(48, 32, generator=gen), torch.randn(48, generator=gen)
     lin = packed_linear.Linear(w, b, 8, True)
@@ -45,7 +44,6 @@ def test_bf16_weights_stay_packed_on_intel(monkeypatch):
     if not packed_linear.onednn_usable(torch.device("cpu"), torch.bfloat16):
         pytest.skip("no native bf16 here")
     monkeypatch.setattr(packed_linear, "cpu_vendor", lambda: "GenuineIntel")
-    monkeypatch.setattr(packed_linear, "_INTEL", [])
     lin = packed_linear.Linear(torch.randn(48, 32).bfloat16(), None, 8, True)
     rows = _counting(monkeypatch)
     lin(torch.randn(1, 32).bfloat16())

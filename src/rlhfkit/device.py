@@ -8,6 +8,7 @@ stores a LoRA run's frozen base in bf16 (`train.precision`).
 
 from __future__ import annotations
 
+import functools
 import os
 from contextlib import nullcontext
 
@@ -63,8 +64,10 @@ def _cpuinfo(key: str) -> str | None:
         return None
 
 
+@functools.cache
 def cpu_vendor() -> str | None:
-    """/proc/cpuinfo's `vendor_id` (GenuineIntel, AuthenticAMD, ...), or None where there is none to read."""
+    """/proc/cpuinfo's `vendor_id` (GenuineIntel, AuthenticAMD, ...), or None where there is none to read.
+    Read once: kernel choices ask it per layer."""
     return _cpuinfo("vendor_id")
 
 

@@ -12,8 +12,9 @@ without native bf16 oneDNN would emulate it, so bf16 keeps `F.linear` there.
 
 On Intel CPUs, MKL (`F.linear`) is the faster fp32 path for one or two rows (`_FEW_ROWS`): SmolLM2-135M's
 greedy decode on a 2-core Xeon with AMX ran at 31.3 / 60.4 tok/s through MKL against 24.7 / 50.6 through the
-packed weights at batch 1 / 2, while at 4 and 8 rows the packed ones won (93.6 vs 76.3, 147.3 vs 111.9), so a
-packed fp32 layer on Intel keeps its plain weight for calls that few rows (`docs/performance.md`).
+packed weights at batch 1 / 2, while at 4 and 8 rows the packed ones won (93.6 vs 76.3, 147.3 vs 111.9); for
+the demo models' 256-wide layers MKL took 5-14 us a call at 1-2 rows against 20-28 us. So on Intel a packed fp32
+layer multiplies calls of one or two rows through MKL with its plain weight (`docs/performance.md`).
 
 `torch.ops.mkldnn._reorder_linear_weight` / `_linear_pointwise` are the ops PyTorch's own compiler emits for
 frozen CPU linears. They are internal, so this module probes them once and falls back to `F.linear` when
@@ -29,7 +30,6 @@ from rlhfkit.device import cpu_vendor
 
 _PROBE_RESULT: dict[tuple[str, torch.dtype], bool] = {}
 _FEW_ROWS = 2  # rows up to which MKL beats the packed fp32 weights on Intel CPUs (module doc)
-_INTEL: list[bool] = []  # decided once: cpu_vendor() reads /proc/cpuinfo
 
 
 def onednn_usable(device: torch.device, dtype: torch.dtype) -> bool:
@@ -64,12 +64,6 @@ def _probe(device: torch.device, dtype: torch.dtype) -> bool:
         return False
 
 
-def _intel() -> bool:
-    if not _INTEL:
-        _INTEL.append(cpu_vendor() == "GenuineIntel")
-    return _INTEL[0]
-
-
 class Linear:
     """`y = x @ weight.T + bias`, with the weight prepacked for oneDNN when that path is usable."""
 
@@ -80,7 +74,8 @@ class Linear:
         self.bias = None if bias is None else bias.detach()
         self.packed = torch.ops.mkldnn._reorder_linear_weight(self.weight, batch_hint) if use_onednn else None
         # Calls of up to this many rows take `F.linear` (MKL) instead: fp32 on an Intel CPU (module doc).
-        self.plain_rows = _FEW_ROWS if use_onednn and weight.dtype == torch.float32 and _intel() else 0
+        intel = cpu_vendor() == "GenuineIntel"
+        self.plain_rows = _FEW_ROWS if use_onednn and weight.dtype == torch.float32 and intel else 0
 
     def _plain(self, x: torch.Tensor) -> bool:
         return self.packed is None or x.numel() <= self.plain_rows * x.size(-1)
