@@ -51,10 +51,8 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
 
 def usable() -> bool:
     """Whether fp32 products go through oneDNN here: it works (`onednn_works`) and the CPU is not an Intel
-    one, whose MKL `F.linear` is the faster (module doc). Decided once (every linear call asks)."""
-    if "fp32" not in _USABLE:
-        _USABLE["fp32"] = onednn_works() and cpu_vendor() != "GenuineIntel"
-    return _USABLE["fp32"]
+    one, whose MKL `F.linear` is the faster (module doc). Both are read once (every linear call asks)."""
+    return onednn_works() and cpu_vendor() != "GenuineIntel"
 
 
 def onednn_works() -> bool:
