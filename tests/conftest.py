@@ -156,3 +156,16 @@ def rm_dir(policy_dir, tmp_path_factory) -> Path:
     load_tokenizer(policy_dir).save_pretrained(out)
     (out / "rlhfkit.json").write_text(json.dumps({"stage": "reward", "calibration": {"std": 0.5}}))
     return out
+
+
+def saved_reward_model(folder: Path, out: Path) -> Path:
+    """`folder` loaded as a reward model (a fresh, seeded scalar head) and saved, so every load scores alike."""
+    import torch
+
+    from rlhfkit.reward.model import load_reward_model
+
+    torch.manual_seed(0)
+    model, tokenizer = load_reward_model(folder)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import math
 
 import torch
 from transformers import AutoTokenizer, LlamaForSequenceClassification
 
 from rlhfkit.cli import main
 from rlhfkit.generation import Completion
-from rlhfkit.generation.candidates import pick_best_of
+from rlhfkit.generation.best_of import best_in_groups, kl_bound, pick_best_of
 from rlhfkit.models import build_model, preset_config
 from rlhfkit.reward.model import load_reward_model, score_conversations
 
@@ -42,7 +43,7 @@ def test_pick_best_of_takes_the_highest_scored_sample_of_each_group(tmp_path, to
         "The sea.",
     ]
     completions = [Completion(token_ids=[], logprobs=[], finish_reason="stop", text=t) for t in texts]
-    kept, scores = pick_best_of(completions, prompts, best_of=2, reward_dir=str(rm_dir))
+    kept, scores = pick_best_of(completions, prompts, best_of=2, reranker=str(rm_dir))
     rm, tok = load_reward_model(rm_dir)
     items = [(prompts[i // 4], [{"role": "assistant", "content": t}]) for i, t in enumerate(texts)]
     expected = score_conversations(rm, tok, items, 128)
@@ -85,3 +86,14 @@ def test_generate_best_of_cli_writes_n_completions_with_rewards(tmp_path, tokeni
         )
         == 1
     )
+
+
+def test_a_finished_sample_beats_a_higher_scored_cut_off_one():
+    scores = [0.9, 0.2, 0.5, 0.7, 0.1, 0.3]
+    finished = [False, True, True, False, False, False]
+    # group 1: the cut-off 0.9 loses to the finished 0.2; group 2: the finished 0.5 wins;
+    # group 3: none finished, so the best cut-off one is kept
+    assert best_in_groups(scores[:2], finished[:2], 2) == [1]
+    assert best_in_groups(scores, finished, 3) == [2, 3]
+    assert best_in_groups(scores[4:], finished[4:], 2) == [1]
+    assert abs(kl_bound(8) - (math.log(8) - 7 / 8)) < 1e-12 and kl_bound(1) == 0.0

@@ -6,7 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
+from conftest import saved_reward_model
 from rlhfkit.cli import main
 from rlhfkit.evaluate import EvalConfig, headline_metrics, run
 from rlhfkit.evaluate.commands import parse_models
@@ -134,3 +136,59 @@ def test_cli_errors_are_one_line(micro_models, eval_prompts, tmp_path, capsys):
     assert main(["report", str(tmp_path / "missing")]) == 1
     with pytest.raises(Exception, match="used twice"):
         parse_models(["a=x", "a=y"])
+
+
+def test_best_of_n_answers_with_the_reranker_s_favourite_sample(micro_models, eval_prompts, tmp_path):
+    from rlhfkit.generation import SamplingParams, generate_chat
+    from rlhfkit.generation.best_of import best_in_groups, kl_bound
+    from rlhfkit.generation.loading import load_for_generation
+    from rlhfkit.reward.model import load_reward_model, score_conversations
+    from rlhfkit.train.precision import Precision
+
+    # The same folder twice: once as itself, once answering as best-of-4 by a reward model (the base model
+    # with a random scalar head, saved: arbitrary but fixed scores).
+    models = {"sft": micro_models["sft"], "sft-bo4": micro_models["sft"]}
+    reranker = str(saved_reward_model(micro_models["base"], tmp_path / "rm"))
+    cfg = config(models, eval_prompts, tmp_path / "eval", best_of=["sft-bo4=4"], reranker=reranker)
+    results = run(cfg)
+
+    # What best-of-4 must have answered: 4 samples a prompt drawn as evaluate draws them, the reward model's
+    # favourite finished one kept.
+    prompts = [p["messages"] for p in pick_prompts(eval_prompts, 8)]
+    model, tok = load_for_generation(str(micro_models["sft"]))  # as evaluate loads it: the same kernels
+    params = SamplingParams(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, seed=cfg.seed)
+    drawn = generate_chat(
+        model, tok, [p for p in prompts for _ in range(4)], params, batch_size=cfg.batch_size
+    )
+    rm, rm_tok = load_reward_model(reranker)
+    items = [(prompts[i // 4], [{"role": "assistant", "content": c.text}]) for i, c in enumerate(drawn)]
+    bf16 = Precision.of(torch.device("cpu"), "auto").scorer_bf16  # as evaluate scores on this CPU
+    scores = score_conversations(rm, rm_tok, items, 128, bf16=bf16)
+    winners = best_in_groups(scores, [c.finish_reason == "stop" for c in drawn], 4)
+    records = [json.loads(line) for line in (tmp_path / "eval" / "responses.jsonl").open()]
+    assert [r["responses"]["sft-bo4"]["text"] for r in records] == [drawn[i].text.strip() for i in winners]
+    assert len(set(winners) - set(range(0, 32, 4))) > 0  # not always the first sample: the picking is real
+
+    kl = results["kl_to_first"]["models"]["sft-bo4"]
+    assert kl["upper_bound"] and kl["kl"] == pytest.approx(kl["kl_sampler_on_picked"] + kl_bound(4), abs=1e-5)
+    assert results["generation"]["sft-bo4"]["best_of"] == 4
+    assert "win_sft-bo4_vs_sft" in headline_metrics(results)
+
+
+@pytest.mark.parametrize(
+    "kw, message",
+    [
+        ({"best_of": ["nope=4"]}, "no --model is named 'nope'"),
+        ({"best_of": ["sft=1"]}, "N from 2 to 64"),
+        ({"best_of": ["sft=4"]}, "needs --reranker"),
+        ({"best_of": ["sft=4"], "reranker": "RM", "judge": "reward:RM"}, "also the judge"),
+    ],
+)
+def test_best_of_n_refuses_a_bad_setup_before_sampling(micro_models, eval_prompts, tmp_path, kw, message):
+    from rlhfkit.errors import RlhfkitError
+
+    if kw.get("reranker") == "RM":
+        kw = {**kw, "reranker": str(micro_models["base"]), "judge": f"reward:{micro_models['base']}"}
+    with pytest.raises(RlhfkitError, match=message):
+        run(config({"sft": micro_models["sft"]}, eval_prompts, tmp_path / "eval", **kw))
+    assert not (tmp_path / "eval").exists()

@@ -32,6 +32,10 @@ def kl_to_first(generated: dict[str, dict], cfg) -> dict:
         why = "greedy decoding (--temperature 0) samples from no distribution"
         out["models"].update({name: {"unavailable": why} for name in names[1:]})
         return out
+    if generated[first].get("best_of", 1) > 1:
+        why = f"'{first}' answers as best-of-n, which has no log-probs to compare against: list another first"
+        out["models"].update({name: {"unavailable": why} for name in names[1:]})
+        return out
     todo = []
     for name in names[1:]:
         if generated[name]["prompt_ids"] != generated[first]["prompt_ids"]:
@@ -58,8 +62,28 @@ def kl_to_first(generated: dict[str, dict], cfg) -> dict:
     for name in todo:
         g = generated[name]
         diffs = [sum(own) - r for own, r in zip(g["logprobs"], ref[name])]
-        out["models"][name] = _stats(diffs, sum(len(t) for t in g["token_ids"]))
+        tokens = sum(len(t) for t in g["token_ids"])
+        out["models"][name] = _stats(diffs, tokens)
+        if g.get("best_of", 1) > 1:  # best-of-n has no log-probs of its own: bound its part, say so
+            out["models"][name] = _best_of_bound(out["models"][name], g["best_of"], tokens)
     return out
+
+
+def _best_of_bound(sampled: dict, n: int, tokens: int) -> dict:
+    """KL(best-of-n || first) = E[log bo_n - log sampler] + E[log sampler - log first], both over the picked
+    answers. The second is measured like any model's; the first is at most log n - (n - 1) / n
+    (`generation.best_of.kl_bound`), so their sum is an upper bound."""
+    from rlhfkit.generation.best_of import kl_bound
+
+    kl = sampled["kl"] + kl_bound(n)
+    return {
+        **sampled,
+        "kl": round(kl, 6),
+        "kl_per_token": round(kl * sampled["n"] / tokens, 6) if tokens else 0.0,
+        "upper_bound": True,
+        "kl_sampler_on_picked": sampled["kl"],
+        "best_of_bound": round(kl_bound(n), 6),
+    }
 
 
 @torch.no_grad()

@@ -38,6 +38,7 @@ from rlhfkit.evaluate.rundata import (
     read_json,
     stage_folders,
 )
+from rlhfkit.evaluate.winrates import compared_pairs
 
 REPORT = "report.html"
 GALLERY_PER_CATEGORY = 2
@@ -553,7 +554,7 @@ def _highlights(results: dict | None, stages: list[dict]) -> str:
         items.append(("pipeline time", _duration(sum(s["seconds"] or 0 for s in stages))))
     if results:
         names = list(results.get("models", {}))
-        for prev, cur in zip(names, names[1:]):
+        for prev, cur in compared_pairs(names):
             rate = results["win_rates"][cur][prev]
             items.append((f"{cur} beats {prev}", _pct(rate)))
         probes = results.get("probes") or {}

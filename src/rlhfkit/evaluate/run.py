@@ -37,7 +37,7 @@ from rlhfkit.evaluate.kl import kl_to_first
 from rlhfkit.evaluate.probes import PROBES, probe_rates
 from rlhfkit.evaluate.ranking import outcome_tensor, rank_outcomes
 from rlhfkit.evaluate.text_probes import text_probe_labels, text_probe_rates
-from rlhfkit.evaluate.winrates import counts_from_outcomes
+from rlhfkit.evaluate.winrates import compared_pairs, counts_from_outcomes
 from rlhfkit.train.distributed import (
     finish_distributed,
     init_distributed,
@@ -83,6 +83,38 @@ class EvalConfig:
     chat_template: list[str] | None = None  # Jinja chat template FILE for every model, or NAME=FILE for one
     kl: bool = True  # each model's KL to the first --model, on its own samples (needs --temperature > 0)
     max_tool_turns: int = 0  # > 0: episodes with the world's tools (`evaluate.tool_episodes`); no KL then
+    best_of: list[str] | None = None  # NAME=N: --model NAME answers with the best of N samples by --reranker
+    # (best-of-n at inference, as `serve --best-of`); list the same folder twice to see both, e.g.
+    # --model rs=runs/demo/rs --model rs-bo8=runs/demo/rs --best-of rs-bo8=8
+    reranker: str = ""  # reward model folder that picks the --best-of answers (never the judge)
+
+
+def best_of_counts(cfg: EvalConfig) -> dict[str, int]:
+    """{model name: n} from `cfg.best_of`'s NAME=N entries, checked against the models and the judge."""
+    counts: dict[str, int] = {}
+    for spec in cfg.best_of or []:
+        name, _, n = spec.partition("=")
+        if name not in cfg.models:
+            raise RlhfkitError(f"--best-of {spec}: no --model is named '{name}'")
+        if not n.isdigit() or not 2 <= int(n) <= 64:
+            raise RlhfkitError(f"--best-of {spec}: expected NAME=N with N from 2 to 64")
+        counts[name] = int(n)
+    if counts and not cfg.reranker:
+        raise RlhfkitError("--best-of needs --reranker DIR (the reward model that picks the best sample)")
+    if counts and cfg.max_tool_turns > 0:
+        raise RlhfkitError(
+            "--best-of: not with --max-tool-turns (the reward model reads one reply, not episodes)"
+        )
+    kind, judge_dir = parse_judge_spec(cfg.judge)
+    if counts and kind == "reward" and judge_dir.resolve() == Path(cfg.reranker).resolve():
+        raise RlhfkitError(
+            f"--reranker {cfg.reranker} is also the judge: best-of-n would be graded by the model that picked it"
+        )
+    if counts:
+        from rlhfkit.reward.judge_mark import refuse_judge
+
+        refuse_judge(cfg.reranker)  # best-of-n optimizes against its scores
+    return counts
 
 
 def pick_prompts(path: str | Path, n_prompts: int = 0) -> list[dict]:
@@ -140,6 +172,7 @@ def _check(cfg: EvalConfig) -> None:
         raise RlhfkitError(f"pass_samples: expected an integer >= 1, got {cfg.pass_samples}")
     if cfg.max_tool_turns < 0:
         raise RlhfkitError(f"max_tool_turns: expected an integer >= 0, got {cfg.max_tool_turns}")
+    best_of_counts(cfg)
 
 
 def generate_responses(name: str, folder: str, prompts: list[dict], cfg: EvalConfig, progress=None) -> dict:
@@ -161,7 +194,9 @@ def generate_responses(name: str, folder: str, prompts: list[dict], cfg: EvalCon
     params = SamplingParams(
         max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed
     )
-    task = progress.add_task(f"sample {name}", total=len(prompts)) if progress else None
+    n = best_of_counts(cfg).get(name, 1)  # > 1: answers are best-of-n by the reranker
+    label = f"sample {name}" + (f" (best of {n})" if n > 1 else "")
+    task = progress.add_task(label, total=len(prompts) * n) if progress else None
     t0 = time.perf_counter()
     # Under torchrun each rank samples its share of the prompts (own seed); every rank gets all, in order.
     info = init_distributed(next(model.parameters()).device)
@@ -176,6 +211,18 @@ def generate_responses(name: str, folder: str, prompts: list[dict], cfg: EvalCon
 
         def answer(mine, model=model):
             return generate_chat(model, tokenizer, mine, params, batch_size=cfg.batch_size, on_chunk=on_chunk)
+
+    if n > 1:
+        from rlhfkit.generation.best_of import load_reranker, pick_best_of
+        from rlhfkit.train.precision import Precision
+
+        reranker = load_reranker(cfg.reranker, next(model.parameters()).device)
+        bf16 = Precision.of(next(model.parameters()).device, cfg.dtype).scorer_bf16
+        sample = answer
+
+        def answer(mine, sample=sample):  # n samples a prompt, prompt-major; the reward model keeps one
+            drawn = sample([chat for chat in mine for _ in range(n)])
+            return pick_best_of(drawn, mine, n, reranker, bf16=bf16)[0]
 
     completions = map_across_ranks([p["messages"] for p in prompts], answer, info)
     seconds = time.perf_counter() - t0
@@ -197,7 +244,9 @@ def generate_responses(name: str, folder: str, prompts: list[dict], cfg: EvalCon
         "tokens": tokens,
         "turns": [c.meta.get("turns", []) for c in completions],
         **kl_inputs,
+        "best_of": n,
         "stats": {
+            **({"best_of": n, "reranker": cfg.reranker} if n > 1 else {}),
             "seconds": round(seconds, 3),
             "tokens": sum(tokens),
             "tokens_per_s": round(sum(tokens) / max(seconds, 1e-9), 1),
@@ -403,15 +452,15 @@ def _write_responses(path: Path, prompts, generated, scores, parts, gold, verdic
 
 
 def headline_metrics(results: dict) -> dict[str, float]:
-    """A few flat numbers for `pipeline.json`: mean score and Elo per model, win rate of each model over
-    the one listed before it, and the honesty probe rate."""
+    """A few flat numbers for `pipeline.json`: mean score and Elo per model, win rates (`compared_pairs`),
+    and the honesty probe rate."""
     out: dict[str, float] = {}
     names = list(results.get("models", {}))
     for name in names:
         out[f"score_{name}"] = round(results["mean_score"][name], 3)
     for row in results.get("ranking", []):
         out[f"elo_{row['model']}"] = round(row["elo"], 1)
-    for prev, cur in zip(names, names[1:]):
+    for prev, cur in compared_pairs(names):
         out[f"win_{cur}_vs_{prev}"] = round(results["win_rates"][cur][prev], 3)
     for name, probes in (results.get("probes") or {}).items():
         rate = probes.get("honest_unknowable", {}).get("rate")
@@ -473,8 +522,12 @@ def print_summary(results: dict, console=None) -> None:
         for name in names[1:]:
             row = kl["models"][name]
             if "kl" in row:
+                at_most = "≤ " if row.get("upper_bound") else ""  # best-of-n: measured part + its bound
                 table.add_row(
-                    name, f"{row['kl']:.3f}", f"{row['kl_stderr']:.3f}", f"{row['kl_per_token']:.4f}"
+                    name,
+                    f"{at_most}{row['kl']:.3f}",
+                    f"{row['kl_stderr']:.3f}",
+                    f"{at_most}{row['kl_per_token']:.4f}",
                 )
             else:
                 table.add_row(name, "-", "-", row["unavailable"])

@@ -84,3 +84,10 @@ def win_rate_matrix(
     """{A: {B: win rate of A over B}} for every ordered pair of distinct models."""
     counts = pairwise_counts(scores, tie_margin)
     return {a: {b: c.win_rate for b, c in row.items()} for a, row in counts.items()}
+
+
+def compared_pairs(names: list[str]) -> list[tuple[str, str]]:
+    """(before, model) pairs worth a headline: each model against the one listed before it, and each later
+    model against the second as well (the pipeline's order is base, sft, then the aligned models)."""
+    pairs = list(zip(names, names[1:]))
+    return pairs + [(names[1], cur) for cur in names[3:]]

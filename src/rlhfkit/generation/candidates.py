@@ -152,6 +152,8 @@ def write_candidates(
 
     rewards: list[float] | None = None
     if best_of > 1:
+        from rlhfkit.generation.best_of import pick_best_of
+
         completions, rewards = pick_best_of(completions, prompts, best_of, reward)
 
     stem = Path(prompts_path).stem
@@ -224,30 +226,3 @@ def borrow_off_prompt(categories: list[str], n: int, k: int, seed: int) -> list[
         sources = [rng.choice(pool) for _ in range(k)]
         out.append([source * n + rng.randrange(n) for source in sources])
     return out
-
-
-def pick_best_of(
-    completions: list, prompts: list[list[dict]], best_of: int, reward_dir: str
-) -> tuple[list, list[float]]:
-    """Best-of-n: score every sample with the reward model and keep the highest of each group of `best_of`.
-
-    `completions` are prompt-major: each prompt's n * best_of samples in a row. Returns the kept completions (n
-    per prompt, in order) and their reward-model scores. The simplest use of a reward model, and the baseline an
-    RL method must beat at the same KL (best-of-n's KL to the sampler is at most log n - (n - 1) / n).
-    """
-    from rlhfkit.reward.model import load_scorer, score_conversations
-
-    rm, rm_tok, max_length = load_scorer(reward_dir, optimize=True)
-    per_prompt = len(completions) // len(prompts)
-    items = [
-        (prompts[i // per_prompt], [{"role": "assistant", "content": c.text}])
-        for i, c in enumerate(completions)
-    ]
-    scores = score_conversations(rm, rm_tok, items, max_length, batch_size=32)
-    kept, kept_scores = [], []
-    for start in range(0, len(completions), best_of):
-        group = range(start, start + best_of)
-        best = max(group, key=lambda i: scores[i])
-        kept.append(completions[best])
-        kept_scores.append(scores[best])
-    return kept, kept_scores

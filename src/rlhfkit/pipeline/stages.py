@@ -109,13 +109,35 @@ def _policy_paths(policy: str, reward: str, out: str) -> Callable[[Path], dict]:
     }
 
 
-def _evaluate_paths(models: Callable[[Path], list[tuple[str, Path]]], out: str) -> Callable[[Path], dict]:
-    return lambda r: {
-        "prompts": _p(run_path(r, "world/eval_prompts.jsonl")),
-        "judge": "gold",
-        "out": _p(run_path(r, out)),
-        "models": {name: _p(path) for name, path in models(r)},
-    }
+# The evaluation also answers with the pipeline's aligned model as best-of-8 by the run's reward model, the
+# system `rlhfkit serve --best-of 8 --reranker RUN/reward` runs: distilling the reward model's picks into the
+# 1.3M-parameter policy keeps only part of their gain (docs/methods.md, "Best-of-n at inference").
+ALIGNED_BEST_OF = 8
+
+
+def _evaluate_paths(
+    models: Callable[[Path], list[tuple[str, Path]]], out: str, best_of_model: str | None = None
+) -> Callable[[Path], dict]:
+    """`evaluate`'s files; `best_of_model`, when finished and the run has its reward model, is listed a second
+    time as `<name>-bo8`, answering as best-of-8 by that reward model."""
+
+    def paths(r: Path) -> dict:
+        found = dict(models(r))
+        options = {
+            "prompts": _p(run_path(r, "world/eval_prompts.jsonl")),
+            "judge": "gold",
+            "out": _p(run_path(r, out)),
+            "models": {name: _p(path) for name, path in found.items()},
+        }
+        reranker = run_path(r, "reward")
+        if best_of_model in found and (reranker / "config.json").exists():
+            name = f"{best_of_model}-bo{ALIGNED_BEST_OF}"
+            options["models"][name] = _p(found[best_of_model])
+            options["best_of"] = [f"{name}={ALIGNED_BEST_OF}"]
+            options["reranker"] = _p(reranker)
+        return options
+
+    return paths
 
 
 def _finished_models(names: tuple[str, ...]) -> Callable[[Path], list[tuple[str, Path]]]:
@@ -281,8 +303,8 @@ STAGES: list[Stage] = [
         *EVALUATE,
         "evaluate",
         ("ppo",),
-        _evaluate_paths(_finished_models(("base", "sft", "ppo")), "evaluate"),
-        estimate_s=120,
+        _evaluate_paths(_finished_models(("base", "sft", "ppo")), "evaluate", best_of_model="ppo"),
+        estimate_s=180,
     ),
     Stage(
         "report",
@@ -667,8 +689,10 @@ def rlhf_stages(methods: list[str]) -> list[Stage]:
     evaluate = replace(
         STAGES[STAGE_NAMES.index("evaluate")],
         depends=tuple(methods),
-        paths=_evaluate_paths(_finished_models(("base", "sft", *methods)), "evaluate"),
-        estimate_s=60 + 40 * len(methods),
+        paths=_evaluate_paths(
+            _finished_models(("base", "sft", *methods)), "evaluate", best_of_model=methods[0]
+        ),
+        estimate_s=120 + 40 * len(methods),
     )
     return head + [by_name[m] for m in methods] + [evaluate, STAGES[-1]]
 

@@ -1,7 +1,7 @@
 """`POST /v1/chat/completions`: the assistant's reply to a conversation, through the model's chat template.
 
 Roles are `system`, `user`, `assistant` and `tool` (`developer`, OpenAI's newer name for system, is read as
-`system`); content is a string or a list of text parts. `tools` and `tool_calls`: `serve/tools.py`. The reply ends at the end-of-turn token, a stop
+`system`); content is a string or a list of text parts. `tools` and `tool_calls`: `serve/tools.py`; `best_of`: `serve/best_of.py`. The reply ends at the end-of-turn token, a stop
 string, or `max_completion_tokens` / `max_tokens`.
 `logprobs: true` reports each reply token's log-prob under the model's own distribution, with
 `top_logprobs` alternatives. Without a `max_tokens` the reply is capped at `Limits.default_chat_max_tokens`
@@ -16,6 +16,7 @@ from functools import partial
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from rlhfkit.serve.admission import Offload, check_prompt_chars
+from rlhfkit.serve.best_of import best_of_for
 from rlhfkit.serve.choices import chat_logprob_entries
 from rlhfkit.serve.errors import APIError, bad_request
 from rlhfkit.serve.limits import Limits
@@ -55,13 +56,14 @@ async def create_chat_completion(
             code="invalid_value",
         )
     n = request.n or 1
-    limits.check_request([0], n, 0)
+    sampled = best_of_for(served, request, n)  # > n: best-of-n, the reranker keeps n (`serve/best_of.py`)
+    limits.check_request([0], sampled, 0)
     messages = _messages(request)
     offered = offered_tools(request.tools, request.tool_choice)
     if request.tools or any(m["role"] == "tool" or "tool_calls" in m for m in messages):
         check_template(served.tokenizer, served.name)
     # Too long to fit: refused before rendering (the template only adds characters) or tokenizing.
-    check_prompt_chars(served, ["".join(m["content"] for m in messages)], n, limits, "messages")
+    check_prompt_chars(served, ["".join(m["content"] for m in messages)], sampled, limits, "messages")
     # Rendering and tokenizing a long conversation takes a while: off the event loop.
     prompt_ids = await offload(served.encode_chat, messages)
     room = served.context_length - len(prompt_ids)
@@ -72,16 +74,22 @@ async def create_chat_completion(
     )
     param = "max_completion_tokens" if request.max_completion_tokens else "messages"
     served.check_context(len(prompt_ids), max_tokens, param)
-    limits.check_request([len(prompt_ids)], n, max_tokens)
+    limits.check_request([len(prompt_ids)], sampled, max_tokens)
     stops = stop_strings(request)
     top_logprobs = request.top_logprobs or 0
     rows = build_rows(
-        served, [prompt_ids], n, request, max_tokens=max_tokens, stop_strings=stops, top_logprobs=top_logprobs
+        served,
+        [prompt_ids],
+        sampled,
+        request,
+        max_tokens=max_tokens,
+        stop_strings=stops,
+        top_logprobs=top_logprobs,
     )
-    builders = new_builders(served, n, stops)
+    builders = new_builders(served, sampled, stops)
     meta = response_meta("chatcmpl", served, request)
     want_logprobs = bool(request.logprobs)
-    usage = partial(usage_of, len(prompt_ids), builders)
+    usage = partial(usage_of, len(prompt_ids), builders)  # every sampled token, the unpicked ones too
     if request.stream:
         include_usage = bool(request.stream_options and request.stream_options.include_usage)
         events = _stream(
@@ -90,8 +98,12 @@ async def create_chat_completion(
         return StreamingResponse(events, media_type="text/event-stream")
 
     await run_to_end(served, rows, builders)
+    picked = builders
+    if sampled > n:  # scoring takes a reward-model forward: off the event loop, like tokenizing
+        replies = [(b.text(), b.finish_reason == "stop") for b in builders]
+        picked = [builders[i] for i in await offload(served.reranker.pick, messages, replies, n)]
     choices = []
-    for i, b in enumerate(builders):
+    for i, b in enumerate(picked):
         content, calls = split_call(b.text(), offered)
         choices.append(
             ChatChoice(

@@ -130,14 +130,30 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="CPU threads of each model's worker thread, which runs all its torch work (default: torch's choice; "
         "the server's own thread keeps one; 1 can be faster on a CPU busy with other jobs)",
     )
+    p.add_argument(
+        "--reranker",
+        default=None,
+        metavar="DIR",
+        help="a reward model folder that picks best-of-n chat replies: requests may send 'best_of' (in "
+        "extra_body), and --best-of sets a model's default (serve/best_of.py)",
+    )
+    p.add_argument(
+        "--best-of",
+        action="append",
+        default=[],
+        metavar="NAME=N",
+        help="the model served as NAME answers every chat request with the --reranker's favourite of N "
+        "replies, as `evaluate --best-of` measures it (repeatable; not for streamed requests)",
+    )
     p.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
     from rlhfkit.errors import RlhfkitError
     from rlhfkit.serve.app import create_app
+    from rlhfkit.serve.best_of import attach_reranker, parse_best_of
     from rlhfkit.serve.limits import Limits
-    from rlhfkit.serve.served import load_served_models
+    from rlhfkit.serve.served import load_served_models, parse_model_spec
     from rlhfkit.serve.server import run
 
     for flag in (
@@ -177,6 +193,12 @@ def _run(args: argparse.Namespace) -> int:
     # keeps one: once it has run parallel ops, the workers' steps run about 2x slower (`serve.batching.BatchWorker`).
     threads = args.threads or torch.get_num_threads()
     torch.set_num_threads(1)
+    # A bad --best-of or --reranker is refused before any model loads.
+    best_of = parse_best_of(args.best_of, [parse_model_spec(m)[0] for m in args.model], args.reranker)
+    if args.reranker:
+        from rlhfkit.reward.judge_mark import refuse_judge
+
+        refuse_judge(args.reranker)
     models = load_served_models(
         args.model,
         device=args.device,
@@ -188,8 +210,10 @@ def _run(args: argparse.Namespace) -> int:
         quantize=args.quantize,
         threads=threads,
     )
+    attach_reranker(models, args.reranker, best_of)
     for name, served in models.items():
-        print(f"serving {name} <- {served.path} (context {served.context_length} tokens)", flush=True)
+        picks = f", best of {served.best_of} by {args.reranker}" if served.best_of > 1 else ""
+        print(f"serving {name} <- {served.path} (context {served.context_length} tokens{picks})", flush=True)
     print(f"OpenAI base URL: http://{args.host}:{args.port}/v1", flush=True)
     try:
         app = create_app(models, api_key=args.api_key, limits=limits)

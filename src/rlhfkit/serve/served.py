@@ -43,6 +43,8 @@ class ServedModel:
     created: int = 0
     fingerprint: str = ""
     longest_token_chars: int = 1  # no token spells more characters (`admission.longest_token_chars`)
+    reranker: object | None = None  # `serve.best_of.Reranker` (--reranker): picks best-of-n chat replies
+    best_of: int = 1  # chat replies sampled per reply returned unless the request says (--best-of NAME=N)
 
     @property
     def max_prompt_chars(self) -> int:
