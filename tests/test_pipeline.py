@@ -146,7 +146,9 @@ def test_quick_pipeline_runs_every_stage_end_to_end(tmp_path):
     assert AutoModelForSequenceClassification.from_pretrained(str(run / "reward")).config.model_type == "bert"
     assert (run / "labels" / "train.jsonl").stat().st_size > 0
     results = json.loads((run / "evaluate" / "results.json").read_text())
-    assert {"win_sft_vs_base", "win_rs_vs_sft"} <= set(results["headline"])
+    assert {"win_sft_vs_base", "win_rs_vs_sft", "win_rs-bo8_vs_sft"} <= set(results["headline"])
+    # the aligned model also answers as best-of-8 by the run's reward model, as `serve --best-of` would
+    assert results["config"]["best_of"] == ["rs-bo8=8"] and results["generation"]["rs-bo8"]["best_of"] == 8
     html = (run / "report.html").read_text()
     assert "<img" in html and "data:image/png;base64," in html
     assert (
@@ -168,7 +170,7 @@ def test_quick_pipeline_runs_every_stage_end_to_end(tmp_path):
         assert stages[name].status == "done"
         AutoModelForCausalLM.from_pretrained(str(run / name))
     results = json.loads((run / "evaluate" / "results.json").read_text())
-    assert list(results["models"]) == ["base", "sft", *methods.split(",")]
+    assert list(results["models"]) == ["base", "sft", *methods.split(","), "ppo-bo8"]  # the first, best-of-8
     # the hybrid reward model learned from people on helpfulness prompts and from the AI labeler on harmlessness
     train = [json.loads(x) for x in (run / "cai" / "hybrid" / "train.jsonl").read_text().splitlines()]
     harmless = {"harmful", "benign_risky"}

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from rlhfkit.errors import RlhfkitError
+
 HELP = "commands: /reset clears the conversation, /exit quits (Ctrl-D too)"
 MODEL_HELP = (
     "the model: a Hugging Face folder, a .gguf file, a Hub name (e.g. HuggingFaceTB/SmolLM2-135M-Instruct) "
@@ -51,6 +53,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--top-p", type=float, default=0.95)
     p.add_argument("--max-new-tokens", type=int, default=128)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--best-of",
+        type=int,
+        default=1,
+        metavar="N",
+        help="answer with the --reranker's favourite of N sampled replies (best-of-n, as `serve --best-of`)",
+    )
+    p.add_argument(
+        "--reranker", default=None, metavar="DIR", help="reward model folder that picks (--best-of)"
+    )
     add_model_options(p)
     p.set_defaults(func=_chat)
 
@@ -59,6 +71,16 @@ def _chat(args: argparse.Namespace) -> int:
     from rlhfkit.generation import SamplingParams, generate_chat, generate_text
     from rlhfkit.generation.loading import load_for_generation
 
+    if args.best_of < 1 or (args.best_of > 1 and not args.reranker):
+        raise RlhfkitError(
+            "--best-of N: N >= 1, and N > 1 needs --reranker DIR (the reward model that picks)"
+        )
+    if args.best_of > 1 and args.raw:
+        raise RlhfkitError("--best-of: chat mode only (the reward model reads conversations)")
+    if args.reranker:
+        from rlhfkit.reward.judge_mark import refuse_judge
+
+        refuse_judge(args.reranker)  # before the model loads: best-of-n optimizes against its scores
     model, tokenizer = load_for_generation(
         args.model,
         device=args.device,
@@ -66,6 +88,11 @@ def _chat(args: argparse.Namespace) -> int:
         chat_template=args.chat_template,
         need_chat_template=not args.raw,
     )
+    reranker = None
+    if args.best_of > 1:
+        from rlhfkit.generation.best_of import load_reranker
+
+        reranker = load_reranker(args.reranker, next(model.parameters()).device)
     mode = "completion" if args.raw else "chat"
     print(f"rlhfkit chat: {args.model} ({mode} mode). {HELP}", flush=True)
     history: list[dict] = [{"role": "system", "content": args.system}] if args.system else []
@@ -97,7 +124,13 @@ def _chat(args: argparse.Namespace) -> int:
             print(f"model> {text}{out.text}", flush=True)
             continue
         history.append({"role": "user", "content": text})
-        out = generate_chat(model, tokenizer, [history], params)[0]
+        if reranker is None:
+            out = generate_chat(model, tokenizer, [history], params)[0]
+        else:
+            from rlhfkit.generation.best_of import pick_best_of
+
+            drawn = generate_chat(model, tokenizer, [history] * args.best_of, params)
+            out = pick_best_of(drawn, [history], args.best_of, reranker)[0][0]
         history.append({"role": "assistant", "content": out.text})
         print(f"assistant> {out.text}", flush=True)
         sys.stdout.flush()
