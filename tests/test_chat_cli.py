@@ -57,37 +57,38 @@ def test_chat_in_a_pty_answers_resets_and_exits_on_eof(tmp_path, tokenizer_dir):
         os.close(leader)
 
 
-def test_chat_answers_as_best_of_n_with_a_reranker(tmp_path, tokenizer_dir):
+def test_chat_answers_as_best_of_n_with_a_reranker(tmp_path, tokenizer_dir, monkeypatch, capsys):
     from conftest import saved_reward_model
-
-    tok = AutoTokenizer.from_pretrained(str(tokenizer_dir))
-    save_hf_checkpoint(build_model("micro", len(tok), 128, tok), tok, tmp_path / "m")
-    rm = saved_reward_model(tmp_path / "m", tmp_path / "rm")
-    command = [
-        sys.executable,
-        "-m",
-        "rlhfkit.cli",
-        "chat",
-        "--model",
-        str(tmp_path / "m"),
-        "--max-new-tokens",
-        "5",
-    ]
-    refused = subprocess.run([*command, "--best-of", "4"], capture_output=True, text=True, timeout=120)
-    assert refused.returncode != 0 and "needs --reranker" in refused.stderr
-    answered = subprocess.run(
-        [*command, "--best-of", "4", "--reranker", str(rm)],
-        input="Who sells bread?\n", capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    # What it must have said: 4 replies drawn as chat draws its first turn, the reward model's favourite kept.
+    from rlhfkit.cli import main
     from rlhfkit.generation import SamplingParams, generate_chat
     from rlhfkit.generation.best_of import pick_best_of
     from rlhfkit.generation.loading import load_for_generation
 
+    tok = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    save_hf_checkpoint(build_model("micro", len(tok), 128, tok), tok, tmp_path / "m")
+    rm = saved_reward_model(tmp_path / "m", tmp_path / "rm")
+    command = ["chat", "--model", str(tmp_path / "m"), "--max-new-tokens", "5", "--best-of", "4"]
+    assert main(command) != 0
+    assert "needs --reranker" in capsys.readouterr().err
+    lines = iter(["Who sells bread?"])
+
+    def typed(prompt=""):
+        print(prompt, end="")
+        try:
+            return next(lines)
+        except StopIteration:
+            raise EOFError from None
+
+    monkeypatch.setattr("builtins.input", typed)
+    # In this process, so that the replies below are sampled with the same kernels and threads as the chat's.
+    assert main([*command, "--reranker", str(rm)]) == 0
+    said = capsys.readouterr().out
+
+    # What it must have said: 4 replies drawn as chat draws its first turn, the reward model's favourite kept.
     model, tokenizer = load_for_generation(str(tmp_path / "m"))
     history = [{"role": "user", "content": "Who sells bread?"}]
-    drawn = generate_chat(
-        model, tokenizer, [history] * 4, SamplingParams(max_new_tokens=5, top_p=0.95, seed=0)
-    )
+    params = SamplingParams(max_new_tokens=5, temperature=0.7, top_p=0.95, seed=0)
+    drawn = generate_chat(model, tokenizer, [history] * 4, params)
     best = pick_best_of(drawn, [history], 4, str(rm))[0][0]
-    assert answered.returncode == 0 and f"assistant> {best.text}\n" in answered.stdout
+    assert f"assistant> {best.text}\n" in said
+    assert len({d.text for d in drawn}) > 1  # the samples differ, so the pick means something
