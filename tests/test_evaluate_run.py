@@ -181,6 +181,7 @@ def test_best_of_n_answers_with_the_reranker_s_favourite_sample(micro_models, ev
         ({"best_of": ["nope=4"]}, "no --model is named 'nope'"),
         ({"best_of": ["sft=1"]}, "N from 2 to 64"),
         ({"best_of": ["sft=4"]}, "needs --reranker"),
+        ({"best_of": ["sft=4"], "reranker": "no/such/folder"}, "not a reward model folder"),
         ({"best_of": ["sft=4"], "reranker": "RM", "judge": "reward:RM"}, "also the judge"),
     ],
 )

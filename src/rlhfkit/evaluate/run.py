@@ -110,6 +110,8 @@ def best_of_counts(cfg: EvalConfig) -> dict[str, int]:
         raise RlhfkitError(
             f"--reranker {cfg.reranker} is also the judge: best-of-n would be graded by the model that picked it"
         )
+    if counts and not (Path(cfg.reranker) / "config.json").is_file():
+        raise RlhfkitError(f"--reranker {cfg.reranker}: not a reward model folder (no config.json there)")
     if counts:
         from rlhfkit.reward.judge_mark import refuse_judge
 
