@@ -147,6 +147,7 @@ def test_quick_pipeline_runs_every_stage_end_to_end(tmp_path):
     assert (run / "labels" / "train.jsonl").stat().st_size > 0
     results = json.loads((run / "evaluate" / "results.json").read_text())
     assert {"win_sft_vs_base", "win_rs_vs_sft", "win_rs-bo8_vs_sft"} <= set(results["headline"])
+    assert "win_rs-bo8_vs_sft" in stages["evaluate"].metrics  # the run record keeps the headline win rates
     # the aligned model also answers as best-of-8 by the run's reward model, as `serve --best-of` would
     assert results["config"]["best_of"] == ["rs-bo8=8"] and results["generation"]["rs-bo8"]["best_of"] == 8
     html = (run / "report.html").read_text()

@@ -454,16 +454,14 @@ def _write_responses(path: Path, prompts, generated, scores, parts, gold, verdic
 
 
 def headline_metrics(results: dict) -> dict[str, float]:
-    """A few flat numbers for `pipeline.json`: mean score and Elo per model, win rates (`compared_pairs`),
-    and the honesty probe rate."""
+    """A few flat numbers for `pipeline.json`, the win rates first (`compared_pairs`; the pipeline record keeps
+    the first ten), then mean score per model, the honesty probe rate, accuracy, KL and Elo."""
     out: dict[str, float] = {}
     names = list(results.get("models", {}))
-    for name in names:
-        out[f"score_{name}"] = round(results["mean_score"][name], 3)
-    for row in results.get("ranking", []):
-        out[f"elo_{row['model']}"] = round(row["elo"], 1)
     for prev, cur in compared_pairs(names):
         out[f"win_{cur}_vs_{prev}"] = round(results["win_rates"][cur][prev], 3)
+    for name in names:
+        out[f"score_{name}"] = round(results["mean_score"][name], 3)
     for name, probes in (results.get("probes") or {}).items():
         rate = probes.get("honest_unknowable", {}).get("rate")
         if rate is not None:
@@ -473,6 +471,8 @@ def headline_metrics(results: dict) -> dict[str, float]:
     for name, kl in (results.get("kl_to_first") or {}).get("models", {}).items():
         if "kl" in kl and name != results["kl_to_first"]["reference"]:
             out[f"kl_{name}"] = round(kl["kl"], 3)
+    for row in results.get("ranking", []):
+        out[f"elo_{row['model']}"] = round(row["elo"], 1)
     return out
 
 
