@@ -63,13 +63,29 @@ def test_best_of_requests_the_server_cannot_do_get_a_400(served):
     client, _ = served
     with pytest.raises(openai.BadRequestError, match="greater than or equal to 'n'"):
         client.chat.completions.create(model="chat", messages=QUESTION, n=3, extra_body={"best_of": 2})
-    with pytest.raises(openai.BadRequestError, match="cannot stream"):
-        client.chat.completions.create(model="chat-bo4", messages=QUESTION, stream=True)
     with pytest.raises(openai.BadRequestError, match="integer from 1 to 20"):
         client.chat.completions.create(model="chat", messages=QUESTION, extra_body={"best_of": 21})
-    # The same model without best-of still streams.
+    # The same model without best-of still streams token by token.
     stream = client.chat.completions.create(model="chat", messages=QUESTION, stream=True, max_tokens=4)
     assert any(chunk.choices and chunk.choices[0].finish_reason for chunk in stream)
+
+
+def test_a_streamed_best_of_reply_is_the_picked_one_sent_whole(served):
+    client, _ = served
+    whole = client.chat.completions.create(model="chat-bo4", messages=QUESTION, **SAMPLING)
+    chunks = list(
+        client.chat.completions.create(
+            model="chat-bo4",
+            messages=QUESTION,
+            stream=True,
+            stream_options={"include_usage": True},
+            **SAMPLING,
+        )
+    )
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert text == whole.choices[0].message.content and finishes == [whole.choices[0].finish_reason]
+    assert chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
 
 
 def test_best_of_needs_a_reranker_and_a_served_name():

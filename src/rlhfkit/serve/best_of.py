@@ -8,8 +8,9 @@ Serve the folder twice to offer both, e.g. `--model rs=runs/demo/rs --model rs-b
 rs-bo8=8`.
 
 Rules (`generation.best_of` picks): a reply cut off at `max_tokens` never beats one that finished; `usage`
-counts every sampled token, as OpenAI's did for `best_of`; a request with `best_of` > `n` cannot stream (its
-replies are known only once all are scored), as with OpenAI.
+counts every sampled token, as OpenAI's did for `best_of`. A streamed request (which OpenAI refused with
+`best_of`) gets each picked reply whole, in the usual chunks, once every sample is scored: chat clients that
+always stream still work.
 """
 
 from __future__ import annotations
@@ -102,11 +103,5 @@ def best_of_for(served, request, n: int) -> int:
         raise bad_request(
             "'best_of' needs a reward model to pick with: start the server with --reranker DIR.",
             param="best_of",
-        )
-    if best_of > n and request.stream:
-        raise bad_request(
-            f"Model '{served.name}' answers with the best of {best_of} replies, picked once all are sampled, "
-            "so it cannot stream: send 'stream': false (or 'best_of': 1).",
-            param="stream" if asked is None else "best_of",
         )
     return best_of

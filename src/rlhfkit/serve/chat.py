@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from rlhfkit.serve.admission import Offload, check_prompt_chars
 from rlhfkit.serve.best_of import best_of_for
-from rlhfkit.serve.choices import chat_logprob_entries
+from rlhfkit.serve.choices import ChoiceBuilder, chat_logprob_entries
 from rlhfkit.serve.errors import APIError, bad_request
 from rlhfkit.serve.limits import Limits
 from rlhfkit.serve.responses import DONE, response_meta, sse, usage_of
@@ -90,18 +90,23 @@ async def create_chat_completion(
     meta = response_meta("chatcmpl", served, request)
     want_logprobs = bool(request.logprobs)
     usage = partial(usage_of, len(prompt_ids), builders)  # every sampled token, the unpicked ones too
+
+    async def pick() -> list[ChoiceBuilder]:  # best-of-n, once every sample has finished
+        replies = [(b.text(), b.finish_reason == "stop") for b in builders]
+        # Scoring takes a reward-model forward: off the event loop, like tokenizing.
+        return [builders[i] for i in await offload(served.reranker.pick, messages, replies, n)]
+
     if request.stream:
         include_usage = bool(request.stream_options and request.stream_options.include_usage)
-        events = _stream(
-            served, rows, builders, meta, want_logprobs, usage if include_usage else None, offered
-        )
+        usage_chunk = usage if include_usage else None
+        if sampled > n:
+            events = _stream_picked(served, rows, builders, pick, meta, want_logprobs, usage_chunk, offered)
+        else:
+            events = _stream(served, rows, builders, meta, want_logprobs, usage_chunk, offered)
         return StreamingResponse(events, media_type="text/event-stream")
 
     await run_to_end(served, rows, builders)
-    picked = builders
-    if sampled > n:  # scoring takes a reward-model forward: off the event loop, like tokenizing
-        replies = [(b.text(), b.finish_reason == "stop") for b in builders]
-        picked = [builders[i] for i in await offload(served.reranker.pick, messages, replies, n)]
+    picked = await pick() if sampled > n else builders
     choices = []
     for i, b in enumerate(picked):
         content, calls = split_call(b.text(), offered)
@@ -152,15 +157,44 @@ def _messages(request: ChatCompletionRequest) -> list[dict]:
     return messages
 
 
+def _chunk(meta: dict, index: int, delta: Delta, logprobs=None, finish_reason=None) -> str:
+    choice = ChatChunkChoice(index=index, delta=delta, logprobs=logprobs, finish_reason=finish_reason)
+    body = ChatCompletionChunk(**meta, choices=[choice]).model_dump()
+    body["choices"][0]["delta"] = delta.model_dump(exclude_none=True)
+    return sse(body)
+
+
+async def _stream_picked(served, rows, builders, pick, meta, want_logprobs, usage, offered: set[str]):
+    """A best-of-n reply, streamed: nothing is known before every sample is scored, so each picked choice
+    comes whole, in the chunks a streamed reply is made of (role, content, tool calls, finish)."""
+    chunk = partial(_chunk, meta)
+    try:
+        await run_to_end(served, rows, builders)
+        for index, builder in enumerate(await pick()):
+            yield chunk(index, Delta(role="assistant", content=""))
+            content, calls = split_call(builder.text(), offered)
+            logprobs = None
+            if want_logprobs:
+                logprobs = ChatLogprobs(
+                    content=chat_logprob_entries(served.tokenizer, builder.reported_events())
+                )
+            if content or logprobs:
+                yield chunk(index, Delta(content=content or ""), logprobs)
+            for piece in call_deltas(calls or []):
+                yield chunk(index, Delta(tool_calls=piece))
+            yield chunk(index, Delta(), None, "tool_calls" if calls else builder.finish_reason or "length")
+        if usage is not None:
+            yield sse(ChatCompletionChunk(**meta, choices=[], usage=usage()).model_dump())
+        yield DONE
+    except Exception as exc:  # the stream has started: report in-band, as OpenAI does
+        error = exc if isinstance(exc, APIError) else APIError(500, f"{type(exc).__name__}: {exc}")
+        yield sse(error.body())
+
+
 async def _stream(served, rows, builders, meta, want_logprobs, usage, offered: set[str]):
     """The chunks of a streamed reply; with `offered` tools, a reply that ends in a call streams it as
     `delta.tool_calls` (`serve/tools.py`)."""
-
-    def chunk(index: int, delta: Delta, logprobs=None, finish_reason=None) -> str:
-        choice = ChatChunkChoice(index=index, delta=delta, logprobs=logprobs, finish_reason=finish_reason)
-        body = ChatCompletionChunk(**meta, choices=[choice]).model_dump()
-        body["choices"][0]["delta"] = delta.model_dump(exclude_none=True)
-        return sse(body)
+    chunk = partial(_chunk, meta)
 
     replies = [StreamedReply(offered) for _ in builders] if offered else None
     try:

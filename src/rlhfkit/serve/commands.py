@@ -143,7 +143,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=[],
         metavar="NAME=N",
         help="the model served as NAME answers every chat request with the --reranker's favourite of N "
-        "replies, as `evaluate --best-of` measures it (repeatable; not for streamed requests)",
+        "replies, as `evaluate --best-of` measures it (repeatable; a streamed reply comes whole once picked)",
     )
     p.set_defaults(func=_run)
 
