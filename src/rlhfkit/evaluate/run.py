@@ -89,34 +89,34 @@ class EvalConfig:
     reranker: str = ""  # reward model folder that picks the --best-of answers (never the judge)
 
 
+MAX_BEST_OF = 64  # evaluate --best-of N: N from 2 to this
+
+
 def best_of_counts(cfg: EvalConfig) -> dict[str, int]:
-    """{model name: n} from `cfg.best_of`'s NAME=N entries, checked against the models and the judge."""
-    counts: dict[str, int] = {}
-    for spec in cfg.best_of or []:
-        name, _, n = spec.partition("=")
-        if name not in cfg.models:
-            raise RlhfkitError(f"--best-of {spec}: no --model is named '{name}'")
-        if not n.isdigit() or not 2 <= int(n) <= 64:
-            raise RlhfkitError(f"--best-of {spec}: expected NAME=N with N from 2 to 64")
-        counts[name] = int(n)
-    if counts and not cfg.reranker:
-        raise RlhfkitError("--best-of needs --reranker DIR (the reward model that picks the best sample)")
-    if counts and cfg.max_tool_turns > 0:
+    """{model name: n} from `cfg.best_of`'s NAME=N entries (`generation.best_of.parse_counts`)."""
+    from rlhfkit.generation.best_of import parse_counts
+
+    return parse_counts(cfg.best_of, list(cfg.models), cfg.reranker, most=MAX_BEST_OF)
+
+
+def _check_best_of(cfg: EvalConfig) -> None:
+    """`cfg.best_of` parses, and its reranker can pick: a reward model folder, not the judge."""
+    if not best_of_counts(cfg):
+        return
+    if cfg.max_tool_turns > 0:
         raise RlhfkitError(
             "--best-of: not with --max-tool-turns (the reward model reads one reply, not episodes)"
         )
     kind, judge_dir = parse_judge_spec(cfg.judge)
-    if counts and kind == "reward" and judge_dir.resolve() == Path(cfg.reranker).resolve():
+    if kind == "reward" and judge_dir.resolve() == Path(cfg.reranker).resolve():
         raise RlhfkitError(
             f"--reranker {cfg.reranker} is also the judge: best-of-n would be graded by the model that picked it"
         )
-    if counts and not (Path(cfg.reranker) / "config.json").is_file():
+    if not (Path(cfg.reranker) / "config.json").is_file():
         raise RlhfkitError(f"--reranker {cfg.reranker}: not a reward model folder (no config.json there)")
-    if counts:
-        from rlhfkit.reward.judge_mark import refuse_judge
+    from rlhfkit.reward.judge_mark import refuse_judge
 
-        refuse_judge(cfg.reranker)  # best-of-n optimizes against its scores
-    return counts
+    refuse_judge(cfg.reranker)  # best-of-n optimizes against its scores
 
 
 def pick_prompts(path: str | Path, n_prompts: int = 0) -> list[dict]:
@@ -174,7 +174,7 @@ def _check(cfg: EvalConfig) -> None:
         raise RlhfkitError(f"pass_samples: expected an integer >= 1, got {cfg.pass_samples}")
     if cfg.max_tool_turns < 0:
         raise RlhfkitError(f"max_tool_turns: expected an integer >= 0, got {cfg.max_tool_turns}")
-    best_of_counts(cfg)
+    _check_best_of(cfg)
 
 
 def generate_responses(name: str, folder: str, prompts: list[dict], cfg: EvalConfig, progress=None) -> dict:

@@ -36,6 +36,28 @@ def best_in_groups(scores: list[float], finished: list[bool], n: int) -> list[in
     ]
 
 
+def parse_counts(
+    specs: list[str] | None, names, reranker: str | None, *, most: int, role: str = "named"
+) -> dict[str, int]:
+    """{model name: n} from `--best-of NAME=N` values: each NAME one of `names` (`role` says how a name is
+    given, for the message), each N from 2 to `most`, and a `reranker` to pick with."""
+    from rlhfkit.errors import RlhfkitError
+
+    counts: dict[str, int] = {}
+    for spec in specs or []:
+        name, _, n = spec.partition("=")
+        if name not in names:
+            raise RlhfkitError(
+                f"--best-of {spec}: no --model is {role} '{name}' (models: {', '.join(names)})"
+            )
+        if not n.isdigit() or not 2 <= int(n) <= most:
+            raise RlhfkitError(f"--best-of {spec}: expected NAME=N with N from 2 to {most}")
+        counts[name] = int(n)
+    if counts and not reranker:
+        raise RlhfkitError("--best-of needs --reranker DIR (the reward model that picks the best answer)")
+    return counts
+
+
 def load_reranker(reward_dir: str, device="cpu"):
     """(model, tokenizer, max_length) of the reward model that picks; refuses an evaluation-only judge
     folder, since best-of-n optimizes against its scores."""

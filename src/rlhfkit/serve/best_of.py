@@ -66,21 +66,9 @@ def attach_reranker(models: dict, reranker: str | None, best_of: dict[str, int])
 
 def parse_best_of(specs: list[str] | None, names: list[str], reranker: str | None) -> dict[str, int]:
     """{served name: default best_of} from `--best-of NAME=N` values, checked."""
-    from rlhfkit.errors import RlhfkitError
+    from rlhfkit.generation.best_of import parse_counts
 
-    counts: dict[str, int] = {}
-    for spec in specs or []:
-        name, _, n = spec.partition("=")
-        if name not in names:
-            raise RlhfkitError(
-                f"--best-of {spec}: no --model is served as '{name}' (served: {', '.join(names)})"
-            )
-        if not n.isdigit() or not 2 <= int(n) <= MAX_BEST_OF:
-            raise RlhfkitError(f"--best-of {spec}: expected NAME=N with N from 2 to {MAX_BEST_OF}")
-        counts[name] = int(n)
-    if counts and not reranker:
-        raise RlhfkitError("--best-of needs --reranker DIR (the reward model that picks the best reply)")
-    return counts
+    return parse_counts(specs, names, reranker, most=MAX_BEST_OF, role="served as")
 
 
 def best_of_for(served, request, n: int) -> int:
