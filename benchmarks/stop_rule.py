@@ -31,11 +31,10 @@ def _ema(values: list[float]) -> list[float]:
 
 def replay(rows: list[dict], patience: int) -> tuple[int, int]:
     """(step it stops at, step whose policy it keeps): the rule itself (`StopRule`) fed the logged watch scores."""
-    scores = iter(row["watch_score"] for row in rows)
-    rule = StopRule(lambda prompts, texts, ids: [next(scores)], patience)
+    rule = StopRule(patience)
     no_weights = torch.nn.Module()  # the replay keeps no policy
     for row in rows:
-        rule.observe(row["step"], [[]], [""], no_weights)
+        rule.observe(row["step"], row["watch_score"], no_weights)
         if rule.should_stop:
             break
     return rule.last_step, rule.best_step

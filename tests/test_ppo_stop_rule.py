@@ -10,34 +10,37 @@ import torch
 
 from rlhfkit.cli import main
 from rlhfkit.errors import RlhfkitError
-from rlhfkit.ppo.stop_rule import StopRule
+from rlhfkit.ppo.stop_rule import StopRule, watch
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_the_rule_stops_after_patience_steps_without_a_new_best_and_keeps_the_best_policy():
-    watch = iter([1.0, 2.0, 3.0, 2.5, 2.0, 1.0, 0.0])  # the watch score rises, then falls
-    rule = StopRule(lambda prompts, texts, ids: [next(watch)] * len(texts), patience=2, smoothing=0.0)
+    scores = iter([1.0, 2.0, 3.0, 2.5, 2.0, 1.0, 0.0])  # the watch score rises, then falls
+    rule = StopRule(patience=2, smoothing=0.0)
+    fn = lambda prompts, texts, ids: [next(scores)] * len(texts)  # noqa: E731
     policy = torch.nn.Linear(1, 1, bias=False)
     stopped = None
     for step in range(1, 8):
         torch.nn.init.constant_(policy.weight, float(step))  # "training" moves the weights each step
-        logged = rule.observe(step, [[]], ["answer"], policy)
+        logged = watch(rule, fn, step, [[]], ["answer"], policy)
         assert logged["watch_score"] == logged["watch_ema"]  # smoothing 0: the EMA is the score
         if rule.should_stop:
             stopped = step
             break
     assert (rule.best_step, stopped) == (3, 5)
     assert rule.restore_best(policy) == 3 and float(policy.weight) == 3.0
-    resumed = StopRule(rule.score_fn, patience=2)
+    resumed = StopRule(patience=2)
     resumed.load(rule.state())
     assert resumed.should_stop and resumed.restore_best(policy) is None  # the best weights are not on disk
 
 
 def test_the_moving_average_smooths_one_noisy_step():
-    watch = iter([1.0, 1.0, 5.0, 1.0, 1.0, 1.0])
-    rule = StopRule(lambda p, t, i: [next(watch)], patience=3, smoothing=0.8)
-    emas = [rule.observe(s, [[]], ["x"], torch.nn.Linear(1, 1))["watch_ema"] for s in range(1, 7)]
+    rule = StopRule(patience=3, smoothing=0.8)
+    emas = [
+        rule.observe(s, score, torch.nn.Linear(1, 1))
+        for s, score in enumerate([1.0, 1.0, 5.0, 1.0, 1.0, 1.0], 1)
+    ]
     assert emas[2] == pytest.approx(1.8) and rule.best_step == 3 and rule.should_stop
 
 
@@ -74,5 +77,5 @@ def test_a_patience_without_watch_models_is_an_error(policy_dir, prompts_file, r
     from rlhfkit.ppo.config import PPOConfig, check_config
 
     cfg = PPOConfig(policy=str(policy_dir), reward=str(rm_dir), prompts=str(prompts_file), stop_patience=3)
-    with pytest.raises(RlhfkitError, match="--watch-reward"):
+    with pytest.raises(RlhfkitError, match="--watch-reward .* or --audit-prompts"):
         check_config(cfg, False)

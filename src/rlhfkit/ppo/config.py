@@ -52,9 +52,17 @@ class PPOConfig:
     watch_reward: str = ""  # reward models (comma-separated) trained on the same labels but NOT optimized
     # against: their score of each step's responses is logged (watch_score), a stand-in for a gold judge
     stop_patience: int = (
-        0  # with --watch-reward: stop when the watch score's moving average has not reached a
+        0  # with --watch-reward or --audit-prompts: stop when the watch score's (the audit win rate's)
     )
-    # new best for this many steps, and keep the policy of its best step (ppo/stop_rule.py); 0: only log
+    # moving average has not reached a new best for this many steps, and keep the policy of its best step
+    # (ppo/stop_rule.py); 0: only log
+    audit_prompts: str = ""  # held-out demo-world prompts: every --audit-every steps simulated annotators
+    # compare the policy's answers to the first --audit-size of them with the reference's (ppo/audit.py);
+    # the stop rule then follows the policy's win rate
+    audit_every: int = 5  # audit after every this many steps (and before the first)
+    audit_size: int = 64  # pairs labelled per audit
+    audit_smoothing: float = 0.5  # the stop rule's EMA weight of the past, per audit
+    audit_keep: bool = False  # save the policy of every audit to out/audits/step-N (to pick another later)
     prompts: str = (
         ""  # prompts JSONL ({"messages": [...], "meta": ...}); a trailing assistant turn is dropped
     )
@@ -161,10 +169,20 @@ def check_config(cfg: PPOConfig, has_reward_fn: bool) -> None:
             raise RlhfkitError(
                 f"--{name.replace('_', '-')}: expected one of {', '.join(allowed)}, got '{getattr(cfg, name)}'"
             )
-    if cfg.stop_patience < 0 or (cfg.stop_patience > 0 and not cfg.watch_reward):
+    if cfg.stop_patience < 0 or (cfg.stop_patience > 0 and not (cfg.watch_reward or cfg.audit_prompts)):
         raise RlhfkitError(
-            f"--stop-patience {cfg.stop_patience}: needs --watch-reward (reward models to watch) and must be >= 0"
+            f"--stop-patience {cfg.stop_patience}: needs --watch-reward (reward models to watch) or "
+            "--audit-prompts (prompts to audit) and must be >= 0"
         )
+    if cfg.audit_prompts:
+        if cfg.audit_every < 1 or cfg.audit_size < 1:
+            raise RlhfkitError(
+                f"--audit-every {cfg.audit_every}, --audit-size {cfg.audit_size}: expected integers >= 1"
+            )
+        if not 0 <= cfg.audit_smoothing < 1:
+            raise RlhfkitError(f"--audit-smoothing: expected a number in [0, 1), got {cfg.audit_smoothing}")
+        if cfg.max_tool_turns > 0:
+            raise RlhfkitError("--audit-prompts: audits compare single answers; not with --max-tool-turns")
     if cfg.advantage != "gae" and cfg.samples_per_prompt < 2:
         raise RlhfkitError(
             f"--advantage {cfg.advantage} compares responses to the same prompt: --samples-per-prompt must be "

@@ -11,6 +11,10 @@ The rule (`--watch-reward A,B --stop-patience N`): follow an exponential moving 
 value per step is noisy: 64 episodes); when it has not reached a new best for N steps, stop, and keep the policy
 of the best step. With patience 0 the watch score is only logged (`watch_score`, `watch_ema`), to choose N
 afterwards (`benchmarks/stop_rule.py`).
+
+On the demo world the watch models failed: trained on the same rankings, they share the optimized model's blind
+spot. The same rule can follow audits instead (`--audit-prompts`, `audit.py`): every K steps annotators compare
+the policy's answers to held-out prompts with the reference's, and the rule follows the policy's win rate.
 """
 
 from __future__ import annotations
@@ -24,7 +28,9 @@ from rlhfkit.ppo.rollout import RewardFn
 
 @dataclass
 class StopRule:
-    score_fn: RewardFn  # the watch reward models' (mean) score of each response
+    """The patience rule on any score that should rise while the policy gets better: the watch models' mean score
+    of each step's responses, or an audit's win rate (`audit.py`)."""
+
     patience: int  # steps without a new best EMA before stopping; 0: only log
     smoothing: float = 0.8  # EMA weight of the past
     ema: float | None = None
@@ -33,19 +39,9 @@ class StopRule:
     last_step: int = 0
     best_state: dict[str, torch.Tensor] | None = field(default=None, repr=False)
 
-    def observe(
-        self,
-        step: int,
-        prompts: list[list[dict]],
-        texts: list[str],
-        policy: torch.nn.Module,
-        proxy: torch.Tensor | None = None,
-    ) -> dict:
-        """Score step `step`'s responses with the watch models; remember `policy` (the one that wrote them, before
-        the step's update) if the EMA is at a new best. Returns the numbers to log (given `proxy`, the optimized
-        reward model's scores of the same responses, also their correlation with the watch scores)."""
-        scores = self.score_fn(prompts, texts, [[] for _ in texts])
-        score = sum(scores) / max(len(scores), 1)
+    def observe(self, step: int, score: float, policy: torch.nn.Module) -> float:
+        """Add step `step`'s score; remember `policy` (the one the score is of) if the EMA is at a new best.
+        Returns the EMA."""
         self.ema = score if self.ema is None else self.smoothing * self.ema + (1 - self.smoothing) * score
         self.last_step = step
         if self.ema > self.best:
@@ -54,13 +50,7 @@ class StopRule:
                 self.best_state = {
                     name: p.detach().clone() for name, p in policy.named_parameters() if p.requires_grad
                 }
-        logged = {"watch_score": score, "watch_ema": self.ema, "watch_best_step": self.best_step}
-        if proxy is not None and len(scores) > 2:
-            # How far the optimized reward model and the watch models still rank this step's responses alike
-            # (logged only: a candidate signal of over-optimization that `benchmarks/stop_rule.py` can test).
-            pair = torch.stack([proxy.double().cpu(), torch.tensor(scores, dtype=torch.float64)])
-            logged["watch_corr"] = float(torch.corrcoef(pair)[0, 1].nan_to_num(0.0))
-        return logged
+        return self.ema
 
     @property
     def should_stop(self) -> bool:
@@ -85,3 +75,27 @@ class StopRule:
         if state:
             self.ema, self.best, self.best_step = state["ema"], state["best"], state["best_step"]
             self.last_step = state["last_step"]
+
+
+def watch(
+    rule: StopRule,
+    score_fn: RewardFn,
+    step: int,
+    prompts: list[list[dict]],
+    texts: list[str],
+    policy: torch.nn.Module,
+    proxy: torch.Tensor | None = None,
+) -> dict:
+    """Score step `step`'s responses with the watch models and feed their mean to `rule` (`policy`: the one that
+    wrote them, before the step's update). Returns the numbers to log (given `proxy`, the optimized reward
+    model's scores of the same responses, also their correlation with the watch scores)."""
+    scores = score_fn(prompts, texts, [[] for _ in texts])
+    score = sum(scores) / max(len(scores), 1)
+    ema = rule.observe(step, score, policy)
+    logged = {"watch_score": score, "watch_ema": ema, "watch_best_step": rule.best_step}
+    if proxy is not None and len(scores) > 2:
+        # How far the optimized reward model and the watch models still rank this step's responses alike
+        # (logged only: a candidate signal of over-optimization that `benchmarks/stop_rule.py` can test).
+        pair = torch.stack([proxy.double().cpu(), torch.tensor(scores, dtype=torch.float64)])
+        logged["watch_corr"] = float(torch.corrcoef(pair)[0, 1].nan_to_num(0.0))
+    return logged

@@ -60,11 +60,12 @@ from rlhfkit.lora import (
 )
 from rlhfkit.ppo import distributed as ranks
 from rlhfkit.ppo.advantages import shape_scores
+from rlhfkit.ppo.audit import Audit, load_audit_prompts, trim_audits
 from rlhfkit.ppo.config import METHOD_NAMES, GRPOConfig, PPOConfig, RLOOConfig, check_config
 from rlhfkit.ppo.kl_controller import KLController
 from rlhfkit.ppo.rm_reward import ensemble_reward_fn, reward_folders
 from rlhfkit.ppo.rollout import RewardFn, Rollout, collect, critic_values, measure
-from rlhfkit.ppo.stop_rule import StopRule
+from rlhfkit.ppo.stop_rule import StopRule, watch
 from rlhfkit.ppo.update import Learner, amp, ptx_stream, update
 from rlhfkit.ppo.verifier_reward import is_verifier, verifier_reward_fn
 from rlhfkit.saving import saving_into
@@ -189,6 +190,13 @@ def run(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
     info = init_distributed(device)
     ranks.check_world(cfg.batch_size, cfg.minibatch_size, cfg.loop.shard, info)
     say = print if info.is_main else (lambda *_a, **_k: None)
+    audit = audit_rule = watch_rule = watch_fn = None
+    if cfg.audit_prompts:  # before any model loads: bad audit prompts fail fast
+        if info.world_size > 1:
+            raise RlhfkitError("--audit-prompts: audits run in one process, not under torchrun")
+        audit_records = load_audit_prompts(cfg.audit_prompts, cfg.audit_size)
+        audit = Audit(audit_records, cfg.audit_every, cfg.loop.seed, cfg.max_new_tokens, out)
+        audit_rule = StopRule(cfg.stop_patience, cfg.audit_smoothing)
     set_seed(cfg.loop.seed)
     precision = Precision.of(device, cfg.dtype)
 
@@ -214,7 +222,6 @@ def run(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
             precision.dtype,
             precision.say_scorer(),
         )
-    stop = None
     if cfg.watch_reward:  # reward models the policy never sees, watched for over-optimization
         watch_fn, _ = ensemble_reward_fn(
             cfg.watch_reward,
@@ -225,7 +232,8 @@ def run(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
             precision.dtype,
             precision.say_scorer(),
         )
-        stop = StopRule(watch_fn, cfg.stop_patience)
+        watch_rule = StopRule(0 if audit else cfg.stop_patience)  # with audits the watch score is only logged
+    stop = audit_rule or watch_rule  # the rule that stops the run, if any
     use_gold = uses_gold_judge(cfg.gold_judge, records)
     value_module, value_fn = build_value(
         cfg, policy, device, has_rm=bool(cfg.reward) and not is_verifier(cfg.reward), base=base
@@ -262,13 +270,21 @@ def run(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
         start, extra = load_checkpoint(ckpt, modules, learner.optimizer)
         kl_ctl.beta = float(extra["beta"])
         norm = extra["norm"]
-        if stop is not None:
-            stop.load(extra.get("watch"))
+        if watch_rule is not None:
+            watch_rule.load(extra.get("watch"))
+        if audit_rule is not None:
+            audit_rule.load(extra.get("audit"))
         say(f"ppo: resuming from {ckpt} at step {start}/{cfg.steps}")
     log = MetricsLog(out / "metrics.jsonl", start if ckpt is not None else None, enabled=info.is_main)
     samples_path = out / "samples.jsonl"
     if info.is_main:
         _trim_samples(samples_path, start if ckpt is not None else 0)
+        if audit is not None:
+            trim_audits(out, start if ckpt is not None else -1)
+    if audit is not None:
+        audit.prepare(ref, policy, tokenizer, stop_ids, cfg.generation_batch_size)
+        if ckpt is None:  # the starting policy is audited too: the rule may keep it
+            _audit(audit, audit_rule, 0, sampler, cfg, say, base)
     say(
         f"ppo: {len(records)} prompts, {cfg.steps} steps x {cfg.batch_size} episodes "
         f"({cfg.samples_per_prompt} per prompt), {cfg.epochs} epochs of minibatches of {cfg.minibatch_size}, "
@@ -291,9 +307,13 @@ def run(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
             rollout, gold = roll_out(cfg, sampler, step, info)
 
             record = {"step": step + 1}
-            if stop is not None:  # before the update: the snapshot is the policy that wrote these responses
+            if (
+                watch_rule is not None
+            ):  # before the update: the snapshot is the policy that wrote these responses
                 prompts = [records[i]["messages"] for i in rollout.prompt_index]
-                record.update(stop.observe(step + 1, prompts, rollout.texts, policy, rollout.raw_scores))
+                record.update(
+                    watch(watch_rule, watch_fn, step + 1, prompts, rollout.texts, policy, rollout.raw_scores)
+                )
             bad = _non_finite(rollout)
             if bad:
                 say(f"step {step + 1}: {bad}; rollout batch skipped")
@@ -315,6 +335,8 @@ def run(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
             t_end = time.perf_counter()
             record.update(_rollout_metrics(rollout, gold, t_end - t0, lr, kl_ctl.beta, t_end - t_run))
             done = step + 1
+            if audit is not None and audit.due(done):  # after the update: the policy of `done` updates
+                record.update(_audit(audit, audit_rule, done, sampler, cfg, say, base))
             sample_now = cfg.sample_every and (done % cfg.sample_every == 0 or done in (start + 1, cfg.steps))
             if sample_now and info.is_main:
                 _write_samples(samples_path, done, rollout, records, gold, cfg.num_samples, progress.console)
@@ -323,29 +345,68 @@ def run(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
             progress.update(task, completed=done, info=_summary(record))
             stopping = stop is not None and stop.should_stop
             if (done % cfg.loop.save_every == 0 or done == cfg.steps or stopping) and info.is_main:
-                extra = {"beta": kl_ctl.beta, "norm": norm, **({"watch": stop.state()} if stop else {})}
+                extra = {"beta": kl_ctl.beta, "norm": norm}
+                extra.update({k: r.state() for k, r in (("watch", watch_rule), ("audit", audit_rule)) if r})
                 save_checkpoint(out, modules, learner.optimizer, done, extra, world_size=info.world_size)
             if stopping:
-                say(
-                    f"ppo: the watch score has not improved since step {stop.best_step}; stopped at step {done}"
-                )
+                signal = "audit win rate" if audit else "watch score"
+                say(f"ppo: the {signal} has not improved since step {stop.best_step}; stopped at step {done}")
                 break
 
     state = {"final_beta": kl_ctl.beta, "reward_normalization": norm}
     if stop is not None and stop.patience > 0:
-        kept = stop.restore_best(policy)  # the policy of the watch score's best step
-        state["stop_rule"] = {"best_step": stop.best_step, "stopped_at": stop.last_step, "kept_step": kept}
+        kept = stop.restore_best(policy)  # the policy of the watch score's (audit's) best step
+        state["stop_rule"] = {
+            "signal": "audit" if audit else "watch",
+            "best_step": stop.best_step,
+            "stopped_at": stop.last_step,
+            "kept_step": kept,
+        }
         if kept is None and stop.best_step != stop.last_step and (out / "rlhfkit.json").exists():
             # Resumed after the stop: the best step's policy was written then and is not in this process.
             say(f"ppo: stopped at step {stop.last_step} before; its outputs (step {stop.best_step}) stay")
             finish_distributed(info)
             return out
-        say(f"ppo: the output is the policy of step {kept or stop.last_step}")
+        say(f"ppo: the output is the policy of step {stop.last_step if kept is None else kept}")
     if info.is_main:
         last = last or last_logged(out / "metrics.jsonl")  # no step left to run: keep the final metrics
         _save_outputs(cfg, sampler, value_module, base, last, state)
     finish_distributed(info)
     return out
+
+
+def _audit(audit: Audit, rule: StopRule, done: int, sampler: Sampler, cfg: PPOConfig, say, base: str) -> dict:
+    """Audit the policy after `done` updates, feed its win rate to the stop rule; the numbers to log."""
+    t0 = time.perf_counter()
+    summary = audit.run(
+        done,
+        sampler.policy,
+        sampler.tokenizer,
+        sampler.stop_ids,
+        cfg.generation_batch_size,
+        sampler.reward_fn,
+    )
+    ema = rule.observe(done, summary["audit_win"], sampler.policy)
+    if cfg.audit_keep:
+        save_hf_checkpoint(
+            sampler.policy,
+            sampler.tokenizer,
+            Path(cfg.out) / "audits" / f"step-{done}",
+            eos_token_ids=list(sampler.stop_ids),
+            base=base,
+        )
+    say(
+        f"audit after {done} steps: the policy wins {summary['audit_win']:.1%} of {len(audit.records)} pairs "
+        f"(moving average {ema:.1%}, best at step {rule.best_step}); the reward model agrees with the annotators "
+        f"on {summary['audit_rm_agree']:.1%}"
+    )
+    logged = {k: v for k, v in summary.items() if k != "step"}
+    return {
+        **logged,
+        "audit_ema": ema,
+        "audit_best_step": rule.best_step,
+        "time_audit": time.perf_counter() - t0,
+    }
 
 
 def _prompt_ids(cfg: PPOConfig, tokenizer, records: list[dict], policy) -> list[list[int]]:

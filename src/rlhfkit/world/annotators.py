@@ -127,18 +127,20 @@ def label_candidates(
     seed: int = 0,
     config: PoolConfig | None = None,
     include_gold: bool = False,
+    session: str = "",
 ) -> list[dict]:
     """Rank each candidates record's completions by ``overlap`` distinct simulated annotators.
 
     Returns K-way ranking comparisons (shared format): prompt, completions, ranking (best first), ties,
     annotator, seconds, created_at, id, category, meta. With ``include_gold`` the gold scores are added to
-    ``meta["gold"]`` (for analysis only; never train on them).
+    ``meta["gold"]`` (for analysis only; never train on them). ``session`` names another labeling session of
+    the same pool (``seed`` draws the people; a new session gives them fresh noise).
     """
     base = config or PoolConfig()
     pool = make_pool(replace(base, size=pool_size, seed=seed))
     if not 1 <= overlap <= len(pool):
         raise ValueError(f"overlap must be between 1 and the pool size ({len(pool)}), got {overlap}")
-    rng = random.Random(f"label:{seed}")
+    rng = random.Random(f"label:{seed}{session}")
     done = {a.name: 0 for a in pool}
     clock = {a.name: 0.0 for a in pool}
     out = []
