@@ -231,3 +231,17 @@ def test_a_run_record_the_report_does_not_know_is_an_error_not_a_missing_section
     del data["version"]  # a record written before the schema had a version: the same keys, read as version 1
     (run / "pipeline.json").write_text(json.dumps(data))
     assert "5 min 10 s" in write_report(run).read_text()
+
+
+def test_report_shows_the_audits_of_a_ppo_run(tmp_path):
+    run = make_fake_run(tmp_path)
+    without = write_report(run).read_text()
+    audits = [{"step": s, "audit_win": 0.5 + 0.01 * s - 0.0004 * s * s, "audit_gold_win": 0.5 + 0.008 * s - 0.0003 * s * s,
+               "audit_ema": 0.5 + 0.009 * s - 0.0003 * s * s, "audit_best_step": min(s, 15)} for s in range(0, 46, 3)]  # fmt: skip
+    _jsonl(run / "ppo" / "audits.jsonl", audits)
+    (run / "ppo" / "rlhfkit.json").write_text(
+        json.dumps({"stage": "ppo", "stop_rule": {"signal": "audit", "best_step": 15, "stopped_at": 24}})
+    )
+    page = write_report(run).read_text()
+    assert "annotators compared the policy" in page and "kept step 15" in page
+    assert len(images(page)) == len(images(without)) + 1  # the audit curves

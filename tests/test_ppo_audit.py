@@ -76,6 +76,8 @@ def test_ppo_audits_the_policy_and_keeps_the_best_audited_one(policy_dir, prompt
     assert all(0 <= a["audit_win"] <= 1 and 0 <= a["audit_gold_win"] <= 1 for a in audits)
     metrics = _rows(out / "metrics.jsonl")
     assert [r["step"] for r in metrics if "audit_win" in r] == steps[1:]
+    trained_on = {row["id"] for row in _rows(out / "samples.jsonl")}
+    assert trained_on and not trained_on & {f"p{i}" for i in range(8)}  # the audit's prompts are held out
 
     ema, emas = None, []  # the rule's moving average (smoothing 0.5), replayed from the logged win rates
     for a in audits:

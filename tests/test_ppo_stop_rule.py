@@ -29,7 +29,7 @@ def test_the_rule_stops_after_patience_steps_without_a_new_best_and_keeps_the_be
             stopped = step
             break
     assert (rule.best_step, stopped) == (3, 5)
-    assert rule.restore_best(policy) == 3 and float(policy.weight) == 3.0
+    assert rule.restore_best(policy) == 3 and float(policy.weight.detach()) == 3.0
     resumed = StopRule(patience=2)
     resumed.load(rule.state())
     assert resumed.should_stop and resumed.restore_best(policy) is None  # the best weights are not on disk

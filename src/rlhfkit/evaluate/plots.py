@@ -182,6 +182,50 @@ def ppo_overview(series: Series) -> bytes | None:
         return _png(fig)
 
 
+def audit_curves(audits: Sequence[Mapping], kl_at: Mapping[int, float] | None = None) -> bytes | None:
+    """PPO's audits (`ppo --audit-prompts`): the annotators' win rate of the policy against the reference, its
+    moving average and the audit the stop rule would keep; the gold judge's verdict on the same pairs (the demo
+    world's answer key, which the rule never reads); and, given the KL at each step, both against the KL."""
+    if len(audits) < 2:
+        return None
+    steps = [a["step"] for a in audits]
+    ema, emas = None, []
+    smoothing = float(audits[-1].get("smoothing", 0.5))
+    for a in audits:
+        ema = a["audit_win"] if ema is None else smoothing * ema + (1 - smoothing) * a["audit_win"]
+        emas.append(ema)
+    best = steps[max(range(len(emas)), key=lambda i: (emas[i], -i))]
+    panels = 2 if kl_at else 1
+    with _style():
+        fig = _figure(4.5 * panels, 3.0)
+        ax = fig.add_subplot(1, panels, 1)
+        ax.set_title("audits: the policy against the reference")
+        ax.set_xlabel("step")
+        ax.set_ylabel("win rate (ties half)")
+        ax.axhline(0.5, color=PALETTE[7], lw=0.8)
+        ax.plot(steps, [a["audit_win"] for a in audits], "o", ms=3, color=PALETTE[0], label="annotators")
+        ax.plot(steps, emas, color=PALETTE[0], lw=1.4, label="annotators (moving avg.)")
+        if all("audit_gold_win" in a for a in audits):
+            ax.plot(
+                steps, [a["audit_gold_win"] for a in audits], color=PALETTE[2], lw=1.2, ls="--", label="gold"
+            )
+        ax.axvline(best, color=PALETTE[4], ls=":", lw=1, label="the rule's best audit")
+        ax.legend(loc="lower left")
+        if kl_at:
+            ax2 = fig.add_subplot(1, panels, 2)
+            ax2.set_title("audit win rate vs KL")
+            ax2.set_xlabel("KL to the reference (nats)")
+            pts = [(kl_at.get(s, 0.0 if s == 0 else None), a) for s, a in zip(steps, audits)]
+            pts = [(k, a) for k, a in pts if k is not None]
+            ax2.scatter([k for k, _ in pts], [a["audit_win"] for _, a in pts], s=10, color=PALETTE[0])
+            if all("audit_gold_win" in a for _, a in pts):
+                ax2.scatter(
+                    [k for k, _ in pts], [a["audit_gold_win"] for _, a in pts], s=10, color=PALETTE[2]
+                )
+            ax2.axhline(0.5, color=PALETTE[7], lw=0.8)
+        return _png(fig)
+
+
 def _reward_vs_kl(ax, series: Series, kl: str, proxy: str | None, gold: str | None) -> None:
     kl_at = dict(zip(*series[kl]))
     ax.set_title("reward vs KL (over-optimization)")

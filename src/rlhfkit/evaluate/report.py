@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from rlhfkit.artifacts import read_manifest
 from rlhfkit.data.jsonl import read_jsonl_lenient
 from rlhfkit.errors import RlhfkitError
 from rlhfkit.evaluate import plots
@@ -287,11 +288,33 @@ def _ppo(folder: Path | None) -> str:
             "never optimizes: what a user without a gold judge can see. The watch rule (<code>--stop-patience"
             "</code>) stops where its moving average stops reaching new bests and keeps that step's policy.</p>"
         )
+    body += _audits(folder, records)
     step, samples = last_samples(records)
     if samples:
         items = "".join(f"<pre class='sample'>{_e(s)}</pre>" for s in samples[:MAX_SAMPLES_SHOWN])
         body += f"<details><summary>samples at step {_e(step)}</summary>{items}</details>"
     return body
+
+
+def _audits(folder: Path, records: list[dict]) -> str:
+    """The audits of a PPO run (`--audit-prompts`): what people said of the policy as it trained."""
+    audits = read_jsonl_lenient(folder / "audits.jsonl")
+    if not audits:
+        return ""
+    kl_at = {int(r["step"]): float(r["kl"]) for r in records if "kl" in r and "step" in r}
+    body = _img(plots.audit_curves(audits, kl_at), "PPO audits: annotators' win rate vs the reference")
+    rule = read_manifest(folder).get("stop_rule") if (folder / "rlhfkit.json").exists() else None
+    kept = (
+        f" The run stopped at step {_e(rule['stopped_at'])} and kept step {_e(rule['best_step'])}."
+        if rule
+        else ""
+    )
+    return body + (
+        f"<p class='note'>Every few steps annotators compared the policy's answers to {_e(len(audits))} rounds of "
+        "held-out prompts with the reference model's: what a user without a gold judge can see. The stop rule "
+        "(<code>--stop-patience</code>) keeps the audit where the moving average of the win rate peaked; the "
+        f"gold line is the demo world's answer key on the same pairs, which the rule never reads.{kept}</p>"
+    )
 
 
 def _rs(folder: Path | None) -> str:

@@ -127,8 +127,10 @@ class Audit:
         rows = [{"id": r.get("id"), "response": t} for r, t in zip(self.records, self.reference)]
         path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
 
-    def run(self, step: int, policy, tokenizer, stop_ids, batch_size: int, reward_fn: RewardFn) -> dict:
-        """Audit the policy after `step` updates; append the labels and the summary; return the summary."""
+    def run(
+        self, step: int, policy, tokenizer, stop_ids, batch_size: int, reward_fn: RewardFn
+    ) -> tuple[dict, list[dict]]:
+        """Audit the policy after `step` updates: (summary, the labelled pairs)."""
         from rlhfkit.evaluate.winrates import outcome
         from rlhfkit.world import judge_score
 
@@ -153,11 +155,14 @@ class Audit:
             "audit_length": sum(len(t.split()) for t in texts) / len(texts),
             "audit_seconds": round(sum(label["seconds"] for label in labels), 1),  # the annotators' time
         }
+        return summary, labels
+
+    def write(self, summary: dict, labels: list[dict]) -> None:
+        """Append one audit's labelled pairs and its summary line."""
         with (self.out / "audit_labels.jsonl").open("a", encoding="utf-8") as fh:
             fh.writelines(json.dumps(label, ensure_ascii=False) + "\n" for label in labels)
         with (self.out / "audits.jsonl").open("a", encoding="utf-8") as fh:
             fh.write(json.dumps(summary) + "\n")
-        return summary
 
 
 def trim_audits(out: Path, keep_through: int) -> None:

@@ -58,7 +58,8 @@ class PPOConfig:
     # (ppo/stop_rule.py); 0: only log
     audit_prompts: str = ""  # held-out demo-world prompts: every --audit-every steps simulated annotators
     # compare the policy's answers to the first --audit-size of them with the reference's (ppo/audit.py);
-    # the stop rule then follows the policy's win rate
+    # the stop rule then follows the policy's win rate. The --prompts file itself: its first --audit-size
+    # prompts are held out of training
     audit_every: int = 5  # audit after every this many steps (and before the first)
     audit_size: int = 64  # pairs labelled per audit
     audit_smoothing: float = 0.5  # the stop rule's EMA weight of the past, per audit

@@ -211,6 +211,11 @@ def run(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
     if cfg.ref or not cfg.lora.enabled:
         ref = load_frozen_lm(cfg.ref or base, device, precision.dtype)
     records = load_prompts(cfg.prompts)
+    if audit is not None and Path(cfg.audit_prompts).resolve() == Path(cfg.prompts).resolve():
+        records = records[cfg.audit_size :]  # audits judge answers to prompts the policy never trained on
+        say(f"ppo: the first {cfg.audit_size} prompts are the audit's, held out of training")
+        if not records:
+            raise RlhfkitError(f"--prompts {cfg.prompts}: no prompt left to train on after the audit's")
     prompt_ids = _prompt_ids(cfg, tokenizer, records, policy)
     if reward_fn is None:
         reward_fn, rm_stats = ensemble_reward_fn(
@@ -378,7 +383,7 @@ def run(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
 def _audit(audit: Audit, rule: StopRule, done: int, sampler: Sampler, cfg: PPOConfig, say, base: str) -> dict:
     """Audit the policy after `done` updates, feed its win rate to the stop rule; the numbers to log."""
     t0 = time.perf_counter()
-    summary = audit.run(
+    summary, labels = audit.run(
         done,
         sampler.policy,
         sampler.tokenizer,
@@ -387,6 +392,8 @@ def _audit(audit: Audit, rule: StopRule, done: int, sampler: Sampler, cfg: PPOCo
         sampler.reward_fn,
     )
     ema = rule.observe(done, summary["audit_win"], sampler.policy)
+    summary.update({"audit_ema": ema, "audit_best_step": rule.best_step})
+    audit.write(summary, labels)
     if cfg.audit_keep:
         save_hf_checkpoint(
             sampler.policy,
@@ -400,13 +407,7 @@ def _audit(audit: Audit, rule: StopRule, done: int, sampler: Sampler, cfg: PPOCo
         f"(moving average {ema:.1%}, best at step {rule.best_step}); the reward model agrees with the annotators "
         f"on {summary['audit_rm_agree']:.1%}"
     )
-    logged = {k: v for k, v in summary.items() if k != "step"}
-    return {
-        **logged,
-        "audit_ema": ema,
-        "audit_best_step": rule.best_step,
-        "time_audit": time.perf_counter() - t0,
-    }
+    return {**{k: v for k, v in summary.items() if k != "step"}, "time_audit": time.perf_counter() - t0}
 
 
 def _prompt_ids(cfg: PPOConfig, tokenizer, records: list[dict], policy) -> list[list[int]]:
