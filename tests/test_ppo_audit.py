@@ -108,3 +108,14 @@ def test_a_resumed_run_audits_as_an_uninterrupted_one(policy_dir, prompts_file, 
     assert main(_argv(policy_dir, prompts_file, rm_dir, split, "--save-every", "2")) == 0
     assert _rows(split / "audits.jsonl") == _rows(whole / "audits.jsonl")
     assert _rows(split / "audit_labels.jsonl") == _rows(whole / "audit_labels.jsonl")
+
+
+def test_a_lora_policy_audits_against_its_base_with_the_adapters_off(
+    policy_dir, prompts_file, rm_dir, tmp_path
+):
+    full, lora = tmp_path / "full", tmp_path / "lora"
+    assert main(_argv(policy_dir, prompts_file, rm_dir, full, "--steps", "2")) == 0
+    assert main(_argv(policy_dir, prompts_file, rm_dir, lora, "--steps", "2", "--lora-r", "4")) == 0
+    # The reference answers: a frozen copy of the SFT model, or the LoRA policy with its adapters disabled.
+    assert (lora / "audit_reference.jsonl").read_text() == (full / "audit_reference.jsonl").read_text()
+    assert [a["step"] for a in _rows(lora / "audits.jsonl")] == [0, 2]

@@ -25,14 +25,14 @@ from __future__ import annotations
 
 import json
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from rlhfkit.data.chats import load_prompts
 from rlhfkit.errors import RlhfkitError
-from rlhfkit.generation import SamplingParams, pad_id, render_chat
+from rlhfkit.generation import SamplingParams, pad_id
 from rlhfkit.ppo.rollout import RewardFn, sample_responses
 
 AUDIT_TEMPERATURE = 0.7  # the evaluation's
@@ -89,23 +89,20 @@ class Audit:
     seed: int
     max_new_tokens: int
     out: Path
+    prompt_ids: list[list[int]] = field(default_factory=list)  # rendered as PPO renders its prompts
     reference: list[str] | None = None  # the reference's answers, sampled once
 
     def due(self, done: int) -> bool:
         return done % self.every == 0
 
     def _sample(self, model, tokenizer, stop_ids, batch_size: int, seed: int) -> list[str]:
-        ids = [
-            tokenizer(render_chat(tokenizer, r["messages"]), add_special_tokens=False)["input_ids"]
-            for r in self.records
-        ]
         params = SamplingParams(
             max_new_tokens=self.max_new_tokens,
             temperature=AUDIT_TEMPERATURE,
             stop_token_ids=stop_ids,
             seed=seed,
         )
-        done = sample_responses(model, tokenizer, ids, params, pad_id(tokenizer), batch_size)
+        done = sample_responses(model, tokenizer, self.prompt_ids, params, pad_id(tokenizer), batch_size)
         return [(c.text or "").strip() for c in done]
 
     def prepare(self, ref, policy, tokenizer, stop_ids, batch_size: int) -> None:

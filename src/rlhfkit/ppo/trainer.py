@@ -217,6 +217,8 @@ def run(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
         if not records:
             raise RlhfkitError(f"--prompts {cfg.prompts}: no prompt left to train on after the audit's")
     prompt_ids = _prompt_ids(cfg, tokenizer, records, policy)
+    if audit is not None:
+        audit.prompt_ids = _prompt_ids(cfg, tokenizer, audit.records, policy)
     if reward_fn is None:
         reward_fn, rm_stats = ensemble_reward_fn(
             cfg.reward,
@@ -312,9 +314,8 @@ def run(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
             rollout, gold = roll_out(cfg, sampler, step, info)
 
             record = {"step": step + 1}
-            if (
-                watch_rule is not None
-            ):  # before the update: the snapshot is the policy that wrote these responses
+            # The watch rule scores before the update: its snapshot is the policy that wrote these responses.
+            if watch_rule is not None:
                 prompts = [records[i]["messages"] for i in rollout.prompt_index]
                 record.update(
                     watch(watch_rule, watch_fn, step + 1, prompts, rollout.texts, policy, rollout.raw_scores)
