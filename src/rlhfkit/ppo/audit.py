@@ -82,6 +82,11 @@ def _policy_share(label: dict) -> float:
     return 1.0 if label["ranking"][0] == label["meta"]["policy_index"] else 0.0
 
 
+def _share(mine: float, theirs: float) -> float:
+    """The policy's share of one pair by a score: 1 if its answer scores higher, 0.5 for a tie."""
+    return 1.0 if mine > theirs else 0.5 if mine == theirs else 0.0
+
+
 @dataclass
 class Audit:
     records: list[dict]  # the audit prompts
@@ -128,7 +133,6 @@ class Audit:
         self, step: int, policy, tokenizer, stop_ids, batch_size: int, reward_fn: RewardFn
     ) -> tuple[dict, list[dict]]:
         """Audit the policy after `step` updates: (summary, the labelled pairs)."""
-        from rlhfkit.evaluate.winrates import outcome
         from rlhfkit.world import judge_score
 
         texts = self._sample(policy, tokenizer, stop_ids, batch_size, self.seed * 1_000_003 + 1)
@@ -138,10 +142,10 @@ class Audit:
         with torch.no_grad():
             mine = reward_fn(prompts, texts, [[] for _ in texts])
             theirs = reward_fn(prompts, self.reference, [[] for _ in texts])
-        decided = [(outcome(float(a), float(b)), w) for a, b, w in zip(mine, theirs, wins) if w != 0.5]
+        decided = [(_share(float(a), float(b)), w) for a, b, w in zip(mine, theirs, wins) if w != 0.5]
         agree = [1.0 - abs(rm - w) for rm, w in decided]  # a reward-model tie agrees half
         gold = [
-            outcome(judge_score(p, a, r.get("meta")).total, judge_score(p, b, r.get("meta")).total)
+            _share(judge_score(p, a, r.get("meta")).total, judge_score(p, b, r.get("meta")).total)
             for p, a, b, r in zip(prompts, texts, self.reference, self.records)
         ]
         summary = {
