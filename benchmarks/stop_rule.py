@@ -10,10 +10,10 @@ series are smoothed with the rule's moving average (one step's 64 episodes are n
 Audited runs (`--audit-prompts`, patience 0, `--audit-keep`) are read as RUN_DIR=EVAL_DIR[,EVAL_DIR...]: each is
 `rlhfkit evaluate` of the kept policies (`--model sft=SFT --model step-K=RUN_DIR/audits/step-K ...`, 500 held-out
 prompts, gold judge; another `--seed` for each), so the gold curve is the evaluations' mean win rate against SFT
-and KL, step by step, as the pipeline measures a policy. The rule is replayed on the logged annotator labels for every combination of
-`--pairs` (the first N pairs of each audit: fewer labels), `--every` (every Nth audit of those logged),
-`--patience` and `--smoothing`; the target is the issue's: the kept policy's KL within 10% of the gold-optimal
-checkpoint's.
+and KL, step by step, as the pipeline measures a policy. The rule is replayed on the logged annotator labels for
+every combination of `--pairs` (the first N pairs of each audit: fewer labels), `--every` (every Nth audit of
+those logged), `--patience` and `--smoothing`; the target is the issue's: the kept policy's KL within 10% of the
+gold-optimal checkpoint's. `--fixed 15,45` adds stopping at fixed steps, for comparison.
 
 Usage: python benchmarks/stop_rule.py RUN_DIR [RUN_DIR ...] [--patience 4,8,12] [--out result.json]
        python benchmarks/stop_rule.py RUN=EVAL,EVAL2 [...] --pairs 64,128 --every 1,2 --patience 6,9

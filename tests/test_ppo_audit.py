@@ -119,3 +119,22 @@ def test_a_lora_policy_audits_against_its_base_with_the_adapters_off(
     # The reference answers: a frozen copy of the SFT model, or the LoRA policy with its adapters disabled.
     assert (lora / "audit_reference.jsonl").read_text() == (full / "audit_reference.jsonl").read_text()
     assert [a["step"] for a in _rows(lora / "audits.jsonl")] == [0, 2]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"audit_every": 0}, "--audit-every 0"),
+        ({"audit_size": 0}, "--audit-size 0"),
+        ({"audit_smoothing": 1.0}, "--audit-smoothing"),
+        ({"max_tool_turns": 2}, "not with --max-tool-turns"),
+    ],
+)
+def test_bad_audit_options_are_refused(prompts_file, change, message):
+    from rlhfkit.ppo.config import PPOConfig, check_config
+
+    cfg = PPOConfig(
+        policy="p", reward="r", prompts=str(prompts_file), audit_prompts=str(prompts_file), **change
+    )
+    with pytest.raises(RlhfkitError, match=message):
+        check_config(cfg, False)
