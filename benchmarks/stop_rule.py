@@ -103,15 +103,20 @@ def gold_curve(eval_dirs: list[Path]) -> dict[int, dict]:
     return curve
 
 
-def audit_wins(run: Path, pairs: int) -> dict[int, float]:
-    """step -> the policy's share of the first `pairs` annotator verdicts of that audit."""
+def audit_shares(run: Path) -> dict[int, list[float]]:
+    """step -> the policy's share of each annotator verdict of that audit, in the logged order."""
     from rlhfkit.ppo.audit import _policy_share
 
     by_step: dict[int, list[float]] = {}
     for line in (run / "audit_labels.jsonl").read_text().splitlines():
         label = json.loads(line)
         by_step.setdefault(label["meta"]["audit_step"], []).append(_policy_share(label))
-    return {step: sum(v[:pairs]) / len(v[:pairs]) for step, v in sorted(by_step.items())}
+    return dict(sorted(by_step.items()))
+
+
+def audit_wins(shares: dict[int, list[float]], pairs: int) -> dict[int, float]:
+    """step -> the policy's share of the first `pairs` verdicts of that audit."""
+    return {step: sum(v[:pairs]) / len(v[:pairs]) for step, v in shares.items()}
 
 
 def replay_audits(
@@ -136,13 +141,14 @@ def analyse_audits(specs: list[str], pairs, everys, patiences, smoothings, fixed
         curve = gold_curve(eval_dirs)
         opt = max(curve, key=lambda k: curve[k]["win"])
         runs.append({"run": str(run), "evals": evals.split(","), "curve": curve, "optimal": opt})
-    logged = sorted(audit_wins(Path(runs[0]["run"]), 1))
+    shares = {r["run"]: audit_shares(Path(r["run"])) for r in runs}  # each run's labels, read once
+    logged = sorted(shares[runs[0]["run"]])
     interval = logged[1] - logged[0] if len(logged) > 1 else 1  # steps between the logged audits
     configs = []
     for n, every, patience, smoothing in itertools.product(pairs, everys, patiences, smoothings):
         rows = []
         for r in runs:
-            stop, kept, audits = replay_audits(audit_wins(Path(r["run"]), n), every, patience, smoothing)
+            stop, kept, audits = replay_audits(audit_wins(shares[r["run"]], n), every, patience, smoothing)
             c, o = r["curve"], r["curve"][r["optimal"]]
             rows.append(
                 {

@@ -189,12 +189,8 @@ def audit_curves(audits: Sequence[Mapping], kl_at: Mapping[int, float] | None = 
     if len(audits) < 2:
         return None
     steps = [a["step"] for a in audits]
-    ema, emas = None, []
-    smoothing = float(audits[-1].get("smoothing", 0.5))
-    for a in audits:
-        ema = a["audit_win"] if ema is None else smoothing * ema + (1 - smoothing) * a["audit_win"]
-        emas.append(ema)
-    best = steps[max(range(len(emas)), key=lambda i: (emas[i], -i))]
+    emas = [a["audit_ema"] for a in audits]  # the rule's own moving average, at the run's --audit-smoothing
+    best = audits[-1]["audit_best_step"]
     panels = 2 if kl_at else 1
     with _style():
         fig = _figure(4.5 * panels, 3.0)

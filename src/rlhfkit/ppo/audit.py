@@ -96,6 +96,8 @@ class Audit:
     out: Path
     prompt_ids: list[list[int]] = field(default_factory=list)  # rendered as PPO renders its prompts
     reference: list[str] | None = None  # the reference's answers, sampled once
+    reference_scores: list[float] | None = None  # their reward-model and gold scores, computed once
+    reference_gold: list[float] | None = None
 
     def due(self, done: int) -> bool:
         return done % self.every == 0
@@ -139,15 +141,23 @@ class Audit:
         labels = _labels(self.records, texts, self.reference, self.seed, step)
         wins = [_policy_share(label) for label in labels]
         prompts = [r["messages"] for r in self.records]
-        with torch.no_grad():
-            mine = reward_fn(prompts, texts, [[] for _ in texts])
-            theirs = reward_fn(prompts, self.reference, [[] for _ in texts])
-        decided = [(_share(float(a), float(b)), w) for a, b, w in zip(mine, theirs, wins) if w != 0.5]
+
+        def rm_scores(answers: list[str]) -> list[float]:
+            with torch.no_grad():
+                return [float(x) for x in reward_fn(prompts, answers, [[] for _ in answers])]
+
+        def gold_scores(answers: list[str]) -> list[float]:
+            return [judge_score(p, a, r.get("meta")).total for p, a, r in zip(prompts, answers, self.records)]
+
+        if self.reference_scores is None:  # the reference's answers never change
+            self.reference_scores, self.reference_gold = (
+                rm_scores(self.reference),
+                gold_scores(self.reference),
+            )
+        mine = rm_scores(texts)
+        decided = [(_share(a, b), w) for a, b, w in zip(mine, self.reference_scores, wins) if w != 0.5]
         agree = [1.0 - abs(rm - w) for rm, w in decided]  # a reward-model tie agrees half
-        gold = [
-            _share(judge_score(p, a, r.get("meta")).total, judge_score(p, b, r.get("meta")).total)
-            for p, a, b, r in zip(prompts, texts, self.reference, self.records)
-        ]
+        gold = [_share(a, b) for a, b in zip(gold_scores(texts), self.reference_gold)]
         summary = {
             "step": step,
             "audit_win": sum(wins) / len(wins),
