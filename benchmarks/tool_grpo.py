@@ -85,7 +85,7 @@ def sft(args) -> dict:
     return {k: v for k, v in last.items() if "loss" in k}
 
 
-def logged_reward(spec: str, prompts: str, log: Path):
+def logged_reward(spec: str, prompts: str, log: Path, process_model: str = ""):
     """The reward of `--reward` (a verifier spec, or rm:FOLDER for a reward model alone), which also appends, per
     rollout, the process CPU seconds so far, the verifier's share of right answers, the process score (the share
     of the tasks' steps the tool calls did) and the mean reward to `log`: every reward measured the same way."""
@@ -102,7 +102,7 @@ def logged_reward(spec: str, prompts: str, log: Path):
 
         fn, _ = rm_reward_fn(spec[3:], "cpu", 512, 64)
     else:
-        fn, _ = verifier_reward_fn(spec, prompts)
+        fn, _ = verifier_reward_fn(spec, prompts, process_model)
 
     def score(messages, texts, ids, turns):
         extra = {"turns": turns} if getattr(fn, "reads_turns", False) else {}
@@ -130,7 +130,7 @@ def grpo(args) -> dict:
     (out / args.name).mkdir(parents=True, exist_ok=True)
     curve = out / args.name / "reward_curve.jsonl"
     curve.unlink(missing_ok=True)
-    reward_fn = logged_reward(args.reward, prompts, curve)
+    reward_fn = logged_reward(args.reward, prompts, curve, args.process_model)
     cfg = GRPOConfig(
         policy=str(out / "sft"),
         prompts=prompts,
@@ -277,6 +277,9 @@ def main() -> None:
         "--reward",
         default="verifier",
         help="grpo: verifier, verifier+process[=W], or rm:FOLDER (a reward model)",
+    )
+    parser.add_argument(
+        "--process-model", default="", help="grpo: a PRM folder that scores the +process term (prm train)"
     )
     parser.add_argument("--name", default="grpo")
     parser.add_argument("--model", default="sft")

@@ -245,3 +245,34 @@ def test_report_shows_the_audits_of_a_ppo_run(tmp_path):
     page = write_report(run).read_text()
     assert "annotators compared the policy" in page and "kept step 15" in page
     assert len(images(page)) == len(images(without)) + 1  # the audit curves
+
+
+def test_report_shows_accuracy_on_verifiable_tasks(tmp_path):
+    from rlhfkit.evaluate.accuracy import accuracy_results, verdicts_of
+    from rlhfkit.verifier import Answer
+
+    run = make_fake_run(tmp_path)
+    without = write_report(run).read_text()
+    assert 'id="verifiable"' not in without
+    answers = [Answer(12.0), Answer(7.0), Answer("Lomar K3", choices=("Lomar K3", "Tira L8"))]
+    samples = {
+        "sft": [["It is 12.", "13"], ["12 or 7", "7"], ["The Tira L8 is cheapest.", "The Lomar K3."]],
+        "grpo": [["So the answer is 12.", "12"], ["7", "7"], ["The Lomar K3 is cheapest.", "Tira L8"]],
+    }
+    results = json.loads((run / "evaluate" / "results.json").read_text())
+    results["verifiable"] = {
+        name: {
+            **accuracy_results(verdicts_of(texts, answers), [3, 3, 5], ["total", "total", "cheapest"]),
+            "tools": {"tool_calls_per_episode": 2.5, "valid_call_share": 0.9},
+        }
+        for name, texts in samples.items()
+    }
+    (run / "evaluate" / "results.json").write_text(json.dumps(results))
+    page = write_report(run).read_text()
+    section = page[page.index('id="verifiable"') :]
+    section = section[: section.index("</section>")]
+    # sft: 1 of 3 first answers right ("12 or 7" is contradictory); grpo: all three
+    assert "33%" in section and "100%" in section and "pass@2" in section
+    assert "kind cheapest" in section and "steps 5" in section and "contradictory" in section
+    assert "tool calls per episode" in section and "2.5" in section
+    assert len(images(page)) == len(images(without)) + 1

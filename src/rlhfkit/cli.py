@@ -25,6 +25,7 @@ COMMAND_MODULES = [
     "rlhfkit.generation.commands",
     "rlhfkit.world.commands",
     "rlhfkit.reward.commands",
+    "rlhfkit.prm.commands",
     "rlhfkit.data.commands",
     "rlhfkit.ppo.commands",
     "rlhfkit.dpo.commands",

@@ -468,6 +468,63 @@ def _probes(results: dict) -> str:
     return _table(["probe", "", *names], rows) + _img(img, "probe rates")
 
 
+def _verifiable(results: dict) -> str:
+    """Accuracy and pass@k on the prompts that carry an answer (RLVR), overall, by kind and by difficulty; the
+    verifier's verdicts; tool use when the episodes had tools."""
+    verifiable = results.get("verifiable")
+    if not verifiable:
+        return ""
+    names = list(verifiable)
+    first = verifiable[names[0]]
+    ks = list(first.get("pass_at", {}))
+    k = ks[-1] if ks else None
+
+    def cell(row: dict | None) -> str:
+        if not row:
+            return "–"
+        passed = row.get("pass_at", {}).get(k)
+        extra = (
+            f" <span class='muted'>pass@{k} {passed:.0%}</span>" if passed is not None and k != "1" else ""
+        )
+        return f"{row['accuracy']:.0%}{extra}"
+
+    rows = [["<b>all</b>", str(first["n"]), *(cell(verifiable[n]) for n in names)]]
+    for group, label in (("by_kind", "kind"), ("by_difficulty", "steps")):
+        for key, row in first.get(group, {}).items():
+            rows.append(
+                [
+                    f"{label} {_e(key)}",
+                    str(row["n"]),
+                    *(cell(verifiable[n].get(group, {}).get(key)) for n in names),
+                ]
+            )
+    html = _table(["prompts", "n", *names], rows)
+    chart = {"accuracy": {n: verifiable[n]["accuracy"] for n in names}}
+    if k:
+        chart[f"pass@{k}"] = {n: verifiable[n].get("pass_at", {}).get(k) for n in names}
+    html += _img(
+        plots.grouped_bars(chart, names, "Verifiable tasks", "share right", ylim=(0, 1.05)), "accuracy"
+    )
+    verdicts = [
+        [f"<b>{_e(r)}</b>", *(_pct(verifiable[n]["verdicts"].get(r)) for n in names)]
+        for r in first.get("verdicts", {})
+    ]
+    html += "<h3>The verifier's verdicts (first response)</h3>" + _table(["verdict", *names], verdicts)
+    if any("tools" in verifiable[n] for n in names):
+        tools = [
+            [
+                "tool calls per episode",
+                *(_num(verifiable[n].get("tools", {}).get("tool_calls_per_episode"), 2) for n in names),
+            ],
+            [
+                "calls that ran",
+                *(_pct(verifiable[n].get("tools", {}).get("valid_call_share")) for n in names),
+            ],
+        ]
+        html += "<h3>Tool use</h3>" + _table(["", *names], tools)
+    return html
+
+
 def _generation(results: dict) -> str:
     gen = results.get("generation") or {}
     rows = [
@@ -654,6 +711,12 @@ def build_html(run_dir: Path) -> str:
                 "Ranking",
                 _ranking(results),
                 f"Bradley-Terry strengths on the Elo scale from head-to-head comparisons on {n} held-out prompts, judged by the {judge} judge.",
+            ),
+            (
+                "verifiable",
+                "Verifiable tasks",
+                _verifiable(results),
+                "Accuracy (first response) and pass@k on prompts with a known answer, checked by the verifier, not a judge.",
             ),
             ("winrates", "Win rates", _win_matrix(results), ""),
             ("categories", "By category", _categories(results), "Mean judge score per prompt category."),

@@ -47,6 +47,8 @@ class PPOConfig:
     # comma-separated, for an ensemble (see --ensemble-penalty); or "verifier" (1 for the prompt's known answer,
     # else 0; "+format[=W]" adds W for any one answer, "+process[=W]" W times the share of the task's steps
     # its tool calls did: verifier+process)
+    process_model: str = ""  # a process reward model (`rlhfkit prm train`): with +process, its P(right) of the
+    # episode's weakest tool call replaces the world's step check (prompts then need no `meta.steps`)
     ensemble_penalty: float = 1.0  # with several reward models: reward = their mean - this * their std (each
     # model's scores divided by its own std first): less reward where the models disagree
     watch_reward: str = ""  # reward models (comma-separated) trained on the same labels but NOT optimized
@@ -209,6 +211,10 @@ def check_config(cfg: PPOConfig, has_reward_fn: bool) -> None:
     if "+process" in (cfg.reward or "") and cfg.max_tool_turns == 0:
         raise RlhfkitError(
             f"--reward {cfg.reward}: the process term reads tool calls; add --max-tool-turns N"
+        )
+    if cfg.process_model and "+process" not in (cfg.reward or ""):
+        raise RlhfkitError(
+            f"--process-model {cfg.process_model}: it scores the process term; use --reward verifier+process"
         )
     if cfg.temperature <= 0:
         raise RlhfkitError(f"--temperature: expected a number > 0 (PPO samples), got {cfg.temperature}")

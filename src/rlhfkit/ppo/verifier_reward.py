@@ -62,21 +62,32 @@ def format_weight(spec: str) -> float:
     return term_weights(spec).get("format", 0.0)
 
 
-def verifier_reward_fn(spec: str, prompts_path: str) -> tuple[RewardFn, dict]:
-    """The reward function of a `--reward verifier[+format[=W]]` spec over a prompts file, and the score
-    statistics the trainer normalizes with (std 1: the scores are used as they are)."""
+def verifier_reward_fn(spec: str, prompts_path: str, process_model: str = "") -> tuple[RewardFn, dict]:
+    """The reward function of a `--reward verifier[+format[=W]][+process[=W]]` spec over a prompts file, and the
+    score statistics the trainer normalizes with (std 1: the scores are used as they are). `process_model`: a
+    trained PRM folder that scores the process term instead of the world's step check (`prm.score`)."""
     weights = term_weights(spec)
     weight, process = weights.get("format", 0.0), weights.get("process", 0.0)
     answers = load_answers(prompts_path, required_by="--reward verifier")
-    steps = load_steps(prompts_path) if "process" in weights else {}
+    steps = load_steps(prompts_path) if "process" in weights and not process_model else {}
+    prm = None
+    if process_model and process:
+        from rlhfkit.prm.score import ProcessModel
+
+        prm = ProcessModel(process_model)
 
     def score(prompts: list[list[dict]], texts: list[str], _ids: list[list[int]], turns=None) -> list[float]:
+        learned = None
+        if prm is not None and turns is not None:
+            learned = prm.episode_scores(prompts, [t or [] for t in turns])
         out = []
         for i, (messages, text) in enumerate(zip(prompts, texts)):
             key = prompt_key(messages)
             verdict = verify(text, answers[key])
             value = float(verdict.correct) + weight * (verdict.reason in ("correct", "wrong"))
-            if process and turns is not None:
+            if learned is not None:
+                value += process * learned[i]
+            elif process and turns is not None:
                 value += process * process_score(steps.get(key, []), turns[i] or [])
             out.append(value)
         return out
