@@ -31,12 +31,16 @@ def served(tokenizer_dir, tmp_path_factory):
 
 
 def _reranker_order(rm_dir, texts: list[str], finished: list[bool]) -> list[int]:
+    import torch
+
     from rlhfkit.reward.model import load_reward_model, score_conversations
+    from rlhfkit.train.precision import Precision
 
     rm, tok = load_reward_model(rm_dir)
-    scores = score_conversations(
-        rm, tok, [(QUESTION, [{"role": "assistant", "content": t}]) for t in texts], 128
-    )
+    # the precision `evaluate --best-of` scores in (bf16 on a CPU with native bf16): the server must match it
+    bf16 = Precision.of(torch.device("cpu"), "auto").scorer_bf16
+    items = [(QUESTION, [{"role": "assistant", "content": t}]) for t in texts]
+    scores = score_conversations(rm, tok, items, 128, bf16=bf16)
     return ranked(scores, finished)
 
 

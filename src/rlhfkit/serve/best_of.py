@@ -33,6 +33,8 @@ class Reranker:
     model: torch.nn.Module
     tokenizer: object
     max_length: int
+    bf16: bool = False  # score under a CPU bf16 autocast, as `evaluate --best-of` does (`Precision.scorer_bf16`),
+    # so the served system picks the replies the evaluated one would
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def pick(self, messages: list[dict], replies: list[tuple[str, bool]], n: int) -> list[int]:
@@ -42,15 +44,20 @@ class Reranker:
 
         items = [(messages, [{"role": "assistant", "content": text}]) for text, _ in replies]
         with self.lock:
-            scores = score_conversations(self.model, self.tokenizer, items, self.max_length, batch_size=32)
+            scores = score_conversations(
+                self.model, self.tokenizer, items, self.max_length, batch_size=32, bf16=self.bf16
+            )
         return ranked(scores, [finished for _, finished in replies])[:n]
 
 
 def load_reranker(path: str, device) -> Reranker:
     from rlhfkit.generation.best_of import load_reranker as load
 
+    from rlhfkit.train.precision import Precision
+
     model, tokenizer, max_length = load(path, device)
-    return Reranker(path, model, tokenizer, max_length)
+    bf16 = Precision.of(torch.device(device), "auto").scorer_bf16
+    return Reranker(path, model, tokenizer, max_length, bf16)
 
 
 def attach_reranker(models: dict, reranker: str | None, best_of: dict[str, int]) -> None:
