@@ -47,7 +47,9 @@ class PPOConfig:
     # comma-separated, for an ensemble (see --ensemble-penalty); or "verifier" (1 for the prompt's known answer,
     # else 0; "+format[=W]" adds W for any one answer, "+process[=W]" W times the share of the task's steps
     # its tool calls did: verifier+process)
-    process_model: str = ""  # a process reward model (`rlhfkit prm train`): with +process, its P(right) of the
+    process_model: str = (
+        ""  # a process reward model (`rlhfkit prm train`): with +process, its P(right) of the
+    )
     # episode's weakest tool call replaces the world's step check (prompts then need no `meta.steps`)
     ensemble_penalty: float = 1.0  # with several reward models: reward = their mean - this * their std (each
     # model's scores divided by its own std first): less reward where the models disagree

@@ -33,7 +33,9 @@ class Reranker:
     model: torch.nn.Module
     tokenizer: object
     max_length: int
-    bf16: bool = False  # score under a CPU bf16 autocast, as `evaluate --best-of` does (`Precision.scorer_bf16`),
+    bf16: bool = (
+        False  # score under a CPU bf16 autocast, as `evaluate --best-of` does (`Precision.scorer_bf16`),
+    )
     # so the served system picks the replies the evaluated one would
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -52,7 +54,6 @@ class Reranker:
 
 def load_reranker(path: str, device) -> Reranker:
     from rlhfkit.generation.best_of import load_reranker as load
-
     from rlhfkit.train.precision import Precision
 
     model, tokenizer, max_length = load(path, device)
