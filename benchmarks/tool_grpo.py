@@ -8,6 +8,9 @@ Phases (each one command, so each stays a short locked run on a shared CPU):
   eval     accuracy on the held-out verifiable_eval.jsonl and on fresh train-template prompts, each played with
            the tools through the rollout's own environment (`ppo.environment.run_episodes`): greedy, and pass@1 /
            pass@k of `--samples` k episodes at temperature 1, overall, for arithmetic and comparison kinds, by kind
+           (also written to MODEL/tool_eval.json)
+  compare  `--names a,b,...`: those GRPO runs' reward curves (verifier share, process score, optimized reward,
+           CPU seconds, KL) and evaluations side by side: which reward learns, and which is being hacked
 
     python benchmarks/tool_grpo.py prepare --out /tmp/tools && python benchmarks/tool_grpo.py sft --out /tmp/tools
     python benchmarks/tool_grpo.py eval --out /tmp/tools --model sft && ... grpo ... && ... eval --model grpo
@@ -247,12 +250,43 @@ def evaluate(args) -> dict:
                 for e, r in zip(greedy[:3], records)
             ],
         }
+    (out / args.model / "tool_eval.json").write_text(json.dumps(results, indent=1) + "\n")
     return results
+
+
+def compare(args) -> dict:
+    """Rewards side by side (`--names`: GRPO runs in --out): per run, the first and last 20 rollouts' verifier
+    share (right final answers), world-checked process score and optimized reward, the CPU seconds, the last KL,
+    and its evaluation (`eval --model NAME` writes NAME/tool_eval.json). A reward that rises while the
+    verifier's share does not is being hacked."""
+    from statistics import mean
+
+    out = Path(args.out)
+    table = {}
+    for name in args.names.split(","):
+        curve = [json.loads(x) for x in (out / name / "reward_curve.jsonl").read_text().splitlines()]
+        metrics = [json.loads(x) for x in (out / name / "metrics.jsonl").read_text().splitlines()]
+        row = {
+            "rollouts": len(curve),
+            "cpu_seconds": curve[-1]["cpu_s"],
+            "kl_last": metrics[-1].get("kl"),
+            **{
+                f"{key}_{part}": round(mean(r[key] for r in rows), 4)
+                for key in ("verifier", "process", "reward")
+                for part, rows in (("first20", curve[:20]), ("last20", curve[-20:]))
+            },
+        }
+        evaluation = out / name / "tool_eval.json"
+        if evaluation.exists():
+            result = json.loads(evaluation.read_text())
+            row["eval"] = {split: result[split]["all"] for split in ("eval", "fresh")}
+        table[name] = row
+    return table
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("phase", choices=("prepare", "sft", "grpo", "eval"))
+    parser.add_argument("phase", choices=("prepare", "sft", "grpo", "eval", "compare"))
     parser.add_argument("--out", default="/tmp/tool_grpo")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
@@ -276,12 +310,15 @@ def main() -> None:
     parser.add_argument(
         "--reward",
         default="verifier",
-        help="grpo: verifier, verifier+process[=W], or rm:FOLDER (a reward model)",
+        help="grpo: verifier, verifier+process[=W] (with --process-model: a learned PRM), or rm:FOLDER",
     )
     parser.add_argument(
         "--process-model", default="", help="grpo: a PRM folder that scores the +process term (prm train)"
     )
     parser.add_argument("--name", default="grpo")
+    parser.add_argument(
+        "--names", default="grpo", help="compare: GRPO runs (folders in --out), comma-separated"
+    )
     parser.add_argument("--model", default="sft")
     parser.add_argument("--prompts", type=int, default=200)
     parser.add_argument("--samples", type=int, default=8, help="eval: episodes at temperature 1 for pass@k")
@@ -291,7 +328,8 @@ def main() -> None:
     args.lr = defaults[1] if args.lr is None else args.lr
     torch.manual_seed(args.seed)
     t0 = time.perf_counter()
-    result = {"prepare": prepare, "sft": sft, "grpo": grpo, "eval": evaluate}[args.phase](args)
+    phases = {"prepare": prepare, "sft": sft, "grpo": grpo, "eval": evaluate, "compare": compare}
+    result = phases[args.phase](args)
     print(
         json.dumps(
             {

@@ -82,6 +82,13 @@ def test_calculator_refuses_everything_but_arithmetic(expr, error):
     assert error in out(calculator({"expr": expr}))["error"]
 
 
+def test_a_models_odd_number_makes_no_python_warning(recwarn):
+    # "3x4" and "1449x" make Python's parser warn on stderr ("invalid decimal literal") on the way to failing
+    assert "cannot parse" in out(calculator({"expr": "3x4"}))["error"]
+    assert "cannot parse" in out(calculator({"expr": "2 * 1449x"}))["error"]
+    assert not [w for w in recwarn if issubclass(w.category, SyntaxWarning)]
+
+
 def test_run_tool_answers_bad_calls_with_errors():
     assert out(run_tool(ToolCall("calculator", {"expr": "1 + 2"}))) == {"result": 3}
     assert "no tool named 'search'" in out(run_tool(ToolCall("search", {"q": "x"})))["error"]

@@ -23,6 +23,7 @@ import json
 import math
 import operator
 import re
+import warnings
 from collections.abc import Callable
 
 from rlhfkit.data.tool_calls import BadCall, ToolCall
@@ -125,7 +126,11 @@ def calculate(expr: str) -> int | float:
     if not re.search(r"\b(min|max)\s*\(", text):  # in min(2059,1929) the comma separates arguments
         text = re.sub(r"(?<=\d),(?=\d{3}\b)", "", text)
     try:
-        tree = ast.parse(text.strip(), mode="eval")
+        # A model's expression such as "3x4" makes Python warn on stderr ("invalid decimal literal") before it
+        # fails or parses: the warning is about the model's text, not our code, so it is not printed.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", SyntaxWarning)
+            tree = ast.parse(text.strip(), mode="eval")
     except SyntaxError:
         raise CalculatorError(f"cannot parse {expr!r} as arithmetic") from None
     value = _evaluate(tree)
