@@ -83,9 +83,9 @@ def test_calculator_refuses_everything_but_arithmetic(expr, error):
 
 
 def test_a_models_odd_number_makes_no_python_warning(recwarn):
-    # "3x4" and "1449x" make Python's parser warn on stderr ("invalid decimal literal") on the way to failing
-    assert "cannot parse" in out(calculator({"expr": "3x4"}))["error"]
-    assert "cannot parse" in out(calculator({"expr": "2 * 1449x"}))["error"]
+    # a number run into a keyword ("1449or", "3or 4") makes Python's parser warn ("invalid decimal literal")
+    assert "cannot parse" in out(calculator({"expr": "3 * 1119 + 2 * 1449or"}))["error"]
+    assert "only numbers" in out(calculator({"expr": "3or 4"}))["error"]
     assert not [w for w in recwarn if issubclass(w.category, SyntaxWarning)]
 
 
