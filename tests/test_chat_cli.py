@@ -92,3 +92,70 @@ def test_chat_answers_as_best_of_n_with_a_reranker(tmp_path, tokenizer_dir, monk
     best = pick_best_of(drawn, [history], 4, str(rm))[0][0]
     assert f"assistant> {best.text}\n" in said
     assert len({d.text for d in drawn}) > 1  # the samples differ, so the pick means something
+
+
+def test_chat_with_tools_runs_the_models_calls_and_keeps_them_in_the_conversation(
+    tmp_path, monkeypatch, capsys
+):
+    """The sampler is scripted (a random micro model makes no calls): the first turn of each reply looks up a
+    product, the next answers. The lookup is run by the world's tool, shown, and seen by the next turn; the
+    second question's context holds the first reply's call and result."""
+    import json
+
+    from conftest import WORDS
+    from rlhfkit.cli import main
+    from rlhfkit.data.tool_calls import ToolCall, call_text
+    from rlhfkit.evaluate import tool_episodes
+    from rlhfkit.generation import Completion
+    from rlhfkit.tokenizer import train_tokenizer
+    from rlhfkit.world.tools import lookup
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text((" ".join(WORDS) + ".\n") * 40)
+    tok = train_tokenizer(corpus, 300, tmp_path / "m")
+    save_hf_checkpoint(build_model("micro", len(tok), 2048, tok), tok, tmp_path / "m")
+    price = json.loads(lookup({"item": "Lomar K3 phone"}))["price"]
+    contexts: list[str] = []
+
+    def generate(model, ids, params, **_kw):
+        out = []
+        for row in ids:
+            text = tok.decode(row)
+            contexts.append(text)
+            called = text.rfind("<|tool|>") > text.rfind("<|user|>")  # this reply has made its call
+            reply = (
+                f"It costs ${price}." if called else call_text(ToolCall("lookup", {"item": "Lomar K3 phone"}))
+            )
+            out.append(
+                Completion(
+                    tok(reply, add_special_tokens=False)["input_ids"]
+                    + [tok.convert_tokens_to_ids("<|end|>")],
+                    [],
+                    "stop",
+                    reply,
+                )
+            )
+        return out
+
+    monkeypatch.setattr(tool_episodes, "generate", generate)
+    lines = iter(["How much is a Lomar K3 phone?", "Why?"])
+
+    def typed(prompt=""):
+        print(prompt, end="")
+        try:
+            return next(lines)
+        except StopIteration:
+            raise EOFError from None
+
+    monkeypatch.setattr("builtins.input", typed)
+    assert main(["chat", "--model", str(tmp_path / "m"), "--tools", "--raw"]) != 0
+    assert "--tools: chat mode" in capsys.readouterr().err
+    assert main(["chat", "--model", str(tmp_path / "m"), "--tools"]) == 0
+    said = capsys.readouterr().out
+    assert said.count('call> {"name": "lookup", "arguments": {"item": "Lomar K3 phone"}}') == 2
+    assert said.count(f'tool> {{"item": "Lomar K3 phone", "price": {price}}}') == 2
+    assert said.count(f"assistant> It costs ${price}.") == 2
+    second = [c for c in contexts if "Why?" in c][
+        0
+    ]  # the second reply's first turn sees the first's tool use
+    assert "Lomar K3 phone" in second and f'"price": {price}' in second and "It costs" in second

@@ -63,8 +63,40 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--reranker", default=None, metavar="DIR", help="reward model folder that picks (--best-of)"
     )
+    p.add_argument(
+        "--tools",
+        action="store_true",
+        help="let the model call the demo world's tools (lookup, calculator): each call is run here, shown, "
+        "and its result handed back before the model goes on (a tool-trained model: pipeline --method "
+        "grpo-verifier)",
+    )
+    p.add_argument(
+        "--max-tool-turns", type=int, default=6, help="with --tools: tool calls per reply (default: 6)"
+    )
     add_model_options(p)
     p.set_defaults(func=_chat)
+
+
+def _tool_reply(model, tokenizer, history: list[dict], params, max_tool_turns: int):
+    """One reply with the world's tools: the episode is played as a rollout's (`evaluate.tool_episodes`); each
+    call and result is printed and added to `history` in the OpenAI format, then the final turn."""
+    from rlhfkit.data.tool_calls import BadCall, call_message, parse_tool_call
+    from rlhfkit.evaluate.tool_episodes import play_episodes
+
+    out = play_episodes(model, tokenizer, [history], params, max_tool_turns, batch_size=1)[0]
+    for message in out.meta["turns"]:
+        if message["role"] == "tool":
+            print(f"tool> {message['content']}", flush=True)
+            history.append({"role": "tool", "content": message["content"]})
+            continue
+        print(f"call> {message['call']}", flush=True)
+        text = message["content"].strip()
+        call = parse_tool_call(text)
+        if call is None or isinstance(call, BadCall):
+            history.append({"role": "assistant", "content": text})
+        else:  # what the turn said before its call line stays its content
+            history.append(call_message(call, text.rsplit("\n", 1)[0] if "\n" in text else ""))
+    return out
 
 
 def _chat(args: argparse.Namespace) -> int:
@@ -77,6 +109,10 @@ def _chat(args: argparse.Namespace) -> int:
         )
     if args.best_of > 1 and args.raw:
         raise RlhfkitError("--best-of: chat mode only (the reward model reads conversations)")
+    if args.tools and (args.raw or args.best_of > 1 or args.max_tool_turns < 1):
+        raise RlhfkitError(
+            "--tools: chat mode, one reply at a time (no --raw, no --best-of), --max-tool-turns >= 1"
+        )
     if args.reranker:
         from rlhfkit.reward.judge_mark import refuse_judge
 
@@ -88,6 +124,10 @@ def _chat(args: argparse.Namespace) -> int:
         chat_template=args.chat_template,
         need_chat_template=not args.raw,
     )
+    if args.tools:
+        from rlhfkit.data.tool_calls import require_tool_template
+
+        require_tool_template(tokenizer, args.model)
     reranker = None
     if args.best_of > 1:
         from rlhfkit.generation.best_of import load_reranker
@@ -124,7 +164,9 @@ def _chat(args: argparse.Namespace) -> int:
             print(f"model> {text}{out.text}", flush=True)
             continue
         history.append({"role": "user", "content": text})
-        if reranker is None:
+        if args.tools:
+            out = _tool_reply(model, tokenizer, history, params, args.max_tool_turns)
+        elif reranker is None:
             out = generate_chat(model, tokenizer, [history], params)[0]
         else:
             from rlhfkit.generation.best_of import pick_best_of

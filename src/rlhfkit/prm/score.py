@@ -27,11 +27,13 @@ def encode_text(tokenizer, text: str, max_length: int) -> list[int]:
     return head + ids[-(max_length - len(head)) :]
 
 
-def logits_of(model, tokenizer, rows: Sequence[list[int]], batch_size: int = 32) -> list[float]:
-    """The head's raw logits for pre-tokenized rows (order kept)."""
+def logits_of(
+    model, tokenizer, rows: Sequence[list[int]], batch_size: int = 32, bf16: bool = False
+) -> list[float]:
+    """The head's raw logits for pre-tokenized rows (order kept); `bf16`: under a CPU bf16 autocast."""
     from rlhfkit.reward.model import score_ids
 
-    return score_ids(model, tokenizer, rows, batch_size) if rows else []
+    return score_ids(model, tokenizer, rows, batch_size, bf16=bf16) if rows else []
 
 
 class ProcessModel:
@@ -43,7 +45,11 @@ class ProcessModel:
 
         if read_manifest(path).get("stage") != "prm":
             raise RlhfkitError(f"{path}: not a process reward model (train one with `rlhfkit prm train`)")
-        self.model, self.tokenizer, self.max_length = load_scorer(path, torch.device(device))
+        from rlhfkit.train.precision import Precision
+
+        device = torch.device(device)
+        self.model, self.tokenizer, self.max_length = load_scorer(path, device)
+        self.bf16 = Precision.of(device, "auto").scorer_bf16  # as it was trained and evaluated (prm.train)
 
     def step_probabilities(self, prompts: Sequence[Sequence[dict]], turns: Sequence[Sequence[dict]]):
         """P(right) of every tool call of every episode: one list per episode."""
@@ -51,7 +57,8 @@ class ProcessModel:
 
         texts = [step_texts(p, t) for p, t in zip(prompts, turns)]
         rows = [encode_text(self.tokenizer, x, self.max_length) for episode in texts for x in episode]
-        flat = iter(torch.sigmoid(torch.tensor(logits_of(self.model, self.tokenizer, rows))).tolist())
+        logits = logits_of(self.model, self.tokenizer, rows, bf16=self.bf16)
+        flat = iter(torch.sigmoid(torch.tensor(logits)).tolist())
         return [[next(flat) for _ in episode] for episode in texts]
 
     def episode_scores(
