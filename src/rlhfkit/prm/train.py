@@ -132,7 +132,11 @@ def step_report(steps: list[Step], logits: list[float]) -> dict:
     report = {"all": part(list(range(len(steps))))}
     for tool in sorted({s.tool for s in steps}):
         report[tool] = part([i for i, s in enumerate(steps) if s.tool == tool])
-    return report
+    # NaN (no steps, or only one kind of label) is not JSON: null
+    return {
+        k: {m: None if isinstance(v, float) and math.isnan(v) else v for m, v in r.items()}
+        for k, r in report.items()
+    }
 
 
 def run(cfg: PRMConfig) -> Path:
@@ -182,7 +186,8 @@ def run(cfg: PRMConfig) -> Path:
 
     def evaluate(m) -> dict:
         report = step_report(held_out, logits_of(m, tokenizer, held_rows, bf16=bf16))["all"]
-        return {"val_accuracy": report["accuracy"], "val_auc": report["auc"]}
+        values = {"val_accuracy": report["accuracy"], "val_auc": report["auc"]}
+        return {k: v for k, v in values.items() if v is not None}
 
     model, metrics = train_and_export(
         stage, model, get_batch, loss_fn, evaluate=evaluate if held_out else None, items_name="steps"
@@ -190,7 +195,7 @@ def run(cfg: PRMConfig) -> Path:
     if held_out:
         report = step_report(held_out, logits_of(model, tokenizer, held_rows, bf16=bf16))
         (stage.out / "eval.json").write_text(json.dumps(report, indent=2) + "\n")
-        metrics.update({"val_accuracy": report["all"]["accuracy"], "val_auc": report["all"]["auc"]})
+        metrics.update({k: report["all"][m] for k, m in (("val_accuracy", "accuracy"), ("val_auc", "auc"))})
     metrics.update({"train_steps": len(train), "held_out_steps": len(held_out)})
     with saving_into(stage.out) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
