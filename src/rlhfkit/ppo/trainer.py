@@ -181,7 +181,9 @@ def run(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
     check_config(cfg, reward_fn is not None)
     rm_stats: dict = {}
     if reward_fn is None and is_verifier(cfg.reward):  # before any model loads: a missing answer fails fast
-        reward_fn, rm_stats = verifier_reward_fn(cfg.reward, cfg.prompts, cfg.process_model)
+        reward_fn, rm_stats = verifier_reward_fn(
+            cfg.reward, cfg.prompts, cfg.process_model, pick_device(cfg.device)
+        )
     if cfg.value_model == "auto":
         cfg = replace(cfg, value_model="critic" if cfg.advantage == "gae" else "none")
     out = Path(cfg.out)

@@ -7,7 +7,8 @@ so that early on, when right answers are rare, the policy still learns to answer
 `--reward verifier+process` (or `verifier+process=W`, with `--max-tool-turns`) adds W (`PROCESS_WEIGHT`)
 times the share of the task's steps the episode's tool calls did (`ppo.process_reward`: right look-ups, the
 right number from the calculator), a process reward the world checks step by step. Terms combine:
-`verifier+format+process=0.3`.
+`verifier+format+process=0.3`. With `--process-model DIR` the process term is a learned process reward model's
+judgment instead (`prm.score`: the weakest tool call's P(right)), and the prompts need no `meta.steps`.
 
 The answers come from the prompts file (`meta.answer` or `answer`, see `verifier.answer_of`); a prompt
 without one is an error naming its line, since a silent 0 would train the policy on noise. The rollout hands
@@ -62,10 +63,12 @@ def format_weight(spec: str) -> float:
     return term_weights(spec).get("format", 0.0)
 
 
-def verifier_reward_fn(spec: str, prompts_path: str, process_model: str = "") -> tuple[RewardFn, dict]:
+def verifier_reward_fn(
+    spec: str, prompts_path: str, process_model: str = "", device="cpu"
+) -> tuple[RewardFn, dict]:
     """The reward function of a `--reward verifier[+format[=W]][+process[=W]]` spec over a prompts file, and the
     score statistics the trainer normalizes with (std 1: the scores are used as they are). `process_model`: a
-    trained PRM folder that scores the process term instead of the world's step check (`prm.score`)."""
+    trained PRM folder that scores the process term instead of the world's step check (`prm.score`), on `device`."""
     weights = term_weights(spec)
     weight, process = weights.get("format", 0.0), weights.get("process", 0.0)
     answers = load_answers(prompts_path, required_by="--reward verifier")
@@ -74,7 +77,7 @@ def verifier_reward_fn(spec: str, prompts_path: str, process_model: str = "") ->
     if process_model and process:
         from rlhfkit.prm.score import ProcessModel
 
-        prm = ProcessModel(process_model)
+        prm = ProcessModel(process_model, device)
 
     def score(prompts: list[list[dict]], texts: list[str], _ids: list[list[int]], turns=None) -> list[float]:
         learned = None

@@ -14,6 +14,7 @@ accuracy at 0.5, the ranking AUC and the base rate, overall and per tool, every 
 
 from __future__ import annotations
 
+import bisect
 import json
 import math
 from dataclasses import dataclass, field
@@ -106,8 +107,6 @@ def auc(scores: list[float], labels: list[int]) -> float:
     neg = sorted(s for s, y in zip(scores, labels) if not y)
     if not pos or not neg:
         return float("nan")
-    import bisect
-
     wins = sum(
         bisect.bisect_left(neg, s) + 0.5 * (bisect.bisect_right(neg, s) - bisect.bisect_left(neg, s))
         for s in pos
