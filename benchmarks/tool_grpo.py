@@ -218,7 +218,7 @@ def evaluate(args) -> dict:
         def sample(contexts, p):
             return generate(model, contexts, p, pad_token_id=tok.pad_token_id, tokenizer=tok, batch_size=128)
 
-        runs, greedy = [], None
+        runs, greedy, sampled = [], None, []
         for s in range(args.samples + 1):
             params = SamplingParams(
                 max_new_tokens=args.turn_tokens,
@@ -231,6 +231,8 @@ def evaluate(args) -> dict:
             )
             runs.append([verify(e.text, answer_of(r)).correct for e, r in zip(episodes, records)])
             greedy = greedy or episodes
+            if s > 0:
+                sampled.append(episodes)
         kinds: dict[str, list[int]] = {}
         for i, r in enumerate(records):
             kinds.setdefault(r["kind"], []).append(i)
@@ -241,6 +243,7 @@ def evaluate(args) -> dict:
             "arithmetic": _summary(runs, arithmetic),
             "comparison": _summary(runs, comparison),
             "by_kind": {k: _summary(runs, v) for k, v in sorted(kinds.items())},
+            **({"prm_best_of_k": _prm_pick(args.rerank, records, sampled, runs[1:])} if args.rerank else {}),
             "greedy_tools": tool_stats([e.turns for e in greedy]),
             "greedy_verdicts": dict(
                 Counter(verify(e.text, answer_of(r)).reason for e, r in zip(greedy, records))
@@ -252,6 +255,34 @@ def evaluate(args) -> dict:
         }
     (out / args.model / "tool_eval.json").write_text(json.dumps(results, indent=1) + "\n")
     return results
+
+
+def _prm_pick(prm_dir: str, records: list[dict], sampled: list[list], right: list[list[bool]]) -> dict:
+    """Best of the k sampled episodes by a process reward model, as "Let's verify step by step" uses its PRM,
+    with the episode's score its weakest call's P(right) ("min") or its calls' mean ("mean"), ties to the
+    first: accuracy of the picks, overall and by kind, and how many calls the picks made."""
+    from rlhfkit.prm.score import ProcessModel, aggregate_steps
+
+    prm = ProcessModel(prm_dir)
+    prompts = [r["messages"] for r in records]
+    steps = [prm.step_probabilities(prompts, [e.turns for e in episodes]) for episodes in sampled]
+    out = {}
+    for how in ("min", "mean"):
+        scores = [[aggregate_steps(p, how) for p in episodes] for episodes in steps]
+        picks = [max(range(len(sampled)), key=lambda j: (scores[j][i], -j)) for i in range(len(records))]
+        hit = [right[j][i] for i, j in enumerate(picks)]
+        kinds: dict[str, list[bool]] = {}
+        for r, h in zip(records, hit):
+            kinds.setdefault(r["kind"], []).append(h)
+        out[how] = {
+            "accuracy": sum(hit) / len(hit),
+            "calls_per_pick": sum(len(steps[j][i]) for i, j in enumerate(picks)) / len(picks),
+            "by_kind": {k: sum(v) / len(v) for k, v in sorted(kinds.items())},
+        }
+    out["calls_per_sample"] = sum(len(p) for episodes in steps for p in episodes) / (
+        len(steps) * len(records)
+    )
+    return out
 
 
 def compare(args) -> dict:
@@ -322,6 +353,9 @@ def main() -> None:
     parser.add_argument("--model", default="sft")
     parser.add_argument("--prompts", type=int, default=200)
     parser.add_argument("--samples", type=int, default=8, help="eval: episodes at temperature 1 for pass@k")
+    parser.add_argument(
+        "--rerank", default="", help="eval: also pick the best of the samples by this PRM folder (prm train)"
+    )
     args = parser.parse_args()
     defaults = {"sft": (1500, 2e-3), "grpo": (120, 1e-4)}.get(args.phase, (0, 0.0))
     args.steps = defaults[0] if args.steps is None else args.steps

@@ -62,7 +62,16 @@ class ProcessModel:
         return [[next(flat) for _ in episode] for episode in texts]
 
     def episode_scores(
-        self, prompts: Sequence[Sequence[dict]], turns: Sequence[Sequence[dict]]
+        self, prompts: Sequence[Sequence[dict]], turns: Sequence[Sequence[dict]], aggregate: str = "min"
     ) -> list[float]:
-        """The weakest step's P(right) per episode; 0 for an episode without tool calls."""
-        return [min(p) if p else 0.0 for p in self.step_probabilities(prompts, turns)]
+        """Per episode, the weakest step's P(right) (`aggregate="min"`) or the steps' mean P(right) ("mean");
+        0 for an episode without tool calls."""
+        return [aggregate_steps(p, aggregate) for p in self.step_probabilities(prompts, turns)]
+
+
+def aggregate_steps(probabilities: Sequence[float], how: str) -> float:
+    """An episode's process score from its steps' P(right): "min" (one wrong step spoils it; an episode with
+    more steps has more chances to score low) or "mean" (no penalty for length); 0 without steps."""
+    if not probabilities:
+        return 0.0
+    return min(probabilities) if how == "min" else sum(probabilities) / len(probabilities)
