@@ -192,6 +192,8 @@ def test_a_prm_learns_to_tell_right_steps_from_wrong_ones_and_scores_the_process
     prm = ProcessModel(tmp_path / "prm")
     probabilities = prm.step_probabilities(prompts, turns)
     assert probabilities[0][0] > 0.8 and probabilities[1][1] < 0.2 and probabilities[2] == []
+    means = prm.episode_scores(prompts, turns, "mean")
+    assert means == pytest.approx([sum(p) / len(p) if p else 0.0 for p in probabilities])
     fn, _ = verifier_reward_fn("verifier+process=0.5", str(prompts_path), str(tmp_path / "prm"))
     outcome, _ = verifier_reward_fn("verifier", str(prompts_path))
     got = fn(prompts, texts, [[]] * 3, turns=turns)
