@@ -267,6 +267,7 @@ def test_report_shows_accuracy_on_verifiable_tasks(tmp_path):
         }
         for name, texts in samples.items()
     }
+    results["n_prompts"] = 5  # a mixed evaluation: 3 of its 5 prompts have known answers
     (run / "evaluate" / "results.json").write_text(json.dumps(results))
     page = write_report(run).read_text()
     section = page[page.index('id="verifiable"') :]
@@ -276,3 +277,10 @@ def test_report_shows_accuracy_on_verifiable_tasks(tmp_path):
     assert "kind cheapest" in section and "steps 5" in section and "contradictory" in section
     assert "tool calls per episode" in section and "2.5" in section
     assert len(images(page)) == len(images(without)) + 1
+    assert 'id="ranking"' in page  # 3 of the 5 prompts have answers: the judge still ranks the models
+    # an RLVR evaluation, every prompt with an answer: the gold judge's ranking and probes would measure nothing
+    results["n_prompts"] = 3
+    (run / "evaluate" / "results.json").write_text(json.dumps(results))
+    page = write_report(run).read_text()
+    assert 'id="verifiable"' in page and 'id="gallery"' in page
+    assert not any(f'id="{a}"' in page for a in ("ranking", "winrates", "categories", "probes"))

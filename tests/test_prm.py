@@ -117,6 +117,9 @@ def test_prm_label_plays_episodes_labels_them_and_resumes(policy_dir, tmp_path, 
     assert [json.loads(x) for x in out.read_text().splitlines()] == rows
     replayed = {q for q in first_item if any(q in text for text in asked)}
     assert replayed == {r["messages"][0]["content"] for r in records[4:]}
+    asked.clear()  # a finished file is not played again, short last chunk included
+    run(cfg)
+    assert asked == [] and [json.loads(x) for x in out.read_text().splitlines()] == rows
 
 
 def test_prm_label_names_a_prompt_without_solution_steps(policy_dir, tmp_path):

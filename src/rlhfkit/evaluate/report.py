@@ -705,6 +705,10 @@ def build_html(run_dir: Path) -> str:
     if results:
         judge = _e(results.get("judge", ""))
         n = _e(results.get("n_prompts", ""))
+        # Every prompt has a known answer (an RLVR evaluation): the verifier is the measure, and the gold
+        # judge, which sees these as unknown tasks, would rank and probe the models on nothing.
+        checked = [v.get("n") for v in (results.get("verifiable") or {}).values()]
+        only_verifiable = bool(checked) and min(checked) == results.get("n_prompts")
         sections += [
             (
                 "ranking",
@@ -733,6 +737,8 @@ def build_html(run_dir: Path) -> str:
                 "The same prompts answered by each model. Scores are the judge's; the best in each row is highlighted.",
             ),
         ]
+        if only_verifiable:
+            sections = [x for x in sections if x[0] not in ("ranking", "winrates", "categories", "probes")]
     sections = [s for s in sections if s[2]]
     if not sections:
         raise RlhfkitError(

@@ -77,6 +77,8 @@ def run(cfg: PRMLabelConfig) -> Path:
     out = Path(cfg.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     done_lines = out.read_text(encoding="utf-8").splitlines() if out.exists() else []
+    if len(done_lines) == len(records) * cfg.samples:  # finished (its last chunk may be a short one)
+        return out
     per_chunk = cfg.chunk * cfg.samples
     start = len(done_lines) // per_chunk * cfg.chunk  # whole chunks only: a torn chunk is played again
     with out.open("w", encoding="utf-8") as fh:
