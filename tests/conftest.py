@@ -86,6 +86,16 @@ def tokenizer_dir(tmp_path_factory, corpus_file) -> Path:
     return out
 
 
+# A price-total task's solution steps, as `world build --verifiable` writes them in `meta.steps`: look up two
+# products, multiply each by its count, add (3 Kahal M7 bicycles and 2 Mone V5 laptops: $6255).
+PRICE_TOTAL_STEPS = [
+    {"op": "lookup", "of": "Kahal M7 bicycle", "field": "price", "value": 1119},
+    {"op": "mul", "args": [3, 1119], "value": 3357},
+    {"op": "lookup", "of": "Mone V5 laptop", "field": "price", "value": 1449},
+    {"op": "mul", "args": [2, 1449], "value": 2898},
+    {"op": "add", "args": [3357, 2898], "value": 6255},
+]
+
 # Micro RL fixtures shared by the policy-optimization tests (PPO, RLOO, GRPO, rejection sampling).
 WORDS = [
     "the",

@@ -33,6 +33,20 @@ def _read_until(fd: int, needle: bytes, timeout: float = 60) -> bytes:
     return buf
 
 
+def type_lines(monkeypatch, typed: list[str]) -> None:
+    """`input()` answers with these lines, one per call, then EOF (Ctrl-D), echoing its prompt as a terminal would."""
+    lines = iter(typed)
+
+    def answer(prompt=""):
+        print(prompt, end="")
+        try:
+            return next(lines)
+        except StopIteration:
+            raise EOFError from None
+
+    monkeypatch.setattr("builtins.input", answer)
+
+
 def test_chat_in_a_pty_answers_resets_and_exits_on_eof(tmp_path, tokenizer_dir):
     tok = AutoTokenizer.from_pretrained(str(tokenizer_dir))
     save_hf_checkpoint(build_model("micro", len(tok), 128, tok), tok, tmp_path / "m")
@@ -70,16 +84,7 @@ def test_chat_answers_as_best_of_n_with_a_reranker(tmp_path, tokenizer_dir, monk
     command = ["chat", "--model", str(tmp_path / "m"), "--max-new-tokens", "5", "--best-of", "4"]
     assert main(command) != 0
     assert "needs --reranker" in capsys.readouterr().err
-    lines = iter(["Who sells bread?"])
-
-    def typed(prompt=""):
-        print(prompt, end="")
-        try:
-            return next(lines)
-        except StopIteration:
-            raise EOFError from None
-
-    monkeypatch.setattr("builtins.input", typed)
+    type_lines(monkeypatch, ["Who sells bread?"])
     # In this process, so that the replies below are sampled with the same kernels and threads as the chat's.
     assert main([*command, "--reranker", str(rm)]) == 0
     said = capsys.readouterr().out
@@ -138,16 +143,7 @@ def test_chat_with_tools_runs_the_models_calls_and_keeps_them_in_the_conversatio
         return out
 
     monkeypatch.setattr(tool_episodes, "generate", generate)
-    lines = iter(["How much is a Lomar K3 phone?", "Why?"])
-
-    def typed(prompt=""):
-        print(prompt, end="")
-        try:
-            return next(lines)
-        except StopIteration:
-            raise EOFError from None
-
-    monkeypatch.setattr("builtins.input", typed)
+    type_lines(monkeypatch, ["How much is a Lomar K3 phone?", "Why?"])
     assert main(["chat", "--model", str(tmp_path / "m"), "--tools", "--raw"]) != 0
     assert "--tools: chat mode" in capsys.readouterr().err
     assert main(["chat", "--model", str(tmp_path / "m"), "--tools"]) == 0

@@ -6,19 +6,12 @@ import json
 
 import pytest
 
+from conftest import PRICE_TOTAL_STEPS as STEPS
 from rlhfkit.data.jsonl import write_jsonl
 from rlhfkit.errors import RlhfkitError
 from rlhfkit.ppo.config import GRPOConfig, check_config
 from rlhfkit.ppo.process_reward import process_score
 from rlhfkit.ppo.verifier_reward import term_weights, verifier_reward_fn
-
-STEPS = [
-    {"op": "lookup", "of": "Kahal M7 bicycle", "field": "price", "value": 1119},
-    {"op": "mul", "args": [3, 1119], "value": 3357},
-    {"op": "lookup", "of": "Mone V5 laptop", "field": "price", "value": 1449},
-    {"op": "mul", "args": [2, 1449], "value": 2898},
-    {"op": "add", "args": [3357, 2898], "value": 6255},
-]
 
 
 def tool(content: dict) -> dict:

@@ -9,6 +9,7 @@ import shutil
 
 import pytest
 
+from conftest import PRICE_TOTAL_STEPS
 from rlhfkit.data.jsonl import write_jsonl
 from rlhfkit.data.tool_calls import ToolCall, call_text
 from rlhfkit.errors import RlhfkitError
@@ -19,14 +20,6 @@ from rlhfkit.world.tools import run_tool
 from rlhfkit.world.verifiable import verifiable_records
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-TASK = [
-    {"op": "lookup", "of": "Kahal M7 bicycle", "field": "price", "value": 1119},
-    {"op": "mul", "args": [3, 1119], "value": 3357},
-    {"op": "lookup", "of": "Mone V5 laptop", "field": "price", "value": 1449},
-    {"op": "mul", "args": [2, 1449], "value": 2898},
-    {"op": "add", "args": [3357, 2898], "value": 6255},
-]
 
 
 def called(name: str, **arguments) -> list[dict]:
@@ -50,7 +43,7 @@ def test_each_tool_call_is_labelled_from_the_tasks_solution():
         + called("calculator", expr="3 * 1119 + 2 * 1449")  # the answer
         + called("weather", city="Paris")  # a tool the world does not have
     )
-    assert step_labels(TASK, 6255.0, turns) == [1, 0, 0, 0, 1, 0, 1, 1, 0]
+    assert step_labels(PRICE_TOTAL_STEPS, 6255.0, turns) == [1, 0, 0, 0, 1, 0, 1, 1, 0]
     texts = step_texts([{"role": "user", "content": "How much?"}], turns)
     assert len(texts) == 9
     assert texts[0].startswith("User: How much?\nAssistant: {") and texts[0].endswith('"price": 1119}')

@@ -17,36 +17,16 @@ import torch
 from rlhfkit.errors import RlhfkitError
 
 
-def encode_text(tokenizer, text: str, max_length: int) -> list[int]:
-    """Token ids of a step text with the tokenizer's own special tokens, cut from the left to `max_length`
-    (the step being judged is at the end); a leading special token ([CLS]) is kept."""
-    ids = tokenizer(text, add_special_tokens=True, truncation=False, verbose=False)["input_ids"]
-    if len(ids) <= max_length:
-        return ids
-    head = [i for i in ids[:1] if i in tokenizer.all_special_ids]
-    return head + ids[-(max_length - len(head)) :]
-
-
-def logits_of(
-    model, tokenizer, rows: Sequence[list[int]], batch_size: int = 32, bf16: bool = False
-) -> list[float]:
-    """The head's raw logits for pre-tokenized rows (order kept); `bf16`: under a CPU bf16 autocast."""
-    from rlhfkit.reward.model import score_ids
-
-    return score_ids(model, tokenizer, rows, batch_size, bf16=bf16) if rows else []
-
-
 class ProcessModel:
     """A trained PRM folder, loaded once; `episode_scores` scores a batch of episodes."""
 
     def __init__(self, path: str | Path, device: str | torch.device = "cpu"):
         from rlhfkit.artifacts import read_manifest
         from rlhfkit.reward.model import load_scorer
+        from rlhfkit.train.precision import Precision
 
         if read_manifest(path).get("stage") != "prm":
             raise RlhfkitError(f"{path}: not a process reward model (train one with `rlhfkit prm train`)")
-        from rlhfkit.train.precision import Precision
-
         device = torch.device(device)
         self.model, self.tokenizer, self.max_length = load_scorer(path, device)
         self.bf16 = Precision.of(device, "auto").scorer_bf16  # as it was trained and evaluated (prm.train)
@@ -54,10 +34,11 @@ class ProcessModel:
     def step_probabilities(self, prompts: Sequence[Sequence[dict]], turns: Sequence[Sequence[dict]]):
         """P(right) of every tool call of every episode: one list per episode."""
         from rlhfkit.prm.steps import step_texts
+        from rlhfkit.reward.model import encode_text, score_ids
 
         texts = [step_texts(p, t) for p, t in zip(prompts, turns)]
         rows = [encode_text(self.tokenizer, x, self.max_length) for episode in texts for x in episode]
-        logits = logits_of(self.model, self.tokenizer, rows, bf16=self.bf16)
+        logits = score_ids(self.model, self.tokenizer, rows, 32, bf16=self.bf16)
         flat = iter(torch.sigmoid(torch.tensor(logits)).tolist())
         return [[next(flat) for _ in episode] for episode in texts]
 

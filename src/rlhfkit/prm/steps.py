@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
-ROLE_NAMES = {"system": "System", "user": "User", "assistant": "Assistant", "tool": "Tool"}
+from rlhfkit.reward.model import ROLE_NAMES
 
 
 def _json(text: str):

@@ -139,9 +139,15 @@ def step_report(steps: list[Step], logits: list[float]) -> dict:
 
 
 def run(cfg: PRMConfig) -> Path:
-    from rlhfkit.prm.score import encode_text, logits_of
     from rlhfkit.reward.backbones import resolve_backbone
-    from rlhfkit.reward.model import default_max_length, forward_scores, load_reward_model, pad_parts
+    from rlhfkit.reward.model import (
+        default_max_length,
+        encode_text,
+        forward_scores,
+        load_reward_model,
+        pad_parts,
+        score_ids,
+    )
     from rlhfkit.reward.train import freeze_lower_layers
     from rlhfkit.saving import saving_into
     from rlhfkit.train.loop import group_batches
@@ -184,7 +190,7 @@ def run(cfg: PRMConfig) -> Path:
     held_rows = [encode_text(tokenizer, s.text, max_length) for s in held_out]
 
     def evaluate(m) -> dict:
-        report = step_report(held_out, logits_of(m, tokenizer, held_rows, bf16=bf16))["all"]
+        report = step_report(held_out, score_ids(m, tokenizer, held_rows, 32, bf16=bf16))["all"]
         values = {"val_accuracy": report["accuracy"], "val_auc": report["auc"]}
         return {k: v for k, v in values.items() if v is not None}
 
@@ -192,7 +198,7 @@ def run(cfg: PRMConfig) -> Path:
         stage, model, get_batch, loss_fn, evaluate=evaluate if held_out else None, items_name="steps"
     )
     if held_out:
-        report = step_report(held_out, logits_of(model, tokenizer, held_rows, bf16=bf16))
+        report = step_report(held_out, score_ids(model, tokenizer, held_rows, 32, bf16=bf16))
         (stage.out / "eval.json").write_text(json.dumps(report, indent=2) + "\n")
         metrics.update({k: report["all"][m] for k, m in (("val_accuracy", "accuracy"), ("val_auc", "auc"))})
     metrics.update({"train_steps": len(train), "held_out_steps": len(held_out)})

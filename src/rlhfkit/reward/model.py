@@ -119,9 +119,14 @@ def render(tokenizer, prompt: list[dict], response: list[dict]) -> str:
 
 def encode(tokenizer, prompt: list[dict], response: list[dict], max_length: int) -> list[int]:
     """Token ids of the rendering, cut from the left to at most `max_length` tokens."""
-    text = render(tokenizer, prompt, response)
-    # A chat template writes its own special tokens; plain text gets the model's ([CLS] ... [SEP] for BERT).
     templated = bool(getattr(tokenizer, "chat_template", None))
+    return encode_text(tokenizer, render(tokenizer, prompt, response), max_length, templated)
+
+
+def encode_text(tokenizer, text: str, max_length: int, templated: bool = False) -> list[int]:
+    """Token ids of `text`, cut from the left to at most `max_length` tokens (the end, which a score depends on
+    most, is kept). `templated`: the text was written by a chat template, which wrote its own special tokens;
+    plain text gets the model's ([CLS] ... [SEP] for BERT), and a leading one is kept when cut."""
     ids = tokenizer(text, add_special_tokens=not templated, truncation=False, verbose=False)["input_ids"]
     if len(ids) <= max_length:
         return ids
