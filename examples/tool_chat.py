@@ -15,6 +15,12 @@ answers without a call or `--max-turns` calls were made. It prints the conversat
 `--prompts` (a JSONL file of chats whose records carry an `answer`, like the world's verifiable_eval.jsonl)
 each final answer is also checked by the task's verifier. `--stream` uses the client's streaming API.
 
+With `--tool-server URL` the calls run on a tool server instead, a process of their own, as a hosted model's
+tools would (the client needs no rlhfkit for them):
+
+    rlhfkit world tools --port 8001
+    python examples/tool_chat.py --model tools --tool-server http://127.0.0.1:8001 "How much is the Lomar K3 phone?"
+
 A demo-world model is small: it makes wrong lookups and wrong sums (docs/methods.md, "Tools and multi-turn
 rollouts"). The point is to see the loop, and what the model does with what its tools tell it.
 """
@@ -26,6 +32,7 @@ import json
 import sys
 from collections.abc import Callable
 
+import httpx
 import openai
 
 from rlhfkit.data.chats import load_prompts
@@ -57,28 +64,55 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (repeatable)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--stream", action="store_true", help="stream each reply (content and tool calls)")
+    p.add_argument(
+        "--tool-server",
+        help="run the calls on this tool server (`rlhfkit world tools`, e.g. http://127.0.0.1:8001) "
+        "instead of in this process; the tools offered are the ones it lists",
+    )
+    p.add_argument("--tool-key", help="the tool server's API key, if it was started with one")
     return p.parse_args(argv)
 
 
-def run_call(call: dict) -> str:
-    """Run one OpenAI tool call with the world's tools; a call the tools cannot run gets an error as its
-    result (the model reads it like any other), never an exception here."""
-    function = call["function"]
-    try:
-        arguments = json.loads(function["arguments"] or "{}")
-    except json.JSONDecodeError as exc:
-        return run_tool(BadCall(function["arguments"], f"the arguments are not valid JSON ({exc.msg})"))
-    if not isinstance(arguments, dict):
-        return run_tool(BadCall(function["arguments"], "the arguments must be a JSON object"))
-    return run_tool(ToolCall(function["name"], arguments))
+class Tools:
+    """Where the calls run: here, with the world's own tools, or on a tool server (`rlhfkit world tools`)
+    over HTTP. Either way a call the tools cannot run gets an error as its result (the model reads it like any
+    other), never an exception here."""
+
+    def __init__(self, server: str | None = None, key: str | None = None) -> None:
+        self.http = None
+        self.specs = TOOL_SPECS
+        if server:
+            headers = {"Authorization": f"Bearer {key}"} if key else {}
+            self.http = httpx.Client(base_url=server.rstrip("/"), headers=headers, timeout=30)
+            listed = self.http.get("/tools")
+            listed.raise_for_status()
+            self.specs = listed.json()["tools"]
+
+    def run(self, call: dict) -> str:
+        """The `tool` message's content for one OpenAI tool call."""
+        function = call["function"]
+        try:
+            arguments = json.loads(function["arguments"] or "{}")
+        except json.JSONDecodeError as exc:
+            return run_tool(BadCall(function["arguments"], f"the arguments are not valid JSON ({exc.msg})"))
+        if not isinstance(arguments, dict):
+            return run_tool(BadCall(function["arguments"], "the arguments must be a JSON object"))
+        if self.http is None:
+            return run_tool(ToolCall(function["name"], arguments))
+        answer = self.http.post(f"/tools/{function['name']}", json=arguments)
+        if answer.status_code != 200:  # not a call the server runs (an unknown tool): its reason, as an error
+            return json.dumps({"error": answer.json().get("detail", answer.text)})
+        return answer.text
 
 
-def ask(client: openai.OpenAI, args: argparse.Namespace, messages: list[dict], show: Callable) -> dict:
+def ask(
+    client: openai.OpenAI, args: argparse.Namespace, messages: list[dict], tools: Tools, show: Callable
+) -> dict:
     """The model's next message (content and tool calls) as a dict ready to send back."""
     request = {
         "model": args.model,
         "messages": messages,
-        "tools": TOOL_SPECS,
+        "tools": tools.specs,
         "max_tokens": args.max_tokens,
         "temperature": args.temperature,
         "seed": args.seed,
@@ -96,11 +130,16 @@ def ask(client: openai.OpenAI, args: argparse.Namespace, messages: list[dict], s
 
 
 def converse(
-    client: openai.OpenAI, args: argparse.Namespace, prompt: list[dict], show: Callable = print
+    client: openai.OpenAI,
+    args: argparse.Namespace,
+    prompt: list[dict],
+    show: Callable = print,
+    tools: Tools | None = None,
 ) -> list[dict]:
     """One conversation from `prompt` (its messages, ending with the user's): ask, run the calls the reply
     makes, send their results back, until the model answers without a call or `args.max_turns` calls have run.
     Returns every message."""
+    tools = tools or Tools()
     messages = list(prompt)
     for message in messages:
         show(f"{message['role']}: {message['content']}")
@@ -108,7 +147,7 @@ def converse(
     while True:
         if args.stream:
             show("assistant: ", end="")
-        message = ask(client, args, messages, show)
+        message = ask(client, args, messages, tools, show)
         messages.append(message)
         if not args.stream:
             show(f"assistant: {message.get('content') or ''}")
@@ -121,7 +160,7 @@ def converse(
             show(f"  (not run: {args.max_turns} tool calls is the limit)")
             return messages
         for call in calls:
-            result = run_call(call)
+            result = tools.run(call)
             calls_run += 1
             messages.append({"role": "tool", "tool_call_id": call["id"], "content": result})
             show(f"tool: {result}")
@@ -152,8 +191,15 @@ def main(argv: list[str] | None = None) -> int:
     except RlhfkitError as exc:
         print(exc)
         return 1
+    try:
+        tools = Tools(args.tool_server, args.tool_key)
+    except httpx.HTTPError as exc:
+        print(
+            f"No tool server at {args.tool_server} ({exc}). Start one first: rlhfkit world tools --port 8001"
+        )
+        return 1
     for prompt, answer in prompts:
-        messages = converse(client, args, prompt)
+        messages = converse(client, args, prompt, tools=tools)
         if answer is not None:
             verdict = verify(messages[-1].get("content") or "", answer)
             print(f"  verifier: {'right' if verdict.correct else 'wrong'} ({verdict.reason})")

@@ -20,8 +20,10 @@ from rlhfkit.serve.schemas import (
     Usage,
     parse_request,
 )
+from rlhfkit.serve.server import background
 from rlhfkit.serve.tools import StreamedReply, call_deltas, offered_tools, split_call, tool_message
-from rlhfkit.world.tools import run_tool
+from rlhfkit.world.tool_server import create_tool_app
+from rlhfkit.world.tools import TOOL_SPECS, run_tool
 from serve_helpers import (
     TOOL_ANSWER,
     TOOL_QUESTION,
@@ -226,6 +228,21 @@ def test_the_tool_chat_example_runs_the_round_trip_with_the_worlds_tools(client,
         messages = example.converse(client, args, TOOL_QUESTION, **quiet)
         assert [m["role"] for m in messages] == ["user", "assistant", "tool", "assistant"], flags
         assert messages[2]["content"] == TOOL_RESULT and messages[3]["content"] == TOOL_ANSWER
+    # the same loop with the calls run by a tool server (`rlhfkit world tools`), a process of its own
+    with background(create_tool_app(api_key="k")) as tool_url:
+        tool_server = tool_url.removesuffix("/v1")
+        flags = ["--base-url", url, "--model", "tools", "--max-tokens", "80"]
+        args = example.parse_args([*flags, "--tool-server", tool_server, "--tool-key", "k"])
+        tools = example.Tools(args.tool_server, args.tool_key)
+        assert tools.specs == TOOL_SPECS
+        messages = example.converse(client, args, TOOL_QUESTION, tools=tools, **quiet)
+        assert [m["role"] for m in messages] == ["user", "assistant", "tool", "assistant"]
+        assert messages[2]["content"] == TOOL_RESULT and messages[3]["content"] == TOOL_ANSWER
+        unknown = {"function": {"name": "shell", "arguments": "{}"}}
+        assert "no tool named 'shell'" in json.loads(tools.run(unknown))["error"]
+        capsys.readouterr()
+        assert example.main([*flags, "--tool-server", tool_server]) == 1  # no key: refused, said so
+        assert "No tool server" in capsys.readouterr().out
     # the turn limit: with no calls allowed the call is shown, not run
     args = example.parse_args(
         ["--base-url", url, "--model", "tools", "--max-tokens", "80", "--max-turns", "0"]

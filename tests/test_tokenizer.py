@@ -1,7 +1,10 @@
+import json
+
 import pytest
 from transformers import AutoTokenizer
 
 from rlhfkit.cli import main
+from rlhfkit.data.tool_calls import ToolCall, call_text
 from rlhfkit.errors import RlhfkitError
 from rlhfkit.tokenizer import MIN_VOCAB, SPECIAL_TOKENS, train_tokenizer
 
@@ -64,3 +67,42 @@ def test_cli_trains_tokenizer(corpus_file, tmp_path, capsys):
     )
     err = capsys.readouterr().err
     assert "missing.txt: corpus not found" in err and "Traceback" not in err
+
+
+def test_chats_teach_the_tokenizer_the_tool_call_format(corpus_file, tmp_path, capsys):
+    """--chats: the tokenizer also learns from the SFT chats rendered with the template, so a tool call and its
+    result take fewer tokens; the special tokens stay single ids; a bad chat names its file, line and field."""
+    chats = tmp_path / "chats.jsonl"
+    rows = []
+    for i in range(200):
+        item = f"Lomar K{i % 9} phone"
+        call = {"type": "function", "function": {"name": "lookup", "arguments": {"item": item}}}
+        rows.append(
+            {
+                "messages": [
+                    {"role": "user", "content": f"How much is the {item}?"},
+                    {"role": "assistant", "content": "", "tool_calls": [call]},
+                    {"role": "tool", "content": json.dumps({"item": item, "price": 100 + i})},
+                    {"role": "assistant", "content": f"It costs ${100 + i}."},
+                ]
+            }
+        )
+    chats.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    argv = ["tokenizer", "train", "--data", str(corpus_file), "--vocab-size", "400"]
+    assert main([*argv, "--out", str(tmp_path / "prose")]) == 0
+    assert main([*argv, "--chats", str(chats), "--out", str(tmp_path / "tools")]) == 0
+    prose, tools = (AutoTokenizer.from_pretrained(str(tmp_path / n)) for n in ("prose", "tools"))
+    episode = (
+        call_text(ToolCall("lookup", {"item": "Lomar K3 phone"})) + '{"item": "Lomar K3 phone", "price": 749}'
+    )
+    assert len(tools.encode(episode)) < 0.7 * len(prose.encode(episode))
+    for special in SPECIAL_TOKENS:
+        assert len(tools.encode(special, add_special_tokens=False)) == 1
+    assert tools.decode(tools.encode(episode)) == episode
+
+    chats.write_text(
+        json.dumps(rows[0]) + "\n" + json.dumps({"messages": [{"role": "robot", "content": "x"}]})
+    )
+    capsys.readouterr()
+    assert main([*argv, "--chats", str(chats), "--out", str(tmp_path / "bad")]) == 1
+    assert f"{chats}:2" in (err := capsys.readouterr().err) and "messages[0].role" in err

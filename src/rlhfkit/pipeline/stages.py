@@ -613,7 +613,18 @@ RLVR_STAGES: list[Stage] = [
         name="rlvr_world",
         summary="the demo world with verifiable tasks and tool-using demonstrations",
     ),
-    replace(STAGES[1], name="rlvr_tokenizer", depends=("rlvr_world",)),
+    replace(
+        STAGES[1],
+        name="rlvr_tokenizer",
+        summary="train a byte-level BPE tokenizer on the corpus and the tool-using demonstrations",
+        depends=("rlvr_world",),
+        # the tool demonstrations too: the call and result JSON get tokens, so episodes are half as long
+        paths=lambda r: {
+            "data": _p(run_path(r, "world/corpus.jsonl")),
+            "chats": _p(run_path(r, "world/verifiable_tools_sft.jsonl")),
+            "out": _p(run_path(r, "tokenizer")),
+        },
+    ),
     replace(STAGES[2], name="rlvr_pretrain", depends=("rlvr_tokenizer",)),
     Stage(
         "rlvr_sft",

@@ -1,8 +1,9 @@
-"""CLI for the demo world: ``rlhfkit world build``, ``rlhfkit judge`` and ``rlhfkit label``."""
+"""CLI for the demo world: ``rlhfkit world build``, ``rlhfkit world tools``, ``rlhfkit judge`` and ``rlhfkit label``."""
 
 from __future__ import annotations
 
 import argparse
+import os
 
 from rlhfkit.config import add_command_group, add_config_command
 from rlhfkit.errors import RlhfkitError
@@ -21,6 +22,19 @@ def register(sub: argparse._SubParsersAction) -> None:
         required=("out",),
         help="generate the demo world's files into a folder",
     )
+
+    t = wsub.add_parser(
+        "tools",
+        help="serve the world's tools (lookup, calculator) over HTTP: a local tool server for function calling",
+    )
+    t.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    t.add_argument("--port", type=int, default=8001, help="port (default 8001; `rlhfkit serve` takes 8000)")
+    t.add_argument(
+        "--api-key",
+        default=os.environ.get("RLHFKIT_API_KEY"),
+        help="require this Bearer key on every request (default: $RLHFKIT_API_KEY, else no key)",
+    )
+    t.set_defaults(func=_tools)
 
     j = sub.add_parser("judge", help="score responses with the demo world's gold judge")
     j.add_argument(
@@ -44,6 +58,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         aliases=["labels"],  # the pipeline stage's name
         help="rank candidate responses with simulated annotators",
     )
+
+
+def _tools(args: argparse.Namespace) -> int:
+    from rlhfkit.serve.server import run
+    from rlhfkit.world.tool_server import create_tool_app
+
+    print(f"world tools: http://{args.host}:{args.port}/tools (GET: the specs; POST /tools/NAME: a call)")
+    run(create_tool_app(args.api_key), host=args.host, port=args.port)
+    return 0
 
 
 def _judge(args: argparse.Namespace) -> int:
