@@ -106,3 +106,20 @@ def test_chats_teach_the_tokenizer_the_tool_call_format(corpus_file, tmp_path, c
     capsys.readouterr()
     assert main([*argv, "--chats", str(chats), "--out", str(tmp_path / "bad")]) == 1
     assert f"{chats}:2" in (err := capsys.readouterr().err) and "messages[0].role" in err
+
+
+def test_split_digits_gives_a_number_the_same_tokens_wherever_it_stands(corpus_file, tmp_path):
+    numbers = "".join(f"It costs ${n}. min({n}, {n + 7}) = {n}\n" for n in range(100, 2000, 7))
+    (tmp_path / "corpus.txt").write_text(corpus_file.read_text() + numbers)
+    merged = train_tokenizer(tmp_path / "corpus.txt", 400, tmp_path / "merged")
+    split = train_tokenizer(tmp_path / "corpus.txt", 400, tmp_path / "split", split_digits=True)
+
+    def digits(tok, text: str) -> list[list[int]]:
+        return [tok.encode(d, add_special_tokens=False) for d in text]
+
+    for context in ("$1239", " 1239", "(1239", "x1239"):
+        ids = split.encode(context, add_special_tokens=False)
+        assert ids[-4:] == [i for d in digits(split, "1239") for i in d], context
+        assert split.decode(ids) == context
+    # without it the corpus's frequent numbers merge, and differently by context
+    assert len(merged.encode(" 1239", add_special_tokens=False)) < 5

@@ -156,6 +156,8 @@ class TokenizerConfig:
     vocab_size: int = 4096  # vocabulary size
     chats: str = ""  # also learn from these chats (JSONL of messages, as SFT reads them), rendered with the
     # chat template: their tool-call JSON and turn markers get tokens of their own (`chat_texts`)
+    split_digits: bool = False  # each digit its own token (as Llama's and DeepSeek's tokenizers do): a number
+    # is the same tokens after a space, a `$` or a `(`, so a model copies it from a tool's result into a call
 
 
 def run(cfg: TokenizerConfig) -> Path:
@@ -164,7 +166,9 @@ def run(cfg: TokenizerConfig) -> Path:
         raise RlhfkitError("--data is required (a .txt/.jsonl file or folder)")
     if cfg.vocab_size <= 0:
         raise RlhfkitError("--vocab-size must be positive")
-    tok = train_tokenizer(cfg.data, cfg.vocab_size, cfg.out, chats=cfg.chats or None)
+    tok = train_tokenizer(
+        cfg.data, cfg.vocab_size, cfg.out, chats=cfg.chats or None, split_digits=cfg.split_digits
+    )
     print(f"tokenizer: {len(tok)} tokens written to {cfg.out}")
     return Path(cfg.out)
 
@@ -193,9 +197,10 @@ def train_tokenizer(
     out_dir: str | Path,
     model_max_length: int = 2048,
     chats: str | Path | None = None,
+    split_digits: bool = False,
 ):
     """Train a byte-level BPE tokenizer on a corpus (and `chats`, see `chat_texts`) and save it as a Hugging
-    Face tokenizer folder."""
+    Face tokenizer folder. `split_digits`: every digit is its own token (numbers are never merged)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     if vocab_size < MIN_VOCAB:
@@ -211,6 +216,12 @@ def train_tokenizer(
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    if split_digits:
+        # Why: byte-level BPE merges digits by context (" 229" after a space, "229" after "(", "$1" "40"), so a
+        # number copied from one place to another changes tokens on the way. Split first, they never merge.
+        tok.pre_tokenizer = pre_tokenizers.Sequence(
+            [pre_tokenizers.Digits(individual_digits=True), tok.pre_tokenizer]
+        )
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,

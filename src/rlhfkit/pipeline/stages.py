@@ -633,7 +633,7 @@ RLVR_STAGES: list[Stage] = [
         "sft",
         ("rlvr_pretrain",),
         _sft_paths(Path("pretrain"), Path("world/verifiable_tools_sft.jsonl"), None, Path("sft")),
-        estimate_s=400,
+        estimate_s=360,
     ),
     Stage(
         "grpo_verifier",
@@ -648,7 +648,7 @@ RLVR_STAGES: list[Stage] = [
             "prompts": _p(run_path(r, "world/verifiable_train.jsonl")),
             "out": _p(run_path(r, "grpo-verifier")),
         },
-        estimate_s=300,
+        estimate_s=190,
     ),
     Stage(
         "rlvr_evaluate",
