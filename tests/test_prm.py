@@ -25,8 +25,8 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 def called(name: str, **arguments) -> list[dict]:
     """An assistant turn making the call, and the world's answer to it."""
     call = ToolCall(name, arguments)
-    return [
-        {"role": "assistant", "content": "", "call": call_text(call)},
+    return [  # as `ppo.environment.step` records a turn: its whole text, then the parsed call
+        {"role": "assistant", "content": call_text(call), "call": call_text(call)},
         {"role": "tool", "content": run_tool(call)},
     ]
 
@@ -47,7 +47,14 @@ def test_each_tool_call_is_labelled_from_the_tasks_solution():
     texts = step_texts([{"role": "user", "content": "How much?"}], turns)
     assert len(texts) == 9
     assert texts[0].startswith("User: How much?\nAssistant: {") and texts[0].endswith('"price": 1119}')
-    assert texts[-1].count("\nTool: ") == 9
+    assert texts[-1].count("\nTool: ") == 9 and texts[-1].count('{"name": ') == 9  # each call once
+    # what the model wrote before its call stays, the call line is not repeated
+    thinking = [
+        {"role": "assistant", "content": "Let me look.\n" + turns[0]["call"], "call": turns[0]["call"]}
+    ]
+    assert step_texts([], [*thinking, turns[1]]) == [
+        f"Assistant: Let me look.\n{turns[0]['call']}\nTool: {turns[1]['content']}"
+    ]
 
 
 def tasks(n: int, seed: int = 0) -> list[dict]:

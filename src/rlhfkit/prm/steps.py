@@ -77,8 +77,11 @@ def step_labels(task_steps: Sequence[dict], answer, turns: Sequence[dict]) -> li
 
 def _line(message: dict) -> str:
     role = ROLE_NAMES.get(message.get("role", ""), str(message.get("role", "")).title())
-    parts = [str(message.get("content") or "").strip(), str(message.get("call") or "").strip()]
-    return f"{role}: " + "\n".join(p for p in parts if p)
+    content = str(message.get("content") or "").strip()
+    call = str(message.get("call") or "").strip()
+    if call:  # an episode's turn ends with its call line as sampled, and `call` is that call: write it once
+        content = content.rpartition("\n")[0].strip()
+    return f"{role}: " + "\n".join(p for p in (content, call) if p)
 
 
 def step_texts(prompt: Sequence[dict], turns: Sequence[dict]) -> list[str]:
