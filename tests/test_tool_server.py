@@ -66,7 +66,7 @@ def test_with_an_api_key_every_route_needs_it():
         tools.post("/tools/lookup", json={"item": "x"}, headers={"Authorization": "Bearer nope"}).status_code
         == 401
     )
-    assert tools.post("/tools/shell", json={}).status_code == 401  # not even which tools exist
+    assert tools.post("/tools/shell", json={}).status_code == 401  # the key is checked before the route
     ok = {"Authorization": "Bearer s3cret"}
     assert tools.get("/tools", headers=ok).json() == {"tools": TOOL_SPECS}
     assert "result" in json.loads(tools.post("/tools/calculator", json={"expr": "1+1"}, headers=ok).text)
