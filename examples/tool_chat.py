@@ -101,7 +101,15 @@ class Tools:
             return run_tool(ToolCall(function["name"], arguments))
         answer = self.http.post(f"/tools/{function['name']}", json=arguments)
         if answer.status_code != 200:  # not a call the server runs (an unknown tool): its reason, as an error
-            return json.dumps({"error": answer.json().get("detail", answer.text)})
+            return json.dumps({"error": reason(answer)})
+        return answer.text
+
+
+def reason(answer: httpx.Response) -> str:
+    """A refusal's reason: FastAPI's `detail`, else the body as it came."""
+    try:
+        return str(answer.json().get("detail", answer.text))
+    except (ValueError, AttributeError):
         return answer.text
 
 
@@ -193,6 +201,11 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     try:
         tools = Tools(args.tool_server, args.tool_key)
+    except httpx.HTTPStatusError as exc:  # a server, which said no (a missing or wrong --tool-key)
+        print(
+            f"The tool server at {args.tool_server} refused: {exc.response.status_code} {reason(exc.response)}"
+        )
+        return 1
     except httpx.HTTPError as exc:
         print(
             f"No tool server at {args.tool_server} ({exc}). Start one first: rlhfkit world tools --port 8001"

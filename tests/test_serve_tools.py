@@ -242,7 +242,9 @@ def test_the_tool_chat_example_runs_the_round_trip_with_the_worlds_tools(client,
         assert "no tool named 'shell'" in json.loads(tools.run(unknown))["error"]
         capsys.readouterr()
         assert example.main([*flags, "--tool-server", tool_server]) == 1  # no key: refused, said so
-        assert "No tool server" in capsys.readouterr().out
+        assert "refused: 401 missing or wrong API key" in capsys.readouterr().out
+    assert example.main([*flags, "--tool-server", tool_server]) == 1  # the server is gone
+    assert "No tool server at" in capsys.readouterr().out
     # the turn limit: with no calls allowed the call is shown, not run
     args = example.parse_args(
         ["--base-url", url, "--model", "tools", "--max-tokens", "80", "--max-turns", "0"]
