@@ -1,8 +1,9 @@
 """Does GRPO with the verifier and the world's tools raise verifiable accuracy over SFT? Prints JSON.
 
 Phases (each one command, so each stays a short locked run on a shared CPU):
-  prepare  the world with `--verifiable N --tools`, a tokenizer on its corpus and tool chats, and an untrained
-           model of `--preset` (no pretraining: the tool demonstrations are the whole curriculum)
+  prepare  the world with `--verifiable N --tools`, a tokenizer on its corpus and tool chats (digits split, as
+           the pipeline's), and an untrained model of `--preset` (no pretraining: the tool demonstrations are
+           the whole curriculum)
   sft      SFT on verifiable_tools_sft.jsonl
   grpo     `rlhfkit grpo --reward verifier --max-tool-turns T` on verifiable_train.jsonl from the SFT model
   eval     accuracy on the held-out verifiable_eval.jsonl and on fresh train-template prompts, each played with
@@ -49,14 +50,15 @@ def prepare(args) -> dict:
             tool_practice=args.tool_practice,
         )
     )
-    corpus = out / "tokenizer_corpus.jsonl"
-    with corpus.open("w") as fh:
-        for name in ("corpus.jsonl", "verifiable_tools_sft.jsonl"):
-            for line in (out / "world" / name).read_text().splitlines():
-                record = json.loads(line)
-                text = record.get("text") or json.dumps(record["messages"], ensure_ascii=False)
-                fh.write(json.dumps({"text": text}) + "\n")
-    tok = train_tokenizer(corpus, args.vocab, out / "base")
+    world = out / "world"
+    # as the pipeline's rlvr_tokenizer stage: the corpus and the tool chats as the template renders them, digits split
+    tok = train_tokenizer(
+        world / "corpus.jsonl",
+        args.vocab,
+        out / "base",
+        chats=world / "verifiable_tools_sft.jsonl",
+        split_digits=True,
+    )
     model = build_model(args.preset, len(tok), args.max_len, tok, seed=args.seed)
     save_hf_checkpoint(model, tok, out / "base")
     return {"parameters": sum(p.numel() for p in model.parameters())}
