@@ -619,11 +619,7 @@ RLVR_STAGES: list[Stage] = [
         summary="train a byte-level BPE tokenizer on the corpus and the tool-using demonstrations",
         depends=("rlvr_world",),
         # the tool demonstrations too: the call and result JSON get tokens, so episodes are half as long
-        paths=lambda r: {
-            "data": _p(run_path(r, "world/corpus.jsonl")),
-            "chats": _p(run_path(r, "world/verifiable_tools_sft.jsonl")),
-            "out": _p(run_path(r, "tokenizer")),
-        },
+        paths=lambda r: {**STAGES[1].paths(r), "chats": _p(run_path(r, "world/verifiable_tools_sft.jsonl"))},
     ),
     replace(STAGES[2], name="rlvr_pretrain", depends=("rlvr_tokenizer",)),
     Stage(

@@ -10,6 +10,18 @@ import argparse
 import os
 
 
+def add_listen_flags(p: argparse.ArgumentParser, port: int, port_help: str, guarded: str) -> None:
+    """`--host` (127.0.0.1), `--port` and `--api-key` (a Bearer key required on `guarded`) of an HTTP server
+    command: `serve` and `world tools`."""
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=port, help=port_help)
+    p.add_argument(
+        "--api-key",
+        default=os.environ.get("RLHFKIT_API_KEY"),
+        help=f"require this Bearer key on {guarded} (default: $RLHFKIT_API_KEY, else no key)",
+    )
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     from rlhfkit.device import DEVICE_HELP, DTYPE_HELP
 
@@ -32,13 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="a Jinja chat template replacing a model's own: FILE for every model, NAME=FILE for one (repeatable); "
         "a model without any template serves /v1/completions only",
     )
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
-    p.add_argument(
-        "--api-key",
-        default=os.environ.get("RLHFKIT_API_KEY"),
-        help="require this Bearer key on every /v1 request (default: $RLHFKIT_API_KEY, else no key)",
-    )
+    add_listen_flags(p, 8000, "port (default 8000)", "every /v1 request")
     p.add_argument(
         "--batching",
         choices=("continuous", "static"),

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import os
 
 from rlhfkit.config import add_command_group, add_config_command
 from rlhfkit.errors import RlhfkitError
+from rlhfkit.serve.commands import add_listen_flags
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -27,13 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "tools",
         help="serve the world's tools (lookup, calculator) over HTTP: a local tool server for function calling",
     )
-    t.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    t.add_argument("--port", type=int, default=8001, help="port (default 8001; `rlhfkit serve` takes 8000)")
-    t.add_argument(
-        "--api-key",
-        default=os.environ.get("RLHFKIT_API_KEY"),
-        help="require this Bearer key on every request (default: $RLHFKIT_API_KEY, else no key)",
-    )
+    add_listen_flags(t, 8001, "port (default 8001; `rlhfkit serve` takes 8000)", "every request")
     t.set_defaults(func=_tools)
 
     j = sub.add_parser("judge", help="score responses with the demo world's gold judge")
