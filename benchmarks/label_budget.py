@@ -26,8 +26,16 @@ With `--ensemble N`, each row trains N reward models on the same labels (seeds s
 measures their ensemble: the mean of the members' normalized scores, and mean - k * std (the uncertainty-
 penalized reward, a guard against over-optimization).
 
+With `--select entropy,posterior --pool P`, each seed also runs **active selection** against random selection at
+the same budgets, all drawing from the same pool of the first P candidate sets (sampled for random prompts, so
+the first N are a random choice): the random rows label the first N; an active arm labels the first budget's
+sets at random too, then for each next budget adds the sets that the reward model trained on its labels so far
+is least sure how to rank, as `rlhfkit reward select --by entropy|posterior` chooses them. Its rows have
+`"select"` and the categories of the sets it chose. Every row has the best-of-8 win rate by prompt category.
+
 Usage: python benchmarks/label_budget.py --run runs/demo --budgets 250,500,1000,2000 --seeds 0
-       [--sources annotators,annotators3,gold] [--ensemble 3] [--out docs/results/label_budget.json]
+       [--sources annotators,annotators3,gold] [--ensemble 3] [--select entropy,posterior --pool 6000]
+       [--out docs/results/label_budget.json]
 Prints one JSON object per trained reward model as it finishes, then the whole result.
 """
 
@@ -157,15 +165,20 @@ def _proxy_scores(rm_dir: Path, prompts, texts: list[str]) -> list[float]:
     return [(x - mean) / std for x in proxy]
 
 
-def _measure(proxy: list[float], n_prompts: int, gold: list[float]) -> dict:
-    """Best-of-8 by `proxy` against the plain SFT sample, judged by gold; pair accuracy against gold."""
+def _measure(proxy: list[float], categories: list[str], gold: list[float]) -> dict:
+    """Best-of-8 by `proxy` against the plain SFT sample, judged by gold (overall and by the prompts'
+    `categories`); pair accuracy against gold."""
     k = PICK_FROM + 1
+    n_prompts = len(categories)
     wins, picked, agree, pairs = 0.0, 0.0, 0, 0
+    by_category: dict[str, list[float]] = {}
     for p in range(n_prompts):
         group = range(p * k, p * k + PICK_FROM)
         best = max(group, key=lambda i: proxy[i])
         baseline = gold[p * k + PICK_FROM]
-        wins += 1.0 if gold[best] > baseline else 0.5 if gold[best] == baseline else 0.0
+        win = 1.0 if gold[best] > baseline else 0.5 if gold[best] == baseline else 0.0
+        wins += win
+        by_category.setdefault(categories[p], []).append(win)
         picked += gold[best]
         for i in group:
             for j in group:
@@ -176,6 +189,7 @@ def _measure(proxy: list[float], n_prompts: int, gold: list[float]) -> dict:
         "bo8_win": round(wins / n_prompts, 4),
         "bo8_gold": round(picked / n_prompts, 3),
         "pair_accuracy_vs_gold": round(agree / max(pairs, 1), 4),
+        "bo8_win_by_category": {c: round(sum(w) / len(w), 3) for c, w in sorted(by_category.items())},
     }
 
 
@@ -186,6 +200,44 @@ def _ensemble(members: list[list[float]], penalty: float) -> list[float]:
         mean = sum(scores) / len(scores)
         out.append(mean - penalty * (sum((x - mean) ** 2 for x in scores) / len(scores)) ** 0.5)
     return out
+
+
+def _active_rows(run: Path, pool, budgets, seed, overrides, prompts, categories, texts, gold, by: str):
+    """Active selection from `pool`: the first budget's sets at random, then each next budget's new sets chosen
+    by the reward model trained on the labels so far, as `rlhfkit reward select --by BY` chooses them."""
+    from collections import Counter
+
+    from rlhfkit.reward.select import SelectConfig, most_uncertain, uncertainties
+
+    chosen = list(range(budgets[0]))
+    for i, budget in enumerate(budgets):
+        labels = _labels([pool[j] for j in chosen], "annotators", budget, seed)
+        with tempfile.TemporaryDirectory(prefix="label_budget_active_") as tmp:
+            trained = _train_reward_model(run, labels, Path(tmp), seed, overrides)
+            rm = Path(tmp) / "rm"
+            row = {
+                "source": "annotators",
+                "select": by,
+                "budget": budget,
+                "sets": budget,
+                "seed": seed,
+            }
+            row.update({**trained, **_measure(_proxy_scores(rm, prompts, texts), categories, gold)})
+            row["categories"] = dict(Counter(pool[j].get("category", "?") for j in chosen))
+            if i + 1 < len(budgets):
+                taken = set(chosen)
+                rest = [j for j in range(len(pool)) if j not in taken]
+                start = time.perf_counter()
+                cfg = SelectConfig(candidates="pool", by=by)
+                uncertainty = uncertainties([pool[j] for j in rest], [str(rm)], cfg)
+                picked = most_uncertain(uncertainty, budgets[i + 1] - budget)
+                row["select_seconds"] = round(time.perf_counter() - start, 1)
+                row["uncertainty_picked_vs_pool"] = [
+                    round(sum(uncertainty[p] for p in picked) / len(picked), 4),
+                    round(sum(uncertainty) / len(uncertainty), 4),
+                ]
+                chosen += [rest[p] for p in picked]
+        yield row
 
 
 def main() -> None:
@@ -212,6 +264,15 @@ def main() -> None:
         "measured, and their mean score (and mean - k * std for each --ensemble-penalty k)",
     )
     ap.add_argument("--ensemble-penalty", default="1", help="k values for mean - k * std, comma-separated")
+    ap.add_argument(
+        "--select",
+        default="",
+        help="comma-separated active-selection arms (entropy, posterior): each also grows the annotators' labels "
+        "budget by budget with the sets the current reward model is least sure of, from the same --pool",
+    )
+    ap.add_argument(
+        "--pool", type=int, default=0, help="candidate sets to choose from (default: the largest budget)"
+    )
     ap.add_argument("--out", default=None, help="also write the result JSON here")
     args = ap.parse_args()
 
@@ -221,13 +282,16 @@ def main() -> None:
     run = Path(args.run)
     overrides = dict(option.split("=", 1) for option in args.reward_option)
     budgets = [int(b) for b in args.budgets.split(",")]
-    sources = args.sources.split(",")
+    sources = [s for s in args.sources.split(",") if s]  # none: only the --select arms
     unknown = set(sources) - set(SOURCES)
     if unknown:
         ap.error(f"--sources: unknown {sorted(unknown)}; choose from {', '.join(SOURCES)}")
-    candidates = _candidate_sets(run, max(budgets))
+    budgets.sort()
+    pool_size = max(args.pool, max(budgets))
+    candidates = _candidate_sets(run, pool_size)[:pool_size]
     records = load_prompts(run / "world" / "eval_prompts.jsonl")
     prompts = [r["messages"] for r in records]
+    categories = [r.get("category", "?") for r in records]
     k = PICK_FROM + 1
     result: dict = {
         "benchmark": "label_budget",
@@ -235,6 +299,7 @@ def main() -> None:
         "run": str(run),
         "eval_prompts": len(prompts),
         "reward_options": overrides,
+        "pool": pool_size,
         "rows": [],
     }
     for seed in [int(s) for s in args.seeds.split(",")]:
@@ -255,16 +320,22 @@ def main() -> None:
                     with tempfile.TemporaryDirectory(prefix="label_budget_") as tmp:
                         trained = _train_reward_model(run, labels, Path(tmp), seed + 1000 * m, overrides)
                         members.append(_proxy_scores(Path(tmp) / "rm", prompts, texts))
-                    measured = {**trained, **_measure(members[-1], len(prompts), gold)}
+                    measured = {**trained, **_measure(members[-1], categories, gold)}
                     if args.ensemble == 1:
                         row.update(measured)
                     else:
                         row.setdefault("members", []).append(measured)
                 if args.ensemble > 1:
-                    row["ensemble"] = {"mean": _measure(_ensemble(members, 0.0), len(prompts), gold)}
+                    row["ensemble"] = {"mean": _measure(_ensemble(members, 0.0), categories, gold)}
                     for k_std in args.ensemble_penalty.split(","):
                         picks = _ensemble(members, float(k_std))
-                        row["ensemble"][f"mean-{k_std}std"] = _measure(picks, len(prompts), gold)
+                        row["ensemble"][f"mean-{k_std}std"] = _measure(picks, categories, gold)
+                print(json.dumps(row), flush=True)
+                result["rows"].append(row)
+        for by in filter(None, args.select.split(",")):
+            for row in _active_rows(
+                run, candidates, budgets, seed, overrides, prompts, categories, texts, gold, by
+            ):
                 print(json.dumps(row), flush=True)
                 result["rows"].append(row)
     if args.out:

@@ -119,3 +119,49 @@ def test_people_in_the_loop_pause_the_round_until_their_export_exists(policy_dir
     with pytest.raises(RlhfkitError, match="waiting for people's labels"):
         run(_config(policy_dir, prompts_file, tmp_path / "h", annotators="human"))
     assert (tmp_path / "h" / "rounds" / "0" / "candidates.jsonl").exists()
+
+
+def test_uncertain_selection_labels_the_sets_the_last_reward_model_is_least_sure_of(
+    policy_dir, prompts_file, tmp_path, monkeypatch
+):
+    from rlhfkit.pipeline.record import RunRecord
+
+    out = tmp_path / "active"
+    cfg = _config(policy_dir, prompts_file, out, select="posterior", pool=2)
+    run(cfg)
+    first, second = out / "rounds" / "0", out / "rounds" / "1"
+    assert not (first / "pool.jsonl").exists()  # round 0 has no reward model to choose with
+    pool = [rec for _, rec in read_jsonl(second / "pool.jsonl")]
+    chosen = [rec for _, rec in read_jsonl(second / "candidates.jsonl")]
+    assert len(pool) == 8 and len(chosen) == 4  # twice the prompts sampled, the round's share labelled
+    assert {rec["id"] for rec in chosen} <= {rec["id"] for rec in pool}
+    ranked = [rec["uncertainty"] for rec in chosen]
+    assert ranked == sorted(ranked, reverse=True)
+    labelled = [rec for _, rec in read_jsonl(second / "comparisons.jsonl")]
+    assert sorted(r["id"].split(":")[0] for r in labelled) == sorted(r["id"] for r in chosen)
+    assert json.loads((out / "rlhfkit.json").read_text())["metrics"]["rankings"] == 8
+    record = RunRecord.load(out)
+    assert record.stages["1:select"].command[:3] == ["rlhfkit", "reward", "select"]
+    command = record.stages["1:select"].command
+    assert str(first / "rm") in command and command[command.index("--by") + 1] == "posterior"
+    # the prompts of all rounds are disjoint: 4 + 8 of the 24
+    ids = [{rec["id"] for _, rec in read_jsonl(d / "prompts.jsonl")} for d in (first, second)]
+    assert [len(x) for x in ids] == [4, 8] and not ids[0] & ids[1]
+    with pytest.raises(RlhfkitError, match="cannot give 2 rounds 4, 24 fresh prompts"):
+        run(_config(policy_dir, prompts_file, tmp_path / "big", select="entropy", pool=6))
+
+
+def test_a_run_made_before_selection_existed_resumes(policy_dir, prompts_file, tmp_path, monkeypatch):
+    from rlhfkit.pipeline.record import RunRecord
+
+    out = tmp_path / "online"
+    cfg = _config(policy_dir, prompts_file, out)
+    run(cfg)
+    record = json.loads((out / "pipeline.json").read_text())
+    for key in ("select", "pool"):
+        del record["config"][key]
+    (out / "pipeline.json").write_text(json.dumps(record))
+    calls: list[str] = []
+    _spy_on_stages(monkeypatch, calls)
+    run(cfg)
+    assert calls == [] and RunRecord.load(out) is not None

@@ -6,15 +6,18 @@ spends the same label budget in rounds, each on samples of the current policy:
 
     for r in 0..R-1:
         candidates  <- `rlhfkit generate` from the current policy on this round's fresh prompts
+        [select     <- `rlhfkit reward select`: with --select entropy|posterior, round r >= 1 samples --pool
+                       times as many sets and the previous round's reward model keeps those it is least sure of]
         comparisons <- annotators rank them (`rlhfkit label`: simulated; or people through the annotation app)
         reward model <- `rlhfkit reward train` from the SFT model on every comparison so far
         policy      <- `rlhfkit ppo` (or `dpo` on this round's labels) from the current policy, KL to the SFT model
 
 Each step is a stage (`round_stages`: `pipeline.stages.Stage`, named `r:candidates`, `r:labels`, `r:reward`,
-`r:policy`) run by the pipeline's runner (`pipeline.runner.run_stage`): its `run(config)` in this process, the
+`r:policy`, and `r:select` when selecting) run by the pipeline's runner (`pipeline.runner.run_stage`): its `run(config)` in this process, the
 equivalent command printed and recorded in `out/pipeline.json`, so any round can be reproduced by hand. The
 prompts of the rounds are disjoint slices of one seeded shuffle; each round gets `label_budget // rounds` of
-them, so the run asks for exactly as many rankings as an offline run with `label_budget` prompts.
+them, so the run asks for exactly as many rankings as an offline run with `label_budget` prompts (with
+`--select entropy|posterior`, rounds after the first sample `pool` times as many prompts and label as many).
 
 People in the loop: with `annotators = "human"` a round stops after writing its candidates and says how to
 label them with `rlhfkit annotate` and where to export the comparisons; running the same command again picks
@@ -39,6 +42,7 @@ from rlhfkit.pipeline.stages import Stage
 
 UPDATES = ("ppo", "dpo")
 ANNOTATORS = ("simulated", "human")
+SELECTIONS = ("random", "entropy", "posterior")
 
 
 @dataclass
@@ -54,6 +58,10 @@ class OnlineConfig:
     off_prompt: int = 2  # answers to other prompts added to each ranking (`rlhfkit generate --off-prompt`)
     candidate_tokens: int = 64  # length limit of the ranked samples
     pool_size: int = 10  # simulated annotators
+    select: str = "random"  # which sets rounds after the first label: "random" (every set sampled), or
+    # "entropy" / "posterior": sets for `pool` times as many prompts, of which the previous round's reward
+    # model keeps the ones it is least sure how to rank (`rlhfkit reward select --by`; docs/methods.md)
+    pool: int = 3  # when selecting: candidate sets sampled per set labelled
     reward_options: dict = field(default_factory=lambda: {"epochs": 1, "batch-size": 16, "lr": 1e-4})  # JSON
     # object of `rlhfkit reward train` options for every round; one epoch per round: the last round's RM
     # still sees every label once, the earlier labels up to R times
@@ -76,20 +84,33 @@ def _check(cfg: OnlineConfig) -> None:
         )
     if cfg.update not in UPDATES:
         raise RlhfkitError(f"--update: expected one of {', '.join(UPDATES)}, got '{cfg.update}'")
+    if cfg.select not in SELECTIONS:
+        raise RlhfkitError(f"--select: expected one of {', '.join(SELECTIONS)}, got '{cfg.select}'")
+    if cfg.select != "random" and cfg.pool < 2:
+        raise RlhfkitError(f"--pool {cfg.pool}: selecting needs at least 2 sampled sets per labelled one")
     if cfg.annotators not in ANNOTATORS:
         raise RlhfkitError(f"--annotators: expected one of {', '.join(ANNOTATORS)}, got '{cfg.annotators}'")
 
 
+def selecting(cfg: OnlineConfig, r: int) -> bool:
+    """Round `r` labels the sets its predecessor's reward model is least sure of (never round 0: no model yet)."""
+    return cfg.select != "random" and r > 0
+
+
 def round_prompts(n_records: int, cfg: OnlineConfig) -> list[list[int]]:
-    """Disjoint prompt indices of every round: consecutive slices of one seeded shuffle."""
+    """Disjoint prompt indices of every round: consecutive slices of one seeded shuffle; a selecting round
+    samples `pool` prompts per label."""
     per_round = cfg.label_budget // cfg.rounds
-    if per_round * cfg.rounds > n_records:
+    sizes = [per_round * (cfg.pool if selecting(cfg, r) else 1) for r in range(cfg.rounds)]
+    if sum(sizes) > n_records:
         raise RlhfkitError(
-            f"{cfg.prompts}: {n_records} prompts cannot give {cfg.rounds} rounds {per_round} fresh prompts each"
+            f"{cfg.prompts}: {n_records} prompts cannot give {cfg.rounds} rounds {', '.join(map(str, sizes))} "
+            "fresh prompts"
         )
     order = list(range(n_records))
     random.Random(f"online:{cfg.seed}").shuffle(order)
-    return [sorted(order[r * per_round : (r + 1) * per_round]) for r in range(cfg.rounds)]
+    starts = [sum(sizes[:r]) for r in range(cfg.rounds)]
+    return [sorted(order[start : start + size]) for start, size in zip(starts, sizes)]
 
 
 def run(cfg: OnlineConfig) -> Path:
@@ -158,7 +179,10 @@ def round_stages(cfg: OnlineConfig, r: int, policy: str, prompts: list[dict]) ->
     d = Path("rounds") / str(r)
     seed = cfg.seed * 1000 + r
     target = policy_folder(cfg, r)
-    labelled = f"{r}:labels" if cfg.annotators == "simulated" else f"{r}:candidates"
+    select = selecting(cfg, r)
+    sampled = d / ("pool.jsonl" if select else "candidates.jsonl")
+    ready = f"{r}:select" if select else f"{r}:candidates"  # the sets to label are written
+    labelled = f"{r}:labels" if cfg.annotators == "simulated" else ready
     after_previous = (f"{r - 1}:policy",) if r else ()
     candidates = Stage(
         f"{r}:candidates",
@@ -166,14 +190,28 @@ def round_stages(cfg: OnlineConfig, r: int, policy: str, prompts: list[dict]) ->
         "generate",
         "rlhfkit.generation.candidates",
         "CandidatesConfig",
-        str(d / "candidates.jsonl"),
+        str(sampled),
         after_previous,
         lambda o: {
             "model": policy,
             "prompts": str(o / d / "prompts.jsonl"),
-            "out": str(o / d / "candidates.jsonl"),
+            "out": str(o / sampled),
         },
         before=lambda o: write_jsonl(o / d / "prompts.jsonl", prompts),
+    )
+    chooser = Stage(
+        f"{r}:select",
+        f"round {r}: the previous reward model keeps the sets it is least sure of",
+        "reward select",
+        "rlhfkit.reward.select",
+        "SelectConfig",
+        str(d / "candidates.jsonl"),
+        (f"{r}:candidates", f"{r - 1}:reward"),
+        lambda o: {
+            "candidates": str(o / sampled),
+            "model": str(o / "rounds" / str(r - 1) / "rm"),
+            "out": str(o / d / "candidates.jsonl"),
+        },
     )
     labels = Stage(
         f"{r}:labels",
@@ -182,7 +220,7 @@ def round_stages(cfg: OnlineConfig, r: int, policy: str, prompts: list[dict]) ->
         "rlhfkit.world.labels",
         "LabelsConfig",
         str(d / "comparisons.jsonl"),
-        (f"{r}:candidates",),
+        (ready,),
         lambda o: {"candidates": str(o / d / "candidates.jsonl"), "out": str(o / d / "comparisons.jsonl")},
     )
     reward = Stage(
@@ -196,7 +234,7 @@ def round_stages(cfg: OnlineConfig, r: int, policy: str, prompts: list[dict]) ->
         lambda o: {
             "model": cfg.policy,
             "data": str(o / d / "all_comparisons.jsonl"),
-            "calibration": str(o / d / "candidates.jsonl"),
+            "calibration": str(o / sampled),  # the policy's samples, not the uncertain subset
             "out": str(o / d / "rm"),
         },
         before=lambda o: _gather_labels(cfg, o, r),
@@ -207,12 +245,18 @@ def round_stages(cfg: OnlineConfig, r: int, policy: str, prompts: list[dict]) ->
             candidates,
             {"n": cfg.n, "off-prompt": cfg.off_prompt, "max-new-tokens": cfg.candidate_tokens, "seed": seed},
         ),
+        (
+            chooser,
+            {"count": len(prompts) // cfg.pool, "by": cfg.select, "device": cfg.device, "dtype": cfg.dtype},
+        ),
         (labels, {"pool-size": cfg.pool_size, "seed": seed}),
         (reward, {"seed": seed, **_model_options(cfg), **cfg.reward_options}),
         (update, {**_model_options(cfg), **cfg.update_options, "seed": seed}),
     ]
     return [
-        (stage, options) for stage, options in stages if cfg.annotators == "simulated" or stage is not labels
+        (stage, options)
+        for stage, options in stages
+        if (cfg.annotators == "simulated" or stage is not labels) and (select or stage is not chooser)
     ]
 
 
@@ -266,7 +310,8 @@ def _record(out: Path, cfg: OnlineConfig) -> tuple[RunRecord, set[str]]:
             raise RlhfkitError(f"{legacy}: not an online run's state ({exc})") from None
         record = RunRecord(run_dir=str(out), methods=[cfg.update], config=config)
     record = record or RunRecord(run_dir=str(out), methods=[cfg.update], config=asdict(cfg))
-    if record.config != asdict(cfg):
+    # a run made before a setting existed ran with its default
+    if {**asdict(OnlineConfig()), **record.config} != asdict(cfg):
         raise RlhfkitError(f"{out}: holds an online run with another configuration; use a new --out")
     return record, done
 

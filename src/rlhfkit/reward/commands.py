@@ -1,5 +1,5 @@
-"""`rlhfkit reward train|judge|eval|score` (Stage 3b): parse the flags, call `reward.train.run`,
-`reward.judge.run` or the scorer."""
+"""`rlhfkit reward train|judge|select|eval|score` (Stage 3b): parse the flags, call `reward.train.run`,
+`reward.judge.run`, `reward.select.run` or the scorer."""
 
 from __future__ import annotations
 
@@ -40,6 +40,21 @@ def register(sub: argparse._SubParsersAction) -> None:
         "message hashes even; the other half gives its held-out accuracy (judge.json) and the evaluation "
         "prompts (OUT/eval_prompts.jsonl). Policy training (ppo, grpo, rloo, rs, online, best-of-n) refuses "
         "the folder.",
+    )
+
+    from rlhfkit.reward.select import SelectConfig
+    from rlhfkit.reward.select import run as select
+
+    add_config_command(
+        rsub,
+        "select",
+        SelectConfig,
+        select,
+        help="choose the candidate sets to label: those the reward model is least sure how to rank",
+        description="Active selection: score every completion of a pool of candidate sets with the reward model "
+        "and keep the --count sets whose Bradley-Terry pair preferences are nearest a coin flip (mean binary "
+        "entropy); with several models (--model A,B), the sets they disagree on most. Label the output as any "
+        "candidates file (`rlhfkit label`, `rlhfkit annotate campaign create`).",
     )
 
     ev = rsub.add_parser("eval", help="accuracy, calibration and score distributions on comparisons (JSON)")

@@ -228,25 +228,50 @@ def score_offset(model) -> float:
 
 @torch.no_grad()
 def score_ids(
-    model, tokenizer, rows: Sequence[list[int]], batch_size: int = 16, bf16: bool = False
+    model,
+    tokenizer,
+    rows: Sequence[list[int]],
+    batch_size: int = 16,
+    bf16: bool = False,
+    features: list | None = None,
 ) -> list[float]:
     """Normalized scores of pre-tokenized rows (batched by similar length; order preserved). `bf16`: on a
     CPU, under a bf16 autocast (`train.precision.Precision.scorer_bf16`: where the CPU multiplies bf16
-    natively)."""
+    natively). `features`: a list to fill with each row's input to the scalar head (fp32, row order), what
+    `reward.select`'s posterior reads."""
     device = next(model.parameters()).device
     cpu_bf16 = torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16 and device.type == "cpu")
     was_training = model.training
     model.eval()
     order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
     out = [0.0] * len(rows)
+    seen: list[torch.Tensor] = []
+    hook = None
+    if features is not None:
+        features[:] = [None] * len(rows)
+        hook = scalar_head(model).register_forward_hook(lambda _m, args, _out: seen.append(args[0].float()))
     offset = score_offset(model)
-    for start in range(0, len(order), batch_size):
-        idx = order[start : start + batch_size]
-        batch = pad_batch([rows[i] for i in idx], tokenizer.pad_token_id, device)
-        with cpu_bf16:
-            scores = forward_scores(model, batch)
-        for i, s in zip(idx, scores.float().cpu().tolist()):
-            out[i] = s - offset
+    try:
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            batch = pad_batch([rows[i] for i in idx], tokenizer.pad_token_id, device)
+            with cpu_bf16:
+                scores = forward_scores(model, batch)
+            for i, s in zip(idx, scores.float().cpu().tolist()):
+                out[i] = s - offset
+            if features is not None:
+                head_in = torch.cat(seen)
+                if (
+                    head_in.dim() == 3
+                ):  # a decoder's head runs at every position; the score is read at the last
+                    last = batch["attention_mask"].sum(-1) - 1  # real token of each (right-padded) row
+                    head_in = head_in[torch.arange(len(idx), device=head_in.device), last]
+                for i, f in zip(idx, head_in.cpu()):
+                    features[i] = f
+                seen.clear()
+    finally:
+        if hook is not None:
+            hook.remove()
     model.train(was_training)
     return out
 
@@ -258,10 +283,11 @@ def score_conversations(
     max_length: int,
     batch_size: int = 16,
     bf16: bool = False,
+    features: list | None = None,
 ) -> list[float]:
-    """Scores of (prompt, response) pairs (`bf16`: as in `score_ids`)."""
+    """Scores of (prompt, response) pairs (`bf16`, `features`: as in `score_ids`)."""
     rows = [encode(tokenizer, prompt, response, max_length) for prompt, response in items]
-    return score_ids(model, tokenizer, rows, batch_size, bf16)
+    return score_ids(model, tokenizer, rows, batch_size, bf16, features)
 
 
 def scalar_head(model) -> torch.nn.Linear:
