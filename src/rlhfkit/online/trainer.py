@@ -12,12 +12,13 @@ spends the same label budget in rounds, each on samples of the current policy:
         reward model <- `rlhfkit reward train` from the SFT model on every comparison so far
         policy      <- `rlhfkit ppo` (or `dpo` on this round's labels) from the current policy, KL to the SFT model
 
-Each step is a stage (`round_stages`: `pipeline.stages.Stage`, named `r:candidates`, `r:labels`, `r:reward`,
-`r:policy`, and `r:select` when selecting) run by the pipeline's runner (`pipeline.runner.run_stage`): its `run(config)` in this process, the
-equivalent command printed and recorded in `out/pipeline.json`, so any round can be reproduced by hand. The
-prompts of the rounds are disjoint slices of one seeded shuffle; each round gets `label_budget // rounds` of
-them, so the run asks for exactly as many rankings as an offline run with `label_budget` prompts (with
-`--select entropy|posterior`, rounds after the first sample `pool` times as many prompts and label as many).
+Each step is a stage (`round_stages`: `pipeline.stages.Stage`, named `r:candidates`, `r:select` when
+selecting, `r:labels`, `r:reward`, `r:policy`) run by the pipeline's runner (`pipeline.runner.run_stage`): its
+`run(config)` in this process, the equivalent command printed and recorded in `out/pipeline.json`, so any
+round can be reproduced by hand. The prompts of the rounds are disjoint slices of one seeded shuffle; each
+round gets `label_budget // rounds` of them, so the run asks for exactly as many rankings as an offline run
+with `label_budget` prompts (with `--select entropy|posterior`, rounds after the first sample `pool` times as
+many prompts and label as many).
 
 People in the loop: with `annotators = "human"` a round stops after writing its candidates and says how to
 label them with `rlhfkit annotate` and where to export the comparisons; running the same command again picks
