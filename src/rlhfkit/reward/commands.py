@@ -53,8 +53,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="choose the candidate sets to label: those the reward model is least sure how to rank",
         description="Active selection: score every completion of a pool of candidate sets with the reward model "
         "and keep the --count sets whose Bradley-Terry pair preferences are nearest a coin flip (mean binary "
-        "entropy); with several models (--model A,B), the sets they disagree on most. Label the output as any "
-        "candidates file (`rlhfkit label`, `rlhfkit annotate campaign create`).",
+        "entropy); with --by posterior, those least like its training labels; with several models (--model A,B), "
+        "the sets they disagree on most. Label the output as any candidates file (`rlhfkit label`, `rlhfkit "
+        "annotate campaign create`). On the demo world none beat random labels (docs/methods.md).",
     )
 
     ev = rsub.add_parser("eval", help="accuracy, calibration and score distributions on comparisons (JSON)")

@@ -261,10 +261,9 @@ def score_ids(
                 out[i] = s - offset
             if features is not None:
                 head_in = torch.cat(seen)
-                if (
-                    head_in.dim() == 3
-                ):  # a decoder's head runs at every position; the score is read at the last
-                    last = batch["attention_mask"].sum(-1) - 1  # real token of each (right-padded) row
+                # a decoder's head runs at every position; the score is read at each right-padded row's last token
+                if head_in.dim() == 3:
+                    last = batch["attention_mask"].sum(-1) - 1
                     head_in = head_in[torch.arange(len(idx), device=head_in.device), last]
                 for i, f in zip(idx, head_in.cpu()):
                     features[i] = f

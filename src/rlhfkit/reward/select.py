@@ -26,7 +26,6 @@ Measured against random selection at the same label budget: `benchmarks/label_bu
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,12 +55,15 @@ class SelectConfig:
     dtype: str = "auto"  # the reward models' weights: auto, float32, bfloat16, float16
 
 
-def _entropy(p: float) -> float:
-    return 0.0 if p <= 0.0 or p >= 1.0 else -(p * math.log(p) + (1 - p) * math.log(1 - p))
+def _binary_entropy(q: torch.Tensor) -> torch.Tensor:
+    q = q.clamp(1e-12, 1 - 1e-12)
+    return -(q * q.log() + (1 - q) * (1 - q).log())
 
 
-def _preference(a: float, b: float) -> float:
-    return 1.0 / (1.0 + math.exp(min(60.0, max(-60.0, b - a))))
+def _pair_differences(x: torch.Tensor) -> torch.Tensor:
+    """x[i] - x[j] for every pair i < j of the rows of `x` (a set's scores, or its responses' head inputs)."""
+    i, j = torch.triu_indices(len(x), len(x), 1)
+    return x[i] - x[j]
 
 
 def set_uncertainty(member_scores: list[list[float]]) -> float:
@@ -69,20 +71,15 @@ def set_uncertainty(member_scores: list[list[float]]) -> float:
 
     `member_scores[m][i]`: member m's score of completion i. One member: the mean binary entropy of its pairwise
     preferences. Several: the mean over pairs of H(mean preference) - mean H(preference) (their disagreement)."""
-    k = len(member_scores[0])
-    if k < 2:
+    if len(member_scores[0]) < 2:
         return 0.0
-    total, pairs = 0.0, 0
-    for i in range(k):
-        for j in range(i + 1, k):
-            prefs = [_preference(s[i], s[j]) for s in member_scores]
-            mean = sum(prefs) / len(prefs)
-            value = _entropy(mean)
-            if len(prefs) > 1:
-                value -= sum(_entropy(p) for p in prefs) / len(prefs)
-            total += value
-            pairs += 1
-    return total / pairs
+    prefs = torch.sigmoid(
+        _pair_differences(torch.tensor(member_scores, dtype=torch.float64).T)
+    )  # [pair, member]
+    value = _binary_entropy(prefs.mean(-1))
+    if prefs.shape[1] > 1:
+        value = value - _binary_entropy(prefs).mean(-1)
+    return float(value.mean())
 
 
 def most_uncertain(uncertainty: list[float], count: int) -> list[int]:
@@ -158,12 +155,7 @@ _QUANTILES = torch.distributions.Normal(0.0, 1.0).icdf((torch.arange(16, dtype=t
 def pair_disagreement(mean: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
     """BALD of Bradley-Terry pairs whose score difference is Normal(mean, var): H(E p) - E H(p), in nats."""
     p = torch.sigmoid(mean[:, None] + var.clamp_min(0).sqrt()[:, None] * _QUANTILES.to(mean.dtype))
-
-    def entropy(q: torch.Tensor) -> torch.Tensor:
-        q = q.clamp(1e-12, 1 - 1e-12)
-        return -(q * q.log() + (1 - q) * (1 - q).log())
-
-    return entropy(p.mean(-1)) - entropy(p).mean(-1)
+    return _binary_entropy(p.mean(-1)) - _binary_entropy(p).mean(-1)
 
 
 def head_covariance(features: list[list[torch.Tensor]], weight: torch.Tensor, prior: float) -> torch.Tensor:
@@ -172,9 +164,7 @@ def head_covariance(features: list[list[torch.Tensor]], weight: torch.Tensor, pr
     dim = weight.numel()
     precision = prior * torch.eye(dim, dtype=torch.float64)
     for group in features:
-        x = torch.stack(group).double()
-        i, j = torch.triu_indices(len(group), len(group), 1)
-        d = x[i] - x[j]
+        d = _pair_differences(torch.stack(group).double())
         p = torch.sigmoid(d @ weight.double())
         precision += (d * (p * (1 - p))[:, None]).T @ d
     return torch.linalg.inv(precision)
@@ -207,10 +197,9 @@ def posterior_uncertainty(records: list[dict], model_dir: str, cfg: SelectConfig
     scores = _score(model, tokenizer, pool_items, max_length, cfg, bf16, "scoring the pool", feats)
     out = []
     for set_scores, set_feats in zip(_per_set(records, scores), _per_set(records, feats)):
-        i, j = torch.triu_indices(len(set_scores), len(set_scores), 1)
-        r, x = torch.tensor(set_scores, dtype=torch.float64), torch.stack(set_feats).double()
-        d = x[i] - x[j]
-        out.append(float(pair_disagreement(r[i] - r[j], ((d @ cov) * d).sum(-1)).mean()))
+        d = _pair_differences(torch.stack(set_feats).double())
+        mean = _pair_differences(torch.tensor(set_scores, dtype=torch.float64))
+        out.append(float(pair_disagreement(mean, ((d @ cov) * d).sum(-1)).mean()))
     return out
 
 
