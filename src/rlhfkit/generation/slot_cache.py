@@ -90,6 +90,14 @@ class SlotKVCache:
             self._allocate(min(self.max_slots, _round_up(int(slots.max()) + 1, _SLOT_STEP)), self.capacity)
         self.ensure(length)
         self._slots, self._positions, self._length = slots, positions, length
+        # Where each row's new key and value go in a layer's flattened tables, shared by every layer: one
+        # `index_copy_` per table and layer instead of advanced-index assignment (its index arithmetic,
+        # redone per call, cost more than the copy: ~0.3 ms a step of SmolLM2).
+        kv = slots[:, None] * self.kv_heads + torch.arange(self.kv_heads, device=self.device)  # [rows, kv]
+        dims = torch.arange(self.head_dim, device=self.device)
+        at = positions[:, None, None]
+        self._key_slots = ((kv[..., None] * self.head_dim + dims) * self.capacity + at).flatten()
+        self._value_slots = ((kv[..., None] * self.capacity + at) * self.head_dim + dims).flatten()
         pairs = self.kv_row[slots].reshape(-1, 1)  # [rows * heads, 1]
         self._key_index = pairs * self.head_dim + torch.arange(self.head_dim, device=self.device)
         self._value_index = pairs * self.capacity + torch.arange(length, device=self.device)
@@ -100,10 +108,8 @@ class SlotKVCache:
 
     def write(self, layer: int, start: int, k: torch.Tensor, v: torch.Tensor, first_row: int = 0) -> None:
         """Store each row's new key and value (`k`, `v`: [rows, 1, kv_heads, head_dim]) at its position."""
-        keys = self.keys[layer].view(self.slots, self.kv_heads, self.head_dim, self.capacity)
-        keys[self._slots, :, :, self._positions] = k[:, 0]
-        values = self.values[layer].view(self.slots, self.kv_heads, self.capacity, self.head_dim)
-        values[self._slots, :, self._positions] = v[:, 0]
+        self.keys[layer].view(-1).index_copy_(0, self._key_slots, k[:, 0].flatten())
+        self.values[layer].view(-1).index_copy_(0, self._value_slots, v[:, 0].flatten())
 
     def attend(self, layer: int, q: torch.Tensor, length: int, scale: float) -> torch.Tensor:
         """Attention of one query per row (`q`: [rows, heads, head_dim]) to that row's positions."""

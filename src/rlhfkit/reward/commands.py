@@ -132,7 +132,9 @@ def _score(args: argparse.Namespace) -> int:
         items.extend(its)
         keys.append(ks)
     model, tokenizer, max_length = _load(args)
-    scores = iter(score_conversations(model, tokenizer, items, max_length, args.batch_size))
+    scores = iter(
+        score_conversations(model, tokenizer, items, max_length, args.batch_size, progress="reward score")
+    )
     for rec, ks in zip(records, keys):
         for key in ks:
             value = next(scores)

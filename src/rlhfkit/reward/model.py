@@ -283,10 +283,29 @@ def score_conversations(
     batch_size: int = 16,
     bf16: bool = False,
     features: list | None = None,
+    progress: str | None = None,
 ) -> list[float]:
-    """Scores of (prompt, response) pairs (`bf16`, `features`: as in `score_ids`)."""
-    rows = [encode(tokenizer, prompt, response, max_length) for prompt, response in items]
-    return score_ids(model, tokenizer, rows, batch_size, bf16, features)
+    """Scores of (prompt, response) pairs (`bf16`, `features`: as in `score_ids`). With `progress` (a label),
+    the pairs are scored in chunks under a rich progress bar: a file or pool of tens of thousands of
+    responses takes minutes."""
+    if progress is None:
+        rows = [encode(tokenizer, prompt, response, max_length) for prompt, response in items]
+        return score_ids(model, tokenizer, rows, batch_size, bf16, features)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    chunk = 64 * batch_size
+    scores: list[float] = []
+    seen: list = []
+    with Progress(TextColumn(progress), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()) as bar:
+        task = bar.add_task(progress, total=len(items))
+        for start in range(0, len(items), chunk):
+            part, part_features = items[start : start + chunk], None if features is None else []
+            scores += score_conversations(model, tokenizer, part, max_length, batch_size, bf16, part_features)
+            seen += part_features or []
+            bar.advance(task, len(part))
+    if features is not None:
+        features[:] = seen
+    return scores
 
 
 def scalar_head(model) -> torch.nn.Linear:

@@ -116,35 +116,19 @@ def _scorer(path: str, cfg: SelectConfig):
     return (*load_scorer(path, device, cfg.max_length, dtype=dtype, optimize=True), bf16)
 
 
-def _score(model, tokenizer, items, max_length: int, cfg: SelectConfig, bf16: bool, what: str, features=None):
-    """`score_conversations` in chunks, with a progress bar: a pool is tens of thousands of responses."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    from rlhfkit.reward.model import score_conversations
-
-    chunk = 64 * cfg.batch_size
-    scores: list[float] = []
-    with Progress(
-        TextColumn(f"select: {what}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()
-    ) as progress:
-        task = progress.add_task(what, total=len(items))
-        for start in range(0, len(items), chunk):
-            part = items[start : start + chunk]
-            seen: list | None = [] if features is not None else None
-            scores += score_conversations(model, tokenizer, part, max_length, cfg.batch_size, bf16, seen)
-            if features is not None:
-                features += seen
-            progress.advance(task, len(part))
-    return scores
-
-
 def score_pool(records: list[dict], models: list[str], cfg: SelectConfig) -> list[list[list[float]]]:
     """`[set][member][completion]` scores of every completion of every set by every reward model."""
+    from rlhfkit.reward.model import score_conversations
+
     items = _items(records, cfg.candidates)
     per_member = []
     for path in models:
         model, tokenizer, max_length, bf16 = _scorer(path, cfg)
-        per_member.append(_score(model, tokenizer, items, max_length, cfg, bf16, "scoring the pool"))
+        per_member.append(
+            score_conversations(
+                model, tokenizer, items, max_length, cfg.batch_size, bf16, progress="select: scoring the pool"
+            )
+        )
     return [list(by_set) for by_set in zip(*(_per_set(records, scores) for scores in per_member))]
 
 
@@ -174,7 +158,7 @@ def posterior_uncertainty(records: list[dict], model_dir: str, cfg: SelectConfig
     """Each set's mean pair disagreement under the Laplace posterior of `model_dir`'s head (module doc)."""
     from rlhfkit.artifacts import read_manifest
     from rlhfkit.data.comparisons import load_comparisons
-    from rlhfkit.reward.model import scalar_head
+    from rlhfkit.reward.model import scalar_head, score_conversations
 
     labelled = (read_manifest(model_dir).get("config") or {}).get("data")
     if not labelled or not Path(labelled).is_file():
@@ -187,14 +171,18 @@ def posterior_uncertainty(records: list[dict], model_dir: str, cfg: SelectConfig
     groups = load_comparisons(labelled)
     seen: list = []
     items = [(g.prompt, c) for g in groups for c in g.completions]
-    _score(model, tokenizer, items, max_length, cfg, bf16, "reading the labelled sets", seen)
+    progress = "select: reading the labelled sets"
+    score_conversations(model, tokenizer, items, max_length, cfg.batch_size, bf16, seen, progress)
     starts = [0]
     for g in groups:
         starts.append(starts[-1] + len(g.completions))
     cov = head_covariance([seen[a:b] for a, b in zip(starts, starts[1:])], weight, cfg.prior)
     feats: list = []
     pool_items = _items(records, cfg.candidates)
-    scores = _score(model, tokenizer, pool_items, max_length, cfg, bf16, "scoring the pool", feats)
+    progress = "select: scoring the pool"
+    scores = score_conversations(
+        model, tokenizer, pool_items, max_length, cfg.batch_size, bf16, feats, progress
+    )
     out = []
     for set_scores, set_feats in zip(_per_set(records, scores), _per_set(records, feats)):
         d = _pair_differences(torch.stack(set_feats).double())
