@@ -71,7 +71,7 @@ def main() -> None:
     model, tokenizer = load_for_generation(run / args.model, device="cpu", dtype="float32")
     model.requires_grad_(False)
 
-    def sample(seed: int, quantize: str, temperature: float) -> list[float]:
+    def sample(seed: int, quantize: str, temperature: float) -> list[str]:
         params = SamplingParams(
             max_new_tokens=args.max_new_tokens, temperature=temperature, top_p=1.0, seed=seed
         )

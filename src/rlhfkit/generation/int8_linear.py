@@ -11,9 +11,12 @@ bf16. The kernel multiplies its fp32 sums by the per-channel scales before it ro
 result equals `bf16(fp32 sums * scale)` exactly), so each scale is itself made a bf16 number (the weights are
 rounded to multiples of that exact value) and handed to the kernel: the product then needs no fp32 pass
 of its own, and a residual connection adds the bf16 product straight into the fp32 stream (two small ops
-fewer per layer; ~180 a decode step of a 30-layer model). Measured on one core of an AMD EPYC (AVX-512), a 49152 x 576 layer: 1.3 ms against 3.7 ms
-for the prepacked fp32 matmul at 1 row, 3.2 against 4.1 ms at 8 rows, but slower from about 10 rows on
-(6.7 against 5.7 ms at 16): int8 pays for chat-sized batches, not for large ones.
+fewer per layer; ~180 a decode step of a 30-layer model).
+
+Measured on one core of an AMD EPYC (AVX-512), a 49152 x 576 layer: 1.3 ms against 3.7 ms for the
+prepacked fp32 matmul at 1 row, 3.2 against 4.1 ms at 8 rows, but slower from about 10 rows on (6.7 against
+5.7 ms at 16): int8 pays for chat-sized batches, not for large ones. Faster int8 kernels tried and not used
+(activations in int8 through `torch._int_mm`, inductor's template): docs/performance.md.
 
 The kernel reads its input in blocks along the inner dimension: with an inner size that is not a multiple
 of 16 it returned garbage or crashed (torch 2.13, measured), so weights are zero-padded to a multiple of 32
