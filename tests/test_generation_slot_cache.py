@@ -56,17 +56,23 @@ def test_rows_at_their_own_positions_attend_like_sdpa(kv_heads):
     assert cache.capacity == 0 and cache.keys[0].numel() == 0
 
 
-def test_rows_joining_a_running_batch_decode_what_they_decode_alone():
+@pytest.mark.parametrize(
+    ("dtype", "quantize"), [(torch.float32, "none"), (torch.bfloat16, "none"), (torch.float32, "int8")]
+)
+def test_rows_joining_a_running_batch_decode_what_they_decode_alone(dtype, quantize):
     """Greedy, 6 prompts through 3 slots: a newcomer joins every few steps, finished rows free their slot
-    for the next one, the pool grows past one capacity step, and every row equals `generate` alone."""
-    model = llama(kv_heads=2)
+    for the next one, the pool grows past one capacity step, and every row equals `generate` alone: in fp32,
+    with bf16 weights (`serve --dtype bfloat16`) and with int8 ones (`serve --quantize int8`)."""
+    model = llama(kv_heads=2).to(dtype)
     prompt_ids = prompts()
     limits = [140, 30, 60, 5, 90, 12]
     expected = [
-        generate(model, [p], SamplingParams(max_new_tokens=n, temperature=0), pad_token_id=PAD)[0].token_ids
+        generate(
+            model, [p], SamplingParams(max_new_tokens=n, temperature=0), pad_token_id=PAD, quantize=quantize
+        )[0].token_ids
         for p, n in zip(prompt_ids, limits)
     ]
-    decoder = SlotDecoder(model, 3)
+    decoder = SlotDecoder(model, 3, quantize=quantize)
     out: dict[int, list[int]] = {}
     live: dict[int, int] = {}  # slot -> prompt
     waiting = list(range(len(prompt_ids)))
