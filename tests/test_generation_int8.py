@@ -31,6 +31,11 @@ def test_int8_linear_rounds_each_channel_to_its_own_scale():
     # The kernel takes bf16 inputs and returns bf16: errors within a few bf16 steps of the terms' magnitude.
     bound = 0.01 * (x.abs() @ dequantized.abs().T) + 1e-6
     assert bool(((layer(x) - (x @ dequantized.T + 1)).abs() <= bound).all())
+    # A residual connection adds the bf16 product (and the bias) into the other operand's fp32 values.
+    other = torch.randn(3, 6, generator=gen)
+    residual = layer.plus(x, other)
+    assert residual.dtype == torch.float32
+    assert bool(((residual - (x @ dequantized.T + 1 + other)).abs() <= bound + 1e-6).all())
 
 
 def test_int8_logits_stay_close_to_fp32():
