@@ -29,16 +29,15 @@ from starlette.concurrency import run_in_threadpool
 
 from rlhfkit.annotate.campaigns import AnnotateError, authenticate
 from rlhfkit.annotate.store import Annotator, Store
+from rlhfkit.bearer import bearer_token
 
 COOKIE = "rlhfkit_token"
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 
 
 def request_token(request: Request) -> str | None:
-    header = request.headers.get("authorization", "")
-    if header.lower().startswith("bearer "):
-        return header[7:].strip()
-    return request.cookies.get(COOKIE)
+    token = bearer_token(request)
+    return token if token is not None else request.cookies.get(COOKIE)
 
 
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
@@ -68,9 +67,7 @@ def _netloc(url: str) -> str:
 
 async def check_csrf(request: Request, login_token: str) -> None:
     """403 unless a cookie-authenticated state-changing request comes from one of our own pages."""
-    if request.method in SAFE_METHODS or request.headers.get("authorization", "").lower().startswith(
-        "bearer "
-    ):
+    if request.method in SAFE_METHODS or bearer_token(request) is not None:
         return
     # This server's names: its Host, and the host a reverse proxy was asked for (X-Forwarded-Host: a header
     # a cross-site page cannot make the browser send).

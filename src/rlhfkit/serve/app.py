@@ -21,11 +21,11 @@ clients expect 400 and `{"error": {...}}`.
 from __future__ import annotations
 
 import functools
-import hmac
 
 from fastapi import Depends, FastAPI, Request
 
 from rlhfkit import __version__
+from rlhfkit.bearer import bearer_token, key_matches
 from rlhfkit.body_limit import BodyLimit
 from rlhfkit.serve.admission import Admission, client_of
 from rlhfkit.serve.chat import create_chat_completion
@@ -70,12 +70,11 @@ def create_app(
     def check_key(request: Request) -> None:
         if not api_key:
             return
-        header = request.headers.get("authorization", "")
-        scheme, _, given = header.partition(" ")
-        if scheme.lower() != "bearer" or not given.strip():
+        given = bearer_token(request)
+        if not given:
             raise missing_api_key()
-        if not hmac.compare_digest(given.strip().encode(), api_key.encode()):
-            raise invalid_api_key(given.strip())
+        if not key_matches(given, api_key):
+            raise invalid_api_key(given)
 
     def lookup(name: str) -> ServedModel:
         if name not in models:

@@ -20,12 +20,12 @@ route needs it as a Bearer token; the server binds 127.0.0.1 unless told otherwi
 
 from __future__ import annotations
 
-import hmac
 import json
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import Response
 
+from rlhfkit.bearer import bearer_token, key_matches
 from rlhfkit.body_limit import BodyLimit
 from rlhfkit.world.tools import TOOL_SPECS, WORLD_TOOLS
 
@@ -41,9 +41,7 @@ def create_tool_app(api_key: str | None = None) -> FastAPI:
     def authorize(request: Request) -> None:
         if not api_key:
             return
-        given = request.headers.get("authorization", "")
-        token = given[len("Bearer ") :].strip() if given.startswith("Bearer ") else ""
-        if not hmac.compare_digest(token.encode(), api_key.encode()):
+        if not key_matches(bearer_token(request) or "", api_key):
             raise HTTPException(401, "missing or wrong API key (send it as 'Authorization: Bearer KEY')")
 
     @app.get("/tools")
