@@ -234,18 +234,18 @@ def test_saved_model_loads_in_transformers_with_identical_scores_and_zero_mean(t
 
 
 def test_scoring_under_a_progress_bar_gives_the_scores_and_features_of_one_call(trained, data):
-    # `progress` scores in chunks of 64 batches (here batch 1: chunks of 64), so 100 pairs span two chunks.
+    # The bar advances per batch (batch 1: 100 advances); batching, scores and head inputs stay as without it.
     groups = load_comparisons(data[0])
     items = [(g.prompt, c) for g in groups for c in g.completions][:100]
     model, tok = load_reward_model(trained)
-    plain_features, chunked_features = [], []
+    plain_features, bar_features = [], []
     plain = score_conversations(model, tok, items, 64, batch_size=1, features=plain_features)
-    chunked = score_conversations(
-        model, tok, items, 64, batch_size=1, features=chunked_features, progress="scoring"
+    with_bar = score_conversations(
+        model, tok, items, 64, batch_size=1, features=bar_features, progress="scoring"
     )
-    assert len(chunked) == len(chunked_features) == 100
-    assert chunked == pytest.approx(plain, abs=1e-6)
-    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(chunked_features, plain_features))
+    assert len(with_bar) == len(bar_features) == 100
+    assert with_bar == pytest.approx(plain, abs=1e-6)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(bar_features, plain_features))
 
 
 def test_encoder_backbone_absorbs_the_shift_in_its_head_bias(backbone, data, tmp_path):

@@ -89,7 +89,7 @@ class SlotKVCache:
         if int(slots.max()) >= self.slots:
             self._allocate(min(self.max_slots, _round_up(int(slots.max()) + 1, _SLOT_STEP)), self.capacity)
         self.ensure(length)
-        self._slots, self._positions, self._length = slots, positions, length
+        self._length = length
         # Where each row's new key and value go in a layer's flattened tables, shared by every layer: one
         # `index_copy_` per table and layer instead of advanced-index assignment (its index arithmetic,
         # redone per call, cost more than the copy: ~0.3 ms a step of SmolLM2).

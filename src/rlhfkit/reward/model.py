@@ -17,7 +17,9 @@ without one (Llama's `score` is bias-free) cannot, so the shift is stored as `rl
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
+from contextlib import ExitStack
 from pathlib import Path
 
 import torch
@@ -234,11 +236,13 @@ def score_ids(
     batch_size: int = 16,
     bf16: bool = False,
     features: list | None = None,
+    progress: str | None = None,
 ) -> list[float]:
     """Normalized scores of pre-tokenized rows (batched by similar length; order preserved). `bf16`: on a
     CPU, under a bf16 autocast (`train.precision.Precision.scorer_bf16`: where the CPU multiplies bf16
     natively). `features`: a list to fill with each row's input to the scalar head (fp32, row order), what
-    `reward.select`'s posterior reads."""
+    `reward.select`'s posterior reads. `progress`: a label for a rich progress bar advanced per batch (a file
+    or pool of tens of thousands of responses takes minutes); the scores are the same with or without it."""
     device = next(model.parameters()).device
     cpu_bf16 = torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16 and device.type == "cpu")
     was_training = model.training
@@ -246,12 +250,23 @@ def score_ids(
     order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
     out = [0.0] * len(rows)
     seen: list[torch.Tensor] = []
-    hook = None
-    if features is not None:
-        features[:] = [None] * len(rows)
-        hook = scalar_head(model).register_forward_hook(lambda _m, args, _out: seen.append(args[0].float()))
     offset = score_offset(model)
-    try:
+    with ExitStack() as stack:
+        if features is not None:
+            features[:] = [None] * len(rows)
+            hook = scalar_head(model).register_forward_hook(
+                lambda _m, args, _out: seen.append(args[0].float())
+            )
+            stack.callback(hook.remove)
+        advance = None
+        if progress is not None:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            bar = stack.enter_context(
+                Progress(TextColumn(progress), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+            )
+            task = bar.add_task(progress, total=len(rows))
+            advance = functools.partial(bar.advance, task)
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
             batch = pad_batch([rows[i] for i in idx], tokenizer.pad_token_id, device)
@@ -268,9 +283,8 @@ def score_ids(
                 for i, f in zip(idx, head_in.cpu()):
                     features[i] = f
                 seen.clear()
-    finally:
-        if hook is not None:
-            hook.remove()
+            if advance is not None:
+                advance(len(idx))
     model.train(was_training)
     return out
 
@@ -285,27 +299,9 @@ def score_conversations(
     features: list | None = None,
     progress: str | None = None,
 ) -> list[float]:
-    """Scores of (prompt, response) pairs (`bf16`, `features`: as in `score_ids`). With `progress` (a label),
-    the pairs are scored in chunks under a rich progress bar: a file or pool of tens of thousands of
-    responses takes minutes."""
-    if progress is None:
-        rows = [encode(tokenizer, prompt, response, max_length) for prompt, response in items]
-        return score_ids(model, tokenizer, rows, batch_size, bf16, features)
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    chunk = 64 * batch_size
-    scores: list[float] = []
-    seen: list = []
-    with Progress(TextColumn(progress), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()) as bar:
-        task = bar.add_task(progress, total=len(items))
-        for start in range(0, len(items), chunk):
-            part, part_features = items[start : start + chunk], None if features is None else []
-            scores += score_conversations(model, tokenizer, part, max_length, batch_size, bf16, part_features)
-            seen += part_features or []
-            bar.advance(task, len(part))
-    if features is not None:
-        features[:] = seen
-    return scores
+    """Scores of (prompt, response) pairs (`bf16`, `features`, `progress`: as in `score_ids`)."""
+    rows = [encode(tokenizer, prompt, response, max_length) for prompt, response in items]
+    return score_ids(model, tokenizer, rows, batch_size, bf16, features, progress)
 
 
 def scalar_head(model) -> torch.nn.Linear:

@@ -97,12 +97,17 @@ def _items(records: list[dict], path: str) -> list[tuple[list[dict], list[dict]]
     ]
 
 
-def _per_set(records: list[dict], flat: list) -> list[list]:
+def _split(flat: list, sizes: list[int]) -> list[list]:
+    """`flat` cut into consecutive parts of `sizes` (one per candidate set or labelled group)."""
     out, start = [], 0
-    for rec in records:
-        out.append(flat[start : start + len(rec["completions"])])
-        start += len(rec["completions"])
+    for size in sizes:
+        out.append(flat[start : start + size])
+        start += size
     return out
+
+
+def _per_set(records: list[dict], flat: list) -> list[list]:
+    return _split(flat, [len(rec["completions"]) for rec in records])
 
 
 def _scorer(path: str, cfg: SelectConfig):
@@ -173,10 +178,7 @@ def posterior_uncertainty(records: list[dict], model_dir: str, cfg: SelectConfig
     items = [(g.prompt, c) for g in groups for c in g.completions]
     progress = "select: reading the labelled sets"
     score_conversations(model, tokenizer, items, max_length, cfg.batch_size, bf16, seen, progress)
-    starts = [0]
-    for g in groups:
-        starts.append(starts[-1] + len(g.completions))
-    cov = head_covariance([seen[a:b] for a, b in zip(starts, starts[1:])], weight, cfg.prior)
+    cov = head_covariance(_split(seen, [len(g.completions) for g in groups]), weight, cfg.prior)
     feats: list = []
     pool_items = _items(records, cfg.candidates)
     progress = "select: scoring the pool"
