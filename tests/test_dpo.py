@@ -326,3 +326,23 @@ def test_cli_gives_one_clear_error_for_bad_input(policy, data, tmp_path, capsys)
         assert main(args) == 1, args
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1 and "Traceback" not in err, err
+
+
+def test_dropout_is_off_while_training_unless_asked_for(policy, data, tmp_path):
+    """The reference log-probs are computed without dropout, so the policy's must be too: at the first step
+    the policy is the reference and every log-ratio is 0 (loss log 2). `--dropout` keeps the model's own."""
+    import shutil
+
+    leaky = tmp_path / "leaky"
+    shutil.copytree(policy, leaky)
+    config = json.loads((leaky / "config.json").read_text())
+    (leaky / "config.json").write_text(json.dumps({**config, "attention_dropout": 0.5}))
+
+    def first_loss(out: Path, **kw) -> float:
+        run(fast_config(leaky, data[0], out, loop={"max_steps": 1, "lr": 1e-9}, epochs=0.0, beta=10.0, **kw))
+        return next(rec for _, rec in read_jsonl(out / "metrics.jsonl") if rec.get("step") == 1)["loss"]
+
+    assert first_loss(tmp_path / "off") == pytest.approx(math.log(2), abs=1e-4)
+    assert abs(first_loss(tmp_path / "on", dropout=True) - math.log(2)) > 5e-3  # measured 0.014
+    saved = json.loads((tmp_path / "off" / "config.json").read_text())
+    assert saved["attention_dropout"] == 0.5  # the config is saved as it was

@@ -278,6 +278,39 @@ def test_encoder_backbone_absorbs_the_shift_in_its_head_bias(backbone, data, tmp
         assert float(hf(**batch).logits[0, 0]) == pytest.approx(ours[0], abs=1e-5)
 
 
+def test_an_encoder_trains_without_its_dropout_unless_asked(backbone, data, tmp_path, monkeypatch):
+    """Each response of a ranking would get its own dropout masks, and every use of the model reads it without
+    them: by default the training forward is the model's deterministic one (`train/dropout.py`)."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from rlhfkit.reward.model import forward_scores
+    from rlhfkit.tokenizer import load_tokenizer
+
+    tok = load_tokenizer(backbone)
+    enc = tmp_path / "bert"
+    cfg = BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                     intermediate_size=64, max_position_embeddings=128, pad_token_id=tok.pad_token_id,
+                     hidden_dropout_prob=0.3, attention_probs_dropout_prob=0.3)  # fmt: skip
+    torch.manual_seed(0)
+    BertForSequenceClassification(cfg).save_pretrained(enc)
+    tok.save_pretrained(enc)
+    repeatable = []
+    original = reward_mod.reward_loss
+
+    def checking_loss(model, batch):
+        with torch.no_grad():
+            repeatable.append(torch.equal(forward_scores(model, batch), forward_scores(model, batch)))
+        return original(model, batch)
+
+    monkeypatch.setattr(reward_mod, "reward_loss", checking_loss)
+    run(fast_config(enc, data[0], tmp_path / "off", loop={"max_steps": 2}, epochs=0.0))
+    assert repeatable and all(repeatable)
+    assert json.loads((tmp_path / "off" / "config.json").read_text())["hidden_dropout_prob"] == 0.3
+    repeatable.clear()
+    run(fast_config(enc, data[0], tmp_path / "on", loop={"max_steps": 2}, epochs=0.0, dropout=True))
+    assert repeatable and not any(repeatable)
+
+
 def test_resume_after_interruption_matches_an_uninterrupted_run(backbone, data, tmp_path, monkeypatch):
     from safetensors.torch import load_file
 

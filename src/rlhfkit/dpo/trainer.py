@@ -47,6 +47,7 @@ from rlhfkit.reward.train import file_fingerprint
 from rlhfkit.tokenizer import load_tokenizer
 from rlhfkit.train.chat_tokens import IGNORE
 from rlhfkit.train.distributed import check_divisible, finish_distributed
+from rlhfkit.train.dropout import disable_dropout
 from rlhfkit.train.logits import causal_lm_of
 from rlhfkit.train.loop import FineTuneLoopConfig, group_batches
 from rlhfkit.train.precision import Precision
@@ -90,6 +91,7 @@ class DPOConfig:
     # are loaded in it
     gradient_checkpointing: bool = False  # recompute activations in the backward pass: less memory,
     # about a third slower
+    dropout: bool = False  # keep the policy's dropout while training (off by default: train/dropout.py)
     lora: LoraOptions = field(default_factory=LoraOptions)
     loop: DPOLoopConfig = field(default_factory=DPOLoopConfig)
 
@@ -178,6 +180,8 @@ def run(cfg: DPOConfig) -> Path:
 
     tokenizer = load_tokenizer(cfg.policy)
     model, base = load_trainable_lm(cfg.policy, out, device, cfg.dtype, cfg.gradient_checkpointing, cfg.lora)
+    if not cfg.dropout:
+        disable_dropout(model)
     precision = Precision.of(device, cfg.dtype)
     max_length = default_max_length(model, tokenizer, cfg.max_length)
     groups = encode_groups(tokenizer, load_comparisons(cfg.data), max_length, cfg.data, log)

@@ -170,6 +170,8 @@ def run(cfg: JudgeConfig) -> Path:
         micro_batch_size=cfg.micro_batch_size,
         epochs=cfg.epochs,
         freeze_layers=cfg.freeze_layers,
+        # The judge's recipe stays as it was measured (docs/real-models.md): the backbone's own dropout.
+        dropout=True,
         device=cfg.device,
         dtype="float32",
         loop=RewardLoopConfig(lr=cfg.lr, seed=cfg.seed, eval_every=10**9, save_every=10**9),
