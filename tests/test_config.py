@@ -183,3 +183,20 @@ def test_a_nested_configs_own_defaults_are_the_ones_that_run():
     assert config_from_args(Stage, parser.parse_args(["--warmup-steps", "3"]), "stage").loop == LoopConfig(
         lr=5e-4, warmup_steps=3
     )
+
+
+def test_a_switch_given_as_text_is_read_as_its_word():
+    """Benchmarks pass stage options as text (`--reward-option dropout=false`): "false" must not switch on."""
+    from rlhfkit.config import config_from_options
+    from rlhfkit.errors import RlhfkitError
+    from rlhfkit.reward.train import RewardConfig
+
+    def dropout(value):
+        return config_from_options(
+            RewardConfig, {"model": "m", "data": "d", "dropout": value}, "test"
+        ).dropout
+
+    assert [dropout(v) for v in ("false", "False", "0", "no", False)] == [False] * 5
+    assert [dropout(v) for v in ("true", "1", "yes", True)] == [True] * 4
+    with pytest.raises(RlhfkitError, match="dropout: cannot read 'maybe'"):
+        dropout("maybe")

@@ -297,13 +297,22 @@ def config_from_options(cls, options: dict[str, Any], where: str):
     return config
 
 
+_BOOL_WORDS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+
+
 def _as_flag_type(tp, value):
-    """The value argparse would give for `to_flags({key: value})` (a str, int or float parsed back)."""
+    """The value argparse would give for `to_flags({key: value})` (a str, int or float parsed back). A switch
+    given as text (`--reward-option dropout=false` in a benchmark) is read as the word it is: any non-empty
+    string is truthy, so "false" would otherwise switch it on."""
     base, is_list = _scalar_type(tp)
     if is_list:
         return [_as_flag_type(base, v) for v in (value if isinstance(value, list | tuple) else [value])]
     if base in (int, float, str) and not isinstance(value, bool):
         return base(str(value)) if base is not str else str(value)
+    if base is bool and isinstance(value, str):
+        if value.strip().lower() not in _BOOL_WORDS:
+            raise ValueError(value)
+        return _BOOL_WORDS[value.strip().lower()]
     return value
 
 
