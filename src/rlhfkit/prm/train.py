@@ -39,6 +39,7 @@ class PRMConfig:
     micro_batch_size: int = 16
     epochs: float = 1.0  # passes over the steps; sets max_steps
     freeze_layers: int = 2  # keep the embeddings and the lowest N layers fixed (as the MiniLM reward model)
+    dropout: bool = False  # keep the backbone's dropout while training (off as for reward models: dropout.py)
     device: str = "auto"
     dtype: str = (
         "auto"  # as `reward train`: on a CPU with native bf16 matmuls, a bf16 autocast (fp32 weights)
@@ -148,8 +149,9 @@ def run(cfg: PRMConfig) -> Path:
         pad_parts,
         score_ids,
     )
-    from rlhfkit.reward.train import freeze_lower_layers
+    from rlhfkit.reward.train import cpu_training_attention, freeze_lower_layers
     from rlhfkit.saving import saving_into
+    from rlhfkit.train.dropout import disable_dropout
     from rlhfkit.train.loop import group_batches
     from rlhfkit.train.precision import Precision
     from rlhfkit.train.stage import start_stage, train_and_export
@@ -164,6 +166,9 @@ def run(cfg: PRMConfig) -> Path:
     model, tokenizer = load_reward_model(source, stage.device, new_head=True)
     max_length = default_max_length(model, tokenizer, cfg.max_length)
     trainable = freeze_lower_layers(model, cfg.freeze_layers)
+    if not cfg.dropout:
+        disable_dropout(model)
+    attention = cpu_training_attention(stage.device, bf16)
     rows = [encode_text(tokenizer, s.text, max_length) for s in train]
     labels = torch.tensor([float(s.label) for s in train])
     if cfg.epochs > 0:
@@ -179,7 +184,10 @@ def run(cfg: PRMConfig) -> Path:
         return batch
 
     def loss_fn(m, batch: dict):
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16 and stage.device.type == "cpu"):
+        with (
+            torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16 and stage.device.type == "cpu"),
+            attention(),
+        ):
             logits = forward_scores(m, batch).float()
         loss = F.binary_cross_entropy_with_logits(logits, batch["labels"], reduction="sum")
         with torch.no_grad():
