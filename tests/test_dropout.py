@@ -45,3 +45,26 @@ def test_disables_encoder_dropout_modules_and_decoder_attention_rates():
     assert disable_dropout(llama) == 1
     assert torch.equal(llama(ids).logits, llama(ids).logits)
     assert disable_dropout(llama) == 0  # nothing left to turn off
+
+
+def test_leaves_the_adapters_own_dropout_to_the_user():
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    llama = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=64,
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=2,
+            attention_dropout=0.5,
+        )  # fmt: skip
+    )
+    model = get_peft_model(llama, LoraConfig(r=4, lora_dropout=0.1, target_modules=["q_proj", "v_proj"]))
+    assert disable_dropout(model) == 1  # the attention's rate
+    adapters = [
+        m.p for n, m in model.named_modules() if isinstance(m, torch.nn.Dropout) and "lora_dropout" in n
+    ]
+    assert adapters == [0.1, 0.1]  # `--lora-dropout` was asked for explicitly

@@ -169,9 +169,9 @@ def cpu_training_attention(device: torch.device, bf16: bool):
     """The attention kernel for training an encoder reward model (BERT, MiniLM: the model's own SDPA call).
 
     Under a CPU bf16 autocast, SDPA's fused (flash) kernel is slow in the backward pass: with dropout off it
-    took 27% of a MiniLM training step, and the unfused math kernel made the step 1.3x faster (AMD EPYC
-    Zen 4, 2 cores; docs/methods.md, "Dropout off"). In fp32 the two are equal, and scoring (no backward)
-    keeps the fused kernel, which is faster there."""
+    took 27% of a MiniLM training step, and the unfused math kernel made the step 1.1-1.2x faster (AMD EPYC
+    Zen 4, 2 cores; docs/methods.md, "Reward models train without dropout"). In fp32 the two took the same
+    time, and scoring (no backward) keeps the fused kernel, which is faster there."""
     if device.type == "cpu" and bf16:
         from torch.nn.attention import SDPBackend, sdpa_kernel
 
