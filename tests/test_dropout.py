@@ -7,8 +7,17 @@ import torch
 from rlhfkit.train.dropout import disable_dropout
 
 
+def leaky_llama():
+    """A one-layer random Llama whose attention drops half its weights while training."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=2, attention_dropout=0.5)  # fmt: skip
+    return LlamaForCausalLM(config)
+
+
 def test_disables_encoder_dropout_modules_and_decoder_attention_rates():
-    from transformers import BertConfig, BertForSequenceClassification, LlamaConfig, LlamaForCausalLM
+    from transformers import BertConfig, BertForSequenceClassification
 
     torch.manual_seed(0)
     bert = BertForSequenceClassification(
@@ -21,7 +30,7 @@ def test_disables_encoder_dropout_modules_and_decoder_attention_rates():
             num_labels=1,
             hidden_dropout_prob=0.3,
             attention_probs_dropout_prob=0.3,
-        )  # fmt: skip
+        )
     ).train()
     ids = torch.randint(0, 64, (4, 12))
     assert not torch.equal(bert(ids).logits, bert(ids).logits)  # dropout draws new masks each call
@@ -30,17 +39,7 @@ def test_disables_encoder_dropout_modules_and_decoder_attention_rates():
     assert torch.allclose(bert(ids).logits, bert.eval()(ids).logits, atol=1e-6)  # train mode = eval mode now
     assert bert.config.hidden_dropout_prob == 0.3  # the config is left for whoever trains it next
 
-    llama = LlamaForCausalLM(
-        LlamaConfig(
-            vocab_size=64,
-            hidden_size=16,
-            intermediate_size=32,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            num_key_value_heads=2,
-            attention_dropout=0.5,
-        )  # fmt: skip
-    ).train()
+    llama = leaky_llama().train()
     assert not torch.equal(llama(ids).logits, llama(ids).logits)
     assert disable_dropout(llama) == 1
     assert torch.equal(llama(ids).logits, llama(ids).logits)
@@ -49,19 +48,8 @@ def test_disables_encoder_dropout_modules_and_decoder_attention_rates():
 
 def test_leaves_the_adapters_own_dropout_to_the_user():
     from peft import LoraConfig, get_peft_model
-    from transformers import LlamaConfig, LlamaForCausalLM
 
-    llama = LlamaForCausalLM(
-        LlamaConfig(
-            vocab_size=64,
-            hidden_size=16,
-            intermediate_size=32,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            num_key_value_heads=2,
-            attention_dropout=0.5,
-        )  # fmt: skip
-    )
+    llama = leaky_llama()
     model = get_peft_model(llama, LoraConfig(r=4, lora_dropout=0.1, target_modules=["q_proj", "v_proj"]))
     assert disable_dropout(model) == 1  # the attention's rate
     adapters = [

@@ -248,19 +248,27 @@ def test_scoring_under_a_progress_bar_gives_the_scores_and_features_of_one_call(
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(bar_features, plain_features))
 
 
+def tiny_bert(tok, folder: Path, **config) -> Path:
+    """A one-layer random BERT sequence classifier with `tok`, saved in `folder` (`config`: BertConfig overrides)."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    cfg = BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                     intermediate_size=64, max_position_embeddings=128, pad_token_id=tok.pad_token_id,
+                     **config)  # fmt: skip
+    torch.manual_seed(0)
+    BertForSequenceClassification(cfg).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
 def test_encoder_backbone_absorbs_the_shift_in_its_head_bias(backbone, data, tmp_path):
-    from transformers import AutoModelForSequenceClassification, BertConfig, BertForSequenceClassification
+    from transformers import AutoModelForSequenceClassification
 
     from rlhfkit.tokenizer import load_tokenizer
 
     tok = load_tokenizer(backbone)
     tok.chat_template = None  # exercise the plain "User: ...\nAssistant: ..." rendering
-    enc = tmp_path / "bert"
-    cfg = BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                     intermediate_size=64, max_position_embeddings=128, pad_token_id=tok.pad_token_id)  # fmt: skip
-    torch.manual_seed(0)
-    BertForSequenceClassification(cfg).save_pretrained(enc)
-    tok.save_pretrained(enc)
+    enc = tiny_bert(tok, tmp_path / "bert")
     out = tmp_path / "rm"
     run(fast_config(enc, data[0], out, loop={"max_steps": 3}, epochs=0.0, lr=1e-3))
     hf = AutoModelForSequenceClassification.from_pretrained(str(out)).eval()
@@ -281,19 +289,11 @@ def test_encoder_backbone_absorbs_the_shift_in_its_head_bias(backbone, data, tmp
 def test_an_encoder_trains_without_its_dropout_unless_asked(backbone, data, tmp_path, monkeypatch):
     """Each response of a ranking would get its own dropout masks, and every use of the model reads it without
     them: by default the training forward is the model's deterministic one (`train/dropout.py`)."""
-    from transformers import BertConfig, BertForSequenceClassification
-
     from rlhfkit.reward.model import forward_scores
     from rlhfkit.tokenizer import load_tokenizer
 
-    tok = load_tokenizer(backbone)
-    enc = tmp_path / "bert"
-    cfg = BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                     intermediate_size=64, max_position_embeddings=128, pad_token_id=tok.pad_token_id,
-                     hidden_dropout_prob=0.3, attention_probs_dropout_prob=0.3)  # fmt: skip
-    torch.manual_seed(0)
-    BertForSequenceClassification(cfg).save_pretrained(enc)
-    tok.save_pretrained(enc)
+    dropout = {"hidden_dropout_prob": 0.3, "attention_probs_dropout_prob": 0.3}
+    enc = tiny_bert(load_tokenizer(backbone), tmp_path / "bert", **dropout)
     repeatable = []
     original = reward_mod.reward_loss
 
