@@ -310,9 +310,10 @@ def _as_flag_type(tp, value):
     if base in (int, float, str) and not isinstance(value, bool):
         return base(str(value)) if base is not str else str(value)
     if base is bool and isinstance(value, str):
-        if value.strip().lower() not in _BOOL_WORDS:
+        word = value.strip().lower()
+        if word not in _BOOL_WORDS:
             raise ValueError(value)
-        return _BOOL_WORDS[value.strip().lower()]
+        return _BOOL_WORDS[word]
     return value
 
 
