@@ -4,12 +4,18 @@ Why: which BLAS multiplies fp32 fastest depends on the CPU's vendor. PyTorch's C
 takes its fast kernels only on Intel CPUs. On AMD (EPYC Zen 4, AVX-512, 1 thread, a PPO minibatch's shapes
 1046 x 256 -> 768 / 1376 / 4096 and 688 -> 256) MKL runs at ~95-105 GFLOP/s, while oneDNN's inner-product
 kernel runs the same fp32 products at ~225-240 GFLOP/s forward and ~175-200 GFLOP/s for forward + both
-backward products (`dX = dY @ W`, `dW = dY^T @ X`, each one oneDNN call on contiguous operands). On an Intel
-Xeon (Sapphire Rapids class, AMX) it is the other way round: the same products and SmolLM2's take 1.2-1.5x
-longer through oneDNN than through MKL, at 1 and 2 threads, with AVX-512 and under the AVX2-only emulation
-(docs/results/intel_amx_training_2026-12-05.json, docs/performance.md). So fp32 products go through oneDNN
-except on Intel CPUs (`usable`), where `linear` is `F.linear`. A training step of a small model is ~80%
-matmuls, so this is most of its time.
+backward products (`dX = dY @ W`, `dW = dY^T @ X`). On an Intel Xeon (Sapphire Rapids class, AMX) it is
+the other way round: the same products and SmolLM2's take 1.2-1.5x longer through oneDNN than through MKL,
+at 1 and 2 threads, with AVX-512 and under the AVX2-only emulation (docs/results/intel_amx_training_2026-12-05.json,
+docs/performance.md). So fp32 products go through oneDNN except on Intel CPUs (`usable`), where `linear` is
+`F.linear`. A training step of a small model is ~80% matmuls, so this is most of its time.
+
+The weight gradient is the exception on AMD too: `dW = dY^T @ X` sums over the tokens, the leading dimension of
+both operands, and oneDNN's inner product wants it last, so it needed both copied transposed. Those copies
+of a `[tokens, out]` gradient ran at 1-2 GB/s, and for pipeline pretraining's 8,192 tokens they were a
+quarter of the step (the head's `[8192, 4096]` logit gradient alone: 97 ms of a 0.93 s step). MKL's `mm`
+reads both operands transposed in place, and is 1.2-2.8x faster for this product at 1 and 2 threads and
+at 1,046 and 8,192 tokens (AMD EPYC Zen 4, 2.6 GHz; `benchmarks/weight_grad.py`, docs/performance.md).
 
 Numerics: plain fp32 products in another summation order (~1e-7 relative), as `F.linear` would give on
 another BLAS; no reduced precision (the probe checks the result against `F.linear`). Weights are passed
@@ -103,6 +109,12 @@ def mm_t(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None) -> 
     return torch.ops.mkldnn._linear_pointwise(a.contiguous(), b.contiguous(), bias, "none", [], "")
 
 
+def mm_tn(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a.T @ b: a weight gradient `dY^T @ X`, summed over the tokens (`a`'s and `b`'s rows) with no
+    transposed copies (module doc: faster than oneDNN on AMD as well)."""
+    return torch.mm(a.t(), b)
+
+
 def _fp32_mm_t(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """a @ b.T in fp32 through the faster library here (module doc): oneDNN, or MKL reading `b` transposed."""
     return mm_t(a, b) if usable() else torch.mm(a, b.t())
@@ -122,7 +134,7 @@ class _OneDNNLinear(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             grad_x = mm_t(grad, weight.t())  # dY @ W
         if ctx.needs_input_grad[1]:
-            grad_w = mm_t(grad.t(), x.t())  # dY^T @ X
+            grad_w = mm_tn(grad, x)  # dY^T @ X
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_b = grad.sum(0)
         return grad_x, grad_w, grad_b

@@ -75,7 +75,7 @@ class _LinearTokenLogprobs(torch.autograd.Function):
         elif ctx.needs_input_grad[0]:
             grad_hidden = _mm_t(grad_logits, weight.t())
         if ctx.needs_input_grad[1]:
-            grad_weight = _mm_t(grad_logits.t(), hidden.t())
+            grad_weight = fast_linear.mm_tn(grad_logits, hidden)
         return grad_hidden, grad_weight, None
 
 
