@@ -16,7 +16,7 @@ from rlhfkit.data.jsonl import read_jsonl, write_jsonl
 from rlhfkit.errors import RlhfkitError
 from rlhfkit.reward import train as reward_mod
 from rlhfkit.reward.evaluate import comparison_metrics, expected_calibration_error
-from rlhfkit.reward.model import OFFSET_KEY, load_reward_model, score_conversations
+from rlhfkit.reward.model import OFFSET_KEY, load_reward_model, scalar_head, score_conversations
 from rlhfkit.reward.train import (
     RewardConfig,
     RewardLoopConfig,
@@ -246,6 +246,30 @@ def test_scoring_under_a_progress_bar_gives_the_scores_and_features_of_one_call(
     assert len(with_bar) == len(bar_features) == 100
     assert with_bar == pytest.approx(plain, abs=1e-6)
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(bar_features, plain_features))
+
+
+def test_repeated_responses_are_scored_once_and_share_the_score_and_features(trained, data):
+    groups = load_comparisons(data[0])
+    distinct = list(
+        dict.fromkeys((json.dumps(g.prompt), json.dumps(c)) for g in groups for c in g.completions)
+    )
+    items = [(json.loads(p), json.loads(c)) for p, c in distinct][:20]
+    repeated = items + items[5:15][::-1] + items[:3]  # 33 rows, 20 distinct
+    model, tok = load_reward_model(trained)
+    alone_features, features = [], []
+    alone = score_conversations(model, tok, items, 64, batch_size=4, features=alone_features)
+    rows_scored = []
+    # the lean forward runs the head on each row's scored token alone: one head row per scored response
+    hook = scalar_head(model).register_forward_hook(lambda _m, args, _out: rows_scored.append(len(args[0])))
+    try:
+        scores = score_conversations(model, tok, repeated, 64, batch_size=4, features=features)
+    finally:
+        hook.remove()
+    assert sum(rows_scored) == 20 and len(scores) == len(features) == 33
+    expected = alone + alone[5:15][::-1] + alone[:3]
+    assert scores == pytest.approx(expected, abs=1e-6)
+    expected_features = alone_features + alone_features[5:15][::-1] + alone_features[:3]
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(features, expected_features))
 
 
 def tiny_bert(tok, folder: Path, **config) -> Path:

@@ -242,7 +242,20 @@ def score_ids(
     CPU, under a bf16 autocast (`train.precision.Precision.scorer_bf16`: where the CPU multiplies bf16
     natively). `features`: a list to fill with each row's input to the scalar head (fp32, row order), what
     `reward.select`'s posterior reads. `progress`: a label for a rich progress bar advanced per batch (a file
-    or pool of tens of thousands of responses takes minutes); the scores are the same with or without it."""
+    or pool of tens of thousands of responses takes minutes); the scores are the same with or without it.
+
+    Identical rows are scored once and share the score: a policy samples the same short answer again and
+    again (14% of rejection sampling's 16,000 samples in the demo pipeline are repeats of their prompt's
+    others), and a row's score does not depend on the rows beside it."""
+    distinct = list(dict.fromkeys(map(tuple, rows)))
+    if len(distinct) < len(rows):
+        where = {row: i for i, row in enumerate(distinct)}
+        slots = [where[tuple(row)] for row in rows]
+        seen_features: list | None = None if features is None else []
+        scores = score_ids(model, tokenizer, distinct, batch_size, bf16, seen_features, progress)
+        if features is not None:
+            features[:] = [seen_features[i] for i in slots]
+        return [scores[i] for i in slots]
     device = next(model.parameters()).device
     cpu_bf16 = torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16 and device.type == "cpu")
     was_training = model.training
