@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch.distributed.fsdp import FSDPModule
 
+from rlhfkit.train import fast_linear
 from rlhfkit.train.checkpoint import (
     find_checkpoint,
     load_checkpoint,
@@ -96,11 +97,14 @@ def lm_loss(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor, dict]:
     labels = batch["labels"]
     keep = labels != -100
     # An FSDP-sharded model gathers its root parameters (embeddings, head) only in its own forward. With every
-    # position labelled (pretraining) there is nothing to skip, and the lean forward and fused loss pay only
-    # with AVX-512 (their oneDNN matmuls; `tiny`, batch 32 x 256, 1 thread: 975 -> 734 ms per step); under
-    # AVX2 they were 3% slower than the model's own forward, which that case keeps.
+    # position labelled (pretraining) there is nothing to skip, and the lean forward and fused loss pay with
+    # AVX-512 (their oneDNN matmuls; `tiny`, batch 32 x 256, 1 thread: 975 -> 734 ms per step). Under AVX2
+    # they were 3% slower than the model's own forward until the weight gradients stopped copying their
+    # operands transposed (`fast_linear.mm_tn`); since then they are 1.13x faster there too where oneDNN is
+    # the fp32 library (AMD Zen 4 under the AVX2 emulation, 2 threads: 823 -> 730 ms). An Intel CPU without
+    # AVX-512 keeps the model's own forward (not measured since).
     plain = plain_lm_head(model) and not isinstance(model, FSDPModule)  # False for a DDP wrapper too
-    if plain and (not keep.all() or _avx512()):
+    if plain and (not keep.all() or _avx512() or fast_linear.usable()):
         lm = causal_lm_of(model)
         loss = linear_cross_entropy(hidden_at(lm.model, batch["input_ids"], keep), lm.lm_head, labels[keep])
     else:
