@@ -8,9 +8,10 @@ backward products (`dX = dY @ W`, `dW = dY^T @ X`). On an Intel Xeon (Sapphire R
 the other way round: the same products and SmolLM2's take 1.2-1.5x longer through oneDNN than through MKL,
 at 1 and 2 threads, with AVX-512 and under the AVX2-only emulation
 (docs/results/intel_amx_training_2026-12-05.json, docs/performance.md). So fp32 products go through oneDNN
-except on Intel CPUs (`usable`), where `linear` is `F.linear`. A training step of a small model is ~80% matmuls, so this is most of its time. (How far apart the
-two libraries are depends on the machine: on a slower 2.6 GHz Zen 4 VM, 2026-12-06, MKL came within 12% of
-oneDNN for the forward products, docs/performance.md.)
+except on Intel CPUs (`usable`), where `linear` is `F.linear`. A training step of a small model is ~80%
+matmuls, so this is most of its time. (How far apart the two libraries are depends on the machine: on a
+slower 2.6 GHz Zen 4 VM, 2026-12-06, MKL came within 12% of oneDNN for the forward products,
+docs/performance.md.)
 
 The weight gradient is the exception on AMD too: `dW = dY^T @ X` sums over the tokens, the leading dimension of
 both operands, and oneDNN's inner product wants it last, so it needed both copied transposed. Those copies
