@@ -247,10 +247,10 @@ def score_ids(
     Identical rows are scored once and share the score: a policy samples the same short answer again and
     again (14% of rejection sampling's 16,000 samples in the demo pipeline are repeats of their prompt's
     others), and a row's score does not depend on the rows beside it."""
-    distinct = list(dict.fromkeys(map(tuple, rows)))
-    if len(distinct) < len(rows):
-        where = {row: i for i, row in enumerate(distinct)}
-        slots = [where[tuple(row)] for row in rows]
+    where: dict[tuple, int] = {}  # each distinct row -> its index among them, in order of first appearance
+    slots = [where.setdefault(tuple(row), len(where)) for row in rows]
+    if len(where) < len(rows):
+        distinct = list(where)
         seen_features: list | None = None if features is None else []
         scores = score_ids(model, tokenizer, distinct, batch_size, bf16, seen_features, progress)
         if features is not None:
