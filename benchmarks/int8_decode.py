@@ -4,7 +4,8 @@
 
 Speed: greedy decoding of `--new-tokens` tokens (stop tokens off, so every run decodes the same count) at
 batch 1 and at `--batch` rows, fp32 and int8 alternated `--repeats` times in the same process (the median
-of each is reported, with the ratio). Quality, on `--prompts` fixed chat prompts: the fp32 greedy reply is
+of each is reported, with the ratio); and as a rollout does (`rlhfkit grpo --generation-quantize`): `--rollout-batch`
+rows from a model whose weights require grad, so that every call packs or quantizes its weights afresh. Quality, on `--prompts` fixed chat prompts: the fp32 greedy reply is
 fed to both decoders token by token (teacher forcing), and at every position we compare int8's most likely
 token with fp32's (agreement) and the log-prob each gives the fp32 token (mean absolute difference); also how
 many free-running int8 greedy replies equal fp32's token for token. Prints one JSON object.
@@ -94,6 +95,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--prompts", type=int, default=16)
+    parser.add_argument("--rollout-batch", type=int, default=64, help="rows of the rollout case; 0: skip it")
+    parser.add_argument("--skip-quality", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     model, tokenizer = load_for_generation(args.model, device="cpu", dtype="float32")
@@ -103,7 +106,10 @@ def main() -> None:
     prompts = [tokenizer(render_chat(tokenizer, c), add_special_tokens=False)["input_ids"] for c in chats]
 
     speed = {}
-    for rows in (1, args.batch):
+    cases = [(f"batch_{rows}", rows) for rows in (1, args.batch)]
+    cases += [(f"rollout_{args.rollout_batch}", args.rollout_batch)] if args.rollout_batch else []
+    for name, rows in cases:
+        model.requires_grad_(name.startswith("rollout"))  # a policy in training: no packing is kept
         batch = (prompts * rows)[:rows]
         times: dict[str, list[float]] = {"none": [], "int8": []}
         for mode in times:  # warm up: packing and quantizing the weights happen on the first call
@@ -112,12 +118,13 @@ def main() -> None:
             for mode in times:
                 times[mode].append(decode_seconds(model, batch, args.new_tokens, mode, pad))
         rate = {mode: rows * args.new_tokens / statistics.median(t) for mode, t in times.items()}
-        speed[f"batch_{rows}"] = {
+        speed[name] = {
             "fp32_tokens_per_s": round(rate["none"], 1),
             "int8_tokens_per_s": round(rate["int8"], 1),
             "int8_over_fp32": round(rate["int8"] / rate["none"], 2),
             "seconds": {mode: [round(x, 3) for x in t] for mode, t in times.items()},
         }
+    model.requires_grad_(False)
     print(
         json.dumps(
             {
@@ -128,7 +135,9 @@ def main() -> None:
                 "parameters": sum(p.numel() for p in model.parameters()),
                 "new_tokens": args.new_tokens,
                 "speed": speed,
-                "quality": quality(model, tokenizer, prompts, args.new_tokens, pad),
+                "quality": None
+                if args.skip_quality
+                else quality(model, tokenizer, prompts, args.new_tokens, pad),
             },
             indent=2,
         )

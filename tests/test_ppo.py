@@ -92,6 +92,77 @@ def test_critic_free_methods_reject_a_single_sample_per_prompt(policy_dir, promp
     assert "multiple of --samples-per-prompt" in capsys.readouterr().err
 
 
+def test_int8_rollouts_sample_the_policy_as_it_trains(policy_dir, prompts_file, tmp_path, monkeypatch):
+    from rlhfkit.generation import SamplingParams, lean_llama
+    from rlhfkit.generation.int8_linear import Int8Linear
+    from rlhfkit.models import load_causal_lm
+    from rlhfkit.ppo.rollout import sample_responses
+
+    made = []
+
+    class Counted(Int8Linear):
+        def __init__(self, *args):
+            made.append(1)
+            super().__init__(*args)
+
+    monkeypatch.setattr(lean_llama, "Int8Linear", Counted)
+
+    policy = load_causal_lm(policy_dir)  # trainable: its weights require grad
+    prompts = [[5 + i, 7, 9 + i] for i in range(8)]
+    params = SamplingParams(max_new_tokens=10, temperature=1.0, seed=0)  # greedy: one token over and over
+
+    def tokens(quantize: str) -> list[int]:
+        done = sample_responses(policy, None, prompts, params, 0, 8, quantize)
+        return [t for c in done for t in c.token_ids]
+
+    def agree(a: list[int], b: list[int]) -> float:
+        return sum(x == y for x, y in zip(a, b)) / max(len(a), len(b))
+
+    before = tokens("int8")
+    layers = len(made)
+    assert layers > 0  # int8 copies sampled them
+    gen = torch.Generator().manual_seed(3)
+    with torch.no_grad():  # an update: every weight moves
+        for p in policy.parameters():
+            p.add_(torch.randn(p.shape, generator=gen) * p.std().nan_to_num())
+    after, exact = tokens("int8"), tokens("none")
+    assert len(made) == 2 * layers  # made afresh for the second rollout
+    # int8 copies of the updated weights, not of the first ones: they sample what the fp32 policy samples
+    # (all 80 tokens, measured), and stale copies would sample what they sampled before (30 of 80)
+    assert agree(after, exact) >= 0.9 and agree(after, before) < 0.7
+
+
+def test_grpo_with_int8_rollouts_raises_the_reward(policy_dir, prompts_file, tmp_path):
+    from rlhfkit.ppo.trainer import GRPOConfig
+
+    base = config(policy_dir, prompts_file, tmp_path / "g")
+    cfg = GRPOConfig(**{**base.__dict__, "advantage": GRPOConfig.advantage, "samples_per_prompt": 4,
+                        "value_model": "auto", "kl_penalty": GRPOConfig.kl_penalty, "whiten_advantages": False,
+                        "generation_quantize": "int8"})  # fmt: skip
+    rows = metrics(run(cfg, reward_fn=target_fraction))
+    first = sum(r["reward"] for r in rows[:2]) / 2
+    last = sum(r["reward"] for r in rows[-2:]) / 2
+    assert last > first + 0.15, (first, last)
+
+
+def test_int8_rollouts_refuse_what_cannot_sample_in_int8(policy_dir, prompts_file, tmp_path):
+    from rlhfkit.errors import RlhfkitError
+    from rlhfkit.lora import LoraOptions
+
+    with pytest.raises(RlhfkitError, match="--generation-quantize: expected one of none, int8, got 'int4'"):
+        run(
+            config(policy_dir, prompts_file, tmp_path / "a", generation_quantize="int4"),
+            reward_fn=target_fraction,
+        )
+    lora = config(
+        policy_dir, prompts_file, tmp_path / "b", generation_quantize="int8", lora=LoraOptions(lora_r=4)
+    )
+    with pytest.raises(
+        RlhfkitError, match="--generation-quantize int8: a LoRA policy samples through its own"
+    ):
+        run(lora, reward_fn=target_fraction)
+
+
 def test_a_strong_kl_penalty_keeps_the_policy_closer_to_the_reference(policy_dir, prompts_file, tmp_path):
     loose = metrics(run(config(policy_dir, prompts_file, tmp_path / "a", steps=6), reward_fn=target_fraction))
     tight = metrics(

@@ -110,7 +110,7 @@ def test_stored_logprobs_equal_a_fresh_forward_and_the_mask_is_zero_exactly_on_t
     real = rollout_module.sample_responses
     sampled_logprobs: dict[tuple[int, ...], list[float]] = {}
 
-    def sample_responses(policy, tokenizer, contexts, params, pad_id, batch_size):
+    def sample_responses(policy, tokenizer, contexts, params, pad_id, batch_size, quantize="none"):
         if first_turn(tokenizer, contexts):  # the first turn makes a call (or a bad one)
             texts = [
                 call_text(CALL),
@@ -119,7 +119,7 @@ def test_stored_logprobs_equal_a_fresh_forward_and_the_mask_is_zero_exactly_on_t
                 "cat",
             ]
             return [turn(tokenizer, texts[i % 4]) for i in range(len(contexts))]
-        out = real(policy, tokenizer, contexts, params, pad_id, batch_size)
+        out = real(policy, tokenizer, contexts, params, pad_id, batch_size, quantize)
         for context, completion in zip(contexts, out):
             sampled_logprobs[tuple(context + completion.token_ids)] = completion.logprobs
         return out
@@ -186,10 +186,10 @@ def forced_calls(monkeypatch):
     """Make every first turn a calculator call, then sample for real."""
     real = rollout_module.sample_responses
 
-    def sample_responses(policy, tokenizer, contexts, params, pad_id, batch_size):
+    def sample_responses(policy, tokenizer, contexts, params, pad_id, batch_size, quantize="none"):
         if first_turn(tokenizer, contexts):
             return [turn(tokenizer, call_text(CALL)) for _ in contexts]
-        return real(policy, tokenizer, contexts, params, pad_id, batch_size)
+        return real(policy, tokenizer, contexts, params, pad_id, batch_size, quantize)
 
     monkeypatch.setattr(rollout_module, "sample_responses", sample_responses)
 
@@ -254,7 +254,7 @@ def test_a_reward_that_reads_turns_gets_each_episodes_tool_turns(policy_dir, mon
     tok = load_tokenizer(policy_dir)
     policy = AutoModelForCausalLM.from_pretrained(str(policy_dir)).float()
 
-    def sample_responses(policy, tokenizer, contexts, params, pad_id, batch_size):
+    def sample_responses(policy, tokenizer, contexts, params, pad_id, batch_size, quantize="none"):
         # episode 0 calls the calculator, then answers; episode 1 answers at once
         return [
             turn(tokenizer, "so 12" if not first_turn(tokenizer, [c]) or i else call_text(CALL))

@@ -82,6 +82,8 @@ def test_bad_input_is_one_clear_error(policy_dir, rm_dir, prompts_file, tmp_path
     assert "at least 2 responses" in capsys.readouterr().err
     assert main(["rs", "--policy", str(policy_dir), "--prompts", str(prompts_file)]) == 1
     assert "--reward is required" in capsys.readouterr().err
+    assert main([*argv, "--generation-quantize", "int4"]) == 1
+    assert "--generation-quantize: expected one of none, int8, got 'int4'" in capsys.readouterr().err
 
 
 def test_the_dpo_objective_trains_on_each_prompts_best_versus_worst_sample(
@@ -101,3 +103,19 @@ def test_the_dpo_objective_trains_on_each_prompts_best_versus_worst_sample(
     dpo = json.loads((out / "rlhfkit.json").read_text())
     assert dpo["stage"] == "rs" and dpo["config"]["objective"] == "dpo"
     assert (out / "ref_logprobs.safetensors").exists()  # the DPO stage trained the final policy
+
+
+def test_int8_sampling_on_request(policy_dir, rm_dir, prompts_file, tmp_path, monkeypatch):
+    import rlhfkit.generation as generation
+
+    asked, real = [], generation.generate_chat
+
+    def spy(*args, **kwargs):
+        asked.append((len(args[2]), kwargs.get("quantize")))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(generation, "generate_chat", spy)
+    argv = _argv(policy_dir, rm_dir, prompts_file, tmp_path / "rs", rounds=1)
+    assert main([*argv, "--generation-quantize", "int8"]) == 0
+    assert asked[0] == (12 * 4, "int8")  # the round's samples; fine-tuning then shows a few, in fp32
+    assert (tmp_path / "rs" / "rounds" / "0" / "winners.jsonl").exists()

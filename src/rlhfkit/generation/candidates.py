@@ -56,10 +56,9 @@ def run(cfg: CandidatesConfig) -> Path:
         raise RlhfkitError("--model and --prompts are required")
     require_at_least(cfg, 1, "n", "best_of")
     require_at_least(cfg, 0, "off_prompt")
-    from rlhfkit.generation.int8_linear import QUANTIZE
+    from rlhfkit.generation.int8_linear import require_quantize
 
-    if cfg.quantize not in QUANTIZE:
-        raise RlhfkitError(f"--quantize: expected one of {', '.join(QUANTIZE)}, got '{cfg.quantize}'")
+    require_quantize(cfg.quantize, "--quantize")
     if cfg.best_of > 1 and not cfg.reward:
         raise RlhfkitError("--best-of needs --reward DIR (the reward model that picks the best sample)")
     params = SamplingParams(

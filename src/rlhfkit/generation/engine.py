@@ -23,7 +23,7 @@ import torch
 from rlhfkit.errors import RlhfkitError
 from rlhfkit.generation import lean_llama
 from rlhfkit.generation.hf_decoder import HFDecoder
-from rlhfkit.generation.int8_linear import QUANTIZE, int8_usable
+from rlhfkit.generation.int8_linear import int8_usable, require_quantize
 from rlhfkit.generation.params import Completion, SamplingParams
 from rlhfkit.generation.sampling import pick_next_tokens
 from rlhfkit.generation.stopping import StopStrings
@@ -50,8 +50,7 @@ def lean_or_notice(model: torch.nn.Module) -> bool:
 
 def check_quantize(model: torch.nn.Module, quantize: str, option: str = "quantize") -> None:
     """Refuse a `--quantize` value this model or this torch cannot decode with (`int8_linear`)."""
-    if quantize not in QUANTIZE:
-        raise RlhfkitError(f"{option}: expected one of {', '.join(QUANTIZE)}, got '{quantize}'")
+    require_quantize(quantize, option)
     if quantize == "none":
         return
     reason = lean_llama.unsupported_reason(model)

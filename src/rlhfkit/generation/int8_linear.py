@@ -13,10 +13,16 @@ rounded to multiples of that exact value) and handed to the kernel: the product 
 of its own, and a residual connection adds the bf16 product straight into the fp32 stream (two small ops
 fewer per layer; ~180 a decode step of a 30-layer model).
 
-Measured on one core of an AMD EPYC (AVX-512), a 49152 x 576 layer: 1.3 ms against 3.7 ms for the
-prepacked fp32 matmul at 1 row, 3.2 against 4.1 ms at 8 rows, but slower from about 10 rows on (6.7 against
-5.7 ms at 16): int8 pays for chat-sized batches, not for large ones. Faster int8 kernels tried and not used
-(activations in int8 through `torch._int_mm`, inductor's template): docs/performance.md.
+That kernel is a matrix-vector product per row: it reads every weight again for each row, so it is the
+faster one for a row or two and falls far behind from a few rows on (SmolLM2-135M's 121 layers on 2 cores of a
+Zen 4: 12.6 ms at 2 rows, 28 ms at 8, 154 ms at 64). So from `WIDE_ROWS` rows on, where the CPU multiplies
+bf16 natively, a layer multiplies by a oneDNN-packed bf16 copy of the same int8 integers (exact in bf16:
+at most 8 significant bits) with the scale applied as the matmul's `mul` epilogue, in fp32 before the one
+rounding to bf16, as the int8 kernel does: the same sums in another order. Measured, 99.9% of the outputs
+equal the int8 kernel's bit for bit and the rest differ by one bf16 rounding; 17 ms at 8 rows, 53 ms at 64
+(fp32's packed weights: 26 ms at 8). The copy costs two more bytes per weight; the model's own fp32 weights
+are still held anyway. Faster int8 kernels tried and not used (activations in int8 through `torch._int_mm`,
+inductor's template): docs/performance.md.
 
 The kernel reads its input in blocks along the inner dimension: with an inner size that is not a multiple
 of 16 it returned garbage or crashed (torch 2.13, measured), so weights are zero-padded to a multiple of 32
@@ -30,9 +36,20 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from rlhfkit.errors import RlhfkitError
+from rlhfkit.generation.packed_linear import onednn_usable
+
 QUANTIZE = ("none", "int8")  # what `--quantize` accepts
 _USABLE: dict[str, bool] = {}
 _INNER_BLOCK = 32  # the inner size of a weight is padded to a multiple of this when it is not one of 16
+WIDE_ROWS = 4  # calls of this many rows or more take the packed bf16 copy, where there is one (module doc)
+_WIDE_HINT = 16  # the batch size oneDNN lays the bf16 copy out for
+
+
+def require_quantize(value: str, option: str) -> None:
+    """Refuse a `--quantize`-style value that is not one of `QUANTIZE`, in one line naming `option`."""
+    if value not in QUANTIZE:
+        raise RlhfkitError(f"{option}: expected one of {', '.join(QUANTIZE)}, got '{value}'")
 
 
 def int8_usable() -> bool:
@@ -52,7 +69,7 @@ def int8_usable() -> bool:
 class Int8Linear:
     """`y = x @ (weight * scale).T + bias` with int8 `weight` and one bf16 `scale` per output channel."""
 
-    __slots__ = ("weight", "scale", "bias", "_pad")
+    __slots__ = ("weight", "scale", "bias", "_pad", "_wide", "_scale_row")
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None):
         w = weight.detach().float()
@@ -65,13 +82,25 @@ class Int8Linear:
         self.weight = torch.round(w / scale.float()[:, None]).clamp(-127, 127).to(torch.int8).contiguous()
         self.scale = scale
         self.bias = None if bias is None else bias.detach().float()
+        # The same integers as bf16 for calls of several rows, only where bf16 is native (oneDNN would
+        # emulate it otherwise, slower than the int8 kernel).
+        wide = onednn_usable(torch.device("cpu"), torch.bfloat16) and self.weight.device.type == "cpu"
+        self._wide = (
+            torch.ops.mkldnn._reorder_linear_weight(self.weight.to(torch.bfloat16), _WIDE_HINT)
+            if wide
+            else None
+        )
+        self._scale_row = scale[None]  # [1, out]: the epilogue broadcasts it over the rows
 
     def _product(self, x: torch.Tensor) -> torch.Tensor:
         """`x @ (weight * scale).T` in bf16, shaped like `x` but for its last dimension."""
         flat = x.reshape(-1, x.shape[-1]).to(torch.bfloat16)
         if self._pad:
             flat = F.pad(flat, (0, self._pad))
-        y = torch.ops.aten._weight_int8pack_mm(flat, self.weight, self.scale)
+        if self._wide is not None and flat.shape[0] >= WIDE_ROWS:
+            y = torch.ops.mkldnn._linear_pointwise.binary(flat, self._scale_row, self._wide, None, "mul")
+        else:
+            y = torch.ops.aten._weight_int8pack_mm(flat, self.weight, self.scale)
         return y.view(*x.shape[:-1], -1)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:

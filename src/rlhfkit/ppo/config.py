@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from rlhfkit.errors import RlhfkitError
+from rlhfkit.generation.int8_linear import QUANTIZE
 from rlhfkit.lora import LoraOptions
 from rlhfkit.train.loop import LoopConfig
 
@@ -121,6 +122,8 @@ class PPOConfig:
     sample_every: int = 10  # write responses to samples.jsonl (and show a few) every N steps; 0: never
     num_samples: int = 3  # responses shown on the console at each sampling
     generation_batch_size: int = 64  # sequences decoded together in a rollout
+    generation_quantize: str = "none"  # int8: rollouts decode with weight-only int8 copies of the policy's
+    # weights, made afresh for each rollout (CPU, Llama layout, no LoRA); the update and its log-probs stay fp32
     forward_batch_size: int = 16  # rows per no-grad forward (rollout measuring, RM scoring), longest first
     device: str = "auto"  # auto (CUDA when available), cpu or cuda
     dtype: str = "auto"  # compute dtype: auto (bf16 on a GPU that has it, else float32), float32, bfloat16,
@@ -166,6 +169,7 @@ def check_config(cfg: PPOConfig, has_reward_fn: bool) -> None:
     if not cfg.prompts:
         raise RlhfkitError("--prompts is required (a prompts JSONL file)")
     for name, allowed in (
+        ("generation_quantize", QUANTIZE),
         ("value_model", VALUE_MODELS),
         ("advantage", ADVANTAGES),
         ("kl_penalty", KL_PENALTIES),

@@ -212,10 +212,14 @@ def sample_responses(
     params: SamplingParams,
     pad_id: int,
     batch_size: int,
+    quantize: str = "none",
 ):
     """Completions from the generation engine, with the policy in eval mode (then back to train).
 
-    A LoRA policy samples through its own forward: the lean Llama decoder reads base weights only."""
+    A LoRA policy samples through its own forward: the lean Llama decoder reads base weights only.
+    `quantize="int8"`: the lean decoder samples through int8 copies of the policy's current weights (the
+    policy is trained, so they are made afresh for each call); the samples then come from a policy a
+    rounding away from the one trained, whose log-probs (`measure`) are still the exact ones."""
     was_training = policy.training
     policy.eval()
     try:
@@ -227,6 +231,7 @@ def sample_responses(
             tokenizer=tokenizer,
             batch_size=batch_size,
             backend="hf" if is_peft(policy) else "auto",
+            quantize=quantize,
         )
     finally:
         policy.train(was_training)
@@ -246,14 +251,17 @@ def collect(
     generation_batch_size: int = 64,
     tools: Tools | None = None,
     max_tool_turns: int = 0,
+    quantize: str = "none",
 ) -> Rollout:
     """Generate and score one rollout batch (the forwards are `measure`'s job). With `tools` and
     `max_tool_turns` > 0 each episode may call tools between turns (`ppo.environment`); the reward reads its
-    final turn."""
+    final turn. `quantize`: `sample_responses`'."""
     t0 = time.perf_counter()
 
     def sample(contexts: list[list[int]], turn_params: SamplingParams):
-        return sample_responses(policy, tokenizer, contexts, turn_params, pad_id, generation_batch_size)
+        return sample_responses(
+            policy, tokenizer, contexts, turn_params, pad_id, generation_batch_size, quantize
+        )
 
     if tools and max_tool_turns > 0:
         limit = getattr(causal_lm_of(policy).config, "max_position_embeddings", None) or 10**9

@@ -51,9 +51,11 @@ from rlhfkit.artifacts import save_hf_checkpoint, write_manifest
 from rlhfkit.data.chats import load_prompts
 from rlhfkit.errors import RlhfkitError
 from rlhfkit.generation import SamplingParams, end_of_turn_ids, pad_id, render_chat
+from rlhfkit.generation.engine import check_quantize
 from rlhfkit.lora import (
     apply_lora,
     enable_gradient_checkpointing,
+    is_peft,
     load_frozen_lm,
     load_trainable_lm,
     trainable_parameters,
@@ -208,6 +210,7 @@ def run(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
             f"{cfg.policy}: the tokenizer has no chat template; PPO needs one to render prompts"
         )
     policy, base = load_trainable_lm(cfg.policy, out, device, cfg.dtype, cfg.gradient_checkpointing, cfg.lora)
+    _check_generation_quantize(cfg, policy)
     # With LoRA and no other reference, the reference is the policy with its adapters disabled (ref None).
     ref = None
     if cfg.ref or not cfg.lora.enabled:
@@ -413,6 +416,18 @@ def _audit(audit: Audit, rule: StopRule, done: int, sampler: Sampler, cfg: PPOCo
     return {**{k: v for k, v in summary.items() if k != "step"}, "time_audit": time.perf_counter() - t0}
 
 
+def _check_generation_quantize(cfg: PPOConfig, policy: torch.nn.Module) -> None:
+    """Refuse `--generation-quantize` before the first rollout where the policy cannot sample with it."""
+    if cfg.generation_quantize == "none":
+        return
+    option = "--generation-quantize"
+    if is_peft(policy):
+        raise RlhfkitError(
+            f"{option} {cfg.generation_quantize}: a LoRA policy samples through its own forward"
+        )
+    check_quantize(causal_lm_of(policy), cfg.generation_quantize, option)
+
+
 def _prompt_ids(cfg: PPOConfig, tokenizer, records: list[dict], policy) -> list[list[int]]:
     """Each prompt rendered with the chat template; prompts keep their end (the question) and leave room for
     the response within the policy's position limit."""
@@ -460,6 +475,7 @@ def roll_out(cfg: PPOConfig, sampler: Sampler, step: int, info: DistInfo) -> tup
         generation_batch_size=cfg.generation_batch_size,
         tools=sampler.tools,
         max_tool_turns=cfg.max_tool_turns,
+        quantize=cfg.generation_quantize,
     )
     t_gold = time.perf_counter()
     gold = gold_scores(sampler.records, idx, rollout.texts) if sampler.use_gold else None

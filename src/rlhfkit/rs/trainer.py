@@ -34,6 +34,7 @@ from rlhfkit.artifacts import read_manifest, write_manifest
 from rlhfkit.config import require, require_at_least
 from rlhfkit.data.jsonl import read_jsonl, write_jsonl
 from rlhfkit.errors import RlhfkitError
+from rlhfkit.generation.int8_linear import require_quantize
 from rlhfkit.lora import LoraOptions
 from rlhfkit.reward.judge_mark import refuse_judge
 from rlhfkit.train.loop import LoopConfig
@@ -54,6 +55,8 @@ class RSConfig:
     min_score: float | None = None  # keep a winner only if its reward-model score is at least this
     keep_unfinished: bool = False  # let a response cut off at max_new_tokens win (for untrained test models)
     generation_batch_size: int = 64  # sequences decoded together
+    generation_quantize: str = "none"  # int8: sample through weight-only int8 copies of the policy's weights
+    # (CPU, Llama layout; `rlhfkit generate --quantize`); fine-tuning stays fp32
     rm_max_length: int | None = (
         None  # tokens the RM reads per prompt + response (default: its training length)
     )
@@ -82,6 +85,7 @@ def _check(cfg: RSConfig) -> None:
         raise RlhfkitError(f"--objective: expected sft or dpo, got '{cfg.objective}'")
     if cfg.n < 2:
         raise RlhfkitError("--n: rejection sampling needs at least 2 responses per prompt to choose from")
+    require_quantize(cfg.generation_quantize, "--generation-quantize")
     refuse_judge(cfg.reward)  # before any sampling: the scorer is loaded only after each round's samples
 
 
@@ -141,6 +145,7 @@ def _sample_and_pick(cfg: RSConfig, policy: str, records: list[dict], round_dir:
     """Write samples.jsonl, winners.jsonl (last, atomically: it marks the round's sampling as done) and round.json."""
     from rlhfkit.device import pick_device
     from rlhfkit.generation import SamplingParams, generate_chat
+    from rlhfkit.generation.engine import check_quantize
     from rlhfkit.lora import load_frozen_lm
     from rlhfkit.reward.model import load_scorer, score_conversations
     from rlhfkit.tokenizer import load_tokenizer
@@ -150,11 +155,19 @@ def _sample_and_pick(cfg: RSConfig, policy: str, records: list[dict], round_dir:
     precision = Precision.of(device, cfg.dtype)
     dtype = precision.dtype
     model = load_frozen_lm(policy, device, dtype)  # a previous LoRA round's adapters are merged in
+    check_quantize(model, cfg.generation_quantize, "--generation-quantize")
     tokenizer = load_tokenizer(policy)
     chats = [r["messages"] for r in records for _ in range(cfg.n)]  # prompt-major: n in a row
     params = SamplingParams(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, seed=seed)
     print(f"rs: sampling {cfg.n} responses to each of {len(records)} prompts from {policy}")
-    completions = generate_chat(model, tokenizer, chats, params, batch_size=cfg.generation_batch_size)
+    completions = generate_chat(
+        model,
+        tokenizer,
+        chats,
+        params,
+        batch_size=cfg.generation_batch_size,
+        quantize=cfg.generation_quantize,
+    )
     del model
     rm, rm_tokenizer, rm_length = load_scorer(
         cfg.reward, device, cfg.rm_max_length, dtype=dtype, optimize=True
