@@ -123,7 +123,8 @@ class PPOConfig:
     num_samples: int = 3  # responses shown on the console at each sampling
     generation_batch_size: int = 64  # sequences decoded together in a rollout
     generation_quantize: str = "none"  # int8: rollouts decode with weight-only int8 copies of the policy's
-    # weights, made afresh for each rollout (CPU, Llama layout, no LoRA); the update and its log-probs stay fp32
+    # weights, made afresh for each rollout (CPU, Llama layout, no LoRA); the update and its log-probs are
+    # computed as without it
     forward_batch_size: int = 16  # rows per no-grad forward (rollout measuring, RM scoring), longest first
     device: str = "auto"  # auto (CUDA when available), cpu or cuda
     dtype: str = "auto"  # compute dtype: auto (bf16 on a GPU that has it, else float32), float32, bfloat16,
