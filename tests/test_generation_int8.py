@@ -86,3 +86,14 @@ def test_what_cannot_decode_in_int8_is_refused():
         generate(gpt2(), prompts(), params, pad_token_id=PAD, quantize="int8")
     with pytest.raises(RlhfkitError, match="quantize: expected one of none, int8, got 'int4'"):
         generate(llama(), prompts(), params, pad_token_id=PAD, quantize="int4")
+
+
+def test_int8_for_many_rows_says_where_it_is_slower_than_fp32(monkeypatch, capsys):
+    from rlhfkit.generation import int8_linear
+
+    monkeypatch.setattr(int8_linear, "onednn_usable", lambda device, dtype: False)  # an AVX2-only CPU
+    int8_linear.warn_if_rows_are_slow("--generation-quantize")
+    assert "--generation-quantize int8: this CPU has no native bf16" in capsys.readouterr().err
+    monkeypatch.setattr(int8_linear, "onednn_usable", lambda device, dtype: True)
+    int8_linear.warn_if_rows_are_slow("--generation-quantize")
+    assert capsys.readouterr().err == ""
