@@ -4,11 +4,12 @@
 
 Speed: greedy decoding of `--new-tokens` tokens (stop tokens off, so every run decodes the same count) at
 batch 1 and at `--batch` rows, fp32 and int8 alternated `--repeats` times in the same process (the median
-of each is reported, with the ratio); and as a rollout does (`rlhfkit grpo --generation-quantize`): `--rollout-batch`
-rows from a model whose weights require grad, so that every call packs or quantizes its weights afresh. Quality, on `--prompts` fixed chat prompts: the fp32 greedy reply is
-fed to both decoders token by token (teacher forcing), and at every position we compare int8's most likely
-token with fp32's (agreement) and the log-prob each gives the fp32 token (mean absolute difference); also how
-many free-running int8 greedy replies equal fp32's token for token. Prints one JSON object.
+of each is reported, with the ratio); and as a rollout does (`rlhfkit grpo --generation-quantize`):
+`--rollout-batch` rows from a model whose weights require grad, so that every call packs or quantizes its
+weights afresh. Quality (`--skip-quality` leaves it out), on `--prompts` fixed chat prompts: the fp32 greedy
+reply is fed to both decoders token by token (teacher forcing), and at every position we compare int8's most
+likely token with fp32's (agreement) and the log-prob each gives the fp32 token (mean absolute difference);
+also how many free-running int8 greedy replies equal fp32's token for token. Prints one JSON object.
 """
 
 from __future__ import annotations

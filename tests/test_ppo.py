@@ -92,7 +92,7 @@ def test_critic_free_methods_reject_a_single_sample_per_prompt(policy_dir, promp
     assert "multiple of --samples-per-prompt" in capsys.readouterr().err
 
 
-def test_int8_rollouts_sample_the_policy_as_it_trains(policy_dir, prompts_file, tmp_path, monkeypatch):
+def test_int8_rollouts_sample_the_policy_as_it_trains(policy_dir, monkeypatch):
     from rlhfkit.generation import SamplingParams, lean_llama
     from rlhfkit.generation.int8_linear import Int8Linear
     from rlhfkit.models import load_causal_lm
@@ -109,7 +109,8 @@ def test_int8_rollouts_sample_the_policy_as_it_trains(policy_dir, prompts_file, 
 
     policy = load_causal_lm(policy_dir)  # trainable: its weights require grad
     prompts = [[5 + i, 7, 9 + i] for i in range(8)]
-    params = SamplingParams(max_new_tokens=10, temperature=1.0, seed=0)  # greedy: one token over and over
+    # Sampled, seeded: this random model's greedy replies repeat one token, which would tell nothing apart.
+    params = SamplingParams(max_new_tokens=10, temperature=1.0, seed=0)
 
     def tokens(quantize: str) -> list[int]:
         done = sample_responses(policy, None, prompts, params, 0, 8, quantize)
