@@ -23,7 +23,7 @@ import torch
 from rlhfkit.errors import RlhfkitError
 from rlhfkit.generation import lean_llama
 from rlhfkit.generation.hf_decoder import HFDecoder
-from rlhfkit.generation.int8_linear import int8_usable, require_quantize
+from rlhfkit.generation.int8_linear import int8_usable, require_quantize, warn_if_rows_are_slow
 from rlhfkit.generation.params import Completion, SamplingParams
 from rlhfkit.generation.sampling import pick_next_tokens
 from rlhfkit.generation.stopping import StopStrings
@@ -60,6 +60,14 @@ def check_quantize(model: torch.nn.Module, quantize: str, option: str = "quantiz
         raise RlhfkitError(
             f"{option} {quantize}: this torch has no CPU int8 weight kernel (_weight_int8pack_mm)"
         )
+
+
+def check_batch_quantize(model: torch.nn.Module, quantize: str, option: str) -> None:
+    """`check_quantize` for a caller that decodes many rows at a time (rollouts, rejection sampling); it also
+    says on stderr where int8 is slower than fp32 for such batches."""
+    check_quantize(model, quantize, option)
+    if quantize != "none":
+        warn_if_rows_are_slow(option)
 
 
 def generate(

@@ -51,8 +51,7 @@ from rlhfkit.artifacts import save_hf_checkpoint, write_manifest
 from rlhfkit.data.chats import load_prompts
 from rlhfkit.errors import RlhfkitError
 from rlhfkit.generation import SamplingParams, end_of_turn_ids, pad_id, render_chat
-from rlhfkit.generation.engine import check_quantize
-from rlhfkit.generation.int8_linear import warn_if_rows_are_slow
+from rlhfkit.generation.engine import check_batch_quantize
 from rlhfkit.lora import (
     apply_lora,
     enable_gradient_checkpointing,
@@ -426,8 +425,7 @@ def _check_generation_quantize(cfg: PPOConfig, policy: torch.nn.Module) -> None:
         raise RlhfkitError(
             f"{option} {cfg.generation_quantize}: a LoRA policy samples through its own forward"
         )
-    check_quantize(causal_lm_of(policy), cfg.generation_quantize, option)
-    warn_if_rows_are_slow(option)
+    check_batch_quantize(causal_lm_of(policy), cfg.generation_quantize, option)
 
 
 def _prompt_ids(cfg: PPOConfig, tokenizer, records: list[dict], policy) -> list[list[int]]:

@@ -145,8 +145,7 @@ def _sample_and_pick(cfg: RSConfig, policy: str, records: list[dict], round_dir:
     """Write samples.jsonl, winners.jsonl (last, atomically: it marks the round's sampling as done) and round.json."""
     from rlhfkit.device import pick_device
     from rlhfkit.generation import SamplingParams, generate_chat
-    from rlhfkit.generation.engine import check_quantize
-    from rlhfkit.generation.int8_linear import warn_if_rows_are_slow
+    from rlhfkit.generation.engine import check_batch_quantize
     from rlhfkit.lora import load_frozen_lm
     from rlhfkit.reward.model import load_scorer, score_conversations
     from rlhfkit.tokenizer import load_tokenizer
@@ -156,9 +155,7 @@ def _sample_and_pick(cfg: RSConfig, policy: str, records: list[dict], round_dir:
     precision = Precision.of(device, cfg.dtype)
     dtype = precision.dtype
     model = load_frozen_lm(policy, device, dtype)  # a previous LoRA round's adapters are merged in
-    check_quantize(model, cfg.generation_quantize, "--generation-quantize")
-    if cfg.generation_quantize != "none":
-        warn_if_rows_are_slow("--generation-quantize")
+    check_batch_quantize(model, cfg.generation_quantize, "--generation-quantize")
     tokenizer = load_tokenizer(policy)
     chats = [r["messages"] for r in records for _ in range(cfg.n)]  # prompt-major: n in a row
     params = SamplingParams(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, seed=seed)
